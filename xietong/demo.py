@@ -1,0 +1,122 @@
+"""The stack's visible round trip: one Avro record through the real registry and broker.
+
+Registers the heartbeat schema, produces one record with confluent-kafka's Avro
+serializer (Confluent wire format: magic byte, schema id, Avro body), reads it back
+with a consumer and the Avro deserializer, and records it in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from confluent_kafka import Message, TopicPartition
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from schemas import load_schema, register_schema, value_subject
+from xietong.kafka import KafkaClients
+from xietong.topics import HEARTBEATS
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    schema_id: int
+    partition: int
+    offset: int
+    wire_bytes: int
+    decoded: dict[str, Any]
+    database_row_id: int
+    elapsed_ms: float
+
+
+def round_trip(clients: KafkaClients, service: str = "demo") -> RoundTrip:
+    """Produce one heartbeat, consume and decode it, store it; what happened."""
+    started = time.perf_counter()
+    topic = HEARTBEATS.name
+    schema_str = load_schema("heartbeat")
+    schema_id = register_schema(clients.schema_registry(), value_subject(topic), schema_str)
+
+    heartbeat = {
+        "service": service,
+        "instance": f"{socket.gethostname()}:{os.getpid()}",
+        "sent_at": datetime.now(UTC).replace(microsecond=0),
+        "detail": {"purpose": "stack round trip"},
+    }
+    serializer = clients.avro_serializer(schema_str)
+    payload = serializer(heartbeat, SerializationContext(topic, MessageField.VALUE))
+    assert payload is not None
+
+    delivered: list[Message] = []
+    producer = clients.producer()
+    producer.produce(
+        topic,
+        key=service.encode(),
+        value=payload,
+        on_delivery=lambda error, message: delivered.append(message) if error is None else None,
+    )
+    producer.flush(30)
+    if not delivered:
+        raise RuntimeError(f"the heartbeat was not acknowledged by {clients.settings.kafka_bootstrap_servers}")
+    sent = delivered[0]
+
+    consumer = clients.consumer(group_id=f"xietong-demo-{os.getpid()}")
+    consumer.assign([TopicPartition(topic, sent.partition(), sent.offset())])
+    try:
+        received = None
+        deadline = time.monotonic() + 30
+        while received is None and time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is not None and message.error() is None:
+                received = message
+    finally:
+        consumer.close()
+    if received is None:
+        raise RuntimeError(f"the heartbeat at {topic}[{sent.partition()}]@{sent.offset()} was not read back")
+    raw = received.value()
+    assert raw is not None
+    decoded = clients.avro_deserializer()(raw, SerializationContext(topic, MessageField.VALUE))
+
+    row_id = _record(clients.settings.credit_database_url, decoded, received)
+    return RoundTrip(
+        schema_id=schema_id,
+        partition=received.partition(),
+        offset=received.offset(),
+        wire_bytes=len(raw),
+        decoded=decoded,
+        database_row_id=row_id,
+        elapsed_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+def _record(database_url: str, heartbeat: dict[str, Any], message: Message) -> int:
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "CREATE TABLE IF NOT EXISTS stack_round_trip ("
+                    " id bigserial PRIMARY KEY, service text NOT NULL, sent_at timestamptz NOT NULL,"
+                    " topic text NOT NULL, kafka_partition int NOT NULL, kafka_offset bigint NOT NULL)"
+                )
+            )
+            row_id = connection.execute(
+                sa.text(
+                    "INSERT INTO stack_round_trip (service, sent_at, topic, kafka_partition, kafka_offset)"
+                    " VALUES (:service, :sent_at, :topic, :partition, :offset) RETURNING id"
+                ),
+                {
+                    "service": heartbeat["service"],
+                    "sent_at": heartbeat["sent_at"],
+                    "topic": message.topic(),
+                    "partition": message.partition(),
+                    "offset": message.offset(),
+                },
+            ).scalar_one()
+        return int(row_id)
+    finally:
+        engine.dispose()

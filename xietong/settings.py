@@ -1,0 +1,151 @@
+"""The one settings object of the platform.
+
+Every component reads its configuration from :func:`get_settings`. Values come from
+environment variables; the defaults describe the local stack that ``make up`` starts on
+loopback, so a newcomer needs no configuration at all.
+
+The four endpoint variables are the contract with the outside world::
+
+    KAFKA_BOOTSTRAP_SERVERS   SCHEMA_REGISTRY_URL   DATABASE_URL   CREDIT_DATABASE_URL
+
+When one of them is set to something other than the local stack's address, the
+platform uses that service and ``xietong stack up`` does not start a local one.
+Everything else is prefixed ``XIETONG_`` (for example ``XIETONG_KAFKA_PORT=19092``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK = "127.0.0.1"
+
+
+def _default_cache_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "xietong"
+
+
+class Settings(BaseSettings):
+    """Platform configuration, from the environment with local-stack defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="XIETONG_", extra="ignore")
+
+    # -- where the local stack lives -------------------------------------------------
+    home: Path = Field(
+        default_factory=lambda: Path.cwd() / ".local",
+        description="Data, logs and pid files of the local stack (git-ignored).",
+    )
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="Downloaded artifacts (Maven repository, unpacked registry), reused.",
+    )
+
+    # -- local stack ports and versions ----------------------------------------------
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    schema_registry_port: int = 8081
+    postgres_port: int = 5433
+    kafka_version: str = "4.1.1"
+    apicurio_version: str = "3.3.3"
+    kafka_heap: str = "512m"
+    schema_registry_heap: str = "384m"
+    postgres_user: str = "xietong"
+    postgres_password: str = "xietong"
+
+    # -- endpoints: external when set to something else than the local stack ---------
+    kafka_bootstrap_servers_env: str | None = Field(
+        default=None, validation_alias="KAFKA_BOOTSTRAP_SERVERS"
+    )
+    schema_registry_url_env: str | None = Field(
+        default=None, validation_alias="SCHEMA_REGISTRY_URL"
+    )
+    database_url_env: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    credit_database_url_env: str | None = Field(
+        default=None, validation_alias="CREDIT_DATABASE_URL"
+    )
+
+    # -- topic layout -----------------------------------------------------------------
+    replication_factor: int = Field(
+        default=1, description="1 on a laptop, 3 on a production cluster."
+    )
+    min_insync_replicas: int = Field(
+        default=1, description="1 on a laptop, 2 on a production cluster."
+    )
+    uscc_partitions: int = Field(
+        default=6,
+        description="Partition count of every topic keyed by USCC (co-partitioning).",
+    )
+
+    # -- derived endpoints ------------------------------------------------------------
+    @property
+    def local_bootstrap_servers(self) -> str:
+        return f"{LOOPBACK}:{self.kafka_port}"
+
+    @property
+    def local_schema_registry_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.schema_registry_port}/apis/ccompat/v7"
+
+    def local_database_url(self, database: str) -> str:
+        return (
+            f"postgresql+psycopg2://{self.postgres_user}:{self.postgres_password}"
+            f"@{LOOPBACK}:{self.postgres_port}/{database}"
+        )
+
+    @property
+    def kafka_bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers_env or self.local_bootstrap_servers
+
+    @property
+    def schema_registry_url(self) -> str:
+        return self.schema_registry_url_env or self.local_schema_registry_url
+
+    @property
+    def database_url(self) -> str:
+        return self.database_url_env or self.local_database_url(REGISTRY_DATABASE)
+
+    @property
+    def credit_database_url(self) -> str:
+        return self.credit_database_url_env or self.local_database_url(CREDIT_DATABASE)
+
+    def endpoints(self) -> dict[str, str]:
+        """The endpoint variables, as written to ``.local/stack.env``."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
+            "SCHEMA_REGISTRY_URL": self.schema_registry_url,
+            "DATABASE_URL": self.database_url,
+            "CREDIT_DATABASE_URL": self.credit_database_url,
+        }
+
+    # -- which services the local stack must provide ------------------------------------
+    @property
+    def kafka_is_external(self) -> bool:
+        return self.kafka_bootstrap_servers != self.local_bootstrap_servers
+
+    @property
+    def schema_registry_is_external(self) -> bool:
+        return self.schema_registry_url.rstrip("/") != self.local_schema_registry_url
+
+    @property
+    def postgres_is_external(self) -> bool:
+        local = {
+            self.local_database_url(REGISTRY_DATABASE),
+            self.local_database_url(CREDIT_DATABASE),
+        }
+        return self.database_url not in local or self.credit_database_url not in local
+
+
+REGISTRY_DATABASE = "xietong_registry"
+CREDIT_DATABASE = "xietong_credit"
+SCHEMA_REGISTRY_DATABASE = "xietong_schemas"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

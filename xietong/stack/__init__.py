@@ -1,0 +1,67 @@
+"""The local stack: PostgreSQL, Kafka and the schema registry as processes on loopback.
+
+``xietong stack up`` (``make up``) starts what the settings do not point elsewhere, in
+dependency order, and writes the endpoints to ``.local/stack.env``; ``down`` stops them
+in reverse order; ``status`` reports each one.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+
+from xietong.settings import Settings
+from xietong.stack.base import LocalService, ServiceStatus, StackError
+from xietong.stack.kafka import KafkaBroker
+from xietong.stack.postgres import PostgresServer
+from xietong.stack.schema_registry import SchemaRegistry
+
+__all__ = ["LocalStack", "ServiceStatus", "StackError"]
+
+
+class LocalStack:
+    """The services of the local stack, in the order they must start."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        # The schema registry stores its schemas in PostgreSQL, so it starts after it.
+        self.services: list[LocalService] = [
+            PostgresServer(settings),
+            KafkaBroker(settings),
+            SchemaRegistry(settings),
+        ]
+
+    @property
+    def env_file(self) -> Path:
+        return self.settings.home / "stack.env"
+
+    def up(self, report: Callable[[str], None] = print) -> list[str]:
+        """Start every local service that is not running; the names of those started."""
+        started = []
+        for service in self.services:
+            was_running = service.is_external or service.pid() is not None
+            report(service.start())
+            if not was_running:
+                started.append(service.name)
+        self.write_env_file()
+        report(f"endpoints: {self.env_file} (source it to use them from a shell)")
+        return started
+
+    def down(self, only: list[str] | None = None, report: Callable[[str], None] = print) -> None:
+        """Stop the local services (or only the named ones), last started first."""
+        for service in reversed(self.services):
+            if only is None or service.name in only:
+                report(service.stop())
+
+    def status(self) -> list[ServiceStatus]:
+        return [service.status() for service in self.services]
+
+    def is_up(self) -> bool:
+        return all(s.state in ("running", "external") for s in self.status())
+
+    def write_env_file(self) -> None:
+        self.env_file.parent.mkdir(parents=True, exist_ok=True)
+        lines = ["# Endpoints of the Xietong stack, written by `xietong stack up`."]
+        lines += [f"export {name}={shlex.quote(value)}" for name, value in self.settings.endpoints().items()]
+        self.env_file.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,268 @@
+"""What every locally run service of the stack has in common.
+
+A :class:`LocalService` is one long-running process on loopback: it is prepared once
+(artifacts resolved, data directory initialised), started detached in its own session
+with its output in ``.local/logs/<name>.log``, tracked by a pid file in
+``.local/run/``, probed until it answers, and stopped by signal. Every step is
+idempotent, so ``make up`` twice does nothing the second time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from xietong.settings import LOOPBACK, Settings
+
+
+class StackError(RuntimeError):
+    """A problem the user can act on; its message is one line saying what to do."""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    state: str  # running | stopped | external | unhealthy
+    endpoint: str
+    pid: int | None = None
+    rss_mib: float | None = None
+    log: Path | None = None
+
+
+def port_is_open(port: int, host: str = LOOPBACK) -> bool:
+    """True when something accepts TCP connections on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
+def require_tool(tool: str, hint: str) -> str:
+    """The path of ``tool`` on PATH, or a :class:`StackError` saying how to install it."""
+    path = shutil.which(tool)
+    if path is None:
+        raise StackError(f"'{tool}' was not found on PATH: {hint}")
+    return path
+
+
+def wait_until(probe: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
+    """Call ``probe`` until it returns True or ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return True
+        time.sleep(interval)
+    return probe()
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log file, for error messages."""
+    if not path.exists():
+        return ""
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - 8192))
+        text = handle.read().decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class LocalService(ABC):
+    """One process of the local stack.
+
+    Subclasses say how to prepare the service (:meth:`prepare`), the command that runs
+    it (:meth:`command`) and how to tell it is ready (:meth:`is_ready`). This base class
+    owns the lifecycle: start detached, wait for readiness, report, stop.
+    """
+
+    name: str
+    port_setting: str  # the XIETONG_* variable that moves this service's port
+    start_timeout: float = 120.0
+    stop_signal: signal.Signals = signal.SIGTERM
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # -- what a subclass provides -----------------------------------------------------
+    @property
+    @abstractmethod
+    def port(self) -> int:
+        """The loopback port clients connect to."""
+
+    @property
+    @abstractmethod
+    def endpoint(self) -> str:
+        """What clients are given (bootstrap servers, URL)."""
+
+    @abstractmethod
+    def prepare(self) -> None:
+        """Resolve artifacts and initialise data; idempotent, may take long the first time."""
+
+    @abstractmethod
+    def command(self) -> list[str]:
+        """The command line that runs the service in the foreground."""
+
+    @abstractmethod
+    def is_ready(self) -> bool:
+        """True when the service answers requests."""
+
+    def environment(self) -> dict[str, str]:
+        """Environment of the service process."""
+        return dict(os.environ)
+
+    def run_as_user(self) -> str | None:
+        """A system user to run as when started by root, or None to run as the caller."""
+        return None
+
+    def after_start(self) -> None:
+        """Called once the service is ready (create databases, and so on)."""
+
+    @property
+    def is_external(self) -> bool:
+        """True when the settings point at a service that is not run locally."""
+        return False
+
+    # -- paths ------------------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.home / self.name
+
+    @property
+    def log_file(self) -> Path:
+        return self.settings.home / "logs" / f"{self.name}.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.settings.home / "run" / f"{self.name}.pid"
+
+    # -- lifecycle --------------------------------------------------------------------
+    def pid(self) -> int | None:
+        """The pid of the running service, or None (stale pid files are removed)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            process = psutil.Process(pid)
+            alive = process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            alive = False
+        if not alive:
+            self.pid_file.unlink(missing_ok=True)
+            return None
+        return pid
+
+    def start(self) -> str:
+        """Start the service unless it runs already; return what was done, in words."""
+        if self.is_external:
+            return f"{self.name}: external at {self.endpoint}, not started"
+        if self.pid() is not None:
+            if wait_until(self.is_ready, self.start_timeout):
+                self.after_start()
+                return f"{self.name}: already running at {self.endpoint}"
+            raise StackError(
+                f"{self.name} runs (pid {self.pid()}) but does not answer on {self.endpoint};"
+                f" see {self.log_file} or run 'make down' and 'make up'"
+            )
+        if port_is_open(self.port):
+            raise StackError(
+                f"port {self.port} for {self.name} is taken by another process: stop it, or "
+                f"set {self.port_setting} to a free port"
+            )
+        self.prepare()
+        self._spawn()
+        started = time.monotonic()
+        if not wait_until(lambda: self.pid() is None or self.is_ready(), self.start_timeout):
+            raise StackError(
+                f"{self.name} did not answer within {self.start_timeout:.0f}s; log {self.log_file}:"
+                f"\n{tail(self.log_file)}"
+            )
+        if self.pid() is None:
+            raise StackError(
+                f"{self.name} exited during start; log {self.log_file}:\n{tail(self.log_file)}"
+            )
+        self.after_start()
+        return (
+            f"{self.name}: started at {self.endpoint} in {time.monotonic() - started:.1f}s,"
+            f" log {self.log_file}"
+        )
+
+    def _spawn(self) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        user = self.run_as_user() if os.geteuid() == 0 else None
+        with self.log_file.open("ab") as log:
+            process = subprocess.Popen(  # noqa: S603 - command is built from settings
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                start_new_session=True,
+                user=user,
+                group=user,
+                extra_groups=[] if user else None,
+                cwd=self.data_dir if self.data_dir.exists() else None,
+            )
+        self.pid_file.write_text(f"{process.pid}\n")
+
+    def stop(self, timeout: float = 60.0) -> str:
+        """Stop the service gracefully, then forcibly after ``timeout`` seconds."""
+        if self.is_external:
+            return f"{self.name}: external, left alone"
+        pid = self.pid()
+        if pid is None:
+            return f"{self.name}: not running"
+        process = psutil.Process(pid)
+        process.send_signal(self.stop_signal)
+        try:
+            process.wait(timeout)
+        except psutil.TimeoutExpired:
+            for child in process.children(recursive=True):
+                child.kill()
+            process.kill()
+            process.wait(10)
+        self.pid_file.unlink(missing_ok=True)
+        return f"{self.name}: stopped"
+
+    def status(self) -> ServiceStatus:
+        """Whether the service runs, answers, and how much memory it holds."""
+        if self.is_external:
+            return ServiceStatus(self.name, "external", self.endpoint)
+        pid = self.pid()
+        if pid is None:
+            return ServiceStatus(self.name, "stopped", self.endpoint, log=self.log_file)
+        return ServiceStatus(
+            self.name,
+            "running" if self.is_ready() else "unhealthy",
+            self.endpoint,
+            pid=pid,
+            rss_mib=resident_mib(pid),
+            log=self.log_file,
+        )
+
+
+def resident_mib(pid: int) -> float:
+    """Resident memory of a process and all its children, in MiB."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+        # Sum unique resident pages roughly: RSS double counts shared memory between
+        # PostgreSQL backends, so USS is used where the platform allows reading it.
+        total = 0
+        for process in processes:
+            try:
+                total += process.memory_full_info().uss
+            except (psutil.AccessDenied, psutil.NoSuchProcess):
+                total += process.memory_info().rss
+        return total / 2**20
+    except psutil.NoSuchProcess:
+        return 0.0

@@ -1,0 +1,217 @@
+"""Every Kafka topic of the platform, declared in one place, and how they are applied.
+
+Topics keyed by the unified social credit code (统一社会信用代码, USCC) all have the same
+partition count (``XIETONG_USCC_PARTITIONS``), so a record about one entity lands in
+the same partition number of every such topic and stream processors can join them by
+looking up tables (co-partitioning). Replication factor and min ISR come from the
+settings, so one declaration serves a one-broker laptop and a three-broker cluster.
+
+``xietong topics apply`` creates what is missing and corrects configuration drift; it
+never deletes a topic and never changes a partition count by itself, because adding
+partitions to a keyed topic moves keys and breaks co-partitioning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
+
+from xietong.settings import Settings
+
+DAY_MS = 24 * 3600 * 1000
+FOREVER = -1
+
+
+class TopicKey(StrEnum):
+    """What a topic's record key is."""
+
+    USCC = "uscc"  # 统一社会信用代码 of the entity the record is about
+    SOURCE = "source"  # the department or connector that produced the record
+    CATALOG = "catalog"  # the id of a reference-catalog entry (compacted topics)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One declared topic."""
+
+    name: str
+    description: str
+    key: TopicKey
+    compacted: bool = False
+    retention_ms: int = FOREVER
+    partitions: int | None = None  # None: the USCC partition count
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    def partition_count(self, settings: Settings) -> int:
+        if self.key is TopicKey.USCC:
+            return settings.uscc_partitions
+        return self.partitions or 1
+
+    def config(self, settings: Settings) -> dict[str, str]:
+        return {
+            "cleanup.policy": "compact" if self.compacted else "delete",
+            "retention.ms": str(self.retention_ms),
+            "min.insync.replicas": str(settings.min_insync_replicas),
+            **self.extra_config,
+        }
+
+
+# -- the declarations -------------------------------------------------------------------
+# Canonical record topics keep their records forever: they are the system of record from
+# which the credit database and every processor's state can be rebuilt by replay.
+
+REGISTRATIONS = TopicSpec(
+    "market.registrations",
+    "市场主体登记 events (设立/变更/注销) from the registration authority",
+    TopicKey.USCC,
+)
+LICENCES = TopicSpec(
+    "permits.licences",
+    "行政许可 decisions (双公示) from licensing departments",
+    TopicKey.USCC,
+)
+PENALTIES = TopicSpec(
+    "enforcement.penalties",
+    "行政处罚 decisions (双公示) from enforcement departments",
+    TopicKey.USCC,
+)
+CREDIT_LIST_ENTRIES = TopicSpec(
+    "credit.list-entries",
+    "红黑名单 entries (列入/移出) from the credit authority",
+    TopicKey.USCC,
+)
+DEAD_LETTER = TopicSpec(
+    "platform.dead-letter",
+    "Input that failed validation: the original payload, its source and the reasons",
+    TopicKey.SOURCE,
+    partitions=3,
+    retention_ms=90 * DAY_MS,
+)
+HEARTBEATS = TopicSpec(
+    "platform.heartbeats",
+    "Liveness probes of the platform's services (and the stack's round-trip check)",
+    TopicKey.SOURCE,
+    partitions=1,
+    retention_ms=1 * DAY_MS,
+)
+
+TOPICS: tuple[TopicSpec, ...] = (
+    REGISTRATIONS,
+    LICENCES,
+    PENALTIES,
+    CREDIT_LIST_ENTRIES,
+    DEAD_LETTER,
+    HEARTBEATS,
+)
+
+
+# -- applying them ------------------------------------------------------------------------
+
+
+class Change(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    CONFLICT = "conflict"  # needs a human: partition count differs
+
+
+@dataclass(frozen=True)
+class TopicChange:
+    topic: str
+    change: Change
+    detail: str = ""
+
+
+def apply_topics(
+    admin: AdminClient, settings: Settings, topics: Iterable[TopicSpec] = TOPICS
+) -> list[TopicChange]:
+    """Create missing topics and correct drifted configuration; report each topic."""
+    topics = list(topics)
+    existing = admin.list_topics(timeout=15).topics
+    changes: list[TopicChange] = []
+
+    missing = [spec for spec in topics if spec.name not in existing]
+    if missing:
+        futures = admin.create_topics(
+            [
+                NewTopic(
+                    spec.name,
+                    num_partitions=spec.partition_count(settings),
+                    replication_factor=settings.replication_factor,
+                    config=spec.config(settings),
+                )
+                for spec in missing
+            ],
+            operation_timeout=30,
+        )
+        for spec in missing:
+            try:
+                futures[spec.name].result()
+            except KafkaException as error:
+                # Another apply may have created it in the meantime; anything else is real.
+                if "TOPIC_ALREADY_EXISTS" not in str(error):
+                    raise
+            changes.append(
+                TopicChange(
+                    spec.name,
+                    Change.CREATED,
+                    f"{spec.partition_count(settings)} partitions,"
+                    f" replication {settings.replication_factor}",
+                )
+            )
+
+    present = [spec for spec in topics if spec.name in existing]
+    if present:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, spec.name) for spec in present]
+        described = admin.describe_configs(resources)
+        for spec, resource in zip(present, resources, strict=True):
+            changes.append(_reconcile(admin, settings, spec, existing[spec.name], described[resource].result()))
+    order = {spec.name: index for index, spec in enumerate(topics)}
+    return sorted(changes, key=lambda change: order[change.topic])
+
+
+def _reconcile(
+    admin: AdminClient,
+    settings: Settings,
+    spec: TopicSpec,
+    metadata: object,
+    current: dict[str, ConfigEntry],
+) -> TopicChange:
+    partitions = len(metadata.partitions)  # type: ignore[attr-defined]
+    wanted_partitions = spec.partition_count(settings)
+    if partitions != wanted_partitions:
+        return TopicChange(
+            spec.name,
+            Change.CONFLICT,
+            f"has {partitions} partitions, declared {wanted_partitions}: repartitioning a keyed"
+            " topic moves keys, so change it by a planned migration, not by apply",
+        )
+    drift = {
+        name: value
+        for name, value in spec.config(settings).items()
+        if name not in current or current[name].value != value
+    }
+    if not drift:
+        return TopicChange(spec.name, Change.UNCHANGED)
+    resource = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        spec.name,
+        incremental_configs=[
+            ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+            for name, value in drift.items()
+        ],
+    )
+    admin.incremental_alter_configs([resource])[resource].result()
+    return TopicChange(
+        spec.name, Change.UPDATED, ", ".join(f"{name}={value}" for name, value in drift.items())
+    )
