@@ -26,7 +26,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 stack_app = typer.Typer(help="Start, stop and inspect the local stack.", no_args_is_help=True)
-topics_app = typer.Typer(help="The platform's topics, declared in xietong.topics.", no_args_is_help=True)
+topics_app = typer.Typer(
+    help="The platform's topics, declared in xietong.topics.", no_args_is_help=True
+)
 demo_app = typer.Typer(help="Demonstrations on the running stack.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
@@ -67,7 +69,9 @@ def stack_down() -> None:
 
 @stack_app.command("status")
 def stack_status(
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table; exit 0 only when all run.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No table; exit 0 only when all run.")
+    ] = False,
 ) -> None:
     """Report each service: state, pid, endpoint, resident memory and log file."""
     stack = LocalStack(get_settings())
@@ -105,7 +109,7 @@ def topics_apply() -> None:
     settings = get_settings()
     try:
         changes = apply_topics(clients().admin(), settings)
-    except Exception as error:  # noqa: BLE001 - shown as one line
+    except Exception as error:
         fail(f"applying topics on {settings.kafka_bootstrap_servers} failed: {error}")
     table = Table("topic", "change", "detail")
     for change in changes:
@@ -123,7 +127,9 @@ def topics_list() -> None:
     settings = get_settings()
     table = Table("topic", "key", "partitions", "cleanup", "retention", "description")
     for spec in TOPICS:
-        retention = "forever" if spec.retention_ms == FOREVER else f"{spec.retention_ms // 86_400_000} d"
+        retention = (
+            "forever" if spec.retention_ms == FOREVER else f"{spec.retention_ms // 86_400_000} d"
+        )
         table.add_row(
             spec.name,
             spec.key.value,
@@ -143,7 +149,7 @@ def demo_round_trip() -> None:
 
     try:
         result = round_trip(clients())
-    except Exception as error:  # noqa: BLE001 - shown as one line
+    except Exception as error:
         fail(f"round trip failed: {error}")
     console.print(
         f"registered schema id {result.schema_id}; produced {result.wire_bytes} bytes to"

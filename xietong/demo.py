@@ -61,11 +61,13 @@ def round_trip(clients: KafkaClients, service: str = "demo") -> RoundTrip:
     )
     producer.flush(30)
     if not delivered:
-        raise RuntimeError(f"the heartbeat was not acknowledged by {clients.settings.kafka_bootstrap_servers}")
-    sent = delivered[0]
+        raise RuntimeError(
+            f"the heartbeat was not acknowledged by {clients.settings.kafka_bootstrap_servers}"
+        )
+    partition, offset = delivered[0].partition() or 0, delivered[0].offset() or 0
 
     consumer = clients.consumer(group_id=f"xietong-demo-{os.getpid()}")
-    consumer.assign([TopicPartition(topic, sent.partition(), sent.offset())])
+    consumer.assign([TopicPartition(topic, partition, offset)])
     try:
         received = None
         deadline = time.monotonic() + 30
@@ -76,16 +78,19 @@ def round_trip(clients: KafkaClients, service: str = "demo") -> RoundTrip:
     finally:
         consumer.close()
     if received is None:
-        raise RuntimeError(f"the heartbeat at {topic}[{sent.partition()}]@{sent.offset()} was not read back")
-    raw = received.value()
-    assert raw is not None
+        raise RuntimeError(
+            f"the heartbeat at {topic}[{partition}]@{offset} was not read back"
+        )
+    raw = received.value() or b""
     decoded = clients.avro_deserializer()(raw, SerializationContext(topic, MessageField.VALUE))
+    if not isinstance(decoded, dict):
+        raise RuntimeError(f"the heartbeat at {topic}[{partition}]@{offset} did not decode")
 
-    row_id = _record(clients.settings.credit_database_url, decoded, received)
+    row_id = _record(clients.settings.credit_database_url, decoded, partition, offset)
     return RoundTrip(
         schema_id=schema_id,
-        partition=received.partition(),
-        offset=received.offset(),
+        partition=partition,
+        offset=offset,
         wire_bytes=len(raw),
         decoded=decoded,
         database_row_id=row_id,
@@ -93,28 +98,35 @@ def round_trip(clients: KafkaClients, service: str = "demo") -> RoundTrip:
     )
 
 
-def _record(database_url: str, heartbeat: dict[str, Any], message: Message) -> int:
+ROUND_TRIP_TABLE = """
+CREATE TABLE IF NOT EXISTS stack_round_trip (
+    id bigserial PRIMARY KEY,
+    service text NOT NULL,
+    sent_at timestamptz NOT NULL,
+    topic text NOT NULL,
+    kafka_partition int NOT NULL,
+    kafka_offset bigint NOT NULL
+)"""
+
+INSERT_ROUND_TRIP = """
+INSERT INTO stack_round_trip (service, sent_at, topic, kafka_partition, kafka_offset)
+VALUES (:service, :sent_at, :topic, :partition, :offset)
+RETURNING id"""
+
+
+def _record(database_url: str, heartbeat: dict[str, Any], partition: int, offset: int) -> int:
     engine = sa.create_engine(database_url)
     try:
         with engine.begin() as connection:
-            connection.execute(
-                sa.text(
-                    "CREATE TABLE IF NOT EXISTS stack_round_trip ("
-                    " id bigserial PRIMARY KEY, service text NOT NULL, sent_at timestamptz NOT NULL,"
-                    " topic text NOT NULL, kafka_partition int NOT NULL, kafka_offset bigint NOT NULL)"
-                )
-            )
+            connection.execute(sa.text(ROUND_TRIP_TABLE))
             row_id = connection.execute(
-                sa.text(
-                    "INSERT INTO stack_round_trip (service, sent_at, topic, kafka_partition, kafka_offset)"
-                    " VALUES (:service, :sent_at, :topic, :partition, :offset) RETURNING id"
-                ),
+                sa.text(INSERT_ROUND_TRIP),
                 {
                     "service": heartbeat["service"],
                     "sent_at": heartbeat["sent_at"],
-                    "topic": message.topic(),
-                    "partition": message.partition(),
-                    "offset": message.offset(),
+                    "topic": HEARTBEATS.name,
+                    "partition": partition,
+                    "offset": offset,
                 },
             ).scalar_one()
         return int(row_id)

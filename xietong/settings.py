@@ -34,7 +34,7 @@ def _default_cache_dir() -> Path:
 class Settings(BaseSettings):
     """Platform configuration, from the environment with local-stack defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="XIETONG_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="XIETONG_", extra="ignore", populate_by_name=True)
 
     # -- where the local stack lives -------------------------------------------------
     home: Path = Field(
@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     schema_registry_port: int = 8081
+    schema_registry_management_port: int = 8091  # Quarkus health and metrics
     postgres_port: int = 5433
     kafka_version: str = "4.1.1"
     apicurio_version: str = "3.3.3"

@@ -175,7 +175,9 @@ def apply_topics(
         resources = [ConfigResource(ConfigResource.Type.TOPIC, spec.name) for spec in present]
         described = admin.describe_configs(resources)
         for spec, resource in zip(present, resources, strict=True):
-            changes.append(_reconcile(admin, settings, spec, existing[spec.name], described[resource].result()))
+            changes.append(
+                _reconcile(admin, settings, spec, existing[spec.name], described[resource].result())
+            )
     order = {spec.name: index for index, spec in enumerate(topics)}
     return sorted(changes, key=lambda change: order[change.topic])
 

@@ -63,5 +63,8 @@ class LocalStack:
     def write_env_file(self) -> None:
         self.env_file.parent.mkdir(parents=True, exist_ok=True)
         lines = ["# Endpoints of the Xietong stack, written by `xietong stack up`."]
-        lines += [f"export {name}={shlex.quote(value)}" for name, value in self.settings.endpoints().items()]
+        lines += [
+            f"export {name}={shlex.quote(value)}"
+            for name, value in self.settings.endpoints().items()
+        ]
         self.env_file.write_text("\n".join(lines) + "\n")

@@ -64,15 +64,21 @@ def wait_until(probe: Callable[[], bool], timeout: float, interval: float = 0.5)
     return probe()
 
 
-def tail(path: Path, lines: int = 15) -> str:
-    """The last lines of a log file, for error messages."""
+def last_error(path: Path, since: int = 0) -> str:
+    """The most telling line a failed start wrote to its log (from byte ``since`` on).
+
+    For a Java service that is the deepest ``Caused by:`` (the root cause); otherwise
+    the last line that reports an error, or simply the last line.
+    """
     if not path.exists():
-        return ""
+        return "(no log written)"
     with path.open("rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        handle.seek(max(0, handle.tell() - 8192))
-        text = handle.read().decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
+        handle.seek(max(since, path.stat().st_size - 262144))
+        lines = [line.strip() for line in handle.read().decode("utf-8", "replace").splitlines()]
+    causes = [line for line in lines if line.startswith("Caused by:")]
+    errors = [line for line in lines if any(word in line for word in ("ERROR", "FATAL", "Error:"))]
+    others = [line for line in lines if line and not line.startswith(("at ", "..."))]
+    return ((causes or errors or others or ["(empty log)"])[-1])[:400]
 
 
 class LocalService(ABC):
@@ -122,7 +128,7 @@ class LocalService(ABC):
         """A system user to run as when started by root, or None to run as the caller."""
         return None
 
-    def after_start(self) -> None:
+    def after_start(self) -> None:  # noqa: B027 - an optional hook
         """Called once the service is ready (create databases, and so on)."""
 
     @property
@@ -178,16 +184,18 @@ class LocalService(ABC):
                 f"set {self.port_setting} to a free port"
             )
         self.prepare()
+        log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
         self._spawn()
         started = time.monotonic()
         if not wait_until(lambda: self.pid() is None or self.is_ready(), self.start_timeout):
             raise StackError(
-                f"{self.name} did not answer within {self.start_timeout:.0f}s; log {self.log_file}:"
-                f"\n{tail(self.log_file)}"
+                f"{self.name} did not answer within {self.start_timeout:.0f}s: "
+                f"{last_error(self.log_file, log_start)} (log {self.log_file})"
             )
         if self.pid() is None:
             raise StackError(
-                f"{self.name} exited during start; log {self.log_file}:\n{tail(self.log_file)}"
+                f"{self.name} exited during start: {last_error(self.log_file, log_start)}"
+                f" (log {self.log_file})"
             )
         self.after_start()
         return (
@@ -200,7 +208,7 @@ class LocalService(ABC):
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         user = self.run_as_user() if os.geteuid() == 0 else None
         with self.log_file.open("ab") as log:
-            process = subprocess.Popen(  # noqa: S603 - command is built from settings
+            process = subprocess.Popen(
                 self.command(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,

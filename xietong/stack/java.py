@@ -40,7 +40,9 @@ def _candidates() -> list[Path]:
 def java_version(java: Path) -> int:
     """The feature version of a ``java`` executable (17, 21, 25 …), or 0 if it fails."""
     try:
-        result = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30, check=False)  # noqa: S603
+        result = subprocess.run(
+            [str(java), "-version"], capture_output=True, text=True, timeout=30, check=False
+        )
     except OSError:
         return 0
     match = re.search(r'version "(\d+)', result.stderr)

@@ -20,6 +20,8 @@ from xietong.stack.java import find_java
 from xietong.stack.maven import resolve_classpath
 
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "local" / "kafka"
+
+
 class KafkaBroker(LocalService):
     name = "kafka"
     port_setting = "XIETONG_KAFKA_PORT"
@@ -100,7 +102,7 @@ class KafkaBroker(LocalService):
 
     def _format_storage(self, java: str, classpath: str) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             [
                 java,
                 *self._jvm_options(),
@@ -157,6 +159,6 @@ class KafkaBroker(LocalService):
         )
         try:
             metadata = admin.list_topics(timeout=3)
-        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+        except Exception:
             return False
         return bool(metadata.brokers)

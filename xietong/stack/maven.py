@@ -33,7 +33,7 @@ def run_maven(settings: Settings, args: list[str], what: str, log: Path) -> None
         *args,
     ]
     with log.open("ab") as output:
-        result = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, check=False)  # noqa: S603
+        result = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:
         raise StackError(
             f"could not resolve {what} from Maven Central (mvn exit {result.returncode});"

@@ -37,7 +37,9 @@ def postgres_bindir() -> Path:
     pg_config = shutil.which("pg_config")
     candidates = []
     if pg_config:
-        result = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)  # noqa: S603
+        result = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, check=False
+        )
         candidates.append(Path(result.stdout.strip()))
     candidates += sorted(
         (Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")),
@@ -47,7 +49,9 @@ def postgres_bindir() -> Path:
     for bindir in candidates:
         if (bindir / "postgres").exists() and (bindir / "initdb").exists():
             return bindir
-    raise StackError(f"the PostgreSQL server binaries (initdb, postgres) were not found: {POSTGRES_HINT}")
+    raise StackError(
+        f"the PostgreSQL server binaries (initdb, postgres) were not found: {POSTGRES_HINT}"
+    )
 
 
 class PostgresServer(LocalService):
@@ -108,7 +112,7 @@ class PostgresServer(LocalService):
         self._owned_by_runner(password_file)
         user = self.run_as_user() if os.geteuid() == 0 else None
         try:
-            result = subprocess.run(  # noqa: S603
+            result = subprocess.run(
                 [
                     str(bindir / "initdb"),
                     "--pgdata",
@@ -184,6 +188,8 @@ class PostgresServer(LocalService):
                 existing = {row[0] for row in cursor.fetchall()}
                 for database in DATABASES:
                     if database not in existing:
-                        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+                        cursor.execute(
+                            sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database))
+                        )
         finally:
             connection.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from xietong.settings import LOOPBACK, SCHEMA_REGISTRY_DATABASE
-from xietong.stack.base import LocalService, StackError
+from xietong.stack.base import LocalService, StackError, port_is_open
 from xietong.stack.java import find_java
 from xietong.stack.maven import resolve_artifact
 
@@ -53,6 +53,12 @@ class SchemaRegistry(LocalService):
                 " DATABASE_URL points elsewhere: set SCHEMA_REGISTRY_URL to your registry too"
             )
         self.java()
+        management = self.settings.schema_registry_management_port
+        if port_is_open(management):
+            raise StackError(
+                f"port {management} for the schema registry's health and metrics is taken: stop"
+                " that process, or set XIETONG_SCHEMA_REGISTRY_MANAGEMENT_PORT to a free port"
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if (self.install_dir / "quarkus-run.jar").exists():
             return
@@ -84,6 +90,9 @@ class SchemaRegistry(LocalService):
             **os.environ,
             "QUARKUS_HTTP_HOST": LOOPBACK,
             "QUARKUS_HTTP_PORT": str(self.port),
+            # Health and Prometheus metrics (/q/health, /q/metrics) on a port of their own.
+            "QUARKUS_MANAGEMENT_HOST": LOOPBACK,
+            "QUARKUS_MANAGEMENT_PORT": str(settings.schema_registry_management_port),
             "APICURIO_STORAGE_KIND": "sql",
             "APICURIO_STORAGE_SQL_KIND": "postgresql",
             "APICURIO_DATASOURCE_URL": (

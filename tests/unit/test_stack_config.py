@@ -1,0 +1,94 @@
+"""How the local stack reads its settings, without starting anything."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from xietong.settings import Settings
+from xietong.stack import LocalStack, StackError
+from xietong.stack.kafka import KafkaBroker
+from xietong.topics import TOPICS, TopicKey
+
+
+def test_defaults_describe_the_local_stack_on_loopback(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+
+    assert settings.kafka_bootstrap_servers == "127.0.0.1:9092"
+    assert settings.schema_registry_url == "http://127.0.0.1:8081/apis/ccompat/v7"
+    assert settings.database_url.endswith("@127.0.0.1:5433/xietong_registry")
+    assert settings.credit_database_url.endswith("@127.0.0.1:5433/xietong_credit")
+    assert not settings.kafka_is_external
+
+
+def test_endpoints_pointing_elsewhere_start_nothing_locally(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1.prod:9092,kafka-2.prod:9092")
+    monkeypatch.setenv("SCHEMA_REGISTRY_URL", "https://registry.prod/apis/ccompat/v7")
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg2://x@db.prod/registry")
+    monkeypatch.setenv("CREDIT_DATABASE_URL", "postgresql+psycopg2://x@db.prod/credit")
+    stack = LocalStack(Settings(home=tmp_path))
+
+    lines: list[str] = []
+    assert stack.up(report=lines.append) == []
+    assert [status.state for status in stack.status()] == ["external"] * 3
+    assert (
+        "KAFKA_BOOTSTRAP_SERVERS=kafka-1.prod:9092,kafka-2.prod:9092" in stack.env_file.read_text()
+    )
+
+
+def test_the_local_stack_own_endpoints_in_the_environment_are_not_external(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A user who sourced .local/stack.env still gets the local stack managed.
+    settings = Settings(home=tmp_path)
+    for name, value in settings.endpoints().items():
+        monkeypatch.setenv(name, value)
+    sourced = Settings(home=tmp_path)
+
+    assert not sourced.kafka_is_external
+    assert not sourced.schema_registry_is_external
+    assert not sourced.postgres_is_external
+
+
+def test_ports_are_overridable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XIETONG_KAFKA_PORT", "19092")
+    monkeypatch.setenv("XIETONG_SCHEMA_REGISTRY_PORT", "18081")
+    settings = Settings(home=tmp_path)
+
+    assert settings.kafka_bootstrap_servers == "127.0.0.1:19092"
+    assert settings.schema_registry_url == "http://127.0.0.1:18081/apis/ccompat/v7"
+
+
+def test_a_taken_port_is_one_line_saying_what_to_do(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        broker = KafkaBroker(Settings(home=tmp_path, kafka_port=port))
+
+        with pytest.raises(StackError) as error:
+            broker.start()
+
+    message = str(error.value)
+    assert f"port {port}" in message
+    assert "XIETONG_KAFKA_PORT" in message
+    assert "\n" not in message
+
+
+def test_every_uscc_keyed_topic_has_the_same_partition_count() -> None:
+    settings = Settings(uscc_partitions=12)
+    counts = {spec.partition_count(settings) for spec in TOPICS if spec.key is TopicKey.USCC}
+    assert counts == {12}
+
+
+def test_replication_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XIETONG_REPLICATION_FACTOR", "3")
+    monkeypatch.setenv("XIETONG_MIN_INSYNC_REPLICAS", "2")
+    settings = Settings()
+
+    assert settings.replication_factor == 3
+    assert all(spec.config(settings)["min.insync.replicas"] == "2" for spec in TOPICS)
