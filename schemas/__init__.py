@@ -1,25 +1,45 @@
-"""Avro schemas of the platform's records and the one way they are registered.
+"""Avro schemas of the platform's records, and the one way they are loaded and registered.
 
-Each record type has one ``.avsc`` file in ``schemas/avro/``. A schema is registered
-under the subject ``<topic>-value`` (Confluent's TopicNameStrategy) with the subject's
-compatibility set first, so the registry refuses an incompatible change.
+Each record type has one ``.avsc`` file in ``schemas/avro/``. The shared envelope lives
+in ``cn.gov.xietong.Envelope.avsc`` and is referenced by name; :func:`load_schema`
+inlines it, so the registry holds self-contained schemas that any Confluent client can
+read. A schema is registered under ``<topic>-value`` (Confluent's TopicNameStrategy)
+with the subject's compatibility set to BACKWARD first, so the registry refuses a
+change that would break readers of older records.
+
+Serialisation always goes through :meth:`xietong.kafka.KafkaClients.avro_serializer`
+(confluent-kafka's serializer over fastavro): one serde path everywhere.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from functools import cache, cached_property
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from fastavro.schema import load_schema as _load_with_references
+
+from xietong.topics import (
+    CREDIT_LIST_ENTRIES,
+    DEAD_LETTER,
+    HEARTBEATS,
+    LICENCES,
+    PENALTIES,
+    REGISTRATIONS,
+    TopicSpec,
+)
 
 AVRO_DIR = Path(__file__).parent / "avro"
 
 
+@cache
 def load_schema(name: str) -> str:
-    """The text of ``schemas/avro/<name>.avsc``, checked to be JSON."""
-    text = (AVRO_DIR / f"{name}.avsc").read_text(encoding="utf-8")
-    json.loads(text)
-    return text
+    """The schema ``schemas/avro/<name>.avsc`` as JSON text, named references inlined."""
+    parsed = _load_with_references(str(AVRO_DIR / f"{name}.avsc"), _write_hint=False)
+    return json.dumps(parsed, ensure_ascii=False)
 
 
 def value_subject(topic: str) -> str:
@@ -34,8 +54,58 @@ def register_schema(
 ) -> int:
     """Set the subject's compatibility, register the schema; the schema id.
 
-    Registering a schema that is already the subject's latest version returns its
-    existing id, so this is safe to call on every start.
+    Registering a schema that is already registered under the subject returns its
+    existing id, so this is safe to call on every start. An incompatible schema is
+    refused by the registry with a ``SchemaRegistryError`` (HTTP 409).
     """
     client.set_compatibility(subject_name=subject, level=compatibility)
     return client.register_schema(subject, Schema(schema_str, "AVRO"))
+
+
+@dataclass(frozen=True)
+class RecordType:
+    """A kind of record the platform carries: its schema and its topic."""
+
+    name: str
+    label: str  # the Chinese name, for people
+    schema_file: str
+    topic: TopicSpec
+
+    @property
+    def subject(self) -> str:
+        return value_subject(self.topic.name)
+
+    @property
+    def schema_str(self) -> str:
+        return load_schema(self.schema_file)
+
+    @cached_property
+    def schema(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.schema_str)
+        return parsed
+
+
+REGISTRATION = RecordType("registration", "市场主体登记", "registration", REGISTRATIONS)
+LICENCE = RecordType("licence", "行政许可", "licence", LICENCES)
+PENALTY = RecordType("penalty", "行政处罚", "penalty", PENALTIES)
+CREDIT_LIST_ENTRY = RecordType("credit_list_entry", "名单", "credit_list_entry", CREDIT_LIST_ENTRIES)
+DEAD_LETTER_RECORD = RecordType("dead_letter", "死信", "dead_letter", DEAD_LETTER)
+HEARTBEAT = RecordType("heartbeat", "心跳", "heartbeat", HEARTBEATS)
+
+#: The canonical records departments publish, by name.
+CANONICAL_RECORD_TYPES: dict[str, RecordType] = {
+    record.name: record for record in (REGISTRATION, LICENCE, PENALTY, CREDIT_LIST_ENTRY)
+}
+ALL_RECORD_TYPES: tuple[RecordType, ...] = (
+    *CANONICAL_RECORD_TYPES.values(),
+    DEAD_LETTER_RECORD,
+    HEARTBEAT,
+)
+
+
+def register_all(client: SchemaRegistryClient) -> dict[str, int]:
+    """Register every record type's schema; subject → schema id."""
+    return {
+        record.subject: register_schema(client, record.subject, record.schema_str)
+        for record in ALL_RECORD_TYPES
+    }

@@ -2,6 +2,8 @@
 
     xietong stack up|down|status     the local stack (also make up / make down / make status)
     xietong topics apply|list        the platform's declared topics
+    xietong schemas register|list    the Avro schemas, registered with BACKWARD compatibility
+    xietong connect run|validate     department connectors and their mapping files
     xietong demo round-trip          an Avro record through the real registry and broker
 
 Every command reads :class:`xietong.settings.Settings`; ``--help`` on any command
@@ -10,7 +12,9 @@ explains its options.
 
 from __future__ import annotations
 
-import sys
+import json
+import signal
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -30,7 +34,13 @@ topics_app = typer.Typer(
     help="The platform's topics, declared in xietong.topics.", no_args_is_help=True
 )
 demo_app = typer.Typer(help="Demonstrations on the running stack.", no_args_is_help=True)
+schemas_app = typer.Typer(help="The Avro schemas in schemas/avro/.", no_args_is_help=True)
+connect_app = typer.Typer(
+    help="Department connectors: run them, check mappings.", no_args_is_help=True
+)
 app.add_typer(stack_app, name="stack")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(connect_app, name="connect")
 app.add_typer(topics_app, name="topics")
 app.add_typer(demo_app, name="demo")
 
@@ -90,10 +100,6 @@ def stack_status(
         console.print(table)
     if any(status.state not in ("running", "external") for status in statuses):
         raise typer.Exit(3)
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    sys.exit(app())
 
 
 @topics_app.command("apply")
@@ -158,3 +164,190 @@ def demo_round_trip() -> None:
         f" ({result.elapsed_ms:.0f} ms)",
         highlight=False,
     )
+
+
+@schemas_app.command("register")
+def schemas_register() -> None:
+    """Register every schema under <topic>-value with BACKWARD compatibility.
+
+    Safe to repeat; an incompatible change is refused by the registry and reported.
+    """
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    from schemas import register_all
+    from xietong.kafka import clients
+
+    try:
+        ids = register_all(clients().schema_registry())
+    except SchemaRegistryError as error:
+        fail(f"the schema registry refused a schema: {error.error_message}")
+    table = Table("subject", "schema id")
+    for subject, schema_id in ids.items():
+        table.add_row(subject, str(schema_id))
+    console.print(table)
+
+
+@schemas_app.command("list")
+def schemas_list() -> None:
+    """Show each record type, its topic, subject and schema file."""
+    from schemas import ALL_RECORD_TYPES
+
+    table = Table("record type", "名称", "topic", "subject", "file")
+    for record in ALL_RECORD_TYPES:
+        table.add_row(
+            record.name,
+            record.label,
+            record.topic.name,
+            record.subject,
+            f"schemas/avro/{record.schema_file}.avsc",
+        )
+    console.print(table)
+
+
+@connect_app.command("run")
+def connect_run(
+    config_file: Annotated[Path, typer.Argument(help="Connector configuration (YAML).")],
+    follow: Annotated[
+        bool, typer.Option(help="Keep polling for new records instead of stopping when caught up.")
+    ] = False,
+    progress: Annotated[
+        bool | None, typer.Option(help="Show a progress bar (default: when on a terminal).")
+    ] = None,
+) -> None:
+    """Run a connector: read its source from the committed offset, publish, commit.
+
+    Prints a JSON report at the end: read, published, dead_lettered by reason, and
+    whether the counts reconcile (read = published + dead_lettered).
+    """
+    from prometheus_client import start_http_server
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from connectors.config import ConnectorConfig, HttpIngestConfig
+    from connectors.runner import run_connector
+    from xietong.kafka import clients
+
+    try:
+        config = ConnectorConfig.load(config_file)
+    except ValueError as error:
+        fail(str(error))
+    if config.metrics_port:
+        start_http_server(config.metrics_port, addr="127.0.0.1")
+    if isinstance(config.source, HttpIngestConfig):
+        from connectors.http_ingest import serve
+
+        serve(config, clients())
+        return
+
+    show = errors.is_terminal if progress is None else progress
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        "records",
+        TimeRemainingColumn(),
+        console=errors,
+        disable=not show,
+    )
+    total = _record_estimate(config)
+    task = bar.add_task(config.name, total=total)
+
+    def stop_gracefully(connector: object) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: connector.stop())  # type: ignore[attr-defined]
+        signal.signal(signal.SIGINT, lambda *_: connector.stop())  # type: ignore[attr-defined]
+
+    try:
+        with bar:
+            report = run_connector(
+                config,
+                clients(),
+                once=not follow,
+                on_batch=lambda report, records: bar.update(task, advance=records),
+                connector_hook=stop_gracefully,
+            )
+    except Exception as error:
+        fail(f"connector {config.name}: {error}")
+    console.print_json(json.dumps(report.as_dict(), ensure_ascii=False))
+    if not report.reconciles:
+        fail(f"connector {config.name}: counts do not reconcile")
+
+
+def _record_estimate(config: object) -> int | None:
+    """A rough record count for the progress bar: lines of a text export."""
+    from connectors.config import ConnectorConfig, FileSourceConfig
+
+    assert isinstance(config, ConnectorConfig)
+    source = config.source
+    if isinstance(source, FileSourceConfig) and source.path.suffix.lower() in (".csv", ".jsonl"):
+        with source.path.open("rb") as handle:
+            return max(
+                0, sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b"")) - 1
+            )
+    return None
+
+
+@connect_app.command("validate")
+def connect_validate(
+    config_file: Annotated[
+        Path, typer.Argument(help="Connector configuration, or a mapping file.")
+    ],
+    sample: Annotated[Path, typer.Argument(help="A sample export (CSV, JSON Lines, xlsx).")],
+    limit: Annotated[int, typer.Option(help="Records shown field by field.")] = 3,
+) -> None:
+    """Show how a department's sample maps onto canonical fields, field by field.
+
+    Every record of the sample is checked; the first LIMIT are shown in full, and a
+    summary counts accepted records and problems by code. Nothing is published.
+    """
+    from collections import Counter
+
+    from connectors.config import ConnectorConfig
+    from connectors.mapping import DepartmentMapping, MappingError
+    from connectors.runner import preview_mapping
+
+    try:
+        text = config_file.read_text(encoding="utf-8")
+        if "record_type:" in text and "source:" not in text:
+            mapping = DepartmentMapping.load(config_file)
+        else:
+            config = ConnectorConfig.load(config_file)
+            if config.mapping is None:
+                fail(f"{config_file} has no mapping: to validate against")
+            mapping = DepartmentMapping.load(config.mapping)  # type: ignore[arg-type]
+    except (ValueError, MappingError, OSError) as error:
+        fail(str(error))
+
+    accepted = 0
+    total = 0
+    codes: Counter[str] = Counter()
+    for preview in preview_mapping(mapping, sample):
+        total += 1
+        accepted += preview.accepted
+        for problem in preview.record_problems + [p for f in preview.fields for p in f.problems]:
+            codes[problem.code] += 1
+        if total <= limit:
+            verdict = "[green]accepted[/]" if preview.accepted else "[red]rejected[/]"
+            table = Table(
+                "field",
+                "column",
+                "read",
+                "canonical",
+                "problem",
+                title=f"{preview.position}: {verdict}",
+            )
+            for field in preview.fields:
+                table.add_row(
+                    field.field,
+                    field.column,
+                    str(field.raw),
+                    str(field.value),
+                    "; ".join(p.message for p in field.problems),
+                )
+            for problem in preview.record_problems:
+                table.add_row(problem.field or "(record)", "", "", "", problem.message)
+            console.print(table)
+    console.print(
+        f"{total} records: {accepted} accepted, {total - accepted} would be dead-lettered",
+        highlight=False,
+    )
+    for code, count in codes.most_common():
+        console.print(f"  {code}: {count}", highlight=False)

@@ -78,9 +78,7 @@ def round_trip(clients: KafkaClients, service: str = "demo") -> RoundTrip:
     finally:
         consumer.close()
     if received is None:
-        raise RuntimeError(
-            f"the heartbeat at {topic}[{partition}]@{offset} was not read back"
-        )
+        raise RuntimeError(f"the heartbeat at {topic}[{partition}]@{offset} was not read back")
     raw = received.value() or b""
     decoded = clients.avro_deserializer()(raw, SerializationContext(topic, MessageField.VALUE))
     if not isinstance(decoded, dict):

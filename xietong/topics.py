@@ -97,6 +97,13 @@ DEAD_LETTER = TopicSpec(
     partitions=3,
     retention_ms=90 * DAY_MS,
 )
+CONNECTOR_OFFSETS = TopicSpec(
+    "platform.connector-offsets",
+    "Source offsets of the department connectors (like Kafka Connect's offsets topic)",
+    TopicKey.SOURCE,
+    compacted=True,
+    partitions=3,
+)
 HEARTBEATS = TopicSpec(
     "platform.heartbeats",
     "Liveness probes of the platform's services (and the stack's round-trip check)",
@@ -111,6 +118,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     PENALTIES,
     CREDIT_LIST_ENTRIES,
     DEAD_LETTER,
+    CONNECTOR_OFFSETS,
     HEARTBEATS,
 )
 

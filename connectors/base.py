@@ -1,0 +1,481 @@
+"""The one base of every department connector: sources in, canonical events out.
+
+The model is Kafka Connect's. A :class:`Source` reads one *source partition* (a table,
+a file, an HTTP endpoint) and gives every record its *source offset* (a row id, a byte
+position), the point to resume from after that record. The :class:`Publisher` maps
+each record with the department's mapping file, validates it, and produces either a
+canonical Avro event to the record type's topic (keyed by USCC) or a dead letter with
+the original payload and every reason. The :class:`SourceConnector` drives a source in
+batches: after a batch is acknowledged by the broker its last offset is committed to
+the offsets topic, so a restart after a crash or ``kill -9`` resumes there and re-sends
+at most the records of the batch that was in flight — with the same event ids, since
+event ids are derived from the source record, never from the time of sending.
+
+Every run reconciles exactly: ``read == published + dead_lettered``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import time as clock
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.serialization import MessageField, SerializationContext
+from prometheus_client import Counter as MetricCounter
+from prometheus_client import Gauge, Histogram
+
+from connectors.mapping import DepartmentMapping
+from connectors.validation import Problem, validate
+from schemas import DEAD_LETTER_RECORD
+from xietong.kafka import KafkaClients
+from xietong.topics import CONNECTOR_OFFSETS
+
+#: Namespace of the platform's deterministic ids (uuid5).
+XIETONG_NAMESPACE = uuid.UUID("6f1d2c0e-3b9a-5c4e-9a57-58696574e76f")
+CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
+
+# -- metrics, shared by every connector ----------------------------------------------------
+LABELS = ("connector", "department", "record_type")
+RECORDS_READ = MetricCounter(
+    "xietong_connector_records_read", "Records read from department sources", LABELS
+)
+RECORDS_PUBLISHED = MetricCounter(
+    "xietong_connector_records_published", "Canonical events acknowledged by Kafka", LABELS
+)
+RECORDS_DEAD_LETTERED = MetricCounter(
+    "xietong_connector_records_dead_lettered",
+    "Records sent to the dead-letter topic, by reason code",
+    (*LABELS, "reason"),
+)
+SOURCE_LAG = Gauge(
+    "xietong_connector_source_lag",
+    "What the source still holds beyond the committed offset (rows or bytes, see unit)",
+    ("connector", "source_partition", "unit"),
+)
+BATCH_SECONDS = Histogram(
+    "xietong_connector_batch_seconds",
+    "Time to publish one batch and commit its offset",
+    ("connector",),
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One record as read from a department source, with where it was read.
+
+    ``fields`` is the record as column → value; it is None when the record could not
+    even be decoded (bad encoding, broken JSON), and ``read_problem`` says why.
+    ``raw`` is the record's original bytes, kept for the dead-letter topic.
+    """
+
+    source_partition: str
+    source_offset: str
+    position: str
+    raw: bytes
+    fields: Mapping[str, Any] | None
+    read_problem: Problem | None = None
+
+
+class Source(ABC):
+    """A department source: one source partition, read from a committed offset on.
+
+    Subclasses implement :meth:`read`, which yields records after ``offset`` (from the
+    beginning when it is None) in offset order. A polling source yields :data:`IDLE`
+    when it has nothing more for now, so that the connector can commit and wait;
+    a finite source simply ends.
+    """
+
+    #: The source partition's name: stable across restarts (it keys the stored offset).
+    source_partition: str
+
+    @abstractmethod
+    def read(self, offset: str | None) -> Iterator[SourceRecord | None]:
+        """Records after ``offset``, in order; ``None`` (IDLE) when caught up for now."""
+
+    def lag(self, offset: str | None) -> tuple[float, str] | None:
+        """How much the source holds beyond ``offset``, and in which unit; None if unknown."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - an optional hook
+        """Release files and connections; called once when the connector stops."""
+
+
+IDLE = None
+
+
+@dataclass
+class RunReport:
+    """What one connector run did. ``read == published + dead_lettered`` always holds."""
+
+    connector: str
+    read: int = 0
+    published: int = 0
+    dead_lettered: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    committed_offset: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def reconciles(self) -> bool:
+        return self.read == self.published + self.dead_lettered
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "connector": self.connector,
+            "read": self.read,
+            "published": self.published,
+            "dead_lettered": self.dead_lettered,
+            "reasons": dict(self.reasons),
+            "committed_offset": self.committed_offset,
+            "seconds": round(self.seconds, 3),
+            "reconciles": self.reconciles,
+        }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one record: its event id, or the problems that dead-lettered it."""
+
+    event_id: str | None
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def accepted(self) -> bool:
+        return not self.problems
+
+
+class DeliveryFailed(RuntimeError):
+    """The broker did not acknowledge a record; the batch's offset must not be committed."""
+
+
+class Publisher:
+    """Maps, validates and produces records of one department mapping.
+
+    The producer is idempotent (acks=all), so retries inside the client never create
+    duplicates; :meth:`flush` waits until every record produced so far is acknowledged
+    and raises :class:`DeliveryFailed` if one was not.
+    """
+
+    def __init__(
+        self,
+        connector: str,
+        mapping: DepartmentMapping,
+        clients: KafkaClients,
+        producer: Producer | None = None,
+    ) -> None:
+        self.connector = connector
+        self.mapping = mapping
+        self.record_type = mapping.record_type
+        self.department = mapping.department
+        self.producer = producer or clients.producer()
+        self._serialize = clients.avro_serializer(self.record_type.schema_str)
+        self._serialize_dead_letter = clients.avro_serializer(DEAD_LETTER_RECORD.schema_str)
+        self._value_context = SerializationContext(self.record_type.topic.name, MessageField.VALUE)
+        self._dead_letter_context = SerializationContext(
+            DEAD_LETTER_RECORD.topic.name, MessageField.VALUE
+        )
+        self._department_key = self.department.uscc.encode()
+        self._failures: list[str] = []
+        labels = (connector, self.department.uscc, self.record_type.name)
+        self._read = RECORDS_READ.labels(*labels)
+        self._published = RECORDS_PUBLISHED.labels(*labels)
+        self._labels = labels
+        self.report = RunReport(connector)
+
+    # -- one record ----------------------------------------------------------------------
+    def publish(self, record: SourceRecord) -> Outcome:
+        """Produce the record's canonical event, or its dead letter; never both, never none."""
+        self.report.read += 1
+        self._read.inc()
+        if record.fields is None:
+            problem = record.read_problem or Problem("", "record.unreadable", "record unreadable")
+            return self._dead_letter(record, [problem])
+        mapped = self.mapping.map(record.fields)
+        problems = mapped.problems + validate(self.record_type.name, mapped.fields)
+        if problems:
+            return self._dead_letter(record, problems)
+
+        event_id = self.event_id(mapped.source_record_id, mapped.record_version)
+        value = dict(mapped.fields)
+        value["envelope"] = {
+            "event_id": event_id,
+            "source_department_uscc": self.department.uscc,
+            "source_department_name": self.department.name,
+            "source_system": self.department.system,
+            "source_record_id": mapped.source_record_id,
+            "record_version": mapped.record_version,
+            "source_partition": record.source_partition,
+            "source_offset": record.source_offset,
+            "event_time": event_time(self.record_type.name, value),
+            "ingest_time": datetime.now(UTC),
+        }
+        payload = self._serialize(value, self._value_context)
+        self._produce(
+            self.record_type.topic.name,
+            value["uscc"].encode(),
+            payload,
+            event_id,
+            self._on_published,
+        )
+        return Outcome(event_id)
+
+    def event_id(self, source_record_id: str, record_version: str) -> str:
+        """The deterministic id of a record: same source record and version, same id."""
+        name = f"{self.department.uscc}|{self.record_type.name}|{source_record_id}|{record_version}"
+        return str(uuid.uuid5(XIETONG_NAMESPACE, name))
+
+    def _dead_letter(self, record: SourceRecord, problems: list[Problem]) -> Outcome:
+        dead_letter_id = str(
+            uuid.uuid5(
+                XIETONG_NAMESPACE,
+                f"{self.connector}|{record.source_partition}|{record.source_offset}",
+            )
+        )
+        value = {
+            "dead_letter_id": dead_letter_id,
+            "connector": self.connector,
+            "record_type": self.record_type.name,
+            "source_department_uscc": self.department.uscc,
+            "source_system": self.department.system,
+            "source_partition": record.source_partition,
+            "source_offset": record.source_offset,
+            "position": record.position,
+            "payload": record.raw,
+            "payload_json": (
+                json.dumps(record.fields, ensure_ascii=False, default=str)
+                if record.fields is not None
+                else None
+            ),
+            "reasons": [problem.as_dict() for problem in problems],
+            "failed_at": datetime.now(UTC),
+        }
+        payload = self._serialize_dead_letter(value, self._dead_letter_context)
+        codes = sorted({problem.code for problem in problems})
+        self._produce(
+            DEAD_LETTER_RECORD.topic.name,
+            self._department_key,
+            payload,
+            dead_letter_id,
+            lambda: self._on_dead_lettered(codes),
+        )
+        return Outcome(None, tuple(problems))
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes,
+        payload: bytes | None,
+        event_id: str,
+        on_acknowledged: Callable[[], None],
+    ) -> None:
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            if error is None:
+                on_acknowledged()
+            else:
+                self._failures.append(f"{topic} event {event_id}: {error}")
+
+        headers = [("event_id", event_id.encode()), ("record_type", self.record_type.name.encode())]
+        while True:
+            try:
+                self.producer.produce(
+                    topic, key=key, value=payload, headers=headers, on_delivery=delivered
+                )
+                return
+            except BufferError:
+                # The client's queue is full: let it send before producing more.
+                self.producer.poll(0.1)
+
+    def _on_published(self) -> None:
+        self.report.published += 1
+        self._published.inc()
+
+    def _on_dead_lettered(self, codes: list[str]) -> None:
+        self.report.dead_lettered += 1
+        self.report.reasons.update(codes)
+        for code in codes:
+            RECORDS_DEAD_LETTERED.labels(*self._labels, code).inc()
+
+    # -- batches ---------------------------------------------------------------------------
+    def poll(self) -> None:
+        """Serve delivery callbacks without waiting."""
+        self.producer.poll(0)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait until everything produced is acknowledged; raise if anything was not."""
+        remaining = self.producer.flush(timeout)
+        if remaining:
+            raise DeliveryFailed(f"{remaining} records not acknowledged within {timeout:.0f}s")
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise DeliveryFailed(f"{len(failures)} records failed, first: {failures[0]}")
+
+
+def event_time(record_type: str, fields: Mapping[str, Any]) -> datetime:
+    """When the fact happened: the record's decision or registration date, at 00:00 CST."""
+    day: date = {
+        "registration": lambda: fields["event_date"],
+        "licence": lambda: fields["decided_on"],
+        "penalty": lambda: fields["decided_on"],
+        "credit_list_entry": lambda: fields.get("removed_on") or fields["listed_on"],
+    }[record_type]()
+    return datetime.combine(day, clock.min, CHINA_STANDARD_TIME)
+
+
+class OffsetStore:
+    """Committed source offsets, kept in a compacted topic like Kafka Connect's.
+
+    The key is ``[connector, source partition]`` as JSON, the value the offset and when
+    it was committed; the latest value per key wins.
+    """
+
+    def __init__(self, clients: KafkaClients) -> None:
+        self.clients = clients
+        self.topic = CONNECTOR_OFFSETS.name
+        self._producer = clients.producer(**{"linger.ms": 0})
+
+    @staticmethod
+    def _key(connector: str, source_partition: str) -> bytes:
+        return json.dumps([connector, source_partition], ensure_ascii=False).encode()
+
+    def load(self, connector: str, source_partition: str) -> str | None:
+        """The last committed offset of this connector's source partition, or None."""
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        wanted = self._key(connector, source_partition)
+        consumer = self.clients.consumer(
+            group_id=f"xietong-offsets-reader-{uuid.uuid4()}", **{"enable.partition.eof": True}
+        )
+        try:
+            metadata = consumer.list_topics(self.topic, timeout=10).topics[self.topic]
+            partitions = [
+                TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in metadata.partitions
+            ]
+            ends = {}
+            for tp in partitions:
+                _, high = consumer.get_watermark_offsets(tp, timeout=10)
+                ends[tp.partition] = high
+            pending = {p for p, high in ends.items() if high > 0}
+            consumer.assign([tp for tp in partitions if tp.partition in pending])
+            offset: str | None = None
+            while pending:
+                message = consumer.poll(5.0)
+                if message is None:
+                    continue
+                if message.error():
+                    if message.error().code() == KafkaError._PARTITION_EOF:
+                        pending.discard(message.partition())
+                        continue
+                    raise KafkaException(message.error())
+                if message.key() == wanted:
+                    value = message.value()
+                    offset = None if value is None else json.loads(value)["offset"]
+                if message.offset() + 1 >= ends[message.partition()]:
+                    pending.discard(message.partition())
+            return offset
+        finally:
+            consumer.close()
+
+    def commit(self, connector: str, source_partition: str, offset: str) -> None:
+        """Store the offset durably (acknowledged by all in-sync replicas) before returning."""
+        value = json.dumps(
+            {"offset": offset, "committed_at": datetime.now(UTC).isoformat()}, ensure_ascii=False
+        ).encode()
+        self._producer.produce(self.topic, key=self._key(connector, source_partition), value=value)
+        if self._producer.flush(30):
+            raise DeliveryFailed(f"offset {offset} of {connector} not acknowledged")
+
+
+class SourceConnector:
+    """Drives one source through a publisher in batches, committing offsets after each.
+
+    ``batch_size`` bounds what a crash can make us re-send: after a restart the
+    connector resumes from the last committed offset, so at most one batch is sent again,
+    with the same event ids.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        source: Source,
+        publisher: Publisher,
+        offsets: OffsetStore,
+        batch_size: int = 5000,
+        poll_interval: float = 5.0,
+    ) -> None:
+        self.name = name
+        self.source = source
+        self.publisher = publisher
+        self.offsets = offsets
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish its batch, commit and return (e.g. on SIGTERM)."""
+        self._stopping = True
+
+    def run(
+        self, once: bool = True, on_batch: Callable[[RunReport, int], None] | None = None
+    ) -> RunReport:
+        """Publish everything after the committed offset.
+
+        With ``once`` the run ends when the source is exhausted or idle (a file, a
+        backfill); otherwise it keeps polling until :meth:`stop`. ``on_batch`` is told
+        the report and the records of every committed batch (for progress bars).
+        """
+        started = time.perf_counter()
+        report = self.publisher.report
+        partition = self.source.source_partition
+        offset = self.offsets.load(self.name, partition)
+        report.committed_offset = offset
+        in_batch = 0
+        last_offset = offset
+        try:
+            for record in self.source.read(offset):
+                if record is not None:
+                    self.publisher.publish(record)
+                    last_offset = record.source_offset
+                    in_batch += 1
+                    if in_batch % 1000 == 0:
+                        self.publisher.poll()
+                if (record is None or in_batch >= self.batch_size) and in_batch:
+                    self._commit(last_offset, in_batch, on_batch)
+                    in_batch = 0
+                if record is None:
+                    if once or self._stopping:
+                        break
+                    time.sleep(self.poll_interval)
+                if self._stopping:
+                    break
+            if in_batch:
+                self._commit(last_offset, in_batch, on_batch)
+        finally:
+            self.source.close()
+            report.seconds = time.perf_counter() - started
+        return report
+
+    def _commit(
+        self,
+        offset: str | None,
+        records: int,
+        on_batch: Callable[[RunReport, int], None] | None,
+    ) -> None:
+        assert offset is not None
+        with BATCH_SECONDS.labels(self.name).time():
+            self.publisher.flush()
+            self.offsets.commit(self.name, self.source.source_partition, offset)
+        self.publisher.report.committed_offset = offset
+        lag = self.source.lag(offset)
+        if lag is not None:
+            SOURCE_LAG.labels(self.name, self.source.source_partition, lag[1]).set(lag[0])
+        if on_batch:
+            on_batch(self.publisher.report, records)

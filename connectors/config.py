@@ -1,0 +1,111 @@
+"""Connector configuration files: which source, which mapping, how to run.
+
+One YAML file per connector, e.g. ``hz-health-licences.yaml``::
+
+    name: hz-health-licences            # unique; keys the stored offsets
+    mapping: mappings/hz-health-licence.yaml   # relative to this file
+    batch_size: 5000                    # records per committed batch
+    metrics_port: 9401                  # optional: serve /metrics here
+    source:
+      kind: file                        # file | sql | http
+      path: exports/licences.csv        # relative to this file
+      encoding: gb18030                 # utf-8 (default), gb18030, gbk
+      format: csv                       # csv | jsonl | xlsx (default: from the suffix)
+
+    source:
+      kind: sql
+      url: postgresql+psycopg2://reader:secret@db.health.local/licensing
+      table: licence_export             # or query: SELECT … (a subquery alias is added)
+      incrementing_column: id           # strictly increasing, the source offset
+      poll_interval: 5
+
+    source:
+      kind: http
+      host: 127.0.0.1
+      port: 8401
+      credentials: credentials.yaml     # department USCC → token digests
+      mappings: [mappings/a.yaml, mappings/b.yaml]
+
+Paths are relative to the configuration file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FileSourceConfig(_Strict):
+    kind: Literal["file"] = "file"
+    path: Path
+    format: Literal["csv", "jsonl", "xlsx"] | None = None
+    encoding: str = "utf-8"
+    delimiter: str = ","
+
+
+class SqlSourceConfig(_Strict):
+    kind: Literal["sql"] = "sql"
+    url: str
+    table: str | None = None
+    query: str | None = None
+    incrementing_column: str
+    poll_interval: float = 5.0
+    fetch_size: int = 5000
+
+
+class HttpIngestConfig(_Strict):
+    kind: Literal["http"] = "http"
+    host: str = "127.0.0.1"
+    port: int = 8401
+    credentials: Path
+    mappings: list[Path]
+    max_batch: int = 1000
+
+
+SourceConfig = Annotated[
+    FileSourceConfig | SqlSourceConfig | HttpIngestConfig, Field(discriminator="kind")
+]
+
+
+class ConnectorConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    mapping: Path | None = None
+    source: SourceConfig
+    batch_size: int = Field(default=5000, ge=1)
+    metrics_port: int | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> ConnectorConfig:
+        """Read a connector file; relative paths are taken relative to it."""
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            config = cls.model_validate(raw)
+        except (OSError, yaml.YAMLError) as error:
+            raise ValueError(f"connector file {path}: {error}") from error
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
+            )
+            raise ValueError(f"connector file {path}: {problems}") from None
+        base = path.parent
+        if config.mapping is not None:
+            config.mapping = base / config.mapping
+        source = config.source
+        if isinstance(source, FileSourceConfig):
+            source.path = base / source.path
+        elif isinstance(source, HttpIngestConfig):
+            source.credentials = base / source.credentials
+            source.mappings = [base / mapping for mapping in source.mappings]
+        if not isinstance(source, HttpIngestConfig) and config.mapping is None:
+            raise ValueError(
+                f"connector file {path}: mapping: is required for a {source.kind} source"
+            )
+        return config
