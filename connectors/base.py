@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from datetime import time as clock
+from functools import lru_cache, partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -184,6 +185,8 @@ class Publisher:
             DEAD_LETTER_RECORD.topic.name, MessageField.VALUE
         )
         self._department_key = self.department.uscc.encode()
+        self._record_type_header = self.record_type.name.encode()
+        self._dead_letter_topic = DEAD_LETTER_RECORD.topic.name
         self._failures: list[str] = []
         labels = (connector, self.department.uscc, self.record_type.name)
         self._read = RECORDS_READ.labels(*labels)
@@ -216,16 +219,10 @@ class Publisher:
             "source_partition": record.source_partition,
             "source_offset": record.source_offset,
             "event_time": event_time(self.record_type.name, value),
-            "ingest_time": datetime.now(UTC),
+            "ingest_time": time.time_ns() // 1_000_000,
         }
         payload = self._serialize(value, self._value_context)
-        self._produce(
-            self.record_type.topic.name,
-            value["uscc"].encode(),
-            payload,
-            event_id,
-            self._on_published,
-        )
+        self._produce(self.record_type.topic.name, value["uscc"].encode(), payload, event_id)
         return Outcome(event_id)
 
     def event_id(self, source_record_id: str, record_version: str) -> str:
@@ -265,7 +262,7 @@ class Publisher:
             self._department_key,
             payload,
             dead_letter_id,
-            lambda: self._on_dead_lettered(codes),
+            partial(self._dead_letter_delivered, codes),
         )
         return Outcome(None, tuple(problems))
 
@@ -275,34 +272,45 @@ class Publisher:
         key: bytes,
         payload: bytes | None,
         event_id: str,
-        on_acknowledged: Callable[[], None],
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
-        def delivered(error: KafkaError | None, message: Message) -> None:
-            if error is None:
-                on_acknowledged()
-            else:
-                self._failures.append(f"{topic} event {event_id}: {error}")
-
-        headers = [("event_id", event_id.encode()), ("record_type", self.record_type.name.encode())]
+        headers = [("event_id", event_id.encode()), ("record_type", self._record_type_header)]
         while True:
             try:
                 self.producer.produce(
-                    topic, key=key, value=payload, headers=headers, on_delivery=delivered
+                    topic,
+                    key=key,
+                    value=payload,
+                    headers=headers,
+                    on_delivery=on_delivery or self._event_delivered,
                 )
                 return
             except BufferError:
                 # The client's queue is full: let it send before producing more.
                 self.producer.poll(0.1)
 
-    def _on_published(self) -> None:
+    def _event_delivered(self, error: KafkaError | None, message: Message) -> None:
+        """Delivery report of a canonical event: counted once the broker acknowledged it."""
+        if error is not None:
+            self._failed(error, message)
+            return
         self.report.published += 1
         self._published.inc()
 
-    def _on_dead_lettered(self, codes: list[str]) -> None:
+    def _dead_letter_delivered(
+        self, codes: list[str], error: KafkaError | None, message: Message
+    ) -> None:
+        if error is not None:
+            self._failed(error, message)
+            return
         self.report.dead_lettered += 1
         self.report.reasons.update(codes)
         for code in codes:
             RECORDS_DEAD_LETTERED.labels(*self._labels, code).inc()
+
+    def _failed(self, error: KafkaError, message: Message) -> None:
+        key = (message.key() or b"").decode(errors="replace")
+        self._failures.append(f"{message.topic()} record keyed {key}: {error}")
 
     # -- batches ---------------------------------------------------------------------------
     def poll(self) -> None:
@@ -319,15 +327,24 @@ class Publisher:
             raise DeliveryFailed(f"{len(failures)} records failed, first: {failures[0]}")
 
 
-def event_time(record_type: str, fields: Mapping[str, Any]) -> datetime:
-    """When the fact happened: the record's decision or registration date, at 00:00 CST."""
-    day: date = {
-        "registration": lambda: fields["event_date"],
-        "licence": lambda: fields["decided_on"],
-        "penalty": lambda: fields["decided_on"],
-        "credit_list_entry": lambda: fields.get("removed_on") or fields["listed_on"],
-    }[record_type]()
-    return datetime.combine(day, clock.min, CHINA_STANDARD_TIME)
+EVENT_DATE_FIELD = {
+    "registration": "event_date",
+    "licence": "decided_on",
+    "penalty": "decided_on",
+    "credit_list_entry": "listed_on",
+}
+
+
+def event_time(record_type: str, fields: Mapping[str, Any]) -> int:
+    """When the fact happened, in epoch milliseconds: the record's decision, registration,
+    listing or removal date, at 00:00 China Standard Time."""
+    day: date = fields.get("removed_on") or fields[EVENT_DATE_FIELD[record_type]]
+    return _midnight_millis(day)
+
+
+@lru_cache(maxsize=16384)
+def _midnight_millis(day: date) -> int:
+    return int(datetime.combine(day, clock.min, CHINA_STANDARD_TIME).timestamp() * 1000)
 
 
 class OffsetStore:

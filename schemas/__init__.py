@@ -88,7 +88,9 @@ class RecordType:
 REGISTRATION = RecordType("registration", "市场主体登记", "registration", REGISTRATIONS)
 LICENCE = RecordType("licence", "行政许可", "licence", LICENCES)
 PENALTY = RecordType("penalty", "行政处罚", "penalty", PENALTIES)
-CREDIT_LIST_ENTRY = RecordType("credit_list_entry", "名单", "credit_list_entry", CREDIT_LIST_ENTRIES)
+CREDIT_LIST_ENTRY = RecordType(
+    "credit_list_entry", "名单", "credit_list_entry", CREDIT_LIST_ENTRIES
+)
 DEAD_LETTER_RECORD = RecordType("dead_letter", "死信", "dead_letter", DEAD_LETTER)
 HEARTBEAT = RecordType("heartbeat", "心跳", "heartbeat", HEARTBEATS)
 

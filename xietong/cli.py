@@ -351,3 +351,7 @@ def connect_validate(
     )
     for code, count in codes.most_common():
         console.print(f"  {code}: {count}", highlight=False)
+
+
+if __name__ == "__main__":
+    app()

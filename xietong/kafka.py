@@ -21,7 +21,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import SchemaRegistryClient, topic_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 
 from xietong.settings import Settings, get_settings
@@ -32,6 +32,9 @@ SERIALIZER_DEFAULTS: dict[str, Any] = {
     # Schemas are registered deliberately (the platform's schema registration step),
     # never implicitly by whichever producer happens to start first.
     "auto.register.schemas": False,
+    # The plain topic strategy: no subject-association lookups against the registry and
+    # no locked cache on every record.
+    "subject.name.strategy": topic_subject_name_strategy,
 }
 
 
@@ -86,7 +89,8 @@ class KafkaClients:
 
     def avro_deserializer(self, schema_str: str | None = None, **config: Any) -> AvroDeserializer:
         """An Avro deserializer reading the writer's schema by the id in each message."""
-        return AvroDeserializer(self.schema_registry(), schema_str, conf=config or None)
+        conf = {"subject.name.strategy": topic_subject_name_strategy, **config}
+        return AvroDeserializer(self.schema_registry(), schema_str, conf=conf)
 
 
 @cache

@@ -135,6 +135,8 @@ def uscc_problems(value: object) -> list[UsccProblem]:
     if not isinstance(value, str):
         found = "None" if value is None else f"{type(value).__name__} {value!r}"
         return [UsccProblem("uscc.type", f"expected the USCC as a string, found {found}")]
+    if _is_valid_fast(value):
+        return []
 
     problems: list[UsccProblem] = []
 
@@ -194,6 +196,43 @@ def uscc_problems(value: object) -> list[UsccProblem]:
             )
         )
     return problems
+
+
+# Per-position lookup tables (value × weight), so that checking a valid code, the common
+# case on a connector's hot path, is a few dictionary lookups.
+_USCC_WEIGHTED = tuple(
+    {symbol: value * weight for symbol, value in _USCC_VALUE.items()} for weight in USCC_WEIGHTS
+)
+_ORGANIZATION_WEIGHTED = tuple(
+    {symbol: _ORGANIZATION_VALUE[symbol] * weight for symbol in _USCC_VALUE}
+    for weight in ORGANIZATION_CODE_WEIGHTS
+)
+_ORGANIZATION_CHECK = {
+    remainder: "X" if remainder == 1 else "0" if remainder == 0 else str(11 - remainder)
+    for remainder in range(11)
+}
+
+
+def _is_valid_fast(value: str) -> bool:
+    """True when ``value`` passes every rule; False means "look closer", not "invalid"."""
+    if len(value) != USCC_LENGTH or value[0] not in REGISTRATION_AUTHORITIES:
+        return False
+    division = value[2:8]
+    if not (division.isascii() and division.isdigit()):
+        return False
+    try:
+        total = sum(table[c] for table, c in zip(_USCC_WEIGHTED, value[:17], strict=True))
+        organization = sum(
+            table[c] for table, c in zip(_ORGANIZATION_WEIGHTED, value[8:16], strict=True)
+        )
+        check = USCC_ALPHABET[(31 - total % 31) % 31]
+        return (
+            value[17] == check
+            and value[16] == _ORGANIZATION_CHECK[organization % 11]
+            and value[17] in _USCC_VALUE
+        )
+    except KeyError:
+        return False
 
 
 def is_valid_uscc(value: object) -> bool:

@@ -1,0 +1,334 @@
+"""The sample province (样例省): reference data for tests, the benchmark and the demo.
+
+``sample_province.yaml`` describes one fictional-but-realistic province modelled on
+Zhejiang (浙江省, 330000) with two cities and three districts under each:
+
+* **departments** (部门) at province, city and county level, each with its own USCC, its
+  sector (部门类别, e.g. 市场监管) and its roles on the platform (登记、审批、执法、信用);
+* the **approval catalog** (工商登记后置审批事项目录): 20 post-registration approval items
+  with their legal basis, the sector and level that approves them, and the 许可项目
+  wordings and GB/T 4754 industry classes that need them;
+* the **routing table** (事项+区划→部门) that names, for every item and every city and county,
+  the department a 双告知 push goes to — with one deliberate gap (农药经营许可 in 上城区)
+  so that 分流失败 (routing failed) can be exercised;
+* the **credit lists** (名单) with their terms and the **joint-punishment measures**
+  (失信惩戒措施) with the matters they restrict and their feedback deadlines.
+
+Example::
+
+    province = load_sample_province()
+    department = province.route("SPJYXK", "330106")   # 食品经营许可 in 西湖区
+    assert department is not None and department.name == "杭州市西湖区市场监督管理局"
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import cache, cached_property
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from xietong.uscc import uscc_problems
+
+SAMPLE_PROVINCE_FILE = Path(__file__).parent / "sample_province.yaml"
+
+#: Symbols of the CreditListType enum of ``schemas/avro/credit_list_entry.avsc`` (UNKNOWN aside).
+CREDIT_LIST_TYPES = (
+    "SERIOUS_ILLEGAL_DISHONEST",
+    "ABNORMAL_OPERATION",
+    "JUDGMENT_DEFAULTER",
+    "MAJOR_TAX_VIOLATION",
+    "SECTOR",
+)
+
+
+class Level(StrEnum):
+    """Administrative level (层级) of a division, a department or an approval."""
+
+    PROVINCE = "province"
+    CITY = "city"
+    COUNTY = "county"
+
+
+class DepartmentRole(StrEnum):
+    """What a department does on the platform; one department may have several roles."""
+
+    REGISTRATION = "registration"  # 登记机关
+    LICENSING = "licensing"  # 审批部门
+    ENFORCEMENT = "enforcement"  # 执法部门
+    CREDIT = "credit"  # 信用主管部门 (信用办)
+    OTHER = "other"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Division(_Strict):
+    """An administrative division (行政区划), GB/T 2260."""
+
+    code: str = Field(pattern=r"^\d{6}$")
+    name: str
+    level: Level
+    parent: str | None = None
+
+
+class Department(_Strict):
+    """A government department (部门) that publishes or receives records."""
+
+    code: str = Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", description="stable id, e.g. hz-amr")
+    name: str
+    sector: str = Field(description="部门类别, a key of SampleProvince.sectors")
+    roles: tuple[DepartmentRole, ...] = Field(min_length=1)
+    level: Level
+    division: str
+    uscc: str
+    contact: str = Field(description="办公电话 (fictional)")
+
+    @field_validator("uscc")
+    @classmethod
+    def _valid_uscc(cls, value: str) -> str:
+        problems = uscc_problems(value)
+        if problems:
+            raise ValueError("; ".join(problem.message for problem in problems))
+        return value
+
+
+class ScopeMatch(_Strict):
+    """How a registration is matched to an approval item."""
+
+    scope: tuple[str, ...] = Field(description="许可项目 wordings of the 经营范围规范表述目录")
+    industry: tuple[str, ...] = Field(
+        default=(), description="GB/T 4754-2017 classes, section letter + 4 digits, e.g. H6210"
+    )
+
+    @field_validator("industry")
+    @classmethod
+    def _industry_codes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        wrong = [c for c in value if not (len(c) == 5 and c[0].isupper() and c[1:].isdigit())]
+        if wrong:
+            raise ValueError(f"industry codes must look like H6210, found {wrong}")
+        return value
+
+
+class ApprovalItem(_Strict):
+    """A post-registration approval item (后置审批事项) of the catalog."""
+
+    code: str = Field(description="审批事项编码")
+    name: str
+    legal_basis: str = Field(description="设定依据")
+    sector: str = Field(description="the approving department's sector")
+    level: Level = Field(description="where the item is approved")
+    category: str = Field(description="许可类别, a LicenceCategory symbol")
+    certificate_name: str = Field(description="许可证书名称")
+    validity_years: int | None = Field(description="the permit's usual term; None: not modelled")
+    match: ScopeMatch
+
+    def matches_scope_entry(self, entry: str) -> bool:
+        """Whether one 经营范围 entry needs this item.
+
+        An entry matches a wording when it equals it or is the wording followed by a
+        parenthesised qualifier: "危险化学品经营（不含仓储）" matches "危险化学品经营",
+        "食品销售（仅销售预包装食品）" does not match "食品销售" because it is a 一般项目
+        — callers match only the 许可项目 entries of a scope.
+        """
+        return any(
+            entry == wording or entry.startswith((wording + "（", wording + "("))
+            for wording in self.match.scope
+        )
+
+
+class CreditListTypeInfo(_Strict):
+    """A credit list (名单) and its term."""
+
+    code: str
+    name: str
+    listing_sectors: tuple[str, ...]
+    duration_years: int | None
+    early_removal_after_years: int | None = None
+    extendable_years: int | None = None
+    escalates_to: str | None = None
+    escalates_after_years: int | None = None
+    legal_basis: str
+
+    @field_validator("code")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in CREDIT_LIST_TYPES:
+            raise ValueError(f"{value!r} is not a CreditListType ({', '.join(CREDIT_LIST_TYPES)})")
+        return value
+
+
+class Measure(_Strict):
+    """A joint-punishment measure (失信惩戒措施)."""
+
+    code: str
+    text: str = Field(description="措施内容")
+    legal_basis: str = Field(description="措施依据")
+    sectors: tuple[str, ...] = Field(min_length=1, description="implementing department sectors")
+    list_types: tuple[str, ...] = Field(min_length=1)
+    matters: tuple[str, ...] = Field(min_length=1, description="the matters it restricts")
+    feedback_required: bool = Field(description="是否需要反馈")
+    feedback_days: int | None = Field(description="反馈期限 (days)")
+
+    @model_validator(mode="after")
+    def _feedback_deadline(self) -> Measure:
+        if self.feedback_required and not self.feedback_days:
+            raise ValueError(f"measure {self.code} requires feedback but has no feedback_days")
+        return self
+
+
+class SampleProvince(_Strict):
+    """The parsed ``sample_province.yaml``; every cross-reference is checked on load."""
+
+    province: str = Field(description="the province's division code")
+    claim_deadline_days: int = Field(gt=0, description="双告知 认领期限")
+    divisions: tuple[Division, ...]
+    sectors: dict[str, str]
+    departments: tuple[Department, ...]
+    approval_items: tuple[ApprovalItem, ...]
+    routing: dict[str, dict[str, str]] = Field(
+        description="item code → division code → department code (事项+区划→部门)"
+    )
+    list_types: tuple[CreditListTypeInfo, ...]
+    matter_types: dict[str, str]
+    measures: tuple[Measure, ...]
+
+    @model_validator(mode="after")
+    def _references(self) -> SampleProvince:
+        errors: list[str] = []
+
+        def unique(kind: str, codes: list[str]) -> None:
+            duplicates = sorted({code for code in codes if codes.count(code) > 1})
+            if duplicates:
+                errors.append(f"duplicate {kind}: {', '.join(duplicates)}")
+
+        unique("division codes", [d.code for d in self.divisions])
+        unique("department codes", [d.code for d in self.departments])
+        unique("department USCCs", [d.uscc for d in self.departments])
+        unique("approval item codes", [i.code for i in self.approval_items])
+        unique("measure codes", [m.code for m in self.measures])
+        divisions = {d.code for d in self.divisions}
+        if self.province not in divisions:
+            errors.append(f"province {self.province} is not among the divisions")
+        departments = {d.code for d in self.departments}
+        items = {i.code for i in self.approval_items}
+        list_types = {t.code for t in self.list_types}
+        for division in self.divisions:
+            if division.parent is not None and division.parent not in divisions:
+                errors.append(f"division {division.code}: unknown parent {division.parent}")
+        for department in self.departments:
+            if department.division not in divisions:
+                errors.append(f"department {department.code}: unknown division")
+            if department.sector not in self.sectors:
+                errors.append(f"department {department.code}: unknown sector {department.sector}")
+        for item in self.approval_items:
+            if item.sector not in self.sectors:
+                errors.append(f"approval item {item.code}: unknown sector {item.sector}")
+        for item_code, table in self.routing.items():
+            if item_code not in items:
+                errors.append(f"routing: unknown approval item {item_code}")
+            for division, department in table.items():
+                if division not in divisions:
+                    errors.append(f"routing {item_code}: unknown division {division}")
+                if department not in departments:
+                    errors.append(f"routing {item_code}/{division}: unknown department {department}")
+        for list_type in self.list_types:
+            if list_type.escalates_to and list_type.escalates_to not in list_types:
+                errors.append(f"list type {list_type.code}: escalates to unknown list type")
+            unknown_sectors = set(list_type.listing_sectors) - set(self.sectors)
+            if unknown_sectors:
+                errors.append(f"list type {list_type.code}: unknown sectors {unknown_sectors}")
+        for measure in self.measures:
+            for kind, values, known in (
+                ("list types", measure.list_types, list_types),
+                ("matters", measure.matters, set(self.matter_types)),
+                ("sectors", measure.sectors, set(self.sectors)),
+            ):
+                unknown = sorted(set(values) - known)
+                if unknown:
+                    errors.append(f"measure {measure.code}: unknown {kind} {', '.join(unknown)}")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    # -- look-ups ---------------------------------------------------------------------------
+    @cached_property
+    def _departments(self) -> dict[str, Department]:
+        return {department.code: department for department in self.departments}
+
+    @cached_property
+    def _by_sector(self) -> dict[tuple[str, str], Department]:
+        return {(d.sector, d.division): d for d in self.departments}
+
+    @cached_property
+    def _items(self) -> dict[str, ApprovalItem]:
+        return {item.code: item for item in self.approval_items}
+
+    def department(self, code: str) -> Department:
+        """The department with this code; ``KeyError`` names it if there is none."""
+        try:
+            return self._departments[code]
+        except KeyError:
+            raise KeyError(f"no department {code!r} in the sample province") from None
+
+    def department_of(self, sector: str, division: str) -> Department | None:
+        """The department of ``sector`` seated in ``division``, if there is one."""
+        return self._by_sector.get((sector, division))
+
+    def approval_item(self, code: str) -> ApprovalItem:
+        return self._items[code]
+
+    def division(self, code: str) -> Division:
+        return next(d for d in self.divisions if d.code == code)
+
+    def divisions_at(self, level: Level) -> list[Division]:
+        return [d for d in self.divisions if d.level is level]
+
+    def counties_of(self, city: str) -> list[Division]:
+        return [d for d in self.divisions if d.parent == city and d.level is Level.COUNTY]
+
+    def city_of(self, division: str) -> Division:
+        """The city a county belongs to (a city is its own city)."""
+        found = self.division(division)
+        if found.level is Level.COUNTY:
+            assert found.parent is not None
+            return self.division(found.parent)
+        return found
+
+    def route(self, item_code: str, division: str) -> Department | None:
+        """The department a 双告知 push of ``item_code`` for ``division`` goes to; None is
+        分流失败 (no department found)."""
+        code = self.routing.get(item_code, {}).get(division)
+        return None if code is None else self.department(code)
+
+    def items_for_scope(self, permit_entries: list[str]) -> list[ApprovalItem]:
+        """The approval items needed by the 许可项目 entries of a business scope, in catalog
+        order, each once."""
+        return [
+            item
+            for item in self.approval_items
+            if any(item.matches_scope_entry(entry) for entry in permit_entries)
+        ]
+
+    def items_for_industry(self, industry_code: str) -> list[ApprovalItem]:
+        """The approval items usually needed in a GB/T 4754 class (a hint, not a rule)."""
+        return [item for item in self.approval_items if industry_code in item.match.industry]
+
+    def list_type(self, code: str) -> CreditListTypeInfo:
+        return next(t for t in self.list_types if t.code == code)
+
+    def measures_for(self, list_type: str) -> list[Measure]:
+        return [measure for measure in self.measures if list_type in measure.list_types]
+
+
+@cache
+def load_sample_province(path: Path = SAMPLE_PROVINCE_FILE) -> SampleProvince:
+    """Read and check the sample province; a ``ValueError`` names the file and every problem."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return SampleProvince.model_validate(raw)
+    except (OSError, yaml.YAMLError, ValueError) as error:
+        raise ValueError(f"sample province {path}: {error}") from error

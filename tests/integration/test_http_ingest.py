@@ -1,0 +1,395 @@
+"""The HTTP ingest, against the real broker and schema registry.
+
+Two departments hold tokens: 杭州市卫生健康委员会 posts 公共场所卫生许可 in its own column
+names (tests/fixtures/hz-health-licence.yaml), 西湖区市场监督管理局 posts 食品经营许可 in
+the 双公示 column names (tests/fixtures/http/xihu-market-licence.yaml). Topics are
+shared with every other test and run, so each test reads only what was written after
+it started and picks its records by event id or source offset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.serialization import MessageField, SerializationContext
+from fastapi.testclient import TestClient
+
+from connectors.config import ConnectorConfig
+from connectors.http_ingest import create_app
+from schemas import register_all
+from xietong.kafka import KafkaClients
+from xietong.topics import DEAD_LETTER, LICENCES
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+HZ_HEALTH = "11330100EUHUXQEE4F"  # 杭州市卫生健康委员会
+XIHU_MARKET = "11330106YUYU122BXT"  # 杭州市西湖区市场监督管理局 (made up)
+MAPPINGS = [FIXTURES / "hz-health-licence.yaml", FIXTURES / "http" / "xihu-market-licence.yaml"]
+MAX_BATCH = 5
+ENTITY = "91330106MA2CD7Q4XU"  # 杭州示例餐饮有限公司
+
+
+# -- the service under test ----------------------------------------------------------------------
+
+
+@dataclass
+class Ingest:
+    client: TestClient
+    tokens: dict[str, str]  # department USCC → bearer token
+
+    def post(self, department: str, record_type: str, body: dict[str, Any]) -> Any:
+        return self.client.post(
+            f"/v1/records/{record_type}",
+            json=body,
+            headers={"Authorization": f"Bearer {self.tokens[department]}"},
+        )
+
+
+def write_connector(folder: Path, tokens: dict[str, str], mappings: list[Path]) -> Path:
+    """A connector file with its credentials file beside it, as an operator would write them."""
+    credentials = [
+        {"department_uscc": uscc, "token_sha256": hashlib.sha256(token.encode()).hexdigest()}
+        for uscc, token in tokens.items()
+    ]
+    (folder / "credentials.yaml").write_text(yaml.safe_dump(credentials), encoding="utf-8")
+    connector = {
+        "name": "http-ingest-test",
+        "source": {
+            "kind": "http",
+            "credentials": "credentials.yaml",
+            "mappings": [str(path) for path in mappings],
+            "max_batch": MAX_BATCH,
+        },
+    }
+    path = folder / "connector.yaml"
+    path.write_text(yaml.safe_dump(connector, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokens() -> dict[str, str]:
+    return {HZ_HEALTH: secrets.token_urlsafe(24), XIHU_MARKET: secrets.token_urlsafe(24)}
+
+
+@pytest.fixture(scope="module")
+def ingest(
+    kafka: KafkaClients, tokens: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Ingest]:
+    register_all(kafka.schema_registry())
+    config = ConnectorConfig.load(
+        write_connector(tmp_path_factory.mktemp("http-ingest"), tokens, MAPPINGS)
+    )
+    with TestClient(create_app(config, kafka)) as client:
+        yield Ingest(client, tokens)
+
+
+# -- records ---------------------------------------------------------------------------------
+
+
+def hz_licence(**columns: Any) -> dict[str, Any]:
+    """A 公共场所卫生许可 in 杭州市卫生健康委员会's columns, with a fresh record id."""
+    return {
+        "记录编号": f"WSXK-{uuid.uuid4().hex[:12]}",
+        "版本": "1",
+        "统一社会信用代码": ENTITY,
+        "行政相对人名称": "杭州示例餐饮有限公司",
+        "法定代表人": "王敏",
+        "许可文书号": "杭卫公许〔2026〕17号",
+        "许可类别": "普通",
+        "许可证编号": "杭卫公证字〔2026〕第330106-0017号",
+        "许可内容": "公共场所卫生许可（餐厅）",
+        "许可决定日期": "2026年3月2日",
+        "有效期自": "2026年3月2日",
+        "有效期至": "长期",
+        "当前状态": "有效",
+        **columns,
+    }
+
+
+def xihu_licence(**columns: Any) -> dict[str, Any]:
+    """A 食品经营许可 in the 双公示 columns 西湖区市场监督管理局 uses."""
+    return {
+        "XK_BH": f"SPJY-{uuid.uuid4().hex[:12]}",
+        "XK_XDR_SHXYM": ENTITY,
+        "XK_XDR_MC": "杭州示例餐饮有限公司",
+        "XK_FRDB": "王敏",
+        "XK_XKWS": "食品经营许可决定书",
+        "XK_WSH": "西市监食许〔2026〕88号",
+        "XK_XKLB": "普通",
+        "XK_XKZS": "食品经营许可证",
+        "XK_XKBH": "JY13301060088888",
+        "XK_NR": "热食类食品制售",
+        "XK_JDRQ": "2026-03-05",
+        "XK_YXQZ": "2026-03-05",
+        "XK_YXQZI": "2031-03-04",
+        "XK_ZT": "有效",
+        **columns,
+    }
+
+
+# -- reading what was published --------------------------------------------------------------
+
+
+class TopicWatch:
+    """The records written to a shared topic after the watch started, decoded."""
+
+    def __init__(self, kafka: KafkaClients, topic: str) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self.since = self._ends()
+
+    def _ends(self) -> dict[int, int]:
+        consumer = self.kafka.consumer(group_id=f"test-http-ingest-{uuid.uuid4()}")
+        try:
+            partitions = consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
+            return {
+                partition: consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, partition), timeout=10
+                )[1]
+                for partition in partitions
+            }
+        finally:
+            consumer.close()
+
+    def new_records(self) -> list[tuple[bytes, Any]]:
+        """(key, value) of every record written since the watch started."""
+        until = self._ends()
+        pending = {p for p, end in until.items() if end > self.since.get(p, 0)}
+        consumer = self.kafka.consumer(group_id=f"test-http-ingest-{uuid.uuid4()}")
+        consumer.assign([TopicPartition(self.topic, p, self.since.get(p, 0)) for p in pending])
+        deserialize = self.kafka.avro_deserializer()
+        context = SerializationContext(self.topic, MessageField.VALUE)
+        records: list[tuple[bytes, Any]] = []
+        deadline = time.monotonic() + 15
+        try:
+            while pending:
+                assert time.monotonic() < deadline, f"{self.topic}: {pending} not read to the end"
+                message = consumer.poll(1.0)
+                if message is None:
+                    continue
+                if message.error():
+                    raise KafkaException(message.error())
+                key, offset, partition = message.key(), message.offset(), message.partition()
+                assert key is not None and offset is not None and partition is not None
+                records.append((key, deserialize(message.value(), context)))
+                if offset + 1 >= until[partition]:
+                    pending.discard(partition)
+        finally:
+            consumer.close()
+        return records
+
+
+# -- the specification -----------------------------------------------------------------------
+
+
+def test_a_batch_gets_a_verdict_per_record_and_every_record_reaches_kafka(
+    ingest: Ingest, kafka: KafkaClients
+) -> None:
+    good = hz_licence()
+    wrong_check_character = hz_licence(统一社会信用代码="91330106MA2CD7Q4XX")
+    no_such_day = hz_licence(许可决定日期="2026年2月30日")
+    licences, dead_letters = TopicWatch(kafka, LICENCES.name), TopicWatch(kafka, DEAD_LETTER.name)
+
+    response = ingest.post(
+        HZ_HEALTH, "licence", {"records": [good, wrong_check_character, no_such_day, "XK-1"]}
+    )
+
+    assert response.status_code == 200
+    body = response.json()
+    request_id = body["request_id"]
+    assert (body["accepted"], body["rejected"]) == (1, 3)
+    accepted, check, date, not_object = body["results"]
+    assert accepted["index"] == 0 and accepted["status"] == "accepted"
+    assert check["status"] == "rejected"
+    assert [(r["field"], r["code"]) for r in check["reasons"]] == [("uscc", "uscc.check_character")]
+    assert "expected 'U'" in check["reasons"][0]["message"]
+    assert [(r["field"], r["code"]) for r in date["reasons"]] == [("decided_on", "date.invalid")]
+    assert "2026年2月30日" in date["reasons"][0]["message"]
+    assert [(r["field"], r["code"]) for r in not_object["reasons"]] == [("", "json.not_object")]
+
+    # The accepted licence is on permits.licences, keyed by the entity, from the credential's
+    # department, with where it came from.
+    published = {
+        value["envelope"]["event_id"]: (key, value) for key, value in licences.new_records()
+    }
+    key, licence = published[accepted["event_id"]]
+    assert key == ENTITY.encode()
+    assert licence["licence_number"] == good["许可证编号"]
+    envelope = licence["envelope"]
+    assert envelope["source_department_uscc"] == HZ_HEALTH
+    assert envelope["source_record_id"] == good["记录编号"]
+    assert envelope["source_partition"] == f"http:{HZ_HEALTH}"
+    assert envelope["source_offset"] == f"{request_id}:0"
+
+    # The three rejected records are kept whole on platform.dead-letter with their reasons.
+    rejected = {
+        value["source_offset"]: value
+        for _, value in dead_letters.new_records()
+        if value["source_partition"] == f"http:{HZ_HEALTH}"
+        and value["source_offset"].startswith(f"{request_id}:")
+    }
+    assert sorted(rejected) == [f"{request_id}:{index}" for index in (1, 2, 3)]
+    check_letter = rejected[f"{request_id}:1"]
+    assert check_letter["source_department_uscc"] == HZ_HEALTH
+    assert check_letter["record_type"] == "licence"
+    assert check_letter["position"] == f"request {request_id}, record 1"
+    assert json.loads(check_letter["payload"]) == wrong_check_character
+    assert [r["code"] for r in check_letter["reasons"]] == ["uscc.check_character"]
+    assert [r["code"] for r in rejected[f"{request_id}:2"]["reasons"]] == ["date.invalid"]
+    assert json.loads(rejected[f"{request_id}:3"]["payload"]) == "XK-1"
+
+
+def test_the_body_cannot_choose_the_department(ingest: Ingest, kafka: KafkaClients) -> None:
+    # 西湖区市场监管 claims, in the body and in the record, to be 杭州市卫健委.
+    record = xihu_licence(source_department_uscc=HZ_HEALTH, 来源部门统一社会信用代码=HZ_HEALTH)
+    licences = TopicWatch(kafka, LICENCES.name)
+
+    response = ingest.post(
+        XIHU_MARKET,
+        "licence",
+        {"department_uscc": HZ_HEALTH, "source_department_uscc": HZ_HEALTH, "records": [record]},
+    )
+
+    assert response.status_code == 200
+    [result] = response.json()["results"]
+    assert result["status"] == "accepted"
+    published = {value["envelope"]["event_id"]: value for _, value in licences.new_records()}
+    envelope = published[result["event_id"]]["envelope"]
+    assert envelope["source_department_uscc"] == XIHU_MARKET
+    assert envelope["source_department_name"] == "杭州市西湖区市场监督管理局"
+    assert envelope["source_partition"] == f"http:{XIHU_MARKET}"
+
+
+def test_a_request_without_a_known_token_is_refused(ingest: Ingest) -> None:
+    body = {"records": [hz_licence()]}
+    token = ingest.tokens[HZ_HEALTH]
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    for headers in (
+        {},
+        {"Authorization": "Bearer not-a-token-of-any-department"},
+        {"Authorization": f"Basic {token}"},
+        # The digest is what the platform stores, never what a department sends.
+        {"Authorization": f"Bearer {digest}"},
+    ):
+        response = ingest.client.post("/v1/records/licence", json=body, headers=headers)
+        assert response.status_code == 401, headers
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert "token" in response.json()["detail"]
+
+
+def test_a_department_posts_only_the_record_types_it_has_a_mapping_for(ingest: Ingest) -> None:
+    response = ingest.post(HZ_HEALTH, "penalty", {"records": [hz_licence()]})
+    assert response.status_code == 403
+    assert "'penalty'" in response.json()["detail"]
+    assert "licence" in response.json()["detail"]
+
+    response = ingest.post(HZ_HEALTH, "licences", {"records": [hz_licence()]})
+    assert response.status_code == 404
+    assert "registration, licence, penalty, credit_list_entry" in response.json()["detail"]
+
+
+def test_a_batch_larger_than_max_batch_is_refused_whole(ingest: Ingest) -> None:
+    response = ingest.post(
+        HZ_HEALTH, "licence", {"records": [hz_licence() for _ in range(MAX_BATCH + 1)]}
+    )
+    assert response.status_code == 413
+    assert f"at most {MAX_BATCH}" in response.json()["detail"]
+
+
+def test_a_record_sent_again_keeps_its_event_id_and_a_new_version_gets_a_new_one(
+    ingest: Ingest,
+) -> None:
+    record = hz_licence()
+
+    first = ingest.post(HZ_HEALTH, "licence", {"records": [record]}).json()
+    again = ingest.post(HZ_HEALTH, "licence", {"records": [record]}).json()
+    corrected = ingest.post(
+        HZ_HEALTH, "licence", {"records": [{**record, "版本": "2", "当前状态": "注销"}]}
+    ).json()
+
+    assert first["request_id"] != again["request_id"]
+    assert first["results"][0]["event_id"] == again["results"][0]["event_id"]
+    assert corrected["results"][0]["event_id"] != first["results"][0]["event_id"]
+
+
+def test_when_the_broker_does_not_acknowledge_the_department_is_told_to_send_again(
+    kafka: KafkaClients,
+    tokens: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{probe.getsockname()[1]}"
+    unreachable = KafkaClients(
+        kafka.settings.model_copy(update={"kafka_bootstrap_servers_env": nowhere})
+    )
+    monkeypatch.setattr("connectors.http_ingest.ACKNOWLEDGEMENT_TIMEOUT_SECONDS", 0.5)
+    app = create_app(ConnectorConfig.load(write_connector(tmp_path, tokens, MAPPINGS)), unreachable)
+
+    with TestClient(app) as client:
+        response = client.post(
+            "/v1/records/licence",
+            json={"records": [hz_licence()]},
+            headers={"Authorization": f"Bearer {tokens[HZ_HEALTH]}"},
+        )
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"].isdigit()
+    assert "send the whole batch again" in response.json()["detail"]
+
+
+def test_a_mapping_whose_department_has_no_credential_is_refused_at_startup(
+    kafka: KafkaClients, tmp_path: Path
+) -> None:
+    only_xihu = {XIHU_MARKET: secrets.token_urlsafe(24)}
+    config = ConnectorConfig.load(write_connector(tmp_path, only_xihu, MAPPINGS))
+
+    with pytest.raises(ValueError, match=r"hz-health-licence\.yaml.*11330100EUHUXQEE4F"):
+        create_app(config, kafka)
+
+
+def test_the_openapi_document_is_the_contract(ingest: Ingest) -> None:
+    document = ingest.client.get("/openapi.json").json()
+
+    operation = document["paths"]["/v1/records/{record_type}"]["post"]
+    request_schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert request_schema["$ref"].endswith("/RecordBatch")
+    responses = operation["responses"]
+    assert responses["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/BatchResult"
+    )
+    assert {"401", "403", "404", "413", "422", "503"} <= set(responses)
+    [record_type] = operation["parameters"]
+    assert record_type["schema"]["enum"] == [
+        "registration",
+        "licence",
+        "penalty",
+        "credit_list_entry",
+    ]
+    assert operation["security"] == [{"HTTPBearer": []}]
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    schemas = document["components"]["schemas"]
+    assert set(schemas["RecordAccepted"]["required"]) >= {"index", "event_id"}
+    assert set(schemas["Rejection"]["properties"]) == {"field", "code", "message"}
+    assert ingest.client.get("/docs").status_code == 200
+
+
+def test_the_service_reports_health_and_metrics(ingest: Ingest) -> None:
+    assert ingest.client.get("/health").json() == {"status": "ok", "connector": "http-ingest-test"}
+    metrics = ingest.client.get("/metrics")
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert "xietong_http_ingest_requests_total" in metrics.text
+    assert "xietong_connector_records_published_total" in metrics.text

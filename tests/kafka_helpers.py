@@ -1,0 +1,73 @@
+"""Reading topics back in tests: what a run added to a topic, decoded."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import TopicPartition
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from xietong.kafka import KafkaClients
+
+
+@dataclass(frozen=True)
+class ReadMessage:
+    partition: int
+    offset: int
+    key: bytes | None
+    headers: dict[str, bytes]
+    value: dict[str, Any]
+
+
+class TopicWindow:
+    """The end offsets of a topic now; :meth:`read` returns what was added since."""
+
+    def __init__(self, kafka: KafkaClients, topic: str) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self.start = self._ends()
+
+    def _ends(self) -> dict[int, int]:
+        consumer = self.kafka.consumer(group_id=f"test-window-{uuid.uuid4()}")
+        try:
+            metadata = consumer.list_topics(self.topic, timeout=10).topics[self.topic]
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
+                for p in metadata.partitions
+            }
+        finally:
+            consumer.close()
+
+    def read(self) -> list[ReadMessage]:
+        """Every message added since the window opened, decoded with the Avro deserializer."""
+        ends = self._ends()
+        wanted = {p: end for p, end in ends.items() if end > self.start.get(p, 0)}
+        if not wanted:
+            return []
+        deserialize = self.kafka.avro_deserializer()
+        consumer = self.kafka.consumer(group_id=f"test-window-{uuid.uuid4()}")
+        consumer.assign([TopicPartition(self.topic, p, self.start.get(p, 0)) for p in wanted])
+        messages: list[ReadMessage] = []
+        try:
+            while wanted:
+                message = consumer.poll(5.0)
+                if message is None:
+                    raise AssertionError(f"{self.topic}: stopped short of {wanted}")
+                if message.error():
+                    continue
+                partition, offset = message.partition() or 0, message.offset() or 0
+                value = deserialize(
+                    message.value(), SerializationContext(self.topic, MessageField.VALUE)
+                )
+                messages.append(
+                    ReadMessage(
+                        partition, offset, message.key(), dict(message.headers() or []), value
+                    )
+                )
+                if offset + 1 >= wanted.get(partition, 0):
+                    wanted.pop(partition, None)
+        finally:
+            consumer.close()
+        return messages
