@@ -274,7 +274,10 @@ class Publisher:
         event_id: str,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
-        headers = [("event_id", event_id.encode()), ("record_type", self._record_type_header)]
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("event_id", event_id.encode()),
+            ("record_type", self._record_type_header),
+        ]
         while True:
             try:
                 self.producer.produce(
@@ -383,20 +386,25 @@ class OffsetStore:
             pending = {p for p, high in ends.items() if high > 0}
             consumer.assign([tp for tp in partitions if tp.partition in pending])
             offset: str | None = None
+            deadline = time.monotonic() + 60
             while pending:
-                message = consumer.poll(5.0)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"reading {self.topic} did not reach its end in 60 s")
+                message = consumer.poll(1.0)
                 if message is None:
                     continue
-                if message.error():
-                    if message.error().code() == KafkaError._PARTITION_EOF:
-                        pending.discard(message.partition())
+                error = message.error()
+                partition = message.partition() or 0
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(partition)
                         continue
-                    raise KafkaException(message.error())
+                    raise KafkaException(error)
                 if message.key() == wanted:
                     value = message.value()
                     offset = None if value is None else json.loads(value)["offset"]
-                if message.offset() + 1 >= ends[message.partition()]:
-                    pending.discard(message.partition())
+                if (message.offset() or 0) + 1 >= ends[partition]:
+                    pending.discard(partition)
             return offset
         finally:
             consumer.close()

@@ -98,7 +98,7 @@ class FileSource(Source):
             columns = [column.strip() for column in header]
             lines.consume()
             resumed = offset is not None and offset > lines.position
-            if resumed:
+            if offset is not None and resumed:
                 handle.seek(offset)
                 lines.position = offset
             for row in reader:

@@ -61,11 +61,9 @@ class TopicWindow:
                 value = deserialize(
                     message.value(), SerializationContext(self.topic, MessageField.VALUE)
                 )
-                messages.append(
-                    ReadMessage(
-                        partition, offset, message.key(), dict(message.headers() or []), value
-                    )
-                )
+                assert isinstance(value, dict)
+                headers = {name: bytes(v or b"") for name, v in list(message.headers() or [])}
+                messages.append(ReadMessage(partition, offset, message.key(), headers, value))
                 if offset + 1 >= wanted.get(partition, 0):
                     wanted.pop(partition, None)
         finally:
