@@ -62,7 +62,12 @@ class TopicWindow:
                     message.value(), SerializationContext(self.topic, MessageField.VALUE)
                 )
                 assert isinstance(value, dict)
-                headers = {name: bytes(v or b"") for name, v in list(message.headers() or [])}
+                raw = message.headers() or []
+                pairs = raw.items() if isinstance(raw, dict) else raw
+                headers = {
+                    str(name): v if isinstance(v, bytes) else str(v or "").encode()
+                    for name, v in pairs
+                }
                 messages.append(ReadMessage(partition, offset, message.key(), headers, value))
                 if offset + 1 >= wanted.get(partition, 0):
                     wanted.pop(partition, None)
