@@ -16,6 +16,7 @@ Every run reconciles exactly: ``read == published + dead_lettered``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -42,6 +43,15 @@ from xietong.topics import CONNECTOR_OFFSETS
 #: Namespace of the platform's deterministic ids (uuid5).
 XIETONG_NAMESPACE = uuid.UUID("6f1d2c0e-3b9a-5c4e-9a57-58696574e76f")
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
+_NAMESPACE_DIGEST = hashlib.sha1(XIETONG_NAMESPACE.bytes, usedforsecurity=False)
+
+
+def deterministic_id(name: str) -> str:
+    """``str(uuid.uuid5(XIETONG_NAMESPACE, name))``, without rehashing the namespace."""
+    digest = _NAMESPACE_DIGEST.copy()
+    digest.update(name.encode())
+    return str(uuid.UUID(bytes=digest.digest()[:16], version=5))
+
 
 # -- metrics, shared by every connector ----------------------------------------------------
 LABELS = ("connector", "department", "record_type")
@@ -186,6 +196,7 @@ class Publisher:
         )
         self._department_key = self.department.uscc.encode()
         self._record_type_header = self.record_type.name.encode()
+        self._id_prefix = f"{self.department.uscc}|{self.record_type.name}|"
         self._dead_letter_topic = DEAD_LETTER_RECORD.topic.name
         self._failures: list[str] = []
         labels = (connector, self.department.uscc, self.record_type.name)
@@ -231,11 +242,8 @@ class Publisher:
         return str(uuid.uuid5(XIETONG_NAMESPACE, name))
 
     def _dead_letter(self, record: SourceRecord, problems: list[Problem]) -> Outcome:
-        dead_letter_id = str(
-            uuid.uuid5(
-                XIETONG_NAMESPACE,
-                f"{self.connector}|{record.source_partition}|{record.source_offset}",
-            )
+        dead_letter_id = deterministic_id(
+            f"{self.connector}|{record.source_partition}|{record.source_offset}"
         )
         value = {
             "dead_letter_id": dead_letter_id,

@@ -147,6 +147,27 @@ class DepartmentMapping:
         self.record_type: RecordType = CANONICAL_RECORD_TYPES[spec.record_type]
         self.department = spec.department
         self._fields = self._compile()
+        # The per-record plan: columns to read, and constants converted once, here, so a
+        # bad constant is a mapping error at load time rather than a dead letter per row.
+        self._columns = [
+            (
+                f.name,
+                f.rule.column,
+                f.convert,
+                f.required,
+                f.default,
+                frozenset({"", *f.rule.empty}),
+            )
+            for f in self._fields
+            if f.rule.column is not None
+        ]
+        self._constants: dict[str, Any] = {}
+        for f in self._fields:
+            if f.rule.column is None:
+                try:
+                    self._constants[f.name] = f.convert(f.rule.value)
+                except ValueError as error:
+                    raise MappingError(f"{origin}: the constant of {f.name}: {error}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> DepartmentMapping:
@@ -221,26 +242,22 @@ class DepartmentMapping:
     # -- mapping a record -----------------------------------------------------------------
     def map(self, raw: Mapping[str, Any]) -> MappedRecord:
         """Map one department record (column → value); problems instead of exceptions."""
-        fields: dict[str, Any] = {}
+        fields: dict[str, Any] = dict(self._constants)
         problems: list[Problem] = []
-        for compiled in self._fields:
-            rule = compiled.rule
-            value = rule.value if rule.column is None else raw.get(rule.column, MISSING)
-            if _is_empty(value) or (isinstance(value, str) and value.strip() in rule.empty):
-                if compiled.required:
-                    where = f"column {rule.column!r}" if rule.column else "its constant"
+        for name, column, convert, required, default, empty in self._columns:
+            value = raw.get(column)
+            if value is None or (type(value) is str and value.strip() in empty):
+                if required:
                     problems.append(
-                        Problem(compiled.name, "required", f"{compiled.name} is empty ({where})")
+                        Problem(name, "required", f"{name} is empty (column {column!r})")
                     )
-                fields[compiled.name] = compiled.default
+                fields[name] = default
                 continue
             try:
-                fields[compiled.name] = compiled.convert(value)
+                fields[name] = convert(value)
             except ValueError as error:
-                problems.append(
-                    Problem(compiled.name, _code_of(error), f"{compiled.name}: {error}")
-                )
-                fields[compiled.name] = compiled.default
+                problems.append(Problem(name, _code_of(error), f"{name}: {error}"))
+                fields[name] = default
         record_id = raw.get(self.spec.source_record_id)
         if _is_empty(record_id):
             problems.append(
