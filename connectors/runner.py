@@ -83,11 +83,16 @@ class RecordPreview:
 
 
 def preview_mapping(
-    mapping: DepartmentMapping, sample: Path, limit: int | None = None
+    mapping: DepartmentMapping,
+    sample: Path,
+    limit: int | None = None,
+    encoding: str = "utf-8",
+    delimiter: str = ",",
 ) -> Iterator[RecordPreview]:
     """Map each record of a sample export and say, field by field, what became of it."""
     rules = mapping.spec.fields
-    for record in islice(FileSource(sample).read(None), limit):
+    source = FileSource(sample, encoding=encoding, delimiter=delimiter)
+    for record in islice(source.read(None), limit):
         if record is None:
             continue
         if record.fields is None:

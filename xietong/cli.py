@@ -292,6 +292,10 @@ def connect_validate(
     ],
     sample: Annotated[Path, typer.Argument(help="A sample export (CSV, JSON Lines, xlsx).")],
     limit: Annotated[int, typer.Option(help="Records shown field by field.")] = 3,
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="The sample's encoding (default: the connector's, else UTF-8)."),
+    ] = None,
 ) -> None:
     """Show how a department's sample maps onto canonical fields, field by field.
 
@@ -304,6 +308,9 @@ def connect_validate(
     from connectors.mapping import DepartmentMapping, MappingError
     from connectors.runner import preview_mapping
 
+    from connectors.config import FileSourceConfig
+
+    delimiter = ","
     try:
         text = config_file.read_text(encoding="utf-8")
         if "record_type:" in text and "source:" not in text:
@@ -313,13 +320,18 @@ def connect_validate(
             if config.mapping is None:
                 fail(f"{config_file} has no mapping: to validate against")
             mapping = DepartmentMapping.load(config.mapping)  # type: ignore[arg-type]
+            if isinstance(config.source, FileSourceConfig):
+                encoding = encoding or config.source.encoding
+                delimiter = config.source.delimiter
     except (ValueError, MappingError, OSError) as error:
         fail(str(error))
 
     accepted = 0
     total = 0
     codes: Counter[str] = Counter()
-    for preview in preview_mapping(mapping, sample):
+    for preview in preview_mapping(
+        mapping, sample, encoding=encoding or "utf-8", delimiter=delimiter
+    ):
         total += 1
         accepted += preview.accepted
         for problem in preview.record_problems + [p for f in preview.fields for p in f.problems]:

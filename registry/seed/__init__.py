@@ -230,11 +230,12 @@ class SampleProvince(_Strict):
         for item_code, table in self.routing.items():
             if item_code not in items:
                 errors.append(f"routing: unknown approval item {item_code}")
-            for division, department in table.items():
-                if division not in divisions:
-                    errors.append(f"routing {item_code}: unknown division {division}")
-                if department not in departments:
-                    errors.append(f"routing {item_code}/{division}: unknown department {department}")
+            for division_code, department_code in table.items():
+                where = f"routing {item_code}/{division_code}"
+                if division_code not in divisions:
+                    errors.append(f"{where}: unknown division")
+                if department_code not in departments:
+                    errors.append(f"{where}: unknown department {department_code}")
         for list_type in self.list_types:
             if list_type.escalates_to and list_type.escalates_to not in list_types:
                 errors.append(f"list type {list_type.code}: escalates to unknown list type")
@@ -260,6 +261,14 @@ class SampleProvince(_Strict):
         return {department.code: department for department in self.departments}
 
     @cached_property
+    def _by_uscc(self) -> dict[str, Department]:
+        return {department.uscc: department for department in self.departments}
+
+    @cached_property
+    def _divisions(self) -> dict[str, Division]:
+        return {division.code: division for division in self.divisions}
+
+    @cached_property
     def _by_sector(self) -> dict[tuple[str, str], Department]:
         return {(d.sector, d.division): d for d in self.departments}
 
@@ -274,6 +283,13 @@ class SampleProvince(_Strict):
         except KeyError:
             raise KeyError(f"no department {code!r} in the sample province") from None
 
+    def department_by_uscc(self, uscc: str) -> Department:
+        """The department whose own USCC this is; ``KeyError`` if none."""
+        try:
+            return self._by_uscc[uscc]
+        except KeyError:
+            raise KeyError(f"no department with USCC {uscc!r} in the sample province") from None
+
     def department_of(self, sector: str, division: str) -> Department | None:
         """The department of ``sector`` seated in ``division``, if there is one."""
         return self._by_sector.get((sector, division))
@@ -282,7 +298,7 @@ class SampleProvince(_Strict):
         return self._items[code]
 
     def division(self, code: str) -> Division:
-        return next(d for d in self.divisions if d.code == code)
+        return self._divisions[code]
 
     def divisions_at(self, level: Level) -> list[Division]:
         return [d for d in self.divisions if d.level is level]
