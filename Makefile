@@ -61,5 +61,8 @@ format: install ## format the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+bench: up ## connector throughput vs a bare producer (JSON in .local/bench/)
+	$(BIN)/python -m tests.bench.connectors
+
 clean: down ## stop the stack and delete its data (.local/); keeps the download cache
 	rm -rf .local

@@ -104,6 +104,12 @@ CONNECTOR_OFFSETS = TopicSpec(
     compacted=True,
     partitions=3,
 )
+BENCH = TopicSpec(
+    "platform.bench",
+    "Benchmark baselines: pre-encoded records sent by a bare producer (make bench)",
+    TopicKey.USCC,
+    retention_ms=3600 * 1000,
+)
 HEARTBEATS = TopicSpec(
     "platform.heartbeats",
     "Liveness probes of the platform's services (and the stack's round-trip check)",
@@ -120,6 +126,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     DEAD_LETTER,
     CONNECTOR_OFFSETS,
     HEARTBEATS,
+    BENCH,
 )
 
 

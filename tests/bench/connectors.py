@@ -1,0 +1,461 @@
+"""Connector throughput against a bare confluent-kafka producer, in the same run.
+
+    make bench            # or: python -m tests.bench.connectors --records 100000
+
+For each source (CSV in GB18030 and UTF-8, JSON Lines, Excel, a PostgreSQL table, HTTP
+ingest) the sample province's department records go through the whole connector path —
+parse, map, validate, Avro-serialise, produce, wait for acknowledgement, commit the
+offset — on the running local stack. The baseline then sends the very bytes the
+connector produced (same keys, same Avro payloads, so the same sizes) with a bare
+confluent-kafka producer configured like the platform's (idempotent, acks=all, zstd)
+to ``platform.bench``. Results go to ``.local/bench/connectors.json``.
+
+"Where the time goes" times each stage of the largest CSV alone, in the main thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import random
+import resource
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+import yaml
+from confluent_kafka import TopicPartition
+
+from connectors.base import Publisher
+from connectors.config import ConnectorConfig, FileSourceConfig, SqlSourceConfig
+from connectors.file_source import FileSource
+from connectors.mapping import DepartmentMapping
+from connectors.runner import run_connector
+from connectors.samples import DEPARTMENTS_DIR, SampleGenerator, write_export, write_jsonl
+from connectors.validation import validate
+from schemas import register_all
+from xietong.kafka import KafkaClients, clients
+from xietong.settings import get_settings
+from xietong.stack import LocalStack
+from xietong.topics import BENCH, apply_topics
+
+FILE_TARGET = 30_000  # records/s, issue 3
+BASELINE_SHARE_TARGET = 1 / 3
+
+
+@dataclass
+class Result:
+    source: str
+    connector: str
+    record_type: str
+    records: int
+    published: int
+    dead_lettered: int
+    seconds: float
+    records_per_second: float
+    average_payload_bytes: float
+    baseline_records_per_second: float
+    share_of_baseline: float
+    target_records_per_second: int | None
+    meets_target: bool | None
+
+
+def payloads_since(
+    kafka: KafkaClients, topic: str, start: dict[int, int]
+) -> list[tuple[bytes, bytes]]:
+    """The (key, value) bytes added to ``topic`` after the offsets in ``start``."""
+    consumer = kafka.consumer(group_id=f"bench-{uuid.uuid4()}")
+    try:
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in start
+        }
+        wanted = {p: end for p, end in ends.items() if end > start[p]}
+        consumer.assign([TopicPartition(topic, p, start[p]) for p in wanted])
+        out: list[tuple[bytes, bytes]] = []
+        while wanted:
+            batch = consumer.consume(10_000, timeout=5)
+            if not batch:
+                raise RuntimeError(f"{topic}: stopped short of {wanted}")
+            for message in batch:
+                if message.error():
+                    continue
+                out.append((message.key() or b"", message.value() or b""))
+                if (message.offset() or 0) + 1 >= wanted.get(message.partition() or 0, 0):
+                    wanted.pop(message.partition() or 0, None)
+        return out
+    finally:
+        consumer.close()
+
+
+def end_offsets(kafka: KafkaClients, topic: str) -> dict[int, int]:
+    consumer = kafka.consumer(group_id=f"bench-{uuid.uuid4()}")
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
+def bare_producer_rate(kafka: KafkaClients, messages: list[tuple[bytes, bytes]]) -> float:
+    """Records/s of a bare producer sending pre-encoded messages, until all are acknowledged."""
+    producer = kafka.producer()
+    started = time.perf_counter()
+    for index, (key, value) in enumerate(messages):
+        while True:
+            try:
+                producer.produce(BENCH.name, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        if index % 1000 == 0:
+            producer.poll(0)
+    if producer.flush(120):
+        raise RuntimeError("baseline producer did not drain")
+    return len(messages) / (time.perf_counter() - started)
+
+
+def measure(
+    kafka: KafkaClients,
+    source: str,
+    connector: str,
+    record_type_topic: str,
+    run: Callable[[], tuple[int, int, int]],
+    target: int | None,
+) -> Result:
+    start = end_offsets(kafka, record_type_topic)
+    started = time.perf_counter()
+    read, published, dead = run()
+    seconds = time.perf_counter() - started
+    produced = payloads_since(kafka, record_type_topic, start)
+    baseline = bare_producer_rate(kafka, produced)
+    rate = read / seconds
+    return Result(
+        source=source,
+        connector=connector,
+        record_type=record_type_topic,
+        records=read,
+        published=published,
+        dead_lettered=dead,
+        seconds=round(seconds, 3),
+        records_per_second=round(rate),
+        average_payload_bytes=round(sum(len(v) for _, v in produced) / max(1, len(produced)), 1),
+        baseline_records_per_second=round(baseline),
+        share_of_baseline=round(rate / baseline, 3),
+        target_records_per_second=target,
+        meets_target=None
+        if target is None
+        else rate >= target and rate / baseline >= BASELINE_SHARE_TARGET,
+    )
+
+
+def file_run(kafka: KafkaClients, name: str, path: Path) -> Callable[[], tuple[int, int, int]]:
+    config = ConnectorConfig.load(DEPARTMENTS_DIR / f"{name}.connector.yaml")
+    assert isinstance(config.source, FileSourceConfig)
+    config.name = f"bench-{name}-{uuid.uuid4().hex[:6]}"
+    source = config.source
+    config.source = FileSourceConfig(
+        path=path, encoding=source.encoding, delimiter=source.delimiter
+    )
+
+    def run() -> tuple[int, int, int]:
+        report = run_connector(config, kafka)
+        assert report.reconciles
+        return report.read, report.published, report.dead_lettered
+
+    return run
+
+
+def sql_run(
+    kafka: KafkaClients, rows: list[dict[str, Any]], name: str
+) -> Callable[[], tuple[int, int, int]]:
+    """Load the rows into a department database table; run the SQL source over it."""
+    settings = kafka.settings
+    database = f"bench_dept_{secrets.token_hex(3)}"
+    admin = sa.create_engine(settings.local_database_url("postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{database}"'))
+    admin.dispose()
+    url = settings.local_database_url(database)
+    engine = sa.create_engine(url)
+    columns = list(rows[0])
+    table = sa.Table(
+        "licence_export",
+        sa.MetaData(),
+        sa.Column("行号", sa.BigInteger, primary_key=True, autoincrement=True),
+        *(sa.Column(column, sa.Text) for column in columns),
+    )
+    table.metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            table.insert(), [{c: _text(row.get(c)) for c in columns} for row in rows]
+        )
+    engine.dispose()
+    config = ConnectorConfig(
+        name=f"bench-sql-{uuid.uuid4().hex[:6]}",
+        mapping=DEPARTMENTS_DIR / f"{name}.yaml",
+        source=SqlSourceConfig(url=url, table="licence_export", incrementing_column="行号"),
+    )
+
+    def run() -> tuple[int, int, int]:
+        report = run_connector(config, kafka)
+        assert report.reconciles
+        return report.read, report.published, report.dead_lettered
+
+    return run
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def http_run(
+    rows: list[dict[str, Any]], name: str, workdir: Path, batch: int = 500
+) -> Callable[[], tuple[int, int, int]]:
+    """Serve HTTP ingest in its own process; POST the rows in batches as the department."""
+    mapping = DepartmentMapping.load(DEPARTMENTS_DIR / f"{name}.yaml")
+    token = secrets.token_urlsafe(24)
+    credentials = workdir / "credentials.yaml"
+    credentials.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "department_uscc": mapping.department.uscc,
+                    "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+                }
+            ]
+        ),
+        encoding="utf-8",
+    )
+    port = 18401
+    config_file = workdir / "http.connector.yaml"
+    config_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": f"bench-http-{uuid.uuid4().hex[:6]}",
+                "source": {
+                    "kind": "http",
+                    "port": port,
+                    "credentials": str(credentials),
+                    "mappings": [str(DEPARTMENTS_DIR / f"{name}.yaml")],
+                },
+            },
+            allow_unicode=True,
+        ),
+        encoding="utf-8",
+    )
+
+    def run() -> tuple[int, int, int]:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "xietong.cli", "connect", "run", str(config_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    try:
+                        if client.get("/health").status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        time.sleep(0.2)
+                accepted = rejected = 0
+                headers = {"Authorization": f"Bearer {token}"}
+                for start in range(0, len(rows), batch):
+                    answer = client.post(
+                        f"/v1/records/{mapping.record_type.name}",
+                        json={"records": rows[start : start + batch]},
+                        headers=headers,
+                    )
+                    answer.raise_for_status()
+                    body = answer.json()
+                    accepted += body["accepted"]
+                    rejected += body["rejected"]
+            return accepted + rejected, accepted, rejected
+        finally:
+            server.terminate()
+            server.wait(30)
+
+    return run
+
+
+def stage_breakdown(path: Path, name: str, encoding: str) -> dict[str, float]:
+    """Microseconds per record of each stage of the connector path, run one after another."""
+    kafka = clients()
+    mapping = DepartmentMapping.load(DEPARTMENTS_DIR / f"{name}.yaml")
+    stages: dict[str, float] = {}
+
+    started = time.perf_counter()
+    records = [r for r in FileSource(path, encoding=encoding).read(None) if r is not None]
+    count = len(records)
+    stages["read_and_parse"] = (time.perf_counter() - started) / count * 1e6
+
+    started = time.perf_counter()
+    mapped = [mapping.map(r.fields) for r in records if r.fields is not None]
+    stages["map"] = (time.perf_counter() - started) / count * 1e6
+
+    started = time.perf_counter()
+    for m in mapped:
+        validate(mapping.record_type.name, m.fields)
+    stages["validate"] = (time.perf_counter() - started) / count * 1e6
+
+    publisher = Publisher(f"bench-stages-{uuid.uuid4().hex[:6]}", mapping, kafka)
+    started = time.perf_counter()
+    for index, record in enumerate(records):
+        publisher.publish(record)
+        if index % 1000 == 0:
+            publisher.poll()
+    publish_seconds = time.perf_counter() - started
+    publisher.flush()
+    total = time.perf_counter() - started
+    stages["map_validate_envelope_serialize_produce"] = publish_seconds / count * 1e6
+    stages["wait_for_acknowledgements"] = (total - publish_seconds) / count * 1e6
+    return {stage: round(us, 1) for stage, us in stages.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=100_000, help="records per file source")
+    parser.add_argument("--small", type=int, default=20_000, help="records for xlsx, SQL and HTTP")
+    parser.add_argument("--out", type=Path, default=Path(".local/bench/connectors.json"))
+    args = parser.parse_args()
+
+    settings = get_settings()
+    LocalStack(settings).up(report=lambda line: print(f"[stack] {line}", file=sys.stderr))
+    kafka = clients()
+    apply_topics(kafka.admin(), settings)
+    register_all(kafka.schema_registry())
+
+    workdir = args.out.parent / f"run-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"generating sample records in {workdir} …", file=sys.stderr)
+    generator = SampleGenerator(None, seed=random.randrange(1 << 30), bad_share=0.05)
+    # Registrations are ~44 % and 双公示 licences ~16 % of a sample: generate enough of both.
+    sample = generator.generate(int(args.records / 0.16) + 1000)
+    exports = generator.exports
+
+    def export_of(name: str, limit: int, suffix: str | None = None) -> Path:
+        records = sample.exports[name][:limit]
+        export = exports[name]
+        path = workdir / (export.file_name if suffix is None else f"{name}{suffix}")
+        if suffix == ".jsonl":
+            write_jsonl(path, [r for r in records if r.defect != "wrong_encoding"])
+        else:
+            write_export(path, export, records)
+        return path
+
+    registrations = export_of("hz-amr-registration", args.records)
+    licences_csv = export_of("zj-drc-licence", args.records)
+    licences_jsonl = export_of("zj-drc-licence", args.records, ".jsonl")
+    penalties_xlsx = export_of("zj-amr-penalty", args.small)
+    licence_rows = [
+        r.row
+        for r in sample.exports["zj-drc-licence"][: args.small]
+        if r.defect != "wrong_encoding"
+    ]
+
+    registrations_topic, licences_topic = "market.registrations", "permits.licences"
+    plan: list[tuple[str, str, str, Callable[[], tuple[int, int, int]], int | None]] = [
+        (
+            "file csv gb18030",
+            "hz-amr-registration",
+            registrations_topic,
+            file_run(kafka, "hz-amr-registration", registrations),
+            FILE_TARGET,
+        ),
+        (
+            "file csv utf-8",
+            "zj-drc-licence",
+            licences_topic,
+            file_run(kafka, "zj-drc-licence", licences_csv),
+            FILE_TARGET,
+        ),
+        (
+            "file jsonl",
+            "zj-drc-licence",
+            licences_topic,
+            file_run(kafka, "zj-drc-licence", licences_jsonl),
+            FILE_TARGET,
+        ),
+        (
+            "file xlsx",
+            "zj-amr-penalty",
+            "enforcement.penalties",
+            file_run(kafka, "zj-amr-penalty", penalties_xlsx),
+            None,
+        ),
+        (
+            "sql postgresql",
+            "zj-drc-licence",
+            licences_topic,
+            sql_run(kafka, licence_rows, "zj-drc-licence"),
+            None,
+        ),
+        (
+            "http ingest",
+            "zj-drc-licence",
+            licences_topic,
+            http_run(licence_rows, "zj-drc-licence", workdir),
+            None,
+        ),
+    ]
+    results = []
+    for source, connector, topic, run, target in plan:
+        print(f"{source}: running …", file=sys.stderr)
+        result = measure(kafka, source, connector, topic, run, target)
+        print(
+            f"{source}: {result.records} records in {result.seconds:.1f} s"
+            f" = {result.records_per_second:,} records/s; bare producer"
+            f" {result.baseline_records_per_second:,}/s (x{result.share_of_baseline:.2f})",
+            file=sys.stderr,
+        )
+        results.append(result)
+
+    stages = stage_breakdown(
+        registrations, "hz-amr-registration", exports["hz-amr-registration"].encoding
+    )
+    document = {
+        "benchmark": "connectors",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "kafka": settings.kafka_version,
+            "schema_registry": f"apicurio {settings.apicurio_version}",
+        },
+        "targets": {
+            "file_records_per_second": FILE_TARGET,
+            "share_of_bare_producer": round(BASELINE_SHARE_TARGET, 3),
+        },
+        "results": [asdict(result) for result in results],
+        "where_the_time_goes_us_per_record": {
+            "source": "file csv gb18030 (registrations)",
+            **stages,
+        },
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(document, ensure_ascii=False, indent=2))
+
+
+if __name__ == "__main__":
+    main()
