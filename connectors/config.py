@@ -5,6 +5,7 @@ One YAML file per connector, e.g. ``hz-health-licences.yaml``::
     name: hz-health-licences            # unique; keys the stored offsets
     mapping: mappings/hz-health-licence.yaml   # relative to this file
     batch_size: 5000                    # records per committed batch
+    workers: 2                          # processes encoding records (large files); 0 = inline
     metrics_port: 9401                  # optional: serve /metrics here
     source:
       kind: file                        # file | sql | http
@@ -79,6 +80,9 @@ class ConnectorConfig(_Strict):
     mapping: Path | None = None
     source: SourceConfig
     batch_size: int = Field(default=5000, ge=1)
+    workers: int = Field(
+        default=0, ge=0, description="Worker processes encoding records; 0 encodes inline."
+    )
     metrics_port: int | None = None
 
     @classmethod

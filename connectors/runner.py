@@ -54,6 +54,7 @@ def run_connector(
         OffsetStore(clients),
         batch_size=config.batch_size,
         poll_interval=getattr(config.source, "poll_interval", 5.0),
+        workers=config.workers,
     )
     if connector_hook:
         connector_hook(connector)

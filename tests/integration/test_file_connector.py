@@ -72,11 +72,14 @@ def write_export(path: Path, rows: list[dict[str, str]], encoding: str) -> None:
         writer.writerows(rows)
 
 
-def connector_file(tmp_path: Path, export: Path, encoding: str, batch_size: int = 5000) -> Path:
+def connector_file(
+    tmp_path: Path, export: Path, encoding: str, batch_size: int = 5000, workers: int = 0
+) -> Path:
     config = {
         "name": f"test-licences-{uuid.uuid4().hex[:8]}",
         "mapping": str(FIXTURES / "hz-health-licence.yaml"),
         "batch_size": batch_size,
+        "workers": workers,
         "source": {"kind": "file", "path": str(export), "encoding": encoding},
     }
     path = tmp_path / "connector.yaml"
@@ -89,9 +92,13 @@ def schemas_registered(kafka: KafkaClients) -> None:
     register_all(kafka.schema_registry())
 
 
-@pytest.mark.parametrize("encoding", ["gb18030", "utf-8"])
+@pytest.mark.parametrize(
+    ("encoding", "workers"),
+    [("gb18030", 0), ("utf-8", 0), ("gb18030", 2)],
+    ids=["gb18030", "utf-8", "gb18030-in-worker-processes"],
+)
 def test_a_licence_export_becomes_canonical_events_and_bad_rows_dead_letters(
-    kafka: KafkaClients, tmp_path: Path, encoding: str
+    kafka: KafkaClients, tmp_path: Path, encoding: str, workers: int
 ) -> None:
     rng = random.Random(20261121)
     good = [licence_row(n, rng) for n in range(1, 41)]
@@ -103,12 +110,21 @@ def test_a_licence_export_becomes_canonical_events_and_bad_rows_dead_letters(
     licences = TopicWindow(kafka, "permits.licences")
     dead_letters = TopicWindow(kafka, "platform.dead-letter")
 
-    report = run_connector(ConnectorConfig.load(connector_file(tmp_path, export, encoding)), kafka)
+    config = ConnectorConfig.load(connector_file(tmp_path, export, encoding, workers=workers))
+
+    report = run_connector(config, kafka)
 
     assert (report.read, report.published, report.dead_lettered) == (45, 40, 5)
     assert report.reconciles
     partition = f"file:{export.resolve()}"
     events = [m for m in licences.read() if m.value["envelope"]["source_partition"] == partition]
+    for kafka_partition in {e.partition for e in events}:
+        offsets = [
+            int(e.value["envelope"]["source_offset"])
+            for e in events
+            if e.partition == kafka_partition
+        ]
+        assert offsets == sorted(offsets), "events keep their source order"
     assert sorted(e.value["holder_name"] for e in events) == sorted(
         r["行政相对人名称"] for r in good
     )
@@ -173,14 +189,15 @@ def test_a_second_run_of_the_same_file_publishes_nothing_again(
     assert (second.read, second.published) == (1, 1)
 
 
+@pytest.mark.parametrize("workers", [0, 2], ids=["inline", "worker-processes"])
 def test_a_connector_killed_mid_file_resumes_without_loss_resending_at_most_one_batch(
-    kafka: KafkaClients, tmp_path: Path
+    kafka: KafkaClients, tmp_path: Path, workers: int
 ) -> None:
     rows, batch = 60_000, 2_000
     rng = random.Random(99)
     export = tmp_path / "big.csv"
     write_export(export, [licence_row(n, rng) for n in range(1, rows + 1)], "gb18030")
-    config_path = connector_file(tmp_path, export, "gb18030", batch_size=batch)
+    config_path = connector_file(tmp_path, export, "gb18030", batch_size=batch, workers=workers)
     licences = TopicWindow(kafka, "permits.licences")
     command = [
         sys.executable,
