@@ -39,8 +39,10 @@ status: install ## report the local services, their memory and logs
 topics: up ## create or correct the declared topics
 	$(XIETONG) topics apply
 
-run: topics ## the main job: start the stack and show an Avro round trip
+run: topics ## the main job: stack, topics, schemas, a round trip and the sample departments' feed
+	$(XIETONG) schemas register
 	$(XIETONG) demo round-trip
+	$(XIETONG) demo feed
 
 test: install ## the whole suite (starts the stack if needed, stops what it started)
 	$(BIN)/ruff check .

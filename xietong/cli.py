@@ -235,7 +235,10 @@ def connect_run(
     if isinstance(config.source, HttpIngestConfig):
         from connectors.http_ingest import serve
 
-        serve(config, clients())
+        try:
+            serve(config, clients())
+        except ValueError as error:
+            fail(f"connector {config.name}: {error}")
         return
 
     show = errors.is_terminal if progress is None else progress

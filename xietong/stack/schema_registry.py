@@ -90,7 +90,7 @@ class SchemaRegistry(LocalService):
             **os.environ,
             "QUARKUS_HTTP_HOST": LOOPBACK,
             "QUARKUS_HTTP_PORT": str(self.port),
-            # Health and Prometheus metrics (/q/health, /q/metrics) on a port of their own.
+            # Health (/health/ready) and Prometheus metrics (/metrics) on a port of their own.
             "QUARKUS_MANAGEMENT_HOST": LOOPBACK,
             "QUARKUS_MANAGEMENT_PORT": str(settings.schema_registry_management_port),
             "APICURIO_STORAGE_KIND": "sql",
