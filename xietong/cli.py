@@ -414,10 +414,10 @@ def demo_feed(
     Generates the exports first if the directory has none. Offsets are kept, so a
     second feed of the same exports publishes nothing twice.
     """
+    from collections import Counter
+
     from xietong.demo import feed_samples
     from xietong.kafka import clients
-
-    from collections import Counter
 
     table = Table("connector", "record type", "read", "published", "dead-lettered", "reconciles")
     results = feed_samples(clients(), out, records)
