@@ -9,10 +9,13 @@ creates. Clients connect over TCP on loopback with a password.
 from __future__ import annotations
 
 import glob
+import grp
+import hashlib
 import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 from pathlib import Path
 
@@ -54,6 +57,30 @@ def postgres_bindir() -> Path:
     )
 
 
+def _reachable_by(path: Path, user: str) -> bool:
+    """Whether ``user`` may enter every existing directory from ``/`` down to ``path``."""
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        return False
+    groups = {account.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    current = Path("/")
+    for part in path.resolve().parts[1:]:
+        current = current / part
+        if not current.exists():
+            break
+        mode = current.stat()
+        if mode.st_uid == account.pw_uid:
+            allowed = mode.st_mode & stat.S_IXUSR
+        elif mode.st_gid in groups:
+            allowed = mode.st_mode & stat.S_IXGRP
+        else:
+            allowed = mode.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True
+
+
 class PostgresServer(LocalService):
     name = "postgres"
     port_setting = "XIETONG_POSTGRES_PORT"
@@ -72,6 +99,25 @@ class PostgresServer(LocalService):
     @property
     def is_external(self) -> bool:
         return self.settings.postgres_is_external
+
+    @property
+    def data_dir(self) -> Path:
+        """``.local/postgres``, unless the ``postgres`` user could not reach it.
+
+        Run by root, the cluster belongs to the ``postgres`` user, which must be able to
+        enter every directory above it; a checkout under ``/root`` is not. The socket
+        path must also stay under the 107 bytes a Unix socket name allows. In either
+        case the cluster lives in a directory of its own under ``/var/tmp`` instead,
+        named after the checkout so that two checkouts never share one.
+        """
+        wanted = self.settings.home / self.name
+        socket_name = wanted / "socket" / f".s.PGSQL.{self.port}"
+        if os.geteuid() == 0 and (
+            not _reachable_by(wanted, SYSTEM_USER) or len(str(socket_name)) > 100
+        ):
+            digest = hashlib.sha1(str(wanted.resolve()).encode(), usedforsecurity=False)
+            return Path("/var/tmp") / f"xietong-postgres-{digest.hexdigest()[:12]}"
+        return wanted
 
     @property
     def cluster_dir(self) -> Path:
