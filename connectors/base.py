@@ -426,7 +426,7 @@ class OffsetStore:
 
         wanted = self._key(connector, source_partition)
         consumer = self.clients.consumer(
-            group_id=f"xietong-offsets-reader-{uuid.uuid4()}", **{"enable.partition.eof": True}
+            group_id=self.clients.group(f"offsets-{uuid.uuid4()}"), **{"enable.partition.eof": True}
         )
         try:
             metadata = consumer.list_topics(self.topic, timeout=10).topics[self.topic]

@@ -30,7 +30,9 @@ _encoder: RecordEncoder | None = None
 
 def _start_worker(connector: str, spec: MappingFile, origin: str, settings: Settings) -> None:
     global _encoder
-    _encoder = RecordEncoder(connector, DepartmentMapping(spec, origin), KafkaClients(settings))
+    _encoder = RecordEncoder(
+        connector, DepartmentMapping(spec, origin), KafkaClients(settings, "connectors")
+    )
 
 
 Packed = tuple[str, tuple[str, ...], list[tuple[Any, ...]]]

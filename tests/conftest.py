@@ -17,7 +17,7 @@ import pytest
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings, get_settings
 from xietong.stack import LocalStack
-from xietong.topics import apply_topics
+from xietong.topics import apply_service_acls, apply_topics
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
@@ -43,7 +43,8 @@ def stack_settings() -> Iterator[Settings]:
         from tests.containers import start_containers
 
         endpoints, stop = start_containers()
-        settings = Settings(**{name: value for name, value in endpoints.items()})
+        # The containers' broker is open (no SASL, no authorizer): ACL tests skip.
+        settings = Settings(**endpoints, kafka_security_protocol="PLAINTEXT")
         try:
             apply_topics(KafkaClients(settings).admin(), settings)
             yield settings
@@ -55,7 +56,9 @@ def stack_settings() -> Iterator[Settings]:
     stack = LocalStack(settings)
     started = stack.up(report=lambda line: print(f"[stack] {line}"))
     try:
-        apply_topics(KafkaClients(settings).admin(), settings)
+        admin = KafkaClients(settings).admin()
+        apply_topics(admin, settings)
+        apply_service_acls(admin)
         yield settings
     finally:
         if started:
@@ -70,5 +73,18 @@ def local_stack(stack_settings: Settings) -> LocalStack:
 
 @pytest.fixture(scope="session")
 def kafka(stack_settings: Settings) -> KafkaClients:
-    """The platform's client factory pointed at the running services."""
+    """The platform's client factory, as the administrator, pointed at the running services."""
     return KafkaClients(stack_settings)
+
+
+@pytest.fixture(scope="session")
+def connectors_kafka(stack_settings: Settings) -> KafkaClients:
+    """The client factory of the connectors service: only what its ACLs allow."""
+    return KafkaClients(stack_settings, "connectors")
+
+
+@pytest.fixture(scope="session")
+def secured(stack_settings: Settings) -> None:
+    """Skip a test that needs the broker's authentication and ACLs (not in containers)."""
+    if not stack_settings.kafka_security_protocol.startswith("SASL"):
+        pytest.skip("the broker runs without SASL and ACLs")

@@ -110,17 +110,25 @@ def topics_apply() -> None:
     reported as a conflict and the command exits 2.
     """
     from xietong.kafka import clients
-    from xietong.topics import Change, apply_topics
+    from xietong.topics import Change, apply_service_acls, apply_topics
 
     settings = get_settings()
+    secured = settings.kafka_security_protocol.startswith("SASL")
     try:
-        changes = apply_topics(clients().admin(), settings)
+        admin = clients("admin").admin()
+        changes = apply_topics(admin, settings)
+        acls = apply_service_acls(admin) if secured else None
     except Exception as error:
         fail(f"applying topics on {settings.kafka_bootstrap_servers} failed: {error}")
     table = Table("topic", "change", "detail")
     for change in changes:
         table.add_row(change.topic, change.change.value, change.detail)
     console.print(table)
+    if acls is not None:
+        console.print(
+            f"service ACLs: {len(acls.created)} created, {len(acls.deleted)} removed",
+            highlight=False,
+        )
     if any(change.change is Change.CONFLICT for change in changes):
         raise typer.Exit(2)
 
@@ -154,7 +162,7 @@ def demo_round_trip() -> None:
     from xietong.kafka import clients
 
     try:
-        result = round_trip(clients())
+        result = round_trip(clients("connectors"))
     except Exception as error:
         fail(f"round trip failed: {error}")
     console.print(
@@ -178,7 +186,7 @@ def schemas_register() -> None:
     from xietong.kafka import clients
 
     try:
-        ids = register_all(clients().schema_registry())
+        ids = register_all(clients("admin").schema_registry())
     except SchemaRegistryError as error:
         fail(f"the schema registry refused a schema: {error.error_message}")
     table = Table("subject", "schema id")
@@ -236,7 +244,7 @@ def connect_run(
         from connectors.http_ingest import serve
 
         try:
-            serve(config, clients())
+            serve(config, clients("connectors"))
         except ValueError as error:
             fail(f"connector {config.name}: {error}")
         return
@@ -262,7 +270,7 @@ def connect_run(
         with bar:
             report = run_connector(
                 config,
-                clients(),
+                clients("connectors"),
                 once=not follow,
                 on_batch=lambda report, records: bar.update(task, advance=records),
                 connector_hook=stop_gracefully,
@@ -420,7 +428,7 @@ def demo_feed(
     from xietong.kafka import clients
 
     table = Table("connector", "record type", "read", "published", "dead-lettered", "reconciles")
-    results = feed_samples(clients(), out, records)
+    results = feed_samples(clients("connectors"), out, records)
     reasons: Counter[str] = Counter()
     for result in results:
         report = result.report

@@ -76,7 +76,7 @@ def round_trip(clients: KafkaClients, service: str = "demo") -> RoundTrip:
         )
     partition, offset = delivered[0].partition() or 0, delivered[0].offset() or 0
 
-    consumer = clients.consumer(group_id=f"xietong-demo-{os.getpid()}")
+    consumer = clients.consumer(group_id=clients.group(f"round-trip-{os.getpid()}"))
     consumer.assign([TopicPartition(topic, partition, offset)])
     try:
         received = None

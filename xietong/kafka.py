@@ -1,13 +1,19 @@
 """The one Kafka client factory of the platform.
 
 Every producer, consumer, admin client, schema registry client and Avro serde is made
-here, from :class:`xietong.settings.Settings`, so that connection settings, delivery
-guarantees and the serializer path are the same everywhere::
+here, from :class:`xietong.settings.Settings`, so that connection settings, credentials,
+delivery guarantees and the serializer path are the same everywhere::
 
     from xietong.kafka import clients
 
-    producer = clients().producer()
-    serializer = clients().avro_serializer(schema_str)
+    producer = clients("connectors").producer()
+    serializer = clients("connectors").avro_serializer(schema_str)
+
+Each platform service connects as its own principal (``svc-connectors``,
+``svc-streams`` …; ``xietong-admin`` for administration), so the broker's ACLs say what
+each may do. The credentials come from ``XIETONG_KAFKA_USERNAME`` and
+``XIETONG_KAFKA_PASSWORD`` when set (a deployment gives each service its own), else
+from the local stack's credentials file, written by ``xietong stack up``.
 
 Producers are idempotent with ``acks=all``: a retried send never duplicates a record
 in the log, which at-least-once delivery with deterministic event ids turns into
@@ -16,7 +22,9 @@ effectively-once results downstream.
 
 from __future__ import annotations
 
+import json
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
@@ -38,14 +46,72 @@ SERIALIZER_DEFAULTS: dict[str, Any] = {
 }
 
 
-class KafkaClients:
-    """Builds Kafka and schema registry clients for one set of settings."""
+#: The platform's own services, each with its own Kafka principal.
+SERVICES = ("admin", "connectors", "registry", "streams", "sink")
+ADMIN_PRINCIPAL = "xietong-admin"
 
-    def __init__(self, settings: Settings) -> None:
+
+def principal_name(service: str) -> str:
+    """The Kafka user name of a platform service."""
+    if service not in SERVICES:
+        raise ValueError(f"unknown platform service {service!r}; known: {', '.join(SERVICES)}")
+    return ADMIN_PRINCIPAL if service == "admin" else f"svc-{service}"
+
+
+def local_credentials_file(settings: Settings) -> Path:
+    """Where the local stack keeps its generated Kafka passwords (mode 0600)."""
+    return settings.home / "kafka" / "credentials.json"
+
+
+class KafkaCredentialsError(RuntimeError):
+    """No credentials for a service: says which variables to set."""
+
+
+def sasl_config(settings: Settings, service: str) -> dict[str, str]:
+    """The client properties that authenticate ``service`` to the brokers."""
+    if not settings.kafka_security_protocol.startswith("SASL"):
+        return {"security.protocol": settings.kafka_security_protocol}
+    if settings.kafka_username and settings.kafka_password:
+        username = settings.kafka_username
+        password = settings.kafka_password.get_secret_value()
+    else:
+        username = principal_name(service)
+        path = local_credentials_file(settings)
+        try:
+            password = json.loads(path.read_text(encoding="utf-8"))[username]
+        except (OSError, KeyError, ValueError):
+            raise KafkaCredentialsError(
+                f"no Kafka password for {username}: set XIETONG_KAFKA_USERNAME and"
+                f" XIETONG_KAFKA_PASSWORD, or start the local stack (make up) to create {path}"
+            ) from None
+    return {
+        "security.protocol": settings.kafka_security_protocol,
+        "sasl.mechanism": settings.kafka_sasl_mechanism,
+        "sasl.username": username,
+        "sasl.password": password,
+    }
+
+
+class KafkaClients:
+    """Builds Kafka and schema registry clients for one service and one set of settings."""
+
+    def __init__(self, settings: Settings, service: str = "admin") -> None:
         self.settings = settings
+        self.service = service
+        self.principal = principal_name(service)
+
+    def group(self, name: str) -> str:
+        """A consumer group id of this service: ``xietong.<service>.<name>``.
+
+        Services may only use groups under their own prefix (the broker's ACLs).
+        """
+        return f"xietong.{self.service}.{name}"
 
     def _common(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.settings.kafka_bootstrap_servers}
+        return {
+            "bootstrap.servers": self.settings.kafka_bootstrap_servers,
+            **sasl_config(self.settings, self.service),
+        }
 
     def producer(self, **overrides: Any) -> Producer:
         """An idempotent producer (acks=all) with small batching delay."""
@@ -94,6 +160,6 @@ class KafkaClients:
 
 
 @cache
-def clients() -> KafkaClients:
-    """The factory for the process-wide settings."""
-    return KafkaClients(get_settings())
+def clients(service: str = "admin") -> KafkaClients:
+    """The factory of one platform service, for the process-wide settings."""
+    return KafkaClients(get_settings(), service)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK = "127.0.0.1"
@@ -69,6 +69,21 @@ class Settings(BaseSettings):
     database_url_env: str | None = Field(default=None, validation_alias="DATABASE_URL")
     credit_database_url_env: str | None = Field(
         default=None, validation_alias="CREDIT_DATABASE_URL"
+    )
+
+    # -- Kafka authentication ----------------------------------------------------------
+    kafka_security_protocol: str = Field(
+        default="SASL_PLAINTEXT",
+        description="SASL_PLAINTEXT (the local stack), SASL_SSL, or PLAINTEXT for an open cluster.",
+    )
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_username: str | None = Field(
+        default=None,
+        description="This process's principal; default: the service's own (svc-<service>).",
+    )
+    kafka_password: SecretStr | None = Field(
+        default=None,
+        description="Its password; default: from the local stack's credentials file.",
     )
 
     # -- topic layout -----------------------------------------------------------------

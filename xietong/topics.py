@@ -26,6 +26,8 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
+from xietong.access import Grant, Reconciled, group_grant, reconcile, topic_grants
+from xietong.kafka import SERVICES, principal_name
 from xietong.settings import Settings
 
 DAY_MS = 24 * 3600 * 1000
@@ -51,6 +53,8 @@ class TopicSpec:
     retention_ms: int = FOREVER
     partitions: int | None = None  # None: the USCC partition count
     extra_config: dict[str, str] = field(default_factory=dict)
+    writers: tuple[str, ...] = ()  # platform services that produce to it
+    readers: tuple[str, ...] = ()  # platform services that consume it
 
     def partition_count(self, settings: Settings) -> int:
         if self.key is TopicKey.USCC:
@@ -74,21 +78,29 @@ REGISTRATIONS = TopicSpec(
     "market.registrations",
     "市场主体登记 events (设立/变更/注销) from the registration authority",
     TopicKey.USCC,
+    writers=("connectors",),
+    readers=("streams", "sink"),
 )
 LICENCES = TopicSpec(
     "permits.licences",
     "行政许可 decisions (双公示) from licensing departments",
     TopicKey.USCC,
+    writers=("connectors",),
+    readers=("streams", "sink"),
 )
 PENALTIES = TopicSpec(
     "enforcement.penalties",
     "行政处罚 decisions (双公示) from enforcement departments",
     TopicKey.USCC,
+    writers=("connectors",),
+    readers=("streams", "sink"),
 )
 CREDIT_LIST_ENTRIES = TopicSpec(
     "credit.list-entries",
     "红黑名单 entries (列入/移出) from the credit authority",
     TopicKey.USCC,
+    writers=("connectors",),
+    readers=("streams", "sink"),
 )
 DEAD_LETTER = TopicSpec(
     "platform.dead-letter",
@@ -96,6 +108,8 @@ DEAD_LETTER = TopicSpec(
     TopicKey.SOURCE,
     partitions=3,
     retention_ms=90 * DAY_MS,
+    writers=("connectors", "streams"),
+    readers=("sink",),
 )
 CONNECTOR_OFFSETS = TopicSpec(
     "platform.connector-offsets",
@@ -103,12 +117,15 @@ CONNECTOR_OFFSETS = TopicSpec(
     TopicKey.SOURCE,
     compacted=True,
     partitions=3,
+    writers=("connectors",),
+    readers=("connectors",),
 )
 BENCH = TopicSpec(
     "platform.bench",
     "Benchmark baselines: pre-encoded records sent by a bare producer (make bench)",
     TopicKey.USCC,
     retention_ms=3600 * 1000,
+    writers=("connectors",),
 )
 HEARTBEATS = TopicSpec(
     "platform.heartbeats",
@@ -116,6 +133,8 @@ HEARTBEATS = TopicSpec(
     TopicKey.SOURCE,
     partitions=1,
     retention_ms=1 * DAY_MS,
+    writers=("connectors", "registry", "streams", "sink"),
+    readers=("connectors", "registry", "streams", "sink"),
 )
 
 TOPICS: tuple[TopicSpec, ...] = (
@@ -128,6 +147,27 @@ TOPICS: tuple[TopicSpec, ...] = (
     HEARTBEATS,
     BENCH,
 )
+
+
+# -- who may use them -----------------------------------------------------------------------
+
+SERVICE_PRINCIPAL_PREFIX = "User:svc-"
+
+
+def service_grants(topics: Iterable[TopicSpec] = TOPICS) -> set[Grant]:
+    """The ACLs of the platform's services: the declared readers and writers of each
+    topic, and each service's own consumer groups (``xietong.<service>.``)."""
+    grants: set[Grant] = set()
+    for spec in topics:
+        for service in spec.writers:
+            grants |= topic_grants(f"User:{principal_name(service)}", spec.name, "WRITE")
+        for service in spec.readers:
+            grants |= topic_grants(f"User:{principal_name(service)}", spec.name, "READ")
+    for service in SERVICES:
+        if service != "admin":
+            principal = f"User:{principal_name(service)}"
+            grants.add(group_grant(principal, f"xietong.{service}."))
+    return grants
 
 
 # -- applying them ------------------------------------------------------------------------
@@ -195,6 +235,11 @@ def apply_topics(
             )
     order = {spec.name: index for index, spec in enumerate(topics)}
     return sorted(changes, key=lambda change: order[change.topic])
+
+
+def apply_service_acls(admin: AdminClient, topics: Iterable[TopicSpec] = TOPICS) -> Reconciled:
+    """Make the broker grant each platform service exactly what the declarations say."""
+    return reconcile(admin, service_grants(topics), SERVICE_PRINCIPAL_PREFIX)
 
 
 def _reconcile(

@@ -98,7 +98,7 @@ def schemas_registered(kafka: KafkaClients) -> None:
     ids=["gb18030", "utf-8", "gb18030-in-worker-processes"],
 )
 def test_a_licence_export_becomes_canonical_events_and_bad_rows_dead_letters(
-    kafka: KafkaClients, tmp_path: Path, encoding: str, workers: int
+    kafka: KafkaClients, tmp_path: Path, encoding: str, workers: int, connectors_kafka: KafkaClients
 ) -> None:
     rng = random.Random(20261121)
     good = [licence_row(n, rng) for n in range(1, 41)]
@@ -112,7 +112,7 @@ def test_a_licence_export_becomes_canonical_events_and_bad_rows_dead_letters(
 
     config = ConnectorConfig.load(connector_file(tmp_path, export, encoding, workers=workers))
 
-    report = run_connector(config, kafka)
+    report = run_connector(config, connectors_kafka)
 
     assert (report.read, report.published, report.dead_lettered) == (45, 40, 5)
     assert report.reconciles
@@ -147,7 +147,7 @@ def test_a_licence_export_becomes_canonical_events_and_bad_rows_dead_letters(
 
 
 def test_a_line_in_the_wrong_encoding_is_dead_lettered_and_the_file_carries_on(
-    kafka: KafkaClients, tmp_path: Path
+    kafka: KafkaClients, tmp_path: Path, connectors_kafka: KafkaClients
 ) -> None:
     rng = random.Random(7)
     export = tmp_path / "mixed.csv"
@@ -159,7 +159,9 @@ def test_a_line_in_the_wrong_encoding_is_dead_lettered_and_the_file_carries_on(
         csv.DictWriter(handle, COLUMNS).writerow(licence_row(4, rng))
     dead_letters = TopicWindow(kafka, "platform.dead-letter")
 
-    report = run_connector(ConnectorConfig.load(connector_file(tmp_path, export, "gb18030")), kafka)
+    report = run_connector(
+        ConnectorConfig.load(connector_file(tmp_path, export, "gb18030")), connectors_kafka
+    )
 
     assert (report.read, report.published, report.dead_lettered) == (4, 3, 1)
     letter = next(
@@ -173,17 +175,17 @@ def test_a_line_in_the_wrong_encoding_is_dead_lettered_and_the_file_carries_on(
 
 
 def test_a_second_run_of_the_same_file_publishes_nothing_again(
-    kafka: KafkaClients, tmp_path: Path
+    kafka: KafkaClients, tmp_path: Path, connectors_kafka: KafkaClients
 ) -> None:
     rng = random.Random(3)
     export = tmp_path / "licences.csv"
     write_export(export, [licence_row(n, rng) for n in range(1, 11)], "utf-8")
     config = ConnectorConfig.load(connector_file(tmp_path, export, "utf-8"))
 
-    first = run_connector(config, kafka)
+    first = run_connector(config, connectors_kafka)
     with export.open("a", encoding="utf-8", newline="") as handle:
         csv.DictWriter(handle, COLUMNS).writerow(licence_row(11, rng))
-    second = run_connector(config, kafka)
+    second = run_connector(config, connectors_kafka)
 
     assert first.published == 10
     assert (second.read, second.published) == (1, 1)

@@ -19,7 +19,9 @@ from xietong.kafka import KafkaClients
 
 
 @pytest.fixture(scope="module")
-def fed(kafka: KafkaClients, tmp_path_factory: pytest.TempPathFactory):
+def fed(
+    kafka: KafkaClients, tmp_path_factory: pytest.TempPathFactory, connectors_kafka: KafkaClients
+):
     register_all(kafka.schema_registry())
     out = tmp_path_factory.mktemp("exports")
     windows = {
@@ -27,7 +29,7 @@ def fed(kafka: KafkaClients, tmp_path_factory: pytest.TempPathFactory):
         for name, record in CANONICAL_RECORD_TYPES.items()
     }
     dead_letters = TopicWindow(kafka, "platform.dead-letter")
-    results = feed_samples(kafka, out, records=3000, seed=11, bad_share=0.08)
+    results = feed_samples(connectors_kafka, out, records=3000, seed=11, bad_share=0.08)
     events = {name: window.read() for name, window in windows.items()}
     return out, results, events, dead_letters.read()
 
@@ -83,7 +85,11 @@ def test_published_events_are_keyed_by_uscc_and_traceable_to_their_source(fed) -
         assert by_partition[partition] == result.export.good, result.export.file
 
 
-def test_feeding_the_same_exports_again_publishes_nothing_twice(fed, kafka: KafkaClients) -> None:
+def test_feeding_the_same_exports_again_publishes_nothing_twice(
+    fed, kafka: KafkaClients, connectors_kafka: KafkaClients
+) -> None:
     out, _, _, _ = fed
-    again: list[FeedResult] = feed_samples(kafka, out, records=3000, seed=11, bad_share=0.08)
+    again: list[FeedResult] = feed_samples(
+        connectors_kafka, out, records=3000, seed=11, bad_share=0.08
+    )
     assert all(result.report.read == 0 for result in again)

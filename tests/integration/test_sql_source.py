@@ -167,12 +167,12 @@ def until_idle(reading: Iterator[SourceRecord | None]) -> list[SourceRecord]:
 
 
 def test_a_run_publishes_every_good_row_and_dead_letters_every_bad_one_naming_the_field(
-    department: DepartmentDatabase, kafka: KafkaClients
+    department: DepartmentDatabase, kafka: KafkaClients, connectors_kafka: KafkaClients
 ) -> None:
     department.insert(LICENCE_EXPORT, *FIRST_EXPORT)
     licences, dead_letters = TopicWindow(kafka, LICENCES.name), TopicWindow(kafka, DEAD_LETTER.name)
 
-    report = run_connector(licence_connector(department), kafka)
+    report = run_connector(licence_connector(department), connectors_kafka)
 
     assert (report.read, report.published, report.dead_lettered) == (6, 3, 3)
     assert report.reconciles
@@ -204,17 +204,17 @@ def test_a_run_publishes_every_good_row_and_dead_letters_every_bad_one_naming_th
 
 
 def test_a_second_run_publishes_only_the_rows_added_since_the_committed_offset(
-    department: DepartmentDatabase, kafka: KafkaClients
+    department: DepartmentDatabase, kafka: KafkaClients, connectors_kafka: KafkaClients
 ) -> None:
     department.insert(LICENCE_EXPORT, *FIRST_EXPORT)
     connector = licence_connector(department)
     licences, dead_letters = TopicWindow(kafka, LICENCES.name), TopicWindow(kafka, DEAD_LETTER.name)
-    run_connector(connector, kafka)
+    run_connector(connector, connectors_kafka)
 
     department.insert(
         LICENCE_EXPORT, licence_row(7, BATHHOUSE, 许可内容="公共浴室"), licence_row(8, "")
     )
-    report = run_connector(connector, kafka)
+    report = run_connector(connector, connectors_kafka)
 
     assert (report.read, report.published, report.dead_lettered) == (2, 1, 1)
     assert report.committed_offset == "8"

@@ -5,21 +5,48 @@ log4j2 backend, see ``deploy/local/kafka/pom.xml``); no distribution tarball is
 downloaded. Storage is formatted once, on the first start, under ``.local/kafka/``.
 Topics are never created implicitly: ``auto.create.topics.enable=false`` and the
 platform declares its topics in :mod:`xietong.topics`.
+
+Clients authenticate with SASL/SCRAM-SHA-512 and the StandardAuthorizer checks every
+request against ACLs (none means denied). On the first start a password is generated
+for the administrator (``xietong-admin``, the only super user) and for each platform
+service (``svc-connectors`` …) into ``.local/kafka/credentials.json`` (mode 0600); the
+administrator's SCRAM credential is written into the storage when it is formatted, the
+services' are created over the admin API after every start. The controller listener is
+plaintext on loopback and its anonymous principal is a super user: KRaft cannot
+authenticate controller connections with SCRAM, and it serves no client requests.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import secrets
 import subprocess
 import uuid
 from pathlib import Path
 
+from confluent_kafka.admin import (
+    AdminClient,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialAlteration,
+    UserScramCredentialUpsertion,
+)
+
+from xietong.kafka import (
+    ADMIN_PRINCIPAL,
+    SERVICES,
+    local_credentials_file,
+    principal_name,
+    sasl_config,
+)
 from xietong.settings import LOOPBACK
 from xietong.stack.base import LocalService, StackError, port_is_open
 from xietong.stack.java import find_java
 from xietong.stack.maven import resolve_classpath
 
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "local" / "kafka"
+SCRAM_ITERATIONS = 8192
 
 
 class KafkaBroker(LocalService):
@@ -58,6 +85,30 @@ class KafkaBroker(LocalService):
             self.settings.home / "logs" / "maven.log",
         )
 
+    @property
+    def credentials_file(self) -> Path:
+        return local_credentials_file(self.settings)
+
+    def credentials(self) -> dict[str, str]:
+        """The SCRAM passwords of the administrator and the services, created once."""
+        if self.credentials_file.exists():
+            stored: dict[str, str] = json.loads(self.credentials_file.read_text(encoding="utf-8"))
+            if all(principal_name(service) in stored for service in SERVICES):
+                return stored
+        else:
+            stored = {}
+        if (self.log_dirs / "meta.properties").exists() and ADMIN_PRINCIPAL not in stored:
+            raise StackError(
+                f"the Kafka storage in {self.log_dirs} was formatted without SASL credentials"
+                " (an older stack): delete .local/kafka (or run make clean) and make up again"
+            )
+        for service in SERVICES:
+            stored.setdefault(principal_name(service), secrets.token_urlsafe(24))
+        self.credentials_file.parent.mkdir(parents=True, exist_ok=True)
+        self.credentials_file.touch(mode=0o600)
+        self.credentials_file.write_text(json.dumps(stored, indent=2), encoding="utf-8")
+        return stored
+
     def prepare(self) -> None:
         if port_is_open(self.settings.kafka_controller_port):
             raise StackError(
@@ -67,23 +118,63 @@ class KafkaBroker(LocalService):
         java = self.java()
         classpath = self.classpath()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(self.server_properties())
+        passwords = self.credentials()
+        self.config_file.touch(mode=0o600)
+        self.config_file.write_text(self.server_properties(passwords[ADMIN_PRINCIPAL]))
         if not (self.log_dirs / "meta.properties").exists():
-            self._format_storage(java, classpath)
+            self._format_storage(java, classpath, passwords[ADMIN_PRINCIPAL])
 
-    def server_properties(self) -> str:
+    def after_start(self) -> None:
+        """Create or refresh the services' SCRAM credentials (idempotent)."""
+        passwords = self.credentials()
+        admin = self._admin()
+        upserts: list[UserScramCredentialAlteration] = [
+            UserScramCredentialUpsertion(
+                name,
+                ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS),
+                password.encode(),
+            )
+            for name, password in passwords.items()
+            if name != ADMIN_PRINCIPAL
+        ]
+        for future in admin.alter_user_scram_credentials(upserts).values():
+            future.result()
+
+    def _admin(self) -> AdminClient:
+        return AdminClient(
+            {
+                "bootstrap.servers": self.endpoint,
+                "log_level": 0,
+                "socket.timeout.ms": 2000,
+                **sasl_config(self.settings, "admin"),
+            }
+        )
+
+    def server_properties(self, admin_password: str) -> str:
         controller = self.settings.kafka_controller_port
+        login = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required"
+            f' username="{ADMIN_PRINCIPAL}" password="{admin_password}";'
+        )
         return "\n".join(
             [
                 "# Written by `xietong stack up` on every start; edit the settings, not this file.",
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.voters=1@{LOOPBACK}:{controller}",
-                f"listeners=PLAINTEXT://{LOOPBACK}:{self.port},CONTROLLER://{LOOPBACK}:{controller}",
-                f"advertised.listeners=PLAINTEXT://{LOOPBACK}:{self.port}",
+                f"listeners=SASL_PLAINTEXT://{LOOPBACK}:{self.port},"
+                f"CONTROLLER://{LOOPBACK}:{controller}",
+                f"advertised.listeners=SASL_PLAINTEXT://{LOOPBACK}:{self.port}",
                 "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=SASL_PLAINTEXT",
+                "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "sasl.enabled.mechanisms=SCRAM-SHA-512",
+                "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+                f"listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={login}",
+                # Every request is authorised; what no ACL allows is denied.
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "allow.everyone.if.no.acl.found=false",
+                f"super.users=User:{ADMIN_PRINCIPAL};User:ANONYMOUS",
                 f"log.dirs={self.log_dirs}",
                 # The platform declares every topic it uses (xietong topics apply).
                 "auto.create.topics.enable=false",
@@ -100,7 +191,7 @@ class KafkaBroker(LocalService):
             ]
         )
 
-    def _format_storage(self, java: str, classpath: str) -> None:
+    def _format_storage(self, java: str, classpath: str, admin_password: str) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
             [
@@ -114,6 +205,8 @@ class KafkaBroker(LocalService):
                 cluster_id,
                 "--config",
                 str(self.config_file),
+                "--add-scram",
+                f"SCRAM-SHA-512=[name={ADMIN_PRINCIPAL},password={admin_password}]",
                 "--ignore-formatted",
             ],
             capture_output=True,
@@ -152,13 +245,8 @@ class KafkaBroker(LocalService):
     def is_ready(self) -> bool:
         if not port_is_open(self.port):
             return False
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient(
-            {"bootstrap.servers": self.endpoint, "log_level": 0, "socket.timeout.ms": 2000}
-        )
         try:
-            metadata = admin.list_topics(timeout=3)
+            metadata = self._admin().list_topics(timeout=3)
         except Exception:
             return False
         return bool(metadata.brokers)
