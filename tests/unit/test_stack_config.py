@@ -13,6 +13,23 @@ from xietong.stack.kafka import KafkaBroker
 from xietong.topics import TOPICS, TopicKey
 
 
+@pytest.fixture(autouse=True)
+def no_stack_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests describe the defaults: ignore ports and endpoints set in the shell."""
+    for name in (
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "SCHEMA_REGISTRY_URL",
+        "DATABASE_URL",
+        "CREDIT_DATABASE_URL",
+        "XIETONG_KAFKA_PORT",
+        "XIETONG_KAFKA_CONTROLLER_PORT",
+        "XIETONG_SCHEMA_REGISTRY_PORT",
+        "XIETONG_SCHEMA_REGISTRY_MANAGEMENT_PORT",
+        "XIETONG_POSTGRES_PORT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
 def test_defaults_describe_the_local_stack_on_loopback(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path)
 
