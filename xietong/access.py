@@ -10,7 +10,7 @@ is no longer granted, so revoking a subscription in the registry removes the acc
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from confluent_kafka.admin import (
@@ -76,8 +76,8 @@ def group_grant(principal: str, prefix: str) -> Grant:
     return Grant(principal, "GROUP", prefix, "READ", "PREFIXED")
 
 
-def current_grants(admin: AdminClient, principal_prefix: str) -> set[Grant]:
-    """The ALLOW ACLs on the broker for principals starting with ``principal_prefix``."""
+def current_grants(admin: AdminClient, owns: Callable[[Grant], bool]) -> set[Grant]:
+    """The ALLOW ACLs on the broker that ``owns`` says belong to the caller."""
     everything = AclBindingFilter(
         ResourceType.ANY,
         None,  # type: ignore[arg-type]  # None matches any name (the stubs say str)
@@ -88,7 +88,7 @@ def current_grants(admin: AdminClient, principal_prefix: str) -> set[Grant]:
         AclPermissionType.ALLOW,
     )
     bindings = admin.describe_acls(everything, request_timeout=15).result()
-    return {Grant.of(b) for b in bindings if b.principal.startswith(principal_prefix)}
+    return {grant for grant in map(Grant.of, bindings) if owns(grant)}
 
 
 @dataclass(frozen=True)
@@ -97,13 +97,20 @@ class Reconciled:
     deleted: tuple[Grant, ...]
 
 
-def reconcile(admin: AdminClient, desired: Iterable[Grant], principal_prefix: str) -> Reconciled:
-    """Make the broker's ACLs for ``principal_prefix*`` principals exactly ``desired``."""
+def reconcile(
+    admin: AdminClient, desired: Iterable[Grant], owns: Callable[[Grant], bool]
+) -> Reconciled:
+    """Make the broker's ACLs that ``owns`` claims exactly ``desired``.
+
+    Two reconcilers share the broker — the topic declarations (the services' ACLs on
+    the platform's topics) and the registry (departments, and the services' ACLs on
+    department topics) — and each touches only the grants it owns.
+    """
     wanted = set(desired)
-    stray = [g for g in wanted if not g.principal.startswith(principal_prefix)]
+    stray = [g for g in wanted if not owns(g)]
     if stray:
-        raise ValueError(f"grant {stray[0]} is outside the principals {principal_prefix}*")
-    present = current_grants(admin, principal_prefix)
+        raise ValueError(f"grant {stray[0]} is not owned by this reconciler")
+    present = current_grants(admin, owns)
     missing = sorted(wanted - present)
     extra = sorted(present - wanted)
     if missing:

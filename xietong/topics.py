@@ -57,7 +57,9 @@ class TopicSpec:
     readers: tuple[str, ...] = ()  # platform services that consume it
 
     def partition_count(self, settings: Settings) -> int:
-        if self.key is TopicKey.USCC:
+        # USCC-keyed topics share one count so they can be joined, unless a topic says
+        # otherwise because it is never joined (a department's inbox).
+        if self.key is TopicKey.USCC and self.partitions is None:
             return settings.uscc_partitions
         return self.partitions or 1
 
@@ -149,9 +151,69 @@ TOPICS: tuple[TopicSpec, ...] = (
 )
 
 
+# -- each department's own topics ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DepartmentTopic:
+    """A topic every onboarded department has, named ``dept.<code>.<suffix>``.
+
+    The registry creates them when a department gets its Kafka credential and grants
+    the department its side; the services' side is declared here.
+    """
+
+    suffix: str
+    description: str
+    key: TopicKey
+    retention_ms: int
+    writers: tuple[str, ...] = ()
+    readers: tuple[str, ...] = ()
+
+    def name(self, department_code: str) -> str:
+        return f"dept.{department_code}.{self.suffix}"
+
+    def spec(self, department_code: str) -> TopicSpec:
+        return TopicSpec(
+            self.name(department_code),
+            self.description,
+            self.key,
+            retention_ms=self.retention_ms,
+            partitions=1,  # one department's feed, in order; never joined
+            writers=self.writers,
+            readers=self.readers,
+        )
+
+
+DEPARTMENT_INBOX = DepartmentTopic(
+    "inbox",
+    "What the platform delivers to the department (双告知 pushes, sanction notices …);"
+    " only that department may read it",
+    TopicKey.USCC,
+    retention_ms=365 * DAY_MS,
+    writers=("streams",),
+    readers=("sink",),
+)
+DEPARTMENT_INBOUND = DepartmentTopic(
+    "inbound",
+    "What the department's own systems publish to the platform; only it may write it",
+    TopicKey.SOURCE,
+    retention_ms=30 * DAY_MS,
+    readers=("connectors",),
+)
+DEPARTMENT_TOPICS: tuple[DepartmentTopic, ...] = (DEPARTMENT_INBOX, DEPARTMENT_INBOUND)
+
+
 # -- who may use them -----------------------------------------------------------------------
 
-SERVICE_PRINCIPAL_PREFIX = "User:svc-"
+#: Topics of departments (``dept.<code>.…``): their ACLs are the registry's to reconcile.
+DEPARTMENT_TOPIC_PREFIX = "dept."
+
+
+def owned_by_declarations(grant: Grant) -> bool:
+    """The grants ``topics apply`` reconciles: services' grants outside department topics."""
+    return grant.principal.startswith("User:svc-") and not grant.name.startswith(
+        DEPARTMENT_TOPIC_PREFIX
+    )
 
 
 def service_grants(topics: Iterable[TopicSpec] = TOPICS) -> set[Grant]:
@@ -239,7 +301,7 @@ def apply_topics(
 
 def apply_service_acls(admin: AdminClient, topics: Iterable[TopicSpec] = TOPICS) -> Reconciled:
     """Make the broker grant each platform service exactly what the declarations say."""
-    return reconcile(admin, service_grants(topics), SERVICE_PRINCIPAL_PREFIX)
+    return reconcile(admin, service_grants(topics), owned_by_declarations)
 
 
 def _reconcile(

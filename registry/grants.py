@@ -1,0 +1,73 @@
+"""What each department may do on the broker: the registry's answer, for the ACL reconciler.
+
+This module is deliberately free of the ORM and the database, so the broker-ACL module
+can import it without pulling in SQLAlchemy. :func:`registry.service.access_grants`
+computes one :class:`DepartmentGrant` per department from the registry; the ACL module
+turns each grant into Kafka ACLs for the department's principal.
+
+The naming rules for a department's own topics and consumer groups live here too, so
+that the registry, the ACL reconciler and the topic declarations agree on them::
+
+    >>> grant = DepartmentGrant.for_department("hz-amr", read_topics={"market.registrations"})
+    >>> grant.principal, sorted(grant.read_topics), sorted(grant.write_topics)
+    ('User:dept-hz-amr', ['dept.hz-amr.inbox', 'market.registrations'], ['dept.hz-amr.inbound'])
+    >>> grant.group_prefix
+    'hz-amr.'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+def department_principal(code: str) -> str:
+    """The Kafka principal of a department: ``User:dept-<code>``."""
+    return f"User:dept-{code}"
+
+
+def inbox_topic(code: str) -> str:
+    """Where the platform delivers to a department (双告知 pushes, notices): it reads it."""
+    return f"dept.{code}.inbox"
+
+
+def inbound_topic(code: str) -> str:
+    """Where a department publishes to the platform: the only topic it may write."""
+    return f"dept.{code}.inbound"
+
+
+def group_prefix(code: str) -> str:
+    """The consumer-group prefix a department's clients use (``<code>.``).
+
+    Department codes contain no dot, so one department's prefix never covers another's
+    groups (``hz.`` does not match ``hz-amr.orders``).
+    """
+    return f"{code}."
+
+
+@dataclass(frozen=True)
+class DepartmentGrant:
+    """The broker access one department has now.
+
+    * ``read_topics``: the topics of its APPROVED subscriptions whose ``valid_until`` has
+      not passed, plus its own inbox topic ``dept.<code>.inbox``;
+    * ``write_topics``: its own inbound topic ``dept.<code>.inbound``, nothing else;
+    * ``group_prefix``: the consumer groups it may use, ``<code>.`` (prefixed ACL).
+    """
+
+    department_code: str
+    principal: str
+    read_topics: frozenset[str]
+    write_topics: frozenset[str]
+    group_prefix: str
+
+    @classmethod
+    def for_department(cls, code: str, read_topics: Iterable[str] = ()) -> DepartmentGrant:
+        """The grant of department ``code`` given the topics of its live subscriptions."""
+        return cls(
+            department_code=code,
+            principal=department_principal(code),
+            read_topics=frozenset(read_topics) | {inbox_topic(code)},
+            write_topics=frozenset({inbound_topic(code)}),
+            group_prefix=group_prefix(code),
+        )
