@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from confluent_kafka.admin import (
@@ -82,7 +83,9 @@ def service_acls_on_department_topics(department_code: str) -> set[Grant]:
 
 def onboarded_departments(admin: AdminClient) -> set[str]:
     """Codes of the departments that have a SCRAM credential on the broker."""
-    users = admin.describe_user_scram_credentials().result()
+    described = admin.describe_user_scram_credentials()
+    # Without a list of users the client answers with one future for all of them.
+    users = described.result() if isinstance(described, Future) else described
     return {
         user.removeprefix(DEPARTMENT_USER_PREFIX)
         for user in users
