@@ -240,3 +240,31 @@ def test_a_connector_killed_mid_file_resumes_without_loss_resending_at_most_one_
 def _published_so_far(window: TopicWindow, export: Path) -> int:
     consumer_ends = window._ends()
     return sum(consumer_ends[p] - window.start.get(p, 0) for p in consumer_ends)
+
+
+def test_a_run_is_counted_in_the_connector_metrics(
+    tmp_path: Path, connectors_kafka: KafkaClients
+) -> None:
+    from prometheus_client import REGISTRY
+
+    rng = random.Random(5)
+    rows = [licence_row(n, rng) for n in range(1, 6)]
+    rows.append(BAD_ROWS["date.invalid"](licence_row(6, rng)))
+    export = tmp_path / "licences.csv"
+    write_export(export, rows, "utf-8")
+    config = ConnectorConfig.load(connector_file(tmp_path, export, "utf-8"))
+
+    run_connector(config, connectors_kafka)
+
+    labels = {"connector": config.name, "department": HEALTH_COMMISSION, "record_type": "licence"}
+    assert REGISTRY.get_sample_value("xietong_connector_records_read_total", labels) == 6
+    assert REGISTRY.get_sample_value("xietong_connector_records_published_total", labels) == 5
+    dead = REGISTRY.get_sample_value(
+        "xietong_connector_records_dead_lettered_total", {**labels, "reason": "date.invalid"}
+    )
+    assert dead == 1
+    lag = REGISTRY.get_sample_value(
+        "xietong_connector_source_lag",
+        {"connector": config.name, "source_partition": f"file:{export.resolve()}", "unit": "bytes"},
+    )
+    assert lag == 0
