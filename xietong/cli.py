@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -23,6 +26,12 @@ from rich.table import Table
 
 from xietong.settings import get_settings
 from xietong.stack import LocalStack, StackError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from registry.audit import Actor
+    from registry.contract import SubscriptionOut
 
 app = typer.Typer(
     help="Xietong (协同): streaming data sharing between government departments.",
@@ -48,7 +57,7 @@ console = Console()
 errors = Console(stderr=True)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print one actionable line and exit non-zero."""
     errors.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(1)
@@ -328,7 +337,7 @@ def connect_validate(
             config = ConnectorConfig.load(config_file)
             if config.mapping is None:
                 fail(f"{config_file} has no mapping: to validate against")
-            mapping = DepartmentMapping.load(config.mapping)  # type: ignore[arg-type]
+            mapping = DepartmentMapping.load(config.mapping)
             if isinstance(config.source, FileSourceConfig):
                 encoding = encoding or config.source.encoding
                 delimiter = config.source.delimiter
@@ -449,6 +458,459 @@ def demo_feed(
         )
     if not all(result.report.reconciles for result in results):
         fail("a connector's counts do not reconcile")
+
+
+# -- the registry: departments, resources, subscriptions (registry/) ----------------------------
+
+registry_app = typer.Typer(
+    help="The registry: departments, data resources, subscriptions, catalogs and audit.",
+    no_args_is_help=True,
+)
+app.add_typer(registry_app, name="registry")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (the API's bodies).")]
+ByOption = Annotated[
+    str, typer.Option("--by", help="Who decides: the owning department's code, or admin.")
+]
+
+
+@contextmanager
+def _registry_transaction() -> Iterator[Session]:
+    """One transaction on the registry database; a refusal, or a database that is not
+    there, becomes one ``fail()`` line."""
+    import sqlalchemy as sa
+
+    from registry.db import session_factory, transaction
+    from registry.errors import RegistryError
+
+    url = get_settings().database_url
+    try:
+        with transaction(session_factory(url)) as session:
+            yield session
+    except RegistryError as error:
+        fail(error.message)
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError) as error:
+        fail(
+            f"registry database {url.rsplit('@', 1)[-1]}: {error.orig}; is the stack up"
+            " (xietong stack up) and the database migrated (xietong registry migrate)?"
+        )
+
+
+def _actor(by: str) -> Actor:
+    from registry.audit import Actor
+
+    return Actor.admin("cli") if by == "admin" else Actor.department(by)
+
+
+def _print_json(models: object) -> None:
+    from pydantic import BaseModel
+
+    def dump(model: object) -> object:
+        return model.model_dump(mode="json") if isinstance(model, BaseModel) else model
+
+    data = [dump(model) for model in models] if isinstance(models, list) else dump(models)
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def _until(text: str | None) -> datetime | None:
+    """``2027-12-31`` is the end of that day in China Standard Time; or a full ISO time."""
+    from datetime import date, datetime, time, timedelta, timezone
+
+    if text is None:
+        return None
+    china = timezone(timedelta(hours=8), "CST")
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            fail(f"--until {text!r}: expected a date (2027-12-31) or an ISO time with offset")
+        return moment if moment.tzinfo else moment.replace(tzinfo=china)
+    return datetime.combine(day + timedelta(days=1), time(), tzinfo=china)
+
+
+def _subscription_table(rows: list[SubscriptionOut]) -> Table:
+    table = Table("id", "subscriber", "resource", "owner", "status", "valid until", "decided by")
+    for row in rows:
+        table.add_row(
+            str(row.id),
+            row.subscriber,
+            row.resource,
+            row.owner,
+            row.status.value,
+            row.valid_until.isoformat() if row.valid_until else "",
+            row.decided_by or "",
+        )
+    return table
+
+
+@registry_app.command("migrate")
+def registry_migrate() -> None:
+    """Bring the registry database (DATABASE_URL) to the newest schema (alembic upgrade head)."""
+    from registry.db import current_revision, migrate
+
+    url = get_settings().database_url
+    try:
+        migrate(url)
+        revision = current_revision(url)
+    except Exception as error:
+        fail(f"migrating the registry database failed: {error}")
+    console.print(f"registry database at revision {revision}", highlight=False)
+
+
+@registry_app.command("load-catalog")
+def registry_load_catalog() -> None:
+    """Load the sample province's catalog: departments, approval items with routes and
+    rules, credit lists, matter types, measures and the canonical data resources.
+
+    Safe to repeat: only what differs from the seed is changed (and audited).
+    """
+    from registry.audit import Actor
+    from registry.service import load_catalog
+
+    with _registry_transaction() as session:
+        report = load_catalog(session, Actor.system("load-catalog"))
+    table = Table("table", "created", "updated", "deleted", "unchanged")
+    for name, counts in report.counts.items():
+        table.add_row(
+            name, *(str(counts[k]) for k in ("created", "updated", "deleted", "unchanged"))
+        )
+    console.print(table)
+
+
+@registry_app.command("departments")
+def registry_departments(as_json: JsonOption = False) -> None:
+    """List the departments: code, name, sector, level, division and Kafka principal."""
+    from registry.contract import DepartmentOut
+    from registry.service import list_departments
+
+    with _registry_transaction() as session:
+        rows = [DepartmentOut.of(row) for row in list_departments(session)]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("code", "name", "sector", "level", "division", "principal")
+    for row in rows:
+        table.add_row(
+            row.code, row.name, row.sector, row.level.value, row.division, row.kafka_principal
+        )
+    console.print(table)
+
+
+@registry_app.command("resources")
+def registry_resources(as_json: JsonOption = False) -> None:
+    """List the data resources: topic, owner and sharing class (共享类型)."""
+    from registry.contract import ResourceOut
+    from registry.service import list_resources
+
+    with _registry_transaction() as session:
+        rows = [ResourceOut.of(row) for row in list_resources(session)]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("code", "name", "topic", "owner", "sharing class", "fields")
+    for row in rows:
+        table.add_row(
+            row.code, row.name, row.topic, row.owner, row.sharing_class.value, str(len(row.fields))
+        )
+    console.print(table)
+
+
+@registry_app.command("subscriptions")
+def registry_subscriptions(
+    department: Annotated[
+        str | None, typer.Option(help="Only those this department requested or owns.")
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option(help="REQUESTED, APPROVED, REJECTED, REVOKED or EXPIRED.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List subscriptions, newest first."""
+    from registry.audit import Actor
+    from registry.contract import SubscriptionOut
+    from registry.models import SubscriptionStatus
+    from registry.service import list_subscriptions
+
+    try:
+        wanted = None if status is None else SubscriptionStatus(status.upper())
+    except ValueError:
+        fail(f"--status {status!r}: expected one of {', '.join(SubscriptionStatus)}")
+    with _registry_transaction() as session:
+        rows = [
+            SubscriptionOut.of(row)
+            for row in list_subscriptions(
+                session, Actor.admin("cli"), department=department, status=wanted
+            )
+        ]
+    if as_json:
+        _print_json(rows)
+        return
+    console.print(_subscription_table(rows))
+
+
+@registry_app.command("request")
+def registry_request(
+    department: Annotated[str, typer.Option(help="The requesting department's code.")],
+    resource: Annotated[str, typer.Option(help="The data resource's code.")],
+    purpose: Annotated[str, typer.Option(help="用途: what the data is for.")],
+    legal_basis: Annotated[str, typer.Option(help="依据: the law or document that allows it.")],
+    fields: Annotated[
+        str | None, typer.Option(help="Comma-separated fields (required if CONDITIONAL).")
+    ] = None,
+    divisions: Annotated[
+        str | None, typer.Option(help="Comma-separated GB/T 2260 division codes to filter on.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Requested end: 2027-12-31 (end of day, +08:00).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Request a data resource for a department."""
+    from registry.contract import SubscriptionOut
+    from registry.service import request_subscription
+
+    split = lambda text: [part.strip() for part in text.split(",") if part.strip()]  # noqa: E731
+    with _registry_transaction() as session:
+        row = SubscriptionOut.of(
+            request_subscription(
+                session,
+                _actor(department),
+                department=department,
+                resource=resource,
+                purpose=purpose,
+                legal_basis=legal_basis,
+                fields=None if fields is None else split(fields),
+                filters=None if divisions is None else {"divisions": split(divisions)},
+                valid_until=_until(until),
+            )
+        )
+    if as_json:
+        _print_json(row)
+        return
+    console.print(_subscription_table([row]))
+
+
+@registry_app.command("approve")
+def registry_approve(
+    subscription_id: Annotated[int, typer.Argument(help="The subscription's id.")],
+    by: ByOption,
+    until: Annotated[
+        str | None, typer.Option(help="End of access (default: the requested end).")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="A note for the record.")] = None,
+) -> None:
+    """Approve a requested subscription (the resource's owner, or admin)."""
+    from registry.contract import SubscriptionOut
+    from registry.service import approve_subscription
+
+    with _registry_transaction() as session:
+        row = approve_subscription(
+            session, _actor(by), subscription_id, valid_until=_until(until), reason=reason
+        )
+        console.print(_subscription_table([SubscriptionOut.of(row)]))
+
+
+@registry_app.command("reject")
+def registry_reject(
+    subscription_id: Annotated[int, typer.Argument(help="The subscription's id.")],
+    by: ByOption,
+    reason: Annotated[str, typer.Option(help="Why; shown to the requester.")],
+) -> None:
+    """Reject a requested subscription (the resource's owner, or admin)."""
+    from registry.contract import SubscriptionOut
+    from registry.service import reject_subscription
+
+    with _registry_transaction() as session:
+        row = reject_subscription(session, _actor(by), subscription_id, reason=reason)
+        console.print(_subscription_table([SubscriptionOut.of(row)]))
+
+
+@registry_app.command("revoke")
+def registry_revoke(
+    subscription_id: Annotated[int, typer.Argument(help="The subscription's id.")],
+    by: ByOption,
+    reason: Annotated[str, typer.Option(help="Why; shown to the subscriber.")],
+) -> None:
+    """Revoke an approved subscription (the resource's owner, or admin)."""
+    from registry.contract import SubscriptionOut
+    from registry.service import revoke_subscription
+
+    with _registry_transaction() as session:
+        row = revoke_subscription(session, _actor(by), subscription_id, reason=reason)
+        console.print(_subscription_table([SubscriptionOut.of(row)]))
+
+
+@registry_app.command("history")
+def registry_history(
+    subscription_id: Annotated[int, typer.Argument(help="The subscription's id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Every transition of one subscription: from, to, who, when, why."""
+    from registry.audit import Actor
+    from registry.contract import SubscriptionEventOut
+    from registry.service import subscription_history
+
+    with _registry_transaction() as session:
+        rows = [
+            SubscriptionEventOut.of(event)
+            for event in subscription_history(session, Actor.admin("cli"), subscription_id)
+        ]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("at", "from", "to", "actor", "reason")
+    for row in rows:
+        table.add_row(
+            row.at.isoformat(),
+            row.from_status.value if row.from_status else "",
+            row.to_status.value,
+            row.actor,
+            row.reason or "",
+        )
+    console.print(table)
+
+
+@registry_app.command("expire")
+def registry_expire() -> None:
+    """Expire every open subscription whose valid_until has passed."""
+    from registry.service import expire_due, utcnow
+
+    with _registry_transaction() as session:
+        expired = [
+            (row.id, row.subscriber.code, row.resource.code)
+            for row in expire_due(session, utcnow())
+        ]
+    for subscription_id, subscriber, resource in expired:
+        console.print(f"expired subscription {subscription_id} ({subscriber} → {resource})")
+    console.print(f"{len(expired)} subscriptions expired", highlight=False)
+
+
+@registry_app.command("issue-token")
+def registry_issue_token(
+    department: Annotated[
+        str, typer.Argument(help="The department's code, or admin for an administrator token.")
+    ],
+) -> None:
+    """Issue an API token; it is printed once and only its SHA-256 is stored."""
+    from registry.audit import Actor
+    from registry.service import issue_token
+
+    with _registry_transaction() as session:
+        issued = issue_token(
+            session, Actor.admin("cli"), None if department == "admin" else department
+        )
+        credential_id = issued.credential.id
+    errors.print(f"credential {credential_id} for {department}; the token (shown once):")
+    typer.echo(issued.token)
+
+
+@registry_app.command("audit")
+def registry_audit(
+    limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """The audit log: who changed what, when, before and after."""
+    from registry.contract import AuditEntryOut
+    from registry.service import audit_entries
+
+    with _registry_transaction() as session:
+        rows = [AuditEntryOut.of(row) for row in audit_entries(session, limit=limit)]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("id", "at", "actor", "action", "entity", "changed")
+    for row in rows:
+        before, after = row.before or {}, row.after or {}
+        changed = sorted(k for k in {*before, *after} if before.get(k) != after.get(k))
+        table.add_row(
+            str(row.id),
+            row.at.isoformat(timespec="seconds"),
+            row.actor,
+            row.action,
+            f"{row.entity} {row.entity_id}",
+            "created" if not before else "deleted" if not after else ", ".join(changed),
+        )
+    console.print(table)
+
+
+@registry_app.command("grants")
+def registry_grants(as_json: JsonOption = False) -> None:
+    """What each department may read and write on the broker now (the ACL reconciler's input)."""
+    from registry.contract import GrantOut
+    from registry.service import access_grants, utcnow
+
+    with _registry_transaction() as session:
+        rows = [GrantOut.of(grant) for grant in access_grants(session, utcnow())]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("department", "principal", "read", "write", "groups")
+    for row in rows:
+        table.add_row(
+            row.department,
+            row.principal,
+            "\n".join(row.read_topics),
+            "\n".join(row.write_topics),
+            row.group_prefix + "*",
+        )
+    console.print(table)
+
+
+# -- the ACL hook: registry/acl.py is the lead engineer's ----------------------------------
+@registry_app.command("reconcile-acls")
+def registry_reconcile_acls() -> None:
+    """Make the broker's department ACLs what the registry's grants say, now."""
+    import importlib
+
+    from registry.service import access_grants, utcnow
+
+    try:
+        acl = importlib.import_module("registry.acl")
+    except ImportError:
+        acl = None
+    reconcile = getattr(acl, "reconcile_departments", None)
+    if reconcile is None:
+        fail("broker ACL reconciliation is not available (registry/acl.py is not installed)")
+    from xietong.kafka import clients
+
+    with _registry_transaction() as session:
+        grants = access_grants(session, utcnow())
+    try:
+        report = reconcile(clients("admin").admin(), get_settings(), grants)
+    except Exception as error:
+        fail(f"reconciling ACLs on {get_settings().kafka_bootstrap_servers} failed: {error}")
+    console.print(str(report), highlight=False)
+
+
+# -- end of the ACL hook ---------------------------------------------------------------------
+
+
+@registry_app.command("serve")
+def registry_serve() -> None:
+    """Run the registry API (OpenAPI at /docs) on XIETONG_REGISTRY_HOST:XIETONG_REGISTRY_PORT."""
+    import logging
+
+    import uvicorn
+
+    from registry.api import create_app
+    from registry.settings import get_registry_settings
+
+    registry_settings = get_registry_settings()
+    if registry_settings.admin_token_sha256 is None:
+        errors.print(
+            "no XIETONG_REGISTRY_ADMIN_TOKEN_SHA256: only administrator credentials issued"
+            " with `xietong registry issue-token admin` can administer",
+            highlight=False,
+        )
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    registry_logger = logging.getLogger("registry")
+    registry_logger.addHandler(handler)
+    registry_logger.setLevel(logging.INFO)
+    app_ = create_app(get_settings().database_url, registry_settings.admin_token_sha256)
+    uvicorn.run(app_, host=registry_settings.host, port=registry_settings.port)
 
 
 if __name__ == "__main__":
