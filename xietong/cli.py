@@ -491,7 +491,8 @@ def _registry_transaction() -> Iterator[Session]:
         fail(error.message)
     except (sa.exc.OperationalError, sa.exc.ProgrammingError) as error:
         fail(
-            f"registry database {url.rsplit('@', 1)[-1]}: {error.orig}; is the stack up"
+            f"registry database {url.rsplit('@', 1)[-1]}:"
+            f" {str(error.orig).splitlines()[0]}; is the stack up"
             " (xietong stack up) and the database migrated (xietong registry migrate)?"
         )
 
@@ -881,7 +882,12 @@ def registry_reconcile_acls() -> None:
         report = reconcile(clients("admin").admin(), get_settings(), grants)
     except Exception as error:
         fail(f"reconciling ACLs on {get_settings().kafka_bootstrap_servers} failed: {error}")
-    console.print(str(report), highlight=False)
+    console.print(
+        f"{report.departments} departments ({report.onboarded} with a Kafka credential):"
+        f" {len(report.acls.created)} ACLs created, {len(report.acls.deleted)} removed,"
+        f" {sum(change.change != 'unchanged' for change in report.topics)} topics changed",
+        highlight=False,
+    )
 
 
 # -- end of the ACL hook ---------------------------------------------------------------------

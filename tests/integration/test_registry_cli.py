@@ -1,0 +1,99 @@
+"""``xietong registry …`` on a real registry database: the same operations as the API."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from xietong import cli
+from xietong.settings import Settings
+
+
+@pytest.fixture
+def run(registry_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run ``xietong registry ARGS`` against this module's registry database."""
+    monkeypatch.setattr(cli, "get_settings", lambda: Settings(database_url_env=registry_url))
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Any:
+        return runner.invoke(cli.app, ["registry", *args])
+
+    return invoke
+
+
+def test_a_request_approved_by_its_owner_shows_up_approved_in_json(run: Any) -> None:
+    requested = run(
+        "request",
+        "--department", "hz-health",
+        "--resource", "credit_list_entry",
+        "--purpose", "嵌入式联合惩戒: 行政许可申请时核查",
+        "--legal-basis", "国办发〔2020〕49号",
+        "--fields", "uscc,list_type,listed_on",
+        "--divisions", "330106,330102",
+        "--until", "2099-12-31",
+        "--json",
+    )  # fmt: skip
+    assert requested.exit_code == 0, requested.output
+    subscription = json.loads(requested.stdout)
+    end_of_day_in_china = datetime(2100, 1, 1, tzinfo=timezone(timedelta(hours=8)))
+    assert datetime.fromisoformat(subscription["valid_until"]) == end_of_day_in_china
+    assert subscription["filters"] == {"divisions": ["330106", "330102"]}
+
+    wrong = run("approve", str(subscription["id"]), "--by", "hz-amr")
+    assert wrong.exit_code == 1
+    assert "belongs to zj-drc" in wrong.output
+
+    assert run("approve", str(subscription["id"]), "--by", "zj-drc").exit_code == 0
+    listed = run("subscriptions", "--department", "hz-health", "--status", "approved", "--json")
+    assert [row["id"] for row in json.loads(listed.stdout)] == [subscription["id"]]
+
+    history = json.loads(run("history", str(subscription["id"]), "--json").stdout)
+    assert [(e["from_status"], e["to_status"]) for e in history] == [
+        (None, "REQUESTED"),
+        ("REQUESTED", "APPROVED"),
+    ]
+    grants = {g["department"]: g for g in json.loads(run("grants", "--json").stdout)}
+    assert "credit.list-entries" in grants["hz-health"]["read_topics"]
+
+
+def test_a_refusal_is_one_line_naming_the_state(run: Any) -> None:
+    requested = run(
+        "request",
+        "--department", "hz-em",
+        "--resource", "registration",
+        "--purpose", "危险化学品经营许可 双告知",
+        "--legal-basis", "国发〔2015〕62号",
+        "--json",
+    )  # fmt: skip
+    subscription_id = str(json.loads(requested.stdout)["id"])
+    assert run("reject", subscription_id, "--by", "admin", "--reason", "重复申请").exit_code == 0
+    again = run("revoke", subscription_id, "--by", "zj-amr", "--reason", "x")
+    assert again.exit_code == 1
+    assert f"subscription {subscription_id}" in again.output
+    assert "is REJECTED" in again.output
+
+
+def test_loading_the_catalog_again_reports_everything_unchanged(run: Any) -> None:
+    loaded = run("load-catalog")
+    assert loaded.exit_code == 0, loaded.output
+    assert "departments" in loaded.output
+    assert json.loads(run("departments", "--json").stdout)[0]["kafka_principal"].startswith(
+        "User:dept-"
+    )
+    resources = {r["code"]: r for r in json.loads(run("resources", "--json").stdout)}
+    assert resources["registration"]["topic"] == "market.registrations"
+
+
+def test_an_issued_token_is_printed_once_and_the_audit_log_shows_who_issued_it(run: Any) -> None:
+    issued = run("issue-token", "hz-health")
+    assert issued.exit_code == 0
+    token = issued.stdout.strip().splitlines()[-1]
+    assert token.startswith("xtr_")
+    entries = json.loads(run("audit", "--limit", "5", "--json").stdout)
+    credential = next(e for e in entries if e["entity"] == "credentials")
+    assert credential["actor"] == "admin:cli"
+    assert token not in json.dumps(entries)
