@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -466,8 +466,17 @@ def audit_log(
 # -- the application ------------------------------------------------------------------------
 
 
-def create_app(database_url: str, admin_token_sha256: str | None) -> FastAPI:
-    """The registry API on the database at ``database_url`` (migrated already)."""
+def create_app(
+    database_url: str,
+    admin_token_sha256: str | None,
+    on_change: Callable[[], None] | None = None,
+) -> FastAPI:
+    """The registry API on the database at ``database_url`` (migrated already).
+
+    ``on_change`` is called after every successful change (a POST answered below 400):
+    the access enforcer uses it to reconcile the broker at once rather than on its
+    next tick.
+    """
     app = FastAPI(
         title="Xietong registry (协同 · 目录与订阅)",
         version="1",
@@ -478,7 +487,18 @@ def create_app(database_url: str, admin_token_sha256: str | None) -> FastAPI:
     app.include_router(router)
     _install_error_handlers(app)
     _install_health_and_metrics(app, database_url)
+    if on_change is not None:
+        _install_change_hook(app, on_change)
     return app
+
+
+def _install_change_hook(app: FastAPI, on_change: Callable[[], None]) -> None:
+    @app.middleware("http")
+    async def after_change(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        if request.method == "POST" and response.status_code < 400:
+            on_change()
+        return response
 
 
 def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:

@@ -861,33 +861,63 @@ def registry_grants(as_json: JsonOption = False) -> None:
 
 # -- the ACL hook: registry/acl.py is the lead engineer's ----------------------------------
 @registry_app.command("reconcile-acls")
-def registry_reconcile_acls() -> None:
-    """Make the broker's department ACLs what the registry's grants say, now."""
-    import importlib
+def registry_reconcile_acls(
+    watch: Annotated[
+        bool, typer.Option(help="Keep the broker in step: reconcile every --interval seconds.")
+    ] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between rounds with --watch.")] = 5.0,
+) -> None:
+    """Make the broker's department topics and ACLs what the registry's grants say.
 
-    from registry.service import access_grants, utcnow
+    Expires due subscriptions first. With --watch it runs until interrupted, so a
+    revocation or expiry is enforced within seconds (xietong registry serve does the
+    same next to the API).
+    """
+    import threading
 
-    try:
-        acl = importlib.import_module("registry.acl")
-    except ImportError:
-        acl = None
-    reconcile = getattr(acl, "reconcile_departments", None)
-    if reconcile is None:
-        fail("broker ACL reconciliation is not available (registry/acl.py is not installed)")
+    from registry.enforcer import AccessEnforcer
     from xietong.kafka import clients
 
-    with _registry_transaction() as session:
-        grants = access_grants(session, utcnow())
+    settings = get_settings()
+    enforcer = AccessEnforcer(settings.database_url, settings, clients("admin").admin(), interval)
+    if watch:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            enforcer.run(stop)
+        except KeyboardInterrupt:
+            return
+        return
     try:
-        report = reconcile(clients("admin").admin(), get_settings(), grants)
+        report = enforcer.enforce_once()
     except Exception as error:
-        fail(f"reconciling ACLs on {get_settings().kafka_bootstrap_servers} failed: {error}")
+        fail(f"reconciling access on {settings.kafka_bootstrap_servers} failed: {error}")
     console.print(
         f"{report.departments} departments ({report.onboarded} with a Kafka credential):"
         f" {len(report.acls.created)} ACLs created, {len(report.acls.deleted)} removed,"
         f" {sum(change.change != 'unchanged' for change in report.topics)} topics changed",
         highlight=False,
     )
+
+
+@registry_app.command("issue-kafka-password")
+def registry_issue_kafka_password(
+    department: Annotated[str, typer.Argument(help="The department's code.")],
+) -> None:
+    """Create or rotate the department's Kafka credential (principal dept-<code>).
+
+    The password is printed once; the broker keeps only a salted SCRAM hash. The
+    department's topics and ACLs follow on the next reconciliation.
+    """
+    from registry.acl import issue_kafka_password
+    from registry.service import get_department
+    from xietong.kafka import clients
+
+    with _registry_transaction() as session:
+        get_department(session, department)
+    password = issue_kafka_password(clients("admin").admin(), department)
+    console.print(f"principal: dept-{department}\npassword:  {password}", highlight=False)
+    errors.print("store it now: it is not shown again", highlight=False)
 
 
 # -- end of the ACL hook ---------------------------------------------------------------------
@@ -915,8 +945,17 @@ def registry_serve() -> None:
     registry_logger = logging.getLogger("registry")
     registry_logger.addHandler(handler)
     registry_logger.setLevel(logging.INFO)
-    app_ = create_app(get_settings().database_url, registry_settings.admin_token_sha256)
-    uvicorn.run(app_, host=registry_settings.host, port=registry_settings.port)
+    from registry.enforcer import AccessEnforcer
+    from xietong.kafka import clients
+
+    settings = get_settings()
+    enforcer = AccessEnforcer(settings.database_url, settings, clients("admin").admin())
+    _, stop = enforcer.start()
+    app_ = create_app(settings.database_url, registry_settings.admin_token_sha256, enforcer.nudge)
+    try:
+        uvicorn.run(app_, host=registry_settings.host, port=registry_settings.port)
+    finally:
+        stop.set()
 
 
 if __name__ == "__main__":
