@@ -73,6 +73,7 @@ from connectors.mapping import DepartmentMapping
 from connectors.validation import Problem, check_uscc
 from schemas import CANONICAL_RECORD_TYPES
 from xietong.kafka import KafkaClients
+from xietong.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ RETRY_AFTER_SECONDS = 5
 
 def log(event: str, **fields: Any) -> None:
     """One structured line per significant event."""
-    logger.info(json.dumps({"event": event, **fields}, ensure_ascii=False))
+    log_event(logger, event, **fields)
 
 
 REQUESTS = MetricCounter(

@@ -1,7 +1,8 @@
 """What each department may do on the broker: the registry's answer, for the ACL reconciler.
 
 This module is deliberately free of the ORM and the database, so the broker-ACL module
-can import it without pulling in SQLAlchemy. :func:`registry.service.access_grants`
+can import it without pulling in SQLAlchemy. The topic names come from
+:mod:`xietong.topics`, where every topic is declared. :func:`registry.service.access_grants`
 computes one :class:`DepartmentGrant` per department from the registry; the ACL module
 turns each grant into Kafka ACLs for the department's principal.
 
@@ -20,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from xietong.topics import DEPARTMENT_INBOUND, DEPARTMENT_INBOX
+
 
 def department_principal(code: str) -> str:
     """The Kafka principal of a department: ``User:dept-<code>``."""
@@ -28,12 +31,12 @@ def department_principal(code: str) -> str:
 
 def inbox_topic(code: str) -> str:
     """Where the platform delivers to a department (双告知 pushes, notices): it reads it."""
-    return f"dept.{code}.inbox"
+    return DEPARTMENT_INBOX.name(code)
 
 
 def inbound_topic(code: str) -> str:
     """Where a department publishes to the platform: the only topic it may write."""
-    return f"dept.{code}.inbound"
+    return DEPARTMENT_INBOUND.name(code)
 
 
 def group_prefix(code: str) -> str:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import secrets
 from collections import Counter
@@ -81,6 +80,7 @@ from registry.models import (
 )
 from registry.seed import DepartmentRole, Level, SampleProvince, load_sample_province
 from schemas import CANONICAL_RECORD_TYPES
+from xietong.logs import log_event as structured_log
 from xietong.uscc import uscc_problems
 
 __all__ = [
@@ -150,7 +150,7 @@ def utcnow() -> datetime:
 
 def log_event(event: str, **fields: Any) -> None:
     """One structured line per significant event."""
-    logger.info(json.dumps({"event": event, **fields}, ensure_ascii=False, default=str))
+    structured_log(logger, event, **fields)
 
 
 # -- reading --------------------------------------------------------------------------------
