@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -38,7 +39,10 @@ from connectors.mapping import DepartmentMapping
 from connectors.validation import Problem, validate
 from schemas import DEAD_LETTER_RECORD
 from xietong.kafka import KafkaClients
+from xietong.logs import log_event
 from xietong.topics import CONNECTOR_OFFSETS
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from connectors.parallel import ParallelEncoder
@@ -327,7 +331,7 @@ class Publisher:
         on_delivery: Callable[[KafkaError | None, Message], None] = self._event_delivered
         if encoded.problems:
             codes = sorted({problem.code for problem in encoded.problems})
-            on_delivery = partial(self._dead_letter_delivered, codes)
+            on_delivery = partial(self._dead_letter_delivered, codes, encoded.event_id)
         headers: list[tuple[str, str | bytes | None]] = [
             ("event_id", encoded.event_id.encode()),
             ("record_type", self._record_type_header),
@@ -355,11 +359,21 @@ class Publisher:
         self._published.inc()
 
     def _dead_letter_delivered(
-        self, codes: list[str], error: KafkaError | None, message: Message
+        self, codes: list[str], dead_letter_id: str, error: KafkaError | None, message: Message
     ) -> None:
         if error is not None:
             self._failed(error, message)
             return
+        log_event(
+            logger,
+            "record_dead_lettered",
+            connector=self.connector,
+            department=self.department.uscc,
+            record_type=self.record_type.name,
+            reasons=codes,
+            event_id=dead_letter_id,
+            dead_letter_offset=message.offset(),
+        )
         self.report.dead_lettered += 1
         self.report.reasons.update(codes)
         for code in codes:
@@ -593,6 +607,14 @@ class SourceConnector:
             self.offsets.commit(self.name, self.source.source_partition, offset)
         self._in_batch = 0
         self.publisher.report.committed_offset = offset
+        log_event(
+            logger,
+            "batch_committed",
+            connector=self.name,
+            source_partition=self.source.source_partition,
+            source_offset=offset,
+            records=records,
+        )
         lag = self.source.lag(offset)
         if lag is not None:
             SOURCE_LAG.labels(self.name, self.source.source_partition, lag[1]).set(lag[0])

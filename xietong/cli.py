@@ -242,11 +242,13 @@ def connect_run(
     from connectors.config import ConnectorConfig, HttpIngestConfig
     from connectors.runner import run_connector
     from xietong.kafka import clients
+    from xietong.logs import configure
 
     try:
         config = ConnectorConfig.load(config_file)
     except ValueError as error:
         fail(str(error))
+    configure()
     if config.metrics_port:
         start_http_server(config.metrics_port, addr="127.0.0.1")
     if isinstance(config.source, HttpIngestConfig):
