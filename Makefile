@@ -39,8 +39,11 @@ status: install ## report the local services, their memory and logs
 topics: up ## create or correct the declared topics
 	$(XIETONG) topics apply
 
-run: topics ## the main job: stack, topics, schemas, a round trip and the sample departments' feed
+run: topics ## the main job: stack, topics, schemas, registry, a round trip and the sample feed
 	$(XIETONG) schemas register
+	$(XIETONG) registry migrate
+	$(XIETONG) registry load-catalog
+	$(XIETONG) registry reconcile-acls
 	$(XIETONG) demo round-trip
 	$(XIETONG) demo feed
 

@@ -440,7 +440,13 @@ class OffsetStore:
 
         wanted = self._key(connector, source_partition)
         consumer = self.clients.consumer(
-            group_id=self.clients.group(f"offsets-{uuid.uuid4()}"), **{"enable.partition.eof": True}
+            group_id=self.clients.group(f"offsets-{uuid.uuid4()}"),
+            **{
+                "enable.partition.eof": True,
+                # Read by assignment and closed at once: its group coordinator connection is
+                # often torn down mid-handshake, which librdkafka would report as an error.
+                "log_level": 2,
+            },
         )
         try:
             metadata = consumer.list_topics(self.topic, timeout=10).topics[self.topic]

@@ -139,6 +139,59 @@ HEARTBEATS = TopicSpec(
     readers=("connectors", "registry", "streams", "sink"),
 )
 
+# The registry's reference data and subscriptions, for stream processors to hold as
+# tables: compacted, so a processor that starts reads the latest record of every key and
+# then follows changes without a restart. Only the registry writes them (from its
+# outbox, registry/publisher.py); a deleted entry is a tombstone (a null value).
+
+REGISTRY_DEPARTMENTS = TopicSpec(
+    "registry.departments",
+    "部门: every department, keyed by its code",
+    TopicKey.CATALOG,
+    compacted=True,
+    partitions=1,
+    writers=("registry",),
+    readers=("streams", "sink"),
+)
+REGISTRY_APPROVAL_ITEMS = TopicSpec(
+    "registry.approval-items",
+    "后置审批事项: every approval item with its routes (区划→部门) and matching rules,"
+    " keyed by the item's code",
+    TopicKey.CATALOG,
+    compacted=True,
+    partitions=1,
+    writers=("registry",),
+    readers=("streams", "sink"),
+)
+REGISTRY_MEASURES = TopicSpec(
+    "registry.measures",
+    "失信惩戒措施: every joint-punishment measure, keyed by its code",
+    TopicKey.CATALOG,
+    compacted=True,
+    partitions=1,
+    writers=("registry",),
+    readers=("streams", "sink"),
+)
+REGISTRY_LIST_TYPES = TopicSpec(
+    "registry.list-types",
+    "名单类型: every credit list and its term, keyed by its code",
+    TopicKey.CATALOG,
+    compacted=True,
+    partitions=1,
+    writers=("registry",),
+    readers=("streams", "sink"),
+)
+REGISTRY_SUBSCRIPTIONS = TopicSpec(
+    "registry.subscriptions",
+    "订阅: every subscription in its current state (REVOKED and EXPIRED included),"
+    " keyed by its id",
+    TopicKey.CATALOG,
+    compacted=True,
+    partitions=3,
+    writers=("registry",),
+    readers=("streams", "sink"),
+)
+
 TOPICS: tuple[TopicSpec, ...] = (
     REGISTRATIONS,
     LICENCES,
@@ -148,6 +201,11 @@ TOPICS: tuple[TopicSpec, ...] = (
     CONNECTOR_OFFSETS,
     HEARTBEATS,
     BENCH,
+    REGISTRY_DEPARTMENTS,
+    REGISTRY_APPROVAL_ITEMS,
+    REGISTRY_MEASURES,
+    REGISTRY_LIST_TYPES,
+    REGISTRY_SUBSCRIPTIONS,
 )
 
 
