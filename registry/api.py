@@ -30,7 +30,13 @@ from fastapi import Path as PathParameter
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client import Counter as MetricCounter
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -578,7 +584,10 @@ def _install_health_and_metrics(app: FastAPI, database_url: str) -> None:
 
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response)
     def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+        # The API's own metrics live in a registry per app (tests build many apps); the
+        # enforcer's, the outbox relay's and the process's are in the default one.
+        body = generate_latest(metrics) + generate_latest(REGISTRY)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     # The registry's routes themselves: FastAPI keeps an included router as one entry.
     routes = [route for route in (*router.routes, *app.routes) if hasattr(route, "path")]

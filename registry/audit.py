@@ -17,6 +17,11 @@ is what makes loading an unchanged catalog leave the log untouched.
 :class:`AuditedSession` refuses to flush a new, changed or deleted row that none of
 these calls announced (:class:`UnauditedChangeError`): a change cannot slip past the
 log by forgetting to record it.
+
+The same session feeds the outbox (:mod:`registry.outbox`): every row the audit log
+records is noted, and just before the transaction commits a snapshot of each published
+entity those rows belong to is written, so no change of published data commits without
+its event, and a rolled-back one leaves none.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.orm import Session, UOWTransaction
+from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
 
+from registry import outbox
 from registry.models import AuditEntry, Base, row_snapshot
 
 _PENDING = "registry.audit.pending"
@@ -145,10 +151,12 @@ def _refuse_unaudited(session: Session, flush_context: UOWTransaction, instances
 def _write_audit_entries(session: Session, flush_context: UOWTransaction) -> None:
     pending = _pending(session)
     entries = []
+    changed: list[Base] = []
     for row, change in pending.items():
         after = None if change.deleted else row_snapshot(row)
         if after is not None and after == change.before:
             continue
+        changed.append(row)
         entries.append(
             {
                 "actor": change.actor,
@@ -162,8 +170,20 @@ def _write_audit_entries(session: Session, flush_context: UOWTransaction) -> Non
     pending.clear()
     if entries:
         session.connection().execute(sa.insert(AuditEntry), entries)
+    outbox.note_changes(session, changed)
+
+
+@event.listens_for(AuditedSession, "before_commit")
+def _write_outbox(session: Session) -> None:
+    # The commit flushes only after this hook; the snapshots must see the last changes.
+    session.flush()
+    outbox.write_changed(session)
 
 
 @event.listens_for(AuditedSession, "after_soft_rollback")
-def _forget_pending(session: Session, previous_transaction: object) -> None:
+def _forget_pending(session: Session, previous_transaction: SessionTransaction) -> None:
     _pending(session).clear()
+    # A savepoint's rollback keeps what was noted before it: a snapshot too many is
+    # harmless (the same state again), a missing one is not.
+    if not previous_transaction.nested:
+        outbox.forget_changes(session)

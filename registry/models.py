@@ -13,7 +13,10 @@ Four groups of tables, created by ``registry/migrations/versions/0001_initial.py
   their routes (事项+区划→部门) and matching rules, credit list types (名单), matter types
   (事项类型) and joint-punishment measures (失信惩戒措施);
 * :class:`AuditEntry`: one row per changed row, written in the same transaction by
-  :mod:`registry.audit` (who, when, what, before and after).
+  :mod:`registry.audit` (who, when, what, before and after);
+* :class:`OutboxEntry` (``0002_outbox.py``): the transactional outbox, one snapshot per
+  changed published entity, written in the same transaction by :mod:`registry.outbox`
+  and relayed to the registry's compacted topics by :mod:`registry.publisher`.
 
 Enumerations are stored as short strings with a CHECK constraint (not PostgreSQL enum
 types), so adding a value is a one-line migration.
@@ -375,6 +378,33 @@ class AuditEntry(Base):
     entity_id: Mapped[str] = mapped_column(sa.Text)
     before: Mapped[dict[str, Any] | None] = mapped_column(NULLABLE_JSONB)
     after: Mapped[dict[str, Any] | None] = mapped_column(NULLABLE_JSONB)
+
+
+# -- the outbox -----------------------------------------------------------------------------
+
+
+class OutboxEntry(Base):
+    """A snapshot of one published entity, waiting for (or already given to) the broker.
+
+    Written by :mod:`registry.outbox` in the transaction that changed the entity, so
+    the change and its event commit together; marked ``published_at`` by
+    :class:`registry.publisher.OutboxRelay` once the broker has acknowledged it.
+    ``payload`` is the Avro record of the topic's schema as JSON (timestamps in epoch
+    milliseconds); null for a removed entity, which is published as a tombstone.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        # The relay's queue: only the unpublished rows, in id order.
+        sa.Index("ix_outbox_unpublished", "id", postgresql_where=sa.text("published_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    topic: Mapped[str] = mapped_column(sa.String(249))
+    key: Mapped[str] = mapped_column(sa.Text)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(NULLABLE_JSONB)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=_now())
+    published_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
 
 def row_snapshot(row: Base) -> dict[str, Any]:

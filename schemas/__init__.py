@@ -1,7 +1,8 @@
 """Avro schemas of the platform's records, and the one way they are loaded and registered.
 
 Each record type has one ``.avsc`` file in ``schemas/avro/``. The shared envelope lives
-in ``cn.gov.xietong.Envelope.avsc`` and is referenced by name; :func:`load_schema`
+in ``cn.gov.xietong.Envelope.avsc`` (the registry's ``Level`` enum in
+``cn.gov.xietong.registry.Level.avsc``) and is referenced by name; :func:`load_schema`
 inlines it, so the registry holds self-contained schemas that any Confluent client can
 read. A schema is registered under ``<topic>-value`` (Confluent's TopicNameStrategy)
 with the subject's compatibility set to BACKWARD first, so the registry refuses a
@@ -29,6 +30,11 @@ from xietong.topics import (
     LICENCES,
     PENALTIES,
     REGISTRATIONS,
+    REGISTRY_APPROVAL_ITEMS,
+    REGISTRY_DEPARTMENTS,
+    REGISTRY_LIST_TYPES,
+    REGISTRY_MEASURES,
+    REGISTRY_SUBSCRIPTIONS,
     TopicSpec,
 )
 
@@ -98,10 +104,24 @@ HEARTBEAT = RecordType("heartbeat", "心跳", "heartbeat", HEARTBEATS)
 CANONICAL_RECORD_TYPES: dict[str, RecordType] = {
     record.name: record for record in (REGISTRATION, LICENCE, PENALTY, CREDIT_LIST_ENTRY)
 }
+
+#: What the registry publishes to its compacted topics (registry/publisher.py), by name.
+REGISTRY_RECORD_TYPES: dict[str, RecordType] = {
+    record.name: record
+    for record in (
+        RecordType("department", "部门", "department", REGISTRY_DEPARTMENTS),
+        RecordType("approval_item", "后置审批事项", "approval_item", REGISTRY_APPROVAL_ITEMS),
+        RecordType("measure", "失信惩戒措施", "measure", REGISTRY_MEASURES),
+        RecordType("credit_list_type", "名单类型", "credit_list_type", REGISTRY_LIST_TYPES),
+        RecordType("subscription", "订阅", "subscription", REGISTRY_SUBSCRIPTIONS),
+    )
+}
+
 ALL_RECORD_TYPES: tuple[RecordType, ...] = (
     *CANONICAL_RECORD_TYPES.values(),
     DEAD_LETTER_RECORD,
     HEARTBEAT,
+    *REGISTRY_RECORD_TYPES.values(),
 )
 
 

@@ -947,17 +947,129 @@ def registry_serve() -> None:
     registry_logger = logging.getLogger("registry")
     registry_logger.addHandler(handler)
     registry_logger.setLevel(logging.INFO)
+    from registry.db import session_factory
     from registry.enforcer import AccessEnforcer
+    from registry.publisher import OutboxRelay
     from xietong.kafka import clients
 
     settings = get_settings()
+    # Beside the API: the broker follows the registry (access), and so do the compacted
+    # reference topics (outbox); both act at once after a change, and on a timer.
     enforcer = AccessEnforcer(settings.database_url, settings, clients("admin").admin())
-    _, stop = enforcer.start()
-    app_ = create_app(settings.database_url, registry_settings.admin_token_sha256, enforcer.nudge)
+    relay = OutboxRelay(session_factory(settings.database_url), clients("registry"))
+    _, stop_enforcer = enforcer.start()
+    _, stop_relay = relay.start()
+
+    def after_change() -> None:
+        relay.nudge()
+        enforcer.nudge()
+
+    app_ = create_app(settings.database_url, registry_settings.admin_token_sha256, after_change)
     try:
         uvicorn.run(app_, host=registry_settings.host, port=registry_settings.port)
     finally:
-        stop.set()
+        stop_enforcer.set()
+        stop_relay.set()
+
+
+# -- the registry's compacted topics: the outbox relay (registry/publisher.py) --------------
+
+if TYPE_CHECKING:
+    from registry.publisher import OutboxRelay
+
+
+@contextmanager
+def _relay() -> Iterator[OutboxRelay]:
+    """The outbox relay of the registry database, as svc-registry; a failure becomes one
+    ``fail()`` line saying what to do."""
+    import sqlalchemy as sa
+
+    from registry.db import session_factory
+    from registry.publisher import OutboxPublishError, OutboxRelay
+    from xietong.kafka import KafkaCredentialsError, clients
+
+    url = get_settings().database_url
+    try:
+        yield OutboxRelay(session_factory(url), clients("registry"))
+    except (OutboxPublishError, KafkaCredentialsError) as error:
+        fail(str(error))
+    except sa.exc.SQLAlchemyError as error:
+        fail(
+            f"registry database {url.rsplit('@', 1)[-1]}:"
+            f" {str(getattr(error, 'orig', error)).splitlines()[0]}; is the stack up"
+            " (xietong stack up) and the database migrated (xietong registry migrate)?"
+        )
+
+
+@registry_app.command("publish")
+def registry_publish(
+    watch: Annotated[
+        bool, typer.Option(help="Keep publishing every --interval seconds until interrupted.")
+    ] = False,
+    republish: Annotated[
+        bool,
+        typer.Option(
+            help="First write a fresh snapshot of everything to the outbox (for a new topic,"
+            " or after a restore)."
+        ),
+    ] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between rounds with --watch.")] = 1.0,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="With --watch, serve /metrics on 127.0.0.1:PORT.")
+    ] = None,
+) -> None:
+    """Publish the registry's outbox to its compacted topics, as svc-registry.
+
+    registry.departments, registry.approval-items, registry.measures, registry.list-types
+    and registry.subscriptions: every change since the last run, in order. Without
+    --watch it publishes what is pending and stops. The topics' schemas must be
+    registered (xietong schemas register).
+    """
+    import threading
+
+    from prometheus_client import start_http_server
+
+    from xietong.logs import configure
+
+    with _relay() as relay:
+        if republish:
+            written = relay.republish_all()
+            console.print(f"{written} snapshots written to the outbox", highlight=False)
+        if watch:
+            configure()
+            if metrics_port:
+                start_http_server(metrics_port, addr="127.0.0.1")
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            signal.signal(signal.SIGINT, lambda *_: stop.set())
+            relay.run(stop, interval)
+            return
+        published = 0
+        while batch := relay.publish_pending():
+            published += batch
+        left = sum(topic.rows for topic in relay.pending())
+    console.print(
+        f"{published} records published"
+        + (f"; {left} still pending (another relay is publishing them)" if left else ""),
+        highlight=False,
+    )
+
+
+@registry_app.command("outbox")
+def registry_outbox(as_json: JsonOption = False) -> None:
+    """What waits in the outbox to be published, per topic, and since when."""
+    with _relay() as relay:
+        pending = relay.pending()
+    if as_json:
+        _print_json(
+            [{"topic": p.topic, "pending": p.rows, "oldest": p.oldest.isoformat()} for p in pending]
+        )
+        return
+    table = Table("topic", "pending", "oldest")
+    for topic in pending:
+        table.add_row(topic.topic, str(topic.rows), topic.oldest.isoformat(timespec="seconds"))
+    console.print(table)
+    console.print(f"{sum(p.rows for p in pending)} records pending", highlight=False)
 
 
 if __name__ == "__main__":

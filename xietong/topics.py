@@ -183,8 +183,7 @@ REGISTRY_LIST_TYPES = TopicSpec(
 )
 REGISTRY_SUBSCRIPTIONS = TopicSpec(
     "registry.subscriptions",
-    "订阅: every subscription in its current state (REVOKED and EXPIRED included),"
-    " keyed by its id",
+    "订阅: every subscription in its current state (REVOKED and EXPIRED included), keyed by its id",
     TopicKey.CATALOG,
     compacted=True,
     partitions=3,

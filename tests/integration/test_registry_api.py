@@ -143,7 +143,7 @@ def test_the_openapi_document_lists_every_endpoint_with_bearer_auth_and_error_bo
 
 
 def test_health_answers_without_a_token_and_names_the_migration(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok", "database": "ok", "migration": "0001"}
+    assert client.get("/health").json() == {"status": "ok", "database": "ok", "migration": "0002"}
 
 
 def test_metrics_count_requests_by_route_template_and_status(
