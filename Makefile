@@ -44,6 +44,7 @@ run: topics ## the main job: stack, topics, schemas, registry, a round trip and 
 	$(XIETONG) registry migrate
 	$(XIETONG) registry load-catalog
 	$(XIETONG) registry reconcile-acls
+	$(XIETONG) registry publish
 	$(XIETONG) demo round-trip
 	$(XIETONG) demo feed
 
