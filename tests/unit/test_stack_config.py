@@ -109,3 +109,54 @@ def test_replication_settings_come_from_the_environment(monkeypatch: pytest.Monk
 
     assert settings.replication_factor == 3
     assert all(spec.config(settings)["min.insync.replicas"] == "2" for spec in TOPICS)
+
+
+def test_a_missing_maven_is_one_line_saying_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xietong.stack.maven import resolve_artifact
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
+
+    with pytest.raises(StackError) as error:
+        resolve_artifact(
+            Settings(home=tmp_path, cache_dir=tmp_path), "g:a:1:jar", tmp_path / "m.log"
+        )
+
+    assert "'mvn' was not found" in str(error.value)
+    assert "apt-get install maven" in str(error.value)
+
+
+def test_a_failed_download_names_the_artifact_and_where_the_details_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xietong.stack.maven import resolve_artifact
+
+    fake_mvn = tmp_path / "bin" / "mvn"
+    fake_mvn.parent.mkdir()
+    fake_mvn.write_text("#!/bin/sh\necho 'Could not transfer artifact' >&2\nexit 1\n")
+    fake_mvn.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake_mvn.parent))
+    log = tmp_path / "maven.log"
+
+    with pytest.raises(StackError) as error:
+        resolve_artifact(Settings(home=tmp_path, cache_dir=tmp_path), "io.x:app:9:tar.gz:all", log)
+
+    message = str(error.value)
+    assert "could not resolve io.x:app:9:tar.gz:all from Maven Central" in message
+    assert str(log) in message and "\n" not in message
+    assert "Could not transfer artifact" in log.read_text()
+
+
+def test_a_java_too_old_for_a_service_says_which_version_it_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from xietong.stack import java
+
+    monkeypatch.setattr(java, "_candidates", lambda: [Path("/usr/bin/java")])
+    monkeypatch.setattr(java, "java_version", lambda path: 17)
+
+    with pytest.raises(StackError) as error:
+        java.find_java(21, "the schema registry (Apicurio 3.3.3)")
+
+    assert "needs Java 21+, found: 17 (/usr/bin/java)" in str(error.value)
