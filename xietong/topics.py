@@ -191,6 +191,63 @@ REGISTRY_SUBSCRIPTIONS = TopicSpec(
     readers=("streams", "sink"),
 )
 
+# 双告知 (streams/dual_notice.py): what the processor tells departments and applicants,
+# and what departments did about it. Everything delivered to a department's inbox is also
+# published here, so the sink and auditors see who was told what, and when; kept forever.
+
+DUAL_NOTICE_PUSHES = TopicSpec(
+    "dualnotice.pushes",
+    "双告知推送: every push to an approving department, republished at each change of state",
+    TopicKey.USCC,
+    writers=("streams",),
+    readers=("sink",),
+)
+DUAL_NOTICE_APPLICANT_NOTICES = TopicSpec(
+    "dualnotice.applicant-notices",
+    "告知书: per registration event, the permits the applicant needs and who grants them",
+    TopicKey.USCC,
+    writers=("streams",),
+    readers=("sink",),
+)
+DUAL_NOTICE_MANUAL_ROUTING = TopicSpec(
+    "dualnotice.manual-routing",
+    "分流失败: items with no department for the entity's division, until the registrar"
+    " routes them by hand (手动分流)",
+    TopicKey.USCC,
+    writers=("streams",),
+    readers=("sink",),
+)
+DUAL_NOTICE_ACTIONS = TopicSpec(
+    "dualnotice.actions",
+    "Department actions on pushes (认领、退回、重新指派、终止推送、手动分流) as received from"
+    " their inbound topics, with the acting department the topic names; keyed by USCC",
+    TopicKey.USCC,
+    writers=("streams",),
+    readers=("streams", "sink"),
+)
+DUAL_NOTICE_REJECTED_ACTIONS = TopicSpec(
+    "dualnotice.rejected-actions",
+    "Department actions that were not applied, each with the reason; keyed by department",
+    TopicKey.SOURCE,
+    partitions=3,
+    writers=("streams",),
+    readers=("sink",),
+)
+DUAL_NOTICE_ALERTS = TopicSpec(
+    "dualnotice.alerts",
+    "逾期未认领 escalations and 无证经营 risk alerts, as sent to the departments",
+    TopicKey.USCC,
+    writers=("streams",),
+    readers=("sink",),
+)
+DUAL_NOTICE_CLOSURE_NOTICES = TopicSpec(
+    "dualnotice.closure-notices",
+    "注销/吊销 notices to the departments that issued the entity a still-valid licence",
+    TopicKey.USCC,
+    writers=("streams",),
+    readers=("sink",),
+)
+
 TOPICS: tuple[TopicSpec, ...] = (
     REGISTRATIONS,
     LICENCES,
@@ -205,6 +262,13 @@ TOPICS: tuple[TopicSpec, ...] = (
     REGISTRY_MEASURES,
     REGISTRY_LIST_TYPES,
     REGISTRY_SUBSCRIPTIONS,
+    DUAL_NOTICE_PUSHES,
+    DUAL_NOTICE_APPLICANT_NOTICES,
+    DUAL_NOTICE_MANUAL_ROUTING,
+    DUAL_NOTICE_ACTIONS,
+    DUAL_NOTICE_REJECTED_ACTIONS,
+    DUAL_NOTICE_ALERTS,
+    DUAL_NOTICE_CLOSURE_NOTICES,
 )
 
 
@@ -255,7 +319,7 @@ DEPARTMENT_INBOUND = DepartmentTopic(
     "What the department's own systems publish to the platform; only it may write it",
     TopicKey.SOURCE,
     retention_ms=30 * DAY_MS,
-    readers=("connectors",),
+    readers=("connectors", "streams"),  # the streams read 双告知 actions from it
 )
 DEPARTMENT_TOPICS: tuple[DepartmentTopic, ...] = (DEPARTMENT_INBOX, DEPARTMENT_INBOUND)
 
@@ -273,9 +337,16 @@ def owned_by_declarations(grant: Grant) -> bool:
     )
 
 
+#: Topics the stream processors create themselves: Faust names its internal topics (table
+#: changelogs, repartition and deadline topics) after the app id, and every app id starts
+#: with this prefix (``xietong.streams.dual-notice``).
+STREAMS_INTERNAL_TOPIC_PREFIX = "xietong.streams."
+
+
 def service_grants(topics: Iterable[TopicSpec] = TOPICS) -> set[Grant]:
     """The ACLs of the platform's services: the declared readers and writers of each
-    topic, and each service's own consumer groups (``xietong.<service>.``)."""
+    topic, each service's own consumer groups (``xietong.<service>.``), and the stream
+    processors' internal topics (``xietong.streams.``)."""
     grants: set[Grant] = set()
     for spec in topics:
         for service in spec.writers:
@@ -286,6 +357,9 @@ def service_grants(topics: Iterable[TopicSpec] = TOPICS) -> set[Grant]:
         if service != "admin":
             principal = f"User:{principal_name(service)}"
             grants.add(group_grant(principal, f"xietong.{service}."))
+    streams = f"User:{principal_name('streams')}"
+    for operation in ("CREATE", "READ", "WRITE", "DESCRIBE"):
+        grants.add(Grant(streams, "TOPIC", STREAMS_INTERNAL_TOPIC_PREFIX, operation, "PREFIXED"))
     return grants
 
 
