@@ -67,8 +67,9 @@ format: install ## format the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: up ## connector throughput vs a bare producer (JSON in .local/bench/)
+bench: up ## connectors and the 双告知 processor vs bare clients (JSON in .local/bench/)
 	$(BIN)/python -m tests.bench.connectors
+	$(BIN)/python -m tests.bench.dual_notice
 
 clean: down ## stop the stack and delete its data (.local/); keeps the download cache
 	rm -rf .local

@@ -16,7 +16,6 @@ Every run reconciles exactly: ``read == published + dead_lettered``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -38,6 +37,7 @@ from prometheus_client import Gauge, Histogram
 from connectors.mapping import DepartmentMapping
 from connectors.validation import Problem, validate
 from schemas import DEAD_LETTER_RECORD
+from xietong.ids import deterministic_id
 from xietong.kafka import KafkaClients
 from xietong.logs import log_event
 from xietong.topics import CONNECTOR_OFFSETS
@@ -47,17 +47,7 @@ logger = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from connectors.parallel import ParallelEncoder
 
-#: Namespace of the platform's deterministic ids (uuid5).
-XIETONG_NAMESPACE = uuid.UUID("6f1d2c0e-3b9a-5c4e-9a57-58696574e76f")
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
-_NAMESPACE_DIGEST = hashlib.sha1(XIETONG_NAMESPACE.bytes, usedforsecurity=False)
-
-
-def deterministic_id(name: str) -> str:
-    """``str(uuid.uuid5(XIETONG_NAMESPACE, name))``, without rehashing the namespace."""
-    digest = _NAMESPACE_DIGEST.copy()
-    digest.update(name.encode())
-    return str(uuid.UUID(bytes=digest.digest()[:16], version=5))
 
 
 # -- metrics, shared by every connector ----------------------------------------------------

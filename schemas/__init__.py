@@ -26,6 +26,13 @@ from fastavro.schema import load_schema as _load_with_references
 from xietong.topics import (
     CREDIT_LIST_ENTRIES,
     DEAD_LETTER,
+    DUAL_NOTICE_ACTIONS,
+    DUAL_NOTICE_ALERTS,
+    DUAL_NOTICE_APPLICANT_NOTICES,
+    DUAL_NOTICE_CLOSURE_NOTICES,
+    DUAL_NOTICE_MANUAL_ROUTING,
+    DUAL_NOTICE_PUSHES,
+    DUAL_NOTICE_REJECTED_ACTIONS,
     HEARTBEATS,
     LICENCES,
     PENALTIES,
@@ -76,10 +83,14 @@ class RecordType:
     label: str  # the Chinese name, for people
     schema_file: str
     topic: TopicSpec
+    #: The subject when it is not the topic's: a record that many topics carry (a
+    #: department action, on every department's inbound topic) is registered under its
+    #: full record name, as Confluent's RecordNameStrategy does.
+    subject_name: str | None = None
 
     @property
     def subject(self) -> str:
-        return value_subject(self.topic.name)
+        return self.subject_name or value_subject(self.topic.name)
 
     @property
     def schema_str(self) -> str:
@@ -117,11 +128,61 @@ REGISTRY_RECORD_TYPES: dict[str, RecordType] = {
     )
 }
 
+#: What departments write to their inbound topics about a 双告知 push (认领、退回 …).
+DEPARTMENT_ACTION = RecordType(
+    "department_action",
+    "部门操作",
+    "cn.gov.xietong.dualnotice.DepartmentAction",
+    DUAL_NOTICE_ACTIONS,
+    subject_name="cn.gov.xietong.dualnotice.DepartmentAction",
+)
+
+#: What the 双告知 processor (streams/dual_notice.py) publishes, by name.
+DUAL_NOTICE_RECORD_TYPES: dict[str, RecordType] = {
+    record.name: record
+    for record in (
+        RecordType("dual_notice_push", "双告知推送", "dual_notice_push", DUAL_NOTICE_PUSHES),
+        RecordType(
+            "dual_notice_applicant_notice",
+            "告知书",
+            "dual_notice_applicant_notice",
+            DUAL_NOTICE_APPLICANT_NOTICES,
+        ),
+        RecordType(
+            "dual_notice_routing_failure",
+            "分流失败",
+            "dual_notice_routing_failure",
+            DUAL_NOTICE_MANUAL_ROUTING,
+        ),
+        RecordType(
+            "received_department_action",
+            "部门操作（已接收）",
+            "received_department_action",
+            DUAL_NOTICE_ACTIONS,
+        ),
+        RecordType(
+            "rejected_department_action",
+            "未执行的部门操作",
+            "rejected_department_action",
+            DUAL_NOTICE_REJECTED_ACTIONS,
+        ),
+        RecordType("dual_notice_alert", "双告知督办", "dual_notice_alert", DUAL_NOTICE_ALERTS),
+        RecordType(
+            "entity_closure_notice",
+            "注销/吊销告知",
+            "entity_closure_notice",
+            DUAL_NOTICE_CLOSURE_NOTICES,
+        ),
+    )
+}
+
 ALL_RECORD_TYPES: tuple[RecordType, ...] = (
     *CANONICAL_RECORD_TYPES.values(),
     DEAD_LETTER_RECORD,
     HEARTBEAT,
     *REGISTRY_RECORD_TYPES.values(),
+    DEPARTMENT_ACTION,
+    *DUAL_NOTICE_RECORD_TYPES.values(),
 )
 
 

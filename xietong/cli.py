@@ -1072,5 +1072,28 @@ def registry_outbox(as_json: JsonOption = False) -> None:
     console.print(f"{sum(p.rows for p in pending)} records pending", highlight=False)
 
 
+# -- stream processors -----------------------------------------------------------------------
+
+streams_app = typer.Typer(help="The stream processors (faust-streaming).", no_args_is_help=True)
+app.add_typer(streams_app, name="streams")
+
+
+@streams_app.command("dual-notice")
+def streams_dual_notice(
+    log_level: Annotated[
+        str, typer.Option(help="Faust's own log level (the processor's events are JSON lines)")
+    ] = "info",
+) -> None:
+    """Run a 双告知 worker: pushes to approving departments, 告知书, claims and deadlines.
+
+    Runs until SIGTERM or Ctrl-C; start more workers to share the partitions. The rules
+    come from XIETONG_DUAL_NOTICE_* (claim period, licence period, working days,
+    metrics port); see streams/dual_notice.py.
+    """
+    from streams.dual_notice import run_worker
+
+    run_worker(get_settings(), loglevel=log_level)
+
+
 if __name__ == "__main__":
     app()

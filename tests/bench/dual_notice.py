@@ -1,0 +1,659 @@
+"""双告知 processor: throughput and end-to-end latency, against a bare confluent-kafka loop
+doing the same catalog match, in the same run.
+
+    make bench            # or: python -m tests.bench.dual_notice --records 30000 --seconds 20
+
+On the running local stack, with the sample province's catalog on
+``registry.approval-items`` (``make run`` puts it there), the benchmark
+
+1. produces ``--records`` registrations of the sample province's mix (about 30 % with a
+   permit item) to a registrations topic of its own, then starts one worker of the
+   processor (``DualNoticeProcessor``, its own app id and topics: nothing reaches the
+   platform's topics or any department) and times it through that backlog:
+   **registrations/s on one worker**;
+2. with the worker caught up, produces registrations at a steady ``--rate`` (1,000/s) for
+   ``--seconds`` and times each push from the registration's send to its arrival in the
+   inbox: **p50/p99 end-to-end latency**;
+3. does both again with the baseline: one process, a confluent-kafka consumer, the same
+   Avro decoding, catalog match and routing, the same push records encoded and produced,
+   offsets committed after the producer's flush — and no state, no changelogs, no
+   department actions, no deadlines.
+
+With ``--profile`` the worker runs under cProfile during the backlog, and the functions
+taking the most time are reported ("where the time goes"). Results:
+``.local/bench/dual_notice.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from schemas import DUAL_NOTICE_RECORD_TYPES, REGISTRATION, register_all
+from streams.dual_notice import (
+    ApprovalCatalog,
+    DualNoticeSettings,
+    DualNoticeTopics,
+    new_push,
+    registered_entity,
+    run_worker,
+)
+from streams.runtime import RecordWriter
+from tests.dual_notice_records import PROVINCE, registration
+from xietong.kafka import KafkaClients
+from xietong.settings import Settings, get_settings
+from xietong.stack import LocalStack
+from xietong.topics import (
+    REGISTRY_APPROVAL_ITEMS,
+    STREAMS_INTERNAL_TOPIC_PREFIX,
+    TopicKey,
+    TopicSpec,
+    apply_topics,
+)
+
+THROUGHPUT_TARGET = 10_000  # registrations/s per worker, issue 5
+P99_TARGET_MS = 250  # at 1,000 registrations/s
+APP_NAME = "dual-notice-bench"
+PREFIX = f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}."
+TOPIC_SUFFIXES = (
+    "registrations",
+    "licences",
+    "actions",
+    "inbound",
+    "pushes",
+    "applicant-notices",
+    "manual-routing",
+    "rejected-actions",
+    "alerts",
+    "closure-notices",
+    "dead-letter",
+    "inbox",
+    "baseline-pushes",
+    "baseline-inbox",
+    "baseline-applicant-notices",
+)
+BASELINE_GROUP = f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}-baseline"
+
+
+def bench_topics() -> DualNoticeTopics:
+    """The processor's topics in the benchmark: its own, every inbox one topic."""
+    return DualNoticeTopics(
+        app_name=APP_NAME,
+        registrations=f"{PREFIX}registrations",
+        licences=f"{PREFIX}licences",
+        actions=f"{PREFIX}actions",
+        outputs={
+            "dual_notice_push": f"{PREFIX}pushes",
+            "dual_notice_applicant_notice": f"{PREFIX}applicant-notices",
+            "dual_notice_routing_failure": f"{PREFIX}manual-routing",
+            "rejected_department_action": f"{PREFIX}rejected-actions",
+            "dual_notice_alert": f"{PREFIX}alerts",
+            "entity_closure_notice": f"{PREFIX}closure-notices",
+            "dead_letter": f"{PREFIX}dead-letter",
+        },
+        inbox=f"{PREFIX}inbox",
+        inbound_pattern=rf"^{PREFIX.replace('.', '[.]')}inbound$",
+    )
+
+
+# -- the workload -------------------------------------------------------------------------------
+
+#: 许可项目 (with the industry class that goes with them) of the registrations that need a
+#: permit, and the 一般项目 of those that do not, as the sample generator mixes them.
+WITH_PERMIT = (
+    (("餐饮服务",), "H6210"),
+    (("食品销售",), "F5229"),
+    (("食品销售", "烟草制品零售"), "F5213"),
+    (("道路货物运输（不含危险货物）",), "G5431"),
+    (("药品零售",), "F5251"),
+    (("理发服务", "生活美容服务"), "O8040"),
+    (("建设工程施工",), "E4710"),
+    (("农药零售",), "F5167"),
+)
+GENERAL_ONLY = (
+    (("日用百货销售", "五金产品零售"), "F5211"),
+    (("软件开发", "信息技术咨询服务"), "I6513"),
+    (("服装服饰零售",), "F5232"),
+)
+DIVISIONS = ("330102", "330106", "330110", "330203", "330206", "330212")
+
+
+def workload(count: int, rng: random.Random) -> list[dict[str, Any]]:
+    records = []
+    for _ in range(count):
+        division = rng.choice(DIVISIONS)
+        if rng.random() < 0.3:
+            permit, industry = rng.choice(WITH_PERMIT)
+            general: tuple[str, ...] = ("日用百货销售",)
+        else:
+            (general, industry), permit = rng.choice(GENERAL_ONLY), ()
+        records.append(registration(division, permit, general, industry=industry, rng=rng))
+    return records
+
+
+def encode_all(
+    kafka: KafkaClients, records: list[dict[str, Any]]
+) -> list[tuple[bytes, bytes, str]]:
+    """Registrations in the wire format, under market.registrations' subject (the
+    benchmark's topic carries what the platform's would)."""
+    writer = RecordWriter(kafka, REGISTRATION)
+    return [(r["uscc"].encode(), writer.encode(r), r["envelope"]["event_id"]) for r in records]
+
+
+def produce_backlog(
+    kafka: KafkaClients, topic: str, encoded: list[tuple[bytes, bytes, str]]
+) -> None:
+    producer = kafka.producer(**{"linger.ms": 50, "batch.num.messages": 10_000})
+    for key, value, _ in encoded:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    producer.flush(60)
+
+
+def produce_steadily(
+    kafka: KafkaClients, topic: str, encoded: list[tuple[bytes, bytes, str]], rate: int
+) -> dict[str, float]:
+    """Send at ``rate`` records/s; when each was handed to the producer (epoch s)."""
+    producer = kafka.producer(**{"linger.ms": 1})
+    sent: dict[str, float] = {}
+    started = time.time()
+    for index, (key, value, event_id) in enumerate(encoded):
+        due = started + index / rate
+        pause = due - time.time()
+        if pause > 0:
+            time.sleep(pause)
+        sent[event_id] = time.time()
+        producer.produce(topic, key=key, value=value)
+        producer.poll(0)
+    producer.flush(60)
+    return sent
+
+
+class Arrivals:
+    """When each push reaches an inbox topic, by registration event id (first arrival)."""
+
+    def __init__(self, kafka: KafkaClients, topic: str) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self.arrived: dict[str, float] = {}
+        self._stop = threading.Event()
+        consumer = kafka.consumer(f"bench-{uuid.uuid4()}", **{"fetch.wait.max.ms": 10})
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = [
+            TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
+            for p in partitions
+        ]
+        consumer.assign(ends)
+        self._consumer = consumer
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        deserialize = self.kafka.avro_deserializer()
+        context = SerializationContext(self.topic, MessageField.VALUE)
+        while not self._stop.is_set():
+            for message in self._consumer.consume(1000, timeout=0.1):
+                if message.error() is None:
+                    now = time.time()
+                    push = deserialize(message.value(), context)
+                    assert isinstance(push, dict)
+                    self.arrived.setdefault(push["entity"]["registration_event_id"], now)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close()
+
+
+def latency(
+    kafka: KafkaClients,
+    registrations: str,
+    inbox: str,
+    encoded: list[tuple[bytes, bytes, str]],
+    rate: int,
+    expected: set[str],
+) -> dict[str, float]:
+    arrivals = Arrivals(kafka, inbox)
+    sent = produce_steadily(kafka, registrations, encoded, rate)
+    deadline = time.time() + 60
+    while not expected <= arrivals.arrived.keys() and time.time() < deadline:
+        time.sleep(0.2)
+    arrivals.stop()
+    delays = sorted(
+        (arrivals.arrived[event] - sent[event]) * 1000
+        for event in expected
+        if event in arrivals.arrived
+    )
+    missing = len(expected) - len(delays)
+    return {
+        "registrations": len(encoded),
+        "pushes_timed": len(delays),
+        "pushes_missing": missing,
+        "p50_ms": round(statistics.median(delays), 1),
+        "p99_ms": round(delays[int(len(delays) * 0.99) - 1], 1),
+        "max_ms": round(delays[-1], 1),
+        "achieved_rate": round(len(encoded) / (max(sent.values()) - min(sent.values())), 1),
+    }
+
+
+def expected_pushes(records: list[dict[str, Any]], catalog: ApprovalCatalog) -> set[str]:
+    """The registrations whose matched items have a department (they reach an inbox)."""
+    found = set()
+    for record in records:
+        permits = [e["text"] for e in record["business_scope_items"] if e["kind"] == "PERMIT"]
+        for match in catalog.match(permits, record["industry_code"]):
+            if record["division_code"] in match.item.routes:
+                found.add(record["envelope"]["event_id"])
+    return found
+
+
+# -- the processor and the baseline, each a process of its own ---------------------------------
+
+
+def read_catalog(kafka: KafkaClients) -> ApprovalCatalog:
+    """Every approval item on registry.approval-items (the latest of each key)."""
+    topic = REGISTRY_APPROVAL_ITEMS.name
+    consumer = kafka.consumer(f"bench-{uuid.uuid4()}")
+    deserialize = kafka.avro_deserializer()
+    _, end = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    latest: dict[bytes, dict[str, Any] | None] = {}
+    position = 0
+    while position < end:
+        message = consumer.poll(10)
+        assert message is not None, f"{topic}: stopped at {position} of {end}"
+        if message.error():
+            continue
+        value = message.value()
+        latest[message.key() or b""] = (
+            None
+            if value is None
+            else deserialize(value, SerializationContext(topic, MessageField.VALUE))
+        )
+        position = (message.offset() or 0) + 1
+    consumer.close()
+    return ApprovalCatalog(v for v in latest.values() if v)
+
+
+def baseline(settings: Settings, registrations: str) -> None:
+    """The bare loop: consume, decode, match, route, encode, produce; commit after flush."""
+    kafka = KafkaClients(settings, "streams")
+    catalog = read_catalog(kafka)
+    rules = DualNoticeSettings()
+    deserialize = kafka.avro_deserializer()
+    pushes = RecordWriter(kafka, DUAL_NOTICE_RECORD_TYPES["dual_notice_push"])
+    notices = RecordWriter(kafka, DUAL_NOTICE_RECORD_TYPES["dual_notice_applicant_notice"])
+    consumer = kafka.consumer(BASELINE_GROUP)
+    producer = kafka.producer()
+    consumer.subscribe([registrations])
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    processed, last_commit, last_report = 0, time.monotonic(), 0.0
+    context = SerializationContext(registrations, MessageField.VALUE)
+    while not stop.is_set():
+        for message in consumer.consume(1000, timeout=0.1):
+            if message.error() is not None:
+                continue
+            record = deserialize(message.value(), context)
+            assert isinstance(record, dict)
+            permits = [e["text"] for e in record["business_scope_items"] if e["kind"] == "PERMIT"]
+            matches = catalog.match(permits, record["industry_code"])
+            processed += 1
+            if not matches:
+                continue
+            entity = registered_entity(record, None)
+            items = []
+            for match in matches:
+                department = match.item.routes.get(entity["division_code"])
+                if department is None:
+                    continue
+                push = new_push(
+                    entity,
+                    match.item.ref,
+                    list(match.matched_by),
+                    department,
+                    "AUTO",
+                    claim_deadline=rules.claim_deadline(entity["registered_at"]),
+                    starts_at=entity["registered_at"],
+                )
+                value = pushes.encode(push)
+                producer.produce(f"{PREFIX}baseline-pushes", key=message.key(), value=value)
+                producer.produce(f"{PREFIX}baseline-inbox", key=message.key(), value=value)
+                items.append(
+                    {
+                        "item": match.item.ref,
+                        "department": department,
+                        "push_id": push["push_id"],
+                        "routing_id": None,
+                    }
+                )
+            notice = {
+                "notice_id": entity["registration_event_id"],
+                "entity": entity,
+                "items": items,
+                "issued_at": entity["registered_at"],
+            }
+            producer.produce(
+                f"{PREFIX}baseline-applicant-notices",
+                key=message.key(),
+                value=notices.encode(notice),
+            )
+            producer.poll(0)
+        if time.monotonic() - last_report > 0.2:
+            print(json.dumps({"processed": processed, "at": time.time()}), flush=True)
+            last_report = time.monotonic()
+        if processed and time.monotonic() - last_commit > 1.0:
+            producer.flush(30)
+            consumer.commit(asynchronous=False)
+            last_commit = time.monotonic()
+    producer.flush(30)
+    consumer.close()
+
+
+def worker(settings: Settings, metrics_port: int, profile: Path | None) -> None:
+    rules = DualNoticeSettings(metrics_port=metrics_port, tick_interval=5.0)
+    if profile is None:
+        run_worker(settings, rules, loglevel="warning", topics=bench_topics())
+        return
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        run_worker(settings, rules, loglevel="warning", topics=bench_topics())
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile)
+
+
+# -- the measurements ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start(role: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "tests.bench.dual_notice", f"--{role}", *args]
+    with log.open("ab") as out:
+        return subprocess.Popen(command, stdout=out, stderr=out)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def processed_by_worker(port: int) -> float:
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return 0.0
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("xietong_dual_notice_registrations_total{")
+    )
+
+
+def processed_by_baseline(log: Path) -> float:
+    lines = [
+        line
+        for line in log.read_text(errors="replace").splitlines()
+        if line.startswith('{"processed"')
+    ]
+    return float(json.loads(lines[-1])["processed"]) if lines else 0.0
+
+
+def time_backlog(count: int, progress: Any, timeout: float = 900) -> dict[str, float]:
+    """Seconds from the first registration processed to the last, and the rate."""
+    deadline = time.monotonic() + timeout
+    first = None
+    while True:
+        done = progress()
+        now = time.monotonic()
+        if done > 0 and first is None:
+            first = (now, done)
+        if done >= count:
+            break
+        if now > deadline:
+            raise RuntimeError(f"processed {done} of {count} in {timeout} s")
+        time.sleep(0.1)
+    assert first is not None
+    seconds = now - first[0]
+    return {
+        "registrations": count,
+        "seconds": round(seconds, 2),
+        "registrations_per_second": round((count - first[1]) / seconds, 1) if seconds else 0.0,
+    }
+
+
+def reset(kafka: KafkaClients, settings: Settings) -> None:
+    """Remove what an earlier run left: the topics, the groups, the worker's state."""
+    admin = kafka.admin()
+    existing = admin.list_topics(timeout=10).topics
+    doomed = [
+        t
+        for t in existing
+        if t.startswith(PREFIX) or t.startswith(f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}-")
+    ]
+    if doomed:
+        for future in admin.delete_topics(doomed, operation_timeout=30).values():
+            future.result()
+        while any(t in admin.list_topics(timeout=10).topics for t in doomed):
+            time.sleep(0.5)
+    groups = [
+        f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}",
+        BASELINE_GROUP,
+        f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}-inbound",
+    ]
+    for future in admin.delete_consumer_groups(groups, request_timeout=15).values():
+        with contextlib.suppress(KafkaException):  # the group did not exist
+            future.result()
+    shutil.rmtree(settings.home / "streams" / APP_NAME, ignore_errors=True)
+    apply_topics(
+        admin,
+        settings,
+        [
+            TopicSpec(f"{PREFIX}{suffix}", "bench", TopicKey.USCC, retention_ms=3600_000)
+            for suffix in TOPIC_SUFFIXES
+        ],
+    )
+
+
+@dataclass
+class Result:
+    run: str
+    throughput: dict[str, float]
+    latency: dict[str, float]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=30_000, help="registrations in the backlog")
+    parser.add_argument("--rate", type=int, default=1_000, help="registrations/s for the latency")
+    parser.add_argument("--seconds", type=int, default=20, help="how long to send at --rate")
+    parser.add_argument("--profile", action="store_true", help="profile the worker (backlog)")
+    parser.add_argument("--out", type=Path, default=Path(".local/bench/dual_notice.json"))
+    parser.add_argument("--worker", nargs=2, metavar=("PORT", "PROFILE"), help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", nargs=1, metavar="TOPIC", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    settings = get_settings()
+    if args.worker:
+        worker(
+            settings, int(args.worker[0]), Path(args.worker[1]) if args.worker[1] != "-" else None
+        )
+        return
+    if args.baseline:
+        baseline(settings, args.baseline[0])
+        return
+
+    LocalStack(settings).up(report=lambda line: print(f"[stack] {line}", file=sys.stderr))
+    kafka = KafkaClients(settings)
+    register_all(kafka.schema_registry())
+    catalog = read_catalog(kafka)
+    if len(catalog) < len(PROVINCE.approval_items):
+        raise SystemExit(
+            f"{REGISTRY_APPROVAL_ITEMS.name} holds {len(catalog)} approval items, the sample"
+            f" province has {len(PROVINCE.approval_items)}: publish the catalog first (make run)"
+        )
+    reset(kafka, settings)
+    workdir = (args.out.parent / f"dual-notice-{datetime.now(UTC):%Y%m%dT%H%M%S}").resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(5)
+    registrations = f"{PREFIX}registrations"
+
+    print(f"producing {args.records} registrations …", file=sys.stderr)
+    backlog = workload(args.records, rng)
+    produce_backlog(kafka, registrations, encode_all(kafka, backlog))
+    steady = args.rate * args.seconds
+    results = []
+
+    port, profile = free_port(), workdir / "worker.prof"
+    report_profile: list[dict[str, Any]] = []
+    process = start(
+        "worker", str(port), str(profile) if args.profile else "-", log=workdir / "worker.log"
+    )
+    try:
+        print("processor: the backlog …", file=sys.stderr)
+        throughput = time_backlog(args.records, lambda: processed_by_worker(port))
+        if args.profile:  # the profile covers start and backlog; the figures are slowed by it
+            stop(process)
+            report_profile = where_the_time_goes(profile)
+            process = start("worker", str(port), "-", log=workdir / "worker.log")
+        print(f"processor: {throughput}; {args.rate}/s for {args.seconds} s …", file=sys.stderr)
+        load = workload(steady, rng)
+        timed = latency(
+            kafka,
+            registrations,
+            f"{PREFIX}inbox",
+            encode_all(kafka, load),
+            args.rate,
+            expected_pushes(load, catalog),
+        )
+        print(f"processor: {timed}", file=sys.stderr)
+        results.append(Result("processor (faust, one worker)", throughput, timed))
+    finally:
+        stop(process)
+
+    log = workdir / "baseline.log"
+    process = start("baseline", registrations, log=log)
+    try:
+        total = args.records + steady
+        print("baseline: the backlog …", file=sys.stderr)
+        throughput = time_backlog(total, lambda: processed_by_baseline(log))
+        print(f"baseline: {throughput}; {args.rate}/s for {args.seconds} s …", file=sys.stderr)
+        load = workload(steady, rng)
+        timed = latency(
+            kafka,
+            registrations,
+            f"{PREFIX}baseline-inbox",
+            encode_all(kafka, load),
+            args.rate,
+            expected_pushes(load, catalog),
+        )
+        print(f"baseline: {timed}", file=sys.stderr)
+        results.append(Result("baseline (bare confluent-kafka loop)", throughput, timed))
+    finally:
+        stop(process)
+
+    processor, bare = results
+    report: dict[str, Any] = {
+        "benchmark": "dual_notice",
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "workload": {
+            "backlog_registrations": args.records,
+            "steady_rate": args.rate,
+            "steady_seconds": args.seconds,
+            "share_with_permit": 0.3,
+        },
+        "targets": {
+            "registrations_per_second": THROUGHPUT_TARGET,
+            "p99_ms_at_1000_per_second": P99_TARGET_MS,
+        },
+        "results": [asdict(result) for result in results],
+        "processor_share_of_baseline": round(
+            processor.throughput["registrations_per_second"]
+            / bare.throughput["registrations_per_second"],
+            3,
+        ),
+        "meets_throughput_target": processor.throughput["registrations_per_second"]
+        >= THROUGHPUT_TARGET,
+        "meets_latency_target": processor.latency["p99_ms"] <= P99_TARGET_MS,
+    }
+    if args.profile:
+        report["where_the_time_goes"] = report_profile
+        report["profiled_throughput_is_slowed_by_the_profiler"] = True
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    reset_topics_only(kafka)
+
+
+def where_the_time_goes(profile: Path, top: int = 25) -> list[dict[str, Any]]:
+    stats = pstats.Stats(str(profile), stream=io.StringIO())
+    total = stats.total_tt  # type: ignore[attr-defined]
+    rows = []
+    for (file, line, name), (_, calls, tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append(
+            {
+                "function": f"{Path(file).name}:{line} {name}",
+                "calls": calls,
+                "own_seconds": round(tottime, 3),
+                "cumulative_seconds": round(cumtime, 3),
+                "own_share": round(tottime / total, 3) if total else 0.0,
+            }
+        )
+    return sorted(rows, key=lambda row: row["own_seconds"], reverse=True)[:top]
+
+
+def reset_topics_only(kafka: KafkaClients) -> None:
+    """The benchmark's topics are deleted afterwards; the JSON keeps the figures."""
+    admin = kafka.admin()
+    doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(PREFIX)]
+    if doomed:
+        for future in admin.delete_topics(doomed, operation_timeout=30).values():
+            future.result()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,879 @@
+"""双告知, against the real broker: a worker of ``xietong streams dual-notice`` runs as its
+own process, the sample province's catalog is on ``registry.approval-items``, and the
+departments act as themselves, each writing to its own inbound topic.
+
+Deadlines run on event time: the worker's claim and licence periods are one hour here,
+so a registration dated one hour less two seconds ago is overdue two seconds from now.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka.admin import (
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    ResourcePatternType,
+    ResourceType,
+    ScramMechanism,
+    UserScramCredentialDeletion,
+)
+from confluent_kafka.schema_registry import record_subject_name_strategy
+from confluent_kafka.serialization import MessageField, SerializationContext
+from pydantic import SecretStr
+
+from registry.acl import department_acls, issue_kafka_password, service_acls_on_department_topics
+from registry.audit import Actor
+from registry.db import session_factory, transaction
+from registry.grants import DepartmentGrant, inbound_topic, inbox_topic
+from registry.publisher import OutboxRelay
+from registry.service import load_catalog
+from schemas import DEPARTMENT_ACTION, LICENCE, REGISTRATION, register_all
+from streams.dual_notice import APP_NAME, push_id, routing_id
+from tests.dual_notice_records import action, licence, registration
+from tests.kafka_helpers import ReadMessage, TopicWindow
+from xietong.access import Grant
+from xietong.kafka import KafkaClients
+from xietong.settings import Settings
+from xietong.topics import (
+    DEPARTMENT_TOPICS,
+    DUAL_NOTICE_ALERTS,
+    DUAL_NOTICE_APPLICANT_NOTICES,
+    DUAL_NOTICE_CLOSURE_NOTICES,
+    DUAL_NOTICE_MANUAL_ROUTING,
+    DUAL_NOTICE_PUSHES,
+    DUAL_NOTICE_REJECTED_ACTIONS,
+    STREAMS_INTERNAL_TOPIC_PREFIX,
+    apply_topics,
+)
+
+pytestmark = pytest.mark.usefixtures("secured")
+
+HOUR_MS = 3600 * 1000
+#: The departments these tests act as: 西湖区 (330106) and 上城区 (330102).
+DEPARTMENTS = (
+    "hz-xh-amr",  # 西湖区市场监管: registers 330106 entities; approves 食品经营许可
+    "hz-xh-transport",  # 西湖区交通运输: 道路货物运输经营许可
+    "hz-xh-tobacco",  # 西湖区烟草专卖: 烟草专卖零售许可
+    "hz-xh-em",  # 西湖区应急管理: not the department of any push here
+    "hz-sc-amr",  # 上城区市场监管: registers 330102 entities
+    "hz-agri",  # 杭州市农业农村局: where 上城区's 农药经营许可 is routed by hand
+)
+#: Onboarded during a test: what waited for it must reach its new inbox.
+LATE_DEPARTMENT = "hz-xh-culture"  # 西湖区文化和旅游: 娱乐场所经营许可
+ROAD_FREIGHT = "道路货物运输（不含危险货物）"
+
+
+# -- the stack: catalog, departments, worker ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def catalog_on_the_topic(
+    registry_databases: Callable[[], str], stack_settings: Settings, kafka: KafkaClients
+) -> None:
+    """The sample catalog and departments published by the registry's own relay."""
+    apply_topics(kafka.admin(), stack_settings)
+    register_all(kafka.schema_registry())
+    url = registry_databases()
+    with transaction(session_factory(url)) as session:
+        load_catalog(session, Actor.system("test-dual-notice"))
+    relay = OutboxRelay(session_factory(url), KafkaClients(stack_settings, "registry"))
+    while relay.publish_pending(limit=500):
+        pass
+
+
+class Onboarding:
+    """Departments given a Kafka principal, their two topics, their ACLs and the services'
+    side of them — added to what the broker holds, never replacing it (other tests' and
+    the registry's grants stay), and taken away again at the end."""
+
+    def __init__(self, kafka: KafkaClients, settings: Settings) -> None:
+        self.admin = kafka.admin()
+        self.settings = settings
+        self.clients: dict[str, KafkaClients] = {}
+        self._acls: set[Grant] = set()
+
+    def onboard(self, code: str) -> KafkaClients:
+        password = issue_kafka_password(self.admin, code)
+        self.clients[code] = KafkaClients(
+            self.settings.model_copy(
+                update={"kafka_username": f"dept-{code}", "kafka_password": SecretStr(password)}
+            )
+        )
+        apply_topics(self.admin, self.settings, [t.spec(code) for t in DEPARTMENT_TOPICS])
+        acls = department_acls(DepartmentGrant.for_department(code))
+        acls |= service_acls_on_department_topics(code)
+        for future in self.admin.create_acls([grant.binding() for grant in acls]).values():
+            future.result()
+        self._acls |= acls
+        return self.clients[code]
+
+    def remove_topics(self, code: str) -> None:
+        names = [topic.name(code) for topic in DEPARTMENT_TOPICS]
+        present = self.admin.list_topics(timeout=10).topics
+        doomed = [name for name in names if name in present]
+        if doomed:
+            for future in self.admin.delete_topics(doomed).values():
+                future.result()
+
+    def offboard_all(self) -> None:
+        filters = [
+            AclBindingFilter(
+                ResourceType[g.resource],
+                g.name,
+                ResourcePatternType[g.pattern],
+                g.principal,
+                "*",
+                AclOperation[g.operation],
+                AclPermissionType.ALLOW,
+            )
+            for g in self._acls
+        ]
+        if filters:
+            for future in self.admin.delete_acls(filters).values():
+                future.result()
+        deletions = [
+            UserScramCredentialDeletion(f"dept-{code}", ScramMechanism.SCRAM_SHA_512)
+            for code in self.clients
+        ]
+        if deletions:
+            for future in self.admin.alter_user_scram_credentials(deletions).values():
+                future.result()
+
+
+@pytest.fixture(scope="module")
+def departments(kafka: KafkaClients, stack_settings: Settings) -> Iterator[Onboarding]:
+    """The departments these tests act as, onboarded; LATE_DEPARTMENT not (yet)."""
+    onboarding = Onboarding(kafka, stack_settings)
+    onboarding.remove_topics(LATE_DEPARTMENT)  # left by an interrupted run
+    for code in DEPARTMENTS:
+        onboarding.onboard(code)
+    yield onboarding
+    onboarding.offboard_all()
+    onboarding.remove_topics(LATE_DEPARTMENT)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Worker:
+    """``xietong streams dual-notice`` as a process of its own."""
+
+    log: Path
+    metrics_port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        ready_before = self._ready_lines()
+        env = {
+            **os.environ,
+            "XIETONG_DUAL_NOTICE_CLAIM_PERIOD": "PT1H",
+            "XIETONG_DUAL_NOTICE_LICENCE_PERIOD": "PT1H",
+            "XIETONG_DUAL_NOTICE_TICK_INTERVAL": "0.5",
+            "XIETONG_DUAL_NOTICE_INBOX_REFRESH_INTERVAL": "2",
+            "XIETONG_DUAL_NOTICE_METRICS_PORT": str(self.metrics_port),
+        }
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "xietong.cli",
+                    "streams",
+                    "dual-notice",
+                    "--log-level",
+                    "warning",
+                ],
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=Path(__file__).parents[2],
+            )
+        deadline = time.monotonic() + 90
+        while self._ready_lines() == ready_before:
+            assert self.process.poll() is None, f"the worker exited; see {self.log}"
+            assert time.monotonic() < deadline, f"the worker was not ready in 90 s; see {self.log}"
+            time.sleep(0.2)
+
+    def _ready_lines(self) -> int:
+        if not self.log.exists():
+            return 0
+        return self.log.read_text(errors="replace").count('"event": "dual_notice_ready"')
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def worker(
+    catalog_on_the_topic: None,
+    departments: Onboarding,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Worker]:
+    running = Worker(tmp_path_factory.mktemp("dual-notice") / "worker.log", free_port())
+    running.start()
+    yield running
+    running.stop()
+
+
+# -- sending and reading ----------------------------------------------------------------------
+
+
+@dataclass
+class Platform:
+    """What the tests send, as the connectors and the departments would."""
+
+    kafka: KafkaClients
+    departments: Onboarding
+
+    def __post_init__(self) -> None:
+        self._producer = self.kafka.producer()
+        self._registration = self.kafka.avro_serializer(REGISTRATION.schema_str)
+        self._licence = self.kafka.avro_serializer(LICENCE.schema_str)
+
+    def register(self, record: dict[str, Any]) -> dict[str, Any]:
+        topic = REGISTRATION.topic.name
+        value = self._registration(record, SerializationContext(topic, MessageField.VALUE))
+        self._producer.produce(topic, key=record["uscc"].encode(), value=value)
+        self._producer.flush(10)
+        return record
+
+    def license(self, record: dict[str, Any]) -> dict[str, Any]:
+        topic = LICENCE.topic.name
+        value = self._licence(record, SerializationContext(topic, MessageField.VALUE))
+        self._producer.produce(topic, key=record["uscc"].encode(), value=value)
+        self._producer.flush(10)
+        return record
+
+    def act(self, department: str, record: dict[str, Any]) -> dict[str, Any]:
+        """The department writes an action to its own inbound topic, as itself."""
+        clients = self.departments.clients[department]
+        serialize = clients.avro_serializer(
+            DEPARTMENT_ACTION.schema_str, **{"subject.name.strategy": record_subject_name_strategy}
+        )
+        topic = inbound_topic(department)
+        producer = clients.producer()
+        errors: list[Any] = []
+        producer.produce(
+            topic,
+            key=record["uscc"].encode(),
+            value=serialize(record, SerializationContext(topic, MessageField.VALUE)),
+            on_delivery=lambda error, _: errors.append(error),
+        )
+        producer.flush(10)
+        assert errors == [None], errors
+        return record
+
+
+@pytest.fixture(scope="module")
+def platform(worker: Worker, kafka: KafkaClients, departments: Onboarding) -> Platform:
+    return Platform(kafka, departments)
+
+
+class Watch:
+    """What a test's entity got on a topic since the watch began."""
+
+    def __init__(self, kafka: KafkaClients, topic: str, key: str) -> None:
+        self.window = TopicWindow(kafka, topic)
+        self.key = key.encode()
+
+    def records(self) -> list[dict[str, Any]]:
+        return [m.value for m in self.window.read() if m.key == self.key]
+
+    def until(
+        self, holds: Callable[[list[dict[str, Any]]], bool], timeout: float = 30.0
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.records()
+            if holds(found):
+                return found
+            assert time.monotonic() < deadline, (
+                f"{self.window.topic}: not within {timeout}s: {found}"
+            )
+            time.sleep(0.3)
+
+
+def watch(kafka: KafkaClients, topic: str, key: str) -> Watch:
+    return Watch(kafka, topic, key)
+
+
+def latest(records: list[dict[str, Any]], key: str = "push_id") -> dict[str, dict[str, Any]]:
+    """The latest record of each id, as a reader of the topic holds them."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for record in records:
+        known = by_id.get(record[key])
+        if known is None or record.get("version", 0) >= known.get("version", 0):
+            by_id[record[key]] = record
+    return by_id
+
+
+def new_uscc(division: str = "330106") -> str:
+    from xietong.uscc import make_uscc
+
+    return make_uscc("91", division)
+
+
+def minus_period_plus(seconds: float) -> int:
+    """An event time whose one-hour period ends ``seconds`` from now."""
+    return int(time.time() * 1000) - HOUR_MS + int(seconds * 1000)
+
+
+def road_freight(platform: Platform, kafka: KafkaClients, **kwargs: Any) -> tuple[dict, dict]:
+    """A 设立 in 西湖区 with 道路货物运输; its registration and its push."""
+    record = registration("330106", (ROAD_FREIGHT,), industry="G5431", uscc=new_uscc(), **kwargs)
+    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+    platform.register(record)
+    [push] = pushes.until(lambda found: len(found) >= 1)
+    return record, push
+
+
+# -- 告知审批部门 and 告知申请人 -----------------------------------------------------------------
+
+
+def test_a_330106_establishment_with_road_freight_pushes_once_to_its_transport_department(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    """A 设立 in division 330106 whose scope includes 道路货物运输 produces exactly one push
+    to that division's transport department and one applicant notice naming
+    道路货物运输经营许可."""
+    record = registration("330106", (ROAD_FREIGHT,), industry="G5431", uscc=new_uscc())
+    uscc = record["uscc"]
+    inbox = watch(kafka, inbox_topic("hz-xh-transport"), uscc)
+    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    notices = watch(kafka, DUAL_NOTICE_APPLICANT_NOTICES.name, uscc)
+
+    platform.register(record)
+
+    [delivered] = inbox.until(lambda found: len(found) >= 1)
+    [notice] = notices.until(lambda found: len(found) >= 1)
+    time.sleep(1.0)  # anything more would have come by now
+    assert len(pushes.records()) == 1 and len(inbox.records()) == 1
+    assert delivered["push_id"] == push_id(
+        record["envelope"]["event_id"], "DLHWYSXK", "hz-xh-transport"
+    )
+    assert delivered["state"] == "PUSHED" and delivered["routing"] == "AUTO"
+    assert delivered["department"]["name"] == "杭州市西湖区交通运输局"
+    assert delivered["item"]["name"] == "道路货物运输经营许可"
+    assert set(delivered["matched_by"]) == {f"经营范围: {ROAD_FREIGHT}", "行业代码: G5431"}
+    claim_window = delivered["claim_deadline"] - delivered["entity"]["registered_at"]
+    assert claim_window.total_seconds() == 3600
+    [item] = notice["items"]
+    assert item["item"]["name"] == "道路货物运输经营许可"
+    assert item["item"]["legal_basis"] == "《中华人民共和国道路运输条例》"
+    assert item["department"]["code"] == "hz-xh-transport"
+    assert item["push_id"] == delivered["push_id"]
+
+
+def test_a_registration_whose_scope_needs_no_permit_pushes_nothing_until_a_change_adds_one(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    uscc = new_uscc()
+    general_only = registration(
+        "330106", (), ("食品销售（仅销售预包装食品）", "日用百货销售"), industry="F5211", uscc=uscc
+    )
+    change = registration("330106", (ROAD_FREIGHT,), industry="F5211", uscc=uscc, kind="CHANGE")
+    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    notices = watch(kafka, DUAL_NOTICE_APPLICANT_NOTICES.name, uscc)
+
+    platform.register(general_only)
+    platform.register(change)  # same entity, same partition: read after the first
+
+    [push] = pushes.until(lambda found: len(found) >= 1)
+    [notice] = notices.until(lambda found: len(found) >= 1)
+    assert push["entity"]["registration_event_id"] == change["envelope"]["event_id"]
+    assert push["matched_by"] == [f"经营范围: {ROAD_FREIGHT}"]
+    assert notice["entity"]["event_kind"] == "CHANGE"
+
+
+def test_a_change_that_adds_permit_scope_pushes_only_the_item_it_adds(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    established, _ = road_freight(platform, kafka)
+    uscc = established["uscc"]
+    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    change = registration(
+        "330106", (ROAD_FREIGHT, "烟草制品零售"), industry="G5431", uscc=uscc, kind="CHANGE"
+    )
+
+    platform.register(change)
+
+    [push] = pushes.until(lambda found: len(found) >= 1)
+    time.sleep(1.0)
+    assert len(pushes.records()) == 1
+    assert push["item"]["code"] == "YCZMLSXK" and push["department"]["code"] == "hz-xh-tobacco"
+    assert push["entity"]["event_kind"] == "CHANGE"
+
+
+def test_reprocessing_the_same_registration_creates_no_second_push(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    record, first = road_freight(platform, kafka)
+    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+
+    platform.register(record)  # the same event again: same event id
+
+    again = pushes.until(lambda found: len(found) >= 1)
+    assert {push["push_id"] for push in again} == {first["push_id"]}
+    assert again[-1]["version"] == 1 and again[-1]["pushed_at"] == first["pushed_at"]
+
+
+# -- 分流失败 and 手动分流 ------------------------------------------------------------------------
+
+
+def test_an_item_with_no_department_in_the_division_waits_for_the_registrar_to_route_it_by_hand(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    record = registration(
+        "330102", ("农药零售",), ("肥料销售",), industry="F5167", uscc=new_uscc("330102")
+    )
+    uscc, event_id = record["uscc"], record["envelope"]["event_id"]
+    queue = watch(kafka, DUAL_NOTICE_MANUAL_ROUTING.name, uscc)
+    notices = watch(kafka, DUAL_NOTICE_APPLICANT_NOTICES.name, uscc)
+    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+
+    platform.register(record)
+
+    [failure] = queue.until(lambda found: len(found) >= 1)
+    [notice] = notices.until(lambda found: len(found) >= 1)
+    assert failure["routing_id"] == routing_id(event_id, "NYJYXK") and failure["state"] == "OPEN"
+    assert (
+        failure["item"]["name"] == "农药经营许可" and failure["entity"]["division_code"] == "330102"
+    )
+    assert notice["items"][0]["department"] is None
+    assert notice["items"][0]["routing_id"] == failure["routing_id"]
+    assert pushes.records() == []
+
+    inbox = watch(kafka, inbox_topic("hz-agri"), uscc)
+    platform.act("hz-sc-amr", action(uscc, failure["routing_id"], "ROUTE", target="hz-agri"))
+
+    [routed] = inbox.until(lambda found: len(found) >= 1)
+    assert routed["routing"] == "MANUAL" and routed["state"] == "PUSHED"
+    assert routed["push_id"] == push_id(event_id, "NYJYXK", "hz-agri")
+    final = queue.until(lambda found: found[-1]["state"] == "ROUTED")[-1]
+    assert final["routed_to"]["code"] == "hz-agri" and final["routed_push_id"] == routed["push_id"]
+
+
+def test_only_the_registration_authority_routes_by_hand(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    record = registration("330102", ("农药零售",), industry="F5167", uscc=new_uscc("330102"))
+    queue = watch(kafka, DUAL_NOTICE_MANUAL_ROUTING.name, record["uscc"])
+    rejected = watch(kafka, DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-agri")
+    platform.register(record)
+    [failure] = queue.until(lambda found: len(found) >= 1)
+
+    platform.act(
+        "hz-agri", action(record["uscc"], failure["routing_id"], "ROUTE", target="hz-agri")
+    )
+
+    [refusal] = rejected.until(lambda found: len(found) >= 1)
+    assert "only the registration authority hz-sc-amr" in refusal["reason"]
+    assert queue.records()[-1]["state"] == "OPEN"
+
+
+# -- department actions -------------------------------------------------------------------------
+
+
+def test_the_department_claims_its_push(platform: Platform, kafka: KafkaClients) -> None:
+    record, push = road_freight(platform, kafka)
+    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+
+    platform.act("hz-xh-transport", action(record["uscc"], push["push_id"], "CLAIM"))
+
+    claimed = pushes.until(lambda found: len(found) >= 1)[-1]
+    assert claimed["state"] == "CLAIMED" and claimed["version"] == 2
+    assert claimed["changed_by"] == "hz-xh-transport" and claimed["claimed_at"] is not None
+    assert claimed["licence_deadline"] is not None
+
+
+def test_a_returned_push_cannot_be_claimed_and_the_claim_is_recorded_with_its_reason(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    record, push = road_freight(platform, kafka)
+    uscc = record["uscc"]
+    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    rejected = watch(kafka, DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-transport")
+
+    platform.act(
+        "hz-xh-transport",
+        action(uscc, push["push_id"], "RETURN", reason="ADDRESS_NOT_IN_JURISDICTION"),
+    )
+    returned = pushes.until(lambda found: len(found) >= 1)[-1]
+    claim = platform.act("hz-xh-transport", action(uscc, push["push_id"], "CLAIM"))
+
+    refusal = rejected.until(
+        lambda found: any(r["action"]["action_id"] == claim["action_id"] for r in found)
+    )[-1]
+    assert returned["state"] == "RETURNED"
+    assert returned["return_reason"] == "ADDRESS_NOT_IN_JURISDICTION"
+    assert refusal["push_state"] == "RETURNED"
+    assert f"cannot CLAIM push {push['push_id']}: it is RETURNED" in refusal["reason"]
+    time.sleep(1.0)
+    assert [p["state"] for p in pushes.records()] == ["RETURNED"]
+
+
+def test_a_return_needs_one_of_the_reasons_or_a_text(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    record, push = road_freight(platform, kafka)
+    rejected = watch(kafka, DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-transport")
+    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+
+    bare = platform.act(
+        "hz-xh-transport", action(record["uscc"], push["push_id"], "RETURN", reason="OTHER")
+    )
+    rejected.until(lambda found: any(r["action"]["action_id"] == bare["action_id"] for r in found))
+    platform.act(
+        "hz-xh-transport",
+        action(record["uscc"], push["push_id"], "RETURN", reason="OTHER", text="已迁出本区"),
+    )
+
+    returned = pushes.until(lambda found: len(found) >= 1)[-1]
+    assert returned["state"] == "RETURNED" and returned["reason_text"] == "已迁出本区"
+
+
+def test_a_department_stops_a_push_whose_item_is_not_involved(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    record, push = road_freight(platform, kafka)
+    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+
+    platform.act(
+        "hz-xh-transport", action(record["uscc"], push["push_id"], "STOP", text="仅从事仓储")
+    )
+
+    stopped = pushes.until(lambda found: len(found) >= 1)[-1]
+    assert stopped["state"] == "STOPPED" and stopped["reason_text"] == "仅从事仓储"
+
+
+def test_an_action_on_another_departments_push_is_rejected_and_changes_nothing(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    record, push = road_freight(platform, kafka)
+    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+    rejected = watch(kafka, DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-em")
+
+    platform.act("hz-xh-em", action(record["uscc"], push["push_id"], "CLAIM"))
+
+    [refusal] = rejected.until(lambda found: len(found) >= 1)
+    assert refusal["department_code"] == "hz-xh-em"
+    assert refusal["inbound_topic"] == inbound_topic("hz-xh-em")
+    assert "only the push's department hz-xh-transport may" in refusal["reason"]
+    assert pushes.records() == []
+
+
+def test_the_registrar_reassigns_a_returned_push_and_the_new_department_gets_it(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    record, push = road_freight(platform, kafka)
+    uscc = record["uscc"]
+    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    inbox = watch(kafka, inbox_topic("hz-xh-em"), uscc)
+    platform.act("hz-xh-transport", action(uscc, push["push_id"], "RETURN", reason="NO_SUCH_ITEM"))
+    pushes.until(lambda found: any(p["state"] == "RETURNED" for p in found))
+    rejected = watch(kafka, DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-transport")
+
+    platform.act("hz-xh-transport", action(uscc, push["push_id"], "REASSIGN", target="hz-xh-em"))
+    [refusal] = rejected.until(lambda found: len(found) >= 1)
+    platform.act("hz-xh-amr", action(uscc, push["push_id"], "REASSIGN", target="hz-xh-em"))
+
+    [new] = inbox.until(lambda found: len(found) >= 1)
+    states = latest(pushes.until(lambda found: len(latest(found)) == 2))
+    assert "only the registration authority hz-xh-amr may" in refusal["reason"]
+    assert states[push["push_id"]]["state"] == "REASSIGNED"
+    assert states[push["push_id"]]["reassigned_to_push_id"] == new["push_id"]
+    assert new["routing"] == "REASSIGNED" and new["reassigned_from_push_id"] == push["push_id"]
+    assert new["department"]["code"] == "hz-xh-em" and new["state"] == "PUSHED"
+
+
+# -- deadlines, licences, 注销 ------------------------------------------------------------------
+
+
+def test_a_push_not_claimed_within_the_period_becomes_overdue_and_is_escalated_once(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    record = registration(
+        "330106",
+        (ROAD_FREIGHT,),
+        industry="G5431",
+        uscc=new_uscc(),
+        event_time_ms=minus_period_plus(2),
+    )
+    uscc = record["uscc"]
+    alerts = watch(kafka, DUAL_NOTICE_ALERTS.name, uscc)
+    department_inbox = watch(kafka, inbox_topic("hz-xh-transport"), uscc)
+    registrar_inbox = watch(kafka, inbox_topic("hz-xh-amr"), uscc)
+    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+
+    platform.register(record)
+
+    [alert] = alerts.until(lambda found: len(found) >= 1, timeout=20)
+    registrar_inbox.until(lambda found: len(found) >= 1)
+    time.sleep(2.0)  # four more ticks: no second escalation
+    assert alert["kind"] == "OVERDUE" and alert["recipients"] == ["hz-xh-transport", "hz-xh-amr"]
+    assert len(alerts.records()) == 1
+    assert [m["alert_id"] for m in registrar_inbox.records()] == [alert["alert_id"]]
+    kinds = [("alert_id" in m, m.get("state")) for m in department_inbox.records()]
+    assert kinds == [(False, "PUSHED"), (True, None)]
+    overdue = latest(pushes.records())[alert["push_id"]]
+    assert overdue["state"] == "OVERDUE" and overdue["escalated_at"] is not None
+
+
+def test_a_push_claimed_after_its_deadline_is_claimed(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    record = registration(
+        "330106",
+        (ROAD_FREIGHT,),
+        industry="G5431",
+        uscc=new_uscc(),
+        event_time_ms=minus_period_plus(1),
+    )
+    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+    platform.register(record)
+    overdue = pushes.until(lambda found: any(p["state"] == "OVERDUE" for p in found), timeout=20)
+
+    platform.act("hz-xh-transport", action(record["uscc"], overdue[0]["push_id"], "CLAIM"))
+
+    assert pushes.until(lambda found: found[-1]["state"] == "CLAIMED")[-1]["escalated_at"]
+
+
+def test_a_claimed_push_without_a_licence_after_the_period_raises_an_unlicensed_trading_alert(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    record, push = road_freight(platform, kafka)
+    uscc = record["uscc"]
+    alerts = watch(kafka, DUAL_NOTICE_ALERTS.name, uscc)
+    inbox = watch(kafka, inbox_topic("hz-xh-transport"), uscc)
+
+    platform.act(
+        "hz-xh-transport",
+        action(uscc, push["push_id"], "CLAIM", acted_at_ms=minus_period_plus(2)),
+    )
+
+    [alert] = alerts.until(lambda found: len(found) >= 1, timeout=20)
+    time.sleep(1.5)
+    assert alert["kind"] == "UNLICENSED_TRADING" and alert["recipients"] == ["hz-xh-transport"]
+    assert "无证经营" in alert["message"]
+    assert [m["alert_id"] for m in inbox.records()] == [alert["alert_id"]]
+    assert len(alerts.records()) == 1
+
+
+def test_a_licence_for_the_item_fulfils_the_push(platform: Platform, kafka: KafkaClients) -> None:
+    record, push = road_freight(platform, kafka)
+    uscc = record["uscc"]
+    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    platform.act("hz-xh-transport", action(uscc, push["push_id"], "CLAIM"))
+    pushes.until(lambda found: any(p["state"] == "CLAIMED" for p in found))
+
+    issued = platform.license(licence(uscc, "DLHWYSXK", "hz-xh-transport"))
+
+    fulfilled = pushes.until(lambda found: found[-1]["state"] == "FULFILLED")[-1]
+    assert fulfilled["fulfilled_by_licence"] == issued["licence_number"]
+    assert fulfilled["changed_by"] == "hz-xh-transport"
+
+
+def test_a_cancellation_notifies_each_department_whose_licence_is_still_valid(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    from datetime import date, timedelta
+
+    record = registration(
+        "330106", (ROAD_FREIGHT, "餐饮服务", "烟草制品零售"), industry="G5431", uscc=new_uscc()
+    )
+    uscc = record["uscc"]
+    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    platform.register(record)
+    pushes.until(lambda found: len(latest(found)) == 3)
+    food = platform.license(licence(uscc, "SPJYXK", "hz-xh-amr"))
+    tobacco = platform.license(licence(uscc, "YCZMLSXK", "hz-xh-tobacco"))
+    platform.license(licence(uscc, "DLHWYSXK", "hz-xh-transport", status="REVOKED"))
+    expired = date.today() - timedelta(days=1)
+    platform.license(licence(uscc, "SPJYXK", "hz-xh-amr", valid_to=expired))
+    pushes.until(lambda found: sum(p["state"] == "FULFILLED" for p in latest(found).values()) == 2)
+    notices = watch(kafka, DUAL_NOTICE_CLOSURE_NOTICES.name, uscc)
+    tobacco_inbox = watch(kafka, inbox_topic("hz-xh-tobacco"), uscc)
+
+    platform.register(registration("330106", kind="CANCEL", uscc=uscc))
+
+    told = notices.until(lambda found: len(found) >= 2)
+    time.sleep(1.0)
+    by_department = {n["department"]["code"]: n for n in notices.records()}
+    assert set(by_department) == {"hz-xh-amr", "hz-xh-tobacco"}
+    assert len(told) == 2
+    assert [lic["licence_number"] for lic in by_department["hz-xh-amr"]["licences"]] == [
+        food["licence_number"]
+    ]
+    assert by_department["hz-xh-tobacco"]["closure"] == "CANCELLED"
+    assert [n["notice_id"] for n in tobacco_inbox.until(lambda found: len(found) >= 1)] == [
+        by_department["hz-xh-tobacco"]["notice_id"]
+    ]
+    assert tobacco["licence_number"] in str(by_department["hz-xh-tobacco"]["licences"])
+    road = latest(pushes.records())
+    assert {p["item"]["code"]: p["state"] for p in road.values()}["DLHWYSXK"] == "CLOSED"
+
+
+def test_a_push_for_a_department_not_yet_onboarded_reaches_its_inbox_once_it_is(
+    platform: Platform, kafka: KafkaClients, departments: Onboarding
+) -> None:
+    record = registration("330106", ("歌舞娱乐活动",), industry="R9011", uscc=new_uscc())
+    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+    platform.register(record)
+    [push] = pushes.until(lambda found: len(found) >= 1)
+    assert push["department"]["code"] == LATE_DEPARTMENT
+
+    departments.onboard(LATE_DEPARTMENT)
+    inbox = watch(kafka, inbox_topic(LATE_DEPARTMENT), record["uscc"])
+    inbox.window.start = {0: 0}  # the inbox is new: everything on it counts
+
+    [delivered] = inbox.until(lambda found: len(found) >= 1, timeout=20)
+    assert delivered["push_id"] == push["push_id"] and delivered["state"] == "PUSHED"
+
+
+# -- metrics and crashes -----------------------------------------------------------------------
+
+
+def test_the_worker_serves_pushes_by_department_and_state_claim_latency_overdue_and_routing_queue(
+    worker: Worker, platform: Platform, kafka: KafkaClients
+) -> None:
+    road_freight(platform, kafka)
+
+    text = httpx.get(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=5).text
+
+    assert 'xietong_dual_notice_pushes{department="hz-xh-transport",state="PUSHED"}' in text
+    assert "xietong_dual_notice_claim_latency_seconds_bucket" in text
+    assert "xietong_dual_notice_overdue_pushes " in text
+    assert "xietong_dual_notice_manual_routing_queue " in text
+
+
+def test_a_worker_killed_mid_stream_loses_no_push_and_makes_none_twice(
+    worker: Worker, platform: Platform, kafka: KafkaClients
+) -> None:
+    """The guarantee: after kill -9 and a restart, every registration has its push on
+    dualnotice.pushes and in the department's inbox (none lost), no push id exists that
+    should not (none made twice), and a push id appears more than once only for a
+    registration the killed worker had processed but not yet committed (at least once)."""
+    count = 800
+    records = [
+        registration("330106", (ROAD_FREIGHT,), industry="G5431", uscc=new_uscc())
+        for _ in range(count)
+    ]
+    expected = {
+        r["uscc"]: push_id(r["envelope"]["event_id"], "DLHWYSXK", "hz-xh-transport")
+        for r in records
+    }
+    pushes = TopicWindow(kafka, DUAL_NOTICE_PUSHES.name)
+    inbox = TopicWindow(kafka, inbox_topic("hz-xh-transport"))
+    serialize = kafka.avro_serializer(REGISTRATION.schema_str)
+    producer = kafka.producer(**{"linger.ms": 0})
+    positions: dict[str, tuple[int, int]] = {}
+    topic = REGISTRATION.topic.name
+
+    def produced(error: Any, message: Any) -> None:
+        assert error is None
+        positions[message.key().decode()] = (message.partition(), message.offset())
+
+    def produce_steadily() -> None:  # about 200 registrations a second, for 4 s
+        for index, record in enumerate(records):
+            value = serialize(record, SerializationContext(topic, MessageField.VALUE))
+            producer.produce(topic, key=record["uscc"].encode(), value=value, on_delivery=produced)
+            if index % 10 == 9:
+                producer.flush(10)
+                time.sleep(0.05)
+        producer.flush(10)
+
+    sending = threading.Thread(target=produce_steadily)
+    sending.start()
+    until_some(pushes, expected, count // 2)  # some 2.5 s in: past a commit or two
+    worker.kill()
+    before_kill = {m.value["push_id"] for m in pushes.read()}
+    sending.join()
+    committed = committed_offsets(kafka, topic)
+    worker.start()
+
+    found = until_all(pushes, expected, timeout=60)
+    delivered = until_all(inbox, expected, timeout=30)
+
+    mine = set(expected.values())
+    assert 0 < len(before_kill & mine) < count, "the worker was not killed mid-stream"
+    ids = Counter(m.value["push_id"] for m in found if m.value["push_id"] in mine)
+    assert set(ids) == mine
+    # Processed by the killed worker, but not committed: these it may send again.
+    uncommitted = sum(
+        1
+        for uscc, (partition, offset) in positions.items()
+        if offset >= committed.get(partition, 0) and expected[uscc] in before_kill
+    )
+    duplicates = sum(ids.values()) - len(ids)
+    print(
+        f"killed after {len(before_kill & mine)} of {count} pushes; {uncommitted} of them"
+        f" uncommitted; {duplicates} pushes sent twice"
+    )
+    assert duplicates <= uncommitted, (duplicates, uncommitted)
+    in_inbox = Counter(m.value["push_id"] for m in delivered if m.value["push_id"] in mine)
+    assert set(in_inbox) == mine
+    assert sum(in_inbox.values()) - len(in_inbox) <= uncommitted
+    assert all(m.value["version"] == 1 for m in found if m.value["push_id"] in mine)
+
+
+def until_some(window: TopicWindow, expected: dict[str, str], minimum: int) -> None:
+    wanted = set(expected.values())
+    deadline = time.monotonic() + 30
+    while sum(1 for m in window.read() if m.value.get("push_id") in wanted) < minimum:
+        assert time.monotonic() < deadline, "the worker made no pushes"
+        time.sleep(0.1)
+
+
+def until_all(window: TopicWindow, expected: dict[str, str], timeout: float) -> list[ReadMessage]:
+    wanted = set(expected.values())
+    deadline = time.monotonic() + timeout
+    while True:
+        found = window.read()
+        missing = wanted - {m.value.get("push_id") for m in found}
+        if not missing:
+            return found
+        assert time.monotonic() < deadline, f"{len(missing)} of {len(wanted)} pushes missing"
+        time.sleep(0.5)
+
+
+def committed_offsets(kafka: KafkaClients, topic: str) -> dict[int, int]:
+    """What the (killed) worker's group had committed on ``topic``, by partition."""
+    group = f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}"
+    admin = kafka.admin()  # kept until the answer is in: a dropped client drops it
+    request = ConsumerGroupTopicPartitions(group)
+    [future] = admin.list_consumer_group_offsets([request], request_timeout=15).values()
+    return {
+        tp.partition: max(tp.offset, 0)
+        for tp in future.result(timeout=20).topic_partitions
+        if tp.topic == topic
+    }
