@@ -35,7 +35,14 @@ from xietong.topics import (
     DUAL_NOTICE_REJECTED_ACTIONS,
     HEARTBEATS,
     LICENCES,
+    MATTER_EVENTS,
     PENALTIES,
+    PUNISHMENT_ALERTS,
+    PUNISHMENT_FEEDBACK,
+    PUNISHMENT_LICENCE_REVIEWS,
+    PUNISHMENT_LIFT_NOTICES,
+    PUNISHMENT_RESTRICTION_HITS,
+    PUNISHMENT_SANCTION_NOTICES,
     REGISTRATIONS,
     REGISTRY_APPROVAL_ITEMS,
     REGISTRY_DEPARTMENTS,
@@ -176,6 +183,43 @@ DUAL_NOTICE_RECORD_TYPES: dict[str, RecordType] = {
     )
 }
 
+#: 办理事项: a department handles a matter for an entity (its report, or a credit check).
+MATTER_EVENT = RecordType("matter_event", "办理事项", "matter_event", MATTER_EVENTS)
+
+#: What departments write to their inbound topics about a restriction hit (反馈).
+RESTRICTION_FEEDBACK = RecordType(
+    "restriction_feedback",
+    "反馈",
+    "cn.gov.xietong.punishment.RestrictionFeedback",
+    PUNISHMENT_FEEDBACK,
+    subject_name="cn.gov.xietong.punishment.RestrictionFeedback",
+)
+
+#: What the joint-punishment processor (streams/joint_punishment.py) publishes, by name.
+JOINT_PUNISHMENT_RECORD_TYPES: dict[str, RecordType] = {
+    record.name: record
+    for record in (
+        RecordType("sanction_notice", "惩戒告知", "sanction_notice", PUNISHMENT_SANCTION_NOTICES),
+        RecordType(
+            "licence_review_notice",
+            "许可审查告知",
+            "licence_review_notice",
+            PUNISHMENT_LICENCE_REVIEWS,
+        ),
+        RecordType("restriction_hit", "限制命中", "restriction_hit", PUNISHMENT_RESTRICTION_HITS),
+        RecordType(
+            "received_restriction_feedback",
+            "反馈（已接收）",
+            "received_restriction_feedback",
+            PUNISHMENT_FEEDBACK,
+        ),
+        RecordType(
+            "feedback_overdue_alert", "逾期未反馈督办", "feedback_overdue_alert", PUNISHMENT_ALERTS
+        ),
+        RecordType("lift_notice", "解除惩戒告知", "lift_notice", PUNISHMENT_LIFT_NOTICES),
+    )
+}
+
 ALL_RECORD_TYPES: tuple[RecordType, ...] = (
     *CANONICAL_RECORD_TYPES.values(),
     DEAD_LETTER_RECORD,
@@ -183,6 +227,9 @@ ALL_RECORD_TYPES: tuple[RecordType, ...] = (
     *REGISTRY_RECORD_TYPES.values(),
     DEPARTMENT_ACTION,
     *DUAL_NOTICE_RECORD_TYPES.values(),
+    MATTER_EVENT,
+    RESTRICTION_FEEDBACK,
+    *JOINT_PUNISHMENT_RECORD_TYPES.values(),
 )
 
 

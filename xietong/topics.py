@@ -248,6 +248,67 @@ DUAL_NOTICE_CLOSURE_NOTICES = TopicSpec(
     readers=("sink",),
 )
 
+# 一处违法、处处受限 (streams/joint_punishment.py): matters departments handle, and what the
+# joint-punishment processor tells them. Everything delivered to a department's inbox is also
+# published here, keyed by USCC, so the sink and auditors see who was told what, and when.
+
+MATTER_EVENTS = TopicSpec(
+    "credit.matter-events",
+    "办理事项: a department handles a matter for an entity (许可申请、政府采购、财政补助、"
+    "土地供应、债券发行 …), reported by its system (connectors) or by a credit check (the"
+    " credit-check API)",
+    TopicKey.USCC,
+    writers=("connectors", "streams"),
+    readers=("streams", "sink"),
+)
+PUNISHMENT_SANCTION_NOTICES = TopicSpec(
+    "punishment.sanction-notices",
+    "惩戒告知: per listing, measure and implementing department, what to restrict and until when",
+    TopicKey.USCC,
+    writers=("streams",),
+    readers=("sink",),
+)
+PUNISHMENT_LICENCE_REVIEWS = TopicSpec(
+    "punishment.licence-reviews",
+    "许可审查告知: a licence-revoking penalty or a serious listing, to each department whose"
+    " licence of the entity was valid",
+    TopicKey.USCC,
+    writers=("streams",),
+    readers=("sink",),
+)
+PUNISHMENT_RESTRICTION_HITS = TopicSpec(
+    "punishment.restriction-hits",
+    "限制命中: a matter for a listed entity that a measure restricts, republished at every change"
+    " (feedback, withdrawal)",
+    TopicKey.USCC,
+    writers=("streams",),
+    readers=("sink",),
+)
+PUNISHMENT_FEEDBACK = TopicSpec(
+    "punishment.feedback",
+    "反馈: departments' feedback on restriction hits as received from their inbound topics, with"
+    " the department the topic names; keyed by USCC",
+    TopicKey.USCC,
+    writers=("streams",),
+    readers=("streams", "sink"),
+)
+PUNISHMENT_ALERTS = TopicSpec(
+    "punishment.alerts",
+    "逾期未反馈督办: restriction hits without feedback by their deadline, as sent to the department"
+    " and the credit authority",
+    TopicKey.USCC,
+    writers=("streams",),
+    readers=("sink",),
+)
+PUNISHMENT_LIFT_NOTICES = TopicSpec(
+    "punishment.lift-notices",
+    "解除惩戒告知: a listing ended (移出 or 期满); to every department told to restrict"
+    " because of it",
+    TopicKey.USCC,
+    writers=("streams",),
+    readers=("sink",),
+)
+
 TOPICS: tuple[TopicSpec, ...] = (
     REGISTRATIONS,
     LICENCES,
@@ -269,6 +330,13 @@ TOPICS: tuple[TopicSpec, ...] = (
     DUAL_NOTICE_REJECTED_ACTIONS,
     DUAL_NOTICE_ALERTS,
     DUAL_NOTICE_CLOSURE_NOTICES,
+    MATTER_EVENTS,
+    PUNISHMENT_SANCTION_NOTICES,
+    PUNISHMENT_LICENCE_REVIEWS,
+    PUNISHMENT_RESTRICTION_HITS,
+    PUNISHMENT_FEEDBACK,
+    PUNISHMENT_ALERTS,
+    PUNISHMENT_LIFT_NOTICES,
 )
 
 
@@ -319,7 +387,7 @@ DEPARTMENT_INBOUND = DepartmentTopic(
     "What the department's own systems publish to the platform; only it may write it",
     TopicKey.SOURCE,
     retention_ms=30 * DAY_MS,
-    readers=("connectors", "streams"),  # the streams read 双告知 actions from it
+    readers=("connectors", "streams"),  # the streams read 双告知 actions and 反馈 from it
 )
 DEPARTMENT_TOPICS: tuple[DepartmentTopic, ...] = (DEPARTMENT_INBOX, DEPARTMENT_INBOUND)
 
