@@ -1095,5 +1095,113 @@ def streams_dual_notice(
     run_worker(get_settings(), loglevel=log_level)
 
 
+# -- monitoring: consumer lag (xietong/lag.py) ------------------------------------------------
+
+lag_app = typer.Typer(
+    help="Consumer lag of the platform's consumer groups (Prometheus exporter).",
+    no_args_is_help=True,
+)
+app.add_typer(lag_app, name="lag")
+
+GroupPrefixOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--group-prefix",
+        help="Measure the groups whose id starts with this (repeatable); default: xietong.",
+    ),
+]
+
+
+@lag_app.command("serve")
+def lag_serve(
+    port: Annotated[
+        int | None, typer.Option(help="Serve /metrics here (default XIETONG_LAG_EXPORTER_PORT).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    interval: Annotated[
+        float | None,
+        typer.Option(help="Seconds between measurements (default XIETONG_LAG_EXPORTER_INTERVAL)."),
+    ] = None,
+    group_prefix: GroupPrefixOption = None,
+) -> None:
+    """Serve every platform consumer group's lag per topic and partition to Prometheus.
+
+    Measures committed and end offsets with the admin client every few seconds, until
+    SIGTERM or Ctrl-C: xietong_consumer_lag{group,topic,partition}, …_committed_offset,
+    …_end_offset, xietong_consumer_group_members and xietong_topic_end_offset.
+    """
+    import threading
+
+    from prometheus_client import start_http_server
+
+    from xietong.kafka import clients
+    from xietong.lag import PLATFORM_GROUP_PREFIXES, LagExporter, logger
+    from xietong.logs import configure, log_event
+
+    settings = get_settings()
+    configure()
+    exporter = LagExporter(
+        clients("admin").admin(),
+        group_prefix or PLATFORM_GROUP_PREFIXES,
+        interval or settings.lag_exporter_interval,
+    ).register()
+    port = port or settings.lag_exporter_port
+    try:
+        start_http_server(port, addr=host)
+    except OSError as error:
+        fail(f"cannot serve metrics on {host}:{port} ({error}): choose another --port")
+    log_event(logger, "lag_exporter_serving", host=host, port=port, groups=exporter.prefixes)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    exporter.run(stop)
+
+
+@lag_app.command("show")
+def lag_show(group_prefix: GroupPrefixOption = None, as_json: JsonOption = False) -> None:
+    """Measure once and print each group's lag per topic and partition."""
+    from confluent_kafka import KafkaException
+
+    from xietong.kafka import clients
+    from xietong.lag import PLATFORM_GROUP_PREFIXES, measure
+
+    try:
+        measured = measure(clients("admin").admin(), group_prefix or PLATFORM_GROUP_PREFIXES)
+    except KafkaException as error:
+        fail(f"the broker at {get_settings().kafka_bootstrap_servers} did not answer: {error}")
+    members = {g.group: g for g in measured.groups}
+    if as_json:
+        _print_json(
+            [
+                {
+                    "group": p.group,
+                    "topic": p.topic,
+                    "partition": p.partition,
+                    "committed": p.committed,
+                    "end": p.end,
+                    "lag": p.lag,
+                }
+                for p in measured.partitions
+            ]
+        )
+        return
+    table = Table("group", "state", "members", "topic", "partition", "committed", "end", "lag")
+    for p in measured.partitions:
+        group = members.get(p.group)
+        table.add_row(
+            p.group,
+            group.state if group else "",
+            str(group.members) if group else "",
+            p.topic,
+            str(p.partition),
+            str(p.committed),
+            str(p.end),
+            str(p.lag),
+        )
+    console.print(table)
+    for group_id in sorted({p.group for p in measured.partitions}):
+        console.print(f"{group_id}: lag {measured.total_lag(group_id)}", highlight=False)
+
+
 if __name__ == "__main__":
     app()

@@ -98,6 +98,17 @@ class Settings(BaseSettings):
         description="Partition count of every topic keyed by USCC (co-partitioning).",
     )
 
+    # -- monitoring -------------------------------------------------------------------
+    prometheus_port: int = Field(
+        default=9090, description="The local Prometheus (xietong stack up --with-prometheus)."
+    )
+    lag_exporter_port: int = Field(
+        default=9466, description="Metrics of the consumer-lag exporter (xietong lag serve)."
+    )
+    lag_exporter_interval: float = Field(
+        default=5.0, description="Seconds between two consumer-lag measurements."
+    )
+
     # -- derived endpoints ------------------------------------------------------------
     @property
     def local_bootstrap_servers(self) -> str:
