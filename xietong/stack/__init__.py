@@ -8,13 +8,14 @@ in reverse order; ``status`` reports each one.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from xietong.settings import Settings
 from xietong.stack.base import LocalService, ServiceStatus, StackError
 from xietong.stack.kafka import KafkaBroker
 from xietong.stack.postgres import PostgresServer
+from xietong.stack.prometheus import PrometheusServer
 from xietong.stack.schema_registry import SchemaRegistry
 
 __all__ = ["LocalStack", "ServiceStatus", "StackError"]
@@ -30,16 +31,22 @@ class LocalStack:
             PostgresServer(settings),
             KafkaBroker(settings),
             SchemaRegistry(settings),
+            PrometheusServer(settings),  # optional: xietong stack up --with-prometheus
         ]
 
     @property
     def env_file(self) -> Path:
         return self.settings.home / "stack.env"
 
-    def up(self, report: Callable[[str], None] = print) -> list[str]:
-        """Start every local service that is not running; the names of those started."""
+    def up(
+        self, report: Callable[[str], None] = print, optional: Collection[str] = ()
+    ) -> list[str]:
+        """Start every local service that is not running, and the optional ones named in
+        ``optional``; the names of those started."""
         started = []
         for service in self.services:
+            if service.optional and service.name not in optional:
+                continue
             was_running = service.is_external or service.pid() is not None
             report(service.start())
             if not was_running:
@@ -51,11 +58,14 @@ class LocalStack:
     def down(self, only: list[str] | None = None, report: Callable[[str], None] = print) -> None:
         """Stop the local services (or only the named ones), last started first."""
         for service in reversed(self.services):
+            if service.optional and service.pid() is None:
+                continue
             if only is None or service.name in only:
                 report(service.stop())
 
     def status(self) -> list[ServiceStatus]:
-        return [service.status() for service in self.services]
+        """Every service's status; an optional one only when it was started."""
+        return [s.status() for s in self.services if not s.optional or s.pid() is not None]
 
     def is_up(self) -> bool:
         return all(s.state in ("running", "external") for s in self.status())

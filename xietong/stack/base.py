@@ -93,6 +93,9 @@ class LocalService(ABC):
     port_setting: str  # the XIETONG_* variable that moves this service's port
     start_timeout: float = 120.0
     stop_signal: signal.Signals = signal.SIGTERM
+    #: Started only when asked for (``xietong stack up --with-<name>``); the stack is up
+    #: without it.
+    optional: bool = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
