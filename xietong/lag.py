@@ -1,6 +1,6 @@
 """Consumer lag: how far each consumer group of the platform is behind its topics.
 
-    xietong lag serve             # /metrics on 127.0.0.1:9466 (XIETONG_LAG_EXPORTER_PORT)
+    xietong lag serve             # /metrics on 127.0.0.1:9460 (XIETONG_LAG_EXPORTER_PORT)
     xietong lag show              # one measurement, as a table
 
 Every few seconds (``XIETONG_LAG_EXPORTER_INTERVAL``, default 5) the exporter asks the
@@ -200,7 +200,7 @@ class LagExporter(Collector):
 
         exporter = LagExporter(clients("admin").admin(), interval=5)
         exporter.register()                 # on prometheus_client's default registry
-        start_http_server(9466)
+        start_http_server(9460)
         exporter.run(threading.Event())     # until the event is set
     """
 

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         default=9090, description="The local Prometheus (xietong stack up --with-prometheus)."
     )
     lag_exporter_port: int = Field(
-        default=9466, description="Metrics of the consumer-lag exporter (xietong lag serve)."
+        default=9460, description="Metrics of the consumer-lag exporter (xietong lag serve)."
     )
     lag_exporter_interval: float = Field(
         default=5.0, description="Seconds between two consumer-lag measurements."
