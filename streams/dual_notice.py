@@ -58,8 +58,9 @@ department "dept", or the registration authority "reg"), each cell where it goes
 Time is event time: deadlines run from the registration's event time and from the
 claim's ``acted_at``, so a replay of history gives the same deadlines. A timer compares
 them with the clock every ``tick_interval`` seconds and sends each due push through the
-internal topic ``xietong.streams.dual-notice-deadlines``, keyed by USCC, so the change
-is made by an agent on the push's own partition like every other change.
+internal topic ``xietong.streams.dual-notice-due``, keyed by USCC, so the change is made
+by an agent on the push's own partition like every other change. The same topic
+carries the pushes waiting for a department onboarded since (its inbox now exists).
 
 Guarantee: at least once, with deterministic ids, which makes the result effectively
 once for a reader that keeps the latest record per id. Offsets are committed only after
@@ -103,11 +104,10 @@ from schemas import DEAD_LETTER_RECORD, DEPARTMENT_ACTION, DUAL_NOTICE_RECORD_TY
 from streams.runtime import (
     DeclaredTopic,
     RecordWriter,
+    ReferenceData,
     changelog_config,
-    commit_start_of_new_partitions,
     declared_topic,
     make_app,
-    reference_table,
 )
 from xietong.ids import deterministic_id
 from xietong.kafka import KafkaClients
@@ -631,8 +631,8 @@ class DualNoticeProcessor:
         self._deadlines: list[tuple[int, str, str, str]] = []
         self._inboxes: set[str] | None = None
         self._without_inbox: set[str] = set()
-        self._catalog: ApprovalCatalog | None = None
-        self._directory: DepartmentDirectory | None = None
+        self._catalog: tuple[int, ApprovalCatalog] | None = None
+        self._directory: tuple[int, DepartmentDirectory] | None = None
         self._declare()
 
     # -- wiring ---------------------------------------------------------------------------
@@ -640,18 +640,8 @@ class DualNoticeProcessor:
     def _declare(self) -> None:
         app, settings = self.app, self.settings
 
-        async def catalog_changed(_: Any) -> None:
-            self._catalog = None
-
-        async def departments_changed(_: Any) -> None:
-            self._directory = None
-
-        self.approval_items = reference_table(
-            app, REGISTRY_APPROVAL_ITEMS, self.clients, catalog_changed
-        )
-        self.departments = reference_table(
-            app, REGISTRY_DEPARTMENTS, self.clients, departments_changed
-        )
+        self.approval_items = ReferenceData(self.clients, REGISTRY_APPROVAL_ITEMS)
+        self.departments = ReferenceData(self.clients, REGISTRY_DEPARTMENTS)
         partitions, configs = settings.uscc_partitions, changelog_config(settings)
         self.registered_scopes = app.Table(
             "registered-scopes", partitions=partitions, extra_topic_configs=configs
@@ -697,17 +687,25 @@ class DualNoticeProcessor:
         await self.app.add_runtime_dependency(self.relay)
         log_event(logger, "dual_notice_ready", app=self.app.conf.id, catalog=len(self.catalog))
 
+    def writers(self) -> list[RecordWriter]:
+        """Every kind of record the processor writes, with its schema."""
+        return [*self._writers.values(), *self.relay.writers.values()]
+
     @property
     def catalog(self) -> ApprovalCatalog:
-        if self._catalog is None:
-            self._catalog = ApprovalCatalog(v for v in self.approval_items.values() if v)
-        return self._catalog
+        """The approval catalog as registry.approval-items holds it now."""
+        version = self.approval_items.version
+        if self._catalog is None or self._catalog[0] != version:
+            self._catalog = (version, ApprovalCatalog(self.approval_items.values()))
+        return self._catalog[1]
 
     @property
     def directory(self) -> DepartmentDirectory:
-        if self._directory is None:
-            self._directory = DepartmentDirectory(v for v in self.departments.values() if v)
-        return self._directory
+        """The departments as registry.departments holds them now."""
+        version = self.departments.version
+        if self._directory is None or self._directory[0] != version:
+            self._directory = (version, DepartmentDirectory(self.departments.values()))
+        return self._directory[1]
 
     # -- agents: read, apply the rule, send ---------------------------------------------------
 
@@ -743,9 +741,9 @@ class DualNoticeProcessor:
         """The record, or (unreadable input: kept whole, never dropped) its dead letter."""
         message = event.message
         try:
-            value = self._read(
-                message.value, SerializationContext(message.topic, MessageField.VALUE)
-            )
+            # No context: the writer's schema comes with the record, and the platform's
+            # schemas carry no data-contract rules to run (a fifth of the decoding time).
+            value = self._read(message.value, None)
             assert isinstance(value, dict), f"{type(value).__name__}, not a record"
             return value
         except Exception as error:
@@ -828,19 +826,26 @@ class DualNoticeProcessor:
             ),
             "industry_code": registration["industry_code"],
         }
+        needed = self.catalog.match(scope["permit_entries"], scope["industry_code"])
         known = self.registered_scopes.get(uscc)
         if known is not None and known["event_id"] == event_id:
             previous = known["previous"]  # this event again: compare as the first time
         else:
             previous = None if known is None else known["scope"]
-        self.registered_scopes[uscc] = {"event_id": event_id, "scope": scope, "previous": previous}
+        # An entity whose scope needs no permit is not remembered: no entry means "needed
+        # nothing", which is all a later 变更 compares with (and most entities need none).
+        if needed or known is not None:
+            self.registered_scopes[uscc] = {
+                "event_id": event_id,
+                "scope": scope,
+                "previous": previous,
+            }
 
         if kind == "CANCEL" or status in ("CANCELLED", "REVOKED"):
             self._close_entity(registration, outcome)
             return outcome
         if kind not in ("ESTABLISH", "CHANGE"):
             return outcome
-        needed = self.catalog.match(scope["permit_entries"], scope["industry_code"])
         if kind == "CHANGE" and previous is not None:
             # Only what the change adds; an entity whose earlier scope is unknown here
             # (registered before the platform) is told everything it needs.
@@ -1585,7 +1590,7 @@ class InboundActionRelay(mode.Service):
             await asyncio.to_thread(self._thread.join, 15)
 
     @cached_property
-    def _writers(self) -> dict[str, RecordWriter]:
+    def writers(self) -> dict[str, RecordWriter]:
         clients = self.processor.clients
         return {
             name: RecordWriter(clients, DUAL_NOTICE_RECORD_TYPES[name])
@@ -1680,14 +1685,14 @@ class InboundActionRelay(mode.Service):
             producer.produce(
                 self.processor.topics.outputs["rejected_department_action"],
                 key=name["code"].encode(),
-                value=self._writers["rejected_department_action"].encode(rejected),
+                value=self.writers["rejected_department_action"].encode(rejected),
                 on_delivery=delivered,
             )
             return 1
         producer.produce(
             self.processor.topics.actions,
             key=received["action"]["uscc"].encode(),
-            value=self._writers["received_department_action"].encode(received),
+            value=self.writers["received_department_action"].encode(received),
             on_delivery=delivered,
         )
         producer.poll(0)
@@ -1725,13 +1730,25 @@ def run_worker(
 
     configure()
     processor = DualNoticeProcessor(settings, rules, topics)
-    sources = [processor.topics.registrations, processor.topics.licences, processor.topics.actions]
-    commit_start_of_new_partitions(
-        processor.clients, processor.app.conf.id, [*sources, processor.due_topic.get_topic_name()]
+    log_event(logger, "dual_notice_starting", app=processor.app.conf.id)
+    # Nothing is matched or routed before the whole catalog is here.
+    processor.approval_items.load()
+    processor.departments.load()
+    processor.has_inbox("")  # the inboxes that exist, listed once before the loop starts
+    for writer in processor.writers():
+        writer.check_registered()
+    log_event(
+        logger,
+        "dual_notice_reference_data_loaded",
+        approval_items=len(processor.catalog),
+        departments=len(processor.directory.by_code),
     )
     if processor.rules.metrics_port:
         start_http_server(processor.rules.metrics_port)
     worker = faust.Worker(processor.app, loglevel=loglevel, quiet=True)
+    # Faust's terminal spinner puts the root logger at DEBUG, so that every debug line of
+    # Faust and aiokafka (several per record) is formatted, then thrown away.
+    worker.spinner = None
     worker.execute_from_commandline()
 
 

@@ -11,16 +11,17 @@ made here from the one settings object, connects as ``svc-streams``, and gets:
   partitioner, so a USCC lands in the same partition number of every USCC-keyed topic,
   whoever wrote it, and a table keyed by USCC is joined by looking it up.
 * **partitions and replication from the settings** for every topic Faust declares.
-* **the one serde path.** Records are Avro in the Confluent wire format, written and
-  read by confluent-kafka's serializers from :class:`xietong.kafka.KafkaClients`
-  (:class:`RecordWriter`, :class:`AvroCodec`); Faust itself only moves bytes.
-* **reference tables** (:func:`reference_table`): a GlobalTable over one of the
-  registry's compacted topics, every worker holding every key, following changes live.
+* **the one serde path.** Records are Avro in the Confluent wire format, written by
+  :class:`RecordWriter` and read by ``KafkaClients.avro_deserializer``, confluent-kafka's
+  serializers from :class:`xietong.kafka.KafkaClients`; Faust itself only moves bytes.
+* **reference data** (:class:`ReferenceData`): one of the registry's compacted topics
+  held whole by every worker, following changes live.
 
 Example::
 
     app = make_app(settings, "dual-notice")              # id xietong.streams.dual-notice
-    items = reference_table(app, REGISTRY_APPROVAL_ITEMS, clients)
+    items = ReferenceData(clients, REGISTRY_APPROVAL_ITEMS)
+    items.load()                                         # then follows changes
     writer = RecordWriter(clients, DUAL_NOTICE_RECORD_TYPES["dual_notice_push"])
     await app.topic("dualnotice.pushes").send(key=b"9133…", value=writer.encode(push))
 """
@@ -28,15 +29,19 @@ Example::
 from __future__ import annotations
 
 import ssl
+import threading
+import time
+import uuid
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import faust
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka.schema_registry import Schema
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
-from faust.serializers import codecs
+from faust.transport.producer import ProducerBuffer
 from faust.types.auth import SASLMechanism
 
 from schemas import RecordType
@@ -45,6 +50,11 @@ from xietong.settings import Settings
 from xietong.topics import STREAMS_INTERNAL_TOPIC_PREFIX, TopicSpec
 
 STREAMS_SERVICE = "streams"
+
+# Table changes wait in a buffer for the producer. Past Faust's 100, every further
+# change stops the stream until the buffer has drained, and logs a warning each time:
+# under load most of a worker's time went there.
+ProducerBuffer.max_messages = 10_000
 
 
 def uscc_partition(key: bytes, partitions: int) -> int:
@@ -94,10 +104,16 @@ def make_app(settings: Settings, name: str, **overrides: Any) -> faust.App:
         "topic_disable_leader": True,
         "producer_partitioner": _librdkafka_partitioner,
         "producer_acks": -1,
+        "producer_linger": 0.005,  # a few ms of batching: far fewer requests under load
         "consumer_auto_offset_reset": "earliest",
         # A worker that died is noticed, and its partitions handed on, within 10 s (not
         # Faust's 60); heartbeats come from the consumer's own thread every 3 s.
         "broker_session_timeout": 10.0,
+        # Small fetches: with Faust's 1 MB per partition, a record waited behind a
+        # megabyte of others fetched before it (p50 1.4 s at 1,000 registrations/s,
+        # 80 ms with these), and throughput did not gain from the big ones.
+        "broker_max_poll_records": 200,
+        "consumer_max_fetch_size": 64 * 1024,
         "web_enabled": False,
         "datadir": datadir,
         "key_serializer": "raw",
@@ -105,48 +121,6 @@ def make_app(settings: Settings, name: str, **overrides: Any) -> faust.App:
         **overrides,
     }
     return faust.App(f"{STREAMS_INTERNAL_TOPIC_PREFIX}{name}", **config)
-
-
-def commit_start_of_new_partitions(clients: KafkaClients, group: str, topics: list[str]) -> int:
-    """Commit the first offset of every partition of ``topics`` that ``group`` never
-    committed; the number committed. Call it before the app's first start.
-
-    A faust-streaming 0.15 worker that finds no committed offset for a partition starts
-    reading it, then seeks "to the committed offsets" once its tables are recovered, and
-    a record fetched in between is never processed (seen on a new group: one record per
-    partition lost). With an offset committed there is nothing to lose: the seek goes
-    back to it. A group with live members refuses the commit; they have committed then.
-    """
-    admin = clients.admin()
-    present = admin.list_topics(timeout=15).topics
-    wanted = [
-        TopicPartition(topic, partition)
-        for topic in topics
-        if topic in present
-        for partition in present[topic].partitions
-    ]
-    if not wanted:
-        return 0
-    [future] = admin.list_consumer_group_offsets(
-        [ConsumerGroupTopicPartitions(group, wanted)], request_timeout=15
-    ).values()
-    missing = [tp for tp in future.result(timeout=30).topic_partitions if tp.offset < 0]
-    if not missing:
-        return 0
-    consumer = clients.consumer(group)
-    try:
-        starts = [
-            TopicPartition(
-                tp.topic, tp.partition, consumer.get_watermark_offsets(tp, timeout=15)[0]
-            )
-            for tp in missing
-        ]
-        consumer.commit(offsets=starts, asynchronous=False)
-    except KafkaException:
-        return 0
-    finally:
-        consumer.close()
-    return len(starts)
 
 
 def changelog_config(settings: Settings) -> dict[str, str]:
@@ -168,79 +142,92 @@ def declared_topic(app: faust.App, spec: TopicSpec | str) -> DeclaredTopic:
     return DeclaredTopic(app, topics=[name], key_serializer="raw", value_serializer="raw")
 
 
-class _Utf8Codec(codecs.Codec):
-    def _dumps(self, obj: Any) -> bytes:
-        return str(obj).encode()
+class ReferenceData:
+    """One of the registry's compacted topics, held whole by every worker: key → record.
 
-    def _loads(self, s: bytes) -> Any:
-        return s.decode()
+    Read from the beginning when the worker starts (:meth:`load` returns once it holds
+    everything the topic held then), then followed by a thread of its own, so a catalog
+    change reaches the processor within a second and without a restart. A tombstone
+    removes the key. ``version`` grows with every change: a reader that derives an index
+    from :meth:`values` rebuilds it when the version moved.
 
-
-class AvroCodec(codecs.Codec):
-    """Reads Confluent-framed Avro into dicts with confluent-kafka's deserializer (the
-    writer's schema by the id in each message). Read-only: processors write records
-    with :class:`RecordWriter`."""
-
-    def __init__(self, clients: KafkaClients, topic: str) -> None:
-        super().__init__()
-        self._deserialize: AvroDeserializer = clients.avro_deserializer()
-        self._context = SerializationContext(topic, MessageField.VALUE)
-
-    def _loads(self, s: bytes) -> Any:
-        return self._deserialize(s, self._context)
-
-    def _dumps(self, obj: Any) -> bytes:
-        raise TypeError("reference data is read-only here: the registry publishes it")
-
-
-class ReferenceTable(faust.GlobalTable):
-    """A GlobalTable whose changelog is a topic someone else writes.
-
-    Faust names a table's changelog ``<app id>-<table>-changelog`` in places even when
-    it was given another topic (its assignor, faust-streaming 0.15); this table answers
-    with the topic it reads.
+    Why not a Faust GlobalTable: faust-streaming 0.15 assumes a global table's changelog
+    is its own (it looks it up by the name it would have made) and, with one on a topic
+    another service writes, a worker starting on a backlog lost a few records of its
+    source topics at start (seen in the benchmark: a few of 20,000 registrations never
+    reached the agent). This reader takes no part in Faust's recovery.
     """
 
-    def _changelog_topic_name(self) -> str:
-        return str(self.changelog_topic.get_topic_name())
+    def __init__(self, clients: KafkaClients, spec: TopicSpec) -> None:
+        self.clients = clients
+        self.topic = spec.name
+        self.version = 0
+        self._records: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
+    def values(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._records.values())
 
-ChangeCallback = Callable[[Any], Awaitable[None]]
+    def load(self, timeout: float = 60.0) -> None:
+        """Read the topic to its current end, then follow it in the background."""
+        consumer = self.clients.consumer(
+            self.clients.group(f"reference-{uuid.uuid4().hex[:8]}"), **{"fetch.wait.max.ms": 200}
+        )
+        partitions = consumer.list_topics(self.topic, timeout=15).topics[self.topic].partitions
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=15)[1]
+            for p in partitions
+        }
+        consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
+        deserialize = self.clients.avro_deserializer()
+        context = SerializationContext(self.topic, MessageField.VALUE)
+        pending = {p: end for p, end in ends.items() if end > 0}
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                consumer.close()
+                raise TimeoutError(f"{self.topic}: not read to its end in {timeout} s")
+            for message in consumer.consume(1000, timeout=0.5):
+                self._apply(message, deserialize, context)
+                partition, offset = message.partition() or 0, message.offset() or 0
+                if message.error() is None and offset + 1 >= pending.get(partition, 0):
+                    pending.pop(partition, None)
+        self._thread = threading.Thread(
+            target=self._follow,
+            args=(consumer, deserialize, context),
+            name=f"reference {self.topic}",
+            daemon=True,
+        )
+        self._thread.start()
 
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
 
-def reference_table(
-    app: faust.App,
-    spec: TopicSpec,
-    clients: KafkaClients,
-    on_change: ChangeCallback | None = None,
-) -> ReferenceTable:
-    """The registry's compacted topic ``spec`` as a table: str key → record dict (a
-    tombstone removes the key). ``on_change`` is awaited for every record read, before
-    it is applied."""
-    topic = DeclaredTopic(
-        app,
-        topics=[spec.name],
-        key_serializer=_Utf8Codec(),
-        value_serializer=AvroCodec(clients, spec.name),
-        partitions=spec.partitions,
-    )
-    table = ReferenceTable(
-        app,
-        name=spec.name,
-        changelog_topic=topic,
-        partitions=spec.partitions,
-        # Small, and read whole from its compacted topic at start. (A bare "memory://"
-        # is a false URL to Faust, which then takes the app's store.)
-        store="memory://reference",
-        # As app.GlobalTable does; apply every change as it comes.
-        beacon=app.tables.beacon,
-        is_global=True,
-        recovery_buffer_size=1,
-        standby_buffer_size=1,
-        on_changelog_event=on_change,
-    )
-    app.tables.add(table)
-    return table
+    def _follow(self, consumer: Any, deserialize: Any, context: SerializationContext) -> None:
+        try:
+            while not self._stop.is_set():
+                for message in consumer.consume(100, timeout=0.5):
+                    self._apply(message, deserialize, context)
+        finally:
+            consumer.close()
+
+    def _apply(self, message: Any, deserialize: Any, context: SerializationContext) -> None:
+        if message.error() is not None:
+            return
+        key = (message.key() or b"").decode()
+        raw = message.value()
+        record = None if raw is None else deserialize(raw, context)
+        with self._lock:
+            if record is None:
+                self._records.pop(key, None)
+            else:
+                self._records[key] = record
+            self.version += 1
 
 
 class RecordWriter:
@@ -255,6 +242,20 @@ class RecordWriter:
             record.schema_str, **{"subject.name.strategy": lambda *_: subject}
         )
         self._context = SerializationContext(record.topic.name, MessageField.VALUE)
+        self._registry = clients.schema_registry()  # the serializer's client, and its cache
+
+    def check_registered(self) -> None:
+        """Look the schema up now (a worker without its schemas fails at start, not at
+        its first record); the answer is cached for every record after."""
+        try:
+            self._registry.lookup_schema(
+                self.record.subject, Schema(self.record.schema_str, "AVRO")
+            )
+        except SchemaRegistryError as error:
+            raise RuntimeError(
+                f"{self.record.subject} does not hold schemas/avro/{self.record.schema_file}.avsc"
+                f" ({error.error_message}): register the schemas with `xietong schemas register`"
+            ) from error
 
     def encode(self, value: dict[str, Any]) -> bytes:
         encoded = self._serialize(value, self._context)

@@ -19,9 +19,9 @@ On the running local stack, with the sample province's catalog on
    offsets committed after the producer's flush — and no state, no changelogs, no
    department actions, no deadlines.
 
-With ``--profile`` the worker runs under cProfile during the backlog, and the functions
-taking the most time are reported ("where the time goes"). Results:
-``.local/bench/dual_notice.json``.
+Last, a worker runs under cProfile through ``--profile`` more registrations, and its time
+is reported by group and function ("where the time goes"; the profiler slows it, so
+read the shares). Results: ``.local/bench/dual_notice.json``.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ from xietong.topics import (
 )
 
 THROUGHPUT_TARGET = 10_000  # registrations/s per worker, issue 5
+WARMUP_SECONDS = 2  # sent at the steady rate before the latency is timed
 P99_TARGET_MS = 250  # at 1,000 registrations/s
 APP_NAME = "dual-notice-bench"
 PREFIX = f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}."
@@ -241,21 +242,25 @@ def latency(
     encoded: list[tuple[bytes, bytes, str]],
     rate: int,
     expected: set[str],
+    warmup_seconds: int = WARMUP_SECONDS,
 ) -> dict[str, float]:
+    """Send ``encoded`` at ``rate``; the delays of the pushes of those sent after the
+    first ``warmup_seconds`` (connections, schema lookups and caches are warm by then)."""
     arrivals = Arrivals(kafka, inbox)
     sent = produce_steadily(kafka, registrations, encoded, rate)
     deadline = time.time() + 60
     while not expected <= arrivals.arrived.keys() and time.time() < deadline:
         time.sleep(0.2)
     arrivals.stop()
+    timed = {event for _, _, event in encoded[warmup_seconds * rate :]}
     delays = sorted(
         (arrivals.arrived[event] - sent[event]) * 1000
-        for event in expected
+        for event in expected & timed
         if event in arrivals.arrived
     )
-    missing = len(expected) - len(delays)
+    missing = len(expected) - len(expected & arrivals.arrived.keys())
     return {
-        "registrations": len(encoded),
+        "registrations": len(timed),
         "pushes_timed": len(delays),
         "pushes_missing": missing,
         "p50_ms": round(statistics.median(delays), 1),
@@ -317,13 +322,13 @@ def baseline(settings: Settings, registrations: str) -> None:
     consumer.subscribe([registrations])
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    processed, last_commit, last_report = 0, time.monotonic(), 0.0
-    context = SerializationContext(registrations, MessageField.VALUE)
+    processed, committed, last_commit, last_report = 0, 0, time.monotonic(), 0.0
     while not stop.is_set():
-        for message in consumer.consume(1000, timeout=0.1):
+        # Whatever has arrived, at once: waiting to fill a batch would be latency.
+        for message in consumer.consume(1000, timeout=0.005):
             if message.error() is not None:
                 continue
-            record = deserialize(message.value(), context)
+            record = deserialize(message.value(), None)
             assert isinstance(record, dict)
             permits = [e["text"] for e in record["business_scope_items"] if e["kind"] == "PERMIT"]
             matches = catalog.match(permits, record["industry_code"])
@@ -371,10 +376,10 @@ def baseline(settings: Settings, registrations: str) -> None:
         if time.monotonic() - last_report > 0.2:
             print(json.dumps({"processed": processed, "at": time.time()}), flush=True)
             last_report = time.monotonic()
-        if processed and time.monotonic() - last_commit > 1.0:
-            producer.flush(30)
+        if processed > committed and time.monotonic() - last_commit > 1.0:
+            producer.flush(30)  # at least once: what is committed has been produced
             consumer.commit(asynchronous=False)
-            last_commit = time.monotonic()
+            committed, last_commit = processed, time.monotonic()
     producer.flush(30)
     consumer.close()
 
@@ -507,7 +512,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=30_000, help="registrations in the backlog")
     parser.add_argument("--rate", type=int, default=1_000, help="registrations/s for the latency")
     parser.add_argument("--seconds", type=int, default=20, help="how long to send at --rate")
-    parser.add_argument("--profile", action="store_true", help="profile the worker (backlog)")
+    parser.add_argument(
+        "--profile", type=int, default=8_000, help="registrations for the profiled pass (0: none)"
+    )
     parser.add_argument("--out", type=Path, default=Path(".local/bench/dual_notice.json"))
     parser.add_argument("--worker", nargs=2, metavar=("PORT", "PROFILE"), help=argparse.SUPPRESS)
     parser.add_argument("--baseline", nargs=1, metavar="TOPIC", help=argparse.SUPPRESS)
@@ -543,20 +550,13 @@ def main() -> None:
     steady = args.rate * args.seconds
     results = []
 
-    port, profile = free_port(), workdir / "worker.prof"
-    report_profile: list[dict[str, Any]] = []
-    process = start(
-        "worker", str(port), str(profile) if args.profile else "-", log=workdir / "worker.log"
-    )
+    port = free_port()
+    process = start("worker", str(port), "-", log=workdir / "worker.log")
     try:
         print("processor: the backlog …", file=sys.stderr)
         throughput = time_backlog(args.records, lambda: processed_by_worker(port))
-        if args.profile:  # the profile covers start and backlog; the figures are slowed by it
-            stop(process)
-            report_profile = where_the_time_goes(profile)
-            process = start("worker", str(port), "-", log=workdir / "worker.log")
         print(f"processor: {throughput}; {args.rate}/s for {args.seconds} s …", file=sys.stderr)
-        load = workload(steady, rng)
+        load = workload(steady + WARMUP_SECONDS * args.rate, rng)
         timed = latency(
             kafka,
             registrations,
@@ -573,11 +573,11 @@ def main() -> None:
     log = workdir / "baseline.log"
     process = start("baseline", registrations, log=log)
     try:
-        total = args.records + steady
+        total = args.records + steady + WARMUP_SECONDS * args.rate
         print("baseline: the backlog …", file=sys.stderr)
         throughput = time_backlog(total, lambda: processed_by_baseline(log))
         print(f"baseline: {throughput}; {args.rate}/s for {args.seconds} s …", file=sys.stderr)
-        load = workload(steady, rng)
+        load = workload(steady + WARMUP_SECONDS * args.rate, rng)
         timed = latency(
             kafka,
             registrations,
@@ -621,29 +621,68 @@ def main() -> None:
         "meets_latency_target": processor.latency["p99_ms"] <= P99_TARGET_MS,
     }
     if args.profile:
-        report["where_the_time_goes"] = report_profile
-        report["profiled_throughput_is_slowed_by_the_profiler"] = True
+        print(f"processor under cProfile: {args.profile} more registrations …", file=sys.stderr)
+        produce_backlog(kafka, registrations, encode_all(kafka, workload(args.profile, rng)))
+        profile = workdir / "worker.prof"
+        process = start("worker", str(port), str(profile), log=workdir / "worker.log")
+        try:  # the worker resumes after what it processed: it gets the new ones only
+            time_backlog(args.profile, lambda: processed_by_worker(port))
+        finally:
+            stop(process)
+        report["where_the_time_goes"] = where_the_time_goes(profile)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(report, ensure_ascii=False, indent=2))
     reset_topics_only(kafka)
 
 
-def where_the_time_goes(profile: Path, top: int = 25) -> list[dict[str, Any]]:
+#: Where a function's own time is counted, by its file or, for built-ins, its name (the
+#: first match wins).
+TIME_GROUPS = (
+    ("waiting for the network (idle)", ("select.epoll",)),
+    ("faust and mode (streams, conductor, tables, commits)", ("faust/", "mode/")),
+    ("asyncio (scheduling the above)", ("asyncio/", "_contextvars", "selectors.py")),
+    ("aiokafka (fetch, produce, protocol)", ("aiokafka/", "_socket.socket")),
+    ("Avro serde (confluent-kafka, fastavro)", ("schema_registry/", "fastavro")),
+    ("confluent-kafka clients (reference data, relay)", ("cimpl",)),
+    ("RocksDB (rocksdict)", ("Rdict", "rocksdict")),
+    ("the 双告知 rules (streams/)", ("streams/dual_notice.py", "streams/runtime.py")),
+    ("JSON (table values, log lines)", ("json/",)),
+    ("logging", ("logging/", "xietong/logs.py")),
+    ("prometheus metrics", ("prometheus_client/",)),
+    ("garbage collection", ("gc.collect",)),
+)
+IDLE = TIME_GROUPS[0][0]
+
+
+def where_the_time_goes(profile: Path, top: int = 12) -> dict[str, Any]:
+    """The worker's main thread under cProfile: its busy time by group, and the functions
+    that took most of it. The profiler slows the worker: read the shares."""
     stats = pstats.Stats(str(profile), stream=io.StringIO())
-    total = stats.total_tt  # type: ignore[attr-defined]
+    raw = stats.stats  # type: ignore[attr-defined]
+    groups: dict[str, float] = {}
     rows = []
-    for (file, line, name), (_, calls, tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]
-        rows.append(
-            {
-                "function": f"{Path(file).name}:{line} {name}",
-                "calls": calls,
-                "own_seconds": round(tottime, 3),
-                "cumulative_seconds": round(cumtime, 3),
-                "own_share": round(tottime / total, 3) if total else 0.0,
-            }
+    for (file, line, name), (_, calls, tottime, _, _) in raw.items():
+        where = f"{file}:{name}"
+        group = next(
+            (label for label, marks in TIME_GROUPS if any(m in where for m in marks)), "other"
         )
-    return sorted(rows, key=lambda row: row["own_seconds"], reverse=True)[:top]
+        groups[group] = groups.get(group, 0.0) + tottime
+        if group != IDLE:
+            rows.append((tottime, f"{Path(file).name}:{line} {name}", calls))
+    idle = groups.pop(IDLE, 0.0)
+    busy = sum(groups.values()) or 1.0
+    return {
+        "idle_share_of_wall_time": round(idle / (idle + busy), 3),
+        "busy_time_by_group": {
+            label: round(seconds / busy, 3)
+            for label, seconds in sorted(groups.items(), key=lambda item: -item[1])
+        },
+        "top_functions_by_own_busy_time": [
+            {"function": function, "calls": calls, "share": round(seconds / busy, 3)}
+            for seconds, function, calls in sorted(rows, reverse=True)[:top]
+        ],
+    }
 
 
 def reset_topics_only(kafka: KafkaClients) -> None:

@@ -210,8 +210,15 @@ class Worker:
             )
         deadline = time.monotonic() + 90
         while self._ready_lines() == ready_before:
-            assert self.process.poll() is None, f"the worker exited; see {self.log}"
-            assert time.monotonic() < deadline, f"the worker was not ready in 90 s; see {self.log}"
+            problem = None
+            if self.process.poll() is not None:
+                problem = "the worker exited"
+            elif time.monotonic() > deadline:
+                problem = "the worker was not ready in 90 s"
+                self.kill()  # no second worker may start beside it (its tables are locked)
+            if problem:
+                tail = self.log.read_text(errors="replace")[-3000:]
+                raise AssertionError(f"{problem}; {self.log} ends with:\n{tail}")
             time.sleep(0.2)
 
     def _ready_lines(self) -> int:
@@ -231,6 +238,7 @@ class Worker:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+                self.process.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -240,9 +248,11 @@ def worker(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Worker]:
     running = Worker(tmp_path_factory.mktemp("dual-notice") / "worker.log", free_port())
-    running.start()
-    yield running
-    running.stop()
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
 
 
 # -- sending and reading ----------------------------------------------------------------------
@@ -816,9 +826,16 @@ def test_a_worker_killed_mid_stream_loses_no_push_and_makes_none_twice(
     sending.start()
     until_some(pushes, expected, count // 2)  # some 2.5 s in: past a commit or two
     worker.kill()
+    # What the killed worker had sent: a request it made just before it died may still
+    # be written by the broker after, so read once that has settled.
+    time.sleep(2)
     before_kill = {m.value["push_id"] for m in pushes.read()}
     sending.join()
     committed = committed_offsets(kafka, topic)
+    # Restarted once the group has given the dead member up (its session timed out), as
+    # a supervisor would: otherwise the newcomer is rebalanced again mid-stream, and what
+    # it processed before that second rebalance may be sent twice as well.
+    until_group_empty(kafka)
     worker.start()
 
     found = until_all(pushes, expected, timeout=60)
@@ -835,6 +852,13 @@ def test_a_worker_killed_mid_stream_loses_no_push_and_makes_none_twice(
         if offset >= committed.get(partition, 0) and expected[uscc] in before_kill
     )
     duplicates = sum(ids.values()) - len(ids)
+    twice = {push for push, seen in ids.items() if seen > 1}
+    committed_twice = sorted(
+        (partition, offset, committed.get(partition, 0))
+        for uscc, (partition, offset) in positions.items()
+        if expected[uscc] in twice and offset < committed.get(partition, 0)
+    )
+    assert not committed_twice, f"sent twice although committed: {committed_twice[:10]}"
     print(
         f"killed after {len(before_kill & mine)} of {count} pushes; {uncommitted} of them"
         f" uncommitted; {duplicates} pushes sent twice"
@@ -863,6 +887,18 @@ def until_all(window: TopicWindow, expected: dict[str, str], timeout: float) -> 
         if not missing:
             return found
         assert time.monotonic() < deadline, f"{len(missing)} of {len(wanted)} pushes missing"
+        time.sleep(0.5)
+
+
+def until_group_empty(kafka: KafkaClients, timeout: float = 30) -> None:
+    group = f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}"
+    admin = kafka.admin()
+    deadline = time.monotonic() + timeout
+    while True:
+        [future] = admin.describe_consumer_groups([group], request_timeout=10).values()
+        if not future.result(timeout=15).members:
+            return
+        assert time.monotonic() < deadline, f"{group} still has members after {timeout} s"
         time.sleep(0.5)
 
 
