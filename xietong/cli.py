@@ -1250,5 +1250,13 @@ def credit_check_serve(
         fail(str(error))
 
 
+# -- the credit database (connectors/sink) ---------------------------------------------------
+
+from connectors.sink.cli import audit_app, sink_app  # noqa: E402 - sub-apps of their own module
+
+app.add_typer(sink_app, name="sink")
+app.add_typer(audit_app, name="audit")
+
+
 if __name__ == "__main__":
     app()

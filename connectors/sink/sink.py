@@ -1,0 +1,428 @@
+"""The credit sink: every canonical and derived topic into the credit database.
+
+Lifecycle (``xietong sink run``, as principal ``svc-sink``):
+
+1. :meth:`CreditSink.start` migrates the database and loads (or makes) the platform's
+   signing key;
+2. :meth:`CreditSink.run` subscribes to the mapped topics and every department inbox
+   (a pattern: inboxes made later are found within ``topic_refresh_interval``), and on
+   every assignment *seeks each partition to the offset stored in the database*
+   (``sink_offsets``) — Kafka's committed offsets play no part — then, batch after
+   batch, decodes the messages, writes rows, log entries and offsets in one transaction
+   (:mod:`.writer`), until :meth:`stop`;
+3. :meth:`CreditSink.backfill` reads a fixed range instead — from the stored offsets,
+   from the beginning, or from a moment — to the end each partition had when it began,
+   with the same writer, so a rebuilt database equals the live one.
+
+A message that cannot be read (not Avro, a record type without a table) goes to
+``platform.dead-letter`` with its reason, and its offset is stored like any other.
+
+Example::
+
+    sink = CreditSink(get_settings())
+    sink.start()
+    sink.run()           # until sink.stop() (SIGTERM in the CLI)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connectors.sink import db
+from connectors.sink.chain import Appender, load_or_create_key
+from connectors.sink.decode import Decoder, UnreadableRecord
+from connectors.sink.tables import (
+    INBOX_PATTERN,
+    TABLES_BY_RECORD,
+    TABLES_BY_TOPIC,
+    Delivery,
+    inbox_department,
+    sink_topics,
+)
+from connectors.sink.writer import Batch, BatchWriter, Written, stored_offsets
+from schemas import DEAD_LETTER_RECORD
+from xietong.ids import deterministic_id
+from xietong.kafka import KafkaClients
+from xietong.logs import log_event
+from xietong.settings import Settings
+from xietong.topics import DEAD_LETTER
+
+logger = logging.getLogger("connectors.sink")
+
+SINK_SERVICE = "sink"
+
+
+class SinkSettings(BaseSettings):
+    """The sink's settings, ``XIETONG_SINK_*``."""
+
+    model_config = SettingsConfigDict(env_prefix="XIETONG_SINK_", extra="ignore")
+
+    batch_size: int = Field(default=5000, description="Most messages written per transaction.")
+    batch_wait: float = Field(
+        default=0.5, description="Longest wait (s) for a batch to fill before writing it."
+    )
+    metrics_port: int | None = Field(
+        default=9466, description="Port of the Prometheus /metrics endpoint; unset: none."
+    )
+    audit_key: Path | None = Field(
+        default=None,
+        description="The platform's Ed25519 signing key (PEM); default <home>/audit/"
+        "platform-ed25519.pem, made on first use with its public key beside it.",
+    )
+    topic_refresh_interval: float = Field(
+        default=10.0, description="How often (s) new department inboxes are looked for."
+    )
+    lag_interval: float = Field(default=10.0, description="How often (s) the lag is measured.")
+
+    def audit_key_path(self, settings: Settings) -> Path:
+        return self.audit_key or settings.home / "audit" / "platform-ed25519.pem"
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+ROWS_WRITTEN = Counter(
+    "xietong_sink_rows_written", "Rows inserted or updated in the credit database", ["table"]
+)
+BATCHES = Counter("xietong_sink_batches", "Batches committed to the credit database")
+BATCH_SECONDS = Histogram(
+    "xietong_sink_batch_seconds",
+    "Time to write one batch (rows, log entries and offsets, one transaction)",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+MESSAGES = Counter("xietong_sink_messages", "Messages read by the sink", ["topic"])
+ERRORS = Counter("xietong_sink_errors", "Messages the sink could not store, by reason", ["reason"])
+AUDIT_ENTRIES = Counter(
+    "xietong_sink_audit_entries", "Entries appended to the tamper-evident log", ["kind"]
+)
+LAG = Gauge("xietong_sink_lag", "Messages not yet in the database", ["topic", "partition"])
+
+
+@dataclass
+class Progress:
+    """What a run or a backfill has done so far."""
+
+    messages: int = 0
+    batches: int = 0
+    dead_lettered: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+
+    def count(self, batch: Batch, written: Written) -> None:
+        self.messages += batch.messages
+        self.batches += 1
+        for table, n in written.rows.items():
+            self.rows[table] = self.rows.get(table, 0) + n
+
+
+class CreditSink:
+    """Reads the platform's topics into the credit database, effectively once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink_settings: SinkSettings | None = None,
+        database_url: str | None = None,
+        clients: KafkaClients | None = None,
+    ) -> None:
+        self.settings = settings
+        self.options = sink_settings or SinkSettings()
+        self.database_url = database_url or settings.credit_database_url
+        self.clients = clients or KafkaClients(settings, SINK_SERVICE)
+        self.decoder = Decoder(self.clients)
+        self._stop = threading.Event()
+        self._conn: Any = None
+        self._writer: BatchWriter | None = None
+        self._producer: Any = None
+        self._dead_letter_serialize: Any = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Migrate the database and open the connection; call before run or backfill."""
+        db.migrate(self.database_url)
+        key = load_or_create_key(self.options.audit_key_path(self.settings))
+        self._conn = db.connect(self.database_url)
+        self._writer = BatchWriter(self._conn, Appender(key))
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the batch in hand (safe from a signal handler)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(30)
+        if self._conn is not None:
+            self._conn.close()
+
+    # -- live -----------------------------------------------------------------------------
+
+    def run(self, ready: Callable[[], None] | None = None) -> Progress:
+        """Follow the topics until :meth:`stop`; what was done."""
+        progress = Progress()
+        consumer = self.clients.consumer(
+            self.clients.group("credit"),
+            **{
+                "topic.metadata.refresh.interval.ms": int(
+                    self.options.topic_refresh_interval * 1000
+                ),
+                "fetch.wait.max.ms": 100,
+            },
+        )
+        consumer.subscribe(sink_topics(), on_assign=self._seek_to_stored)
+        log_event(logger, "sink_ready", database=self._database_name(), topics=sink_topics())
+        if ready is not None:
+            ready()
+        next_lag = 0.0
+        try:
+            while not self._stop.is_set():
+                messages = consumer.consume(self.options.batch_size, self.options.batch_wait)
+                if messages:
+                    self._write(messages, progress)
+                if time.monotonic() >= next_lag:
+                    self._measure_lag(consumer)
+                    next_lag = time.monotonic() + self.options.lag_interval
+        finally:
+            consumer.close()
+        log_event(logger, "sink_stopped", messages=progress.messages, batches=progress.batches)
+        return progress
+
+    def _seek_to_stored(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """On assignment: start every partition where the database says it stopped."""
+        stored = stored_offsets(self._conn, [(p.topic, p.partition) for p in partitions])
+        for p in partitions:
+            p.offset = stored.get((p.topic, p.partition), OFFSET_BEGINNING)
+        consumer.assign(partitions)
+        log_event(
+            logger,
+            "sink_assigned",
+            partitions={f"{p.topic}/{p.partition}": p.offset for p in partitions},
+        )
+
+    def _measure_lag(self, consumer: Consumer) -> None:
+        try:
+            assigned = consumer.assignment()
+            if not assigned:
+                return
+            for position in consumer.position(assigned):
+                _, high = consumer.get_watermark_offsets(position, timeout=2, cached=False)
+                at = position.offset if position.offset >= 0 else 0
+                LAG.labels(position.topic, str(position.partition)).set(max(high - at, 0))
+        except Exception as error:  # measuring must never stop the sink
+            ERRORS.labels("lag_unmeasured").inc()
+            log_event(logger, "sink_lag_unmeasured", error=str(error))
+
+    # -- one batch ------------------------------------------------------------------------
+
+    def _write(self, messages: list[Message], progress: Progress) -> None:
+        dead_lettered = progress.dead_lettered
+        batch = self.assemble(messages, progress)
+        if progress.dead_lettered > dead_lettered:
+            # The dead letters are durable before their offsets are.
+            self._producer.flush(30)
+        assert self._writer is not None
+        started = time.perf_counter()
+        written = self._writer.write(batch)
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+        BATCHES.inc()
+        progress.count(batch, written)
+        for table, n in written.rows.items():
+            ROWS_WRITTEN.labels(table).inc(n)
+        for entry in written.entries:
+            AUDIT_ENTRIES.labels(entry.kind).inc()
+            log_event(
+                logger,
+                "sink_audit_appended",
+                kind=entry.kind,
+                event_id=entry.event_id,
+                uscc=entry.uscc,
+                department=entry.department_code,
+                chain=entry.chain,
+                position=entry.position,
+            )
+        log_event(
+            logger,
+            "sink_batch_written",
+            messages=batch.messages,
+            rows=written.rows,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    def assemble(self, messages: Iterable[Message], progress: Progress) -> Batch:
+        """Decode messages into a batch; unreadable ones are dead-lettered."""
+        batch = Batch()
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    ERRORS.labels("kafka").inc()
+                    log_event(logger, "sink_kafka_error", error=str(error))
+                continue
+            topic = message.topic() or ""
+            partition = message.partition() or 0
+            offset = message.offset() or 0
+            MESSAGES.labels(topic).inc()
+            try:
+                name, record = self.decoder.decode(message.value())
+                mapping = TABLES_BY_TOPIC.get(topic)
+                if mapping is not None:
+                    if name != mapping.record_name:
+                        raise UnreadableRecord(f"{topic} carries {mapping.record_name}, not {name}")
+                    batch.add(topic, partition, offset, mapping, record)
+                    continue
+                department = inbox_department(topic)
+                mapping = TABLES_BY_RECORD.get(name)
+                if department is None or mapping is None:
+                    raise UnreadableRecord(
+                        f"the credit database has no table for {name} (read from {topic}):"
+                        " add a mapping in connectors/sink/tables.py"
+                    )
+                stamp = message.timestamp()[1]
+                delivered = dt.datetime.fromtimestamp(stamp / 1000, dt.UTC)
+                batch.add_delivery(
+                    topic, partition, offset, Delivery(department, mapping, record, delivered)
+                )
+            except (UnreadableRecord, KeyError, TypeError, ValueError) as problem:
+                self._dead_letter(message, problem)
+                progress.dead_lettered += 1
+                batch.advance(topic, partition, offset)
+        return batch
+
+    def _dead_letter(self, message: Message, problem: Exception) -> None:
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        reason = problem.args[0] if problem.args else repr(problem)
+        ERRORS.labels("unreadable").inc()
+        log_event(
+            logger,
+            "sink_dead_lettered",
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            reason=str(reason),
+        )
+        if self._producer is None:
+            from confluent_kafka.serialization import MessageField, SerializationContext
+
+            self._producer = self.clients.producer()
+            serializer = self.clients.avro_serializer(DEAD_LETTER_RECORD.schema_str)
+            context = SerializationContext(DEAD_LETTER.name, MessageField.VALUE)
+            self._dead_letter_serialize = lambda value: serializer(value, context)
+        now = int(time.time() * 1000)
+        value = {
+            "dead_letter_id": deterministic_id(f"sink|{topic}|{partition}|{offset}"),
+            "connector": "sink.credit",
+            "record_type": "unknown",
+            "source_department_uscc": "",
+            "source_system": "xietong.sink",
+            "source_partition": f"{topic}[{partition}]",
+            "source_offset": str(offset),
+            "position": f"{topic} partition {partition} offset {offset}",
+            "payload": message.value() or b"",
+            "payload_json": None,
+            "reasons": [{"field": "", "code": "sink.unreadable", "message": str(reason)}],
+            "failed_at": now,
+        }
+        self._producer.produce(
+            DEAD_LETTER.name, key=b"sink", value=self._dead_letter_serialize(value)
+        )
+
+    # -- backfill ---------------------------------------------------------------------------
+
+    def backfill(
+        self,
+        *,
+        from_beginning: bool = False,
+        since: dt.datetime | None = None,
+        progress_bar: Callable[[int, int], None] | None = None,
+    ) -> Progress:
+        """Read every sink topic up to its end now, from the stored offsets (default), from
+        the beginning, or from ``since``; ``progress_bar(done, total)`` after each batch."""
+        consumer = self.clients.consumer(self.clients.group(f"backfill-{uuid.uuid4().hex[:8]}"))
+        try:
+            partitions = self._backfill_partitions(consumer)
+            stored = stored_offsets(self._conn, partitions)
+            starts: dict[tuple[str, int], int] = {}
+            ends: dict[tuple[str, int], int] = {}
+            for topic, partition in partitions:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=15
+                )
+                ends[(topic, partition)] = high
+                starts[(topic, partition)] = (
+                    low
+                    if from_beginning or since
+                    else max(stored.get((topic, partition), low), low)
+                )
+            if since is not None:
+                wanted = [
+                    TopicPartition(t, p, int(since.timestamp() * 1000)) for t, p in partitions
+                ]
+                for found in consumer.offsets_for_times(wanted, timeout=15):
+                    key = (found.topic, found.partition)
+                    starts[key] = found.offset if found.offset >= 0 else ends[key]
+            pending = {key: end for key, end in ends.items() if starts[key] < end}
+            total = sum(end - starts[key] for key, end in pending.items())
+            progress = Progress()
+            log_event(
+                logger,
+                "sink_backfill_started",
+                database=self._database_name(),
+                partitions=len(pending),
+                messages=total,
+            )
+            if progress_bar is not None:
+                progress_bar(0, total)
+            consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in pending])
+            while pending:
+                messages = consumer.consume(self.options.batch_size, self.options.batch_wait)
+                wanted_messages = []
+                for message in messages:
+                    key = (message.topic() or "", message.partition() or 0)
+                    if key in pending and (message.offset() or 0) < pending[key]:
+                        wanted_messages.append(message)
+                    if message.error() is None and (message.offset() or 0) + 1 >= pending.get(
+                        key, 0
+                    ):
+                        pending.pop(key, None)
+                if wanted_messages:
+                    self._write(wanted_messages, progress)
+                if progress_bar is not None:
+                    progress_bar(min(progress.messages, total), total)
+            log_event(
+                logger,
+                "sink_backfill_done",
+                messages=progress.messages,
+                batches=progress.batches,
+                rows=progress.rows,
+            )
+            return progress
+        finally:
+            consumer.close()
+
+    def _backfill_partitions(self, consumer: Consumer) -> list[tuple[str, int]]:
+        import re
+
+        inbox = re.compile(INBOX_PATTERN)
+        topics = consumer.list_topics(timeout=15).topics
+        return sorted(
+            (name, partition)
+            for name, metadata in topics.items()
+            if name in TABLES_BY_TOPIC or inbox.match(name)
+            for partition in metadata.partitions
+        )
+
+    def _database_name(self) -> str:
+        import sqlalchemy as sa
+
+        return str(sa.make_url(self.database_url).database)

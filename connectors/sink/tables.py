@@ -1,0 +1,647 @@
+"""What the sink writes where: one :class:`TableMapping` per kind of record.
+
+The sink is table-driven. A mapping names the record type it reads (by the writer
+schema's full name, so a department's inbox, which carries several kinds, is read the
+same way), the table it fills, the event id every write is idempotent by, and its
+columns as functions of the decoded record. Adding a topic to the credit database is
+one mapping here, its table in a migration, and its topic in :data:`SINK_TOPICS`::
+
+    TableMapping(
+        "penalties", PENALTY, event_id=envelope_event_id, uscc=field("uscc"),
+        columns=(text("decision_number"), date("decided_on"), ...),
+    )
+
+A mapping may also keep a *current* table (:class:`Current`: the latest registration of
+an entity, the latest state of a push) and say which of its records are facts for the
+tamper-evident log (:class:`AuditFact`: a claim, a return …; see :mod:`.chain`).
+
+Every row ends with its lineage — ``source_topic``, ``source_partition``,
+``source_offset`` — which :mod:`.writer` appends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from schemas import (
+    CANONICAL_RECORD_TYPES,
+    DUAL_NOTICE_RECORD_TYPES,
+    RecordType,
+)
+from xietong.ids import deterministic_id
+from xietong.topics import (
+    CREDIT_LIST_ENTRIES,
+    DEPARTMENT_INBOX,
+    DUAL_NOTICE_ACTIONS,
+    DUAL_NOTICE_ALERTS,
+    DUAL_NOTICE_APPLICANT_NOTICES,
+    DUAL_NOTICE_CLOSURE_NOTICES,
+    DUAL_NOTICE_MANUAL_ROUTING,
+    DUAL_NOTICE_PUSHES,
+    DUAL_NOTICE_REJECTED_ACTIONS,
+    LICENCES,
+    PENALTIES,
+    REGISTRATIONS,
+)
+
+Record = dict[str, Any]
+Getter = Callable[[Record], Any]
+
+# -- columns: a name, a PostgreSQL type, and where the value comes from ---------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # text | integer | bigint | date | timestamptz | numeric | text[] | jsonb
+    get: Callable[[Any], Any]  # of the decoded record (of a Delivery for ``deliveries``)
+
+
+def path(dotted: str) -> Getter:
+    """A getter of a (possibly nested, possibly null) field: ``"entity.uscc"``."""
+    names = dotted.split(".")
+    if len(names) == 1:
+        (only,) = names
+
+        def get_one(record: Record) -> Any:
+            return record[only]
+
+        return get_one
+
+    def get_nested(record: Record) -> Any:
+        value: Any = record
+        for name in names:
+            if value is None:
+                return None
+            value = value[name]
+        return value
+
+    return get_nested
+
+
+def _column(kind: str) -> Callable[..., Column]:
+    def make(name: str, source: str | Getter | None = None) -> Column:
+        getter = source if callable(source) else path(source or name)
+        return Column(name, kind, getter)
+
+    return make
+
+
+text = _column("text")
+integer = _column("integer")
+bigint = _column("bigint")
+date = _column("date")
+timestamp = _column("timestamptz")
+numeric = _column("numeric")
+text_array = _column("text[]")
+jsonb = _column("jsonb")
+
+
+def event_id_from(name: str) -> Getter:
+    return path(name)
+
+
+envelope_event_id = path("envelope.event_id")
+
+
+# -- the tamper-evident log's facts --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditFact:
+    """One entry for the tamper-evident log: a delivery, claim, return, feedback or lift.
+
+    ``details`` holds only strings, integers and nulls (canonical JSON, same bytes on
+    every replay)."""
+
+    kind: str
+    event_id: str
+    uscc: str
+    department_code: str | None
+    occurred_at: dt.datetime
+    details: dict[str, Any]
+
+    @property
+    def entry_id(self) -> str:
+        return f"{self.kind.lower()}:{self.event_id}"
+
+
+# -- current state kept beside the history ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Current:
+    """A table holding the latest row per ``key``: a row replaces the stored one only
+    when ``newer`` (SQL over the stored row ``t`` and ``EXCLUDED``) holds, so replaying
+    older records never moves the state back. ``rank`` orders rows of one batch the
+    same way."""
+
+    table: str
+    key: str
+    columns: tuple[Column, ...]
+    newer: str
+    rank: Callable[[tuple[Any, ...]], Any]
+
+
+@dataclass(frozen=True)
+class TableMapping:
+    """How the records of one type become rows of one table."""
+
+    table: str
+    record: RecordType
+    event_id: Getter
+    uscc: Getter
+    columns: tuple[Column, ...]
+    #: When the record was made (for a delivery's ``record_time``).
+    time: Getter | None = None
+    #: What a delivery of this record concerns (a push id), when it concerns one.
+    subject: Getter | None = None
+    current: Current | None = None
+    audit: Callable[[Record, str], AuditFact | None] | None = None
+    all_columns: tuple[Column, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        event_id_column = Column("event_id", "text", self.event_id)
+        object.__setattr__(self, "all_columns", (event_id_column, *self.columns))
+
+    @property
+    def record_name(self) -> str:
+        schema = self.record.schema
+        name = str(schema["name"])
+        return name if "." in name else f"{schema.get('namespace', '')}.{name}"
+
+
+# -- the canonical records ------------------------------------------------------------------
+
+#: Columns of the latest registration that describe the entity (``entities``).
+_ENTITY_COLUMNS = (
+    text("uscc"),
+    text("name"),
+    text("entity_type"),
+    text("status"),
+    text("legal_representative"),
+    numeric("registered_capital"),
+    date("established_on"),
+    text("address"),
+    text("division_code"),
+    text("industry_code"),
+    text("registering_authority_name"),
+    text("registering_authority_uscc"),
+    text("last_event_kind", "event_kind"),
+    date("last_event_date", "event_date"),
+    text("event_id", "envelope.event_id"),
+)
+
+REGISTRATIONS_TABLE = TableMapping(
+    "registrations",
+    CANONICAL_RECORD_TYPES["registration"],
+    event_id=envelope_event_id,
+    uscc=path("uscc"),
+    columns=(
+        text("uscc"),
+        text("event_kind"),
+        date("event_date"),
+        timestamp("event_time", "envelope.event_time"),
+        text("name"),
+        text("entity_type"),
+        text("legal_representative"),
+        numeric("registered_capital"),
+        date("established_on"),
+        date("operating_term_end"),
+        text("address"),
+        text("division_code"),
+        text("business_scope"),
+        text_array(
+            "permit_scope_items",
+            lambda r: [i["text"] for i in r["business_scope_items"] if i["kind"] == "PERMIT"],
+        ),
+        text("industry_code"),
+        text("registering_authority_name"),
+        text("registering_authority_uscc"),
+        text("status"),
+        text("source_department_uscc", "envelope.source_department_uscc"),
+        text("source_system", "envelope.source_system"),
+        text("source_record_id", "envelope.source_record_id"),
+        text("record_version", "envelope.record_version"),
+    ),
+    time=path("envelope.event_time"),
+    # An entity's registrations share its key, so they are in one partition, in order:
+    # the latest is the one at the highest offset.
+    current=Current(
+        "entities",
+        key="uscc",
+        columns=_ENTITY_COLUMNS,
+        newer="t.source_offset < EXCLUDED.source_offset",
+        rank=lambda row: row[-1],  # source_offset, the last lineage column
+    ),
+)
+
+LICENCES_TABLE = TableMapping(
+    "licences",
+    CANONICAL_RECORD_TYPES["licence"],
+    event_id=envelope_event_id,
+    uscc=path("uscc"),
+    columns=(
+        text("uscc"),
+        text("holder_name"),
+        text("licence_number"),
+        text("approval_item_code"),
+        text("category"),
+        text("certificate_name"),
+        text("content"),
+        text("decision_document_number"),
+        date("decided_on"),
+        date("valid_from"),
+        date("valid_to"),
+        text("authority_name"),
+        text("authority_uscc"),
+        text("status"),
+        timestamp("event_time", "envelope.event_time"),
+        text("source_record_id", "envelope.source_record_id"),
+        text("record_version", "envelope.record_version"),
+    ),
+    time=path("envelope.event_time"),
+)
+
+PENALTIES_TABLE = TableMapping(
+    "penalties",
+    CANONICAL_RECORD_TYPES["penalty"],
+    event_id=envelope_event_id,
+    uscc=path("uscc"),
+    columns=(
+        text("uscc"),
+        text("party_name"),
+        text("decision_number"),
+        text("violation_type"),
+        text("violation_facts"),
+        text("legal_basis"),
+        text_array("categories"),
+        text("content"),
+        numeric("fine_amount"),
+        numeric("confiscated_amount"),
+        text("affected_licence"),
+        date("decided_on"),
+        date("publicity_until"),
+        text("authority_name"),
+        text("authority_uscc"),
+        timestamp("event_time", "envelope.event_time"),
+        text("source_record_id", "envelope.source_record_id"),
+        text("record_version", "envelope.record_version"),
+    ),
+    time=path("envelope.event_time"),
+)
+
+LIST_ENTRIES_TABLE = TableMapping(
+    "list_entries",
+    CANONICAL_RECORD_TYPES["credit_list_entry"],
+    event_id=envelope_event_id,
+    uscc=path("uscc"),
+    columns=(
+        text("entry_id"),
+        text("uscc"),
+        text("action"),
+        text("list_type"),
+        text("entity_name"),
+        text("listing_authority_name"),
+        text("listing_authority_uscc"),
+        text("reason"),
+        text("legal_basis"),
+        text("document_number"),
+        date("listed_on"),
+        date("planned_removal_on"),
+        date("removed_on"),
+        text("removal_reason"),
+        timestamp("event_time", "envelope.event_time"),
+    ),
+    time=path("envelope.event_time"),
+)
+
+# -- 双告知 (streams/dual_notice.py) ------------------------------------------------------------
+
+
+def push_state_id(record: Record) -> str:
+    """A push's state is identified by the push and its version."""
+    return deterministic_id(f"dual_notice_push|{record['push_id']}|{record['version']}")
+
+
+def _push_audit(record: Record, event_id: str) -> AuditFact | None:
+    """认领 and 退回 are facts for the log; the push's other states are the platform's."""
+    state = record["state"]
+    if state not in ("CLAIMED", "RETURNED"):
+        return None
+    kind = "CLAIM" if state == "CLAIMED" else "RETURN"
+    occurred = record["claimed_at"] if kind == "CLAIM" else record["state_changed_at"]
+    return AuditFact(
+        kind,
+        event_id,
+        record["entity"]["uscc"],
+        record["department"]["code"],
+        occurred or record["state_changed_at"],
+        {
+            "push_id": record["push_id"],
+            "version": record["version"],
+            "item_code": record["item"]["code"],
+            "changed_by": record["changed_by"],
+            "return_reason": record["return_reason"],
+            "reason_text": record["reason_text"],
+        },
+    )
+
+
+_PUSH_COLUMNS = (
+    text("push_id"),
+    integer("version"),
+    text("state"),
+    text("routing"),
+    text("uscc", "entity.uscc"),
+    text("entity_name", "entity.name"),
+    text("registration_event_id", "entity.registration_event_id"),
+    text("registration_kind", "entity.event_kind"),
+    text("division_code", "entity.division_code"),
+    text("item_code", "item.code"),
+    text("item_name", "item.name"),
+    text("department_code", "department.code"),
+    text("department_name", "department.name"),
+    timestamp("pushed_at"),
+    timestamp("claim_deadline"),
+    timestamp("claimed_at"),
+    timestamp("licence_deadline"),
+    timestamp("escalated_at"),
+    timestamp("unlicensed_alert_at"),
+    text("return_reason"),
+    text("reason_text"),
+    text("fulfilled_by_licence"),
+    text("reassigned_to_push_id"),
+    text("reassigned_from_push_id"),
+    timestamp("state_changed_at"),
+    text("changed_by"),
+)
+
+PUSH_STATES_TABLE = TableMapping(
+    "dual_notice_push_states",
+    DUAL_NOTICE_RECORD_TYPES["dual_notice_push"],
+    event_id=push_state_id,
+    uscc=path("entity.uscc"),
+    columns=_PUSH_COLUMNS,
+    time=path("state_changed_at"),
+    subject=path("push_id"),
+    current=Current(
+        "dual_notice_pushes",
+        key="push_id",
+        columns=(Column("event_id", "text", push_state_id), *_PUSH_COLUMNS),
+        newer="t.version < EXCLUDED.version",
+        rank=lambda row: row[2],  # version, after event_id and push_id
+    ),
+    audit=_push_audit,
+)
+
+APPLICANT_NOTICES_TABLE = TableMapping(
+    "dual_notice_applicant_notices",
+    DUAL_NOTICE_RECORD_TYPES["dual_notice_applicant_notice"],
+    event_id=path("notice_id"),
+    uscc=path("entity.uscc"),
+    columns=(
+        text("uscc", "entity.uscc"),
+        text("entity_name", "entity.name"),
+        text("registration_event_id", "entity.registration_event_id"),
+        jsonb("items"),
+        timestamp("issued_at"),
+    ),
+    time=path("issued_at"),
+)
+
+
+def routing_state_id(record: Record) -> str:
+    return deterministic_id(
+        f"dual_notice_routing|{record['routing_id']}|{record['state']}"
+        f"|{_millis(record['state_changed_at'])}"
+    )
+
+
+ROUTING_FAILURES_TABLE = TableMapping(
+    "dual_notice_routing_failures",
+    DUAL_NOTICE_RECORD_TYPES["dual_notice_routing_failure"],
+    event_id=routing_state_id,
+    uscc=path("entity.uscc"),
+    columns=(
+        text("routing_id"),
+        text("state"),
+        text("uscc", "entity.uscc"),
+        text("entity_name", "entity.name"),
+        text("item_code", "item.code"),
+        text("item_name", "item.name"),
+        text("reason"),
+        timestamp("failed_at"),
+        text("routed_to_department_code", "routed_to.code"),
+        text("routed_push_id"),
+        timestamp("state_changed_at"),
+    ),
+    time=path("state_changed_at"),
+)
+
+ALERTS_TABLE = TableMapping(
+    "dual_notice_alerts",
+    DUAL_NOTICE_RECORD_TYPES["dual_notice_alert"],
+    event_id=path("alert_id"),
+    uscc=path("entity.uscc"),
+    columns=(
+        text("kind"),
+        text("push_id"),
+        text("uscc", "entity.uscc"),
+        text("item_code", "item.code"),
+        text("department_code", "department.code"),
+        text_array("recipients"),
+        timestamp("deadline"),
+        timestamp("raised_at"),
+        text("message"),
+    ),
+    time=path("raised_at"),
+    subject=path("push_id"),
+)
+
+CLOSURE_NOTICES_TABLE = TableMapping(
+    "dual_notice_closure_notices",
+    DUAL_NOTICE_RECORD_TYPES["entity_closure_notice"],
+    event_id=path("notice_id"),
+    uscc=path("uscc"),
+    columns=(
+        text("registration_event_id"),
+        text("uscc"),
+        text("entity_name"),
+        text("closure"),
+        date("closed_on"),
+        text("department_code", "department.code"),
+        jsonb("licences"),
+        timestamp("notified_at"),
+    ),
+    time=path("notified_at"),
+)
+
+ACTIONS_TABLE = TableMapping(
+    "dual_notice_actions",
+    DUAL_NOTICE_RECORD_TYPES["received_department_action"],
+    event_id=path("received_id"),
+    uscc=path("action.uscc"),
+    columns=(
+        text("action_id", "action.action_id"),
+        text("department_code"),
+        text("action", "action.action"),
+        text("push_id", "action.push_id"),
+        text("uscc", "action.uscc"),
+        text("return_reason", "action.return_reason"),
+        text("reason_text", "action.reason_text"),
+        text("target_department_code", "action.target_department_code"),
+        text("operator", "action.operator"),
+        timestamp("acted_at", "action.acted_at"),
+        timestamp("received_at"),
+    ),
+    time=path("received_at"),
+    subject=path("action.push_id"),
+)
+
+REJECTED_ACTIONS_TABLE = TableMapping(
+    "dual_notice_rejected_actions",
+    DUAL_NOTICE_RECORD_TYPES["rejected_department_action"],
+    event_id=path("rejection_id"),
+    uscc=path("action.uscc"),
+    columns=(
+        text("department_code"),
+        text("action", "action.action"),
+        text("push_id", "action.push_id"),
+        text("uscc", "action.uscc"),
+        text("push_state"),
+        text("reason"),
+        text("inbound_topic"),
+        integer("inbound_partition"),
+        bigint("inbound_offset"),
+        timestamp("rejected_at"),
+    ),
+    time=path("rejected_at"),
+)
+
+#: Every mapping, by the topic it reads (a department's inbox is read by :data:`DELIVERIES`).
+TABLES_BY_TOPIC: dict[str, TableMapping] = {
+    REGISTRATIONS.name: REGISTRATIONS_TABLE,
+    LICENCES.name: LICENCES_TABLE,
+    PENALTIES.name: PENALTIES_TABLE,
+    CREDIT_LIST_ENTRIES.name: LIST_ENTRIES_TABLE,
+    DUAL_NOTICE_PUSHES.name: PUSH_STATES_TABLE,
+    DUAL_NOTICE_APPLICANT_NOTICES.name: APPLICANT_NOTICES_TABLE,
+    DUAL_NOTICE_MANUAL_ROUTING.name: ROUTING_FAILURES_TABLE,
+    DUAL_NOTICE_ALERTS.name: ALERTS_TABLE,
+    DUAL_NOTICE_CLOSURE_NOTICES.name: CLOSURE_NOTICES_TABLE,
+    DUAL_NOTICE_ACTIONS.name: ACTIONS_TABLE,
+    DUAL_NOTICE_REJECTED_ACTIONS.name: REJECTED_ACTIONS_TABLE,
+}
+
+#: The mappings by the full name of the record they read (what an inbox message is).
+TABLES_BY_RECORD: dict[str, TableMapping] = {
+    mapping.record_name: mapping for mapping in TABLES_BY_TOPIC.values()
+}
+
+
+# -- deliveries: every record a department's inbox received --------------------------------
+
+#: Every department's inbox, as a subscription pattern (librdkafka's regex syntax).
+INBOX_PATTERN = rf"^dept\.[^.]+\.{DEPARTMENT_INBOX.suffix}$"
+
+
+def inbox_department(topic: str) -> str | None:
+    """The department code of an inbox topic name; None for any other topic."""
+    prefix, _, rest = topic.partition(".")
+    code, _, suffix = rest.rpartition(".")
+    if prefix == "dept" and suffix == DEPARTMENT_INBOX.suffix and code:
+        return code
+    return None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One record as delivered to a department: the delivery row's source values."""
+
+    department_code: str
+    mapping: TableMapping
+    record: Record
+    delivered_at: dt.datetime
+
+
+def delivery_id(topic: str, record_event_id: str) -> str:
+    """A delivery is identified by the inbox and the record: a record re-sent to the
+    same inbox (a processor's retry) is one delivery."""
+    return deterministic_id(f"delivery|{topic}|{record_event_id}")
+
+
+def delivery_audit(delivery: Delivery, event_id: str) -> AuditFact:
+    mapping, record = delivery.mapping, delivery.record
+    return AuditFact(
+        "DELIVERY",
+        event_id,
+        mapping.uscc(record),
+        delivery.department_code,
+        delivery.delivered_at,
+        {
+            "record_type": mapping.record.name,
+            "record_event_id": mapping.event_id(record),
+            "subject_id": mapping.subject(record) if mapping.subject else None,
+        },
+    )
+
+
+#: The columns of ``deliveries`` after its event id (the delivery id).
+DELIVERY_COLUMNS: tuple[Column, ...] = (
+    Column("department_code", "text", lambda d: d.department_code),
+    Column("record_type", "text", lambda d: d.mapping.record.name),
+    Column("record_event_id", "text", lambda d: d.mapping.event_id(d.record)),
+    Column("uscc", "text", lambda d: d.mapping.uscc(d.record)),
+    Column(
+        "subject_id", "text", lambda d: d.mapping.subject(d.record) if d.mapping.subject else None
+    ),
+    Column(
+        "record_time", "timestamptz", lambda d: d.mapping.time(d.record) if d.mapping.time else None
+    ),
+    Column("delivered_at", "timestamptz", lambda d: d.delivered_at),
+)
+DELIVERIES_TABLE = "deliveries"
+
+
+def sink_topics() -> list[str]:
+    """What the sink subscribes to: every mapped topic and every inbox (a pattern)."""
+    return [*TABLES_BY_TOPIC, INBOX_PATTERN]
+
+
+def all_tables() -> Iterable[str]:
+    """Every table the sink writes, current tables and the log included."""
+    for mapping in TABLES_BY_TOPIC.values():
+        yield mapping.table
+        if mapping.current is not None:
+            yield mapping.current.table
+    yield DELIVERIES_TABLE
+    yield "audit_log"
+
+
+# -- values for COPY ------------------------------------------------------------------------
+
+
+def _millis(value: Any) -> int:
+    if isinstance(value, dt.datetime):
+        return int(value.timestamp() * 1000)
+    return int(value)
+
+
+def json_safe(value: Any) -> Any:
+    """A decoded Avro value as JSON: dates ISO, decimals as strings."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return value

@@ -1,0 +1,277 @@
+"""Writing one batch of records to the credit database in one transaction.
+
+A :class:`Batch` collects what a batch of Kafka messages becomes — rows per table,
+current-state rows, facts for the tamper-evident log, and the next offset of every
+partition it read — and :meth:`BatchWriter.write` stores all of it in **one
+transaction**: the rows, the log entries and the offsets commit together or not at
+all, so a sink killed at any moment resumes exactly after the last committed batch
+(effectively once). Rows are written in bulk: ``COPY`` into a temporary staging table,
+then ``INSERT … SELECT … ON CONFLICT (event_id) DO NOTHING``, so a record seen twice
+(a producer's retry, a replay) is stored once.
+
+    batch = Batch()
+    batch.add(message_topic, partition, offset, timestamp, mapping, record)
+    counts = BatchWriter(conn, appender).write(batch)   # {table: rows inserted}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg2.extensions import connection as Connection
+from psycopg2.extras import execute_values
+
+from connectors.sink.chain import Appender, Candidate, Entry
+from connectors.sink.tables import (
+    DELIVERIES_TABLE,
+    DELIVERY_COLUMNS,
+    Column,
+    Current,
+    Delivery,
+    TableMapping,
+    delivery_audit,
+    delivery_id,
+    json_safe,
+)
+
+LINEAGE_COLUMNS = ("source_topic", "source_partition", "source_offset")
+
+# -- COPY's text format ---------------------------------------------------------------------
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+NULL = "\\N"
+
+
+def _text(value: Any) -> str:
+    return str(value).translate(_ESCAPES)
+
+
+def _array(values: Sequence[Any]) -> str:
+    quoted = ('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return ("{" + ",".join(quoted) + "}").translate(_ESCAPES)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(json_safe(value), ensure_ascii=False).translate(_ESCAPES)
+
+
+def _timestamp(value: dt.datetime | int) -> str:
+    if isinstance(value, int):  # epoch milliseconds
+        value = dt.datetime.fromtimestamp(value / 1000, dt.UTC)
+    return value.isoformat()
+
+
+_FORMATS: dict[str, Callable[[Any], str]] = {
+    "text": _text,
+    "integer": str,
+    "bigint": str,
+    "numeric": str,
+    "date": dt.date.isoformat,
+    "timestamptz": _timestamp,
+    "text[]": _array,
+    "jsonb": _json,
+}
+
+
+def copy_line(values: Sequence[Any], formats: Sequence[Callable[[Any], str]]) -> str:
+    return (
+        "\t".join(
+            NULL if value is None else fmt(value)
+            for value, fmt in zip(values, formats, strict=True)
+        )
+        + "\n"
+    )
+
+
+def formats_of(columns: Sequence[Column]) -> list[Callable[[Any], str]]:
+    return [_FORMATS[c.kind] for c in columns] + [_text, str, str]
+
+
+# -- a batch --------------------------------------------------------------------------------
+
+
+@dataclass
+class TableRows:
+    """The rows of one table in a batch, first occurrence of each key kept."""
+
+    table: str
+    columns: tuple[Column, ...]
+    key_index: int = 0  # the unique column: event_id, or a current table's key
+    rows: dict[Any, tuple[Any, ...]] = field(default_factory=dict)
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        self.rows.setdefault(row[self.key_index], row)
+
+
+@dataclass
+class CurrentRows:
+    """Current-state rows of one table in a batch, the newest of each key kept."""
+
+    current: Current
+    key_index: int
+    rows: dict[Any, tuple[Any, ...]] = field(default_factory=dict)
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        key = row[self.key_index]
+        held = self.rows.get(key)
+        if held is None or self.current.rank(held) < self.current.rank(row):
+            self.rows[key] = row
+
+
+@dataclass
+class Batch:
+    tables: dict[str, TableRows] = field(default_factory=dict)
+    currents: dict[str, CurrentRows] = field(default_factory=dict)
+    candidates: list[Candidate] = field(default_factory=list)
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: (event id, USCC) of each record, for the logs
+    messages: int = 0
+
+    def add(
+        self, topic: str, partition: int, offset: int, mapping: TableMapping, record: dict[str, Any]
+    ) -> None:
+        """A record of ``mapping``'s type read from a mapped topic."""
+        lineage = (topic, partition, offset)
+        row = tuple(c.get(record) for c in mapping.all_columns) + lineage
+        rows = self.tables.get(mapping.table)
+        if rows is None:
+            rows = self.tables[mapping.table] = TableRows(mapping.table, mapping.all_columns)
+        rows.add(row)
+        if mapping.current is not None:
+            current = mapping.current
+            held = self.currents.get(current.table)
+            if held is None:
+                key_index = [c.name for c in current.columns].index(current.key)
+                held = self.currents[current.table] = CurrentRows(current, key_index)
+            held.add(tuple(c.get(record) for c in current.columns) + lineage)
+        if mapping.audit is not None:
+            fact = mapping.audit(record, row[0])
+            if fact is not None:
+                self.candidates.append(Candidate(fact, topic, partition, offset))
+        self.advance(topic, partition, offset)
+
+    def add_delivery(self, topic: str, partition: int, offset: int, delivery: Delivery) -> None:
+        """A record as delivered to a department's inbox."""
+        event_id = delivery_id(topic, delivery.mapping.event_id(delivery.record))
+        row = (event_id, *(c.get(delivery) for c in DELIVERY_COLUMNS), topic, partition, offset)
+        rows = self.tables.get(DELIVERIES_TABLE)
+        if rows is None:
+            columns = (Column("event_id", "text", lambda d: None), *DELIVERY_COLUMNS)
+            rows = self.tables[DELIVERIES_TABLE] = TableRows(DELIVERIES_TABLE, columns)
+        rows.add(row)
+        fact = delivery_audit(delivery, event_id)
+        self.candidates.append(Candidate(fact, topic, partition, offset))
+        self.advance(topic, partition, offset)
+
+    def advance(self, topic: str, partition: int, offset: int) -> None:
+        """The partition is read up to ``offset`` (whatever the message became)."""
+        self.messages += 1
+        held = self.next_offsets.get((topic, partition), 0)
+        self.next_offsets[(topic, partition)] = max(held, offset + 1)
+
+
+# -- writing it -----------------------------------------------------------------------------
+
+
+@dataclass
+class Written:
+    rows: dict[str, int]
+    entries: list[Entry]
+
+
+class BatchWriter:
+    """Writes batches through one connection; its staging tables live as long as it."""
+
+    def __init__(self, conn: Connection, appender: Appender) -> None:
+        self.conn = conn
+        self.appender = appender
+        self._staged: set[str] = set()
+
+    def _stage(self, cursor: Any, table: str) -> str:
+        stage = f"stage_{table}"
+        if table not in self._staged:
+            cursor.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS)"
+                " ON COMMIT DELETE ROWS"
+            )
+            self._staged.add(table)
+        return stage
+
+    def _copy(
+        self, cursor: Any, table: str, columns: Sequence[Column], rows: Sequence[tuple[Any, ...]]
+    ) -> tuple[str, str]:
+        """COPY ``rows`` into the staging table of ``table``; (staging table, column list)."""
+        stage = self._stage(cursor, table)
+        names = ", ".join([c.name for c in columns] + list(LINEAGE_COLUMNS))
+        formats = formats_of(columns)
+        buffer = io.StringIO("".join(copy_line(row, formats) for row in rows))
+        cursor.copy_expert(f"COPY {stage} ({names}) FROM STDIN", buffer)
+        return stage, names
+
+    def write(self, batch: Batch) -> Written:
+        """Store the batch and its offsets in one transaction; rows inserted per table."""
+        counts: dict[str, int] = {}
+        try:
+            with self.conn.cursor() as cursor:
+                for rows in batch.tables.values():
+                    stage, names = self._copy(
+                        cursor, rows.table, rows.columns, list(rows.rows.values())
+                    )
+                    cursor.execute(
+                        f"INSERT INTO {rows.table} ({names}) SELECT {names} FROM {stage}"
+                        " ON CONFLICT (event_id) DO NOTHING"
+                    )
+                    counts[rows.table] = cursor.rowcount
+                for held in batch.currents.values():
+                    current = held.current
+                    stage, names = self._copy(
+                        cursor, current.table, current.columns, list(held.rows.values())
+                    )
+                    updates = ", ".join(
+                        f"{name} = EXCLUDED.{name}"
+                        for name in names.split(", ")
+                        if name != current.key
+                    )
+                    cursor.execute(
+                        f"INSERT INTO {current.table} AS t ({names}) SELECT {names} FROM {stage}"
+                        f" ON CONFLICT ({current.key}) DO UPDATE SET {updates},"
+                        f" ingested_at = now() WHERE {current.newer}"
+                    )
+                    counts[current.table] = cursor.rowcount
+                entries = self.appender.append(cursor, batch.candidates)
+                if entries:
+                    counts["audit_log"] = len(entries)
+                if batch.next_offsets:
+                    execute_values(
+                        cursor,
+                        "INSERT INTO sink_offsets (topic, partition, next_offset) VALUES %s"
+                        " ON CONFLICT (topic, partition) DO UPDATE"
+                        " SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+                        [(t, p, o) for (t, p), o in sorted(batch.next_offsets.items())],
+                    )
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        return Written(counts, entries)
+
+
+def stored_offsets(
+    conn: Connection, partitions: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """The next offset to read of each partition the database has seen."""
+    if not partitions:
+        return {}
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT topic, partition, next_offset FROM sink_offsets WHERE (topic, partition) IN %s",
+            (tuple(partitions),),
+        )
+        found = {(t, p): o for t, p, o in cursor.fetchall()}
+    conn.rollback()
+    return found
