@@ -1,0 +1,354 @@
+"""The credit check's rules, without services: when a listing applies, how 列入 and 移出
+records fold into one listing, which measures a check names, and the API's contract."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.credit_check import (
+    CheckingDepartment,
+    CreditCheckSettings,
+    CreditCheckTopics,
+    CreditState,
+    Listing,
+    MeasureCatalog,
+    UnusableEntry,
+    Verdict,
+    assess,
+    create_app,
+    credit_check_id,
+    fold_entry,
+    matter_event,
+)
+from tests.credit_check_records import (
+    PROVINCE,
+    list_entry,
+    list_type_records,
+    measure_records,
+    new_uscc,
+    removal_of,
+)
+from xietong.kafka import KafkaClients
+from xietong.settings import Settings
+
+USCC = "91330106MA2CD7Q4XU"
+JAN_1 = date(2025, 1, 1)
+CATALOG = MeasureCatalog.of(measure_records(), list_type_records())
+PROCUREMENT = CATALOG.by_matter_type["GOVERNMENT_PROCUREMENT"]  # CJ01 (财政)
+
+
+def folded(*entries: dict[str, Any]) -> Listing:
+    listing = None
+    for entry in entries:
+        listing = fold_entry(listing, entry)
+    assert listing is not None
+    return listing
+
+
+# -- when a listing applies ---------------------------------------------------------------------
+
+
+def test_a_listing_applies_from_its_listing_day_until_the_day_before_its_planned_end() -> None:
+    listing = folded(list_entry(USCC, JAN_1, planned_removal_on=date(2028, 1, 1)))
+    assert not listing.in_force_on(date(2024, 12, 31))
+    assert listing.in_force_on(JAN_1)
+    assert listing.in_force_on(date(2027, 12, 31))
+    assert not listing.in_force_on(date(2028, 1, 1))
+
+
+def test_a_listing_without_a_planned_end_applies_until_it_is_removed() -> None:
+    listed = list_entry(USCC, JAN_1)
+    assert folded(listed).in_force_on(date(2099, 1, 1))
+    removed = folded(listed, removal_of(listed, date(2026, 3, 1)))
+    assert removed.in_force_on(date(2026, 2, 28))
+    assert not removed.in_force_on(date(2026, 3, 1))
+
+
+def test_an_early_removal_ends_the_listing_before_its_planned_end() -> None:
+    listed = list_entry(USCC, JAN_1, planned_removal_on=date(2028, 1, 1))
+    listing = folded(listed, removal_of(listed, date(2026, 1, 1), "CREDIT_REPAIR"))
+    assert listing.ends_on == date(2026, 1, 1)
+    assert listing.removal_reason == "CREDIT_REPAIR"
+    assert not listing.in_force_on(date(2027, 6, 1))
+
+
+def test_a_listing_removed_before_it_starts_never_applies() -> None:
+    listed = list_entry(USCC, date(2026, 6, 1), planned_removal_on=date(2029, 6, 1))
+    listing = folded(listed, removal_of(listed, date(2026, 5, 1), "CORRECTION"))
+    for day in (date(2026, 4, 30), date(2026, 5, 1), date(2026, 6, 1), date(2027, 1, 1)):
+        assert not listing.in_force_on(day)
+
+
+def test_a_listing_effective_in_the_future_applies_only_from_its_day() -> None:
+    start = date.today() + timedelta(days=30)
+    listing = folded(list_entry(USCC, start))
+    assert not listing.in_force_on(date.today())
+    assert listing.in_force_on(start)
+
+
+def test_a_removal_that_arrives_before_its_listing_is_kept() -> None:
+    listed = list_entry(USCC, JAN_1, planned_removal_on=date(2028, 1, 1))
+    removed = removal_of(listed, date(2026, 1, 1))
+    assert folded(removed, listed) == folded(listed, removed)
+    assert not folded(removed, listed).in_force_on(date(2026, 6, 1))
+
+
+def test_a_listing_sent_again_after_its_removal_does_not_lift_the_removal() -> None:
+    listed = list_entry(USCC, JAN_1)
+    listing = folded(listed, removal_of(listed, date(2026, 1, 1)), listed)
+    assert listing.removed_on == date(2026, 1, 1)
+
+
+def test_an_older_version_of_a_listing_sent_late_does_not_overwrite_a_newer_one() -> None:
+    first = list_entry(USCC, JAN_1, planned_removal_on=date(2027, 1, 1))
+    extended = list_entry(
+        USCC,
+        JAN_1,
+        planned_removal_on=date(2029, 1, 1),  # 延长: the court extended the term
+        entry_id=first["entry_id"],
+        event_time=datetime(2026, 12, 1, tzinfo=UTC),
+    )
+    assert folded(first, extended, first).planned_removal_on == date(2029, 1, 1)
+
+
+def test_a_removal_without_a_removal_day_takes_its_event_day() -> None:
+    listed = list_entry(USCC, JAN_1)
+    removed = {**removal_of(listed, date(2026, 1, 1)), "removed_on": None}
+    assert folded(listed, removed).removed_on == date(2026, 1, 1)
+
+
+def test_an_entry_that_is_neither_listed_nor_removed_is_refused_by_name() -> None:
+    entry = {**list_entry(USCC, JAN_1), "action": "UNKNOWN"}
+    with pytest.raises(UnusableEntry, match=f"{entry['entry_id']}.*action 'UNKNOWN'"):
+        fold_entry(None, entry)
+
+
+days = st.dates(min_value=date(2020, 1, 1), max_value=date(2030, 12, 31))
+
+
+@given(listed_on=days, planned=st.none() | days, removed=st.none() | days, day=days)
+def test_a_listing_applies_exactly_between_its_start_and_its_first_end(
+    listed_on: date, planned: date | None, removed: date | None, day: date
+) -> None:
+    listed = list_entry(USCC, listed_on, planned_removal_on=planned, entry_id="E-1")
+    entries = [listed] if removed is None else [listed, removal_of(listed, removed)]
+    ends = [end for end in (planned, removed) if end is not None]
+    expected = listed_on <= day and all(day < end for end in ends)
+    # In any order, and sent any number of times, the records say the same.
+    for order in (entries, entries[::-1], entries + entries, entries[::-1] + entries):
+        assert folded(*order).in_force_on(day) is expected
+
+
+# -- which measures a check names -----------------------------------------------------------------
+
+
+def test_a_serious_listing_restricts_government_procurement_by_cj01() -> None:
+    listing = folded(list_entry(USCC, JAN_1, planned_removal_on=date(2028, 1, 1)))
+    found = assess([listing], PROCUREMENT, date(2026, 3, 2))
+    assert found.verdict is Verdict.RESTRICTED
+    assert [hit.measure["code"] for hit in found.hits] == ["CJ01"]
+    assert found.hits[0].listings == (listing,)
+
+
+def test_a_list_no_measure_of_the_matter_names_shows_but_does_not_restrict() -> None:
+    abnormal = folded(list_entry(USCC, JAN_1, list_type="ABNORMAL_OPERATION"))
+    found = assess([abnormal], PROCUREMENT, date(2026, 3, 2))
+    assert found.verdict is Verdict.CLEAR
+    assert found.in_force == (abnormal,)
+
+
+def test_several_lists_each_trigger_the_measures_that_name_them() -> None:
+    serious = folded(list_entry(USCC, JAN_1, entry_id="A"))
+    defaulter = folded(list_entry(USCC, JAN_1, list_type="JUDGMENT_DEFAULTER", entry_id="B"))
+    sector = folded(list_entry(USCC, JAN_1, list_type="SECTOR", entry_id="C"))
+    subsidy = CATALOG.by_matter_type["SUBSIDY"]
+    found = assess([serious, defaulter, sector], subsidy, date(2026, 3, 2))
+    cj04 = next(hit for hit in found.hits if hit.measure["code"] == "CJ04")
+    assert {listing.entry_id for listing in cj04.listings} == {"A", "B", "C"}
+
+
+def test_an_ended_listing_restricts_nothing_and_is_not_shown() -> None:
+    listed = list_entry(USCC, JAN_1)
+    listing = folded(listed, removal_of(listed, date(2026, 1, 1)))
+    found = assess([listing], PROCUREMENT, date(2026, 3, 2))
+    assert found.verdict is Verdict.CLEAR
+    assert found.in_force == ()
+    assert assess([listing], PROCUREMENT, date(2025, 6, 1)).verdict is Verdict.RESTRICTED
+
+
+def test_the_catalog_indexes_measures_by_matter_type_with_its_names() -> None:
+    assert CATALOG.matter_type_names["GOVERNMENT_PROCUREMENT"] == "政府采购"
+    assert CATALOG.list_type_names["SERIOUS_ILLEGAL_DISHONEST"] == "严重违法失信名单"
+    expected = sorted(m.code for m in PROVINCE.measures if "SUBSIDY" in m.matters)
+    assert [m["code"] for m in CATALOG.by_matter_type["SUBSIDY"]] == expected
+
+
+# -- ids ------------------------------------------------------------------------------------
+
+
+def test_a_check_repeated_has_the_same_id_and_another_entity_another() -> None:
+    same = credit_check_id("hz-finance", USCC, "GOVERNMENT_PROCUREMENT", "ZJCG-1", JAN_1)
+    assert same == credit_check_id("hz-finance", USCC, "GOVERNMENT_PROCUREMENT", "ZJCG-1", JAN_1)
+    others = {
+        credit_check_id("hz-finance", new_uscc(), "GOVERNMENT_PROCUREMENT", "ZJCG-1", JAN_1),
+        credit_check_id("zj-finance", USCC, "GOVERNMENT_PROCUREMENT", "ZJCG-1", JAN_1),
+        credit_check_id("hz-finance", USCC, "SUBSIDY", "ZJCG-1", JAN_1),
+        credit_check_id("hz-finance", USCC, "GOVERNMENT_PROCUREMENT", "ZJCG-2", JAN_1),
+        credit_check_id("hz-finance", USCC, "GOVERNMENT_PROCUREMENT", None, JAN_1),
+        credit_check_id("hz-finance", USCC, "GOVERNMENT_PROCUREMENT", None, date(2025, 1, 2)),
+    }
+    assert same not in others and len(others) == 6
+
+
+def test_a_check_without_a_matter_reference_is_a_matter_of_its_own() -> None:
+    department = CheckingDepartment("hz-finance", "11330100MB0000000X", "杭州市财政局", "finance")
+    event = matter_event(
+        check_id="c",
+        department=department,
+        uscc=USCC,
+        entity_name=None,
+        matter_type="GOVERNMENT_PROCUREMENT",
+        matter_ref=None,
+        matter_date=JAN_1,
+        checked_at=datetime.now(UTC),
+    )
+    assert event["matter_reference"] == f"CREDIT-CHECK/{USCC}/2025-01-01"
+    assert event["source"] == "CREDIT_CHECK" and event["credit_check_id"] == "c"
+
+
+# -- the API, over state filled in memory -------------------------------------------------------
+
+FINANCE = CheckingDepartment("hz-finance", "11330100MB0000000X", "杭州市财政局", "finance")
+FINANCE_TOKEN = {"Authorization": "Bearer finance-token"}
+
+
+class Departments:
+    """Two tokens: a department's and an administrator's (refused)."""
+
+    def cached(self, token: str) -> CheckingDepartment | None:
+        return FINANCE if token == "finance-token" else None
+
+    def verify(self, token: str) -> CheckingDepartment:
+        from registry.errors import ForbiddenError, NotAuthenticatedError
+
+        if token == "admin-token":
+            raise ForbiddenError("admin has no department")
+        raise NotAuthenticatedError("unknown or revoked token")
+
+    def matter_type_name(self, code: str) -> str | None:
+        return "职业培训" if code == "VOCATIONAL_TRAINING" else None
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def record(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+
+def api(ready: bool, *entries: dict[str, Any]) -> tuple[TestClient, Recorder]:
+    state = CreditState(KafkaClients(Settings()), CreditCheckTopics())
+    for entry in entries:
+        state.listings.fold(entry)
+    state.catalog = lambda: CATALOG  # type: ignore[method-assign]
+    state.ready = threading.Event()
+    if ready:
+        state.ready.set()
+    recorder = Recorder()
+    rules = CreditCheckSettings(ready_wait_seconds=0)
+    app = create_app(state, Departments(), recorder, rules)  # type: ignore[arg-type]
+    return TestClient(app), recorder  # no lifespan: nothing is loaded from Kafka
+
+
+def test_the_openapi_document_declares_the_check_and_its_refusals() -> None:
+    client, _ = api(True)
+    operation = client.get("/openapi.json").json()["paths"]["/v1/checks"]["get"]
+    parameters = {p["name"]: p["required"] for p in operation["parameters"]}
+    assert parameters == {
+        "uscc": True,
+        "matter_type": True,
+        "matter_date": False,
+        "matter_ref": False,
+    }
+    assert {"200", "401", "403", "422", "503"} <= set(operation["responses"])
+
+
+def test_a_department_sees_the_listings_and_the_measure_and_its_check_is_recorded() -> None:
+    entry = list_entry(USCC, JAN_1, planned_removal_on=date(2028, 1, 1))
+    client, recorder = api(True, entry)
+    answer = client.get(
+        "/v1/checks",
+        params={"uscc": USCC, "matter_type": "GOVERNMENT_PROCUREMENT", "matter_ref": "ZJCG-1"},
+        headers={"Authorization": "Bearer finance-token"},
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["verdict"] == "RESTRICTED"
+    assert body["listings"][0]["list_type"] == {
+        "code": "SERIOUS_ILLEGAL_DISHONEST",
+        "name": "严重违法失信名单",
+    }
+    assert body["measures"][0]["code"] == "CJ01"
+    assert body["measures"][0]["implemented_by_checking_department"] is True
+    assert body["measures"][0]["entry_ids"] == [entry["entry_id"]]
+    [event] = recorder.events
+    assert event["credit_check_id"] == body["check_id"]
+    assert (event["department_code"], event["matter_reference"]) == ("hz-finance", "ZJCG-1")
+
+
+def test_a_matter_type_without_measures_but_in_the_registry_is_clear() -> None:
+    client, _ = api(True, list_entry(USCC, JAN_1))
+    answer = client.get(
+        "/v1/checks",
+        params={"uscc": USCC, "matter_type": "VOCATIONAL_TRAINING"},
+        headers={"Authorization": "Bearer finance-token"},
+    )
+    assert answer.json()["verdict"] == "CLEAR"
+
+
+@pytest.mark.parametrize(
+    ("headers", "params", "status", "field"),
+    [
+        ({}, {}, 401, None),
+        ({"Authorization": "Bearer wrong"}, {}, 401, None),
+        ({"Authorization": "Bearer admin-token"}, {}, 403, None),
+        ({"Authorization": "Bearer finance-token"}, {"uscc": "91330106MA2CD7Q4XA"}, 422, "uscc"),
+        ({"Authorization": "Bearer finance-token"}, {"matter_type": "TYPO"}, 422, "matter_type"),
+        (
+            {"Authorization": "Bearer finance-token"},
+            {"matter_dat": "2026-01-01"},
+            422,
+            "matter_dat",
+        ),
+    ],
+)
+def test_refusals_say_what_is_wrong(
+    headers: dict[str, str], params: dict[str, str], status: int, field: str | None
+) -> None:
+    client, recorder = api(True)
+    query = {"uscc": USCC, "matter_type": "GOVERNMENT_PROCUREMENT", **params}
+    answer = client.get("/v1/checks", params=query, headers=headers)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["field"] == field and answer.json()["message"]
+    assert recorder.events == []
+
+
+def test_a_check_before_the_state_is_loaded_is_answered_503_and_ready_says_so() -> None:
+    client, recorder = api(False)
+    answer = client.get(
+        "/v1/checks",
+        params={"uscc": USCC, "matter_type": "GOVERNMENT_PROCUREMENT"},
+        headers={"Authorization": "Bearer finance-token"},
+    )
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
+    assert "still being loaded" in answer.json()["message"]
+    assert client.get("/ready").status_code == 503
+    assert recorder.events == []
