@@ -51,7 +51,9 @@ CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
 
 
 # -- metrics, shared by every connector ----------------------------------------------------
-LABELS = ("connector", "department", "record_type")
+# A connector knows its department by the USCC of its mapping file, not by its platform code
+# (the ``department`` label of the processors), hence ``department_uscc``.
+LABELS = ("connector", "department_uscc", "record_type")
 RECORDS_READ = MetricCounter(
     "xietong_connector_records_read", "Records read from department sources", LABELS
 )
@@ -182,9 +184,13 @@ class Encoded:
     payload: bytes
     event_id: str  # the event id, or the dead letter's id
     problems: tuple[Problem, ...] = ()  # empty for a canonical event
+    uscc: str | None = None  # of a dead letter: the entity's USCC as given, for its log line
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Encoded, (self.topic, self.key, self.payload, self.event_id, self.problems))
+        return (
+            Encoded,
+            (self.topic, self.key, self.payload, self.event_id, self.problems, self.uscc),
+        )
 
     @property
     def outcome(self) -> Outcome:
@@ -222,7 +228,8 @@ class RecordEncoder:
         mapped = self.mapping.map(record.fields)
         problems = mapped.problems + validate(self.record_type.name, mapped.fields)
         if problems:
-            return self._dead_letter(record, problems)
+            uscc = mapped.fields.get("uscc")
+            return self._dead_letter(record, problems, uscc if isinstance(uscc, str) else None)
 
         event_id = self.event_id(mapped.source_record_id, mapped.record_version)
         value = mapped.fields
@@ -248,7 +255,9 @@ class RecordEncoder:
         """
         return deterministic_id(f"{self._id_prefix}{source_record_id}|{record_version}")
 
-    def _dead_letter(self, record: SourceRecord, problems: list[Problem]) -> Encoded:
+    def _dead_letter(
+        self, record: SourceRecord, problems: list[Problem], uscc: str | None = None
+    ) -> Encoded:
         dead_letter_id = deterministic_id(
             f"{self.connector}|{record.source_partition}|{record.source_offset}"
         )
@@ -272,7 +281,12 @@ class RecordEncoder:
         }
         payload = self._serialize_dead_letter(value, self._dead_letter_context) or b""
         return Encoded(
-            self._dead_letter_topic, self._department_key, payload, dead_letter_id, tuple(problems)
+            self._dead_letter_topic,
+            self._department_key,
+            payload,
+            dead_letter_id,
+            tuple(problems),
+            uscc,
         )
 
 
@@ -321,7 +335,9 @@ class Publisher:
         on_delivery: Callable[[KafkaError | None, Message], None] = self._event_delivered
         if encoded.problems:
             codes = sorted({problem.code for problem in encoded.problems})
-            on_delivery = partial(self._dead_letter_delivered, codes, encoded.event_id)
+            on_delivery = partial(
+                self._dead_letter_delivered, codes, encoded.event_id, encoded.uscc
+            )
         headers: list[tuple[str, str | bytes | None]] = [
             ("event_id", encoded.event_id.encode()),
             ("record_type", self._record_type_header),
@@ -349,7 +365,12 @@ class Publisher:
         self._published.inc()
 
     def _dead_letter_delivered(
-        self, codes: list[str], dead_letter_id: str, error: KafkaError | None, message: Message
+        self,
+        codes: list[str],
+        dead_letter_id: str,
+        uscc: str | None,
+        error: KafkaError | None,
+        message: Message,
     ) -> None:
         if error is not None:
             self._failed(error, message)
@@ -362,6 +383,7 @@ class Publisher:
             record_type=self.record_type.name,
             reasons=codes,
             event_id=dead_letter_id,
+            uscc=uscc,
             dead_letter_offset=message.offset(),
         )
         self.report.dead_lettered += 1

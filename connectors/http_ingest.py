@@ -89,9 +89,9 @@ def log(event: str, **fields: Any) -> None:
 
 
 REQUESTS = MetricCounter(
-    "xietong_http_ingest_requests",
+    "xietong_connector_http_requests",
     "Batches posted to the HTTP ingest, by HTTP status of the answer",
-    ("connector", "department", "record_type", "status"),
+    ("connector", "department_uscc", "record_type", "status"),
 )
 
 

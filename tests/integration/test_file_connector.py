@@ -256,7 +256,11 @@ def test_a_run_is_counted_in_the_connector_metrics(
 
     run_connector(config, connectors_kafka)
 
-    labels = {"connector": config.name, "department": HEALTH_COMMISSION, "record_type": "licence"}
+    labels = {
+        "connector": config.name,
+        "department_uscc": HEALTH_COMMISSION,
+        "record_type": "licence",
+    }
     assert REGISTRY.get_sample_value("xietong_connector_records_read_total", labels) == 6
     assert REGISTRY.get_sample_value("xietong_connector_records_published_total", labels) == 5
     dead = REGISTRY.get_sample_value(

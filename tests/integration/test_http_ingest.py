@@ -391,5 +391,5 @@ def test_the_service_reports_health_and_metrics(ingest: Ingest) -> None:
     metrics = ingest.client.get("/metrics")
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
-    assert "xietong_http_ingest_requests_total" in metrics.text
+    assert "xietong_connector_http_requests_total" in metrics.text
     assert "xietong_connector_records_published_total" in metrics.text
