@@ -81,6 +81,20 @@ def entity_report(url: str, uscc: str) -> Report | None:
                 " FROM auditor.deliveries WHERE uscc = %(uscc)s ORDER BY delivered_at, event_id",
                 p,
             )
+            sanctions = _query(
+                cursor,
+                "SELECT department_code, list_name, measure_text, valid_from, valid_to,"
+                " notified_at FROM auditor.sanction_notices WHERE uscc = %(uscc)s"
+                " ORDER BY notified_at, event_id",
+                p,
+            )
+            hits = _query(
+                cursor,
+                "SELECT hit_id, department_code, matter_type, matter_reference, measure_code,"
+                " status, raised_at, feedback_outcome, fed_back_at, feedback_overdue"
+                " FROM auditor.restriction_hits WHERE uscc = %(uscc)s ORDER BY raised_at, hit_id",
+                p,
+            )
     finally:
         conn.close()
     name = profile[0]["name"] if profile else uscc
@@ -90,6 +104,8 @@ def entity_report(url: str, uscc: str) -> Report | None:
         {
             "profile": Section("信用档案 profile", facts, ["field", "value"]),
             "pushes": Section("双告知推送 pushes", pushes),
+            "sanctions": Section("惩戒告知 sanction notices", sanctions),
+            "restriction_hits": Section("限制命中 restriction hits", hits),
             "deliveries": Section("推送记录 deliveries", deliveries),
             "timeline": Section("信用记录 timeline", timeline),
         },
@@ -102,7 +118,8 @@ def entity_report(url: str, uscc: str) -> Report | None:
 def department_report(
     url: str, code: str, date_from: dt.datetime | None, date_to: dt.datetime | None
 ) -> Report:
-    """One department over ``[date_from, date_to)``: claims, overdue pushes, deliveries."""
+    """One department over ``[date_from, date_to)``: claims, overdue pushes, sanction
+    feedback, deliveries."""
     p = {"code": code, "from": date_from, "to": date_to}
     pushed_in = (
         "department_code = %(code)s"
@@ -142,6 +159,27 @@ def department_report(
                 " ORDER BY claim_deadline, push_id",
                 p,
             )
+            raised_in = (
+                "department_code = %(code)s AND feedback_expected"
+                " AND (%(from)s::timestamptz IS NULL OR raised_at >= %(from)s)"
+                " AND (%(to)s::timestamptz IS NULL OR raised_at < %(to)s)"
+            )
+            feedback = _query(
+                cursor,
+                "SELECT count(*) AS hits_expecting_feedback, count(fed_back_at) AS fed_back,"
+                " round(count(fed_back_at)::numeric / nullif(count(*), 0), 4) AS feedback_rate,"
+                " count(*) FILTER (WHERE feedback_overdue) AS overdue_feedback"
+                f" FROM auditor.restriction_hits WHERE {raised_in}",
+                p,
+            )
+            overdue_feedback = _query(
+                cursor,
+                "SELECT hit_id, uscc, entity_name, matter_type, matter_reference, measure_code,"
+                " raised_at, feedback_due_at, fed_back_at"
+                f" FROM auditor.restriction_hits WHERE {raised_in} AND feedback_overdue"
+                " ORDER BY feedback_due_at, hit_id",
+                p,
+            )
             deliveries = _query(
                 cursor,
                 "SELECT delivered_at, record_type, uscc, subject_id, record_time,"
@@ -162,6 +200,8 @@ def department_report(
             "claims": Section("双告知认领 claims", summary),
             "monthly": Section("按月 by month", monthly),
             "overdue": Section("逾期推送 overdue pushes", overdue),
+            "feedback": Section("惩戒反馈 sanction feedback", feedback),
+            "overdue_feedback": Section("逾期未反馈 overdue feedback", overdue_feedback),
             "deliveries": Section("推送记录 deliveries", deliveries),
         },
     )

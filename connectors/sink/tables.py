@@ -30,6 +30,8 @@ from typing import Any
 from schemas import (
     CANONICAL_RECORD_TYPES,
     DUAL_NOTICE_RECORD_TYPES,
+    JOINT_PUNISHMENT_RECORD_TYPES,
+    MATTER_EVENT,
     RecordType,
 )
 from xietong.ids import deterministic_id
@@ -44,7 +46,14 @@ from xietong.topics import (
     DUAL_NOTICE_PUSHES,
     DUAL_NOTICE_REJECTED_ACTIONS,
     LICENCES,
+    MATTER_EVENTS,
     PENALTIES,
+    PUNISHMENT_ALERTS,
+    PUNISHMENT_FEEDBACK,
+    PUNISHMENT_LICENCE_REVIEWS,
+    PUNISHMENT_LIFT_NOTICES,
+    PUNISHMENT_RESTRICTION_HITS,
+    PUNISHMENT_SANCTION_NOTICES,
     REGISTRATIONS,
 )
 
@@ -57,7 +66,7 @@ Getter = Callable[[Record], Any]
 @dataclass(frozen=True)
 class Column:
     name: str
-    kind: str  # text | integer | bigint | date | timestamptz | numeric | text[] | jsonb
+    kind: str  # text integer bigint boolean date timestamptz numeric text[] jsonb
     get: Callable[[Any], Any]  # of the decoded record (of a Delivery for ``deliveries``)
 
 
@@ -523,6 +532,229 @@ REJECTED_ACTIONS_TABLE = TableMapping(
     time=path("rejected_at"),
 )
 
+# -- 一处违法、处处受限 (streams/joint_punishment.py) -------------------------------------------
+
+MATTER_EVENTS_TABLE = TableMapping(
+    "matter_events",
+    MATTER_EVENT,
+    event_id=path("event_id"),
+    uscc=path("uscc"),
+    columns=(
+        text("uscc"),
+        text("entity_name"),
+        text("department_code"),
+        text("matter_type"),
+        text("matter_reference"),
+        text("matter_name"),
+        date("matter_date"),
+        text("source"),
+        text("credit_check_id"),
+        timestamp("occurred_at"),
+    ),
+    time=path("occurred_at"),
+)
+
+SANCTION_NOTICES_TABLE = TableMapping(
+    "sanction_notices",
+    JOINT_PUNISHMENT_RECORD_TYPES["sanction_notice"],
+    event_id=path("notice_id"),
+    uscc=path("uscc"),
+    columns=(
+        text("uscc"),
+        text("entity_name"),
+        text("entry_id", "listing.entry_id"),
+        text("list_type", "listing.list_type"),
+        text("list_name", "listing.list_name"),
+        text("listing_authority_name", "listing.listing_authority_name"),
+        text("document_number", "listing.document_number"),
+        text("measure_code", "measure.code"),
+        text("measure_text", "measure.text"),
+        text("measure_legal_basis", "measure.legal_basis"),
+        text("department_code", "department.code"),
+        text("department_name", "department.name"),
+        date("valid_from"),
+        date("valid_to"),
+        Column("feedback_required", "boolean", path("feedback_required")),
+        timestamp("notified_at"),
+    ),
+    time=path("notified_at"),
+)
+
+LICENCE_REVIEWS_TABLE = TableMapping(
+    "licence_review_notices",
+    JOINT_PUNISHMENT_RECORD_TYPES["licence_review_notice"],
+    event_id=path("review_id"),
+    uscc=path("uscc"),
+    columns=(
+        text("uscc"),
+        text("entity_name"),
+        text("cause"),
+        text("cause_id"),
+        text("cause_document"),
+        text("cause_authority_name"),
+        date("cause_date"),
+        text("reason"),
+        text("legal_basis"),
+        text("affected_licence"),
+        text("department_code", "department.code"),
+        jsonb("licences"),
+        timestamp("notified_at"),
+    ),
+    time=path("notified_at"),
+)
+
+
+def hit_state_id(record: Record) -> str:
+    """A hit is republished at each change; a state is the hit with its status and feedback."""
+    return deterministic_id(
+        f"restriction_hit|{record['hit_id']}|{record['status']}|{record['feedback_outcome']}"
+        f"|{record['feedback_id']}"
+    )
+
+
+_HIT_COLUMNS = (
+    text("hit_id"),
+    text("status"),
+    text("uscc"),
+    text("entity_name"),
+    text("department_code", "department.code"),
+    text("department_name", "department.name"),
+    text("matter_type", "matter.matter_type"),
+    text("matter_reference", "matter.matter_reference"),
+    date("matter_date", "matter.matter_date"),
+    text("measure_code", "measure.code"),
+    text("measure_text", "measure.text"),
+    text_array("listing_entry_ids", lambda r: [listing["entry_id"] for listing in r["listings"]]),
+    timestamp("raised_at"),
+    timestamp("feedback_due_at"),
+    text("feedback_outcome"),
+    text("feedback_reason"),
+    timestamp("fed_back_at"),
+    text("feedback_id"),
+    text("withdrawn_reason"),
+)
+
+RESTRICTION_HITS_TABLE = TableMapping(
+    "restriction_hit_states",
+    JOINT_PUNISHMENT_RECORD_TYPES["restriction_hit"],
+    event_id=hit_state_id,
+    uscc=path("uscc"),
+    columns=_HIT_COLUMNS,
+    time=path("raised_at"),
+    subject=path("hit_id"),
+    current=Current(
+        "restriction_hits",
+        key="hit_id",
+        columns=(Column("event_id", "text", hit_state_id), *_HIT_COLUMNS),
+        newer="t.source_offset < EXCLUDED.source_offset",
+        rank=lambda row: row[-1],
+    ),
+)
+
+
+def _feedback_audit(record: Record, event_id: str) -> AuditFact:
+    feedback = record["feedback"]
+    return AuditFact(
+        "FEEDBACK",
+        event_id,
+        feedback["uscc"],
+        record["department_code"],
+        feedback["fed_back_at"],
+        {
+            "feedback_id": feedback["feedback_id"],
+            "hit_id": feedback["hit_id"],
+            "outcome": feedback["outcome"],
+            "reason": feedback["reason"],
+        },
+    )
+
+
+FEEDBACK_TABLE = TableMapping(
+    "restriction_feedback",
+    JOINT_PUNISHMENT_RECORD_TYPES["received_restriction_feedback"],
+    event_id=path("received_id"),
+    uscc=path("feedback.uscc"),
+    columns=(
+        text("feedback_id", "feedback.feedback_id"),
+        text("department_code"),
+        text("uscc", "feedback.uscc"),
+        text("hit_id", "feedback.hit_id"),
+        text("outcome", "feedback.outcome"),
+        text("reason", "feedback.reason"),
+        text("operator", "feedback.operator"),
+        timestamp("fed_back_at", "feedback.fed_back_at"),
+        timestamp("received_at"),
+    ),
+    time=path("received_at"),
+    subject=path("feedback.hit_id"),
+    audit=_feedback_audit,
+)
+
+
+def punishment_alert_id(record: Record) -> str:
+    return deterministic_id(f"punishment_alert|{record['alert_id']}|{record['status']}")
+
+
+PUNISHMENT_ALERTS_TABLE = TableMapping(
+    "punishment_alerts",
+    JOINT_PUNISHMENT_RECORD_TYPES["feedback_overdue_alert"],
+    event_id=punishment_alert_id,
+    uscc=path("uscc"),
+    columns=(
+        text("alert_id"),
+        text("kind"),
+        text("status"),
+        text("hit_id"),
+        text("uscc"),
+        text("department_code", "department.code"),
+        text_array("recipients"),
+        timestamp("deadline"),
+        timestamp("raised_at"),
+        text("message"),
+    ),
+    time=path("raised_at"),
+    subject=path("hit_id"),
+)
+
+
+def _lift_audit(record: Record, event_id: str) -> AuditFact:
+    return AuditFact(
+        "LIFT",
+        event_id,
+        record["uscc"],
+        record["department"]["code"],
+        record["notified_at"],
+        {
+            "entry_id": record["listing"]["entry_id"],
+            "list_type": record["listing"]["list_type"],
+            "end_reason": record["end_reason"],
+            "ended_on": record["ended_on"].isoformat(),
+            "measures": [m["code"] for m in record["measures"]],
+        },
+    )
+
+
+LIFT_NOTICES_TABLE = TableMapping(
+    "lift_notices",
+    JOINT_PUNISHMENT_RECORD_TYPES["lift_notice"],
+    event_id=path("lift_id"),
+    uscc=path("uscc"),
+    columns=(
+        text("uscc"),
+        text("entity_name"),
+        text("entry_id", "listing.entry_id"),
+        text("list_type", "listing.list_type"),
+        text("department_code", "department.code"),
+        text_array("measure_codes", lambda r: [m["code"] for m in r["measures"]]),
+        text_array("hit_ids"),
+        date("ended_on"),
+        text("end_reason"),
+        timestamp("notified_at"),
+    ),
+    time=path("notified_at"),
+    audit=_lift_audit,
+)
+
 #: Every mapping, by the topic it reads (a department's inbox is read by :data:`DELIVERIES`).
 TABLES_BY_TOPIC: dict[str, TableMapping] = {
     REGISTRATIONS.name: REGISTRATIONS_TABLE,
@@ -536,6 +768,13 @@ TABLES_BY_TOPIC: dict[str, TableMapping] = {
     DUAL_NOTICE_CLOSURE_NOTICES.name: CLOSURE_NOTICES_TABLE,
     DUAL_NOTICE_ACTIONS.name: ACTIONS_TABLE,
     DUAL_NOTICE_REJECTED_ACTIONS.name: REJECTED_ACTIONS_TABLE,
+    MATTER_EVENTS.name: MATTER_EVENTS_TABLE,
+    PUNISHMENT_SANCTION_NOTICES.name: SANCTION_NOTICES_TABLE,
+    PUNISHMENT_LICENCE_REVIEWS.name: LICENCE_REVIEWS_TABLE,
+    PUNISHMENT_RESTRICTION_HITS.name: RESTRICTION_HITS_TABLE,
+    PUNISHMENT_FEEDBACK.name: FEEDBACK_TABLE,
+    PUNISHMENT_ALERTS.name: PUNISHMENT_ALERTS_TABLE,
+    PUNISHMENT_LIFT_NOTICES.name: LIFT_NOTICES_TABLE,
 }
 
 #: The mappings by the full name of the record they read (what an inbox message is).

@@ -74,6 +74,7 @@ _FORMATS: dict[str, Callable[[Any], str]] = {
     "date": dt.date.isoformat,
     "timestamptz": _timestamp,
     "text[]": _array,
+    "boolean": lambda value: "t" if value else "f",
     "jsonb": _json,
 }
 
