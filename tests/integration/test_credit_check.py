@@ -1,0 +1,281 @@
+"""The credit check against the real stack: the registry's catalog published by its own
+relay, list entries on ``credit.list-entries`` as the credit authority's connector sends
+them, department tokens issued by the registry, and the service of
+``xietong credit-check serve`` running in this process (uvicorn in a thread)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from registry import service
+from registry.audit import Actor
+from registry.db import session_factory, transaction
+from registry.publisher import OutboxRelay
+from schemas import CREDIT_LIST_ENTRY, register_all
+from streams.credit_check import CreditCheckSettings, build_app
+from streams.joint_punishment import matter_event_id
+from tests.credit_check_records import list_entry, new_uscc, removal_of
+from tests.kafka_helpers import TopicWindow
+from xietong.kafka import KafkaClients
+from xietong.settings import Settings
+from xietong.topics import MATTER_EVENTS, apply_topics
+
+pytestmark = pytest.mark.usefixtures("secured")
+
+TODAY = date.today()
+PROCUREMENT = "GOVERNMENT_PROCUREMENT"  # CJ01, implemented by 财政
+
+
+@dataclass(frozen=True)
+class Tokens:
+    finance: str  # 杭州市财政局 (hz-finance)
+    land: str  # 杭州市规划和自然资源局: checks land supply, does not implement CJ01
+    admin: str
+    revoked: str
+
+
+@pytest.fixture(scope="module")
+def tokens(registry_url: str, stack_settings: Settings, kafka: KafkaClients) -> Tokens:
+    """The sample catalog published to the registry's topics by the registry's relay, and
+    tokens issued in the same registry database the service reads."""
+    apply_topics(kafka.admin(), stack_settings)
+    register_all(kafka.schema_registry())
+    sessions = session_factory(registry_url)
+    relay = OutboxRelay(sessions, KafkaClients(stack_settings, "registry"))
+    while relay.publish_pending(limit=500):
+        pass
+    admin = Actor.admin("test-credit-check")
+    with transaction(sessions) as session:
+        revoked = service.issue_token(session, admin, "hz-xh-finance")
+        service.revoke_credential(session, admin, revoked.credential.id)
+        return Tokens(
+            finance=service.issue_token(session, admin, "hz-finance").token,
+            land=service.issue_token(session, admin, "hz-nr").token,
+            admin=service.issue_token(session, admin, None).token,
+            revoked=revoked.token,
+        )
+
+
+class CreditAuthority:
+    """Publishes list entries as the credit authority's connector does."""
+
+    def __init__(self, settings: Settings) -> None:
+        kafka = KafkaClients(settings, "connectors")
+        self._producer = kafka.producer()
+        self._serialize = kafka.avro_serializer(CREDIT_LIST_ENTRY.schema_str)
+
+    def publish(self, *entries: dict[str, Any]) -> None:
+        topic = CREDIT_LIST_ENTRY.topic.name
+        context = SerializationContext(topic, MessageField.VALUE)
+        for entry in entries:
+            value = self._serialize(entry, context)
+            self._producer.produce(topic, key=entry["uscc"].encode(), value=value)
+        assert self._producer.flush(10) == 0
+
+
+@pytest.fixture(scope="module")
+def authority(stack_settings: Settings) -> CreditAuthority:
+    return CreditAuthority(stack_settings)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Service:
+    """``xietong credit-check serve`` in a thread of this process, on a free port."""
+
+    def __init__(self, settings: Settings, registry_url: str) -> None:
+        self.rules = CreditCheckSettings(port=free_port(), token_cache_seconds=0)
+        app = build_app(settings.model_copy(update={"database_url_env": registry_url}), self.rules)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.rules.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.rules.port}", timeout=30)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "not listening"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(30)
+
+    def check(self, token: str | None, **params: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return self.client.get("/v1/checks", params=params, headers=headers)
+
+
+# What is on the topic before the service starts: it must have read it before it answers.
+LOADED_USCC = new_uscc()
+LOADED = list_entry(
+    LOADED_USCC, TODAY - timedelta(days=100), planned_removal_on=TODAY + timedelta(days=1000)
+)
+
+
+@pytest.fixture(scope="module")
+def credit_check(
+    tokens: Tokens, authority: CreditAuthority, stack_settings: Settings, registry_url: str
+) -> Iterator[Service]:
+    authority.publish(LOADED)
+    running = Service(stack_settings, registry_url)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def wait_for(check: Any, verdict: str, timeout: float = 15.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = check()
+        assert answer.status_code == 200, answer.text
+        if answer.json()["verdict"] == verdict or time.monotonic() > deadline:
+            return dict(answer.json())
+        time.sleep(0.2)
+
+
+# -- the answers ---------------------------------------------------------------------------------
+
+
+def test_the_first_check_waits_for_the_state_and_finds_a_listing_published_before(
+    credit_check: Service, tokens: Tokens
+) -> None:
+    # Asked at once, before /ready was ever looked at: answered from the loaded state.
+    answer = credit_check.check(tokens.finance, uscc=LOADED_USCC, matter_type=PROCUREMENT)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["verdict"] == "RESTRICTED"
+    [listing] = body["listings"]
+    assert listing["entry_id"] == LOADED["entry_id"]
+    assert listing["list_type"]["name"] == "严重违法失信名单"
+    assert listing["listing_authority"]["name"] == "杭州市市场监督管理局"
+    [measure] = body["measures"]
+    assert measure["code"] == "CJ01" and measure["feedback_required"] is True
+    assert measure["implemented_by_checking_department"] is True
+    assert credit_check.client.get("/ready").json()["status"] == "ready"
+
+
+def test_a_listing_published_while_serving_restricts_within_seconds(
+    credit_check: Service, tokens: Tokens, authority: CreditAuthority
+) -> None:
+    uscc = new_uscc()
+    check = lambda: credit_check.check(tokens.land, uscc=uscc, matter_type="LAND_SUPPLY")  # noqa: E731
+    assert check().json()["verdict"] == "CLEAR"
+    authority.publish(list_entry(uscc, TODAY, list_type="JUDGMENT_DEFAULTER"))
+    body = wait_for(check, "RESTRICTED")
+    assert body["verdict"] == "RESTRICTED"
+    assert [m["code"] for m in body["measures"]] == ["CJ03"]  # 限制取得政府供应土地
+
+
+def test_a_removal_lifts_the_restriction_from_its_day_on(
+    credit_check: Service, tokens: Tokens, authority: CreditAuthority
+) -> None:
+    uscc = new_uscc()
+    listed = list_entry(uscc, TODAY - timedelta(days=400), list_type="MAJOR_TAX_VIOLATION")
+    authority.publish(listed, removal_of(listed, TODAY, "CREDIT_REPAIR"))
+
+    def check(day: date) -> Any:
+        return lambda: credit_check.check(
+            tokens.finance, uscc=uscc, matter_type=PROCUREMENT, matter_date=day.isoformat()
+        )
+
+    before = wait_for(check(TODAY - timedelta(days=1)), "RESTRICTED")
+    assert before["verdict"] == "RESTRICTED"
+    assert before["listings"][0]["removed_on"] == TODAY.isoformat()
+    today = check(TODAY)().json()
+    assert today["verdict"] == "CLEAR" and today["listings"] == []
+
+
+def test_a_future_listing_and_a_list_without_a_measure_leave_the_matter_clear(
+    credit_check: Service, tokens: Tokens, authority: CreditAuthority
+) -> None:
+    uscc = new_uscc()
+    future = list_entry(uscc, TODAY + timedelta(days=10))
+    abnormal = list_entry(uscc, TODAY - timedelta(days=5), list_type="ABNORMAL_OPERATION")
+    authority.publish(future, abnormal, abnormal)  # sent twice: still one listing
+
+    def check(day: date) -> Any:
+        return lambda: credit_check.check(
+            tokens.finance, uscc=uscc, matter_type=PROCUREMENT, matter_date=day.isoformat()
+        )
+
+    later = wait_for(check(TODAY + timedelta(days=10)), "RESTRICTED")
+    assert later["verdict"] == "RESTRICTED"
+    assert len(later["listings"]) == 2
+    now = check(TODAY)().json()
+    assert now["verdict"] == "CLEAR"
+    assert [listing["entry_id"] for listing in now["listings"]] == [abnormal["entry_id"]]
+
+
+@pytest.mark.parametrize(
+    ("token", "status", "says"),
+    [
+        (None, 401, "no bearer token"),
+        ("xtr_not-a-token", 401, "unknown or revoked token"),
+        ("revoked", 401, "unknown or revoked token"),
+        ("admin", 403, "has no department"),
+    ],
+)
+def test_a_check_without_a_department_token_is_refused(
+    credit_check: Service, tokens: Tokens, token: str | None, status: int, says: str
+) -> None:
+    presented = getattr(tokens, token) if token in ("revoked", "admin") else token
+    answer = credit_check.check(presented, uscc=LOADED_USCC, matter_type=PROCUREMENT)
+    assert answer.status_code == status
+    assert says in answer.json()["message"]
+
+
+# -- the record of each check ------------------------------------------------------------------
+
+
+def test_each_check_is_a_matter_event_with_deterministic_ids(
+    credit_check: Service, tokens: Tokens, kafka: KafkaClients
+) -> None:
+    window = TopicWindow(kafka, MATTER_EVENTS.name)
+    params = {"uscc": LOADED_USCC, "matter_type": PROCUREMENT, "matter_ref": "ZJCG-2026-0117"}
+    first = credit_check.check(tokens.finance, **params).json()
+    again = credit_check.check(tokens.finance, **params).json()
+    without_ref = credit_check.check(tokens.finance, uscc=LOADED_USCC, matter_type=PROCUREMENT)
+    assert first["check_id"] == again["check_id"] != without_ref.json()["check_id"]
+
+    deadline = time.monotonic() + 15
+    events: list[dict[str, Any]] = []
+    while len(events) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        events = [m.value for m in window.read() if m.key == LOADED_USCC.encode()]
+    by_check = {event["credit_check_id"]: event for event in events}
+    event = by_check[first["check_id"]]
+    assert event["event_id"] == matter_event_id(
+        "hz-finance", PROCUREMENT, "ZJCG-2026-0117", "CREDIT_CHECK"
+    )
+    assert event["source"] == "CREDIT_CHECK"
+    assert event["department_code"] == "hz-finance"
+    assert event["matter_date"] == TODAY and event["uscc"] == LOADED_USCC
+    assert by_check[without_ref.json()["check_id"]]["matter_reference"] == (
+        f"CREDIT-CHECK/{LOADED_USCC}/{TODAY.isoformat()}"
+    )
+    metrics = credit_check.client.get("/metrics").text
+    assert 'xietong_credit_check_matter_events_total{outcome="delivered"}' in metrics
+    assert (
+        'xietong_credit_check_checks_total{department="hz-finance",'
+        'matter_type="GOVERNMENT_PROCUREMENT",verdict="RESTRICTED"}'
+    ) in metrics
