@@ -1,15 +1,204 @@
-"""一处违法、处处受限 (joint punishment): a listing restricts the entity at every department
-with a measure for it, until the listing ends (domain brief §6).
+"""一处违法、处处受限 (joint punishment, 联合惩戒): a listing restricts the entity at every
+department with a measure for it, until the listing ends (domain brief §6).
 
-This module is being built; its ids are fixed now so that producers of matter events
-(the credit-check API, department connectors) derive the same ones.
+What it reads, all keyed by the entity's USCC and co-partitioned (``streams.runtime``):
+
+* ``credit.list-entries``: 列入 (LISTED) and 移出 (REMOVED) of a listing, both carrying its
+  entry id, list type, 列入日期 and planned removal date;
+* ``enforcement.penalties``: a penalty that suspends or revokes a permit or licence
+  (处罚类别 ``LICENCE_SUSPENSION_OR_REVOCATION``);
+* ``permits.licences``: which department issued the entity which licence, valid when;
+* ``credit.matter-events``: a department handles a matter for the entity (its own report,
+  or a credit check through the credit-check API), typed as the catalog's matter types;
+* ``punishment.feedback``: departments' 反馈 on restriction hits, read from each
+  department's inbound topic ``dept.<code>.inbound`` (the department is the topic's) and
+  re-keyed by USCC here;
+* ``registry.measures``, ``registry.list-types`` and ``registry.departments``, held whole
+  by every worker.
+
+What it tells whom (each also delivered to the department's inbox ``dept.<code>.inbox``):
+
+* **惩戒告知** (``punishment.sanction-notices``) — for a 列入, each implementing department
+  of every measure that applies to the list: one notice per (listing, measure, department)
+  with the measure, its basis, the term and whether feedback is required;
+* **许可审查告知** (``punishment.licence-reviews``) — a licence-revoking penalty, or a listing
+  on the serious list (``review_list_types``), to every department that issued the entity a
+  licence valid on the decision's date, naming those licences;
+* **限制命中** (``punishment.restriction-hits``) — a matter dated while the entity was
+  listed, of a type a measure of the handling department's sector restricts: one hit per
+  (matter, measure) naming the listings, to the handling department, which answers with
+  反馈 (APPLIED, or NOT_APPLICABLE with a reason);
+* **逾期未反馈督办** (``punishment.alerts``) — a hit that needs feedback and has none dated by
+  its deadline (raised time + the measure's ``feedback_days``), to the department and the
+  credit authority of the entity's division;
+* **解除惩戒告知** (``punishment.lift-notices``) — a listing ended (移出, or its planned
+  removal date passed): one notice per department a sanction notice told to restrict
+  because of it, naming the measures and that department's hits under the listing. (A hit
+  of a department that had no sanction notice concerns one matter, decided on its date.)
+
+Which department implements a measure: a measure names sectors (``implementing_sectors``),
+the registry seats departments by sector and division. For each sector, the department of
+that sector seated in the entity's division (the 登记管理机关行政区划码 inside its USCC,
+characters 3–8), else in its city (``3301xx`` → ``330100``), else in its province
+(``330000``): the nearest up the administrative hierarchy; where none is seated, nobody is
+told and ``xietong_joint_punishment_unrouted`` counts it. The credit authority is found the
+same way with ``credit_authority_sector`` (``development_reform``). A matter's department
+is the one that reports it; its restriction hits come from the measures of its sector.
+
+**The disorder rule.** Every output is a function of the facts known about the entity,
+never of the order they came in: after each event the processor derives, from all the
+entity's facts, the set of records it should have published, and publishes those that are
+new or whose content changed (same id, deterministic from content). So any arrival order
+of the same events ends with the same final set — for a reader keeping the latest record
+per id and leaving out the WITHDRAWN ones. Concretely:
+
+* decisions use the listing's **effective dates**: it is in force on the days
+  ``列入日期 ≤ day < end``, where ``end`` is the 移出 record's removal date when one is
+  known, else the planned removal date (none: open-ended); a 列入 dated in the future
+  notifies at once with its dates, and restricts only from its start;
+* a **late listing** (its 列入 read after matters dated within its term) makes hits for
+  the matters kept in the entity's state: matters are kept for ``matter_window`` (90
+  days by default) after their date, then dropped, with what they made left as it was
+  (the window must exceed the longest feedback period);
+* a **backdated removal or correction** that shows no listing in force on a matter's date
+  republishes the matter's hits as WITHDRAWN (and their overdue alerts): a hit is withdrawn
+  only by facts, never by time; a 移出 before the start date leaves the listing with no
+  day in force: notices, then lift notices, and no hit;
+* duplicates (the same event id, or the same matter reported and credit-checked) change
+  nothing: a matter is identified by (department, matter type, matter reference);
+* several listings at once: each gets its notices and lifts; a hit names every listing
+  the measure applies to on the matter date;
+* the 列入 record is what notifies (a 移出 read before its 列入 waits for it); of several
+  records of one listing (or licence) the latest by event time counts.
+
+Time is event time: a listing ends on its date (China Standard Time), a feedback
+deadline runs from the hit's event time. A timer compares them with the clock every
+``tick_interval`` seconds and sends each due entity through the internal topic
+``xietong.streams.joint-punishment-due``, keyed by USCC, so the change is made on the
+entity's own partition.
+
+Guarantee: at least once with deterministic ids. State is one table, ``entities`` (by
+USCC: the facts, and each published record's content digest with the event that last
+changed it), backed by its changelog. After a crash the events since the last commit
+are processed again; an event that changes nothing re-sends what it had sent (same ids,
+same content), so a reader keeping the latest record per id sees each once.
+
+Run it with ``xietong streams joint-punishment``; settings are
+``XIETONG_JOINT_PUNISHMENT_*`` (:class:`JointPunishmentSettings`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import heapq
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import faust
+from prometheus_client import Counter
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas import DEAD_LETTER_RECORD, JOINT_PUNISHMENT_RECORD_TYPES, RESTRICTION_FEEDBACK
+from streams.departments import InboundRelay, Inboxes, Produced
+from streams.runtime import RecordWriter, ReferenceData, changelog_config, declared_topic, make_app
 from xietong.ids import deterministic_id
+from xietong.kafka import KafkaClients
+from xietong.logs import log_event
+from xietong.settings import Settings
+from xietong.topics import (
+    CREDIT_LIST_ENTRIES,
+    DEAD_LETTER,
+    LICENCES,
+    MATTER_EVENTS,
+    PENALTIES,
+    PUNISHMENT_ALERTS,
+    PUNISHMENT_FEEDBACK,
+    PUNISHMENT_LICENCE_REVIEWS,
+    PUNISHMENT_LIFT_NOTICES,
+    PUNISHMENT_RESTRICTION_HITS,
+    PUNISHMENT_SANCTION_NOTICES,
+    REGISTRY_DEPARTMENTS,
+    REGISTRY_LIST_TYPES,
+    REGISTRY_MEASURES,
+)
+
+logger = logging.getLogger(__name__)
 
 APP_NAME = "joint-punishment"
+DAY_MS = 86_400_000
+#: China Standard Time: a listing's dates are days there.
+CST_OFFSET_MS = 8 * 3_600_000
+EPOCH = date(1970, 1, 1)
+
+
+class JointPunishmentSettings(BaseSettings):
+    """The province's joint-punishment rules, from ``XIETONG_JOINT_PUNISHMENT_*``."""
+
+    model_config = SettingsConfigDict(env_prefix="XIETONG_JOINT_PUNISHMENT_", extra="ignore")
+
+    matter_window: timedelta = Field(
+        default=timedelta(days=90),
+        description="How long after its date a matter is kept, so that a listing read late"
+        " still makes its hits; longer than the longest feedback period.",
+    )
+    review_list_types: list[str] = Field(
+        default_factory=lambda: ["SERIOUS_ILLEGAL_DISHONEST"],
+        description="Listings that send licence-review notices (the serious list).",
+    )
+    credit_authority_sector: str = Field(
+        default="development_reform",
+        description="The sector of the credit authority (信用主管部门) told of overdue feedback.",
+    )
+    tick_interval: float = Field(
+        default=5.0, gt=0, description="Seconds between two checks of the due dates."
+    )
+    inbox_refresh_interval: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds between two looks for departments onboarded since (their"
+        " inbound topics are read, their inboxes written).",
+    )
+    metrics_port: int | None = Field(
+        default=9467, description="Port of the Prometheus /metrics endpoint; unset: none."
+    )
+
+
+# -- time: dates are days since 1970-01-01 (Avro's date), moments epoch milliseconds -------
+
+
+def epoch_day(value: date | int) -> int:
+    return value if isinstance(value, int) else (value - EPOCH).days
+
+
+def optional_day(value: date | int | None) -> int | None:
+    return None if value is None else epoch_day(value)
+
+
+def millis(value: datetime | int) -> int:
+    return value if isinstance(value, int) else int(value.timestamp() * 1000)
+
+
+def cst_day(moment_ms: int) -> int:
+    """The day (China Standard Time) a moment falls on."""
+    return (moment_ms + CST_OFFSET_MS) // DAY_MS
+
+
+def cst_day_start(day: int) -> int:
+    """Midnight China Standard Time at the start of ``day``, in epoch milliseconds."""
+    return day * DAY_MS - CST_OFFSET_MS
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# -- ids: derived from what a record is about, never from when it was made -----------------
 
 
 def matter_event_id(
@@ -24,3 +213,1303 @@ def matter_event_id(
     return deterministic_id(
         f"matter-event|{department_code}|{matter_type}|{matter_reference}|{source}"
     )
+
+
+def sanction_notice_id(entry_id: str, measure_code: str, department_code: str) -> str:
+    return deterministic_id(f"sanction-notice|{entry_id}|{measure_code}|{department_code}")
+
+
+def licence_review_id(cause_key: str, department_code: str) -> str:
+    return deterministic_id(f"licence-review|{cause_key}|{department_code}")
+
+
+def restriction_hit_id(
+    department_code: str, matter_type: str, matter_reference: str, measure_code: str
+) -> str:
+    return deterministic_id(
+        f"restriction-hit|{department_code}|{matter_type}|{matter_reference}|{measure_code}"
+    )
+
+
+def feedback_alert_id(hit_id: str) -> str:
+    return deterministic_id(f"punishment-alert|{hit_id}|FEEDBACK_OVERDUE")
+
+
+def lift_notice_id(entry_id: str, department_code: str) -> str:
+    return deterministic_id(f"lift-notice|{entry_id}|{department_code}")
+
+
+def matter_key(department_code: str, matter_type: str, matter_reference: str) -> str:
+    return f"{department_code}|{matter_type}|{matter_reference}"
+
+
+# -- the catalog: measures, lists and departments, as the registry publishes them ----------
+
+
+def department_ref(record: dict[str, Any]) -> dict[str, str]:
+    return {"code": record["code"], "uscc": record["uscc"], "name": record["name"]}
+
+
+def measure_ref(measure: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "code": measure["code"],
+        "text": measure["text"],
+        "legal_basis": measure["legal_basis"],
+        "feedback_required": measure["feedback_required"],
+        "feedback_days": measure["feedback_days"],
+    }
+
+
+def seats(division: str) -> list[str]:
+    """The divisions whose departments serve ``division``, nearest first: itself, its
+    city, its province (GB/T 2260: ``330106`` → ``330100`` → ``330000``)."""
+    return list(dict.fromkeys((division, f"{division[:4]}00", f"{division[:2]}0000")))
+
+
+class PunishmentCatalog:
+    """The measures catalog, the list types and the departments, indexed for the rules."""
+
+    def __init__(
+        self,
+        measures: Iterable[dict[str, Any]],
+        list_types: Iterable[dict[str, Any]],
+        departments: Iterable[dict[str, Any]],
+    ) -> None:
+        self.measures = {m["code"]: m for m in sorted(measures, key=lambda m: m["code"])}
+        self.list_names = {t["code"]: t["name"] for t in list_types}
+        self.departments: dict[str, dict[str, Any]] = {}
+        self.by_uscc: dict[str, dict[str, str]] = {}
+        self._seated: dict[tuple[str, str], dict[str, str]] = {}
+        for record in sorted(departments, key=lambda d: d["code"]):
+            self.departments[record["code"]] = record
+            self.by_uscc.setdefault(record["uscc"], department_ref(record))
+            self._seated.setdefault(
+                (record["sector_code"], record["division_code"]), department_ref(record)
+            )
+        self.by_list_type: dict[str, list[dict[str, Any]]] = {}
+        self.by_matter_type: dict[str, list[dict[str, Any]]] = {}
+        self.matter_type_names: dict[str, str] = {}
+        for measure in self.measures.values():
+            for list_type in measure["list_types"]:
+                self.by_list_type.setdefault(list_type, []).append(measure)
+            for matter in measure["matter_types"]:
+                self.by_matter_type.setdefault(matter["code"], []).append(measure)
+                self.matter_type_names.setdefault(matter["code"], matter["name"])
+
+    def seated(self, sector: str, division: str) -> dict[str, str] | None:
+        """The department of ``sector`` nearest ``division`` (itself, city, province)."""
+        for seat in seats(division):
+            found = self._seated.get((sector, seat))
+            if found is not None:
+                return found
+        return None
+
+    def implementing(self, measure: dict[str, Any], division: str) -> list[dict[str, str]]:
+        """The departments that implement ``measure`` for an entity of ``division``: one per
+        sector of the measure that has a department seated at or above the division."""
+        found: dict[str, dict[str, str]] = {}
+        for sector in measure["implementing_sectors"]:
+            department = self.seated(sector, division)
+            if department is None:
+                UNROUTED.labels(sector).inc()
+            else:
+                found[department["code"]] = department
+        return [found[code] for code in sorted(found)]
+
+
+# -- what one event makes the processor send -------------------------------------------------
+
+
+@dataclass
+class Outgoing:
+    """One record to publish on its platform topic, and the inboxes it is delivered to."""
+
+    record_type: str  # a key of JOINT_PUNISHMENT_RECORD_TYPES, or "dead_letter"
+    key: str
+    value: dict[str, Any]
+    inboxes: tuple[str, ...] = ()
+
+
+@dataclass
+class Outcome:
+    """What handling one event sends, and when the entity is next due (epoch ms)."""
+
+    outgoing: list[Outgoing] = field(default_factory=list)
+    due: list[tuple[int, str]] = field(default_factory=list)
+
+    def send(self, record_type: str, key: str, value: dict[str, Any], *inboxes: str) -> None:
+        self.outgoing.append(Outgoing(record_type, key, value, inboxes))
+
+
+#: Records whose latest version may say WITHDRAWN: their last content is kept in the state.
+WITHDRAWABLE = frozenset({"restriction_hit", "feedback_overdue_alert"})
+#: Where each record's id is.
+ID_FIELD = {
+    "sanction_notice": "notice_id",
+    "licence_review_notice": "review_id",
+    "restriction_hit": "hit_id",
+    "feedback_overdue_alert": "alert_id",
+    "lift_notice": "lift_id",
+}
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+EVENTS = Counter("xietong_joint_punishment_events", "Input events processed, by input", ("input",))
+SANCTION_NOTICES = Counter(
+    "xietong_joint_punishment_sanction_notices",
+    "Sanction notices made, by department and measure",
+    ("department", "measure"),
+)
+LICENCE_REVIEWS = Counter(
+    "xietong_joint_punishment_licence_reviews",
+    "Licence-review notices made, by department and cause",
+    ("department", "cause"),
+)
+RESTRICTION_HITS = Counter(
+    "xietong_joint_punishment_restriction_hits",
+    "Restriction hits made, by department and measure",
+    ("department", "measure"),
+)
+HITS_WITHDRAWN = Counter(
+    "xietong_joint_punishment_hits_withdrawn", "Restriction hits withdrawn by later facts"
+)
+FEEDBACK_REQUIRED = Counter(
+    "xietong_joint_punishment_feedback_required",
+    "Restriction hits that need feedback (the feedback rate's denominator), by department",
+    ("department",),
+)
+FEEDBACK_GIVEN = Counter(
+    "xietong_joint_punishment_feedback_given",
+    "Restriction hits given their first feedback (the feedback rate's numerator), by"
+    " department and outcome",
+    ("department", "outcome"),
+)
+FEEDBACK_OVERDUE = Counter(
+    "xietong_joint_punishment_feedback_overdue",
+    "Overdue-feedback alerts raised, by department",
+    ("department",),
+)
+LIFT_NOTICES = Counter(
+    "xietong_joint_punishment_lift_notices", "Lift notices made, by department", ("department",)
+)
+UNROUTED = Counter(
+    "xietong_joint_punishment_unrouted",
+    "Measures' sectors with no department seated for the entity's division",
+    ("sector",),
+)
+REJECTED = Counter("xietong_joint_punishment_rejected", "Input dead-lettered, by input", ("input",))
+UNDELIVERED = Counter(
+    "xietong_joint_punishment_undelivered",
+    "Records for a department that has no inbox yet (not onboarded), by record type",
+    ("record_type",),
+)
+
+
+# -- facts: what the rules remember of each input, in plain JSON ------------------------------
+
+
+def _later(new: dict[str, Any], known: dict[str, Any] | None) -> bool:
+    """Whether ``new`` supersedes ``known`` (the latest by event time, then event id)."""
+    if known is None:
+        return True
+    return (new["event_time"], new["event_id"]) > (known["event_time"], known["event_id"])
+
+
+def listing_fact(record: dict[str, Any]) -> dict[str, Any]:
+    envelope = record["envelope"]
+    removed_on = record["removed_on"]
+    return {
+        "event_id": envelope["event_id"],
+        "event_time": millis(envelope["event_time"]),
+        "list_type": record["list_type"],
+        "entity_name": record["entity_name"],
+        "listing_authority_name": record["listing_authority_name"],
+        "listing_authority_uscc": record["listing_authority_uscc"],
+        "reason": record["reason"],
+        "legal_basis": record["legal_basis"],
+        "document_number": record["document_number"],
+        "listed_on": epoch_day(record["listed_on"]),
+        "planned_removal_on": optional_day(record["planned_removal_on"]),
+        "removed_on": (
+            epoch_day(removed_on)
+            if removed_on is not None
+            else cst_day(millis(envelope["event_time"]))
+        ),
+        "removal_reason": record["removal_reason"],
+    }
+
+
+def licence_fact(record: dict[str, Any]) -> dict[str, Any]:
+    envelope = record["envelope"]
+    return {
+        "event_id": envelope["event_id"],
+        "event_time": millis(envelope["event_time"]),
+        "licence_number": record["licence_number"],
+        "certificate_name": record["certificate_name"],
+        "approval_item_code": record["approval_item_code"],
+        "authority_uscc": record["authority_uscc"],
+        "status": record["status"],
+        "valid_from": epoch_day(record["valid_from"]),
+        "valid_to": optional_day(record["valid_to"]),
+    }
+
+
+def licence_valid_on(licence: dict[str, Any], day: int) -> bool:
+    """Valid on ``day``: within its term and, if its latest record is not VALID (注销,
+    吊销 …), before that record's date."""
+    if day < licence["valid_from"]:
+        return False
+    if licence["valid_to"] is not None and day > licence["valid_to"]:
+        return False
+    return licence["status"] == "VALID" or day < cst_day(licence["event_time"])
+
+
+def penalty_fact(record: dict[str, Any]) -> dict[str, Any]:
+    envelope = record["envelope"]
+    return {
+        "event_id": envelope["event_id"],
+        "event_time": millis(envelope["event_time"]),
+        "party_name": record["party_name"],
+        "decision_number": record["decision_number"],
+        "violation_type": record["violation_type"],
+        "content": record["content"],
+        "legal_basis": record["legal_basis"],
+        "affected_licence": record["affected_licence"],
+        "decided_on": epoch_day(record["decided_on"]),
+        "authority_name": record["authority_name"],
+        "authority_uscc": record["authority_uscc"],
+    }
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A listing as the rules see it: its 列入 record, and how it ends (if it does)."""
+
+    entry_id: str
+    listed: dict[str, Any]
+    removed: dict[str, Any] | None
+
+    @property
+    def list_type(self) -> str:
+        return str(self.listed["list_type"])
+
+    @property
+    def end(self) -> int | None:
+        """The first day it is no longer in force: the removal date, else the planned one."""
+        if self.removed is not None:
+            return int(self.removed["removed_on"])
+        planned = self.listed["planned_removal_on"]
+        return None if planned is None else int(planned)
+
+    def in_force_on(self, day: int) -> bool:
+        end = self.end
+        return self.listed["listed_on"] <= day and (end is None or day < end)
+
+    def ref(self, catalog: PunishmentCatalog) -> dict[str, Any]:
+        listed = self.listed
+        return {
+            "entry_id": self.entry_id,
+            "list_type": self.list_type,
+            "list_name": catalog.list_names.get(self.list_type, self.list_type),
+            "listing_authority_name": listed["listing_authority_name"],
+            "listing_authority_uscc": listed["listing_authority_uscc"],
+            "reason": listed["reason"],
+            "legal_basis": listed["legal_basis"],
+            "document_number": listed["document_number"],
+            "listed_on": listed["listed_on"],
+            "planned_removal_on": listed["planned_removal_on"],
+        }
+
+    @property
+    def end_reason(self) -> str:
+        if self.removed is None:
+            return "EXPIRY"
+        return str(self.removed["removal_reason"] or "UNKNOWN")
+
+    @property
+    def ended_at(self) -> int:
+        """When it ended, in event time: the 移出 record's time, or the planned date's start."""
+        if self.removed is not None:
+            return int(self.removed["event_time"])
+        return cst_day_start(int(self.listed["planned_removal_on"]))
+
+
+def digest(value: dict[str, Any]) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+
+def new_entity() -> dict[str, Any]:
+    """The state of an entity the processor has heard nothing about."""
+    return {
+        "listings": {},  # entry id → {"listed": fact, "removed": fact}
+        "licences": {},  # authority USCC/licence number → fact (the latest)
+        "penalties": {},  # authority USCC/decision number → fact (licence-revoking only)
+        "matters": {},  # department|type|reference → {..., "events": {event id → fact}}
+        "feedback": {},  # hit id → {department|feedback id → fact}
+        "sent": {},  # record id → {"d": digest, "c": cause, ["t": type, "v": value]}
+        "due": None,  # when the entity is next due (epoch ms), or None
+    }
+
+
+# -- the rules ----------------------------------------------------------------------------------
+
+
+class JointPunishmentRules:
+    """The rule methods: each takes one input and the time, updates the entity's state in
+    ``entities`` (a Faust table, or any mutable mapping) and returns what to send.
+
+    They read nothing else but the catalog, so a harness can drive them with a dict and
+    a fixed catalog (``tests/unit/test_joint_punishment_rules.py``).
+    """
+
+    def __init__(
+        self,
+        entities: MutableMapping[str, Any],
+        catalog: Callable[[], PunishmentCatalog],
+        rules: JointPunishmentSettings | None = None,
+    ) -> None:
+        self.entities = entities
+        self.catalog = catalog
+        self.rules = rules or JointPunishmentSettings()
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def on_list_entry(self, record: dict[str, Any], now: int) -> Outcome:
+        """列入 or 移出: remember it (the latest record of each kind counts), then settle."""
+        EVENTS.labels("list_entry").inc()
+        action = record["action"]
+        if action not in ("LISTED", "REMOVED"):
+            return self._reject(
+                "credit_list_entry",
+                record,
+                "action",
+                f"action {action!r}: a list entry is LISTED (列入) or REMOVED (移出)",
+            )
+        uscc = record["uscc"]
+        state = self._state(uscc)
+        fact = listing_fact(record)
+        entry = state["listings"].setdefault(record["entry_id"], {})
+        slot = "listed" if action == "LISTED" else "removed"
+        changed = _later(fact, entry.get(slot))
+        if changed:
+            entry[slot] = fact
+        return self._settle(uscc, state, fact["event_id"], now, changed)
+
+    def on_penalty(self, record: dict[str, Any], now: int) -> Outcome:
+        """A penalty: only one that suspends or revokes a licence is remembered (it sends
+        licence-review notices)."""
+        EVENTS.labels("penalty").inc()
+        if "LICENCE_SUSPENSION_OR_REVOCATION" not in record["categories"]:
+            return Outcome()
+        uscc = record["uscc"]
+        state = self._state(uscc)
+        fact = penalty_fact(record)
+        key = f"{fact['authority_uscc']}/{fact['decision_number']}"
+        changed = _later(fact, state["penalties"].get(key))
+        if changed:
+            state["penalties"][key] = fact
+        return self._settle(uscc, state, fact["event_id"], now, changed)
+
+    def on_licence(self, record: dict[str, Any], now: int) -> Outcome:
+        """A licence: remember its latest record (who issued it, valid when)."""
+        EVENTS.labels("licence").inc()
+        uscc = record["uscc"]
+        state = self._state(uscc)
+        fact = licence_fact(record)
+        key = f"{fact['authority_uscc']}/{fact['licence_number']}"
+        changed = _later(fact, state["licences"].get(key))
+        if changed:
+            state["licences"][key] = fact
+        if not (state["listings"] or state["penalties"]):
+            # Nothing it could be reviewed for yet: keep it, derive nothing.
+            if changed:
+                self.entities[uscc] = state
+            return Outcome()
+        return self._settle(uscc, state, fact["event_id"], now, changed)
+
+    def on_matter(self, record: dict[str, Any], now: int) -> Outcome:
+        """A matter a department handles for the entity: kept for the matter window, and
+        checked against the entity's listings on the matter date."""
+        EVENTS.labels("matter").inc()
+        catalog = self.catalog()
+        department = catalog.departments.get(record["department_code"])
+        if department is None:
+            return self._reject(
+                "matter_event",
+                record,
+                "department_code",
+                f"department {record['department_code']!r} is not in registry.departments",
+            )
+        if department["uscc"] != record["department_uscc"]:
+            return self._reject(
+                "matter_event",
+                record,
+                "department_uscc",
+                f"{record['department_uscc']} is not the USCC of {department['code']}"
+                f" ({department['uscc']} in registry.departments)",
+            )
+        if record["matter_type"] not in catalog.matter_type_names:
+            # No measure restricts it: nothing to check now or later.
+            return Outcome()
+        uscc = record["uscc"]
+        state = self._state(uscc)
+        key = matter_key(
+            record["department_code"], record["matter_type"], record["matter_reference"]
+        )
+        matter = state["matters"].setdefault(
+            key,
+            {
+                "department_code": record["department_code"],
+                "matter_type": record["matter_type"],
+                "matter_reference": record["matter_reference"],
+                "events": {},
+            },
+        )
+        changed = record["event_id"] not in matter["events"]
+        if changed:
+            matter["events"][record["event_id"]] = {
+                "matter_date": epoch_day(record["matter_date"]),
+                "occurred_at": millis(record["occurred_at"]),
+                "matter_name": record["matter_name"],
+                "source": record["source"],
+            }
+        if not state["listings"]:
+            # Unlisted: keep the matter for a listing that may come late; derive nothing.
+            if changed:
+                self._prune(state, now)
+                self.entities[uscc] = state
+            return Outcome()
+        return self._settle(uscc, state, record["event_id"], now, changed)
+
+    def on_feedback(self, received: dict[str, Any], now: int) -> Outcome:
+        """A department's 反馈 on one of its restriction hits."""
+        EVENTS.labels("feedback").inc()
+        feedback, department = received["feedback"], received["department_code"]
+        outcome = feedback["outcome"]
+        problem = None
+        if outcome not in ("APPLIED", "NOT_APPLICABLE"):
+            problem = ("outcome", f"outcome {outcome!r}: feedback is APPLIED or NOT_APPLICABLE")
+        elif outcome == "NOT_APPLICABLE" and not (feedback["reason"] or "").strip():
+            problem = ("reason", "NOT_APPLICABLE needs the reason why the measure does not apply")
+        uscc = feedback["uscc"]
+        state = self._state(uscc)
+        hit = state["sent"].get(feedback["hit_id"], {}).get("v")
+        if problem is None and hit is not None and hit["department"]["code"] != department:
+            problem = (
+                "hit_id",
+                f"hit {feedback['hit_id']} is {hit['department']['code']}'s, not {department}'s",
+            )
+        if problem is not None:
+            return self._reject("received_restriction_feedback", received, *problem)
+        fact = {
+            "department_code": department,
+            "feedback_id": feedback["feedback_id"],
+            "outcome": outcome,
+            "reason": feedback["reason"],
+            "fed_back_at": millis(feedback["fed_back_at"]),
+        }
+        given = state["feedback"].setdefault(feedback["hit_id"], {})
+        key = f"{department}|{feedback['feedback_id']}"
+        changed = given.get(key) != fact
+        given[key] = fact
+        return self._settle(uscc, state, f"feedback|{key}", now, changed)
+
+    def on_due(self, uscc: str, checked_at: int, cause: str) -> Outcome:
+        """The entity's next due date passed (a listing's end, a feedback deadline)."""
+        EVENTS.labels("due").inc()
+        state = self.entities.get(uscc)
+        if state is None:
+            return Outcome()
+        return self._settle(uscc, state, cause, checked_at, False)
+
+    # -- settling: derive what should have been sent, send the difference ------------------
+
+    def _state(self, uscc: str) -> dict[str, Any]:
+        known = self.entities.get(uscc)
+        return new_entity() if known is None else known
+
+    def _settle(
+        self, uscc: str, state: dict[str, Any], cause: str, now: int, changed: bool
+    ) -> Outcome:
+        pruned = self._prune(state, now)
+        desired, due = self._derive(uscc, state, now)
+        outcome = Outcome()
+        sent = state["sent"]
+        for identity, out in desired.items():
+            fingerprint = digest(out.value)
+            known = sent.get(identity)
+            if known is None or known["d"] != fingerprint:
+                self._count(out, known)
+                entry: dict[str, Any] = {"d": fingerprint, "c": cause}
+                if out.record_type in WITHDRAWABLE:
+                    entry.update(t=out.record_type, v=out.value)
+                sent[identity] = entry
+                outcome.outgoing.append(out)
+                changed = True
+            elif known["c"] == cause:  # this event again (after a crash): send it again
+                outcome.outgoing.append(out)
+        for identity, known in sent.items():
+            if identity in desired or "t" not in known:
+                continue
+            value = known["v"]
+            if value["status"] != "WITHDRAWN":
+                value = {**value, "status": "WITHDRAWN"}
+                if known["t"] == "restriction_hit":
+                    value["withdrawn_reason"] = (
+                        "no listing the measure applies to was in force on the matter date"
+                        " (a later removal or correction)"
+                    )
+                    HITS_WITHDRAWN.inc()
+                known.update(d=digest(value), c=cause, v=value)
+                changed = True
+            elif known["c"] != cause:
+                continue
+            outcome.outgoing.append(self._outgoing(known["t"], uscc, value))
+        if due != state["due"]:
+            state["due"] = due
+            changed = True
+        if due is not None:
+            outcome.due.append((due, uscc))
+        if changed or pruned:
+            self.entities[uscc] = state
+        return outcome
+
+    def _outgoing(self, record_type: str, uscc: str, value: dict[str, Any]) -> Outgoing:
+        if record_type == "feedback_overdue_alert":
+            return Outgoing(record_type, uscc, value, tuple(value["recipients"]))
+        return Outgoing(record_type, uscc, value, (value["department"]["code"],))
+
+    def _count(self, out: Outgoing, known: dict[str, Any] | None) -> None:
+        value, kind = out.value, out.record_type
+        if kind == "restriction_hit":
+            department = value["department"]["code"]
+            if known is None or known["v"]["status"] == "WITHDRAWN":
+                RESTRICTION_HITS.labels(department, value["measure"]["code"]).inc()
+                if value["measure"]["feedback_required"]:
+                    FEEDBACK_REQUIRED.labels(department).inc()
+            if value["feedback_id"] is not None and (
+                known is None or known["v"]["feedback_id"] is None
+            ):
+                FEEDBACK_GIVEN.labels(department, value["feedback_outcome"]).inc()
+            return
+        if known is not None:
+            return
+        if kind == "sanction_notice":
+            SANCTION_NOTICES.labels(value["department"]["code"], value["measure"]["code"]).inc()
+        elif kind == "licence_review_notice":
+            LICENCE_REVIEWS.labels(value["department"]["code"], value["cause"]).inc()
+        elif kind == "feedback_overdue_alert":
+            FEEDBACK_OVERDUE.labels(value["department"]["code"]).inc()
+        elif kind == "lift_notice":
+            LIFT_NOTICES.labels(value["department"]["code"]).inc()
+
+    def _prune(self, state: dict[str, Any], now: int) -> bool:
+        """Drop matters (and unmatched feedback) older than the matter window; what they
+        made stays as it was sent."""
+        cutoff = cst_day(now) - self.rules.matter_window.days
+        catalog = self.catalog()
+        pruned = False
+        for key, matter in list(state["matters"].items()):
+            if max(e["matter_date"] for e in matter["events"].values()) >= cutoff:
+                continue
+            del state["matters"][key]
+            pruned = True
+            for measure in catalog.by_matter_type.get(matter["matter_type"], ()):
+                hit = restriction_hit_id(
+                    matter["department_code"],
+                    matter["matter_type"],
+                    matter["matter_reference"],
+                    measure["code"],
+                )
+                state["sent"].pop(hit, None)
+                state["sent"].pop(feedback_alert_id(hit), None)
+                state["feedback"].pop(hit, None)
+        cutoff_ms = cst_day_start(cutoff)
+        for hit, given in list(state["feedback"].items()):
+            if hit not in state["sent"] and all(
+                f["fed_back_at"] < cutoff_ms for f in given.values()
+            ):
+                del state["feedback"][hit]
+                pruned = True
+        return pruned
+
+    def _derive(
+        self, uscc: str, state: dict[str, Any], now: int
+    ) -> tuple[dict[str, Outgoing], int | None]:
+        """Everything the entity's facts say should have been sent by ``now``, by id, and
+        when that next changes by itself (a listing ends, a feedback deadline passes)."""
+        catalog = self.catalog()
+        division = uscc[2:8]
+        today = cst_day(now)
+        desired: dict[str, Outgoing] = {}
+        due: list[int] = []
+        listings = [
+            Listing(entry_id, entry["listed"], entry.get("removed"))
+            for entry_id, entry in sorted(state["listings"].items())
+            if entry.get("listed") is not None
+        ]
+        # who was told to restrict, because of which listing: entry → department → …
+        told: dict[str, dict[str, dict[str, Any]]] = {}
+
+        for listing in listings:
+            ref = listing.ref(catalog)
+            for measure in catalog.by_list_type.get(listing.list_type, ()):
+                for department in catalog.implementing(measure, division):
+                    told_ = told.setdefault(listing.entry_id, {}).setdefault(
+                        department["code"], {"department": department, "measures": {}, "hits": []}
+                    )
+                    told_["measures"][measure["code"]] = measure_ref(measure)
+                    identity = sanction_notice_id(
+                        listing.entry_id, measure["code"], department["code"]
+                    )
+                    desired[identity] = Outgoing(
+                        "sanction_notice",
+                        uscc,
+                        {
+                            "notice_id": identity,
+                            "uscc": uscc,
+                            "entity_name": listing.listed["entity_name"],
+                            "listing": ref,
+                            "measure": measure_ref(measure),
+                            "department": department,
+                            "valid_from": ref["listed_on"],
+                            "valid_to": ref["planned_removal_on"],
+                            "feedback_required": measure["feedback_required"],
+                            "notified_at": listing.listed["event_time"],
+                        },
+                        (department["code"],),
+                    )
+
+        self._derive_reviews(uscc, state, listings, catalog, desired)
+        self._derive_hits(uscc, state, listings, catalog, now, desired, due, told)
+
+        for listing in listings:
+            end = listing.end
+            if end is None:
+                continue
+            if end > today:
+                due.append(cst_day_start(end))
+                continue
+            ref = listing.ref(catalog)
+            for code, told_ in sorted(told.get(listing.entry_id, {}).items()):
+                identity = lift_notice_id(listing.entry_id, code)
+                desired[identity] = Outgoing(
+                    "lift_notice",
+                    uscc,
+                    {
+                        "lift_id": identity,
+                        "uscc": uscc,
+                        "entity_name": listing.listed["entity_name"],
+                        "listing": ref,
+                        "department": told_["department"],
+                        "measures": [told_["measures"][m] for m in sorted(told_["measures"])],
+                        "hit_ids": sorted(told_["hits"]),
+                        "ended_on": end,
+                        "end_reason": listing.end_reason,
+                        "notified_at": listing.ended_at,
+                    },
+                    (code,),
+                )
+        return desired, min(due, default=None)
+
+    def _derive_reviews(
+        self,
+        uscc: str,
+        state: dict[str, Any],
+        listings: list[Listing],
+        catalog: PunishmentCatalog,
+        desired: dict[str, Outgoing],
+    ) -> None:
+        """许可审查告知: for each licence-revoking penalty and serious listing, every
+        department whose licence was valid on the decision's date."""
+        causes = [
+            {
+                "key": f"penalty|{key}",
+                "cause": "LICENCE_PENALTY",
+                "cause_id": penalty["event_id"],
+                "cause_document": penalty["decision_number"],
+                "cause_authority_name": penalty["authority_name"],
+                "cause_date": penalty["decided_on"],
+                "reason": f"{penalty['violation_type']}：{penalty['content']}",
+                "legal_basis": penalty["legal_basis"],
+                "affected_licence": penalty["affected_licence"],
+                "entity_name": penalty["party_name"],
+                "event_time": penalty["event_time"],
+            }
+            for key, penalty in sorted(state["penalties"].items())
+        ]
+        causes += [
+            {
+                "key": f"listing|{listing.entry_id}",
+                "cause": "SERIOUS_LISTING",
+                "cause_id": listing.entry_id,
+                "cause_document": listing.listed["document_number"],
+                "cause_authority_name": listing.listed["listing_authority_name"],
+                "cause_date": listing.listed["listed_on"],
+                "reason": listing.listed["reason"],
+                "legal_basis": listing.listed["legal_basis"],
+                "affected_licence": None,
+                "entity_name": listing.listed["entity_name"],
+                "event_time": listing.listed["event_time"],
+            }
+            for listing in listings
+            if listing.list_type in self.rules.review_list_types
+        ]
+        for cause in causes:
+            held: dict[str, list[dict[str, Any]]] = {}
+            for licence in state["licences"].values():
+                if licence_valid_on(licence, cause["cause_date"]):
+                    held.setdefault(licence["authority_uscc"], []).append(licence)
+            for authority_uscc, licences in sorted(held.items()):
+                department = catalog.by_uscc.get(authority_uscc)
+                if department is None:
+                    UNROUTED.labels("licensing").inc()
+                    continue
+                licences.sort(key=lambda licence: licence["licence_number"])
+                identity = licence_review_id(cause["key"], department["code"])
+                desired[identity] = Outgoing(
+                    "licence_review_notice",
+                    uscc,
+                    {
+                        "review_id": identity,
+                        "uscc": uscc,
+                        "entity_name": cause["entity_name"],
+                        "cause": cause["cause"],
+                        "cause_id": cause["cause_id"],
+                        "cause_document": cause["cause_document"],
+                        "cause_authority_name": cause["cause_authority_name"],
+                        "cause_date": cause["cause_date"],
+                        "reason": cause["reason"],
+                        "legal_basis": cause["legal_basis"],
+                        "affected_licence": cause["affected_licence"],
+                        "department": department,
+                        "licences": [
+                            {
+                                "licence_number": licence["licence_number"],
+                                "certificate_name": licence["certificate_name"],
+                                "approval_item_code": licence["approval_item_code"],
+                                "valid_to": licence["valid_to"],
+                            }
+                            for licence in licences
+                        ],
+                        "notified_at": max(
+                            [cause["event_time"], *(lic["event_time"] for lic in licences)]
+                        ),
+                    },
+                    (department["code"],),
+                )
+
+    def _derive_hits(
+        self,
+        uscc: str,
+        state: dict[str, Any],
+        listings: list[Listing],
+        catalog: PunishmentCatalog,
+        now: int,
+        desired: dict[str, Outgoing],
+        due: list[int],
+        told: dict[str, dict[str, dict[str, Any]]],
+    ) -> None:
+        """限制命中 for each kept matter, and 逾期未反馈督办 for each hit past its deadline."""
+        if not listings:
+            return
+        for _, matter in sorted(state["matters"].items()):
+            record = catalog.departments.get(matter["department_code"])
+            if record is None:
+                continue
+            department = department_ref(record)
+            events = sorted(
+                matter["events"].items(), key=lambda item: (item[1]["occurred_at"], item[0])
+            )
+            matter_date = min(event["matter_date"] for _, event in events)
+            first_seen = events[0][1]["occurred_at"]
+            matter_ref = {
+                "matter_type": matter["matter_type"],
+                "matter_type_name": catalog.matter_type_names.get(
+                    matter["matter_type"], matter["matter_type"]
+                ),
+                "matter_reference": matter["matter_reference"],
+                "matter_name": next(
+                    (e["matter_name"] for _, e in events if e["matter_name"]), None
+                ),
+                "matter_date": matter_date,
+                "matter_event_ids": sorted(event_id for event_id, _ in events),
+            }
+            in_force = [listing for listing in listings if listing.in_force_on(matter_date)]
+            for measure in catalog.by_matter_type.get(matter["matter_type"], ()):
+                if record["sector_code"] not in measure["implementing_sectors"]:
+                    continue
+                applying = [
+                    listing for listing in in_force if listing.list_type in measure["list_types"]
+                ]
+                if not applying:
+                    continue
+                identity = restriction_hit_id(
+                    department["code"],
+                    matter["matter_type"],
+                    matter["matter_reference"],
+                    measure["code"],
+                )
+                for listing in applying:
+                    notified = told.get(listing.entry_id, {}).get(department["code"])
+                    if notified is not None:  # its lift notice names the hit
+                        notified["hits"].append(identity)
+                listed_at = min(listing.listed["event_time"] for listing in applying)
+                raised_at = max(first_seen, listed_at)
+                hit = self._hit(
+                    identity, uscc, department, matter_ref, measure, applying, catalog, raised_at,
+                    state["feedback"].get(identity, {}),
+                )  # fmt: skip
+                desired[identity] = Outgoing("restriction_hit", uscc, hit, (department["code"],))
+                deadline = hit["feedback_due_at"]
+                if deadline is None:
+                    continue
+                in_time = any(
+                    f["department_code"] == department["code"] and f["fed_back_at"] <= deadline
+                    for f in state["feedback"].get(identity, {}).values()
+                )
+                if in_time:
+                    continue
+                if deadline > now:
+                    due.append(deadline)
+                    continue
+                alert = self._alert(hit, uscc, division=uscc[2:8], catalog=catalog)
+                desired[alert["alert_id"]] = Outgoing(
+                    "feedback_overdue_alert", uscc, alert, tuple(alert["recipients"])
+                )
+
+    @staticmethod
+    def _hit(
+        identity: str,
+        uscc: str,
+        department: dict[str, str],
+        matter: dict[str, Any],
+        measure: dict[str, Any],
+        applying: list[Listing],
+        catalog: PunishmentCatalog,
+        raised_at: int,
+        feedback: dict[str, dict[str, Any]],
+    ) -> dict[str, Any]:
+        required = bool(measure["feedback_required"])
+        mine = [f for f in feedback.values() if f["department_code"] == department["code"]]
+        latest = max(mine, key=lambda f: (f["fed_back_at"], f["feedback_id"]), default=None)
+        return {
+            "hit_id": identity,
+            "status": "ACTIVE",
+            "uscc": uscc,
+            "entity_name": applying[0].listed["entity_name"],
+            "department": department,
+            "matter": matter,
+            "measure": measure_ref(measure),
+            "listings": [listing.ref(catalog) for listing in applying],
+            "raised_at": raised_at,
+            "feedback_due_at": (
+                raised_at + int(measure["feedback_days"] or 0) * DAY_MS if required else None
+            ),
+            "feedback_outcome": (
+                latest["outcome"] if latest else ("PENDING" if required else "NOT_REQUIRED")
+            ),
+            "feedback_reason": latest["reason"] if latest else None,
+            "fed_back_at": latest["fed_back_at"] if latest else None,
+            "feedback_id": latest["feedback_id"] if latest else None,
+            "withdrawn_reason": None,
+        }
+
+    def _alert(
+        self, hit: dict[str, Any], uscc: str, *, division: str, catalog: PunishmentCatalog
+    ) -> dict[str, Any]:
+        department = hit["department"]
+        authority = catalog.seated(self.rules.credit_authority_sector, division)
+        recipients = [department["code"]]
+        if authority is not None and authority["code"] != department["code"]:
+            recipients.append(authority["code"])
+        matter, measure = hit["matter"], hit["measure"]
+        return {
+            "alert_id": feedback_alert_id(hit["hit_id"]),
+            "kind": "FEEDBACK_OVERDUE",
+            "status": "ACTIVE",
+            "hit_id": hit["hit_id"],
+            "uscc": uscc,
+            "entity_name": hit["entity_name"],
+            "department": department,
+            "matter": matter,
+            "measure": measure,
+            "recipients": recipients,
+            "deadline": hit["feedback_due_at"],
+            "raised_at": hit["feedback_due_at"],
+            "message": (
+                f"{department['name']}办理{hit['entity_name']}（{uscc}）的"
+                f"{matter['matter_type_name']}事项{matter['matter_reference']}命中"
+                f"“{measure['text']}”，逾期{measure['feedback_days']}日未反馈，请督办"
+            ),
+        }
+
+    # -- bad input ------------------------------------------------------------------------------
+
+    def _reject(
+        self, record_type: str, record: dict[str, Any], field_name: str, message: str
+    ) -> Outcome:
+        REJECTED.labels(record_type).inc()
+        payload = json.dumps(record, ensure_ascii=False, default=str, sort_keys=True)
+        identity = deterministic_id(f"{APP_NAME}|rejected|{record_type}|{payload}")
+        log_event(
+            logger,
+            "joint_punishment_rejected",
+            record_type=record_type,
+            field=field_name,
+            reason=message,
+        )
+        outcome = Outcome()
+        outcome.send(
+            "dead_letter",
+            f"xietong.streams.{APP_NAME}",
+            {
+                "dead_letter_id": identity,
+                "connector": f"streams.{APP_NAME}",
+                "record_type": record_type,
+                "source_department_uscc": "",
+                "source_system": f"xietong.streams.{APP_NAME}",
+                "source_partition": str(record.get("inbound_topic") or record_type),
+                "source_offset": str(record.get("inbound_offset") or ""),
+                "position": f"{record_type} {identity}",
+                "payload": payload.encode(),
+                "payload_json": payload,
+                "reasons": [
+                    {"field": field_name, "code": f"{APP_NAME}.rejected", "message": message}
+                ],
+                "failed_at": now_ms(),
+            },
+        )
+        return outcome
+
+
+def unreadable(message: Any, record_type: str, error: Exception) -> dict[str, Any]:
+    """The dead letter of an input record that could not be decoded, kept whole."""
+    topic, partition, offset = message.topic, message.partition, message.offset
+    return {
+        "dead_letter_id": deterministic_id(f"{topic}|{partition}|{offset}"),
+        "connector": f"streams.{APP_NAME}",
+        "record_type": record_type,
+        "source_department_uscc": "",
+        "source_system": f"xietong.streams.{APP_NAME}",
+        "source_partition": f"{topic}[{partition}]",
+        "source_offset": str(offset),
+        "position": f"{topic} partition {partition} offset {offset}",
+        "payload": message.value or b"",
+        "payload_json": None,
+        "reasons": [
+            {
+                "field": "",
+                "code": "avro.unreadable",
+                "message": f"not a readable {record_type}: {error}",
+            }
+        ],
+        "failed_at": now_ms(),
+    }
+
+
+# -- where it reads and writes ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JointPunishmentTopics:
+    """The topics of one run: the declarations of :mod:`xietong.topics`, or the
+    benchmark's own (``inbox`` then names one topic standing for every inbox)."""
+
+    app_name: str = APP_NAME
+    list_entries: str = CREDIT_LIST_ENTRIES.name
+    penalties: str = PENALTIES.name
+    licences: str = LICENCES.name
+    matters: str = MATTER_EVENTS.name
+    feedback: str = PUNISHMENT_FEEDBACK.name
+    outputs: dict[str, str] = field(
+        default_factory=lambda: {
+            "sanction_notice": PUNISHMENT_SANCTION_NOTICES.name,
+            "licence_review_notice": PUNISHMENT_LICENCE_REVIEWS.name,
+            "restriction_hit": PUNISHMENT_RESTRICTION_HITS.name,
+            "feedback_overdue_alert": PUNISHMENT_ALERTS.name,
+            "lift_notice": PUNISHMENT_LIFT_NOTICES.name,
+            "dead_letter": DEAD_LETTER.name,
+        }
+    )
+    inbox: str | None = None
+
+
+# -- the processor: the Faust app around the rules ------------------------------------------
+
+
+class JointPunishmentProcessor:
+    """The joint-punishment Faust app: its table, agents, timer and feedback relay."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        rules: JointPunishmentSettings | None = None,
+        topics: JointPunishmentTopics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.rules_settings = rules or JointPunishmentSettings()
+        self.topics = topics or JointPunishmentTopics()
+        self.clients = KafkaClients(settings, "streams")
+        self.app = make_app(settings, self.topics.app_name)
+        self._writers = {
+            name: RecordWriter(self.clients, record)
+            for name, record in {
+                **JOINT_PUNISHMENT_RECORD_TYPES,
+                "dead_letter": DEAD_LETTER_RECORD,
+            }.items()
+        }
+        self._read = self.clients.avro_deserializer()
+        self._due: list[tuple[int, str]] = []
+        self._catalog: tuple[tuple[int, int, int], PunishmentCatalog] | None = None
+        self._without_inbox: set[str] = set()
+        self._received_writer = RecordWriter(
+            self.clients, JOINT_PUNISHMENT_RECORD_TYPES["received_restriction_feedback"]
+        )
+        self._declare()
+
+    def _declare(self) -> None:
+        app, settings = self.app, self.settings
+        self.measures = ReferenceData(self.clients, REGISTRY_MEASURES)
+        self.list_types = ReferenceData(self.clients, REGISTRY_LIST_TYPES)
+        self.departments = ReferenceData(self.clients, REGISTRY_DEPARTMENTS)
+        self.entities = app.Table(
+            "entities",
+            partitions=settings.uscc_partitions,
+            extra_topic_configs=changelog_config(settings),
+            on_recover=self._on_recovered,
+        )
+        self.rules = JointPunishmentRules(self.entities, self.catalog, self.rules_settings)
+        self._out = {
+            name: declared_topic(app, topic) for name, topic in self.topics.outputs.items()
+        }
+        self.inboxes = Inboxes(app, self.clients, self.topics.inbox)
+        self.due_topic = app.topic(
+            f"{app.conf.id}-due",
+            internal=True,
+            partitions=settings.uscc_partitions,
+            key_serializer="raw",
+            value_serializer="json",
+            retention=timedelta(days=7),
+            config=changelog_config(settings),
+        )
+        rules = self.rules
+        inputs: list[tuple[str, str, str, Callable[[dict[str, Any], int], Outcome]]] = [
+            ("list-entries", self.topics.list_entries, "credit_list_entry", rules.on_list_entry),
+            ("penalties", self.topics.penalties, "penalty", rules.on_penalty),
+            ("licences", self.topics.licences, "licence", rules.on_licence),
+            ("matters", self.topics.matters, "matter_event", rules.on_matter),
+            ("feedback", self.topics.feedback, "received_restriction_feedback", rules.on_feedback),
+        ]
+        for name, topic, record_type, rule in inputs:
+            app.agent(declared_topic(app, topic), name=name)(self._agent(record_type, rule))
+        app.agent(self.due_topic, name="due")(self._due_agent)
+        app.timer(self.rules_settings.tick_interval, name="due-check")(self._check_due)
+        app.timer(self.rules_settings.inbox_refresh_interval, name="inbox-refresh")(
+            self._refresh_inboxes
+        )
+        self.relay = InboundRelay(
+            self.clients,
+            group=self.clients.group(f"{self.topics.app_name}-inbound"),
+            record_name=RESTRICTION_FEEDBACK.subject,
+            forward=self._forward_feedback,
+            reject=self._reject_feedback,
+            refresh_interval=self.rules_settings.inbox_refresh_interval,
+        )
+        app.task(self._start)
+
+    async def _start(self) -> None:
+        await self.app.add_runtime_dependency(self.relay)
+        log_event(
+            logger,
+            "joint_punishment_ready",
+            app=self.app.conf.id,
+            measures=len(self.catalog().measures),
+        )
+
+    def catalog(self) -> PunishmentCatalog:
+        """The catalog as the registry's topics hold it now."""
+        version = (self.measures.version, self.list_types.version, self.departments.version)
+        if self._catalog is None or self._catalog[0] != version:
+            self._catalog = (
+                version,
+                PunishmentCatalog(
+                    self.measures.values(), self.list_types.values(), self.departments.values()
+                ),
+            )
+        return self._catalog[1]
+
+    def writers(self) -> list[RecordWriter]:
+        """Every kind of record the processor writes, with its schema."""
+        return [*self._writers.values(), self._received_writer]
+
+    # -- feedback from the departments' inbound topics --------------------------------------
+
+    def _forward_feedback(self, stamp: dict[str, Any], feedback: dict[str, Any]) -> Produced:
+        received = {**stamp, "feedback": feedback}
+        return (self.topics.feedback, feedback["uscc"], received, self._received_writer)
+
+    def _reject_feedback(self, stamp: dict[str, Any], raw: bytes, reason: str) -> Produced:
+        REJECTED.labels("received_restriction_feedback").inc()
+        topic, partition = stamp["inbound_topic"], stamp["inbound_partition"]
+        offset = stamp["inbound_offset"]
+        value = {
+            "dead_letter_id": deterministic_id(f"{topic}|{partition}|{offset}"),
+            "connector": f"streams.{APP_NAME}",
+            "record_type": "restriction_feedback",
+            "source_department_uscc": "",
+            "source_system": stamp["department_code"],
+            "source_partition": f"{topic}[{partition}]",
+            "source_offset": str(offset),
+            "position": f"{topic} partition {partition} offset {offset}",
+            "payload": raw,
+            "payload_json": None,
+            "reasons": [{"field": "", "code": "avro.unreadable", "message": reason}],
+            "failed_at": now_ms(),
+        }
+        writer = self._writers["dead_letter"]
+        return (self.topics.outputs["dead_letter"], stamp["department_code"], value, writer)
+
+    # -- agents: read, apply the rule, send ---------------------------------------------------
+
+    def _agent(
+        self, record_type: str, rule: Callable[[dict[str, Any], int], Outcome]
+    ) -> Callable[[faust.StreamT], Any]:
+        async def agent(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                message = event.message
+                try:
+                    # No context: the writer's schema comes with the record.
+                    record = self._read(message.value, None)
+                    assert isinstance(record, dict), f"{type(record).__name__}, not a record"
+                except Exception as error:
+                    REJECTED.labels(record_type).inc()
+                    outcome = Outcome()
+                    outcome.send(
+                        "dead_letter",
+                        f"xietong.streams.{APP_NAME}",
+                        unreadable(message, record_type, error),
+                    )
+                    await self._send(outcome)
+                    continue
+                await self._send(rule(record, now_ms()))
+
+        agent.__name__ = f"{record_type}_agent"
+        return agent
+
+    async def _due_agent(self, stream: faust.StreamT) -> None:
+        async for due in stream:
+            cause = f"due|{due['uscc']}|{due['due_at']}"
+            await self._send(self.rules.on_due(due["uscc"], due["checked_at"], cause))
+
+    async def _send(self, outcome: Outcome) -> None:
+        for out in outcome.outgoing:
+            value = self._writers[out.record_type].encode(out.value)
+            key = out.key.encode()
+            await self._out[out.record_type].send(key=key, value=value)
+            for department in out.inboxes:
+                inbox = self.inboxes.topic(department)
+                if inbox is None:
+                    UNDELIVERED.labels(out.record_type).inc()
+                    if department not in self._without_inbox:
+                        self._without_inbox.add(department)
+                        log_event(
+                            logger,
+                            "joint_punishment_inbox_missing",
+                            department=department,
+                            record_type=out.record_type,
+                            uscc=out.key,
+                            note="the records for it are on the platform topics only",
+                        )
+                    continue
+                await inbox.send(key=key, value=value)
+            log_event(
+                logger,
+                "joint_punishment_sent",
+                record_type=out.record_type,
+                uscc=out.key,
+                id=out.value.get(ID_FIELD.get(out.record_type, "dead_letter_id")),
+                status=out.value.get("status"),
+                inboxes=list(out.inboxes),
+            )
+        for due in outcome.due:
+            heapq.heappush(self._due, due)
+
+    # -- timers ---------------------------------------------------------------------------------
+
+    async def _check_due(self) -> None:
+        """Every tick: each entity whose due date has passed goes to its own partition."""
+        now = now_ms()
+        sent: set[str] = set()
+        while self._due and self._due[0][0] <= now:
+            due_at, uscc = heapq.heappop(self._due)
+            state = self.entities.get(uscc)
+            if state is None or state["due"] != due_at or uscc in sent:
+                continue  # settled since, or sent already in this tick
+            sent.add(uscc)
+            value = {"uscc": uscc, "due_at": due_at, "checked_at": now}
+            await self.due_topic.send(key=uscc.encode(), value=value)
+
+    async def _on_recovered(self) -> None:
+        """After every rebalance: rebuild the due dates from the table."""
+        due = [(state["due"], uscc) for uscc, state in self.entities.items() if state["due"]]
+        heapq.heapify(due)
+        self._due = due
+
+    async def _refresh_inboxes(self) -> None:
+        new = await self.inboxes.refresh()
+        if new:
+            log_event(logger, "joint_punishment_inboxes_found", departments=sorted(new))
+            self._without_inbox -= new
+
+
+# -- running it ---------------------------------------------------------------------------------
+
+
+def run_worker(
+    settings: Settings,
+    rules: JointPunishmentSettings | None = None,
+    loglevel: str = "info",
+    topics: JointPunishmentTopics | None = None,
+) -> None:
+    """Run one worker until SIGTERM or SIGINT (``xietong streams joint-punishment``)."""
+    from prometheus_client import start_http_server
+
+    from xietong.logs import configure
+
+    configure()
+    processor = JointPunishmentProcessor(settings, rules, topics)
+    log_event(logger, "joint_punishment_starting", app=processor.app.conf.id)
+    # Nothing is decided before the whole catalog is here.
+    processor.measures.load()
+    processor.list_types.load()
+    processor.departments.load()
+    processor.inboxes.exists("")  # the inboxes that exist, listed once before the loop
+    for writer in processor.writers():
+        writer.check_registered()
+    catalog = processor.catalog()
+    log_event(
+        logger,
+        "joint_punishment_reference_data_loaded",
+        measures=len(catalog.measures),
+        list_types=len(catalog.list_names),
+        departments=len(catalog.departments),
+    )
+    if processor.rules_settings.metrics_port:
+        start_http_server(processor.rules_settings.metrics_port)
+    worker = faust.Worker(processor.app, loglevel=loglevel, quiet=True)
+    worker.spinner = None  # see streams/dual_notice.py: it puts the root logger at DEBUG
+    worker.execute_from_commandline()
+
+
+__all__ = [
+    "JointPunishmentProcessor",
+    "JointPunishmentRules",
+    "JointPunishmentSettings",
+    "JointPunishmentTopics",
+    "PunishmentCatalog",
+    "matter_event_id",
+    "run_worker",
+]

@@ -1106,6 +1106,24 @@ def streams_dual_notice(
     run_worker(get_settings(), loglevel=log_level)
 
 
+@streams_app.command("joint-punishment")
+def streams_joint_punishment(
+    log_level: Annotated[
+        str, typer.Option(help="Faust's own log level (the processor's events are JSON lines)")
+    ] = "info",
+) -> None:
+    """Run a 联合惩戒 worker: sanction notices, licence reviews, restriction hits, 反馈 and
+    lift notices.
+
+    Runs until SIGTERM or Ctrl-C; start more workers to share the partitions. The rules
+    come from XIETONG_JOINT_PUNISHMENT_* (matter window, licence-review lists, metrics
+    port); see streams/joint_punishment.py.
+    """
+    from streams.joint_punishment import run_worker
+
+    run_worker(get_settings(), loglevel=log_level)
+
+
 # -- monitoring: consumer lag (xietong/lag.py) ------------------------------------------------
 
 lag_app = typer.Typer(
