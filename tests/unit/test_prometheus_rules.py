@@ -1,0 +1,99 @@
+"""The alert rules and the Prometheus configuration, checked by Prometheus's own promtool.
+
+Every alert in ``deploy/prometheus/rules/`` has a unit test in
+``deploy/prometheus/tests/`` (series in, alerts out, at given times), and
+``promtool test rules`` runs them. promtool comes with Debian's ``prometheus`` package,
+which ``make system`` installs; in CI these tests must run, elsewhere they are skipped
+without it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xietong.stack.prometheus import PROMETHEUS_DIR, prometheus_config
+
+RULES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
+RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing in CI: make system installs Debian's prometheus")
+        pytest.skip("promtool is not installed (apt-get install prometheus, or make system)")
+    return path
+
+
+def run(promtool: str, *args: str | Path) -> str:
+    result = subprocess.run(
+        [promtool, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=PROMETHEUS_DIR,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def alerts_in(files: list[Path]) -> set[str]:
+    return {
+        rule["alert"]
+        for file in files
+        for group in yaml.safe_load(file.read_text(encoding="utf-8"))["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+
+
+def test_every_alert_has_a_unit_test_that_sees_it_fire() -> None:
+    fired = {
+        case["alertname"]
+        for file in RULE_TESTS
+        for test in yaml.safe_load(file.read_text(encoding="utf-8"))["tests"]
+        for case in test.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
+    assert alerts_in(RULES) - fired == set()
+
+
+def test_the_rule_files_are_valid(promtool: str) -> None:
+    run(promtool, "check", "rules", *RULES)
+
+
+def test_the_alerts_fire_when_and_only_when_their_tests_say(promtool: str) -> None:
+    output = run(promtool, "test", "rules", *RULE_TESTS)
+    assert output.count("SUCCESS") == len(RULE_TESTS)
+
+
+def test_the_docker_and_the_local_configurations_are_valid(promtool: str, tmp_path: Path) -> None:
+    run(promtool, "check", "config", PROMETHEUS_DIR / "prometheus.yml")
+    local = tmp_path / "prometheus.yml"
+    local.write_text(yaml.safe_dump(prometheus_config()), encoding="utf-8")
+    run(promtool, "check", "config", local)
+
+
+def test_the_local_configuration_scrapes_each_job_on_loopback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("XIETONG_REGISTRY_PORT", "18410")
+    monkeypatch.delenv("XIETONG_DUAL_NOTICE_METRICS_PORT", raising=False)
+    config = prometheus_config()
+    targets = {
+        job["job_name"]: [t for static in job["static_configs"] for t in static["targets"]]
+        for job in config["scrape_configs"]
+    }
+    assert targets["registry"] == ["127.0.0.1:18410"]
+    assert targets["dual-notice"] == ["127.0.0.1:9465"]
+    assert all(t.startswith("127.0.0.1:") for job in targets.values() for t in job)
+    assert config["rule_files"] == [str(PROMETHEUS_DIR / "rules" / "*.yml")]
