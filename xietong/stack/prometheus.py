@@ -31,6 +31,9 @@ LOCAL_PORT_SETTINGS = {
     "registry": "XIETONG_REGISTRY_PORT",
     "lag-exporter": "XIETONG_LAG_EXPORTER_PORT",
     "dual-notice": "XIETONG_DUAL_NOTICE_METRICS_PORT",
+    "joint-punishment": "XIETONG_JOINT_PUNISHMENT_METRICS_PORT",
+    "sink": "XIETONG_SINK_METRICS_PORT",
+    "credit-check": "XIETONG_CREDIT_CHECK_PORT",
 }
 
 
