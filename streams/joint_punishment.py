@@ -100,6 +100,8 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import faust
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import NewTopic
 from prometheus_client import Counter
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -1329,6 +1331,27 @@ class JointPunishmentProcessor:
             measures=len(self.catalog().measures),
         )
 
+    def create_due_topic(self) -> None:
+        """Create the internal due topic now if it is missing: Faust would create it too,
+        but its consumer, subscribed before, ignores a topic missing at start."""
+        spec = self.due_topic
+        topic = NewTopic(
+            spec.get_topic_name(),
+            num_partitions=self.settings.uscc_partitions,
+            replication_factor=self.settings.replication_factor,
+            config={
+                "retention.ms": str(7 * DAY_MS),
+                **changelog_config(self.settings),
+            },
+        )
+        admin = self.clients.admin()
+        for future in admin.create_topics([topic], operation_timeout=30).values():
+            try:
+                future.result()
+            except KafkaException as error:
+                if "TOPIC_ALREADY_EXISTS" not in str(error):
+                    raise
+
     def catalog(self) -> PunishmentCatalog:
         """The catalog as the registry's topics hold it now."""
         version = (self.measures.version, self.list_types.version, self.departments.version)
@@ -1487,6 +1510,7 @@ def run_worker(
     processor.list_types.load()
     processor.departments.load()
     processor.inboxes.exists("")  # the inboxes that exist, listed once before the loop
+    processor.create_due_topic()
     for writer in processor.writers():
         writer.check_registered()
     catalog = processor.catalog()

@@ -1,0 +1,439 @@
+"""一处违法、处处受限, against the real broker: a worker of ``xietong streams joint-punishment``
+runs as its own process, the sample province's measures, lists and departments are on
+the registry's topics, and the departments answer as themselves, each writing 反馈 to its
+own inbound topic.
+
+The entities are of 西湖区 (330106): their measures are implemented by 西湖区's
+departments (财政 hz-xh-finance, 发改 hz-xh-drc, 市场监管 hz-xh-amr …) and by the province's
+人民银行 and 海关, which have no seat below it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from confluent_kafka.schema_registry import record_subject_name_strategy
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from registry.grants import inbound_topic, inbox_topic
+from schemas import (
+    CREDIT_LIST_ENTRY,
+    LICENCE,
+    MATTER_EVENT,
+    PENALTY,
+    RESTRICTION_FEEDBACK,
+)
+from streams.joint_punishment import APP_NAME, restriction_hit_id, sanction_notice_id
+from tests.joint_punishment_records import (
+    DAY_MS,
+    feedback,
+    licence,
+    list_entry,
+    matter,
+    penalty,
+    today,
+)
+from tests.kafka_helpers import TopicWindow
+from tests.stream_worker import (
+    Onboarding,
+    Watch,
+    Worker,
+    committed_offsets,
+    free_port,
+    publish_catalog,
+    streams_group,
+    until_group_empty,
+    until_ids,
+)
+from xietong.kafka import KafkaClients
+from xietong.settings import Settings
+from xietong.topics import (
+    DEAD_LETTER,
+    PUNISHMENT_ALERTS,
+    PUNISHMENT_LICENCE_REVIEWS,
+    PUNISHMENT_LIFT_NOTICES,
+    PUNISHMENT_RESTRICTION_HITS,
+    PUNISHMENT_SANCTION_NOTICES,
+)
+from xietong.uscc import make_uscc
+
+pytestmark = pytest.mark.usefixtures("secured")
+
+#: The departments these tests act as (西湖区).
+DEPARTMENTS = ("hz-xh-finance", "hz-xh-drc", "hz-xh-amr")
+
+
+@pytest.fixture(scope="module")
+def departments(
+    registry_databases: Callable[[], str], stack_settings: Settings, kafka: KafkaClients
+) -> Iterator[Onboarding]:
+    publish_catalog(registry_databases(), stack_settings, kafka)
+    onboarding = Onboarding(kafka, stack_settings)
+    for code in DEPARTMENTS:
+        onboarding.onboard(code)
+    yield onboarding
+    onboarding.offboard_all()
+
+
+@pytest.fixture(scope="module")
+def worker(departments: Onboarding, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    running = Worker(
+        "joint-punishment",
+        "joint_punishment_ready",
+        tmp_path_factory.mktemp("joint-punishment") / "worker.log",
+        {
+            "XIETONG_JOINT_PUNISHMENT_TICK_INTERVAL": "0.5",
+            "XIETONG_JOINT_PUNISHMENT_INBOX_REFRESH_INTERVAL": "2",
+            "XIETONG_JOINT_PUNISHMENT_METRICS_PORT": str(free_port()),
+        },
+    )
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+@dataclass
+class Platform:
+    """What the tests send, as the connectors, the credit-check API and the departments."""
+
+    kafka: KafkaClients
+    departments: Onboarding
+
+    def __post_init__(self) -> None:
+        self._producer = self.kafka.producer()
+        self._serializers = {
+            record.topic.name: self.kafka.avro_serializer(record.schema_str)
+            for record in (CREDIT_LIST_ENTRY, PENALTY, LICENCE, MATTER_EVENT)
+        }
+
+    def send(self, record_type: Any, record: dict[str, Any]) -> dict[str, Any]:
+        topic = record_type.topic.name
+        value = self._serializers[topic](record, SerializationContext(topic, MessageField.VALUE))
+        self._producer.produce(topic, key=record["uscc"].encode(), value=value)
+        self._producer.flush(10)
+        return record
+
+    def list(self, record: dict[str, Any]) -> dict[str, Any]:
+        return self.send(CREDIT_LIST_ENTRY, record)
+
+    def matter(self, record: dict[str, Any]) -> dict[str, Any]:
+        return self.send(MATTER_EVENT, record)
+
+    def feed_back(self, department: str, record: dict[str, Any]) -> dict[str, Any]:
+        """The department writes 反馈 to its own inbound topic, as itself."""
+        clients = self.departments.clients[department]
+        serialize = clients.avro_serializer(
+            RESTRICTION_FEEDBACK.schema_str,
+            **{"subject.name.strategy": record_subject_name_strategy},
+        )
+        topic = inbound_topic(department)
+        producer = clients.producer()
+        errors: list[Any] = []
+        producer.produce(
+            topic,
+            key=record["uscc"].encode(),
+            value=serialize(record, SerializationContext(topic, MessageField.VALUE)),
+            on_delivery=lambda error, _: errors.append(error),
+        )
+        producer.flush(10)
+        assert errors == [None], errors
+        return record
+
+
+@pytest.fixture(scope="module")
+def platform(worker: Worker, kafka: KafkaClients, departments: Onboarding) -> Platform:
+    return Platform(kafka, departments)
+
+
+def new_uscc() -> str:
+    return make_uscc("91", "330106")
+
+
+def watch(kafka: KafkaClients, topic: str, uscc: str) -> Watch:
+    return Watch(kafka, topic, uscc)
+
+
+def days_ago(n: int) -> Any:
+    return today() - timedelta(days=n)
+
+
+# -- the rule end to end: listed, hit, fed back, removed --------------------------------------
+
+
+def test_a_serious_listing_notifies_finance_once_hits_its_procurement_and_lifts_on_removal(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    """An entity listed on 严重违法失信名单, whose measure 依法限制作为供应商参加政府采购 (CJ01) is
+    implemented by 财政, produces one CJ01 sanction notice to 西湖区财政; a procurement
+    matter for it while listed produces one restriction hit there, which the department
+    answers; after 移出, one lift notice to 西湖区财政."""
+    uscc = new_uscc()
+    inbox = watch(kafka, inbox_topic("hz-xh-finance"), uscc)
+    notices = watch(kafka, PUNISHMENT_SANCTION_NOTICES.name, uscc)
+    hits = watch(kafka, PUNISHMENT_RESTRICTION_HITS.name, uscc)
+    lifts = watch(kafka, PUNISHMENT_LIFT_NOTICES.name, uscc)
+    listing = list_entry(uscc, f"E-{uscc}", listed_on=days_ago(10))
+
+    platform.list(listing)
+
+    notices.until(lambda found: any(n["measure"]["code"] == "CJ01" for n in found))
+    time.sleep(1.0)  # anything more would have come by now
+    cj01 = [n for n in notices.records() if n["measure"]["code"] == "CJ01"]
+    assert [n["department"]["code"] for n in cj01] == ["hz-xh-finance"]
+    assert cj01[0]["notice_id"] == sanction_notice_id(listing["entry_id"], "CJ01", "hz-xh-finance")
+    assert cj01[0]["listing"]["list_name"] == "严重违法失信名单"
+    assert cj01[0]["valid_from"] == days_ago(10) and cj01[0]["feedback_required"] is True
+    assert len({n["notice_id"] for n in notices.records()}) == len(notices.records())
+
+    platform.matter(
+        matter(uscc, "hz-xh-finance", "GOVERNMENT_PROCUREMENT", "CG-001", matter_date=days_ago(1))
+    )
+
+    [hit] = hits.until(lambda found: len(found) >= 1)
+    assert hit["hit_id"] == restriction_hit_id(
+        "hz-xh-finance", "GOVERNMENT_PROCUREMENT", "CG-001", "CJ01"
+    )
+    assert hit["status"] == "ACTIVE" and hit["feedback_outcome"] == "PENDING"
+    assert hit["measure"]["text"] == "依法限制作为供应商参加政府采购活动"
+
+    platform.feed_back("hz-xh-finance", feedback(uscc, hit["hit_id"], "APPLIED"))
+
+    answered = hits.until(lambda found: found[-1]["feedback_outcome"] == "APPLIED")
+    assert {h["hit_id"] for h in answered} == {hit["hit_id"]}
+
+    platform.list(
+        list_entry(
+            uscc,
+            listing["entry_id"],
+            action="REMOVED",
+            listed_on=days_ago(10),
+            removed_on=today(),
+            removal_reason="CREDIT_REPAIR",
+        )
+    )
+
+    lifts.until(lambda found: any(n["department"]["code"] == "hz-xh-finance" for n in found))
+    time.sleep(1.0)
+    told = {n["department"]["code"] for n in notices.records()}
+    assert Counter(n["department"]["code"] for n in lifts.records()) == Counter(told)
+    [finance] = [n for n in lifts.records() if n["department"]["code"] == "hz-xh-finance"]
+    assert finance["end_reason"] == "CREDIT_REPAIR" and finance["hit_ids"] == [hit["hit_id"]]
+    assert [m["code"] for m in finance["measures"]] == ["CJ01", "CJ04"]
+    # the department's inbox got the same: two notices, the hit (twice), the lift
+    kinds = Counter(
+        "hit" if "hit_id" in r and "status" in r else "lift" if "lift_id" in r else "notice"
+        for r in inbox.records()
+    )
+    assert kinds == Counter({"notice": 2, "hit": 2, "lift": 1})
+
+
+def test_a_listing_read_after_a_matter_dated_within_it_still_hits_the_matter(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    uscc = new_uscc()
+    hits = watch(kafka, PUNISHMENT_RESTRICTION_HITS.name, uscc)
+    platform.matter(matter(uscc, "hz-xh-drc", "BOND_ISSUE", "ZQ-7", matter_date=days_ago(3)))
+    time.sleep(1.0)
+    assert hits.records() == []
+
+    platform.list(list_entry(uscc, f"E-{uscc}", listed_on=days_ago(30)))
+
+    [hit] = hits.until(lambda found: len(found) >= 1)
+    assert hit["measure"]["code"] == "CJ06" and hit["department"]["code"] == "hz-xh-drc"
+
+
+def test_a_listing_that_starts_later_restricts_nothing_before_it_starts(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    uscc = new_uscc()
+    notices = watch(kafka, PUNISHMENT_SANCTION_NOTICES.name, uscc)
+    hits = watch(kafka, PUNISHMENT_RESTRICTION_HITS.name, uscc)
+    platform.list(list_entry(uscc, f"E-{uscc}", listed_on=today() + timedelta(days=5)))
+    platform.matter(matter(uscc, "hz-xh-finance", "SUBSIDY", "BZ-1", matter_date=today()))
+
+    notices.until(lambda found: len(found) >= 1)
+    time.sleep(1.0)
+    assert hits.records() == []
+    assert {n["valid_from"] for n in notices.records()} == {today() + timedelta(days=5)}
+
+
+# -- penalty → licence review -----------------------------------------------------------------
+
+
+def test_a_licence_revoking_penalty_reaches_the_department_whose_licence_is_valid(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    uscc = new_uscc()
+    inbox = watch(kafka, inbox_topic("hz-xh-amr"), uscc)
+    reviews = watch(kafka, PUNISHMENT_LICENCE_REVIEWS.name, uscc)
+    platform.send(LICENCE, licence(uscc, f"JY-{uscc[-6:]}", "hz-xh-amr"))
+
+    platform.send(
+        PENALTY, penalty(uscc, f"西市监罚〔2026〕{uscc[-4:]}号", authority="hz-xh-health")
+    )
+
+    [review] = reviews.until(lambda found: len(found) >= 1)
+    assert review["cause"] == "LICENCE_PENALTY" and review["department"]["code"] == "hz-xh-amr"
+    assert [lic["licence_number"] for lic in review["licences"]] == [f"JY-{uscc[-6:]}"]
+    assert inbox.until(lambda found: len(found) >= 1)[0]["review_id"] == review["review_id"]
+
+
+# -- feedback overdue -------------------------------------------------------------------------
+
+
+def test_a_hit_left_without_feedback_past_its_deadline_alerts_finance_and_the_credit_authority(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    """CJ01 asks for feedback within 15 days: a hit raised 15 days less two seconds ago
+    becomes overdue two seconds from now, on the worker's timer."""
+    uscc = new_uscc()
+    alerts = watch(kafka, PUNISHMENT_ALERTS.name, uscc)
+    credit_inbox = watch(kafka, inbox_topic("hz-xh-drc"), uscc)
+    platform.list(list_entry(uscc, f"E-{uscc}", listed_on=days_ago(20)))
+    raised = int(time.time() * 1000) - 15 * DAY_MS + 2000
+    platform.matter(
+        matter(
+            uscc,
+            "hz-xh-finance",
+            "GOVERNMENT_PROCUREMENT",
+            "CG-9",
+            matter_date=days_ago(15),
+            occurred_at_ms=raised,
+        )
+    )
+    time.sleep(0.5)
+    assert alerts.records() == []
+
+    [alert] = alerts.until(lambda found: len(found) >= 1, timeout=20)
+
+    assert alert["recipients"] == ["hz-xh-finance", "hz-xh-drc"]
+    assert alert["status"] == "ACTIVE" and alert["measure"]["code"] == "CJ01"
+    assert any(r.get("alert_id") == alert["alert_id"] for r in credit_inbox.until(bool))
+
+
+# -- bad input, metrics -----------------------------------------------------------------------
+
+
+def test_a_matter_of_a_department_the_registry_does_not_know_is_dead_lettered(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    uscc = new_uscc()
+    letters = TopicWindow(kafka, DEAD_LETTER.name)
+    record = matter(uscc, "hz-xh-finance", "SUBSIDY", "BZ-404")
+    record["department_code"] = "hz-xh-nowhere"
+
+    platform.matter(record)
+
+    deadline = time.monotonic() + 20
+    while True:
+        mine = [m.value for m in letters.read() if uscc in (m.value["payload_json"] or "")]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    [letter] = mine
+    assert letter["reasons"][0]["field"] == "department_code"
+    assert "hz-xh-nowhere" in letter["reasons"][0]["message"]
+
+
+def test_the_worker_serves_notices_hits_and_feedback_metrics(
+    worker: Worker, platform: Platform, kafka: KafkaClients
+) -> None:
+    port = worker.env["XIETONG_JOINT_PUNISHMENT_METRICS_PORT"]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+
+    assert (
+        'xietong_joint_punishment_sanction_notices_total{department="hz-xh-finance",measure="CJ01"}'
+        in text
+    )
+    assert 'xietong_joint_punishment_restriction_hits_total{department="hz-xh-finance"' in text
+    assert 'xietong_joint_punishment_feedback_given_total{department="hz-xh-finance"' in text
+    assert 'xietong_joint_punishment_feedback_required_total{department="hz-xh-finance"}' in text
+    assert 'xietong_joint_punishment_feedback_overdue_total{department="hz-xh-finance"}' in text
+
+
+# -- kill -9 ----------------------------------------------------------------------------------
+
+
+def test_a_worker_killed_mid_stream_loses_no_notice_and_makes_none_twice(
+    worker: Worker, platform: Platform, kafka: KafkaClients
+) -> None:
+    """After kill -9 and a restart, every listing has its sanction notices (none lost), no
+    notice id exists that should not, and a notice appears more than once only for a
+    listing the killed worker had processed but not committed (at least once)."""
+    count = 1500
+    # 经营异常名录: three notices each (人民银行 CJ07, 发改 and 市场监管 CJ12)
+    listings = [
+        list_entry(uscc, f"A-{uscc}", list_type="ABNORMAL_OPERATION", listed_on=days_ago(2))
+        for uscc in (new_uscc() for _ in range(count))
+    ]
+    expected = {
+        listing["uscc"]: {
+            sanction_notice_id(listing["entry_id"], measure, department)
+            for measure, department in (
+                ("CJ07", "zj-pbc"),
+                ("CJ12", "hz-xh-drc"),
+                ("CJ12", "hz-xh-amr"),
+            )
+        }
+        for listing in listings
+    }
+    wanted = set().union(*expected.values())
+    notices = TopicWindow(kafka, PUNISHMENT_SANCTION_NOTICES.name)
+    topic = CREDIT_LIST_ENTRY.topic.name
+    serialize = kafka.avro_serializer(CREDIT_LIST_ENTRY.schema_str)
+    producer = kafka.producer(**{"linger.ms": 0})
+    positions: dict[str, tuple[int, int]] = {}
+
+    def produced(error: Any, message: Any) -> None:
+        assert error is None
+        positions[message.key().decode()] = (message.partition(), message.offset())
+
+    def produce_steadily() -> None:  # about 300 listings a second, for 5 s
+        for index, record in enumerate(listings):
+            value = serialize(record, SerializationContext(topic, MessageField.VALUE))
+            producer.produce(topic, key=record["uscc"].encode(), value=value, on_delivery=produced)
+            if index % 15 == 14:
+                producer.flush(10)
+                time.sleep(0.05)
+        producer.flush(10)
+
+    sending = threading.Thread(target=produce_steadily)
+    sending.start()
+    until_ids(notices, "notice_id", wanted, len(wanted) // 3, timeout=30)
+    worker.kill()
+    time.sleep(2)  # what the dead worker had in flight is written by now
+    before_kill = {m.value["notice_id"] for m in notices.read()} & wanted
+    sending.join()
+    group = streams_group(APP_NAME)
+    committed = committed_offsets(kafka, group, topic)
+    until_group_empty(kafka, group)
+    worker.start()
+
+    found = until_ids(notices, "notice_id", wanted, len(wanted), timeout=90)
+
+    assert 0 < len(before_kill) < len(wanted), "the worker was not killed mid-stream"
+    mine = set(expected)
+    ids = Counter(m.value["notice_id"] for m in found if m.key and m.key.decode() in mine)
+    assert set(ids) == wanted, "a notice lost, or one that should not exist"
+    uncommitted = {
+        uscc
+        for uscc, (partition, offset) in positions.items()
+        if offset >= committed.get(partition, 0) and expected[uscc] & before_kill
+    }
+    twice = {notice for notice, seen in ids.items() if seen > 1}
+    allowed = set().union(*(expected[uscc] for uscc in uncommitted)) if uncommitted else set()
+    print(
+        f"killed after {len(before_kill)} of {len(wanted)} notices; {len(uncommitted)} listings"
+        f" uncommitted; {sum(ids.values()) - len(ids)} notices sent twice"
+    )
+    assert twice <= allowed, f"sent twice although committed: {sorted(twice - allowed)[:5]}"

@@ -1,0 +1,242 @@
+"""Helpers of the stream processors' integration tests: the registry's catalog on its
+topics, departments onboarded as themselves, a worker of ``xietong streams <name>`` as a
+process of its own, and reading what an entity got on a topic.
+
+A processor's test module runs one worker for the whole module (starting one takes
+seconds); the kill test kills and restarts that same worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka.admin import (
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    ResourcePatternType,
+    ResourceType,
+    ScramMechanism,
+    UserScramCredentialDeletion,
+)
+from pydantic import SecretStr
+
+from registry.acl import department_acls, issue_kafka_password, service_acls_on_department_topics
+from registry.audit import Actor
+from registry.db import session_factory, transaction
+from registry.grants import DepartmentGrant
+from registry.publisher import OutboxRelay
+from registry.service import load_catalog
+from schemas import register_all
+from tests.kafka_helpers import ReadMessage, TopicWindow
+from xietong.access import Grant
+from xietong.kafka import KafkaClients
+from xietong.settings import Settings
+from xietong.topics import DEPARTMENT_TOPICS, STREAMS_INTERNAL_TOPIC_PREFIX, apply_topics
+
+
+def publish_catalog(registry_url: str, settings: Settings, kafka: KafkaClients) -> None:
+    """The sample province's catalog and departments, loaded into a fresh registry database
+    and published to the registry's topics by the registry's own relay."""
+    apply_topics(kafka.admin(), settings)
+    register_all(kafka.schema_registry())
+    with transaction(session_factory(registry_url)) as session:
+        load_catalog(session, Actor.system("test-streams"))
+    relay = OutboxRelay(session_factory(registry_url), KafkaClients(settings, "registry"))
+    while relay.publish_pending(limit=500):
+        pass
+
+
+class Onboarding:
+    """Departments given a Kafka principal, their two topics, their ACLs and the services'
+    side of them — added to what the broker holds, never replacing it (other tests' and
+    the registry's grants stay), and taken away again at the end."""
+
+    def __init__(self, kafka: KafkaClients, settings: Settings) -> None:
+        self.admin = kafka.admin()
+        self.settings = settings
+        self.clients: dict[str, KafkaClients] = {}
+        self._acls: set[Grant] = set()
+
+    def onboard(self, code: str) -> KafkaClients:
+        password = issue_kafka_password(self.admin, code)
+        self.clients[code] = KafkaClients(
+            self.settings.model_copy(
+                update={"kafka_username": f"dept-{code}", "kafka_password": SecretStr(password)}
+            )
+        )
+        apply_topics(self.admin, self.settings, [t.spec(code) for t in DEPARTMENT_TOPICS])
+        acls = department_acls(DepartmentGrant.for_department(code))
+        acls |= service_acls_on_department_topics(code)
+        for future in self.admin.create_acls([grant.binding() for grant in acls]).values():
+            future.result()
+        self._acls |= acls
+        return self.clients[code]
+
+    def offboard_all(self) -> None:
+        filters = [
+            AclBindingFilter(
+                ResourceType[g.resource],
+                g.name,
+                ResourcePatternType[g.pattern],
+                g.principal,
+                "*",
+                AclOperation[g.operation],
+                AclPermissionType.ALLOW,
+            )
+            for g in self._acls
+        ]
+        if filters:
+            for future in self.admin.delete_acls(filters).values():
+                future.result()
+        deletions = [
+            UserScramCredentialDeletion(f"dept-{code}", ScramMechanism.SCRAM_SHA_512)
+            for code in self.clients
+        ]
+        if deletions:
+            for future in self.admin.alter_user_scram_credentials(deletions).values():
+                future.result()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Worker:
+    """``xietong streams <command>`` as a process of its own; ready when its log has one
+    more ``ready_event`` line."""
+
+    command: str
+    ready_event: str
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        ready_before = self._ready_lines()
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "xietong.cli",
+                    "streams",
+                    self.command,
+                    "--log-level",
+                    "warning",
+                ],
+                stdout=log,
+                stderr=log,
+                env={**os.environ, **self.env},
+                cwd=Path(__file__).parents[1],
+            )
+        deadline = time.monotonic() + 90
+        while self._ready_lines() == ready_before:
+            problem = None
+            if self.process.poll() is not None:
+                problem = "the worker exited"
+            elif time.monotonic() > deadline:
+                problem = "the worker was not ready in 90 s"
+                self.kill()  # no second worker may start beside it (its tables are locked)
+            if problem:
+                tail = self.log.read_text(errors="replace")[-3000:]
+                raise AssertionError(f"{problem}; {self.log} ends with:\n{tail}")
+            time.sleep(0.2)
+
+    def _ready_lines(self) -> int:
+        if not self.log.exists():
+            return 0
+        return self.log.read_text(errors="replace").count(f'"event": "{self.ready_event}"')
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+class Watch:
+    """What a test's entity got on a topic since the watch began."""
+
+    def __init__(self, kafka: KafkaClients, topic: str, key: str) -> None:
+        self.window = TopicWindow(kafka, topic)
+        self.key = key.encode()
+
+    def records(self) -> list[dict[str, Any]]:
+        return [m.value for m in self.window.read() if m.key == self.key]
+
+    def until(
+        self, holds: Callable[[list[dict[str, Any]]], bool], timeout: float = 30.0
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.records()
+            if holds(found):
+                return found
+            assert time.monotonic() < deadline, (
+                f"{self.window.topic}: not within {timeout}s: {found}"
+            )
+            time.sleep(0.3)
+
+
+def until_ids(
+    window: TopicWindow, field_name: str, wanted: set[str], minimum: int, timeout: float
+) -> list[ReadMessage]:
+    """Read ``window`` until at least ``minimum`` of the ``wanted`` ids are on it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = window.read()
+        seen = {m.value.get(field_name) for m in found} & wanted
+        if len(seen) >= minimum:
+            return found
+        assert time.monotonic() < deadline, f"{len(seen)} of {len(wanted)} ids within {timeout} s"
+        time.sleep(0.3)
+
+
+def streams_group(app_name: str) -> str:
+    return f"{STREAMS_INTERNAL_TOPIC_PREFIX}{app_name}"
+
+
+def until_group_empty(kafka: KafkaClients, group: str, timeout: float = 30) -> None:
+    """Wait until a killed worker's group has given it up (its session timed out)."""
+    admin = kafka.admin()
+    deadline = time.monotonic() + timeout
+    while True:
+        [future] = admin.describe_consumer_groups([group], request_timeout=10).values()
+        if not future.result(timeout=15).members:
+            return
+        assert time.monotonic() < deadline, f"{group} still has members after {timeout} s"
+        time.sleep(0.5)
+
+
+def committed_offsets(kafka: KafkaClients, group: str, topic: str) -> dict[int, int]:
+    """What ``group`` had committed on ``topic``, by partition."""
+    admin = kafka.admin()  # kept until the answer is in: a dropped client drops it
+    request = ConsumerGroupTopicPartitions(group)
+    [future] = admin.list_consumer_group_offsets([request], request_timeout=15).values()
+    return {
+        tp.partition: max(tp.offset, 0)
+        for tp in future.result(timeout=20).topic_partitions
+        if tp.topic == topic
+    }
