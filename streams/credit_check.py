@@ -64,13 +64,14 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Annotated, Any, Protocol
 
+import sqlalchemy as sa
 from confluent_kafka import KafkaError, Message
 from confluent_kafka.serialization import SerializationContext
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
@@ -88,6 +89,7 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from registry import db, service
@@ -491,7 +493,7 @@ class RegistryDirectory:
 
     def verify(self, token: str) -> CheckingDepartment:
         """Ask the registry database who presents ``token`` (blocking)."""
-        with db.transaction(self.sessions) as session:
+        with self._registry("verify the token") as session:
             actor = service.authenticate(session, token, self.admin_token_sha256)
             if actor is None:
                 raise NotAuthenticatedError(
@@ -515,10 +517,23 @@ class RegistryDirectory:
         ``cache_seconds``); None when the registry does not know it."""
         read_at, names = self._matter_types
         if code not in names and time.monotonic() - read_at > self.cache_seconds:
-            with db.transaction(self.sessions) as session:
+            with self._registry("look the matter type up") as session:
                 names = {row.code: row.name for row in service.list_matter_types(session)}
             self._matter_types = (time.monotonic(), names)
         return names.get(code)
+
+    @contextmanager
+    def _registry(self, doing: str) -> Iterator[Session]:
+        try:
+            with db.transaction(self.sessions) as session:
+                yield session
+        except sa.exc.SQLAlchemyError as error:
+            where = self.sessions.kw["bind"].url.render_as_string(hide_password=True)
+            reason = str(getattr(error, "orig", error)).splitlines()[0]
+            log_event(logger, "credit_check.registry_unreachable", database=where, reason=reason)
+            raise RegistryUnavailableError(
+                f"the registry database cannot be reached to {doing} ({reason}): retry shortly"
+            ) from None
 
 
 # -- the matter events ------------------------------------------------------------------------
@@ -706,6 +721,13 @@ class NotReadyError(RegistryError):
     code = "not_ready"
 
 
+class RegistryUnavailableError(RegistryError):
+    """The registry database, which holds the tokens, does not answer."""
+
+    status = 503
+    code = "registry_unavailable"
+
+
 class InvalidCheckError(RegistryError):
     status = 422
     code = "invalid_input"
@@ -826,7 +848,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "No bearer token, or an unknown or revoked one."},
     403: {"model": ErrorBody, "description": "An administrator token: checks are departments'."},
     422: {"model": ErrorBody, "description": "A parameter is invalid; `field` names it."},
-    503: {"model": ErrorBody, "description": "The state is still being loaded; retry shortly."},
+    503: {
+        "model": ErrorBody,
+        "description": "The state is still being loaded, or the registry database (which"
+        " holds the tokens) does not answer; retry shortly.",
+    },
 }
 CHECK_PARAMETERS = frozenset({"uscc", "matter_type", "matter_date", "matter_ref"})
 BEARER = HTTPBearer(auto_error=False, description="The department's registry API token.")
@@ -1089,6 +1115,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(
             error.status_code, codes.get(error.status_code, "http_error"), str(error.detail)
         )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, "internal_error", f"{type(error).__name__}: see the service's log")
 
 
 # -- the service ------------------------------------------------------------------------------

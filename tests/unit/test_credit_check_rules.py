@@ -3,14 +3,19 @@ records fold into one listing, which measures a check names, and the API's contr
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError
 from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from streams.credit_check import (
     CheckingDepartment,
@@ -18,7 +23,10 @@ from streams.credit_check import (
     CreditCheckTopics,
     CreditState,
     Listing,
+    MatterEventRecorder,
     MeasureCatalog,
+    RegistryDirectory,
+    RegistryUnavailableError,
     UnusableEntry,
     Verdict,
     assess,
@@ -352,3 +360,94 @@ def test_a_check_before_the_state_is_loaded_is_answered_503_and_ready_says_so() 
     assert "still being loaded" in answer.json()["message"]
     assert client.get("/ready").status_code == 503
     assert recorder.events == []
+
+
+# -- the record of each check, when it cannot be delivered ----------------------------------------
+
+
+class FailingProducer:
+    """A producer whose every delivery fails, as librdkafka reports a message timeout."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Any] = []
+
+    def produce(self, topic: str, key: bytes, value: bytes, on_delivery: Any) -> None:
+        self.callbacks.append(on_delivery)
+
+    def poll(self, timeout: float = 0) -> int:
+        for callback in self.callbacks:
+            callback(KafkaError(KafkaError._MSG_TIMED_OUT), None)
+        self.callbacks.clear()
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return self.poll()
+
+
+def outcomes(outcome: str) -> float:
+    labels = {"outcome": outcome}
+    return REGISTRY.get_sample_value("xietong_credit_check_matter_events_total", labels) or 0.0
+
+
+def check_event(reference: str) -> dict[str, Any]:
+    return matter_event(
+        check_id=reference,
+        department=FINANCE,
+        uscc=USCC,
+        entity_name=None,
+        matter_type="GOVERNMENT_PROCUREMENT",
+        matter_ref=reference,
+        matter_date=JAN_1,
+        checked_at=datetime.now(UTC),
+    )
+
+
+@contextmanager
+def logged() -> Iterator[list[str]]:
+    """The service's log lines while the block runs (whether or not the platform's log
+    configuration, which stops propagation, is in place)."""
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    service_logger = logging.getLogger("streams.credit_check")
+    level = service_logger.level
+    service_logger.addHandler(handler)
+    service_logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        service_logger.removeHandler(handler)
+        service_logger.setLevel(level)
+
+
+def test_an_undeliverable_matter_event_is_counted_and_logged_whole() -> None:
+    before = outcomes("delivery")
+    recorder = MatterEventRecorder(
+        FailingProducer(), "credit.matter-events", lambda event: b"encoded", 10
+    )
+    recorder.start()
+    with logged() as lines:
+        recorder.record(check_event("ZJCG-LOST"))
+        recorder.stop()
+    assert outcomes("delivery") == before + 1
+    [line] = [line for line in lines if "matter_event_undelivered" in line]
+    assert "ZJCG-LOST" in line and "Local: Message timed out" in line
+
+
+def test_a_matter_event_beyond_the_queue_is_counted_not_dropped_silently() -> None:
+    before = outcomes("queue_full")
+    recorder = MatterEventRecorder(FailingProducer(), "credit.matter-events", bytes, 1)
+    with logged() as lines:
+        recorder.record(check_event("ZJCG-1"))
+        recorder.record(check_event("ZJCG-2"))  # not started: the queue holds one
+    assert outcomes("queue_full") == before + 1
+    [line] = lines
+    assert '"outcome": "queue_full"' in line and "ZJCG-2" in line
+
+
+def test_a_registry_database_that_does_not_answer_is_503_not_401() -> None:
+    directory = RegistryDirectory(
+        "postgresql+psycopg2://nobody:secret@127.0.0.1:9/registry", None, cache_seconds=5
+    )
+    with pytest.raises(RegistryUnavailableError, match="cannot be reached to verify the token"):
+        directory.verify("xtr_anything")
