@@ -39,15 +39,16 @@ status: install ## report the local services, their memory and logs
 topics: up ## create or correct the declared topics
 	$(XIETONG) topics apply
 
-run: topics ## the main job: stack, topics, schemas, registry, a round trip and the sample feed
+run: topics ## the main job: the stack, the registry, every service and the department simulator, with a live summary
 	$(XIETONG) stack up --with-prometheus
 	$(XIETONG) schemas register
 	$(XIETONG) registry migrate
 	$(XIETONG) registry load-catalog
+	$(XIETONG) registry onboard --credentials $${XIETONG_HOME:-.local}/run/department-credentials.json
 	$(XIETONG) registry reconcile-acls
 	$(XIETONG) registry publish
 	$(XIETONG) demo round-trip
-	$(XIETONG) demo feed
+	$(XIETONG) run
 
 test: install ## the whole suite (starts the stack if needed, stops what it started)
 	$(BIN)/ruff check .

@@ -894,7 +894,8 @@ class SampleGenerator:
     """Generates the sample province's department records; deterministic for a seed.
 
     ``bad_share`` of the records (exactly, rounded) are bad, each with one :class:`Defect`.
-    ``today`` bounds every date (records lie in the three years before it).
+    ``today`` bounds every date: records lie in the ``history_days`` before it (three
+    years by default; the department simulator of ``make run`` uses a few weeks).
     """
 
     def __init__(
@@ -904,6 +905,7 @@ class SampleGenerator:
         bad_share: float = 0.05,
         today: date | None = None,
         departments_dir: Path = DEPARTMENTS_DIR,
+        history_days: int = 3 * 365,
     ) -> None:
         if not 0.0 <= bad_share <= 1.0:
             raise ValueError(f"bad_share must be between 0 and 1, found {bad_share}")
@@ -940,7 +942,9 @@ class SampleGenerator:
         self._general_weights = list(accumulate(p.weight for p in _GENERAL_PROFILES))
         self._enterprise_types = [entity_type for entity_type, _ in _ENTERPRISE_TYPES]
         self._enterprise_weights = list(accumulate(weight for _, weight in _ENTERPRISE_TYPES))
-        self._first_day = (self.today - timedelta(days=3 * 365)).toordinal()
+        if history_days < 1:
+            raise ValueError(f"history_days must be at least 1, found {history_days}")
+        self._first_day = (self.today - timedelta(days=history_days)).toordinal()
         self._last_day = (self.today - timedelta(days=1)).toordinal()
 
     # -- the whole set ------------------------------------------------------------------------
@@ -1714,10 +1718,13 @@ def generate_exports(
     bad_share: float,
     today: date | None = None,
     province: SampleProvince | None = None,
+    history_days: int = 3 * 365,
 ) -> ExportManifest:
     """Generate ``records`` records and write one export per shipped department export,
     plus ``manifest.json`` (per file: records, good, bad by expected reason code)."""
-    generator = SampleGenerator(province, seed=seed, bad_share=bad_share, today=today)
+    generator = SampleGenerator(
+        province, seed=seed, bad_share=bad_share, today=today, history_days=history_days
+    )
     sample = generator.generate(records)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []

@@ -98,17 +98,24 @@ def issue_kafka_password(admin: AdminClient, department_code: str) -> str:
 
     The broker keeps only a salted SCRAM hash; the registry keeps nothing.
     """
-    password = secrets.token_urlsafe(24)
+    return issue_kafka_passwords(admin, [department_code])[department_code]
+
+
+def issue_kafka_passwords(admin: AdminClient, department_codes: Iterable[str]) -> dict[str, str]:
+    """:func:`issue_kafka_password` for many departments in one request: code → password."""
+    passwords = {code: secrets.token_urlsafe(24) for code in department_codes}
     upsert: list[UserScramCredentialAlteration] = [
         UserScramCredentialUpsertion(
-            f"{DEPARTMENT_USER_PREFIX}{department_code}",
+            f"{DEPARTMENT_USER_PREFIX}{code}",
             ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS),
             password.encode(),
         )
+        for code, password in passwords.items()
     ]
-    for future in admin.alter_user_scram_credentials(upsert).values():
-        future.result()
-    return password
+    if upsert:
+        for future in admin.alter_user_scram_credentials(upsert).values():
+            future.result()
+    return passwords
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -933,6 +934,48 @@ def registry_issue_kafka_password(
     errors.print("store it now: it is not shown again", highlight=False)
 
 
+@registry_app.command("onboard")
+def registry_onboard(
+    credentials: Annotated[
+        Path,
+        typer.Option(help="JSON file (mode 0600) the new principals' passwords are added to."),
+    ],
+    department: Annotated[
+        list[str] | None,
+        typer.Argument(help="Department codes (default: every department not onboarded yet)."),
+    ] = None,
+) -> None:
+    """Give departments their Kafka credentials (principals dept-<code>) in one go; the
+    passwords go to CREDENTIALS, not the terminal. Departments that have one keep it.
+    Their topics and ACLs follow on the next reconciliation (`registry reconcile-acls`)."""
+    import sqlalchemy as sa
+
+    from registry.acl import issue_kafka_passwords, onboarded_departments
+    from registry.models import Department
+    from registry.service import get_department
+    from xietong.kafka import clients
+
+    admin = clients("admin").admin()
+    with _registry_transaction() as session:
+        if department:
+            codes = [get_department(session, code).code for code in department]
+        else:
+            codes = list(session.scalars(sa.select(Department.code).order_by(Department.code)))
+    missing = sorted(set(codes) - onboarded_departments(admin))
+    passwords = issue_kafka_passwords(admin, missing)
+    known = json.loads(credentials.read_text()) if credentials.exists() else {}
+    known.update({f"dept-{code}": password for code, password in passwords.items()})
+    credentials.parent.mkdir(parents=True, exist_ok=True)
+    credentials.touch(mode=0o600, exist_ok=True)
+    credentials.chmod(0o600)
+    credentials.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n")
+    console.print(
+        f"{len(passwords)} departments onboarded, {len(codes) - len(passwords)} were already;"
+        f" passwords in {credentials}",
+        highlight=False,
+    )
+
+
 # -- end of the ACL hook ---------------------------------------------------------------------
 
 
@@ -1274,6 +1317,65 @@ from connectors.sink.cli import audit_app, sink_app  # noqa: E402 - sub-apps of 
 
 app.add_typer(sink_app, name="sink")
 app.add_typer(audit_app, name="audit")
+
+
+# -- the whole platform: make run ---------------------------------------------------------------
+
+
+@app.command("simulate")
+def simulate(
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where the departments' exports go (default .local/run/exports)."),
+    ] = None,
+) -> None:
+    """Play the province's departments: exports through the department connectors, and
+    clerks who claim pushes, answer restriction hits and check credit (xietong/simulator.py;
+    rates from XIETONG_SIMULATOR_*). Runs until stopped; a restart goes on where it was."""
+    from prometheus_client import start_http_server
+
+    from xietong.kafka import clients
+    from xietong.logs import configure
+    from xietong.settings import get_settings
+    from xietong.simulator import CreditChecks, DepartmentSimulator, SimulatorSettings
+
+    configure()
+    settings = get_settings()
+    rules = SimulatorSettings()
+    if rules.metrics_port:
+        start_http_server(rules.metrics_port, addr="127.0.0.1")
+    simulator = DepartmentSimulator(
+        rules,
+        out or settings.home / "run" / "exports",
+        clients("admin"),
+        clients("connectors"),
+        CreditChecks(rules, settings.database_url),
+    )
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    simulator.start()
+    while not stopped.wait(1.0):
+        if not simulator.alive():
+            simulator.stop()
+            fail("a simulator thread stopped; see the log above")
+    simulator.stop()
+
+
+@app.command("run")
+def run_platform(
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: at Ctrl-C).")
+    ] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between two summaries.")] = 5.0,
+) -> None:
+    """Run the whole platform on the local stack: every service as a process, the
+    department simulator feeding it, a live summary; Ctrl-C stops it (xietong/run.py).
+    `make run` prepares the stack and the registry first, then calls this."""
+    from xietong.run import run
+    from xietong.settings import get_settings
+
+    raise typer.Exit(run(get_settings(), duration=duration, interval=interval))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,484 @@
+"""The department simulator of ``make run``: the province's department systems, played.
+
+Two kinds of department behaviour, each in a thread of its own:
+
+* **Exports** (:class:`ExportFeeder`). Every ``tick_seconds`` the registration, licensing
+  and enforcement departments hand over a fresh export, written with the sample
+  generator (:mod:`connectors.samples`, ``bad_share`` of the records bad) into
+  ``<out_dir>/tick-000042/``, and the department connectors publish it exactly as
+  ``xietong connect run`` would (same mapping, validation, dead letters and offsets). A
+  tick holds *recent* records (registrations, licences of the last ``recent_days``, so
+  their 双告知 pushes are live) and *history* (licences, penalties and credit-list
+  entries of the last three years for entities registered before the platform). A tick
+  is marked fed once every file of it is published; a restarted simulator feeds the
+  unfinished tick again (the connectors' offsets skip what was published) and goes on
+  with the next.
+* **Desks** (:class:`DepartmentDesks`). The departments' clerks read their inboxes and
+  act: a 双告知 push is claimed (``claim_share``), returned as not theirs
+  (``return_share``), or left to go overdue; a restriction hit gets its feedback
+  (``feedback_share``), the rest goes overdue. Each writes to its department's own
+  inbound topic, after a few seconds' delay, as a clerk would. One process plays every
+  department here, so it connects as the platform's administrator; a real department
+  connects as ``dept-<code>`` and may write only its own inbound topic.
+* **Matters** (also the desks). When an entity is listed, a department whose sector
+  implements a measure against that list handles a matter for it (``check_share`` of
+  listings: a procurement bid, a land sale …) and checks the entity's credit through
+  the credit-check API, with a registry token of its own, as its system would while the
+  clerk waits; the check is the matter event the joint-punishment processor acts on.
+
+Decisions are drawn from a hash of the record's id, so a replay decides the same.
+
+Example::
+
+    simulator = DepartmentSimulator(SimulatorSettings(), Path(".local/run/exports"))
+    simulator.start()          # threads; simulator.stop() ends them
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.schema_registry import record_subject_name_strategy
+from confluent_kafka.serialization import MessageField, SerializationContext
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connectors.config import ConnectorConfig, FileSourceConfig
+from connectors.runner import run_connector
+from connectors.samples import DEPARTMENTS_DIR, ExportFile, generate_exports
+from schemas import DEPARTMENT_ACTION, RESTRICTION_FEEDBACK
+from xietong.kafka import KafkaClients
+from xietong.logs import log_event
+from xietong.topics import CREDIT_LIST_ENTRIES
+
+logger = logging.getLogger("xietong.simulator")
+
+INBOX_PATTERN = r"^dept\..+\.inbox$"
+INBOX_NAME = re.compile(r"^dept\.(?P<code>.+)\.inbox$")
+FED_MARKER = "fed"
+
+
+class SimulatorSettings(BaseSettings):
+    """How busy the simulated province is, from ``XIETONG_SIMULATOR_*`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="XIETONG_SIMULATOR_", extra="ignore")
+
+    tick_seconds: float = Field(default=5.0, gt=0, description="Seconds between two exports.")
+    recent_records: int = Field(
+        default=150, ge=0, description="Records of the last days per export (registrations …)."
+    )
+    history_records: int = Field(
+        default=150,
+        ge=0,
+        description="Records of the last three years per export (licences, penalties, lists).",
+    )
+    recent_days: int = Field(default=20, ge=1, description="How far back 'recent' records go.")
+    bad_share: float = Field(default=0.05, ge=0, le=1, description="Share of bad records.")
+    seed: int = Field(default=2026, description="Seed of the generator; tick n uses seed + n.")
+    claim_share: float = Field(default=0.8, ge=0, le=1, description="Pushes claimed.")
+    return_share: float = Field(default=0.05, ge=0, le=1, description="Pushes returned.")
+    feedback_share: float = Field(default=0.85, ge=0, le=1, description="Hits answered.")
+    check_share: float = Field(
+        default=0.6, ge=0, le=1, description="Listings followed by a matter (a credit check)."
+    )
+    credit_check_url: str = Field(
+        default="http://127.0.0.1:8420", description="The credit-check API the clerks call."
+    )
+    max_delay_seconds: float = Field(
+        default=20.0, ge=0, description="A clerk acts within this many seconds."
+    )
+    metrics_port: int | None = Field(
+        default=9401, description="/metrics of the connectors run by the simulator."
+    )
+
+
+@dataclass
+class Counts:
+    """What the simulator did, for the live summary."""
+
+    ticks: int = 0
+    files: int = 0
+    read: int = 0
+    published: int = 0
+    dead_lettered: int = 0
+    actions: dict[str, int] = field(default_factory=dict)
+
+    def acted(self, kind: str) -> None:
+        self.actions[kind] = self.actions.get(kind, 0) + 1
+
+
+def share(identity: str, salt: str) -> float:
+    """A number in [0, 1) fixed by ``identity``: the same record always decides the same."""
+    digest = hashlib.sha256(f"{salt}|{identity}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+class ExportFeeder:
+    """Department exports, one tick after the other, through the department connectors."""
+
+    # The history part feeds everything but registrations: those entities registered
+    # before the platform, and a years-old registration would only make an old push.
+    HISTORY_RECORD_TYPES = ("licence", "penalty", "credit_list_entry")
+
+    def __init__(
+        self, settings: SimulatorSettings, clients: KafkaClients, out_dir: Path, counts: Counts
+    ) -> None:
+        self.settings = settings
+        self.clients = clients
+        self.out_dir = out_dir
+        self.counts = counts
+        self._stop = threading.Event()
+        self._connector: Any = None
+
+    def next_tick(self) -> int:
+        """The first tick not yet fed (an unfinished one is fed again)."""
+        ticks = sorted(self.out_dir.glob("tick-*"))
+        for path in ticks:
+            if not (path / FED_MARKER).exists():
+                return int(path.name.removeprefix("tick-"))
+        return int(ticks[-1].name.removeprefix("tick-")) + 1 if ticks else 0
+
+    def run(self) -> None:
+        tick = self.next_tick()
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.feed(tick)
+            tick += 1
+            self._stop.wait(max(0.0, self.settings.tick_seconds - (time.monotonic() - started)))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._connector is not None:
+            self._connector.stop()
+
+    def feed(self, tick: int) -> None:
+        directory = self.out_dir / f"tick-{tick:06d}"
+        parts = {
+            "recent": (self.settings.recent_records, self.settings.recent_days, None),
+            "history": (self.settings.history_records, 3 * 365, self.HISTORY_RECORD_TYPES),
+        }
+        for part, (records, days, only) in parts.items():
+            if records == 0:
+                continue
+            files = self._exports(directory / part, records, tick, days)
+            for export in files:
+                if only is not None and export.record_type not in only:
+                    continue
+                if self._stop.is_set():
+                    return
+                self._publish(directory / part, export)
+        (directory / FED_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z\n"))
+        self.counts.ticks += 1
+        log_event(logger, "simulator_tick_fed", tick=tick, directory=str(directory))
+
+    def _exports(self, directory: Path, records: int, tick: int, days: int) -> list[ExportFile]:
+        manifest = directory / "manifest.json"
+        if manifest.exists():  # written before a stop: the same files, fed from their offsets
+            entries = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+            return [ExportFile(**entry) for entry in entries]
+        seed = self.settings.seed * 1_000_003 + tick * 2 + (days < 3 * 365)
+        written = generate_exports(
+            directory,
+            records,
+            seed=seed,
+            bad_share=self.settings.bad_share,
+            today=date.today(),
+            history_days=days,
+        )
+        return list(written.files)
+
+    def _publish(self, directory: Path, export: ExportFile) -> None:
+        config = ConnectorConfig.load(DEPARTMENTS_DIR / f"{export.connector}.connector.yaml")
+        assert isinstance(config.source, FileSourceConfig)
+        config.source.path = directory / export.file
+
+        def keep(connector: Any) -> None:
+            self._connector = connector
+
+        report = run_connector(config, self.clients, connector_hook=keep)
+        self._connector = None
+        self.counts.files += 1
+        self.counts.read += report.read
+        self.counts.published += report.published
+        self.counts.dead_lettered += report.dead_lettered
+
+
+class DepartmentDesks:
+    """Every department's clerks: read the inbox, act on it through the inbound topic."""
+
+    def __init__(
+        self,
+        settings: SimulatorSettings,
+        clients: KafkaClients,
+        counts: Counts,
+        checks: CreditChecks | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clients = clients
+        self.counts = counts
+        self.checks = checks
+        self._stop = threading.Event()
+        self._due: list[tuple[float, int, str, str, dict[str, Any]]] = []
+        self._sequence = 0
+        self._serializers: dict[str, Any] = {}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        consumer = self.clients.consumer(
+            self.clients.group("simulator-desks"),
+            **{"topic.metadata.refresh.interval.ms": 10_000},
+        )
+        consumer.subscribe([INBOX_PATTERN, CREDIT_LIST_ENTRIES.name])
+        deserialize = self.clients.avro_deserializer()
+        producer = self.clients.producer()
+        try:
+            while not self._stop.is_set():
+                for message in consumer.consume(200, timeout=0.5):
+                    if message.error() is not None or message.value() is None:
+                        continue
+                    record = deserialize(message.value(), None)
+                    if not isinstance(record, dict):
+                        continue
+                    if message.topic() == CREDIT_LIST_ENTRIES.name:
+                        self._listed(record)
+                        continue
+                    name = INBOX_NAME.match(message.topic() or "")
+                    if name is not None:
+                        self._consider(name["code"], record)
+                self._act_on_due(producer)
+                producer.poll(0)
+        finally:
+            producer.flush(15)
+            consumer.close()
+
+    def _consider(self, department: str, record: dict[str, Any]) -> None:
+        settings = self.settings
+        if "push_id" in record and record.get("state") == "PUSHED":
+            identity = record["push_id"]
+            drawn = share(identity, "push")
+            if drawn < settings.claim_share:
+                action = self._dual_notice(record, "CLAIM")
+            elif drawn < settings.claim_share + settings.return_share:
+                action = self._dual_notice(record, "RETURN", reason="NO_SUCH_ITEM")
+            else:
+                return  # nobody looks at it: it goes overdue
+            self._schedule(department, "dual_notice_action", identity, action)
+        elif "hit_id" in record and record.get("status") == "ACTIVE":
+            identity = record["hit_id"]
+            if record.get("feedback_due_at") is None or record.get("fed_back_at") is not None:
+                return  # no feedback asked for, or given already
+            if share(identity, "hit") < settings.feedback_share:
+                self._schedule(department, "feedback", identity, self._feedback(record))
+
+    def _listed(self, entry: dict[str, Any]) -> None:
+        """A listing: some department soon handles a matter for the entity, and checks."""
+        if entry.get("action") != "LISTED" or self.checks is None:
+            return
+        identity = entry["entry_id"]
+        if share(identity, "matter") >= self.settings.check_share:
+            return
+        matter = self.checks.matter_for(entry.get("list_type") or "", share(identity, "which"))
+        if matter is None:
+            return
+        department, matter_type = matter
+        value = {"uscc": entry["uscc"], "matter_type": matter_type, "matter_ref": identity[:32]}
+        self._schedule(department, "credit_check", identity, value)
+
+    def _schedule(self, department: str, kind: str, identity: str, value: dict[str, Any]) -> None:
+        delay = share(identity, "delay") * self.settings.max_delay_seconds
+        self._sequence += 1
+        heapq.heappush(
+            self._due, (time.monotonic() + delay, self._sequence, department, kind, value)
+        )
+
+    def _act_on_due(self, producer: Any) -> None:
+        now = time.monotonic()
+        while self._due and self._due[0][0] <= now:
+            _, _, department, kind, value = heapq.heappop(self._due)
+            if kind == "credit_check":
+                assert self.checks is not None
+                self.counts.acted(self.checks.check(department, value))
+                continue
+            stamp = "fed_back_at" if kind == "feedback" else "acted_at"
+            value = dict(value, **{stamp: int(time.time() * 1000)})
+            topic = f"dept.{department}.inbound"
+            try:
+                encoded = self._serializer(kind)(
+                    value, SerializationContext(topic, MessageField.VALUE)
+                )
+            except Exception as error:  # a schema not registered yet: say so, go on
+                log_event(logger, "simulator_action_unsent", kind=kind, error=str(error))
+                continue
+            producer.produce(topic, key=value["uscc"].encode(), value=encoded)
+            self.counts.acted(value.get("action") or value.get("outcome") or kind)
+
+    def _serializer(self, kind: str) -> Any:
+        if kind not in self._serializers:
+            record_type = (
+                DEPARTMENT_ACTION if kind == "dual_notice_action" else RESTRICTION_FEEDBACK
+            )
+            self._serializers[kind] = self.clients.avro_serializer(
+                record_type.schema_str,
+                **{"subject.name.strategy": record_subject_name_strategy},
+            )
+        return self._serializers[kind]
+
+    @staticmethod
+    def _dual_notice(push: dict[str, Any], kind: str, reason: str | None = None) -> dict[str, Any]:
+        return {
+            "action_id": f"sim-{kind.lower()}-{push['push_id']}",
+            "uscc": push["entity"]["uscc"] if "entity" in push else push["uscc"],
+            "push_id": push["push_id"],
+            "action": kind,
+            "return_reason": reason,
+            "reason_text": None,
+            "target_department_code": None,
+            "operator": "模拟经办人",
+        }
+
+    @staticmethod
+    def _feedback(hit: dict[str, Any]) -> dict[str, Any]:
+        applied = share(hit["hit_id"], "applied") < 0.9
+        return feedback_record(hit, applied)
+
+
+def feedback_record(hit: dict[str, Any], applied: bool) -> dict[str, Any]:
+    """A department's 反馈 on a restriction hit (the joint-punishment processor's format)."""
+    return {
+        "feedback_id": f"sim-feedback-{hit['hit_id']}",
+        "uscc": hit["uscc"],
+        "hit_id": hit["hit_id"],
+        "outcome": "APPLIED" if applied else "NOT_APPLICABLE",
+        "reason": None if applied else "该事项不在措施适用范围内",
+        "operator": "模拟经办人",
+    }
+
+
+class CreditChecks:
+    """Departments that handle restricted matters, each with a registry token, checking
+    entities' credit through the credit-check API."""
+
+    def __init__(self, settings: SimulatorSettings, database_url: str) -> None:
+        self.settings = settings
+        self.database_url = database_url
+        # list type → [(department code, matter type)] of the measures against it
+        self.matters: dict[str, list[tuple[str, str]]] = {}
+        self._tokens: dict[str, tuple[str, int]] = {}
+        self._http: Any = None
+
+    def open(self) -> None:
+        """Find who handles which restricted matter, and issue their tokens."""
+        import httpx
+
+        from registry import service
+        from registry.audit import Actor
+        from registry.db import session_factory, transaction
+        from registry.models import Department, Measure
+        from registry.seed import Level
+
+        actor = Actor.admin("simulator")
+        with transaction(session_factory(self.database_url)) as session:
+            provincial = {
+                d.sector_code: d.code
+                for d in session.query(Department).filter(Department.level == Level.PROVINCE)
+            }
+            for measure in session.query(Measure).order_by(Measure.code):
+                for sector in measure.implementing_sectors:
+                    department = provincial.get(sector)
+                    if department is None:
+                        continue
+                    for list_type in measure.list_types:
+                        for matter_type in measure.matter_types:
+                            self.matters.setdefault(list_type, []).append((department, matter_type))
+                    if department not in self._tokens:
+                        issued = service.issue_token(session, actor, department)
+                        self._tokens[department] = (issued.token, issued.credential.id)
+        self._http = httpx.Client(base_url=self.settings.credit_check_url, timeout=5.0)
+
+    def close(self) -> None:
+        """Revoke the tokens issued for this run."""
+        from registry import service
+        from registry.audit import Actor
+        from registry.db import session_factory, transaction
+
+        if self._http is not None:
+            self._http.close()
+        with transaction(session_factory(self.database_url)) as session:
+            for _, credential in self._tokens.values():
+                service.revoke_credential(session, Actor.admin("simulator"), credential)
+        self._tokens.clear()
+
+    def matter_for(self, list_type: str, drawn: float) -> tuple[str, str] | None:
+        choices = self.matters.get(list_type)
+        return choices[int(drawn * len(choices))] if choices else None
+
+    def check(self, department: str, query: dict[str, Any]) -> str:
+        """One check; its verdict (or why there is none) for the summary."""
+        token, _ = self._tokens[department]
+        try:
+            response = self._http.get(
+                "/v1/checks", params=query, headers={"Authorization": f"Bearer {token}"}
+            )
+        except Exception as error:  # the API not up yet, or restarting
+            log_event(logger, "simulator_check_failed", department=department, error=str(error))
+            return "CHECK_FAILED"
+        if response.status_code != 200:
+            log_event(
+                logger,
+                "simulator_check_refused",
+                department=department,
+                status=response.status_code,
+                body=response.text[:300],
+            )
+            return "CHECK_FAILED"
+        return f"CHECK_{response.json().get('verdict', 'UNKNOWN')}"
+
+
+class DepartmentSimulator:
+    """The exports and the desks together, each in a thread."""
+
+    def __init__(
+        self,
+        settings: SimulatorSettings,
+        out_dir: Path,
+        admin: KafkaClients,
+        connectors: KafkaClients,
+        checks: CreditChecks | None = None,
+    ) -> None:
+        self.counts = Counts()
+        self.checks = checks
+        self.feeder = ExportFeeder(settings, connectors, out_dir, self.counts)
+        self.desks = DepartmentDesks(settings, admin, self.counts, checks)
+        self._threads = [
+            threading.Thread(target=self.feeder.run, name="simulator exports", daemon=True),
+            threading.Thread(target=self.desks.run, name="simulator desks", daemon=True),
+        ]
+
+    def start(self) -> None:
+        if self.checks is not None:
+            self.checks.open()
+        for thread in self._threads:
+            thread.start()
+
+    def alive(self) -> bool:
+        return all(thread.is_alive() for thread in self._threads)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.feeder.stop()
+        self.desks.stop()
+        for thread in self._threads:
+            thread.join(timeout)
+        if self.checks is not None:
+            self.checks.close()
