@@ -44,8 +44,8 @@ that time.
 **Every check is itself a matter event** (``MatterEvent``, source ``CREDIT_CHECK``) on
 ``credit.matter-events``, for the joint-punishment processor and the auditors. Its ids
 are deterministic — the check id from department, USCC, matter type and the matter
-reference (or date) — so repeating a check repeats the same event. Events are produced
-by a thread of their own, after the answer, never on the request's path; a delivery
+reference (or date) — so repeating a check repeats the same event. A check only queues
+its event; a thread of its own encodes and produces it, off the request's path; a delivery
 that fails (or an event that finds the queue full) is counted in
 ``xietong_credit_check_matter_events_total{outcome}`` and logged with the whole event
 as a JSON line, never dropped silently.
