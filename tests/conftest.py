@@ -26,6 +26,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION_DIR in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
+    # The main job onboards every department of the sample province: tests that count on
+    # a department not onboarded yet run before it.
+    items.sort(key=lambda item: item.get_closest_marker("main_job") is not None)
 
 
 def _use_containers() -> bool:

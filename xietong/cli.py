@@ -1326,7 +1326,10 @@ app.add_typer(audit_app, name="audit")
 def simulate(
     out: Annotated[
         Path | None,
-        typer.Option(help="Where the departments' exports go (default .local/run/exports)."),
+        typer.Option(
+            help="Where the departments' exports go (default XIETONG_SIMULATOR_EXPORTS_DIR,"
+            " else .local/run/exports)."
+        ),
     ] = None,
 ) -> None:
     """Play the province's departments: exports through the department connectors, and
@@ -1346,7 +1349,7 @@ def simulate(
         start_http_server(rules.metrics_port, addr="127.0.0.1")
     simulator = DepartmentSimulator(
         rules,
-        out or settings.home / "run" / "exports",
+        out or rules.exports_dir or settings.home / "run" / "exports",
         clients("admin"),
         clients("connectors"),
         CreditChecks(rules, settings.database_url),

@@ -100,6 +100,9 @@ class SimulatorSettings(BaseSettings):
     metrics_port: int | None = Field(
         default=9401, description="/metrics of the connectors run by the simulator."
     )
+    exports_dir: Path | None = Field(
+        default=None, description="Where the exports go (default <XIETONG_HOME>/run/exports)."
+    )
 
 
 @dataclass
