@@ -4,6 +4,7 @@ the connectors and the processors produce them (Avro, keyed by USCC)."""
 
 from __future__ import annotations
 
+import io
 import random
 import time
 import uuid
@@ -11,6 +12,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.utils import generate_many
 
 from connectors.samples import SampleGenerator
 from schemas import CANONICAL_RECORD_TYPES, DUAL_NOTICE_RECORD_TYPES, RecordType
@@ -60,6 +64,20 @@ def canonical(records: int, seed: int = 0) -> list[Outgoing]:
         }
         record = CANONICAL_RECORD_TYPES[sample.record_type]
         out.append(Outgoing(record, value["uscc"], value))
+    return out
+
+
+def decoded_records(schema: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    """Random records of ``schema`` as the sink's decoder returns them (logical types)."""
+    parsed = parse_schema(schema)
+    out = []
+    for raw in generate_many(parsed, count):
+        buffer = io.BytesIO()
+        schemaless_writer(buffer, parsed, raw)
+        buffer.seek(0)
+        record = schemaless_reader(buffer, parsed, None)
+        assert isinstance(record, dict)
+        out.append(record)
     return out
 
 

@@ -110,7 +110,7 @@ DEAD_LETTER = TopicSpec(
     TopicKey.SOURCE,
     partitions=3,
     retention_ms=90 * DAY_MS,
-    writers=("connectors", "streams"),
+    writers=("connectors", "streams", "sink"),  # the sink: records it cannot store
     readers=("sink",),
 )
 CONNECTOR_OFFSETS = TopicSpec(

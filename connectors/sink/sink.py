@@ -4,12 +4,13 @@ Lifecycle (``xietong sink run``, as principal ``svc-sink``):
 
 1. :meth:`CreditSink.start` migrates the database and loads (or makes) the platform's
    signing key;
-2. :meth:`CreditSink.run` subscribes to the mapped topics and every department inbox
-   (a pattern: inboxes made later are found within ``topic_refresh_interval``), and on
-   every assignment *seeks each partition to the offset stored in the database*
-   (``sink_offsets``) — Kafka's committed offsets play no part — then, batch after
-   batch, decodes the messages, writes rows, log entries and offsets in one transaction
-   (:mod:`.writer`), until :meth:`stop`;
+2. :meth:`CreditSink.run` assigns itself every partition of the mapped topics and of
+   every department inbox (inboxes made later are found within
+   ``topic_refresh_interval``), each *at the offset stored in the database*
+   (``sink_offsets``) — no consumer group, no committed offsets: a restart after
+   ``kill -9`` resumes at once — then, batch after batch, decodes the messages and
+   writes rows, log entries and offsets in one transaction (:mod:`.writer`), until
+   :meth:`stop`. One sink process serves a credit database;
 3. :meth:`CreditSink.backfill` reads a fixed range instead — from the stored offsets,
    from the beginning, or from a moment — to the end each partition had when it began,
    with the same writer, so a rebuilt database equals the live one.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import threading
 import time
 import uuid
@@ -171,54 +173,61 @@ class CreditSink:
     def run(self, ready: Callable[[], None] | None = None) -> Progress:
         """Follow the topics until :meth:`stop`; what was done."""
         progress = Progress()
-        consumer = self.clients.consumer(
-            self.clients.group("credit"),
-            **{
-                "topic.metadata.refresh.interval.ms": int(
-                    self.options.topic_refresh_interval * 1000
-                ),
-                "fetch.wait.max.ms": 100,
-            },
-        )
-        consumer.subscribe(sink_topics(), on_assign=self._seek_to_stored)
+        consumer = self.clients.consumer(self.clients.group("credit"), **{"fetch.wait.max.ms": 100})
+        assigned: set[tuple[str, int]] = set()
+        self._assign_new(consumer, assigned)
         log_event(logger, "sink_ready", database=self._database_name(), topics=sink_topics())
         if ready is not None:
             ready()
-        next_lag = 0.0
+        next_lag = next_refresh = time.monotonic()
         try:
             while not self._stop.is_set():
                 messages = consumer.consume(self.options.batch_size, self.options.batch_wait)
                 if messages:
                     self._write(messages, progress)
-                if time.monotonic() >= next_lag:
+                now = time.monotonic()
+                if now >= next_refresh:
+                    self._assign_new(consumer, assigned)
+                    next_refresh = now + self.options.topic_refresh_interval
+                if now >= next_lag:
                     self._measure_lag(consumer)
-                    next_lag = time.monotonic() + self.options.lag_interval
+                    next_lag = now + self.options.lag_interval
         finally:
             consumer.close()
         log_event(logger, "sink_stopped", messages=progress.messages, batches=progress.batches)
         return progress
 
-    def _seek_to_stored(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """On assignment: start every partition where the database says it stopped."""
-        stored = stored_offsets(self._conn, [(p.topic, p.partition) for p in partitions])
-        for p in partitions:
-            p.offset = stored.get((p.topic, p.partition), OFFSET_BEGINNING)
-        consumer.assign(partitions)
+    def _assign_new(self, consumer: Consumer, assigned: set[tuple[str, int]]) -> None:
+        """Assign the partitions not yet assigned (a new inbox, say), each at the offset
+        the database stored for it, or at its beginning."""
+        new = [key for key in self._partitions(consumer) if key not in assigned]
+        if not new:
+            return
+        stored = stored_offsets(self._conn, new)
+        consumer.incremental_assign(
+            [TopicPartition(t, p, stored.get((t, p), OFFSET_BEGINNING)) for t, p in new]
+        )
+        assigned.update(new)
         log_event(
             logger,
             "sink_assigned",
-            partitions={f"{p.topic}/{p.partition}": p.offset for p in partitions},
+            partitions={f"{t}/{p}": stored.get((t, p), "beginning") for t, p in new},
         )
 
     def _measure_lag(self, consumer: Consumer) -> None:
+        """Lag per partition: the high watermark of the last fetch (cached by the client:
+        asking the broker for every partition stalls the loop) less the position."""
         try:
             assigned = consumer.assignment()
             if not assigned:
                 return
             for position in consumer.position(assigned):
-                _, high = consumer.get_watermark_offsets(position, timeout=2, cached=False)
-                at = position.offset if position.offset >= 0 else 0
-                LAG.labels(position.topic, str(position.partition)).set(max(high - at, 0))
+                _, high = consumer.get_watermark_offsets(position, cached=True)
+                if high < 0 or position.offset < 0:
+                    continue  # nothing fetched from it yet
+                LAG.labels(position.topic, str(position.partition)).set(
+                    max(high - position.offset, 0)
+                )
         except Exception as error:  # measuring must never stop the sink
             ERRORS.labels("lag_unmeasured").inc()
             log_event(logger, "sink_lag_unmeasured", error=str(error))
@@ -350,7 +359,7 @@ class CreditSink:
         the beginning, or from ``since``; ``progress_bar(done, total)`` after each batch."""
         consumer = self.clients.consumer(self.clients.group(f"backfill-{uuid.uuid4().hex[:8]}"))
         try:
-            partitions = self._backfill_partitions(consumer)
+            partitions = self._partitions(consumer)
             stored = stored_offsets(self._conn, partitions)
             starts: dict[tuple[str, int], int] = {}
             ends: dict[tuple[str, int], int] = {}
@@ -410,9 +419,8 @@ class CreditSink:
         finally:
             consumer.close()
 
-    def _backfill_partitions(self, consumer: Consumer) -> list[tuple[str, int]]:
-        import re
-
+    def _partitions(self, consumer: Consumer) -> list[tuple[str, int]]:
+        """Every partition of the mapped topics and of the inboxes that exist now."""
         inbox = re.compile(INBOX_PATTERN)
         topics = consumer.list_topics(timeout=15).topics
         return sorted(

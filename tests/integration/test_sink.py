@@ -1,0 +1,566 @@
+"""The credit sink against the real broker and PostgreSQL: effectively once under kill -9,
+a tamper-evident log that names what was done to it, a backfill that rebuilds the live
+database exactly, and auditors who may read the views and nothing else.
+
+Each test has a credit database of its own, whose stored offsets start at the topics'
+ends when the test begins, so the sink reads what the test produces and nothing older.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+import sqlalchemy as sa
+from confluent_kafka import TopicPartition
+
+from connectors.sink import db
+from connectors.sink.chain import load_or_create_key, load_public_key, public_key_path, verify
+from connectors.sink.sink import CreditSink, SinkSettings
+from connectors.sink.tables import TABLES_BY_TOPIC, all_tables, delivery_id
+from registry.acl import service_acls_on_department_topics
+from tests.kafka_helpers import TopicWindow
+from tests.sink_records import (
+    Outgoing,
+    canonical,
+    decoded_records,
+    dual_notice_traffic,
+    make_inboxes,
+    produce,
+)
+from xietong.kafka import KafkaClients
+from xietong.settings import Settings
+from xietong.topics import DEPARTMENT_INBOX
+
+pytestmark = pytest.mark.usefixtures("secured")
+
+ROOT = Path(__file__).parents[2]
+CLI = [sys.executable, "-m", "xietong.cli"]
+
+
+# -- databases, departments, offsets ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def credit_databases(stack_settings: Settings) -> Iterator[Callable[[], str]]:
+    """Make a fresh, migrated credit database; its URL. All are dropped at the end."""
+    server = sa.make_url(stack_settings.credit_database_url)
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"credit_test_{uuid.uuid4().hex[:12]}"
+        url = server.set(database=name).render_as_string(hide_password=False)
+        db.create_database(url)
+        made.append(name)
+        db.migrate(url)
+        return url
+
+    yield make
+    maintenance = sa.create_engine(
+        server.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
+    )
+    with maintenance.connect() as connection:
+        for name in made:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    maintenance.dispose()
+
+
+@pytest.fixture(scope="module")
+def departments(kafka: KafkaClients) -> list[str]:
+    """Two departments of this module's own, with inboxes the sink may read."""
+    codes = [f"sink-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    make_inboxes(kafka, codes)
+    admin = kafka.admin()
+    grants = set().union(*(service_acls_on_department_topics(code) for code in codes))
+    for future in admin.create_acls([grant.binding() for grant in grants]).values():
+        future.result()
+    return codes
+
+
+def sink_partitions(kafka: KafkaClients) -> dict[tuple[str, int], int]:
+    """Every partition the sink reads (inboxes included), with its end offset now."""
+    consumer = kafka.consumer(f"test-sink-{uuid.uuid4()}")
+    try:
+        topics = consumer.list_topics(timeout=10).topics
+        wanted = [
+            (name, p)
+            for name, metadata in topics.items()
+            if name in TABLES_BY_TOPIC or DEPARTMENT_INBOX.suffix == name.rsplit(".", 1)[-1]
+            for p in metadata.partitions
+        ]
+        return {
+            (t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+            for t, p in wanted
+        }
+    finally:
+        consumer.close()
+
+
+def start_at(url: str, ends: dict[tuple[str, int], int]) -> None:
+    """Store ``ends`` as the database's offsets: its sink starts there."""
+    conn = db.connect(url)
+    with conn, conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO sink_offsets (topic, partition, next_offset) VALUES (%s, %s, %s)",
+            [(t, p, o) for (t, p), o in ends.items()],
+        )
+    conn.close()
+
+
+def stored(url: str) -> dict[tuple[str, int], int]:
+    conn = db.connect(url)
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT topic, partition, next_offset FROM sink_offsets")
+        found = {(t, p): o for t, p, o in cursor.fetchall()}
+    conn.close()
+    return found
+
+
+def wait_caught_up(url: str, ends: dict[tuple[str, int], int], timeout: float = 40) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        have = stored(url)
+        behind = {k: (have.get(k, 0), v) for k, v in ends.items() if have.get(k, 0) < v}
+        if not behind:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the sink did not catch up: {behind}")
+        time.sleep(0.3)
+
+
+def count(url: str, sql: str, *params: Any) -> Any:
+    conn = db.connect(url)
+    with conn.cursor() as cursor:
+        cursor.execute(sql, params)
+        value = cursor.fetchone()[0]
+    conn.close()
+    return value
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# -- the sink as its own process -------------------------------------------------------------
+
+
+@dataclass
+class SinkProcess:
+    """``xietong sink run`` as a process of its own."""
+
+    url: str
+    key: Path
+    log: Path
+    batch_size: int = 300
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "XIETONG_SINK_BATCH_SIZE": str(self.batch_size),
+            "XIETONG_SINK_BATCH_WAIT": "0.2",
+            "XIETONG_SINK_METRICS_PORT": str(free_port()),
+            "XIETONG_SINK_AUDIT_KEY": str(self.key),
+        }
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "xietong.cli", "sink", "run", "--database", self.url],
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=ROOT,
+            )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            assert self.process.wait(20) == 0, self.log.read_text()[-3000:]
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+
+def expected_event_ids(kafka: KafkaClients, window: TopicWindow) -> list[str]:
+    """The event id of every message added to a mapped topic since the window opened."""
+    mapping = TABLES_BY_TOPIC[window.topic]
+    return [mapping.event_id(message.value) for message in window.read()]
+
+
+# -- effectively once ---------------------------------------------------------------------------
+
+
+def test_killed_with_sigkill_mid_batch_again_and_again_the_database_holds_each_record_once(
+    kafka: KafkaClients,
+    credit_databases: Callable[[], str],
+    departments: list[str],
+    tmp_path: Path,
+) -> None:
+    url = credit_databases()
+    starts = sink_partitions(kafka)
+    start_at(url, starts)
+    topics = ["market.registrations", "permits.licences", "enforcement.penalties"]
+    topics += ["credit.list-entries", "dualnotice.pushes"]
+    windows = {topic: TopicWindow(kafka, topic) for topic in topics}
+    inboxes = {d: TopicWindow(kafka, DEPARTMENT_INBOX.name(d)) for d in departments}
+    records = canonical(6000, seed=11) + dual_notice_traffic(departments, 300, random.Random(11))
+    # A producer's retry after a lost acknowledgement: the same records again.
+    records += records[:500]
+    sink = SinkProcess(url, tmp_path / "key.pem", tmp_path / "sink.log", batch_size=200)
+    sink.start()
+    feeder = threading.Thread(target=produce, args=(kafka, records))
+    feeder.start()
+    kills = 0
+    rng = random.Random(3)
+
+    def messages_stored() -> int:
+        offsets = count(url, "SELECT coalesce(sum(next_offset), 0) FROM sink_offsets")
+        return int(offsets) - sum(starts.values())
+
+    while kills < 5 and messages_stored() < 0.7 * len(records):
+        written = messages_stored()
+        deadline = time.monotonic() + 30
+        while messages_stored() == written:
+            assert time.monotonic() < deadline, sink.log.read_text()[-3000:]
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.1))  # somewhere in the next batches
+        sink.kill()
+        kills += 1
+        sink.start()
+    assert kills >= 3
+    feeder.join()
+    ends = sink_partitions(kafka)
+    wait_caught_up(url, {k: v for k, v in ends.items() if k[0] in topics or "inbox" in k[0]})
+    sink.stop()
+
+    for topic, window in windows.items():
+        produced = expected_event_ids(kafka, window)
+        table = TABLES_BY_TOPIC[topic].table
+        conn = db.connect(url)
+        with conn.cursor() as cursor:
+            cursor.execute(f"SELECT event_id FROM {table} WHERE source_topic = %s", (topic,))
+            stored_ids = [row[0] for row in cursor.fetchall()]
+        conn.close()
+        assert len(stored_ids) == len(set(produced)), topic  # none lost, none twice
+        assert set(stored_ids) == set(produced), topic
+    delivered = {
+        delivery_id(window.topic, TABLES_BY_TOPIC["dualnotice.pushes"].event_id(m.value))
+        for window in inboxes.values()
+        for m in window.read()
+    }
+    assert count(url, "SELECT count(*) FROM deliveries") == len(delivered) == 300
+    # One log entry per delivery, claim and return, however often the sink was killed.
+    claims_and_returns = count(
+        url,
+        "SELECT count(*) FROM dual_notice_push_states WHERE state IN ('CLAIMED', 'RETURNED')",
+    )
+    assert count(url, "SELECT count(*) FROM audit_log") == len(delivered) + claims_and_returns
+    conn = db.connect(url)
+    result = verify(conn, load_public_key(public_key_path(tmp_path / "key.pem")))
+    conn.close()
+    assert result.intact, result.findings
+    assert count(url, "SELECT count(*) FROM entities") == count(
+        url, "SELECT count(DISTINCT uscc) FROM registrations"
+    )
+
+
+# -- the tamper-evident log ---------------------------------------------------------------------
+
+
+def run_in_process(
+    kafka: KafkaClients, settings: Settings, url: str, key: Path, ends: dict[tuple[str, int], int]
+) -> None:
+    """The sink in this process until it has read up to ``ends``."""
+    sink = CreditSink(settings, SinkSettings(metrics_port=None, audit_key=key, batch_wait=0.2), url)
+    sink.start()
+    thread = threading.Thread(target=sink.run)
+    thread.start()
+    try:
+        wait_caught_up(url, ends)
+    finally:
+        sink.stop()
+        thread.join(20)
+        sink.close()
+
+
+@pytest.fixture(scope="module")
+def audited(
+    kafka: KafkaClients,
+    stack_settings: Settings,
+    credit_databases: Callable[[], str],
+    departments: list[str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[str, Path]:
+    """A credit database whose log holds deliveries, claims and returns; its key."""
+    key = tmp_path_factory.mktemp("audit") / "key.pem"
+    url = credit_databases()
+    start_at(url, sink_partitions(kafka))
+    produce(kafka, dual_notice_traffic(departments, 40, random.Random(5)))
+    inboxes = {DEPARTMENT_INBOX.name(d) for d in departments}
+    ends = {
+        (topic, p): end
+        for (topic, p), end in sink_partitions(kafka).items()
+        if topic == "dualnotice.pushes" or topic in inboxes
+    }
+    run_in_process(kafka, stack_settings, url, key, ends)
+    return url, key
+
+
+def tampered(url: str, key: Path, *statements: str) -> list[Any]:
+    """What verification finds after ``statements`` (rolled back afterwards)."""
+    conn = db.connect(url)
+    try:
+        with conn.cursor() as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+        return verify(conn, load_public_key(key)).findings  # verify rolls back
+    finally:
+        conn.close()
+
+
+def nth_entry(url: str, position: int) -> tuple[str, str]:
+    """(chain, entry id) at ``position`` of the longest chain."""
+    conn = db.connect(url)
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT chain FROM audit_log GROUP BY chain ORDER BY count(*) DESC, chain LIMIT 1"
+        )
+        (chain,) = cursor.fetchone()
+        cursor.execute(
+            "SELECT entry_id FROM audit_log WHERE chain = %s AND position = %s", (chain, position)
+        )
+        (entry_id,) = cursor.fetchone()
+    conn.close()
+    return chain, entry_id
+
+
+def test_the_log_is_intact_and_verify_says_so(audited: tuple[str, Path]) -> None:
+    url, key = audited
+    assert tampered(url, key) == []
+    assert count(url, "SELECT count(*) FROM audit_log WHERE kind = 'DELIVERY'") == 40
+    assert count(url, "SELECT count(*) FROM audit_log WHERE kind IN ('CLAIM', 'RETURN')") > 0
+
+
+def test_a_modified_entry_is_named(audited: tuple[str, Path]) -> None:
+    url, key = audited
+    chain, entry_id = nth_entry(url, 2)
+    (finding,) = tampered(
+        url,
+        key,
+        f"UPDATE audit_log SET occurred_at = occurred_at - interval '1 day'"
+        f" WHERE entry_id = '{entry_id}'",
+    )
+    assert (finding.chain, finding.problem, finding.entry_id) == (chain, "modified", entry_id)
+
+
+def test_a_deleted_entry_is_named_by_its_place(audited: tuple[str, Path]) -> None:
+    url, key = audited
+    chain, entry_id = nth_entry(url, 2)
+    (finding,) = tampered(url, key, f"DELETE FROM audit_log WHERE entry_id = '{entry_id}'")
+    assert (finding.chain, finding.problem, finding.position) == (chain, "deleted", 2)
+
+
+def test_reordered_entries_are_named(audited: tuple[str, Path]) -> None:
+    url, key = audited
+    chain, first = nth_entry(url, 1)
+    _, second = nth_entry(url, 2)
+    (finding,) = tampered(
+        url,
+        key,
+        f"UPDATE audit_log SET position = -1 WHERE entry_id = '{first}'",
+        f"UPDATE audit_log SET position = 1 WHERE entry_id = '{second}'",
+        f"UPDATE audit_log SET position = 2 WHERE entry_id = '{first}'",
+    )
+    assert (finding.chain, finding.problem, finding.entry_id) == (chain, "reordered", second)
+
+
+def test_audit_verify_exits_1_naming_the_entry(
+    audited: tuple[str, Path], tmp_path: Path, stack_settings: Settings
+) -> None:
+    url, key = audited
+    env = {**os.environ, "XIETONG_SINK_AUDIT_KEY": str(key)}
+    command = [sys.executable, "-m", "xietong.cli", "audit", "verify", "--database", url]
+    intact = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+    assert intact.returncode == 0, intact.stderr
+    assert "intact" in intact.stdout
+    chain, entry_id = nth_entry(url, 3)
+    conn = db.connect(url)
+    with conn, conn.cursor() as cursor:  # committed: the CLI reads with its own connection
+        cursor.execute(
+            'UPDATE audit_log SET details = details || \'{"changed_by": "someone"}\''
+            " WHERE entry_id = %s",
+            (entry_id,),
+        )
+    conn.close()
+    broken = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+    assert broken.returncode == 1
+    assert f"{chain}: modified at position 3 entry {entry_id}" in broken.stderr.replace("\n", "")
+
+
+# -- replay equals live ---------------------------------------------------------------------------
+
+
+def generated(topic: str, count: int) -> list[Outgoing]:
+    """Random valid records of a topic's type (the joint-punishment processor's, say)."""
+    mapping = TABLES_BY_TOPIC[topic]
+    return [
+        Outgoing(mapping.record, str(mapping.uscc(record)), record)
+        for record in decoded_records(mapping.record.schema, count)
+    ]
+
+
+def table_contents(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table the sink writes, ingest times left out, in a fixed order."""
+    conn = db.connect(url)
+    contents = {}
+    with conn.cursor() as cursor:
+        for table in [*all_tables(), "audit_chain_heads", "sink_offsets"]:
+            cursor.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public'"
+                " AND table_name = %s"
+                " AND column_name NOT IN ('ingested_at', 'updated_at') ORDER BY ordinal_position",
+                (table,),
+            )
+            columns = ", ".join(row[0] for row in cursor.fetchall())
+            cursor.execute(f"SELECT {columns} FROM {table} ORDER BY {columns}")
+            contents[table] = cursor.fetchall()
+    conn.close()
+    return contents
+
+
+def test_a_backfill_rebuilds_the_database_live_processing_made(
+    kafka: KafkaClients,
+    stack_settings: Settings,
+    credit_databases: Callable[[], str],
+    departments: list[str],
+    tmp_path: Path,
+) -> None:
+    live, rebuilt = credit_databases(), credit_databases()
+    starts = sink_partitions(kafka)
+    start_at(live, starts)
+    start_at(rebuilt, starts)
+    since = datetime.now(UTC)
+    key = tmp_path / "key.pem"
+    load_or_create_key(key)
+    records = canonical(1500, seed=23) + dual_notice_traffic(departments, 60, random.Random(23))
+    # The other processors' records (no canonical ones: random decimals would not fit).
+    for topic in TABLES_BY_TOPIC:
+        if topic.startswith(("dualnotice.", "punishment.", "credit.matter")) and (
+            topic != "dualnotice.pushes"
+        ):
+            records += generated(topic, 15)
+    random.Random(23).shuffle(records)
+    # Live: the records arrive in three waves while the sink runs.
+    sink = CreditSink(
+        stack_settings, SinkSettings(metrics_port=None, audit_key=key, batch_wait=0.1), live
+    )
+    sink.start()
+    thread = threading.Thread(target=sink.run)
+    thread.start()
+    try:
+        for wave in range(3):
+            produce(kafka, records[wave::3])
+            time.sleep(0.5)
+        wait_caught_up(live, {k: v for k, v in sink_partitions(kafka).items() if k in starts})
+    finally:
+        sink.stop()
+        thread.join(20)
+        sink.close()
+
+    env = {**os.environ, "XIETONG_SINK_AUDIT_KEY": str(key), "XIETONG_SINK_BATCH_SIZE": "2000"}
+    backfill = subprocess.run(
+        [*CLI, "sink", "backfill", "--since", since.isoformat(), "--database", rebuilt],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert backfill.returncode == 0, backfill.stderr[-3000:]
+    assert "messages in" in backfill.stdout
+
+    live_contents, rebuilt_contents = table_contents(live), table_contents(rebuilt)
+    for table in live_contents:
+        assert rebuilt_contents[table] == live_contents[table], table
+    empty = [table for table, rows in live_contents.items() if not rows]
+    assert not empty, f"no rows in {empty}"
+
+
+# -- auditors ----------------------------------------------------------------------------
+
+
+def test_the_auditor_role_reads_the_views_and_nothing_else(audited: tuple[str, Path]) -> None:
+    url, _ = audited
+    conn = db.connect(url)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SET ROLE xietong_auditor")
+            cursor.execute("SELECT count(*) FROM auditor.deliveries")
+            assert cursor.fetchone()[0] == 40
+            cursor.execute(
+                "SELECT department_code, pushes, claim_rate, median_time_to_claim"
+                " FROM auditor.dual_notice_claims_monthly"
+            )
+            assert cursor.fetchall()
+            for table in ("deliveries", "audit_log", "sink_offsets"):
+                cursor.execute("SAVEPOINT probe")
+                with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                    cursor.execute(f"SELECT 1 FROM public.{table}")
+                cursor.execute("ROLLBACK TO SAVEPOINT probe")
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cursor.execute("DELETE FROM auditor.audit_log")
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def test_audit_reports_as_json_and_csv(audited: tuple[str, Path], departments: list[str]) -> None:
+    import json
+
+    url, _ = audited
+    conn = db.connect(url)
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT uscc FROM deliveries ORDER BY event_id LIMIT 1")
+        (uscc,) = cursor.fetchone()
+    conn.close()
+    base = [sys.executable, "-m", "xietong.cli", "audit"]
+    entity = subprocess.run(
+        [*base, "entity", uscc, "--format", "json", "--database", url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert entity.returncode == 0, entity.stderr
+    report = json.loads(entity.stdout)
+    assert report["pushes"] and report["deliveries"][0]["department_code"] in departments
+    department = subprocess.run(
+        [*base, "department", departments[0], "--format", "csv", "--database", url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert department.returncode == 0, department.stderr
+    claims = department.stdout.split("\n\n")[0].splitlines()
+    assert claims[0].startswith("section,pushes,claimed,claim_rate,median_time_to_claim")
+    assert int(claims[1].split(",")[1]) > 0

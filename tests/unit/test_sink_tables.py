@@ -1,0 +1,181 @@
+"""The credit sink without services: every mapping turns a record of its type into a row
+COPY accepts, and the tamper-evident log's verification names what was done to it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import replace
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from connectors.sink.chain import GENESIS, Candidate, Entry, entry_hash, verify_chain
+from connectors.sink.tables import (
+    INBOX_PATTERN,
+    TABLES_BY_RECORD,
+    TABLES_BY_TOPIC,
+    AuditFact,
+    inbox_department,
+)
+from connectors.sink.writer import _FORMATS, Batch, copy_line, formats_of
+from tests.sink_records import decoded_records
+
+
+@pytest.mark.parametrize("topic", sorted(TABLES_BY_TOPIC))
+def test_every_mapped_record_becomes_a_copy_line_with_its_lineage(topic: str) -> None:
+    mapping = TABLES_BY_TOPIC[topic]
+    batch = Batch()
+    for offset, record in enumerate(decoded_records(mapping.record.schema, 20)):
+        batch.add(topic, 2, offset, mapping, record)
+    rows = batch.tables[mapping.table]
+    assert len(rows.rows) == 20
+    for row in rows.rows.values():
+        line = copy_line(row, formats_of(rows.columns))
+        fields = line.rstrip("\n").split("\t")
+        assert len(fields) == len(mapping.all_columns) + 3
+        assert fields[-3:-1] == [topic, "2"]
+    assert batch.next_offsets == {(topic, 2): 20}
+
+
+def test_a_record_read_twice_in_a_batch_is_one_row_and_one_log_entry() -> None:
+    mapping = TABLES_BY_TOPIC["punishment.feedback"]
+    (record,) = decoded_records(mapping.record.schema, 1)
+    batch = Batch()
+    batch.add("punishment.feedback", 0, 7, mapping, record)
+    batch.add("punishment.feedback", 0, 8, mapping, record)
+    assert len(batch.tables[mapping.table].rows) == 1
+    # The log drops the second candidate when it appends (same entry id).
+    assert len({c.fact.entry_id for c in batch.candidates}) == 1
+
+
+def test_copy_text_escapes_tabs_newlines_backslashes_and_array_quotes() -> None:
+    formats = [_FORMATS["text"], _FORMATS["text[]"], _FORMATS["text"]]
+    line = copy_line(["a\tb\nc\\d", ['x"y', "p,q"], None], formats)
+    # In the array literal the quote is \", which COPY's own escaping makes \\".
+    assert line == 'a\\tb\\nc\\\\d\t{"x\\\\"y","p,q"}\t\\N\n'
+
+
+def test_inbox_topics_are_recognised_by_name_and_pattern() -> None:
+    import re
+
+    assert inbox_department("dept.hz-xh-amr.inbox") == "hz-xh-amr"
+    assert inbox_department("dept.hz-xh-amr.inbound") is None
+    assert inbox_department("dualnotice.pushes") is None
+    assert re.match(INBOX_PATTERN, "dept.hz-xh-amr.inbox")
+    assert not re.match(INBOX_PATTERN, "dept.hz-xh-amr.inbound")
+
+
+def test_inboxes_carry_the_processors_records_by_their_schema_names() -> None:
+    for name in (
+        "cn.gov.xietong.dualnotice.DualNoticePush",
+        "cn.gov.xietong.dualnotice.DualNoticeAlert",
+        "cn.gov.xietong.dualnotice.EntityClosureNotice",
+        "cn.gov.xietong.punishment.SanctionNotice",
+        "cn.gov.xietong.punishment.RestrictionHit",
+        "cn.gov.xietong.punishment.LiftNotice",
+    ):
+        assert name in TABLES_BY_RECORD
+
+
+# -- the tamper-evident log -------------------------------------------------------------------
+
+KEY = Ed25519PrivateKey.generate()
+
+
+def chain_of(count: int) -> tuple[list[Entry], tuple[int, str, str]]:
+    """A valid chain of ``count`` entries and its signed head, made as the appender does."""
+    from connectors.sink.chain import head_message
+
+    entries: list[Entry] = []
+    prev = GENESIS
+    moment = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    for position in range(1, count + 1):
+        candidate = Candidate(
+            AuditFact(
+                "CLAIM",
+                f"event-{position}",
+                "91330106MA2CD7Q4XU",
+                "hz-xh-amr",
+                moment + dt.timedelta(minutes=position),
+                {"push_id": f"push-{position}", "version": 2},
+            ),
+            "dualnotice.pushes",
+            3,
+            100 + position,
+        )
+        fact = candidate.fact
+        unsigned = Entry(
+            candidate.chain, position, fact.entry_id, fact.kind, fact.event_id, fact.uscc,
+            fact.department_code, fact.occurred_at, candidate.topic, candidate.partition,
+            candidate.offset, fact.details, prev, "", "",
+        )  # fmt: skip
+        hash_ = entry_hash(unsigned.body(), prev)
+        entries.append(
+            replace(unsigned, hash=hash_, signature=KEY.sign(bytes.fromhex(hash_)).hex())
+        )
+        prev = hash_
+    head = (count, prev, KEY.sign(head_message("dualnotice.pushes/3", count, prev)).hex())
+    return entries, head
+
+
+def test_an_intact_chain_verifies() -> None:
+    entries, head = chain_of(5)
+    assert verify_chain(KEY.public_key(), "dualnotice.pushes/3", entries, head) is None
+
+
+def test_a_modified_entry_is_named() -> None:
+    entries, head = chain_of(5)
+    entries[2] = replace(entries[2], department_code="hz-other")
+    finding = verify_chain(KEY.public_key(), "dualnotice.pushes/3", entries, head)
+    assert finding is not None
+    assert (finding.problem, finding.position, finding.entry_id) == (
+        "modified",
+        3,
+        entries[2].entry_id,
+    )
+
+
+def test_a_deleted_entry_is_named_by_its_place() -> None:
+    entries, head = chain_of(5)
+    del entries[1]
+    finding = verify_chain(KEY.public_key(), "dualnotice.pushes/3", entries, head)
+    assert finding is not None
+    assert (finding.problem, finding.position) == ("deleted", 2)
+
+
+def test_a_deleted_last_entry_is_caught_by_the_signed_head() -> None:
+    entries, head = chain_of(5)
+    finding = verify_chain(KEY.public_key(), "dualnotice.pushes/3", entries[:-1], head)
+    assert finding is not None
+    assert (finding.problem, finding.position) == ("deleted", 5)
+
+
+def test_reordered_entries_are_named() -> None:
+    entries, head = chain_of(5)
+    swapped = entries[:]
+    swapped[1], swapped[2] = (
+        replace(entries[2], position=2),
+        replace(entries[1], position=3),
+    )
+    finding = verify_chain(KEY.public_key(), "dualnotice.pushes/3", swapped, head)
+    assert finding is not None
+    assert (finding.problem, finding.position, finding.entry_id) == (
+        "reordered",
+        2,
+        entries[2].entry_id,
+    )
+
+
+def test_a_signature_by_another_key_is_a_modification() -> None:
+    entries, head = chain_of(3)
+    other = Ed25519PrivateKey.generate()
+    entries[0] = replace(entries[0], signature=other.sign(bytes.fromhex(entries[0].hash)).hex())
+    finding = verify_chain(KEY.public_key(), "dualnotice.pushes/3", entries, head)
+    assert finding is not None and finding.problem == "modified"
+
+
+def test_hashes_do_not_depend_on_the_order_of_keys() -> None:
+    body = {"b": 1, "a": {"y": "记录", "x": None}}
+    shuffled = dict(random.Random(1).sample(list(body.items()), 2))
+    assert entry_hash(body, GENESIS) == entry_hash(shuffled, GENESIS)
