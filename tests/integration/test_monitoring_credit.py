@@ -1,0 +1,256 @@
+"""Monitoring of the credit services, end to end: Prometheus scrapes a 联合惩戒 worker
+(``xietong streams joint-punishment``), the credit sink (``xietong sink run``), the
+credit-check API (``xietong credit-check serve``) and the lag exporter after a demo, and
+every dashboard query about them returns data (the other panels are
+test_monitoring.py's).
+
+The demo, in 西湖区: an entity listed on 严重违法失信名单, a procurement matter it hits and
+西湖区财政's feedback, then its removal (lift notices); a hit left without feedback past
+its 15-day deadline; a licence-revoking penalty; one credit check.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from confluent_kafka.schema_registry import record_subject_name_strategy
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from connectors.sink import db as credit_db
+from registry import service
+from registry.audit import Actor
+from registry.db import session_factory, transaction
+from registry.grants import inbound_topic
+from schemas import CREDIT_LIST_ENTRY, LICENCE, MATTER_EVENT, PENALTY, RESTRICTION_FEEDBACK
+from streams.joint_punishment import restriction_hit_id
+from tests.joint_punishment_records import (
+    DAY_MS,
+    feedback,
+    licence,
+    list_entry,
+    matter,
+    penalty,
+    today,
+)
+from tests.monitoring import (
+    Command,
+    dashboard_queries,
+    of_credit_services,
+    panels_without_data,
+    prometheus_scraping,
+    until_caught_up,
+)
+from tests.stream_worker import Onboarding, Worker, free_port, publish_catalog
+from xietong.kafka import KafkaClients
+from xietong.settings import Settings
+from xietong.uscc import make_uscc
+
+pytestmark = pytest.mark.usefixtures("secured")
+
+FINANCE = "hz-xh-finance"  # 西湖区财政局: implements CJ01 (政府采购), answers its hits
+
+
+@pytest.fixture(scope="module")
+def credit_database(stack_settings: Settings) -> Iterator[str]:
+    """A fresh, migrated credit database of this module's own; dropped at the end."""
+    server = sa.make_url(stack_settings.credit_database_url)
+    name = f"credit_test_{uuid.uuid4().hex[:12]}"
+    url = server.set(database=name).render_as_string(hide_password=False)
+    credit_db.create_database(url)
+    credit_db.migrate(url)
+    yield url
+    maintenance = sa.create_engine(
+        server.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
+    )
+    with maintenance.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    maintenance.dispose()
+
+
+@pytest.fixture(scope="module")
+def running(
+    stack_settings: Settings,
+    kafka: KafkaClients,
+    registry_databases: Callable[[], str],
+    credit_database: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, list[str]]]:
+    """The services, started, after the demo; the scrape targets of each job."""
+    logs = tmp_path_factory.mktemp("monitoring-credit")
+    registry_url = registry_databases()
+    publish_catalog(registry_url, stack_settings, kafka)
+    with transaction(session_factory(registry_url)) as session:
+        token = service.issue_token(session, Actor.admin("test-monitoring"), "hz-finance").token
+
+    departments = Onboarding(kafka, stack_settings)
+    started: list[Command | Worker] = []
+    ports = {job: free_port() for job in ("joint-punishment", "sink", "credit-check", "lag")}
+    try:
+        departments.onboard(FINANCE)
+        sink = Command(
+            logs / "sink.log",
+            "sink",
+            "run",
+            CREDIT_DATABASE_URL=credit_database,
+            XIETONG_SINK_METRICS_PORT=str(ports["sink"]),
+        )
+        started.append(sink)
+        credit_check = Command(
+            logs / "credit-check.log",
+            "credit-check",
+            "serve",
+            "--port",
+            str(ports["credit-check"]),
+            DATABASE_URL=registry_url,
+        )
+        started.append(credit_check)
+        lag = Command(
+            logs / "lag.log", "lag", "serve", "--port", str(ports["lag"]), "--interval", "1"
+        )
+        started.append(lag)
+        worker = Worker(
+            "joint-punishment",
+            "joint_punishment_ready",
+            logs / "joint-punishment.log",
+            {
+                "XIETONG_JOINT_PUNISHMENT_TICK_INTERVAL": "0.5",
+                "XIETONG_JOINT_PUNISHMENT_INBOX_REFRESH_INTERVAL": "2",
+                "XIETONG_JOINT_PUNISHMENT_METRICS_PORT": str(ports["joint-punishment"]),
+            },
+        )
+        started.append(worker)
+        worker.start()
+        until_caught_up(kafka, "xietong.streams.joint-punishment")
+        sink.wait_for(f"http://127.0.0.1:{ports['sink']}/metrics")
+        credit_check.wait_for(f"http://127.0.0.1:{ports['credit-check']}/ready")
+        lag.wait_for(f"http://127.0.0.1:{ports['lag']}/metrics")
+
+        demo(Sender(kafka, departments))
+        answer = httpx.get(
+            f"http://127.0.0.1:{ports['credit-check']}/v1/checks",
+            params={"uscc": make_uscc("91", "330106"), "matter_type": "GOVERNMENT_PROCUREMENT"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        yield {
+            "joint-punishment": [f"127.0.0.1:{ports['joint-punishment']}"],
+            "sink": [f"127.0.0.1:{ports['sink']}"],
+            "credit-check": [f"127.0.0.1:{ports['credit-check']}"],
+            "lag-exporter": [f"127.0.0.1:{ports['lag']}"],
+        }
+    finally:
+        for command in reversed(started):
+            command.stop()
+        departments.offboard_all()
+
+
+class Sender:
+    """Records as the connectors and the credit check send them; feedback as 西湖区财政."""
+
+    def __init__(self, kafka: KafkaClients, departments: Onboarding) -> None:
+        self.departments = departments
+        self._producer = kafka.producer()
+        self._serializers = {
+            record.topic.name: kafka.avro_serializer(record.schema_str)
+            for record in (CREDIT_LIST_ENTRY, PENALTY, LICENCE, MATTER_EVENT)
+        }
+
+    def send(self, record_type: Any, record: dict[str, Any]) -> None:
+        topic = record_type.topic.name
+        value = self._serializers[topic](record, SerializationContext(topic, MessageField.VALUE))
+        self._producer.produce(topic, key=record["uscc"].encode(), value=value)
+        assert self._producer.flush(10) == 0
+
+    def feed_back(self, record: dict[str, Any]) -> None:
+        clients = self.departments.clients[FINANCE]
+        serialize = clients.avro_serializer(
+            RESTRICTION_FEEDBACK.schema_str,
+            **{"subject.name.strategy": record_subject_name_strategy},
+        )
+        topic = inbound_topic(FINANCE)
+        producer = clients.producer()
+        value = serialize(record, SerializationContext(topic, MessageField.VALUE))
+        producer.produce(topic, key=record["uscc"].encode(), value=value)
+        assert producer.flush(10) == 0
+
+
+def days_ago(n: int) -> Any:
+    return today() - timedelta(days=n)
+
+
+def demo(platform: Sender) -> None:
+    # Listed, hit by a procurement matter, answered by the department, then removed.
+    listed = make_uscc("91", "330106")
+    listing = list_entry(listed, f"E-{listed}", listed_on=days_ago(10))
+    platform.send(CREDIT_LIST_ENTRY, listing)
+    platform.send(
+        MATTER_EVENT,
+        matter(listed, FINANCE, "GOVERNMENT_PROCUREMENT", "CG-M1", matter_date=days_ago(1)),
+    )
+    hit = restriction_hit_id(FINANCE, "GOVERNMENT_PROCUREMENT", "CG-M1", "CJ01")
+    time.sleep(1.0)  # the hit first: feedback on an unknown hit is refused
+    platform.feed_back(feedback(listed, hit, "APPLIED"))
+    platform.send(
+        CREDIT_LIST_ENTRY,
+        list_entry(
+            listed,
+            listing["entry_id"],
+            action="REMOVED",
+            listed_on=days_ago(10),
+            removed_on=today(),
+            removal_reason="CREDIT_REPAIR",
+        ),
+    )
+    # A hit raised 15 days less two seconds ago: its feedback is overdue two seconds on.
+    late = make_uscc("91", "330106")
+    platform.send(CREDIT_LIST_ENTRY, list_entry(late, f"E-{late}", listed_on=days_ago(20)))
+    platform.send(
+        MATTER_EVENT,
+        matter(
+            late,
+            FINANCE,
+            "GOVERNMENT_PROCUREMENT",
+            "CG-M2",
+            matter_date=days_ago(15),
+            occurred_at_ms=int(time.time() * 1000) - 15 * DAY_MS + 2000,
+        ),
+    )
+    # A licence of 西湖区市场监管, then a penalty that revokes it: a licence review.
+    revoked = make_uscc("91", "330106")
+    platform.send(LICENCE, licence(revoked, f"JY-{revoked[-6:]}", "hz-xh-amr"))
+    platform.send(
+        PENALTY, penalty(revoked, f"西市监罚〔2026〕{revoked[-4:]}号", authority="hz-xh-health")
+    )
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    running: dict[str, list[str]],
+    stack_settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    with prometheus_scraping(stack_settings, running, tmp_path_factory.mktemp("prom")) as url:
+        yield url
+
+
+def test_every_dashboard_panel_query_of_the_credit_services_returns_data(
+    prometheus: str,
+) -> None:
+    theirs = [q for q in dashboard_queries() if of_credit_services(q[2])]
+    assert theirs, "no dashboard query mentions the credit services"
+    empty = panels_without_data(prometheus, theirs)
+    assert empty == [], "panels without data:\n" + "\n".join(empty)
+
+
+def test_the_services_are_scraped(prometheus: str, running: dict[str, list[str]]) -> None:
+    answer = httpx.get(f"{prometheus}/api/v1/targets", timeout=10).json()
+    health = {t["labels"]["job"]: t["health"] for t in answer["data"]["activeTargets"]}
+    assert {job: health.get(job) for job in running} == {job: "up" for job in running}
