@@ -97,6 +97,7 @@ import time
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import faust
@@ -107,7 +108,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import DEAD_LETTER_RECORD, JOINT_PUNISHMENT_RECORD_TYPES, RESTRICTION_FEEDBACK
-from streams.departments import InboundRelay, Inboxes, Produced
+from streams.departments import INBOUND_PATTERN, InboundRelay, Inboxes, Produced
 from streams.runtime import RecordWriter, ReferenceData, changelog_config, declared_topic, make_app
 from xietong.ids import deterministic_id
 from xietong.kafka import KafkaClients
@@ -217,14 +218,17 @@ def matter_event_id(
     )
 
 
+@lru_cache(maxsize=65_536)
 def sanction_notice_id(entry_id: str, measure_code: str, department_code: str) -> str:
     return deterministic_id(f"sanction-notice|{entry_id}|{measure_code}|{department_code}")
 
 
+@lru_cache(maxsize=65_536)
 def licence_review_id(cause_key: str, department_code: str) -> str:
     return deterministic_id(f"licence-review|{cause_key}|{department_code}")
 
 
+@lru_cache(maxsize=65_536)
 def restriction_hit_id(
     department_code: str, matter_type: str, matter_reference: str, measure_code: str
 ) -> str:
@@ -233,10 +237,12 @@ def restriction_hit_id(
     )
 
 
+@lru_cache(maxsize=65_536)
 def feedback_alert_id(hit_id: str) -> str:
     return deterministic_id(f"punishment-alert|{hit_id}|FEEDBACK_OVERDUE")
 
 
+@lru_cache(maxsize=65_536)
 def lift_notice_id(entry_id: str, department_code: str) -> str:
     return deterministic_id(f"lift-notice|{entry_id}|{department_code}")
 
@@ -342,6 +348,20 @@ class Outcome:
     def send(self, record_type: str, key: str, value: dict[str, Any], *inboxes: str) -> None:
         self.outgoing.append(Outgoing(record_type, key, value, inboxes))
 
+
+#: What an input can change, so what is derived again after it: the notices (from 列入),
+#: the licence reviews (penalties, licences, 列入), the hits with their alerts (matters,
+#: feedback, listings, time) and the lifts (listings, hits, time).
+NOTICES, REVIEWS, HITS, LIFTS = "notices", "reviews", "hits", "lifts"
+EVERYTHING = frozenset({NOTICES, REVIEWS, HITS, LIFTS})
+AFTER = {
+    "list_entry": EVERYTHING,
+    "penalty": frozenset({REVIEWS}),
+    "licence": frozenset({REVIEWS}),
+    "matter": frozenset({HITS, LIFTS}),
+    "feedback": frozenset({HITS, LIFTS}),
+    "due": frozenset({HITS, LIFTS}),
+}
 
 #: Records whose latest version may say WITHDRAWN: their last content is kept in the state.
 WITHDRAWABLE = frozenset({"restriction_hit", "feedback_overdue_alert"})
@@ -538,8 +558,10 @@ class Listing:
 
 
 def digest(value: dict[str, Any]) -> str:
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+    """A record's content fingerprint. The records are built field by field in a fixed
+    order from plain values (and read back from JSON in that order), so their ``repr``
+    is canonical: much cheaper than sorted JSON."""
+    return hashlib.blake2b(repr(value).encode(), digest_size=10).hexdigest()
 
 
 def new_entity() -> dict[str, Any]:
@@ -552,6 +574,7 @@ def new_entity() -> dict[str, Any]:
         "feedback": {},  # hit id → {department|feedback id → fact}
         "sent": {},  # record id → {"d": digest, "c": cause, ["t": type, "v": value]}
         "due": None,  # when the entity is next due (epoch ms), or None
+        "due_by": {},  # that, by what comes due: HITS (feedback deadlines), LIFTS (ends)
     }
 
 
@@ -597,7 +620,7 @@ class JointPunishmentRules:
         changed = _later(fact, entry.get(slot))
         if changed:
             entry[slot] = fact
-        return self._settle(uscc, state, fact["event_id"], now, changed)
+        return self._settle(uscc, state, fact["event_id"], now, changed, AFTER["list_entry"])
 
     def on_penalty(self, record: dict[str, Any], now: int) -> Outcome:
         """A penalty: only one that suspends or revokes a licence is remembered (it sends
@@ -612,7 +635,7 @@ class JointPunishmentRules:
         changed = _later(fact, state["penalties"].get(key))
         if changed:
             state["penalties"][key] = fact
-        return self._settle(uscc, state, fact["event_id"], now, changed)
+        return self._settle(uscc, state, fact["event_id"], now, changed, AFTER["penalty"])
 
     def on_licence(self, record: dict[str, Any], now: int) -> Outcome:
         """A licence: remember its latest record (who issued it, valid when)."""
@@ -629,7 +652,7 @@ class JointPunishmentRules:
             if changed:
                 self.entities[uscc] = state
             return Outcome()
-        return self._settle(uscc, state, fact["event_id"], now, changed)
+        return self._settle(uscc, state, fact["event_id"], now, changed, AFTER["licence"])
 
     def on_matter(self, record: dict[str, Any], now: int) -> Outcome:
         """A matter a department handles for the entity: kept for the matter window, and
@@ -683,7 +706,7 @@ class JointPunishmentRules:
                 self._prune(state, now)
                 self.entities[uscc] = state
             return Outcome()
-        return self._settle(uscc, state, record["event_id"], now, changed)
+        return self._settle(uscc, state, record["event_id"], now, changed, AFTER["matter"])
 
     def on_feedback(self, received: dict[str, Any], now: int) -> Outcome:
         """A department's 反馈 on one of its restriction hits."""
@@ -716,7 +739,7 @@ class JointPunishmentRules:
         key = f"{department}|{feedback['feedback_id']}"
         changed = given.get(key) != fact
         given[key] = fact
-        return self._settle(uscc, state, f"feedback|{key}", now, changed)
+        return self._settle(uscc, state, f"feedback|{key}", now, changed, AFTER["feedback"])
 
     def on_due(self, uscc: str, checked_at: int, cause: str) -> Outcome:
         """The entity's next due date passed (a listing's end, a feedback deadline)."""
@@ -724,7 +747,7 @@ class JointPunishmentRules:
         state = self.entities.get(uscc)
         if state is None:
             return Outcome()
-        return self._settle(uscc, state, cause, checked_at, False)
+        return self._settle(uscc, state, cause, checked_at, False, AFTER["due"])
 
     # -- settling: derive what should have been sent, send the difference ------------------
 
@@ -733,10 +756,20 @@ class JointPunishmentRules:
         return new_entity() if known is None else known
 
     def _settle(
-        self, uscc: str, state: dict[str, Any], cause: str, now: int, changed: bool
+        self,
+        uscc: str,
+        state: dict[str, Any],
+        cause: str,
+        now: int,
+        changed: bool,
+        sections: frozenset[str],
     ) -> Outcome:
+        """Derive again what ``sections`` hold (what the event could change), publish what
+        is new or changed; withdraw hits and alerts no longer derived; note the next due
+        date. ``cause`` is the event: what it changed remembers it, and the same event
+        again re-sends what it had sent."""
         pruned = self._prune(state, now)
-        desired, due = self._derive(uscc, state, now)
+        desired, dues = self._derive(uscc, state, now, sections)
         outcome = Outcome()
         sent = state["sent"]
         for identity, out in desired.items():
@@ -752,7 +785,7 @@ class JointPunishmentRules:
                 changed = True
             elif known["c"] == cause:  # this event again (after a crash): send it again
                 outcome.outgoing.append(out)
-        for identity, known in sent.items():
+        for identity, known in sent.items() if HITS in sections else ():
             if identity in desired or "t" not in known:
                 continue
             value = known["v"]
@@ -769,8 +802,13 @@ class JointPunishmentRules:
             elif known["c"] != cause:
                 continue
             outcome.outgoing.append(self._outgoing(known["t"], uscc, value))
+        due_by = {**state.get("due_by", {}), **dues}
+        due = min((at for at in due_by.values() if at is not None), default=None)
         if due != state["due"]:
             state["due"] = due
+            changed = True
+        if due_by != state.get("due_by", {}):
+            state["due_by"] = due_by
             changed = True
         if due is not None:
             outcome.due.append((due, uscc))
@@ -838,15 +876,17 @@ class JointPunishmentRules:
         return pruned
 
     def _derive(
-        self, uscc: str, state: dict[str, Any], now: int
-    ) -> tuple[dict[str, Outgoing], int | None]:
-        """Everything the entity's facts say should have been sent by ``now``, by id, and
-        when that next changes by itself (a listing ends, a feedback deadline passes)."""
+        self, uscc: str, state: dict[str, Any], now: int, sections: frozenset[str]
+    ) -> tuple[dict[str, Outgoing], dict[str, int | None]]:
+        """What the entity's facts say should have been sent by ``now`` in ``sections``,
+        by id; and, for the sections that change by themselves (a listing ends, a feedback
+        deadline passes), when that happens next."""
         catalog = self.catalog()
         division = uscc[2:8]
         today = cst_day(now)
         desired: dict[str, Outgoing] = {}
         due: list[int] = []
+        alerts_due: list[int] = []
         listings = [
             Listing(entry_id, entry["listed"], entry.get("removed"))
             for entry_id, entry in sorted(state["listings"].items())
@@ -863,6 +903,8 @@ class JointPunishmentRules:
                         department["code"], {"department": department, "measures": {}, "hits": []}
                     )
                     told_["measures"][measure["code"]] = measure_ref(measure)
+                    if NOTICES not in sections:
+                        continue
                     identity = sanction_notice_id(
                         listing.entry_id, measure["code"], department["code"]
                     )
@@ -884,8 +926,15 @@ class JointPunishmentRules:
                         (department["code"],),
                     )
 
-        self._derive_reviews(uscc, state, listings, catalog, desired)
-        self._derive_hits(uscc, state, listings, catalog, now, desired, due, told)
+        if REVIEWS in sections:
+            self._derive_reviews(uscc, state, listings, catalog, desired)
+        if HITS in sections:
+            self._derive_hits(uscc, state, listings, catalog, now, desired, alerts_due, told)
+        dues: dict[str, int | None] = {}
+        if HITS in sections:
+            dues[HITS] = min(alerts_due, default=None)
+        if LIFTS not in sections:
+            return desired, dues
 
         for listing in listings:
             end = listing.end
@@ -914,7 +963,8 @@ class JointPunishmentRules:
                     },
                     (code,),
                 )
-        return desired, min(due, default=None)
+        dues[LIFTS] = min(due, default=None)
+        return desired, dues
 
     def _derive_reviews(
         self,
@@ -1237,6 +1287,8 @@ class JointPunishmentTopics:
         }
     )
     inbox: str | None = None
+    #: Every department's inbound topic (a regular expression, as librdkafka takes it).
+    inbound_pattern: str = INBOUND_PATTERN
 
 
 # -- the processor: the Faust app around the rules ------------------------------------------
@@ -1319,6 +1371,7 @@ class JointPunishmentProcessor:
             forward=self._forward_feedback,
             reject=self._reject_feedback,
             refresh_interval=self.rules_settings.inbox_refresh_interval,
+            pattern=self.topics.inbound_pattern,
         )
         app.task(self._start)
 

@@ -1,0 +1,515 @@
+"""Joint-punishment processor: throughput on one worker, against a bare confluent-kafka
+loop applying the same rules, in the same run.
+
+    make bench            # or: python -m tests.bench.joint_punishment --events 40000
+
+On the running local stack, with the sample province's measures, lists and departments
+on the registry's topics (``make run`` puts them there), the benchmark
+
+1. produces ``--events`` input events about ``--entities`` entities of the sample
+   province to input topics of its own: matter events (40 %: departments handling
+   procurement, subsidies, bids, land, bonds …), licences (30 %), penalties (26 %, a
+   tenth of them revoking a licence), 列入 (3 %: serious, abnormal-operation, tax and
+   judgment-defaulter lists) and 移出 (1 %) — listings are rare beside the rest, but each
+   makes a dozen notices; it then starts one worker of the processor
+   (``JointPunishmentProcessor``, its own app id and topics: nothing reaches the
+   platform's topics or any department) and times it through that backlog:
+   **events/s on one worker**, with what it sent;
+2. does the same with the baseline: one process, a confluent-kafka consumer on the same
+   topics, the same Avro decoding, the same rule methods (``JointPunishmentRules``) on
+   a dict in memory, the same records encoded and produced, offsets committed after the
+   producer's flush — and no changelogs, no RocksDB, no timers, no feedback relay.
+
+Results: ``.local/bench/joint_punishment.json`` (target: 10,000 events/s per worker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from confluent_kafka import KafkaException
+
+from schemas import (
+    CREDIT_LIST_ENTRY,
+    DEAD_LETTER_RECORD,
+    JOINT_PUNISHMENT_RECORD_TYPES,
+    LICENCE,
+    MATTER_EVENT,
+    PENALTY,
+    register_all,
+)
+from streams.joint_punishment import (
+    JointPunishmentRules,
+    JointPunishmentSettings,
+    JointPunishmentTopics,
+    PunishmentCatalog,
+    now_ms,
+    run_worker,
+)
+from streams.runtime import RecordWriter, ReferenceData
+from tests.joint_punishment_records import PROVINCE, licence, list_entry, matter, penalty, today
+from tests.stream_worker import free_port
+from xietong.kafka import KafkaClients
+from xietong.settings import Settings, get_settings
+from xietong.stack import LocalStack
+from xietong.topics import (
+    REGISTRY_DEPARTMENTS,
+    REGISTRY_LIST_TYPES,
+    REGISTRY_MEASURES,
+    STREAMS_INTERNAL_TOPIC_PREFIX,
+    TopicKey,
+    TopicSpec,
+    apply_topics,
+)
+from xietong.uscc import make_uscc
+
+THROUGHPUT_TARGET = 10_000  # events/s per worker, issue 6
+APP_NAME = "joint-punishment-bench"
+PREFIX = f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}."
+INPUTS = ("list-entries", "penalties", "licences", "matters", "feedback")
+OUTPUTS = (
+    "sanction-notices",
+    "licence-reviews",
+    "restriction-hits",
+    "alerts",
+    "lift-notices",
+    "dead-letter",
+)
+TOPIC_SUFFIXES = (*INPUTS, *OUTPUTS, "inbound", "inbox", "baseline-out")
+BASELINE_GROUP = f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}-baseline"
+
+
+def bench_topics() -> JointPunishmentTopics:
+    """The processor's topics in the benchmark: its own, every inbox one topic."""
+    return JointPunishmentTopics(
+        app_name=APP_NAME,
+        list_entries=f"{PREFIX}list-entries",
+        penalties=f"{PREFIX}penalties",
+        licences=f"{PREFIX}licences",
+        matters=f"{PREFIX}matters",
+        feedback=f"{PREFIX}feedback",
+        outputs={
+            "sanction_notice": f"{PREFIX}sanction-notices",
+            "licence_review_notice": f"{PREFIX}licence-reviews",
+            "restriction_hit": f"{PREFIX}restriction-hits",
+            "feedback_overdue_alert": f"{PREFIX}alerts",
+            "lift_notice": f"{PREFIX}lift-notices",
+            "dead_letter": f"{PREFIX}dead-letter",
+        },
+        inbox=f"{PREFIX}inbox",
+        inbound_pattern=rf"^{PREFIX.replace('.', '[.]')}inbound$",
+    )
+
+
+# -- the workload ----------------------------------------------------------------------------------
+
+DIVISIONS = ("330102", "330106", "330110", "330203", "330206", "330212")
+#: Who handles which matter, by division (the sector's department there).
+MATTERS = {
+    "GOVERNMENT_PROCUREMENT": "finance",
+    "SUBSIDY": "finance",
+    "PUBLIC_PROJECT_BID": "housing",
+    "LAND_SUPPLY": "nr",
+    "BOND_ISSUE": "drc",
+    "PERMIT_APPLICATION": "amr",
+}
+LISTS = (
+    ("SERIOUS_ILLEGAL_DISHONEST", "zj-amr"),
+    ("ABNORMAL_OPERATION", "zj-amr"),
+    ("MAJOR_TAX_VIOLATION", "zj-tax"),
+    ("JUDGMENT_DEFAULTER", "zj-court"),
+)
+COUNTY = {
+    "330102": "hz-sc",
+    "330106": "hz-xh",
+    "330110": "hz-yh",
+    "330203": "nb-hs",
+    "330206": "nb-bl",
+    "330212": "nb-yz",
+}
+
+
+KNOWN_DEPARTMENTS = {d.code for d in PROVINCE.departments}
+
+
+def department(division: str, sector: str) -> str:
+    """The county's department of the sector, else the city's."""
+    code = f"{COUNTY[division]}-{sector}"
+    return code if code in KNOWN_DEPARTMENTS else f"{COUNTY[division][:2]}-{sector}"
+
+
+def workload(events: int, entities: int, rng: random.Random) -> list[tuple[str, dict[str, Any]]]:
+    """``events`` input events about ``entities`` entities, as (input, record)."""
+    usccs = [make_uscc("91", rng.choice(DIVISIONS), rng=rng) for _ in range(entities)]
+    listed: list[tuple[str, str, str, str]] = []
+    out: list[tuple[str, dict[str, Any]]] = []
+    day = today()
+    for index in range(events):
+        uscc = rng.choice(usccs)
+        division = uscc[2:8]
+        roll = rng.random()
+        if roll < 0.40:
+            matter_type = rng.choice(sorted(MATTERS))
+            code = department(division, MATTERS[matter_type])
+            record = matter(
+                uscc,
+                code,
+                matter_type,
+                f"M-{index}",
+                matter_date=day - timedelta(days=rng.randint(0, 60)),
+                source=rng.choice(("DEPARTMENT_REPORT", "CREDIT_CHECK")),
+            )
+            out.append(("matters", record))
+        elif roll < 0.70:
+            authority = department(division, rng.choice(("amr", "health", "transport")))
+            out.append(("licences", licence(uscc, f"X-{index}", authority)))
+        elif roll < 0.96:
+            categories = ("LICENCE_SUSPENSION_OR_REVOCATION",) if rng.random() < 0.1 else ("FINE",)
+            authority = department(division, "amr")
+            out.append(
+                (
+                    "penalties",
+                    penalty(uscc, f"罚-{index}", categories=categories, authority=authority),
+                )
+            )
+        elif roll < 0.99 or not listed:
+            list_type, authority = rng.choice(LISTS)
+            entry = f"L-{index}"
+            listed_on = day - timedelta(days=rng.randint(0, 90))
+            planned = listed_on + timedelta(days=365 * 3)
+            record = list_entry(
+                uscc,
+                entry,
+                list_type=list_type,
+                listed_on=listed_on,
+                planned_removal_on=planned,
+                authority=authority,
+            )
+            listed.append((uscc, entry, list_type, authority))
+            out.append(("list-entries", record))
+        else:
+            uscc, entry, list_type, authority = listed.pop(rng.randrange(len(listed)))
+            record = list_entry(
+                uscc,
+                entry,
+                action="REMOVED",
+                list_type=list_type,
+                listed_on=day - timedelta(days=100),
+                removed_on=day,
+                removal_reason="CREDIT_REPAIR",
+                authority=authority,
+            )
+            out.append(("list-entries", record))
+    return out
+
+
+WRITERS = {
+    "list-entries": CREDIT_LIST_ENTRY,
+    "penalties": PENALTY,
+    "licences": LICENCE,
+    "matters": MATTER_EVENT,
+}
+
+
+def produce_backlog(kafka: KafkaClients, events: list[tuple[str, dict[str, Any]]]) -> None:
+    writers = {name: RecordWriter(kafka, record) for name, record in WRITERS.items()}
+    producer = kafka.producer(**{"linger.ms": 50, "batch.num.messages": 10_000})
+    for name, record in events:
+        value = writers[name].encode(record)
+        while True:
+            try:
+                producer.produce(f"{PREFIX}{name}", key=record["uscc"].encode(), value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    producer.flush(60)
+
+
+# -- the processor and the baseline, each a process of its own ------------------------------------
+
+
+def read_catalog(kafka: KafkaClients) -> PunishmentCatalog:
+    held = [
+        ReferenceData(kafka, spec)
+        for spec in (REGISTRY_MEASURES, REGISTRY_LIST_TYPES, REGISTRY_DEPARTMENTS)
+    ]
+    for reference in held:
+        reference.load()
+        reference.stop()
+    measures, list_types, departments = (reference.values() for reference in held)
+    return PunishmentCatalog(measures, list_types, departments)
+
+
+def baseline(settings: Settings) -> None:
+    """The bare loop: consume, decode, apply the rules in memory, encode, produce; commit
+    after flush."""
+    kafka = KafkaClients(settings, "streams")
+    catalog = read_catalog(kafka)
+    rules = JointPunishmentRules({}, lambda: catalog)
+    apply = {
+        f"{PREFIX}list-entries": rules.on_list_entry,
+        f"{PREFIX}penalties": rules.on_penalty,
+        f"{PREFIX}licences": rules.on_licence,
+        f"{PREFIX}matters": rules.on_matter,
+    }
+    writers = {
+        name: RecordWriter(kafka, record)
+        for name, record in {
+            **JOINT_PUNISHMENT_RECORD_TYPES,
+            "dead_letter": DEAD_LETTER_RECORD,
+        }.items()
+    }
+    deserialize = kafka.avro_deserializer()
+    consumer = kafka.consumer(BASELINE_GROUP)
+    producer = kafka.producer(**{"linger.ms": 5})
+    consumer.subscribe(list(apply))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    processed, committed, last_commit, last_report = 0, 0, time.monotonic(), 0.0
+    while not stop.is_set():
+        for message in consumer.consume(1000, timeout=0.005):
+            if message.error() is not None:
+                continue
+            record = deserialize(message.value(), None)
+            assert isinstance(record, dict)
+            outcome = apply[message.topic() or ""](record, now_ms())
+            for out in outcome.outgoing:
+                value = writers[out.record_type].encode(out.value)
+                producer.produce(f"{PREFIX}baseline-out", key=out.key.encode(), value=value)
+                for _ in out.inboxes:
+                    producer.produce(f"{PREFIX}baseline-out", key=out.key.encode(), value=value)
+            processed += 1
+            producer.poll(0)
+        if time.monotonic() - last_report > 0.2:
+            print(json.dumps({"processed": processed, "at": time.time()}), flush=True)
+            last_report = time.monotonic()
+        if processed > committed and time.monotonic() - last_commit > 1.0:
+            producer.flush(30)  # at least once: what is committed has been produced
+            consumer.commit(asynchronous=False)
+            committed, last_commit = processed, time.monotonic()
+    producer.flush(30)
+    consumer.close()
+
+
+def worker(settings: Settings, metrics_port: int) -> None:
+    rules = JointPunishmentSettings(metrics_port=metrics_port, tick_interval=5.0)
+    run_worker(settings, rules, loglevel="warning", topics=bench_topics())
+
+
+# -- the measurements ------------------------------------------------------------------------------
+
+
+def start(role: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "tests.bench.joint_punishment", f"--{role}", *args]
+    with log.open("ab") as out:
+        return subprocess.Popen(command, stdout=out, stderr=out)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def worker_metrics(port: int) -> dict[str, float]:
+    """The worker's counters: events by input, records made by kind."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return {}
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("xietong_joint_punishment_") or "_total" not in line:
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0].removeprefix("xietong_joint_punishment_")
+        totals[name.removesuffix("_total")] = totals.get(name.removesuffix("_total"), 0.0) + float(
+            line.rsplit(" ", 1)[1]
+        )
+    return totals
+
+
+def processed_by_baseline(log: Path) -> float:
+    lines = [
+        line
+        for line in log.read_text(errors="replace").splitlines()
+        if line.startswith('{"processed"')
+    ]
+    return float(json.loads(lines[-1])["processed"]) if lines else 0.0
+
+
+def time_backlog(count: int, progress: Any, timeout: float = 900) -> dict[str, float]:
+    """Seconds from the first event processed to the last, and the rate."""
+    deadline = time.monotonic() + timeout
+    first = None
+    while True:
+        done = progress()
+        now = time.monotonic()
+        if done > 0 and first is None:
+            first = (now, done)
+        if done >= count:
+            break
+        if now > deadline:
+            raise RuntimeError(f"processed {done} of {count} in {timeout} s")
+        time.sleep(0.1)
+    assert first is not None
+    seconds = now - first[0]
+    return {
+        "events": count,
+        "seconds": round(seconds, 2),
+        "events_per_second": round((count - first[1]) / seconds, 1) if seconds else 0.0,
+    }
+
+
+def reset(kafka: KafkaClients, settings: Settings) -> None:
+    """Remove what an earlier run left: the topics, the groups, the worker's state."""
+    admin = kafka.admin()
+    existing = admin.list_topics(timeout=10).topics
+    doomed = [
+        t
+        for t in existing
+        if t.startswith(PREFIX) or t.startswith(f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}-")
+    ]
+    if doomed:
+        for future in admin.delete_topics(doomed, operation_timeout=30).values():
+            future.result()
+        while any(t in admin.list_topics(timeout=10).topics for t in doomed):
+            time.sleep(0.5)
+    groups = [
+        f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}",
+        BASELINE_GROUP,
+        f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}-inbound",
+    ]
+    for future in admin.delete_consumer_groups(groups, request_timeout=15).values():
+        with contextlib.suppress(KafkaException):  # the group did not exist
+            future.result()
+    shutil.rmtree(settings.home / "streams" / APP_NAME, ignore_errors=True)
+    apply_topics(
+        admin,
+        settings,
+        [
+            TopicSpec(f"{PREFIX}{suffix}", "bench", TopicKey.USCC, retention_ms=3600_000)
+            for suffix in TOPIC_SUFFIXES
+        ],
+    )
+
+
+def reset_topics_only(kafka: KafkaClients) -> None:
+    """The benchmark's topics are deleted afterwards; the JSON keeps the figures."""
+    admin = kafka.admin()
+    doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(PREFIX)]
+    if doomed:
+        for future in admin.delete_topics(doomed, operation_timeout=30).values():
+            future.result()
+
+
+@dataclass
+class Result:
+    run: str
+    throughput: dict[str, float]
+    made: dict[str, float]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=40_000, help="input events in the backlog")
+    parser.add_argument("--entities", type=int, default=10_000, help="entities they are about")
+    parser.add_argument("--out", type=Path, default=None, help="default: <home>/bench/…json")
+    parser.add_argument("--worker", nargs=1, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    settings = get_settings()
+    if args.worker:
+        worker(settings, int(args.worker[0]))
+        return
+    if args.baseline:
+        baseline(settings)
+        return
+
+    out: Path = args.out or settings.home / "bench" / "joint_punishment.json"
+    LocalStack(settings).up(report=lambda line: print(f"[stack] {line}", file=sys.stderr))
+    kafka = KafkaClients(settings)
+    register_all(kafka.schema_registry())
+    catalog = read_catalog(kafka)
+    if len(catalog.measures) == 0 or len(catalog.departments) == 0:
+        raise SystemExit(
+            f"{REGISTRY_MEASURES.name} or {REGISTRY_DEPARTMENTS.name} is empty: publish the"
+            " catalog first (make run)"
+        )
+    reset(kafka, settings)
+    workdir = (out.parent / f"joint-punishment-{datetime.now(UTC):%Y%m%dT%H%M%S}").resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(6)
+
+    print(f"producing {args.events} events about {args.entities} entities …", file=sys.stderr)
+    events = workload(args.events, args.entities, rng)
+    mix = {name: sum(1 for kind, _ in events if kind == name) for name in WRITERS}
+    produce_backlog(kafka, events)
+    results = []
+
+    port = free_port()
+    process = start("worker", str(port), log=workdir / "worker.log")
+    try:
+        print("processor: the backlog …", file=sys.stderr)
+        throughput = time_backlog(args.events, lambda: worker_metrics(port).get("events", 0.0))
+        made = worker_metrics(port)
+        print(f"processor: {throughput}", file=sys.stderr)
+        results.append(Result("processor (faust, one worker)", throughput, made))
+    finally:
+        stop(process)
+
+    log = workdir / "baseline.log"
+    process = start("baseline", log=log)
+    try:
+        print("baseline: the backlog …", file=sys.stderr)
+        throughput = time_backlog(args.events, lambda: processed_by_baseline(log))
+        print(f"baseline: {throughput}", file=sys.stderr)
+        results.append(Result("baseline (bare confluent-kafka loop, same rules)", throughput, {}))
+    finally:
+        stop(process)
+
+    processor, bare = results
+    report: dict[str, Any] = {
+        "benchmark": "joint_punishment",
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "workload": {"events": args.events, "entities": args.entities, "by_input": mix},
+        "targets": {"events_per_second": THROUGHPUT_TARGET},
+        "results": [asdict(result) for result in results],
+        "processor_share_of_baseline": round(
+            processor.throughput["events_per_second"] / bare.throughput["events_per_second"], 3
+        ),
+        "meets_throughput_target": processor.throughput["events_per_second"] >= THROUGHPUT_TARGET,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    reset_topics_only(kafka)
+
+
+if __name__ == "__main__":
+    main()
