@@ -69,10 +69,11 @@ format: install ## format the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: up ## connectors, the 双告知 processor and the credit check vs bare baselines (JSON in .local/bench/)
+bench: up ## connectors, the 双告知 processor, the credit check and the sink vs bare baselines (JSON in .local/bench/)
 	$(BIN)/python -m tests.bench.connectors
 	$(BIN)/python -m tests.bench.dual_notice
 	$(BIN)/python -m tests.bench.credit_check
+	$(BIN)/python -m tests.bench.sink
 
 clean: down ## stop the stack and delete its data (.local/); keeps the download cache
 	rm -rf .local

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,8 @@ from connectors.sink.tables import (
     TABLES_BY_RECORD,
     TABLES_BY_TOPIC,
     Delivery,
+    TableMapping,
     inbox_department,
-    sink_topics,
 )
 from connectors.sink.writer import Batch, BatchWriter, Written, stored_offsets
 from schemas import DEAD_LETTER_RECORD
@@ -128,6 +129,52 @@ class Progress:
             self.rows[table] = self.rows.get(table, 0) + n
 
 
+class WriterThread:
+    """Writes batches on a thread of its own, one at a time and in order, while the next
+    batch is read and decoded (PostgreSQL works on the other core meanwhile). At most
+    one batch waits; an error in the thread is raised again in the caller."""
+
+    def __init__(self, write: Callable[[Batch, Progress], None]) -> None:
+        self._write = write
+        self._queue: queue.Queue[tuple[Batch, Progress] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="sink-writer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self._write(*item)
+            except BaseException as error:
+                self._error = error
+                return
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise RuntimeError("the credit sink could not write a batch") from self._error
+
+    def put(self, batch: Batch, progress: Progress) -> None:
+        while True:
+            self._raise()
+            try:
+                self._queue.put((batch, progress), timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Write what waits, then end the thread."""
+        if self._thread.is_alive():
+            while self._error is None:
+                try:
+                    self._queue.put(None, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+            self._thread.join()
+        self._raise()
+
+
 class CreditSink:
     """Reads the platform's topics into the credit database, effectively once."""
 
@@ -137,7 +184,14 @@ class CreditSink:
         sink_settings: SinkSettings | None = None,
         database_url: str | None = None,
         clients: KafkaClients | None = None,
+        topics: Mapping[str, TableMapping] | None = None,
+        inboxes: bool = True,
     ) -> None:
+        """``topics`` maps each topic read to its table (default: every platform topic,
+        :data:`~connectors.sink.tables.TABLES_BY_TOPIC`); ``inboxes``: read every
+        department's inbox too. A benchmark reads topics of its own this way."""
+        self.topics = TABLES_BY_TOPIC if topics is None else topics
+        self.inboxes = inboxes
         self.settings = settings
         self.options = sink_settings or SinkSettings()
         self.database_url = database_url or settings.credit_database_url
@@ -145,7 +199,9 @@ class CreditSink:
         self.decoder = Decoder(self.clients)
         self._stop = threading.Event()
         self._conn: Any = None
+        self._lookups: Any = None  # offsets are looked up beside the writer's transaction
         self._writer: BatchWriter | None = None
+        self._thread: WriterThread | None = None
         self._producer: Any = None
         self._dead_letter_serialize: Any = None
 
@@ -156,6 +212,7 @@ class CreditSink:
         db.migrate(self.database_url)
         key = load_or_create_key(self.options.audit_key_path(self.settings))
         self._conn = db.connect(self.database_url)
+        self._lookups = db.connect(self.database_url)
         self._writer = BatchWriter(self._conn, Appender(key))
 
     def stop(self) -> None:
@@ -165,8 +222,9 @@ class CreditSink:
     def close(self) -> None:
         if self._producer is not None:
             self._producer.flush(30)
-        if self._conn is not None:
-            self._conn.close()
+        for conn in (self._conn, self._lookups):
+            if conn is not None:
+                conn.close()
 
     # -- live -----------------------------------------------------------------------------
 
@@ -176,10 +234,11 @@ class CreditSink:
         consumer = self.clients.consumer(self.clients.group("credit"), **{"fetch.wait.max.ms": 100})
         assigned: set[tuple[str, int]] = set()
         self._assign_new(consumer, assigned)
-        log_event(logger, "sink_ready", database=self._database_name(), topics=sink_topics())
+        log_event(logger, "sink_ready", database=self._database_name(), topics=sorted(self.topics))
         if ready is not None:
             ready()
         next_lag = next_refresh = time.monotonic()
+        self._thread = WriterThread(self._commit)
         try:
             while not self._stop.is_set():
                 messages = consumer.consume(self.options.batch_size, self.options.batch_wait)
@@ -193,7 +252,11 @@ class CreditSink:
                     self._measure_lag(consumer)
                     next_lag = now + self.options.lag_interval
         finally:
-            consumer.close()
+            try:
+                self._thread.close()
+            finally:
+                self._thread = None
+                consumer.close()
         log_event(logger, "sink_stopped", messages=progress.messages, batches=progress.batches)
         return progress
 
@@ -203,7 +266,7 @@ class CreditSink:
         new = [key for key in self._partitions(consumer) if key not in assigned]
         if not new:
             return
-        stored = stored_offsets(self._conn, new)
+        stored = stored_offsets(self._lookups, new)
         consumer.incremental_assign(
             [TopicPartition(t, p, stored.get((t, p), OFFSET_BEGINNING)) for t, p in new]
         )
@@ -235,17 +298,27 @@ class CreditSink:
     # -- one batch ------------------------------------------------------------------------
 
     def _write(self, messages: list[Message], progress: Progress) -> None:
+        """Decode a batch here, write it on the writer thread (or here, without one)."""
         dead_lettered = progress.dead_lettered
         batch = self.assemble(messages, progress)
         if progress.dead_lettered > dead_lettered:
             # The dead letters are durable before their offsets are.
             self._producer.flush(30)
+        if self._thread is not None:
+            self._thread.put(batch, progress)
+        else:
+            self._commit(batch, progress)
+
+    def _commit(self, batch: Batch, progress: Progress) -> None:
+        """Write one batch (one transaction), count it and log it."""
         assert self._writer is not None
         started = time.perf_counter()
         written = self._writer.write(batch)
         BATCH_SECONDS.observe(time.perf_counter() - started)
         BATCHES.inc()
         progress.count(batch, written)
+        for topic, n in batch.read.items():
+            MESSAGES.labels(topic).inc(n)
         for table, n in written.rows.items():
             ROWS_WRITTEN.labels(table).inc(n)
         for entry in written.entries:
@@ -281,10 +354,9 @@ class CreditSink:
             topic = message.topic() or ""
             partition = message.partition() or 0
             offset = message.offset() or 0
-            MESSAGES.labels(topic).inc()
             try:
                 name, record = self.decoder.decode(message.value())
-                mapping = TABLES_BY_TOPIC.get(topic)
+                mapping = self.topics.get(topic)
                 if mapping is not None:
                     if name != mapping.record_name:
                         raise UnreadableRecord(f"{topic} carries {mapping.record_name}, not {name}")
@@ -360,7 +432,7 @@ class CreditSink:
         consumer = self.clients.consumer(self.clients.group(f"backfill-{uuid.uuid4().hex[:8]}"))
         try:
             partitions = self._partitions(consumer)
-            stored = stored_offsets(self._conn, partitions)
+            stored = stored_offsets(self._lookups, partitions)
             starts: dict[tuple[str, int], int] = {}
             ends: dict[tuple[str, int], int] = {}
             for topic, partition in partitions:
@@ -393,6 +465,7 @@ class CreditSink:
             if progress_bar is not None:
                 progress_bar(0, total)
             consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in pending])
+            self._thread = WriterThread(self._commit)
             while pending:
                 messages = consumer.consume(self.options.batch_size, self.options.batch_wait)
                 wanted_messages = []
@@ -408,6 +481,9 @@ class CreditSink:
                     self._write(wanted_messages, progress)
                 if progress_bar is not None:
                     progress_bar(min(progress.messages, total), total)
+            self._thread.close()
+            if progress_bar is not None:
+                progress_bar(progress.messages, total)
             log_event(
                 logger,
                 "sink_backfill_done",
@@ -417,6 +493,9 @@ class CreditSink:
             )
             return progress
         finally:
+            if self._thread is not None:
+                self._thread.close()
+                self._thread = None
             consumer.close()
 
     def _partitions(self, consumer: Consumer) -> list[tuple[str, int]]:
@@ -426,7 +505,7 @@ class CreditSink:
         return sorted(
             (name, partition)
             for name, metadata in topics.items()
-            if name in TABLES_BY_TOPIC or inbox.match(name)
+            if name in self.topics or (self.inboxes and inbox.match(name))
             for partition in metadata.partitions
         )
 

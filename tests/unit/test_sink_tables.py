@@ -18,7 +18,7 @@ from connectors.sink.tables import (
     AuditFact,
     inbox_department,
 )
-from connectors.sink.writer import _FORMATS, Batch, copy_line, formats_of
+from connectors.sink.writer import Batch, line_formatter, row_kinds
 from tests.sink_records import decoded_records
 
 
@@ -31,7 +31,7 @@ def test_every_mapped_record_becomes_a_copy_line_with_its_lineage(topic: str) ->
     rows = batch.tables[mapping.table]
     assert len(rows.rows) == 20
     for row in rows.rows.values():
-        line = copy_line(row, formats_of(rows.columns))
+        line = line_formatter(row_kinds(rows.columns))(row)
         fields = line.rstrip("\n").split("\t")
         assert len(fields) == len(mapping.all_columns) + 3
         assert fields[-3:-1] == [topic, "2"]
@@ -50,8 +50,7 @@ def test_a_record_read_twice_in_a_batch_is_one_row_and_one_log_entry() -> None:
 
 
 def test_copy_text_escapes_tabs_newlines_backslashes_and_array_quotes() -> None:
-    formats = [_FORMATS["text"], _FORMATS["text[]"], _FORMATS["text"]]
-    line = copy_line(["a\tb\nc\\d", ['x"y', "p,q"], None], formats)
+    line = line_formatter(("text", "text[]", "text"))(["a\tb\nc\\d", ['x"y', "p,q"], None])
     # In the array literal the quote is \", which COPY's own escaping makes \\".
     assert line == 'a\\tb\\nc\\\\d\t{"x\\\\"y","p,q"}\t\\N\n'
 
