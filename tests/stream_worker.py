@@ -27,6 +27,7 @@ from confluent_kafka.admin import (
     ResourcePatternType,
     ResourceType,
     ScramMechanism,
+    UserScramCredentialAlteration,
     UserScramCredentialDeletion,
 )
 from pydantic import SecretStr
@@ -99,7 +100,7 @@ class Onboarding:
         if filters:
             for future in self.admin.delete_acls(filters).values():
                 future.result()
-        deletions = [
+        deletions: list[UserScramCredentialAlteration] = [
             UserScramCredentialDeletion(f"dept-{code}", ScramMechanism.SCRAM_SHA_512)
             for code in self.clients
         ]

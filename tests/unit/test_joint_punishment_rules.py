@@ -499,7 +499,7 @@ def histories(draw: st.DrawFn) -> list[tuple[str, dict[str, Any]]]:
             listed_on = days(draw(st.integers(-60, 10)))
             planned = draw(st.one_of(st.none(), st.integers(1, 120)))
             planned_on = None if planned is None else listed_on + timedelta(days=planned)
-            common = {
+            common: dict[str, Any] = {
                 "list_type": list_type,
                 "listed_on": listed_on,
                 "planned_removal_on": planned_on,
