@@ -69,9 +69,10 @@ format: install ## format the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: up ## connectors, the 双告知 processor, the credit check and the sink vs bare baselines (JSON in .local/bench/)
+bench: up ## connectors, the 双告知 and 联合惩戒 processors, the credit check and the sink vs bare baselines (JSON in .local/bench/)
 	$(BIN)/python -m tests.bench.connectors
 	$(BIN)/python -m tests.bench.dual_notice
+	$(BIN)/python -m tests.bench.joint_punishment
 	$(BIN)/python -m tests.bench.credit_check
 	$(BIN)/python -m tests.bench.sink
 
