@@ -53,9 +53,10 @@ of the same events ends with the same final set — for a reader keeping the lat
 per id and leaving out the WITHDRAWN ones. Concretely:
 
 * decisions use the listing's **effective dates**: it is in force on the days
-  ``列入日期 ≤ day < end``, where ``end`` is the 移出 record's removal date when one is
-  known, else the planned removal date (none: open-ended); a 列入 dated in the future
-  notifies at once with its dates, and restricts only from its start;
+  ``列入日期 ≤ day < end``, where ``end`` is the planned removal date or the 移出 record's
+  removal date, whichever comes first (neither: open-ended) — the credit-check API's
+  rule too; a 列入 dated in the future notifies at once with its dates, and restricts
+  only from its start;
 * a **late listing** (its 列入 read after matters dated within its term) makes hits for
   the matters kept in the entity's state: matters are kept for ``matter_window`` (90
   days by default) after their date, then dropped, with what they made left as it was
@@ -518,11 +519,23 @@ class Listing:
 
     @property
     def end(self) -> int | None:
-        """The first day it is no longer in force: the removal date, else the planned one."""
-        if self.removed is not None:
-            return int(self.removed["removed_on"])
+        """The first day it is no longer in force: its removal or its planned end,
+        whichever comes first (None: open-ended)."""
+        ends = [day for day in (self.planned_end, self.removed_on) if day is not None]
+        return min(ends, default=None)
+
+    @property
+    def planned_end(self) -> int | None:
         planned = self.listed["planned_removal_on"]
         return None if planned is None else int(planned)
+
+    @property
+    def removed_on(self) -> int | None:
+        return None if self.removed is None else int(self.removed["removed_on"])
+
+    @property
+    def ended_by_removal(self) -> bool:
+        return self.removed_on is not None and self.removed_on == self.end
 
     def in_force_on(self, day: int) -> bool:
         end = self.end
@@ -545,14 +558,16 @@ class Listing:
 
     @property
     def end_reason(self) -> str:
-        if self.removed is None:
+        if not self.ended_by_removal:
             return "EXPIRY"
+        assert self.removed is not None
         return str(self.removed["removal_reason"] or "UNKNOWN")
 
     @property
     def ended_at(self) -> int:
         """When it ended, in event time: the 移出 record's time, or the planned date's start."""
-        if self.removed is not None:
+        if self.ended_by_removal:
+            assert self.removed is not None
             return int(self.removed["event_time"])
         return cst_day_start(int(self.listed["planned_removal_on"]))
 
