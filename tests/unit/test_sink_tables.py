@@ -55,6 +55,33 @@ def test_copy_text_escapes_tabs_newlines_backslashes_and_array_quotes() -> None:
     assert line == 'a\\tb\\nc\\\\d\t{"x\\\\"y","p,q"}\t\\N\n'
 
 
+def test_a_text_reading_backslash_n_is_that_text_not_a_null() -> None:
+    formatted = line_formatter(("text", "text", "text"))
+    assert formatted(["\\N", None, "x"]) == "\\\\N\t\\N\tx\n"
+    assert formatted([None, "a\\", None]) == "\\N\ta\\\\\t\\N\n"
+    assert formatted(["中文", None, "é"]) == "中文\t\\N\té\n"
+
+
+@pytest.mark.parametrize("table", sorted({m.table for m in TABLES_BY_RECORD.values()}))
+def test_a_compiled_row_holds_what_each_columns_getter_reads(table: str) -> None:
+    (mapping,) = {id(m): m for m in TABLES_BY_RECORD.values() if m.table == table}.values()
+    for record in decoded_records(mapping.record.schema, 30):
+        assert mapping.row(record, "t", 1, 9) == (
+            *(c.get(record) for c in mapping.all_columns),
+            "t",
+            1,
+            9,
+        )
+        if mapping.current is not None:
+            columns = mapping.current.columns
+            assert mapping.current.row(record, "t", 1, 9) == (
+                *(c.get(record) for c in columns),
+                "t",
+                1,
+                9,
+            )
+
+
 def test_inbox_topics_are_recognised_by_name_and_pattern() -> None:
     import re
 
