@@ -20,7 +20,7 @@ Example (the joint-punishment processor's feedback)::
         group=clients.group("joint-punishment-inbound"),
         record_name="cn.gov.xietong.punishment.RestrictionFeedback",
         forward=lambda stamp, feedback: ("punishment.feedback", feedback["uscc"], {...}),
-        reject=lambda stamp, raw, reason: ("platform.dead-letter", stamp["department_code"], {...}),
+        reject=lambda stamp, raw, error: ("platform.dead-letter", stamp["department_code"], {...}),
     )
     await app.add_runtime_dependency(relay)
 """
@@ -98,16 +98,17 @@ class Inboxes:
         return {name for name in topics if INBOX_NAME.match(name)}
 
 
-def received_stamp(message: Message) -> dict[str, Any] | None:
+def received_stamp(message: Message, id_prefix: str = "inbound") -> dict[str, Any] | None:
     """Who wrote an inbound record and where it was read; None if the topic is not a
-    department's inbound topic. ``received_id`` is uuid5 of topic, partition and offset."""
+    department's inbound topic. ``received_id`` is uuid5 of the prefix, topic, partition
+    and offset."""
     topic = message.topic() or ""
     name = INBOUND_NAME.match(topic)
     if name is None:
         return None
     partition, offset = message.partition() or 0, message.offset() or 0
     return {
-        "received_id": deterministic_id(f"inbound|{topic}|{partition}|{offset}"),
+        "received_id": deterministic_id(f"{id_prefix}|{topic}|{partition}|{offset}"),
         "department_code": name["code"],
         "inbound_topic": topic,
         "inbound_partition": partition,
@@ -125,10 +126,10 @@ class InboundRelay(mode.Service):
 
     ``forward(stamp, record)`` says where a readable record goes (usually a platform
     topic keyed by the record's USCC, the record inside the stamp); ``reject(stamp, raw,
-    reason)`` where an unreadable one goes. The inbound topics are found by pattern, so
-    a department onboarded later is read within ``refresh_interval`` seconds. Offsets are
-    committed after the broker acknowledged everything their records produced: at least
-    once, and the receiver applies a department's record id once.
+    error)`` where an unreadable one goes, with the reason. The inbound topics are found
+    by pattern, so a department onboarded later is read within ``refresh_interval``
+    seconds. Offsets are committed after the broker acknowledged everything their records
+    produced: at least once, and the receiver applies a department's record id once.
     """
 
     def __init__(
@@ -138,9 +139,10 @@ class InboundRelay(mode.Service):
         group: str,
         record_name: str,
         forward: Callable[[dict[str, Any], dict[str, Any]], Produced],
-        reject: Callable[[dict[str, Any], bytes, str], Produced],
+        reject: Callable[[dict[str, Any], bytes, Exception], Produced],
         refresh_interval: float = 30.0,
         pattern: str = INBOUND_PATTERN,
+        id_prefix: str = "inbound",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -151,6 +153,7 @@ class InboundRelay(mode.Service):
         self.reject = reject
         self.refresh_interval = refresh_interval
         self.pattern = pattern
+        self.id_prefix = id_prefix
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._schemas: dict[int, bool] = {}
@@ -220,7 +223,7 @@ class InboundRelay(mode.Service):
     def _pass_on(
         self, message: Message, deserialize: Any, producer: Any, failures: list[str]
     ) -> int:
-        stamp = received_stamp(message)
+        stamp = received_stamp(message, self.id_prefix)
         raw = message.value()
         if stamp is None or raw is None:
             return 0
@@ -237,12 +240,7 @@ class InboundRelay(mode.Service):
             assert isinstance(record, dict), f"{type(record).__name__}, not a record"
             topic, key, value, writer = self.forward(stamp, record)
         except Exception as error:
-            topic, key, value, writer = self.reject(
-                stamp,
-                raw,
-                f"not a readable {self.record_name} (Confluent wire format, registered"
-                f" under its record name): {error}",
-            )
+            topic, key, value, writer = self.reject(stamp, raw, error)
         producer.produce(topic, key=key.encode(), value=writer.encode(value), on_delivery=delivered)
         producer.poll(0)
         return 1

@@ -76,12 +76,8 @@ Run it with ``xietong streams dual-notice``; settings are ``XIETONG_DUAL_NOTICE_
 
 from __future__ import annotations
 
-import asyncio
 import heapq
-import json
 import logging
-import re
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -89,18 +85,15 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as clock
 from enum import StrEnum
-from functools import cached_property
 from typing import Any
 
 import faust
-import mode
-from confluent_kafka import KafkaError, Message, TopicPartition
-from confluent_kafka.serialization import MessageField, SerializationContext
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import DEAD_LETTER_RECORD, DEPARTMENT_ACTION, DUAL_NOTICE_RECORD_TYPES
+from streams.departments import InboundRelay, Inboxes, Produced
 from streams.runtime import (
     DeclaredTopic,
     RecordWriter,
@@ -115,7 +108,6 @@ from xietong.logs import log_event
 from xietong.settings import Settings
 from xietong.topics import (
     DEAD_LETTER,
-    DEPARTMENT_INBOUND,
     DEPARTMENT_INBOX,
     DUAL_NOTICE_ACTIONS,
     DUAL_NOTICE_ALERTS,
@@ -239,10 +231,6 @@ def alert_id(push: str, kind: AlertKind) -> str:
 
 def closure_notice_id(registration_event_id: str, department_code: str) -> str:
     return deterministic_id(f"dual-notice-closure|{registration_event_id}|{department_code}")
-
-
-def received_id(topic: str, partition: int, offset: int) -> str:
-    return deterministic_id(f"dual-notice-action|{topic}|{partition}|{offset}")
 
 
 # -- the catalog (后置审批事项目录) and the departments, as the registry publishes them ------
@@ -540,10 +528,6 @@ class DualNoticeTopics:
         return self.inbox or DEPARTMENT_INBOX.name(department_code)
 
 
-INBOX_NAME = re.compile(r"^dept\.(?P<code>[^.]+)\.inbox$")
-INBOUND_NAME = re.compile(r"^dept\.(?P<code>[^.]+)\." + re.escape(DEPARTMENT_INBOUND.suffix) + "$")
-
-
 # -- the records it makes ----------------------------------------------------------------------
 
 
@@ -638,9 +622,7 @@ class DualNoticeProcessor:
             }.items()
         }
         self._read = self.clients.avro_deserializer()
-        self._admin = self.clients.admin()
         self._deadlines: list[tuple[int, str, str, str]] = []
-        self._inboxes: set[str] | None = None
         self._without_inbox: set[str] = set()
         self._catalog: tuple[int, ApprovalCatalog] | None = None
         self._directory: tuple[int, DepartmentDirectory] | None = None
@@ -668,7 +650,7 @@ class DualNoticeProcessor:
         self._out = {
             name: declared_topic(app, topic) for name, topic in self.topics.outputs.items()
         }
-        self._inbox_topics: dict[str, DeclaredTopic] = {}
+        self.inboxes = Inboxes(app, self.clients, self.topics.inbox)
         # What the timers found due (a deadline passed, an inbox appeared), sent to the
         # push's own partition so that an agent makes the change in order with the rest.
         self.due_topic = app.topic(
@@ -691,7 +673,7 @@ class DualNoticeProcessor:
         app.agent(self.due_topic, name="due")(self._due_agent)
         app.timer(self.rules.tick_interval, name="deadline-check")(self._check_deadlines)
         app.timer(self.rules.inbox_refresh_interval, name="inbox-refresh")(self._refresh_inboxes)
-        self.relay = InboundActionRelay(self)
+        self.relay = self._inbound_relay()
         app.task(self._start)
 
     async def _start(self) -> None:
@@ -700,7 +682,41 @@ class DualNoticeProcessor:
 
     def writers(self) -> list[RecordWriter]:
         """Every kind of record the processor writes, with its schema."""
-        return [*self._writers.values(), *self.relay.writers.values()]
+        return [*self._writers.values(), self._received_writer]
+
+    def _inbound_relay(self) -> InboundRelay:
+        """Department actions: from every department's inbound topic (the acting
+        department is the topic's) to ``dualnotice.actions``, keyed by USCC so that they
+        reach the partition holding the push. Unreadable ones are rejected with the
+        reason; records of other schemas are other processors' business."""
+        self._received_writer = RecordWriter(
+            self.clients, DUAL_NOTICE_RECORD_TYPES["received_department_action"]
+        )
+        rejected_writer = self._writers["rejected_department_action"]
+
+        def forward(stamp: dict[str, Any], action: dict[str, Any]) -> Produced:
+            received = {**stamp, "action": action}
+            return (self.topics.actions, action["uscc"], received, self._received_writer)
+
+        def reject(stamp: dict[str, Any], raw: bytes, error: Exception) -> Produced:
+            reason = (
+                "not a readable DepartmentAction (schemas/avro/cn.gov.xietong.dualnotice."
+                f"DepartmentAction.avsc, Confluent wire format): {error}"
+            )
+            rejected = rejection({**stamp, "original_value": raw}, reason, None)
+            topic = self.topics.outputs["rejected_department_action"]
+            return (topic, stamp["department_code"], rejected, rejected_writer)
+
+        return InboundRelay(
+            self.clients,
+            group=self.clients.group(f"{self.topics.app_name}-inbound"),
+            record_name=DEPARTMENT_ACTION.subject,
+            forward=forward,
+            reject=reject,
+            refresh_interval=self.rules.inbox_refresh_interval,
+            pattern=self.topics.inbound_pattern,
+            id_prefix="dual-notice-action",
+        )
 
     @property
     def catalog(self) -> ApprovalCatalog:
@@ -810,25 +826,10 @@ class DualNoticeProcessor:
 
     def _inbox(self, department: str) -> DeclaredTopic | None:
         """The department's inbox, or None while it has none (not onboarded yet)."""
-        if not self.has_inbox(department):
-            return None
-        name = self.topics.inbox_of(department)
-        topic = self._inbox_topics.get(name)
-        if topic is None:
-            topic = self._inbox_topics[name] = declared_topic(self.app, name)
-        return topic
+        return self.inboxes.topic(department)
 
     def has_inbox(self, department: str) -> bool:
-        if self.topics.inbox is not None:
-            return True
-        if self._inboxes is None:
-            self._inboxes = self._list_inboxes()
-        return DEPARTMENT_INBOX.name(department) in self._inboxes
-
-    def _list_inboxes(self) -> set[str]:
-        """The departments' inbox topics that exist and svc-streams may write."""
-        topics = self._admin.list_topics(timeout=15).topics
-        return {name for name in topics if INBOX_NAME.match(name)}
+        return self.inboxes.exists(department)
 
     # -- 设立 / 变更 / 注销 ---------------------------------------------------------------------
 
@@ -1512,13 +1513,7 @@ class DualNoticeProcessor:
 
     async def _refresh_inboxes(self) -> None:
         """Departments onboarded since the last look get what waited for them."""
-        if self.topics.inbox is not None:
-            return
-        before = self._inboxes
-        self._inboxes = await asyncio.to_thread(self._list_inboxes)
-        if before is None:
-            return
-        new = {INBOX_NAME.match(name)["code"] for name in self._inboxes - before}  # type: ignore[index]
+        new = await self.inboxes.refresh()
         if not new:
             return
         log_event(logger, "dual_notice_inboxes_found", departments=sorted(new))
@@ -1575,163 +1570,6 @@ def dead_letter(message: Any, record_type: str, error: Exception) -> dict[str, A
         ],
         "failed_at": now_ms(),
     }
-
-
-# -- department actions: from every department's inbound topic to dualnotice.actions ---------
-
-
-class InboundActionRelay(mode.Service):
-    """Reads every department's inbound topic and re-keys its actions by USCC.
-
-    The inbound topics are found by pattern (a department onboarded later is read within
-    ``inbox_refresh_interval`` seconds); each record is stamped with the department its
-    topic names and where it was read, and produced to ``dualnotice.actions`` so that it
-    reaches the partition holding the push. Records that are not department actions of
-    this schema are other processors' business and skipped; unreadable ones are
-    rejected with the reason. Offsets are committed after the broker has acknowledged
-    what they produced (at least once; the state machine applies an action id once).
-    """
-
-    def __init__(self, processor: DualNoticeProcessor, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.processor = processor
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._action_schemas: dict[int, bool] = {}
-        self._reported: set[str] = set()
-
-    async def on_start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="inbound-action-relay", daemon=True)
-        self._thread.start()
-
-    async def on_stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 15)
-
-    @cached_property
-    def writers(self) -> dict[str, RecordWriter]:
-        clients = self.processor.clients
-        return {
-            name: RecordWriter(clients, DUAL_NOTICE_RECORD_TYPES[name])
-            for name in ("received_department_action", "rejected_department_action")
-        }
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self._relay()
-            except Exception:
-                logger.exception("relaying department actions failed; retrying in 5 s")
-                self._stopping.wait(5)
-
-    def _relay(self) -> None:
-        processor = self.processor
-        clients = processor.clients
-        refresh_ms = int(processor.rules.inbox_refresh_interval * 1000)
-        consumer = clients.consumer(
-            clients.group(f"{processor.topics.app_name}-inbound"),
-            **{
-                "topic.metadata.refresh.interval.ms": refresh_ms,
-                # As the Faust app's: a dead worker's share is taken over within 10 s.
-                "session.timeout.ms": 10_000,
-            },
-        )
-        producer = clients.producer(**{"linger.ms": 5})
-        deserialize = clients.avro_deserializer()
-        consumer.subscribe([processor.topics.inbound_pattern])
-        try:
-            while not self._stopping.is_set():
-                messages = consumer.consume(500, timeout=0.5)
-                failures: list[str] = []
-                read = produced = 0
-                for message in messages:
-                    error = message.error()
-                    if error is None:
-                        read += 1
-                        produced += self._forward(message, deserialize, producer, failures)
-                    elif error.str() not in self._reported:
-                        # e.g. no department onboarded yet: nothing matches the pattern
-                        self._reported.add(error.str())
-                        logger.warning("reading the inbound topics: %s", error.str())
-                if not read:
-                    continue
-                if produced:
-                    producer.flush(30)
-                if failures:
-                    # Not acknowledged: read them again from the last commit.
-                    logger.error("department actions not relayed, will retry: %s", failures[0])
-                    for tp in consumer.committed(consumer.assignment(), timeout=10):
-                        consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
-                    continue
-                consumer.commit(asynchronous=False)
-        finally:
-            producer.flush(30)
-            consumer.close()
-
-    def _forward(
-        self, message: Message, deserialize: Any, producer: Any, failures: list[str]
-    ) -> int:
-        topic = message.topic() or ""
-        name = INBOUND_NAME.match(topic)
-        raw = message.value()
-        if name is None or raw is None:
-            return 0
-        partition, offset = message.partition() or 0, message.offset() or 0
-        received: dict[str, Any] = {
-            "received_id": received_id(topic, partition, offset),
-            "department_code": name["code"],
-            "inbound_topic": topic,
-            "inbound_partition": partition,
-            "inbound_offset": offset,
-            "received_at": message.timestamp()[1],
-        }
-
-        def delivered(error: KafkaError | None, _: Message) -> None:
-            if error is not None:
-                failures.append(f"{topic}@{offset}: {error.str()}")
-
-        try:
-            if not self._is_action(raw):
-                return 0
-            received["action"] = deserialize(raw, SerializationContext(topic, MessageField.VALUE))
-        except Exception as error:
-            rejected = rejection(
-                {**received, "original_value": raw},
-                f"not a readable DepartmentAction (schemas/avro/cn.gov.xietong.dualnotice."
-                f"DepartmentAction.avsc, Confluent wire format): {error}",
-                None,
-            )
-            producer.produce(
-                self.processor.topics.outputs["rejected_department_action"],
-                key=name["code"].encode(),
-                value=self.writers["rejected_department_action"].encode(rejected),
-                on_delivery=delivered,
-            )
-            return 1
-        producer.produce(
-            self.processor.topics.actions,
-            key=received["action"]["uscc"].encode(),
-            value=self.writers["received_department_action"].encode(received),
-            on_delivery=delivered,
-        )
-        producer.poll(0)
-        return 1
-
-    def _is_action(self, raw: bytes) -> bool:
-        """Whether the writer's schema is a DepartmentAction (other records pass by)."""
-        if len(raw) < 5 or raw[0] != 0:
-            raise ValueError("no Confluent wire-format header (magic byte 0, schema id)")
-        schema_id = int.from_bytes(raw[1:5], "big")
-        known = self._action_schemas.get(schema_id)
-        if known is None:
-            schema = self.processor.clients.schema_registry().get_schema(schema_id)
-            parsed = json.loads(schema.schema_str or "{}")
-            name = parsed.get("name", "") if isinstance(parsed, dict) else ""
-            if "." not in name and isinstance(parsed, dict) and parsed.get("namespace"):
-                name = f"{parsed['namespace']}.{name}"
-            known = self._action_schemas[schema_id] = name == DEPARTMENT_ACTION.subject
-        return known
 
 
 # -- running it ---------------------------------------------------------------------------------

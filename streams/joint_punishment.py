@@ -1442,7 +1442,7 @@ class JointPunishmentProcessor:
         received = {**stamp, "feedback": feedback}
         return (self.topics.feedback, feedback["uscc"], received, self._received_writer)
 
-    def _reject_feedback(self, stamp: dict[str, Any], raw: bytes, reason: str) -> Produced:
+    def _reject_feedback(self, stamp: dict[str, Any], raw: bytes, error: Exception) -> Produced:
         REJECTED.labels("received_restriction_feedback").inc()
         topic, partition = stamp["inbound_topic"], stamp["inbound_partition"]
         offset = stamp["inbound_offset"]
@@ -1457,7 +1457,14 @@ class JointPunishmentProcessor:
             "position": f"{topic} partition {partition} offset {offset}",
             "payload": raw,
             "payload_json": None,
-            "reasons": [{"field": "", "code": "avro.unreadable", "message": reason}],
+            "reasons": [
+                {
+                    "field": "",
+                    "code": "avro.unreadable",
+                    "message": f"not a readable RestrictionFeedback (schemas/avro/"
+                    f"{RESTRICTION_FEEDBACK.schema_file}.avsc, Confluent wire format): {error}",
+                }
+            ],
             "failed_at": now_ms(),
         }
         writer = self._writers["dead_letter"]
