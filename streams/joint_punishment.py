@@ -822,11 +822,11 @@ class JointPunishmentRules:
         if due != state["due"]:
             state["due"] = due
             changed = True
+            if due is not None:  # the timer's heap holds each entity's due dates once
+                outcome.due.append((due, uscc))
         if due_by != state.get("due_by", {}):
             state["due_by"] = due_by
             changed = True
-        if due is not None:
-            outcome.due.append((due, uscc))
         if changed or pruned:
             self.entities[uscc] = state
         return outcome

@@ -84,6 +84,16 @@ class Onboarding:
         self._acls |= acls
         return self.clients[code]
 
+    def remove_topics(self, code: str) -> None:
+        """Delete a department's two topics (one onboarded during a test, or left by an
+        interrupted run)."""
+        names = [topic.name(code) for topic in DEPARTMENT_TOPICS]
+        present = self.admin.list_topics(timeout=10).topics
+        doomed = [name for name in names if name in present]
+        if doomed:
+            for future in self.admin.delete_topics(doomed).values():
+                future.result()
+
     def offboard_all(self) -> None:
         filters = [
             AclBindingFilter(

@@ -8,58 +8,42 @@ so a registration dated one hour less two seconds ago is overdue two seconds fro
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions
-from confluent_kafka.admin import (
-    AclBindingFilter,
-    AclOperation,
-    AclPermissionType,
-    ResourcePatternType,
-    ResourceType,
-    ScramMechanism,
-    UserScramCredentialDeletion,
-)
 from confluent_kafka.schema_registry import record_subject_name_strategy
 from confluent_kafka.serialization import MessageField, SerializationContext
-from pydantic import SecretStr
 
-from registry.acl import department_acls, issue_kafka_password, service_acls_on_department_topics
-from registry.audit import Actor
-from registry.db import session_factory, transaction
-from registry.grants import DepartmentGrant, inbound_topic, inbox_topic
-from registry.publisher import OutboxRelay
-from registry.service import load_catalog
-from schemas import DEPARTMENT_ACTION, LICENCE, REGISTRATION, register_all
+from registry.grants import inbound_topic, inbox_topic
+from schemas import DEPARTMENT_ACTION, LICENCE, REGISTRATION
 from streams.dual_notice import APP_NAME, push_id, routing_id
 from tests.dual_notice_records import action, licence, registration
 from tests.kafka_helpers import ReadMessage, TopicWindow
-from xietong.access import Grant
+from tests.stream_worker import (
+    Onboarding,
+    Watch,
+    Worker,
+    committed_offsets,
+    free_port,
+    publish_catalog,
+    streams_group,
+    until_group_empty,
+)
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 from xietong.topics import (
-    DEPARTMENT_TOPICS,
     DUAL_NOTICE_ALERTS,
     DUAL_NOTICE_APPLICANT_NOTICES,
     DUAL_NOTICE_CLOSURE_NOTICES,
     DUAL_NOTICE_MANUAL_ROUTING,
     DUAL_NOTICE_PUSHES,
     DUAL_NOTICE_REJECTED_ACTIONS,
-    STREAMS_INTERNAL_TOPIC_PREFIX,
-    apply_topics,
 )
 
 pytestmark = pytest.mark.usefixtures("secured")
@@ -87,73 +71,7 @@ def catalog_on_the_topic(
     registry_databases: Callable[[], str], stack_settings: Settings, kafka: KafkaClients
 ) -> None:
     """The sample catalog and departments published by the registry's own relay."""
-    apply_topics(kafka.admin(), stack_settings)
-    register_all(kafka.schema_registry())
-    url = registry_databases()
-    with transaction(session_factory(url)) as session:
-        load_catalog(session, Actor.system("test-dual-notice"))
-    relay = OutboxRelay(session_factory(url), KafkaClients(stack_settings, "registry"))
-    while relay.publish_pending(limit=500):
-        pass
-
-
-class Onboarding:
-    """Departments given a Kafka principal, their two topics, their ACLs and the services'
-    side of them — added to what the broker holds, never replacing it (other tests' and
-    the registry's grants stay), and taken away again at the end."""
-
-    def __init__(self, kafka: KafkaClients, settings: Settings) -> None:
-        self.admin = kafka.admin()
-        self.settings = settings
-        self.clients: dict[str, KafkaClients] = {}
-        self._acls: set[Grant] = set()
-
-    def onboard(self, code: str) -> KafkaClients:
-        password = issue_kafka_password(self.admin, code)
-        self.clients[code] = KafkaClients(
-            self.settings.model_copy(
-                update={"kafka_username": f"dept-{code}", "kafka_password": SecretStr(password)}
-            )
-        )
-        apply_topics(self.admin, self.settings, [t.spec(code) for t in DEPARTMENT_TOPICS])
-        acls = department_acls(DepartmentGrant.for_department(code))
-        acls |= service_acls_on_department_topics(code)
-        for future in self.admin.create_acls([grant.binding() for grant in acls]).values():
-            future.result()
-        self._acls |= acls
-        return self.clients[code]
-
-    def remove_topics(self, code: str) -> None:
-        names = [topic.name(code) for topic in DEPARTMENT_TOPICS]
-        present = self.admin.list_topics(timeout=10).topics
-        doomed = [name for name in names if name in present]
-        if doomed:
-            for future in self.admin.delete_topics(doomed).values():
-                future.result()
-
-    def offboard_all(self) -> None:
-        filters = [
-            AclBindingFilter(
-                ResourceType[g.resource],
-                g.name,
-                ResourcePatternType[g.pattern],
-                g.principal,
-                "*",
-                AclOperation[g.operation],
-                AclPermissionType.ALLOW,
-            )
-            for g in self._acls
-        ]
-        if filters:
-            for future in self.admin.delete_acls(filters).values():
-                future.result()
-        deletions = [
-            UserScramCredentialDeletion(f"dept-{code}", ScramMechanism.SCRAM_SHA_512)
-            for code in self.clients
-        ]
-        if deletions:
-            for future in self.admin.alter_user_scram_credentials(deletions).values():
-                future.result()
+    publish_catalog(registry_databases(), stack_settings, kafka)
 
 
 @pytest.fixture(scope="module")
@@ -168,86 +86,24 @@ def departments(kafka: KafkaClients, stack_settings: Settings) -> Iterator[Onboa
     onboarding.remove_topics(LATE_DEPARTMENT)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Worker:
-    """``xietong streams dual-notice`` as a process of its own."""
-
-    log: Path
-    metrics_port: int
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        ready_before = self._ready_lines()
-        env = {
-            **os.environ,
-            "XIETONG_DUAL_NOTICE_CLAIM_PERIOD": "PT1H",
-            "XIETONG_DUAL_NOTICE_LICENCE_PERIOD": "PT1H",
-            "XIETONG_DUAL_NOTICE_TICK_INTERVAL": "0.5",
-            "XIETONG_DUAL_NOTICE_INBOX_REFRESH_INTERVAL": "2",
-            "XIETONG_DUAL_NOTICE_METRICS_PORT": str(self.metrics_port),
-        }
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "xietong.cli",
-                    "streams",
-                    "dual-notice",
-                    "--log-level",
-                    "warning",
-                ],
-                stdout=log,
-                stderr=log,
-                env=env,
-                cwd=Path(__file__).parents[2],
-            )
-        deadline = time.monotonic() + 90
-        while self._ready_lines() == ready_before:
-            problem = None
-            if self.process.poll() is not None:
-                problem = "the worker exited"
-            elif time.monotonic() > deadline:
-                problem = "the worker was not ready in 90 s"
-                self.kill()  # no second worker may start beside it (its tables are locked)
-            if problem:
-                tail = self.log.read_text(errors="replace")[-3000:]
-                raise AssertionError(f"{problem}; {self.log} ends with:\n{tail}")
-            time.sleep(0.2)
-
-    def _ready_lines(self) -> int:
-        if not self.log.exists():
-            return 0
-        return self.log.read_text(errors="replace").count('"event": "dual_notice_ready"')
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-
 @pytest.fixture(scope="module")
 def worker(
     catalog_on_the_topic: None,
     departments: Onboarding,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Worker]:
-    running = Worker(tmp_path_factory.mktemp("dual-notice") / "worker.log", free_port())
+    running = Worker(
+        "dual-notice",
+        "dual_notice_ready",
+        tmp_path_factory.mktemp("dual-notice") / "worker.log",
+        {
+            "XIETONG_DUAL_NOTICE_CLAIM_PERIOD": "PT1H",
+            "XIETONG_DUAL_NOTICE_LICENCE_PERIOD": "PT1H",
+            "XIETONG_DUAL_NOTICE_TICK_INTERVAL": "0.5",
+            "XIETONG_DUAL_NOTICE_INBOX_REFRESH_INTERVAL": "2",
+            "XIETONG_DUAL_NOTICE_METRICS_PORT": str(free_port()),
+        },
+    )
     try:
         running.start()
         yield running
@@ -307,30 +163,6 @@ class Platform:
 @pytest.fixture(scope="module")
 def platform(worker: Worker, kafka: KafkaClients, departments: Onboarding) -> Platform:
     return Platform(kafka, departments)
-
-
-class Watch:
-    """What a test's entity got on a topic since the watch began."""
-
-    def __init__(self, kafka: KafkaClients, topic: str, key: str) -> None:
-        self.window = TopicWindow(kafka, topic)
-        self.key = key.encode()
-
-    def records(self) -> list[dict[str, Any]]:
-        return [m.value for m in self.window.read() if m.key == self.key]
-
-    def until(
-        self, holds: Callable[[list[dict[str, Any]]], bool], timeout: float = 30.0
-    ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.records()
-            if holds(found):
-                return found
-            assert time.monotonic() < deadline, (
-                f"{self.window.topic}: not within {timeout}s: {found}"
-            )
-            time.sleep(0.3)
 
 
 def watch(kafka: KafkaClients, topic: str, key: str) -> Watch:
@@ -778,7 +610,8 @@ def test_the_worker_serves_pushes_by_department_and_state_claim_latency_overdue_
 ) -> None:
     road_freight(platform, kafka)
 
-    text = httpx.get(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=5).text
+    port = worker.env["XIETONG_DUAL_NOTICE_METRICS_PORT"]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
 
     assert 'xietong_dual_notice_pushes{department="hz-xh-transport",state="PUSHED"}' in text
     assert "xietong_dual_notice_claim_latency_seconds_bucket" in text
@@ -831,11 +664,11 @@ def test_a_worker_killed_mid_stream_loses_no_push_and_makes_none_twice(
     time.sleep(2)
     before_kill = {m.value["push_id"] for m in pushes.read()}
     sending.join()
-    committed = committed_offsets(kafka, topic)
+    committed = committed_offsets(kafka, streams_group(APP_NAME), topic)
     # Restarted once the group has given the dead member up (its session timed out), as
     # a supervisor would: otherwise the newcomer is rebalanced again mid-stream, and what
     # it processed before that second rebalance may be sent twice as well.
-    until_group_empty(kafka)
+    until_group_empty(kafka, streams_group(APP_NAME))
     worker.start()
 
     found = until_all(pushes, expected, timeout=60)
@@ -888,28 +721,3 @@ def until_all(window: TopicWindow, expected: dict[str, str], timeout: float) -> 
             return found
         assert time.monotonic() < deadline, f"{len(missing)} of {len(wanted)} pushes missing"
         time.sleep(0.5)
-
-
-def until_group_empty(kafka: KafkaClients, timeout: float = 30) -> None:
-    group = f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}"
-    admin = kafka.admin()
-    deadline = time.monotonic() + timeout
-    while True:
-        [future] = admin.describe_consumer_groups([group], request_timeout=10).values()
-        if not future.result(timeout=15).members:
-            return
-        assert time.monotonic() < deadline, f"{group} still has members after {timeout} s"
-        time.sleep(0.5)
-
-
-def committed_offsets(kafka: KafkaClients, topic: str) -> dict[int, int]:
-    """What the (killed) worker's group had committed on ``topic``, by partition."""
-    group = f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}"
-    admin = kafka.admin()  # kept until the answer is in: a dropped client drops it
-    request = ConsumerGroupTopicPartitions(group)
-    [future] = admin.list_consumer_group_offsets([request], request_timeout=15).values()
-    return {
-        tp.partition: max(tp.offset, 0)
-        for tp in future.result(timeout=20).topic_partitions
-        if tp.topic == topic
-    }
