@@ -73,11 +73,15 @@ class Inboxes:
             self._names = self._list()
         return DEPARTMENT_INBOX.name(department) in self._names
 
+    def name(self, department: str) -> str:
+        """The name of the department's inbox topic (whether it exists or not)."""
+        return self.single or DEPARTMENT_INBOX.name(department)
+
     def topic(self, department: str) -> DeclaredTopic | None:
         """The department's inbox, or None while it has none (not onboarded yet)."""
         if not self.exists(department):
             return None
-        name = self.single or DEPARTMENT_INBOX.name(department)
+        name = self.name(department)
         topic = self._topics.get(name)
         if topic is None:
             topic = self._topics[name] = declared_topic(self.app, name)
