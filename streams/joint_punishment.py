@@ -71,6 +71,11 @@ per id and leaving out the WITHDRAWN ones. Concretely:
   the measure applies to on the matter date;
 * the 列入 record is what notifies (a 移出 read before its 列入 waits for it); of several
   records of one listing (or licence) the latest by event time counts.
+* what is not retracted: a notice, a licence review or a lift notice once sent stays
+  (only hits and alerts have a WITHDRAWN state); so a later 列入 record that moves a
+  listing's end past a lift already sent, or a 注销 record of a licence dated before a
+  review's cause, leaves that record as it was. The property test keeps to histories
+  without those (one 列入 record per listing, removals dated in the past).
 
 Time is event time: a listing ends on its date (China Standard Time), a feedback
 deadline runs from the hit's event time. A timer compares them with the clock every
@@ -82,8 +87,8 @@ Guarantee: at least once with deterministic ids. State is one table, ``entities`
 USCC: the facts, and each published record's content digest with the event that last
 changed it), backed by its changelog. Outputs go through a librdkafka producer that
 Faust's pre-commit flush waits for (:class:`OutputProducer`), so an offset is committed
-only once what its events sent is acknowledged. After a crash the events since the last commit
-are processed again; an event that changes nothing re-sends what it had sent (same ids,
+only once what its events sent is acknowledged. After a crash the events since the last
+commit are processed again; an event that changes nothing re-sends what it had sent (same ids,
 same content), so a reader keeping the latest record per id sees each once.
 
 Run it with ``xietong streams joint-punishment``; settings are
