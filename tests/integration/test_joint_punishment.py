@@ -10,6 +10,7 @@ departments (财政 hz-xh-finance, 发改 hz-xh-drc, 市场监管 hz-xh-amr …)
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -31,7 +32,12 @@ from schemas import (
     PENALTY,
     RESTRICTION_FEEDBACK,
 )
-from streams.joint_punishment import APP_NAME, restriction_hit_id, sanction_notice_id
+from streams.joint_punishment import (
+    APP_NAME,
+    lift_notice_id,
+    restriction_hit_id,
+    sanction_notice_id,
+)
 from tests.joint_punishment_records import (
     DAY_MS,
     feedback,
@@ -53,7 +59,7 @@ from tests.stream_worker import (
     until_group_empty,
     until_ids,
 )
-from xietong.kafka import KafkaClients
+from xietong.kafka import KafkaClients, local_credentials_file
 from xietong.settings import Settings
 from xietong.topics import (
     DEAD_LETTER,
@@ -359,6 +365,86 @@ def test_the_worker_serves_notices_hits_and_feedback_metrics(
     assert 'xietong_joint_punishment_feedback_given_total{department="hz-xh-finance"' in text
     assert 'xietong_joint_punishment_feedback_required_total{department="hz-xh-finance"}' in text
     assert 'xietong_joint_punishment_feedback_overdue_total{department="hz-xh-finance"}' in text
+
+
+# -- rebalance --------------------------------------------------------------------------------
+
+
+def test_listings_restrict_across_rebalances_when_a_second_worker_joins_and_the_first_leaves(
+    worker: Worker,
+    platform: Platform,
+    kafka: KafkaClients,
+    stack_settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Entities listed on one worker are hit on the worker that took their partitions over
+    (its table recovered from the changelog), and lifted on the first one again once the
+    second has stopped: one hit and one lift per entity, none lost."""
+    usccs = [new_uscc() for _ in range(12)]  # over every partition, most likely
+    hits = TopicWindow(kafka, PUNISHMENT_RESTRICTION_HITS.name)
+    lifts = TopicWindow(kafka, PUNISHMENT_LIFT_NOTICES.name)
+    for uscc in usccs:
+        platform.list(list_entry(uscc, f"R-{uscc}", listed_on=days_ago(10)))
+    home = tmp_path_factory.mktemp("second-worker-home")
+    credentials = json.loads(local_credentials_file(stack_settings).read_text(encoding="utf-8"))
+    second = Worker(
+        "joint-punishment",
+        "joint_punishment_ready",
+        home / "worker.log",
+        {
+            "XIETONG_HOME": str(home),  # its own RocksDB
+            "XIETONG_KAFKA_USERNAME": "svc-streams",
+            "XIETONG_KAFKA_PASSWORD": credentials["svc-streams"],
+            "XIETONG_JOINT_PUNISHMENT_METRICS_PORT": str(free_port()),
+        },
+    )
+    group = streams_group(APP_NAME)
+    second.start()
+    try:
+        until_members(kafka, group, 2)
+        for uscc in usccs:
+            platform.matter(
+                matter(uscc, "hz-xh-finance", "SUBSIDY", f"BZ-{uscc}", matter_date=days_ago(1))
+            )
+        wanted = {
+            restriction_hit_id("hz-xh-finance", "SUBSIDY", f"BZ-{uscc}", "CJ04") for uscc in usccs
+        }
+        until_ids(hits, "hit_id", wanted, len(wanted), timeout=60)
+    finally:
+        second.stop()
+    made_there = second.log.read_text(errors="replace").count('"record_type": "restriction_hit"')
+    assert made_there > 0, "the second worker took no partition over"
+    until_members(kafka, group, 1)
+    for uscc in usccs:
+        platform.list(
+            list_entry(
+                uscc,
+                f"R-{uscc}",
+                action="REMOVED",
+                listed_on=days_ago(10),
+                removed_on=today(),
+                removal_reason="CREDIT_REPAIR",
+            )
+        )
+    finance = {lift_notice_id(f"R-{uscc}", "hz-xh-finance") for uscc in usccs}
+    found = until_ids(lifts, "lift_id", finance, len(finance), timeout=60)
+    assert all(len(m.value["hit_ids"]) == 1 for m in found if m.value["lift_id"] in finance), (
+        "a lift that does not name its entity's hit"
+    )
+    assert {m.value["hit_id"] for m in hits.read() if m.value["hit_id"] in wanted} == wanted
+
+
+def until_members(kafka: KafkaClients, group: str, count: int, timeout: float = 60) -> None:
+    """Wait until ``group`` has ``count`` members (a rebalance has assigned them)."""
+    admin = kafka.admin()
+    deadline = time.monotonic() + timeout
+    while True:
+        [future] = admin.describe_consumer_groups([group], request_timeout=10).values()
+        described = future.result(timeout=15)
+        if len(described.members) == count and str(described.state).endswith("STABLE"):
+            return
+        assert time.monotonic() < deadline, f"{group}: {len(described.members)} members"
+        time.sleep(0.5)
 
 
 # -- kill -9 ----------------------------------------------------------------------------------
