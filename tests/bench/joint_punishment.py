@@ -20,7 +20,12 @@ on the registry's topics (``make run`` puts them there), the benchmark
    a dict in memory, the same records encoded and produced, offsets committed after the
    producer's flush — and no changelogs, no RocksDB, no timers, no feedback relay.
 
-Results: ``.local/bench/joint_punishment.json`` (target: 10,000 events/s per worker).
+Last, unless ``--no-ceilings``, a worker runs through the same backlog twice more with
+the rules stubbed out — doing nothing, then writing one table entry per event — to show
+Faust's own ceiling on the machine beside the processor's figure.
+
+Results: ``<home>/bench/joint_punishment.json`` (``.local/bench/`` by default; target:
+10,000 events/s per worker).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +61,11 @@ from schemas import (
     register_all,
 )
 from streams.joint_punishment import (
+    EVENTS,
     JointPunishmentRules,
     JointPunishmentSettings,
     JointPunishmentTopics,
+    Outcome,
     PunishmentCatalog,
     now_ms,
     run_worker,
@@ -95,10 +103,10 @@ TOPIC_SUFFIXES = (*INPUTS, *OUTPUTS, "inbound", "inbox", "baseline-out")
 BASELINE_GROUP = f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}-baseline"
 
 
-def bench_topics() -> JointPunishmentTopics:
+def bench_topics(app_name: str = APP_NAME) -> JointPunishmentTopics:
     """The processor's topics in the benchmark: its own, every inbox one topic."""
     return JointPunishmentTopics(
-        app_name=APP_NAME,
+        app_name=app_name,
         list_entries=f"{PREFIX}list-entries",
         penalties=f"{PREFIX}penalties",
         licences=f"{PREFIX}licences",
@@ -308,9 +316,36 @@ def baseline(settings: Settings) -> None:
     consumer.close()
 
 
-def worker(settings: Settings, metrics_port: int) -> None:
+#: Faust's own ceiling on this machine, measured with the rules stubbed out: what one
+#: worker reaches with no rule at all, and with one table write (one changelog record) per
+#: event, which most of the processor's inputs make (a matter or a licence is kept).
+CEILINGS = {
+    "agent-only": "Faust reads and decodes every event; the rule does nothing",
+    "one-table-write": "as agent-only, and the rule writes one table entry per event",
+}
+
+
+def worker(settings: Settings, metrics_port: int, ceiling: str | None = None) -> None:
     rules = JointPunishmentSettings(metrics_port=metrics_port, tick_interval=5.0)
-    run_worker(settings, rules, loglevel="warning", topics=bench_topics())
+    app_name = APP_NAME
+    if ceiling is not None:
+        stub_rules(ceiling)
+        app_name = f"{APP_NAME}-{ceiling}"  # its own group: it reads the backlog again
+    run_worker(settings, rules, loglevel="warning", topics=bench_topics(app_name))
+
+
+def stub_rules(ceiling: str) -> None:
+    """Replace the rule methods (in this worker process only) for a ceiling run."""
+    write = ceiling == "one-table-write"
+
+    def rule(self: JointPunishmentRules, record: dict[str, Any], now: int) -> Outcome:
+        EVENTS.labels("ceiling").inc()
+        if write:
+            self.entities[record["uscc"]] = {"seen": now}
+        return Outcome()
+
+    for name in ("on_list_entry", "on_penalty", "on_licence", "on_matter"):
+        setattr(JointPunishmentRules, name, rule)
 
 
 # -- the measurements ------------------------------------------------------------------------------
@@ -345,6 +380,10 @@ def worker_metrics(port: int) -> dict[str, float]:
             line.rsplit(" ", 1)[1]
         )
     return totals
+
+
+def events_processed(port: int) -> float:
+    return worker_metrics(port).get("events", 0.0)
 
 
 def processed_by_baseline(log: Path) -> float:
@@ -393,15 +432,18 @@ def reset(kafka: KafkaClients, settings: Settings) -> None:
             future.result()
         while any(t in admin.list_topics(timeout=10).topics for t in doomed):
             time.sleep(0.5)
-    groups = [
-        f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}",
-        BASELINE_GROUP,
-        f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}-inbound",
-    ]
+    apps = [APP_NAME, *(f"{APP_NAME}-{ceiling}" for ceiling in CEILINGS)]
+    groups = [BASELINE_GROUP]
+    for app in apps:
+        groups += [
+            f"{STREAMS_INTERNAL_TOPIC_PREFIX}{app}",
+            f"{STREAMS_INTERNAL_TOPIC_PREFIX}{app}-inbound",
+        ]
     for future in admin.delete_consumer_groups(groups, request_timeout=15).values():
         with contextlib.suppress(KafkaException):  # the group did not exist
             future.result()
-    shutil.rmtree(settings.home / "streams" / APP_NAME, ignore_errors=True)
+    for app in apps:
+        shutil.rmtree(settings.home / "streams" / app, ignore_errors=True)
     apply_topics(
         admin,
         settings,
@@ -435,12 +477,15 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=40_000, help="input events in the backlog")
     parser.add_argument("--entities", type=int, default=10_000, help="entities they are about")
     parser.add_argument("--out", type=Path, default=None, help="default: <home>/bench/…json")
-    parser.add_argument("--worker", nargs=1, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=2, metavar=("PORT", "CEILING"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-ceilings", action="store_true", help="skip the runs with the rules stubbed out"
+    )
     parser.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     settings = get_settings()
     if args.worker:
-        worker(settings, int(args.worker[0]))
+        worker(settings, int(args.worker[0]), None if args.worker[1] == "-" else args.worker[1])
         return
     if args.baseline:
         baseline(settings)
@@ -468,7 +513,7 @@ def main() -> None:
     results = []
 
     port = free_port()
-    process = start("worker", str(port), log=workdir / "worker.log")
+    process = start("worker", str(port), "-", log=workdir / "worker.log")
     try:
         print("processor: the backlog …", file=sys.stderr)
         throughput = time_backlog(args.events, lambda: worker_metrics(port).get("events", 0.0))
@@ -488,6 +533,18 @@ def main() -> None:
     finally:
         stop(process)
 
+    ceilings: dict[str, dict[str, Any]] = {}
+    for ceiling, what in () if args.no_ceilings else CEILINGS.items():
+        port = free_port()
+        process = start("worker", str(port), ceiling, log=workdir / f"{ceiling}.log")
+        try:
+            print(f"faust ceiling, {ceiling}: the backlog …", file=sys.stderr)
+            throughput = time_backlog(args.events, partial(events_processed, port))
+            print(f"faust ceiling, {ceiling}: {throughput}", file=sys.stderr)
+            ceilings[ceiling] = {"what": what, **throughput}
+        finally:
+            stop(process)
+
     processor, bare = results
     report: dict[str, Any] = {
         "benchmark": "joint_punishment",
@@ -504,6 +561,7 @@ def main() -> None:
             processor.throughput["events_per_second"] / bare.throughput["events_per_second"], 3
         ),
         "meets_throughput_target": processor.throughput["events_per_second"] >= THROUGHPUT_TARGET,
+        "faust_ceilings": ceilings,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
