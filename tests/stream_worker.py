@@ -251,3 +251,23 @@ def committed_offsets(kafka: KafkaClients, group: str, topic: str) -> dict[int, 
         for tp in future.result(timeout=20).topic_partitions
         if tp.topic == topic
     }
+
+
+def skip_backlog(kafka: KafkaClients, group: str, topics: list[str]) -> None:
+    """Commit the end of ``topics`` for ``group`` (which must have no members): a worker
+    under test starts at the records its tests send, not behind whatever earlier test
+    modules published there (thousands of sample licences and penalties, on a slow
+    machine more than a rule-shaped test waits for)."""
+    from confluent_kafka import TopicPartition
+
+    consumer = kafka.consumer(group)
+    try:
+        ends = []
+        for topic in topics:
+            partitions = consumer.list_topics(topic, timeout=15).topics[topic].partitions
+            for partition in partitions:
+                end = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
+                ends.append(TopicPartition(topic, partition, end[1]))
+        consumer.commit(offsets=ends, asynchronous=False)
+    finally:
+        consumer.close()

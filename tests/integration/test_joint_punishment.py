@@ -55,6 +55,7 @@ from tests.stream_worker import (
     committed_offsets,
     free_port,
     publish_catalog,
+    skip_backlog,
     streams_group,
     until_group_empty,
     until_ids,
@@ -62,7 +63,11 @@ from tests.stream_worker import (
 from xietong.kafka import KafkaClients, local_credentials_file
 from xietong.settings import Settings
 from xietong.topics import (
+    CREDIT_LIST_ENTRIES,
     DEAD_LETTER,
+    LICENCES,
+    MATTER_EVENTS,
+    PENALTIES,
     PUNISHMENT_ALERTS,
     PUNISHMENT_LICENCE_REVIEWS,
     PUNISHMENT_LIFT_NOTICES,
@@ -90,7 +95,15 @@ def departments(
 
 
 @pytest.fixture(scope="module")
-def worker(departments: Onboarding, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+def worker(
+    departments: Onboarding, kafka: KafkaClients, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
+    # The worker starts where these tests start, not behind the sample licences and
+    # penalties earlier modules published (a backlog a slow machine takes minutes over).
+    group = streams_group("joint-punishment")
+    until_group_empty(kafka, group)
+    sources = [CREDIT_LIST_ENTRIES, LICENCES, PENALTIES, MATTER_EVENTS]
+    skip_backlog(kafka, group, [topic.name for topic in sources])
     running = Worker(
         "joint-punishment",
         "joint_punishment_ready",
