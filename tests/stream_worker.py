@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
 from confluent_kafka.admin import (
     AclBindingFilter,
     AclOperation,
@@ -229,14 +229,26 @@ def streams_group(app_name: str) -> str:
     return f"{STREAMS_INTERNAL_TOPIC_PREFIX}{app_name}"
 
 
+COORDINATOR_NOT_READY = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+}
+
+
 def until_group_empty(kafka: KafkaClients, group: str, timeout: float = 30) -> None:
     """Wait until a killed worker's group has given it up (its session timed out)."""
     admin = kafka.admin()
     deadline = time.monotonic() + timeout
     while True:
         [future] = admin.describe_consumer_groups([group], request_timeout=10).values()
-        if not future.result(timeout=15).members:
-            return
+        try:
+            if not future.result(timeout=15).members:
+                return
+        except KafkaException as error:
+            # A new broker has no group coordinator until its offsets topic is made.
+            if error.args[0].code() not in COORDINATOR_NOT_READY:
+                raise
         assert time.monotonic() < deadline, f"{group} still has members after {timeout} s"
         time.sleep(0.5)
 
