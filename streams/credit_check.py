@@ -647,12 +647,14 @@ def matter_event(
     """The ``MatterEvent`` (source ``CREDIT_CHECK``) recording a check.
 
     Its matter reference is the department's (``matter_ref``), so the joint-punishment
-    processor folds the check and the department's own report of the matter into one;
-    a check without a reference is a matter of its own, ``CREDIT-CHECK/<uscc>/<date>``.
+    processor folds the check and the department's own report of the matter for the same
+    entity into one (the event id is ``matter_event_id`` of the entity, the department,
+    the matter type, the reference and ``CREDIT_CHECK``); a check without a reference is
+    a matter of its own, ``CREDIT-CHECK/<uscc>/<date>``.
     """
     reference = matter_ref or f"CREDIT-CHECK/{uscc}/{matter_date.isoformat()}"
     return {
-        "event_id": matter_event_id(department.code, matter_type, reference, "CREDIT_CHECK"),
+        "event_id": matter_event_id(uscc, department.code, matter_type, reference, "CREDIT_CHECK"),
         "uscc": uscc,
         "entity_name": entity_name,
         "department_code": department.code,

@@ -66,7 +66,9 @@ per id and leaving out the WITHDRAWN ones. Concretely:
   only by facts, never by time; a 移出 before the start date leaves the listing with no
   day in force: notices, then lift notices, and no hit;
 * duplicates (the same event id, or the same matter reported and credit-checked) change
-  nothing: a matter is identified by (department, matter type, matter reference);
+  nothing: a matter is identified by (entity, department, matter type, matter reference)
+  — the entity's USCC is part of every matter event id and hit id, so two bidders under
+  one procurement reference are two matters;
 * several listings at once: each gets its notices and lifts; a hit names every listing
   the measure applies to on the matter date;
 * the 列入 record is what notifies (a 移出 read before its 列入 waits for it); of several
@@ -214,16 +216,17 @@ def now_ms() -> int:
 
 
 def matter_event_id(
-    department_code: str, matter_type: str, matter_reference: str, source: str
+    uscc: str, department_code: str, matter_type: str, matter_reference: str, source: str
 ) -> str:
-    """事件标识 of a matter event: the same report (or check) of a matter keeps its id.
+    """事件标识 of a matter event: the same report (or check) of a matter for an entity keeps
+    its id; another entity under the same reference (a second bidder) gets its own.
 
     ``source`` is the MatterSource symbol (``DEPARTMENT_REPORT`` or ``CREDIT_CHECK``); the
     report and the check of one matter have different ids and are folded into one matter
-    by (department, matter type, matter reference).
+    by (entity, department, matter type, matter reference).
     """
     return deterministic_id(
-        f"matter-event|{department_code}|{matter_type}|{matter_reference}|{source}"
+        f"matter-event|{uscc}|{department_code}|{matter_type}|{matter_reference}|{source}"
     )
 
 
@@ -239,11 +242,12 @@ def licence_review_id(cause_key: str, department_code: str) -> str:
 
 @lru_cache(maxsize=65_536)
 def restriction_hit_id(
-    department_code: str, matter_type: str, matter_reference: str, measure_code: str
+    uscc: str, department_code: str, matter_type: str, matter_reference: str, measure_code: str
 ) -> str:
-    return deterministic_id(
-        f"restriction-hit|{department_code}|{matter_type}|{matter_reference}|{measure_code}"
-    )
+    """命中标识: one hit per (entity, matter, measure) — a report and a credit check of the
+    matter are one hit, two entities under one matter reference are two."""
+    matter = f"{uscc}|{department_code}|{matter_type}|{matter_reference}"
+    return deterministic_id(f"restriction-hit|{matter}|{measure_code}")
 
 
 @lru_cache(maxsize=65_536)
@@ -257,6 +261,7 @@ def lift_notice_id(entry_id: str, department_code: str) -> str:
 
 
 def matter_key(department_code: str, matter_type: str, matter_reference: str) -> str:
+    """A matter's key in its entity's state (the state is the entity's: no USCC needed)."""
     return f"{department_code}|{matter_type}|{matter_reference}"
 
 
@@ -726,7 +731,7 @@ class JointPunishmentRules:
         if not state["listings"]:
             # Unlisted: keep the matter for a listing that may come late; derive nothing.
             if changed:
-                self._prune(state, now)
+                self._prune(uscc, state, now)
                 self.entities[uscc] = state
             return Outcome()
         return self._settle(uscc, state, record["event_id"], now, changed, AFTER["matter"])
@@ -791,7 +796,7 @@ class JointPunishmentRules:
         is new or changed; withdraw hits and alerts no longer derived; note the next due
         date. ``cause`` is the event: what it changed remembers it, and the same event
         again re-sends what it had sent."""
-        pruned = self._prune(state, now)
+        pruned = self._prune(uscc, state, now)
         desired, dues = self._derive(uscc, state, now, sections)
         outcome = Outcome()
         sent = state["sent"]
@@ -868,7 +873,7 @@ class JointPunishmentRules:
         elif kind == "lift_notice":
             LIFT_NOTICES.labels(value["department"]["code"]).inc()
 
-    def _prune(self, state: dict[str, Any], now: int) -> bool:
+    def _prune(self, uscc: str, state: dict[str, Any], now: int) -> bool:
         """Drop matters (and unmatched feedback) older than the matter window; what they
         made stays as it was sent."""
         cutoff = cst_day(now) - self.rules.matter_window.days
@@ -881,6 +886,7 @@ class JointPunishmentRules:
             pruned = True
             for measure in catalog.by_matter_type.get(matter["matter_type"], ()):
                 hit = restriction_hit_id(
+                    uscc,
                     matter["department_code"],
                     matter["matter_type"],
                     matter["matter_reference"],
@@ -1122,6 +1128,7 @@ class JointPunishmentRules:
                 if not applying:
                     continue
                 identity = restriction_hit_id(
+                    uscc,
                     department["code"],
                     matter["matter_type"],
                     matter["matter_reference"],

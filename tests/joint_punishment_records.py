@@ -189,7 +189,7 @@ def matter(
     """A department reports (or credit-checks) a matter it handles for the entity."""
     matter_date = matter_date or today()
     return {
-        "event_id": matter_event_id(department, matter_type, reference, source),
+        "event_id": matter_event_id(uscc, department, matter_type, reference, source),
         "uscc": uscc,
         "entity_name": "杭州测试失信有限公司",
         "department_code": department,

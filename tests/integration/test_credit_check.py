@@ -265,7 +265,7 @@ def test_each_check_is_a_matter_event_with_deterministic_ids(
     by_check = {event["credit_check_id"]: event for event in events}
     event = by_check[first["check_id"]]
     assert event["event_id"] == matter_event_id(
-        "hz-finance", PROCUREMENT, "ZJCG-2026-0117", "CREDIT_CHECK"
+        LOADED_USCC, "hz-finance", PROCUREMENT, "ZJCG-2026-0117", "CREDIT_CHECK"
     )
     assert event["source"] == "CREDIT_CHECK"
     assert event["department_code"] == "hz-finance"

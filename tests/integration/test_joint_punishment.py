@@ -220,7 +220,7 @@ def test_a_serious_listing_notifies_finance_once_hits_its_procurement_and_lifts_
 
     [hit] = hits.until(lambda found: len(found) >= 1)
     assert hit["hit_id"] == restriction_hit_id(
-        "hz-xh-finance", "GOVERNMENT_PROCUREMENT", "CG-001", "CJ01"
+        uscc, "hz-xh-finance", "GOVERNMENT_PROCUREMENT", "CG-001", "CJ01"
     )
     assert hit["status"] == "ACTIVE" and hit["feedback_outcome"] == "PENDING"
     assert hit["measure"]["text"] == "依法限制作为供应商参加政府采购活动"
@@ -420,7 +420,8 @@ def test_listings_restrict_across_rebalances_when_a_second_worker_joins_and_the_
                 matter(uscc, "hz-xh-finance", "SUBSIDY", f"BZ-{uscc}", matter_date=days_ago(1))
             )
         wanted = {
-            restriction_hit_id("hz-xh-finance", "SUBSIDY", f"BZ-{uscc}", "CJ04") for uscc in usccs
+            restriction_hit_id(uscc, "hz-xh-finance", "SUBSIDY", f"BZ-{uscc}", "CJ04")
+            for uscc in usccs
         }
         until_ids(hits, "hit_id", wanted, len(wanted), timeout=60)
     finally:

@@ -195,7 +195,7 @@ def demo(platform: Sender) -> None:
         MATTER_EVENT,
         matter(listed, FINANCE, "GOVERNMENT_PROCUREMENT", "CG-M1", matter_date=days_ago(1)),
     )
-    hit = restriction_hit_id(FINANCE, "GOVERNMENT_PROCUREMENT", "CG-M1", "CJ01")
+    hit = restriction_hit_id(listed, FINANCE, "GOVERNMENT_PROCUREMENT", "CG-M1", "CJ01")
     time.sleep(1.0)  # the hit first: feedback on an unknown hit is refused
     platform.feed_back(feedback(listed, hit, "APPLIED"))
     platform.send(

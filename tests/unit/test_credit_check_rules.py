@@ -35,6 +35,7 @@ from streams.credit_check import (
     fold_entry,
     matter_event,
 )
+from streams.joint_punishment import matter_event_id
 from tests.credit_check_records import (
     PROVINCE,
     list_entry,
@@ -229,6 +230,32 @@ def test_a_check_without_a_matter_reference_is_a_matter_of_its_own() -> None:
     )
     assert event["matter_reference"] == f"CREDIT-CHECK/{USCC}/2025-01-01"
     assert event["source"] == "CREDIT_CHECK" and event["credit_check_id"] == "c"
+
+
+def test_the_checks_of_two_bidders_under_one_reference_are_two_matter_events() -> None:
+    """One procurement, two bidders checked: each check's matter event has its own id (the
+    entity's USCC is in it), the same one the joint-punishment processor derives, so the
+    check and the department's report of one bidder's matter fold into one hit."""
+    department = CheckingDepartment("hz-finance", "11330100MB0000000X", "杭州市财政局", "finance")
+    bidders = (USCC, new_uscc())
+    events = [
+        matter_event(
+            check_id=f"c-{bidder}",
+            department=department,
+            uscc=bidder,
+            entity_name=None,
+            matter_type="GOVERNMENT_PROCUREMENT",
+            matter_ref="ZJCG-7",
+            matter_date=JAN_1,
+            checked_at=datetime.now(UTC),
+        )
+        for bidder in bidders
+    ]
+    assert [event["event_id"] for event in events] == [
+        matter_event_id(bidder, "hz-finance", "GOVERNMENT_PROCUREMENT", "ZJCG-7", "CREDIT_CHECK")
+        for bidder in bidders
+    ]
+    assert events[0]["event_id"] != events[1]["event_id"]
 
 
 # -- the API, over state filled in memory -------------------------------------------------------

@@ -165,7 +165,7 @@ def test_a_procurement_matter_while_listed_hits_cj01_at_the_handling_finance_dep
 
     [hit] = h.of("restriction_hit")
     assert hit["hit_id"] == restriction_hit_id(
-        "hz-xh-finance", "GOVERNMENT_PROCUREMENT", "CG-1", "CJ01"
+        ENTITY, "hz-xh-finance", "GOVERNMENT_PROCUREMENT", "CG-1", "CJ01"
     )
     assert hit["status"] == "ACTIVE" and hit["measure"]["code"] == "CJ01"
     assert hit["feedback_outcome"] == "PENDING"
@@ -203,6 +203,35 @@ def test_a_report_and_a_credit_check_of_one_matter_are_one_hit() -> None:
     hits = h.final()
     [hit] = [v for (kind, _), v in hits.items() if kind == "restriction_hit"]
     assert hit["measure"]["code"] == "CJ04" and len(hit["matter"]["matter_event_ids"]) == 2
+
+
+def test_two_listed_bidders_under_one_procurement_reference_are_two_matters_and_two_hits() -> None:
+    """财政 reports one procurement (CG-7) with two bidders, both listed, and checks both:
+    every matter event and every hit has an id of its own, so a reader keeping the latest
+    record per id keeps each bidder's; the report and the check of one bidder are one hit."""
+    other = make_uscc("91", XIHU, rng=random.Random(3))
+    h = Harness()
+    events = []
+    for bidder in (ENTITY, other):
+        h.feed("list_entry", list_entry(bidder, f"E-{bidder}", listed_on=days(-10)))
+        for source in ("DEPARTMENT_REPORT", "CREDIT_CHECK"):
+            event = matter(
+                bidder, "hz-xh-finance", "GOVERNMENT_PROCUREMENT", "CG-7", matter_date=days(-1),
+                source=source,
+            )  # fmt: skip
+            h.feed("matter", event)
+            events.append(event)
+
+    assert len({event["event_id"] for event in events}) == 4
+    hits = {v["uscc"]: v for (kind, _), v in h.final().items() if kind == "restriction_hit"}
+    assert set(hits) == {ENTITY, other}
+    for bidder, hit in hits.items():
+        assert hit["hit_id"] == restriction_hit_id(
+            bidder, "hz-xh-finance", "GOVERNMENT_PROCUREMENT", "CG-7", "CJ01"
+        )
+        assert hit["matter"]["matter_event_ids"] == sorted(
+            event["event_id"] for event in events if event["uscc"] == bidder
+        )
 
 
 def test_feedback_is_recorded_on_the_hit() -> None:
@@ -546,7 +575,9 @@ def histories(draw: st.DrawFn) -> list[tuple[str, dict[str, Any]]]:
                 )
             for measure in CATALOG.by_matter_type[matter_type]:
                 if draw(st.integers(0, 3)) == 0:
-                    hit = restriction_hit_id(department, matter_type, reference, measure["code"])
+                    hit = restriction_hit_id(
+                        uscc, department, matter_type, reference, measure["code"]
+                    )
                     at = midnight_ms(date_) + draw(st.integers(0, 40)) * DAY_MS
                     record = feedback(
                         uscc,
