@@ -80,7 +80,7 @@ import heapq
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as clock
@@ -101,6 +101,7 @@ from streams.runtime import (
     changelog_config,
     declared_topic,
     make_app,
+    unreadable_input,
 )
 from xietong.ids import deterministic_id
 from xietong.kafka import KafkaClients
@@ -663,13 +664,18 @@ class DualNoticeProcessor:
             config=changelog_config(settings),
         )
 
-        app.agent(declared_topic(app, self.topics.registrations), name="registrations")(
-            self._registrations_agent
+        inputs = (
+            (self.topics.registrations, "registrations", "registration", self.on_registration),
+            (self.topics.licences, "licences", "licence", self.on_licence),
+            (
+                self.topics.actions,
+                "department-actions",
+                "received_department_action",
+                self.on_action,
+            ),
         )
-        app.agent(declared_topic(app, self.topics.licences), name="licences")(self._licences_agent)
-        app.agent(declared_topic(app, self.topics.actions), name="department-actions")(
-            self._actions_agent
-        )
+        for topic, name, record_type, rule in inputs:
+            app.agent(declared_topic(app, topic), name=name)(self._agent(record_type, rule))
         app.agent(self.due_topic, name="due")(self._due_agent)
         app.timer(self.rules.tick_interval, name="deadline-check")(self._check_deadlines)
         app.timer(self.rules.inbox_refresh_interval, name="inbox-refresh")(self._refresh_inboxes)
@@ -736,35 +742,21 @@ class DualNoticeProcessor:
 
     # -- agents: read, apply the rule, send ---------------------------------------------------
 
-    async def _registrations_agent(self, stream: faust.StreamT) -> None:
-        timer = PROCESSING_SECONDS.labels("registration")
-        async for event in stream.events():
-            with timer.time():
-                registration = self._decode(event, "registration")
-                if isinstance(registration, Outcome):
-                    await self._send(registration)
-                else:
-                    await self._send(self.on_registration(registration))
+    def _agent(
+        self, record_type: str, rule: Callable[[dict[str, Any]], Outcome]
+    ) -> Callable[[faust.StreamT], Any]:
+        """An agent reading ``record_type`` records: decode, apply ``rule``, send."""
+        label = "department_action" if record_type == "received_department_action" else record_type
+        timer = PROCESSING_SECONDS.labels(label)
 
-    async def _licences_agent(self, stream: faust.StreamT) -> None:
-        timer = PROCESSING_SECONDS.labels("licence")
-        async for event in stream.events():
-            with timer.time():
-                licence = self._decode(event, "licence")
-                if isinstance(licence, Outcome):
-                    await self._send(licence)
-                else:
-                    await self._send(self.on_licence(licence))
+        async def agent(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                with timer.time():
+                    record = self._decode(event, record_type)
+                    await self._send(record if isinstance(record, Outcome) else rule(record))
 
-    async def _actions_agent(self, stream: faust.StreamT) -> None:
-        timer = PROCESSING_SECONDS.labels("department_action")
-        async for event in stream.events():
-            with timer.time():
-                received = self._decode(event, "received_department_action")
-                if isinstance(received, Outcome):
-                    await self._send(received)
-                else:
-                    await self._send(self.on_action(received))
+        agent.__name__ = f"{record_type}_agent"
+        return agent
 
     async def _due_agent(self, stream: faust.StreamT) -> None:
         timer = PROCESSING_SECONDS.labels("deadline")
@@ -795,7 +787,7 @@ class DualNoticeProcessor:
             outcome.send(
                 "dead_letter",
                 f"xietong.streams.{APP_NAME}",
-                dead_letter(message, record_type, error),
+                unreadable_input(APP_NAME, message, record_type, error),
             )
             return outcome
 
@@ -1545,30 +1537,6 @@ def rejection(received: dict[str, Any], reason: str, push_state: str | None) -> 
         "push_state": push_state,
         "reason": reason,
         "rejected_at": now_ms(),
-    }
-
-
-def dead_letter(message: Any, record_type: str, error: Exception) -> dict[str, Any]:
-    topic, partition, offset = message.topic, message.partition, message.offset
-    return {
-        "dead_letter_id": deterministic_id(f"{topic}|{partition}|{offset}"),
-        "connector": f"streams.{APP_NAME}",
-        "record_type": record_type,
-        "source_department_uscc": "",
-        "source_system": f"xietong.streams.{APP_NAME}",
-        "source_partition": f"{topic}[{partition}]",
-        "source_offset": str(offset),
-        "position": f"{topic} partition {partition} offset {offset}",
-        "payload": message.value or b"",
-        "payload_json": None,
-        "reasons": [
-            {
-                "field": "",
-                "code": "avro.unreadable",
-                "message": f"not a readable {record_type}: {error}",
-            }
-        ],
-        "failed_at": now_ms(),
     }
 
 

@@ -120,7 +120,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import DEAD_LETTER_RECORD, JOINT_PUNISHMENT_RECORD_TYPES, RESTRICTION_FEEDBACK
 from streams.departments import INBOUND_PATTERN, InboundRelay, Inboxes, Produced
-from streams.runtime import RecordWriter, ReferenceData, changelog_config, declared_topic, make_app
+from streams.runtime import (
+    RecordWriter,
+    ReferenceData,
+    changelog_config,
+    declared_topic,
+    make_app,
+    unreadable_input,
+)
 from xietong.ids import deterministic_id
 from xietong.kafka import KafkaClients
 from xietong.logs import log_event
@@ -1267,31 +1274,6 @@ class JointPunishmentRules:
         return outcome
 
 
-def unreadable(message: Any, record_type: str, error: Exception) -> dict[str, Any]:
-    """The dead letter of an input record that could not be decoded, kept whole."""
-    topic, partition, offset = message.topic, message.partition, message.offset
-    return {
-        "dead_letter_id": deterministic_id(f"{topic}|{partition}|{offset}"),
-        "connector": f"streams.{APP_NAME}",
-        "record_type": record_type,
-        "source_department_uscc": "",
-        "source_system": f"xietong.streams.{APP_NAME}",
-        "source_partition": f"{topic}[{partition}]",
-        "source_offset": str(offset),
-        "position": f"{topic} partition {partition} offset {offset}",
-        "payload": message.value or b"",
-        "payload_json": None,
-        "reasons": [
-            {
-                "field": "",
-                "code": "avro.unreadable",
-                "message": f"not a readable {record_type}: {error}",
-            }
-        ],
-        "failed_at": now_ms(),
-    }
-
-
 # -- where it reads and writes ------------------------------------------------------------------
 
 
@@ -1557,7 +1539,7 @@ class JointPunishmentProcessor:
                     outcome.send(
                         "dead_letter",
                         f"xietong.streams.{APP_NAME}",
-                        unreadable(message, record_type, error),
+                        unreadable_input(APP_NAME, message, record_type, error),
                     )
                     await self._send(outcome)
                     continue

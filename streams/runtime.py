@@ -51,6 +51,7 @@ from faust.types import TP
 from faust.types.auth import SASLMechanism
 
 from schemas import RecordType
+from xietong.ids import deterministic_id
 from xietong.kafka import KafkaClients, sasl_config
 from xietong.settings import Settings
 from xietong.topics import STREAMS_INTERNAL_TOPIC_PREFIX, TopicSpec
@@ -367,3 +368,30 @@ class RecordWriter:
         encoded = self._serialize(value, self._context)
         assert encoded is not None
         return encoded
+
+
+def unreadable_input(
+    app_name: str, message: Any, record_type: str, error: Exception
+) -> dict[str, Any]:
+    """The dead letter of an input record a processor could not decode, kept whole."""
+    topic, partition, offset = message.topic, message.partition, message.offset
+    return {
+        "dead_letter_id": deterministic_id(f"{topic}|{partition}|{offset}"),
+        "connector": f"streams.{app_name}",
+        "record_type": record_type,
+        "source_department_uscc": "",
+        "source_system": f"xietong.streams.{app_name}",
+        "source_partition": f"{topic}[{partition}]",
+        "source_offset": str(offset),
+        "position": f"{topic} partition {partition} offset {offset}",
+        "payload": message.value or b"",
+        "payload_json": None,
+        "reasons": [
+            {
+                "field": "",
+                "code": "avro.unreadable",
+                "message": f"not a readable {record_type}: {error}",
+            }
+        ],
+        "failed_at": int(time.time() * 1000),
+    }
