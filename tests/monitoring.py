@@ -23,11 +23,11 @@ from typing import Any
 import httpx
 import pytest
 
+from app.lag import measure
+from deploy.local.stack.prometheus import PrometheusServer
 from tests.stream_worker import free_port
 from xietong.kafka import KafkaClients
-from xietong.lag import measure
 from xietong.settings import Settings
-from xietong.stack.prometheus import PrometheusServer
 
 REPO = Path(__file__).parents[1]
 GRAFANA_DASHBOARDS = REPO / "deploy" / "grafana" / "dashboards"
@@ -49,7 +49,7 @@ class Command:
         self.log = log
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "xietong.cli", *args],
+                [sys.executable, "-m", "app.cli", *args],
                 stdout=out,
                 stderr=out,
                 env={**os.environ, **env},

@@ -16,7 +16,7 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.utils import generate_many
 
-from connectors.samples import SampleGenerator
+from app.samples import SampleGenerator
 from schemas import CANONICAL_RECORD_TYPES, DUAL_NOTICE_RECORD_TYPES, RecordType
 from streams.runtime import RecordWriter
 from xietong.ids import deterministic_id

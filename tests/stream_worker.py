@@ -143,7 +143,7 @@ class Worker:
                 [
                     sys.executable,
                     "-m",
-                    "xietong.cli",
+                    "app.cli",
                     "streams",
                     self.command,
                     "--log-level",

@@ -191,7 +191,7 @@ REGISTRY_SUBSCRIPTIONS = TopicSpec(
     readers=("streams", "sink"),
 )
 
-# 双告知 (streams/dual_notice.py): what the processor tells departments and applicants,
+# 双告知 (streams/dual_notice/app.py): what the processor tells departments and applicants,
 # and what departments did about it. Everything delivered to a department's inbox is also
 # published here, so the sink and auditors see who was told what, and when; kept forever.
 
@@ -248,7 +248,7 @@ DUAL_NOTICE_CLOSURE_NOTICES = TopicSpec(
     readers=("sink",),
 )
 
-# 一处违法、处处受限 (streams/joint_punishment.py): matters departments handle, and what the
+# 一处违法、处处受限 (streams/joint_punishment/app.py): matters departments handle, and what the
 # joint-punishment processor tells them. Everything delivered to a department's inbox is also
 # published here, keyed by USCC, so the sink and auditors see who was told what, and when.
 

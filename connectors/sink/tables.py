@@ -382,7 +382,7 @@ LIST_ENTRIES_TABLE = TableMapping(
     time=path("envelope.event_time"),
 )
 
-# -- 双告知 (streams/dual_notice.py) ------------------------------------------------------------
+# -- 双告知 (streams/dual_notice/) ------------------------------------------------
 
 
 def push_state_id(record: Record) -> str:
@@ -585,7 +585,7 @@ REJECTED_ACTIONS_TABLE = TableMapping(
     time=path("rejected_at"),
 )
 
-# -- 一处违法、处处受限 (streams/joint_punishment.py) -------------------------------------------
+# -- 一处违法、处处受限 (streams/joint_punishment/) ----------------------------------
 
 MATTER_EVENTS_TABLE = TableMapping(
     "matter_events",

@@ -39,17 +39,17 @@ import sqlalchemy as sa
 import yaml
 from confluent_kafka import TopicPartition
 
+from app.samples import DEPARTMENTS_DIR, SampleGenerator, write_export, write_jsonl
 from connectors.base import Publisher
 from connectors.config import ConnectorConfig, FileSourceConfig, SqlSourceConfig
 from connectors.file_source import FileSource
 from connectors.mapping import DepartmentMapping
 from connectors.runner import run_connector
-from connectors.samples import DEPARTMENTS_DIR, SampleGenerator, write_export, write_jsonl
 from connectors.validation import validate
+from deploy.local.stack import LocalStack
 from schemas import register_all
 from xietong.kafka import KafkaClients, clients
 from xietong.settings import get_settings
-from xietong.stack import LocalStack
 from xietong.topics import BENCH, apply_topics
 
 FILE_TARGET = 30_000  # records/s, issue 3
@@ -266,7 +266,7 @@ def http_run(
 
     def run() -> tuple[int, int, int]:
         server = subprocess.Popen(
-            [sys.executable, "-m", "xietong.cli", "connect", "run", str(config_file)],
+            [sys.executable, "-m", "app.cli", "connect", "run", str(config_file)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -53,8 +53,9 @@ import httpx
 from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from deploy.local.stack import LocalStack
 from schemas import DUAL_NOTICE_RECORD_TYPES, REGISTRATION, register_all
-from streams.dual_notice import (
+from streams.dual_notice.app import (
     ApprovalCatalog,
     DualNoticeSettings,
     DualNoticeTopics,
@@ -66,7 +67,6 @@ from streams.runtime import RecordWriter
 from tests.dual_notice_records import PROVINCE, registration
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings, get_settings
-from xietong.stack import LocalStack
 from xietong.topics import (
     REGISTRY_APPROVAL_ITEMS,
     STREAMS_INTERNAL_TOPIC_PREFIX,
@@ -646,7 +646,7 @@ TIME_GROUPS = (
     ("Avro serde (confluent-kafka, fastavro)", ("schema_registry/", "fastavro")),
     ("confluent-kafka clients (reference data, relay)", ("cimpl",)),
     ("RocksDB (rocksdict)", ("Rdict", "rocksdict")),
-    ("the 双告知 rules (streams/)", ("streams/dual_notice.py", "streams/runtime.py")),
+    ("the 双告知 rules (streams/)", ("streams/dual_notice/app.py", "streams/runtime.py")),
     ("JSON (table values, log lines)", ("json/",)),
     ("logging", ("logging/", "xietong/logs.py")),
     ("prometheus metrics", ("prometheus_client/",)),

@@ -51,6 +51,7 @@ from typing import Any
 import httpx
 from confluent_kafka import KafkaException
 
+from deploy.local.stack import LocalStack
 from schemas import (
     CREDIT_LIST_ENTRY,
     DEAD_LETTER_RECORD,
@@ -60,7 +61,7 @@ from schemas import (
     PENALTY,
     register_all,
 )
-from streams.joint_punishment import (
+from streams.joint_punishment.app import (
     EVENTS,
     JointPunishmentRules,
     JointPunishmentSettings,
@@ -75,7 +76,6 @@ from tests.joint_punishment_records import PROVINCE, licence, list_entry, matter
 from tests.stream_worker import free_port
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings, get_settings
-from xietong.stack import LocalStack
 from xietong.topics import (
     REGISTRY_DEPARTMENTS,
     REGISTRY_LIST_TYPES,

@@ -23,8 +23,8 @@ from registry.audit import Actor
 from registry.db import session_factory, transaction
 from registry.publisher import OutboxRelay
 from schemas import CREDIT_LIST_ENTRY, register_all
-from streams.credit_check import CreditCheckSettings, build_app
-from streams.joint_punishment import matter_event_id
+from streams.credit_check.app import CreditCheckSettings, build_app
+from streams.joint_punishment.app import matter_event_id
 from tests.credit_check_records import list_entry, new_uscc, removal_of
 from tests.kafka_helpers import TopicWindow
 from xietong.kafka import KafkaClients

@@ -204,7 +204,7 @@ def test_a_connector_killed_mid_file_resumes_without_loss_resending_at_most_one_
     command = [
         sys.executable,
         "-m",
-        "xietong.cli",
+        "app.cli",
         "connect",
         "run",
         str(config_path),

@@ -32,7 +32,7 @@ from schemas import (
     PENALTY,
     RESTRICTION_FEEDBACK,
 )
-from streams.joint_punishment import (
+from streams.joint_punishment.app import (
     APP_NAME,
     lift_notice_id,
     restriction_hit_id,

@@ -52,7 +52,7 @@ def free_port() -> int:
 
 def xietong(environment: dict[str, str], *args: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "xietong.cli", *args],
+        [sys.executable, "-m", "app.cli", *args],
         env=environment,
         capture_output=True,
         text=True,
@@ -113,7 +113,7 @@ def platform(
     log = tmp_path_factory.mktemp("run") / "run.log"
     with log.open("w") as output:
         running = subprocess.Popen(
-            [sys.executable, "-m", "xietong.cli", "run", "--interval", "5"],
+            [sys.executable, "-m", "app.cli", "run", "--interval", "5"],
             env=prepared,
             stdout=output,
             stderr=subprocess.STDOUT,

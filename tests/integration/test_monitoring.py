@@ -27,11 +27,12 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from prometheus_client.registry import Collector
 
+from app.demo import feed_samples
 from registry.db import session_factory
 from registry.grants import inbound_topic
 from registry.publisher import OutboxRelay
 from schemas import DEPARTMENT_ACTION, LICENCE, REGISTRATION, register_all
-from streams.dual_notice import push_id
+from streams.dual_notice.app import push_id
 from tests.dual_notice_records import action, licence, registration
 from tests.monitoring import (
     Command,
@@ -42,7 +43,6 @@ from tests.monitoring import (
     query,
 )
 from tests.stream_worker import Onboarding, Watch, Worker, free_port
-from xietong.demo import feed_samples
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 from xietong.topics import DUAL_NOTICE_PUSHES, REGISTRATIONS, apply_topics

@@ -17,6 +17,7 @@ from confluent_kafka.admin import ScramMechanism, UserScramCredentialDeletion
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from app.demo import feed_samples
 from registry.acl import issue_kafka_password, reconcile_departments
 from registry.api import create_app
 from registry.audit import Actor
@@ -24,7 +25,6 @@ from registry.db import session_factory, transaction
 from registry.enforcer import AccessEnforcer
 from registry.service import issue_token
 from schemas import register_all
-from xietong.demo import feed_samples
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from xietong import cli
+from app import cli
 from xietong.settings import Settings
 
 

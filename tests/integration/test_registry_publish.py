@@ -27,6 +27,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from app import cli
 from registry import service
 from registry.audit import Actor
 from registry.db import engine, session_factory, transaction
@@ -42,7 +43,6 @@ from registry.outbox import (
 from registry.publisher import OutboxRelay
 from registry.seed import Level, load_sample_province
 from schemas import register_all
-from xietong import cli
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 from xietong.topics import (

@@ -12,9 +12,9 @@ from collections import Counter
 
 import pytest
 
+from app.demo import FeedResult, feed_samples
 from schemas import CANONICAL_RECORD_TYPES, register_all
 from tests.kafka_helpers import TopicWindow
-from xietong.demo import FeedResult, feed_samples
 from xietong.kafka import KafkaClients
 
 

@@ -49,7 +49,7 @@ from xietong.topics import DEPARTMENT_INBOX
 pytestmark = pytest.mark.usefixtures("secured")
 
 ROOT = Path(__file__).parents[2]
-CLI = [sys.executable, "-m", "xietong.cli"]
+CLI = [sys.executable, "-m", "app.cli"]
 
 
 # -- databases, departments, offsets ---------------------------------------------------------
@@ -180,7 +180,7 @@ class SinkProcess:
         }
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "xietong.cli", "sink", "run", "--database", self.url],
+                [sys.executable, "-m", "app.cli", "sink", "run", "--database", self.url],
                 stdout=log,
                 stderr=log,
                 env=env,
@@ -400,7 +400,7 @@ def test_audit_verify_exits_1_naming_the_entry(
 ) -> None:
     url, key = audited
     env = {**os.environ, "XIETONG_SINK_AUDIT_KEY": str(key)}
-    command = [sys.executable, "-m", "xietong.cli", "audit", "verify", "--database", url]
+    command = [sys.executable, "-m", "app.cli", "audit", "verify", "--database", url]
     intact = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
     assert intact.returncode == 0, intact.stderr
     assert "intact" in intact.stdout
@@ -544,7 +544,7 @@ def test_audit_reports_as_json_and_csv(audited: tuple[str, Path], departments: l
         cursor.execute("SELECT uscc FROM deliveries ORDER BY event_id LIMIT 1")
         (uscc,) = cursor.fetchone()
     conn.close()
-    base = [sys.executable, "-m", "xietong.cli", "audit"]
+    base = [sys.executable, "-m", "app.cli", "audit"]
     entity = subprocess.run(
         [*base, "entity", uscc, "--format", "json", "--database", url],
         cwd=ROOT,

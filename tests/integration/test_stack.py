@@ -8,11 +8,11 @@ import subprocess
 import httpx
 import sqlalchemy as sa
 
+from app.demo import round_trip
+from deploy.local.stack import LocalStack
 from schemas import load_schema, register_schema, value_subject
-from xietong.demo import round_trip
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
-from xietong.stack import LocalStack
 from xietong.topics import TOPICS, Change, TopicKey, apply_topics
 
 

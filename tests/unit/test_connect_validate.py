@@ -7,8 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from connectors.samples import DEPARTMENTS_DIR, SampleGenerator, write_export
-from xietong.cli import app
+from app.cli import app
+from app.samples import DEPARTMENTS_DIR, SampleGenerator, write_export
 
 
 def test_validate_shows_each_field_and_counts_what_would_be_dead_lettered(tmp_path: Path) -> None:

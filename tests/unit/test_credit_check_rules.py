@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from streams.credit_check import (
+from streams.credit_check.app import (
     CheckingDepartment,
     CreditCheckSettings,
     CreditCheckTopics,
@@ -35,7 +35,7 @@ from streams.credit_check import (
     fold_entry,
     matter_event,
 )
-from streams.joint_punishment import matter_event_id
+from streams.joint_punishment.app import matter_event_id
 from tests.credit_check_records import (
     PROVINCE,
     list_entry,
@@ -436,7 +436,7 @@ def logged() -> Iterator[list[str]]:
     lines: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
-    service_logger = logging.getLogger("streams.credit_check")
+    service_logger = logging.getLogger("streams.credit_check.app")
     level = service_logger.level
     service_logger.addHandler(handler)
     service_logger.setLevel(logging.INFO)

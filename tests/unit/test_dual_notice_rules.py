@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta
 import pytest
 
 from registry.seed import load_sample_province
-from streams.dual_notice import (
+from streams.dual_notice.app import (
     ACTIONS,
     CHINA_STANDARD_TIME,
     ActionKind,

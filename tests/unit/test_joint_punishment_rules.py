@@ -1,4 +1,4 @@
-"""一处违法、处处受限: the rule methods of streams/joint_punishment.py on in-memory state, with
+"""一处违法、处处受限: the rule methods of streams/joint_punishment/app.py on in-memory state, with
 the sample province's catalog and a fixed clock. The same rules run in the Faust worker
 (tests/integration/test_joint_punishment.py drives that one through the broker)."""
 
@@ -12,7 +12,7 @@ from typing import Any
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
 
-from streams.joint_punishment import (
+from streams.joint_punishment.app import (
     ID_FIELD,
     JointPunishmentRules,
     Outcome,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from xietong.lag import GroupMembers, LagExporter, LagMeasurement, PartitionLag
+from app.lag import GroupMembers, LagExporter, LagMeasurement, PartitionLag
 
 
 def scrape(exporter: LagExporter) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xietong.stack.prometheus import PROMETHEUS_DIR, prometheus_config
+from deploy.local.stack.prometheus import PROMETHEUS_DIR, prometheus_config
 
 RULES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))

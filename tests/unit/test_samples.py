@@ -1,4 +1,4 @@
-"""Sample department exports (connectors/samples.py), as a specification.
+"""Sample department exports (app/samples.py), as a specification.
 
 The generated exports must read like the departments' own: every good record maps through
 the shipped mapping files with no problem and gives back exactly the canonical fields it
@@ -18,9 +18,7 @@ from typing import Any
 
 import pytest
 
-from connectors.base import SourceRecord
-from connectors.file_source import FileSource
-from connectors.samples import (
+from app.samples import (
     DEPARTMENTS_DIR,
     EXPECTED_REASONS,
     Defect,
@@ -32,6 +30,8 @@ from connectors.samples import (
     generate_exports,
     load_exports,
 )
+from connectors.base import SourceRecord
+from connectors.file_source import FileSource
 from connectors.validation import validate
 from registry.seed import load_sample_province
 from xietong.uscc import is_valid_uscc

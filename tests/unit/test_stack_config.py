@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from deploy.local.stack import LocalStack, StackError
+from deploy.local.stack.kafka import KafkaBroker
 from xietong.settings import Settings
-from xietong.stack import LocalStack, StackError
-from xietong.stack.kafka import KafkaBroker
 from xietong.topics import TOPICS, TopicKey
 
 
@@ -114,7 +114,7 @@ def test_replication_settings_come_from_the_environment(monkeypatch: pytest.Monk
 def test_a_missing_maven_is_one_line_saying_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xietong.stack.maven import resolve_artifact
+    from deploy.local.stack.maven import resolve_artifact
 
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
 
@@ -130,7 +130,7 @@ def test_a_missing_maven_is_one_line_saying_how_to_install_it(
 def test_a_failed_download_names_the_artifact_and_where_the_details_are(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xietong.stack.maven import resolve_artifact
+    from deploy.local.stack.maven import resolve_artifact
 
     fake_mvn = tmp_path / "bin" / "mvn"
     fake_mvn.parent.mkdir()
@@ -151,7 +151,7 @@ def test_a_failed_download_names_the_artifact_and_where_the_details_are(
 def test_a_java_too_old_for_a_service_says_which_version_it_needs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from xietong.stack import java
+    from deploy.local.stack import java
 
     monkeypatch.setattr(java, "_candidates", lambda: [Path("/usr/bin/java")])
     monkeypatch.setattr(java, "java_version", lambda path: 17)

@@ -11,12 +11,12 @@ import shlex
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+from deploy.local.stack.base import LocalService, ServiceStatus, StackError
+from deploy.local.stack.kafka import KafkaBroker
+from deploy.local.stack.postgres import PostgresServer
+from deploy.local.stack.prometheus import PrometheusServer
+from deploy.local.stack.schema_registry import SchemaRegistry
 from xietong.settings import Settings
-from xietong.stack.base import LocalService, ServiceStatus, StackError
-from xietong.stack.kafka import KafkaBroker
-from xietong.stack.postgres import PostgresServer
-from xietong.stack.prometheus import PrometheusServer
-from xietong.stack.schema_registry import SchemaRegistry
 
 __all__ = ["LocalStack", "ServiceStatus", "StackError"]
 

@@ -33,6 +33,9 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
+from deploy.local.stack.base import LocalService, StackError, port_is_open
+from deploy.local.stack.java import find_java
+from deploy.local.stack.maven import resolve_classpath
 from xietong.kafka import (
     ADMIN_PRINCIPAL,
     SERVICES,
@@ -41,11 +44,8 @@ from xietong.kafka import (
     sasl_config,
 )
 from xietong.settings import LOOPBACK
-from xietong.stack.base import LocalService, StackError, port_is_open
-from xietong.stack.java import find_java
-from xietong.stack.maven import resolve_classpath
 
-DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "local" / "kafka"
+DEPLOY_DIR = Path(__file__).resolve().parents[1] / "kafka"
 SCRAM_ITERATIONS = 8192
 
 

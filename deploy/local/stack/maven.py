@@ -9,8 +9,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from deploy.local.stack.base import StackError, require_tool
 from xietong.settings import Settings
-from xietong.stack.base import StackError, require_tool
 
 # Pinned so that resolution does not depend on the Maven version's default plugin.
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"

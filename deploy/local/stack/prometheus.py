@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import yaml
 
+from deploy.local.stack.base import LocalService, require_tool
 from xietong.settings import LOOPBACK, Settings
-from xietong.stack.base import LocalService, require_tool
 
-PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "prometheus"
 PROMETHEUS_HINT = "install Prometheus (Debian: apt-get install prometheus, or make system)"
 
 #: The variable that moves a job's port on this machine; a job not named here keeps the

@@ -16,7 +16,7 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
-from xietong.stack.base import StackError
+from deploy.local.stack.base import StackError
 
 
 def _candidates() -> list[Path]:

@@ -4,7 +4,7 @@ Two kinds of department behaviour, each in a thread of its own:
 
 * **Exports** (:class:`ExportFeeder`). Every ``tick_seconds`` the registration, licensing
   and enforcement departments hand over a fresh export, written with the sample
-  generator (:mod:`connectors.samples`, ``bad_share`` of the records bad) into
+  generator (:mod:`app.samples`, ``bad_share`` of the records bad) into
   ``<out_dir>/tick-000042/``, and the department connectors publish it exactly as
   ``xietong connect run`` would (same mapping, validation, dead letters and offsets). A
   tick holds *recent* records (registrations, licences of the last ``recent_days``, so
@@ -53,15 +53,15 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.samples import DEPARTMENTS_DIR, ExportFile, generate_exports
 from connectors.config import ConnectorConfig, FileSourceConfig
 from connectors.runner import run_connector
-from connectors.samples import DEPARTMENTS_DIR, ExportFile, generate_exports
 from schemas import DEPARTMENT_ACTION, RESTRICTION_FEEDBACK
 from xietong.kafka import KafkaClients
 from xietong.logs import log_event
 from xietong.topics import CREDIT_LIST_ENTRIES
 
-logger = logging.getLogger("xietong.simulator")
+logger = logging.getLogger("app.simulator")
 
 INBOX_PATTERN = r"^dept\..+\.inbox$"
 INBOX_NAME = re.compile(r"^dept\.(?P<code>.+)\.inbox$")

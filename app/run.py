@@ -67,7 +67,7 @@ class Service:
         with self.log.open("ab") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting\n".encode())
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "xietong.cli", *self.args],
+                [sys.executable, "-m", "app.cli", *self.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -118,12 +118,12 @@ class Service:
 
 def services(settings: Settings, logs: Path) -> list[Service]:
     """The platform's services, with their metrics endpoints from the settings."""
+    from app.simulator import SimulatorSettings
     from connectors.sink.sink import SinkSettings
     from registry.settings import get_registry_settings
-    from streams.credit_check import CreditCheckSettings
-    from streams.dual_notice import DualNoticeSettings
-    from streams.joint_punishment import JointPunishmentSettings
-    from xietong.simulator import SimulatorSettings
+    from streams.credit_check.app import CreditCheckSettings
+    from streams.dual_notice.app import DualNoticeSettings
+    from streams.joint_punishment.app import JointPunishmentSettings
 
     registry = get_registry_settings()
     ports = {

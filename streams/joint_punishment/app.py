@@ -1649,7 +1649,7 @@ def run_worker(
     if processor.rules_settings.metrics_port:
         start_http_server(processor.rules_settings.metrics_port)
     worker = faust.Worker(processor.app, loglevel=loglevel, quiet=True)
-    worker.spinner = None  # see streams/dual_notice.py: it puts the root logger at DEBUG
+    worker.spinner = None  # see streams/dual_notice/app.py: it puts the root logger at DEBUG
     worker.execute_from_commandline()
 
 

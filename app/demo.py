@@ -24,10 +24,10 @@ import sqlalchemy as sa
 from confluent_kafka import Message, TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from app.samples import DEPARTMENTS_DIR, ExportFile, generate_exports
 from connectors.base import RunReport
 from connectors.config import ConnectorConfig, FileSourceConfig
 from connectors.runner import run_connector
-from connectors.samples import DEPARTMENTS_DIR, ExportFile, generate_exports
 from schemas import load_schema, register_schema, value_subject
 from xietong.kafka import KafkaClients
 from xietong.topics import HEARTBEATS

@@ -25,8 +25,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from deploy.local.stack import LocalStack, StackError
 from xietong.settings import get_settings
-from xietong.stack import LocalStack, StackError
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -179,7 +179,7 @@ def topics_list() -> None:
 @demo_app.command("round-trip")
 def demo_round_trip() -> None:
     """Send one Avro record through the schema registry and Kafka, read it back, store it."""
-    from xietong.demo import round_trip
+    from app.demo import round_trip
     from xietong.kafka import clients
 
     try:
@@ -416,7 +416,7 @@ def samples_generate(
     says per file how many records are good and which dead-letter reasons the bad ones
     must produce.
     """
-    from connectors.samples import generate_exports
+    from app.samples import generate_exports
 
     manifest = generate_exports(out, records, seed, bad_share)
     table = Table("file", "connector", "record type", "format", "records", "bad")
@@ -447,7 +447,7 @@ def demo_feed(
     """
     from collections import Counter
 
-    from xietong.demo import feed_samples
+    from app.demo import feed_samples
     from xietong.kafka import clients
 
     table = Table("connector", "record type", "read", "published", "dead-lettered", "reconciles")
@@ -1142,9 +1142,9 @@ def streams_dual_notice(
 
     Runs until SIGTERM or Ctrl-C; start more workers to share the partitions. The rules
     come from XIETONG_DUAL_NOTICE_* (claim period, licence period, working days,
-    metrics port); see streams/dual_notice.py.
+    metrics port); see streams/dual_notice/app.py.
     """
-    from streams.dual_notice import run_worker
+    from streams.dual_notice.app import run_worker
 
     run_worker(get_settings(), loglevel=log_level)
 
@@ -1160,14 +1160,14 @@ def streams_joint_punishment(
 
     Runs until SIGTERM or Ctrl-C; start more workers to share the partitions. The rules
     come from XIETONG_JOINT_PUNISHMENT_* (matter window, licence-review lists, metrics
-    port); see streams/joint_punishment.py.
+    port); see streams/joint_punishment/app.py.
     """
-    from streams.joint_punishment import run_worker
+    from streams.joint_punishment.app import run_worker
 
     run_worker(get_settings(), loglevel=log_level)
 
 
-# -- monitoring: consumer lag (xietong/lag.py) ------------------------------------------------
+# -- monitoring: consumer lag (app/lag.py) ------------------------------------------------
 
 lag_app = typer.Typer(
     help="Consumer lag of the platform's consumer groups (Prometheus exporter).",
@@ -1206,8 +1206,8 @@ def lag_serve(
 
     from prometheus_client import start_http_server
 
+    from app.lag import PLATFORM_GROUP_PREFIXES, LagExporter, logger
     from xietong.kafka import clients
-    from xietong.lag import PLATFORM_GROUP_PREFIXES, LagExporter, logger
     from xietong.logs import configure, log_event
 
     settings = get_settings()
@@ -1234,8 +1234,8 @@ def lag_show(group_prefix: GroupPrefixOption = None, as_json: JsonOption = False
     """Measure once and print each group's lag per topic and partition."""
     from confluent_kafka import KafkaException
 
+    from app.lag import PLATFORM_GROUP_PREFIXES, measure
     from xietong.kafka import clients
-    from xietong.lag import PLATFORM_GROUP_PREFIXES, measure
 
     try:
         measured = measure(clients("admin").admin(), group_prefix or PLATFORM_GROUP_PREFIXES)
@@ -1298,9 +1298,9 @@ def credit_check_serve(
     Loads credit.list-entries, registry.measures and registry.list-types into memory
     (/ready answers 503 until they are read to their end), then follows them; department
     tokens are verified against the registry database; every check is recorded on
-    credit.matter-events. Settings: XIETONG_CREDIT_CHECK_*; see streams/credit_check.py.
+    credit.matter-events. Settings: XIETONG_CREDIT_CHECK_*; see streams/credit_check/app.py.
     """
-    from streams.credit_check import CreditCheckSettings, run_service
+    from streams.credit_check.app import CreditCheckSettings, run_service
     from xietong.kafka import KafkaCredentialsError
 
     rules = CreditCheckSettings()
@@ -1333,14 +1333,14 @@ def simulate(
     ] = None,
 ) -> None:
     """Play the province's departments: exports through the department connectors, and
-    clerks who claim pushes, answer restriction hits and check credit (xietong/simulator.py;
+    clerks who claim pushes, answer restriction hits and check credit (app/simulator.py;
     rates from XIETONG_SIMULATOR_*). Runs until stopped; a restart goes on where it was."""
     from prometheus_client import start_http_server
 
+    from app.simulator import CreditChecks, DepartmentSimulator, SimulatorSettings
     from xietong.kafka import clients
     from xietong.logs import configure
     from xietong.settings import get_settings
-    from xietong.simulator import CreditChecks, DepartmentSimulator, SimulatorSettings
 
     configure()
     settings = get_settings()
@@ -1373,9 +1373,9 @@ def run_platform(
     interval: Annotated[float, typer.Option(help="Seconds between two summaries.")] = 5.0,
 ) -> None:
     """Run the whole platform on the local stack: every service as a process, the
-    department simulator feeding it, a live summary; Ctrl-C stops it (xietong/run.py).
+    department simulator feeding it, a live summary; Ctrl-C stops it (app/run.py).
     `make run` prepares the stack and the registry first, then calls this."""
-    from xietong.run import run
+    from app.run import run
     from xietong.settings import get_settings
 
     raise typer.Exit(run(get_settings(), duration=duration, interval=interval))

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import httpx
 
+from deploy.local.stack.base import LocalService, StackError, port_is_open
+from deploy.local.stack.java import find_java
+from deploy.local.stack.maven import resolve_artifact
 from xietong.settings import LOOPBACK, SCHEMA_REGISTRY_DATABASE
-from xietong.stack.base import LocalService, StackError, port_is_open
-from xietong.stack.java import find_java
-from xietong.stack.maven import resolve_artifact
 
 
 class SchemaRegistry(LocalService):

@@ -22,13 +22,13 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
+from deploy.local.stack.base import LocalService, StackError
 from xietong.settings import (
     CREDIT_DATABASE,
     LOOPBACK,
     REGISTRY_DATABASE,
     SCHEMA_REGISTRY_DATABASE,
 )
-from xietong.stack.base import LocalService, StackError
 
 POSTGRES_HINT = "install the PostgreSQL server (Debian: apt-get install postgresql)"
 SYSTEM_USER = "postgres"

@@ -54,6 +54,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from connectors import DEPARTMENTS_DIR
 from connectors.config import ConnectorConfig, FileSourceConfig
 from connectors.file_source import FileFormat
 from connectors.mapping import DepartmentMapping, FieldRule
@@ -65,7 +66,6 @@ from xietong.uscc import (
 )
 
 #: The shipped department exports: a ``<name>.connector.yaml`` and a ``<name>.yaml`` mapping each.
-DEPARTMENTS_DIR = Path(__file__).parent / "departments"
 
 # -- bad records ----------------------------------------------------------------------------
 

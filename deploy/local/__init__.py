@@ -1,0 +1,1 @@
+"""The local stack on loopback: Kafka, the schema registry, PostgreSQL, Prometheus."""
