@@ -15,6 +15,7 @@ Everything else is prefixed ``XIETONG_`` (for example ``XIETONG_KAFKA_PORT=19092
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -96,6 +97,23 @@ class Settings(BaseSettings):
     uscc_partitions: int = Field(
         default=6,
         description="Partition count of every topic keyed by USCC (co-partitioning).",
+    )
+
+    # -- the business clock (xietong/clock.py) ------------------------------------------
+    time_zone: str = Field(
+        default="Asia/Shanghai",
+        description="The province's time zone: it defines today, the day of an instant and"
+        " every deadline, in every service.",
+    )
+    clock_offset: timedelta = Field(
+        default=timedelta(0),
+        description="Rehearsal: shift the business clock of every service by this much"
+        " (seconds, or ISO 8601 such as PT8H); 0 in production.",
+    )
+    clock_at: datetime | None = Field(
+        default=None,
+        description="Rehearsal: freeze the business clock at this instant (ISO 8601 with"
+        " its offset); for one-shot commands and tests, never for a running platform.",
     )
 
     # -- monitoring -------------------------------------------------------------------

@@ -1,0 +1,143 @@
+"""The business clock: the one definition of "now", "today" and every deadline.
+
+The province's time zone (``XIETONG_TIME_ZONE``, default ``Asia/Shanghai``) decides which
+day an instant falls on, where a day starts and when a period ends, in every service and
+every test. No other module computes a local day by itself: they ask the clock::
+
+    from xietong.clock import business_clock
+
+    clock = business_clock()
+    clock.today()                       # the day it is in the province now
+    clock.day_of(1_765_040_400_000)     # the day an instant (epoch ms) falls on there
+    clock.midnight(date(2026, 12, 7))   # 00:00 of that day there (aware datetime)
+    clock.period_end(claimed_at, 15)    # the end of a 15-day period that starts then
+
+**Periods count as the law counts them** (《行政许可法》 and 《民法典》 第二百零一条): a
+period of *n* days that starts on a day does not count that day; it starts the next day
+and ends at the end of its last day, so a claim made at any hour of 1 March with a
+15-day period is due at 24:00 on 16 March.
+
+**Rehearsals.** A deployment can rehearse another hour or day without touching the
+machine's clock (libfaketime hangs the Kafka broker): ``XIETONG_CLOCK_OFFSET`` shifts
+every service's business clock by a duration (seconds, or ISO 8601 such as ``PT8H``),
+and ``XIETONG_CLOCK_AT`` freezes it at one instant (for one-shot commands and tests:
+a frozen clock never reaches a deadline). The suite uses both to run its clock-sensitive
+tests on either side of midnight in China whatever the hour of the run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock_time
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+DEFAULT_TIME_ZONE = "Asia/Shanghai"
+#: Avro's ``date`` counts days from here.
+EPOCH_DAY = date(1970, 1, 1)
+DAY_MS = 86_400_000
+
+
+def epoch_day(day: date | int) -> int:
+    """A day as Avro's ``date`` holds it: days since 1970-01-01 (an int passes through)."""
+    return day if isinstance(day, int) else (day - EPOCH_DAY).days
+
+
+def from_epoch_day(day: int) -> date:
+    return EPOCH_DAY + timedelta(days=day)
+
+
+def millis(moment: datetime | int) -> int:
+    """An instant in epoch milliseconds (an int passes through; a naive datetime is UTC)."""
+    if isinstance(moment, int):
+        return moment
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class BusinessClock:
+    """The province's clock: real time (or a rehearsed one) read in the province's zone.
+
+    ``offset`` shifts real time; ``at`` freezes it; ``wall`` is the source of real time
+    (``time.time``, which ``time-machine`` moves in unit tests).
+    """
+
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo(DEFAULT_TIME_ZONE))
+    offset: timedelta = timedelta(0)
+    at: datetime | None = None
+    wall: Callable[[], float] = field(default=time.time, compare=False, repr=False)
+
+    # -- now ----------------------------------------------------------------------------
+    def now_ms(self) -> int:
+        """The current instant, epoch milliseconds."""
+        if self.at is not None:
+            return millis(self.at)
+        return int((self.wall() + self.offset.total_seconds()) * 1000)
+
+    def now(self) -> datetime:
+        """The current instant as an aware datetime in the province's zone."""
+        return datetime.fromtimestamp(self.now_ms() / 1000, self.zone)
+
+    def today(self) -> date:
+        """The day it is in the province now."""
+        return self.now().date()
+
+    # -- days -----------------------------------------------------------------------------
+    def day_of(self, moment: datetime | int) -> date:
+        """The day an instant (aware datetime, or epoch ms) falls on in the province."""
+        return datetime.fromtimestamp(millis(moment) / 1000, self.zone).date()
+
+    def epoch_day_of(self, moment: datetime | int) -> int:
+        """:meth:`day_of` as days since 1970-01-01 (Avro's ``date``)."""
+        return epoch_day(self.day_of(moment))
+
+    def midnight(self, day: date | int) -> datetime:
+        """00:00 in the province at the start of ``day`` (a date or an epoch day)."""
+        if isinstance(day, int):
+            day = from_epoch_day(day)
+        return datetime.combine(day, clock_time.min, self.zone)
+
+    def midnight_ms(self, day: date | int) -> int:
+        """:meth:`midnight` in epoch milliseconds."""
+        return millis(self.midnight(day))
+
+    def end_of_day_ms(self, day: date | int) -> int:
+        """24:00 of ``day`` in the province (the next day's midnight), epoch ms."""
+        if isinstance(day, int):
+            day = from_epoch_day(day)
+        return self.midnight_ms(day + timedelta(days=1))
+
+    # -- periods -------------------------------------------------------------------------
+    def period_end(self, start: datetime | int, days: int) -> int:
+        """The end (epoch ms) of a period of ``days`` days that starts at ``start``.
+
+        The day of ``start`` does not count; the period ends at 24:00 of its last day.
+        """
+        return self.end_of_day_ms(self.day_of(start) + timedelta(days=days))
+
+    def last_day(self, start: datetime | int, days: int) -> date:
+        """The last day of a period of ``days`` days that starts at ``start``."""
+        return self.day_of(start) + timedelta(days=days)
+
+
+def clock_from_settings(
+    time_zone: str = DEFAULT_TIME_ZONE,
+    offset: timedelta = timedelta(0),
+    at: datetime | None = None,
+) -> BusinessClock:
+    return BusinessClock(zone=ZoneInfo(time_zone), offset=offset, at=at)
+
+
+@lru_cache(maxsize=1)
+def business_clock() -> BusinessClock:
+    """The process-wide business clock, from the settings (``XIETONG_TIME_ZONE``,
+    ``XIETONG_CLOCK_OFFSET``, ``XIETONG_CLOCK_AT``)."""
+    from xietong.settings import get_settings
+
+    settings = get_settings()
+    return clock_from_settings(settings.time_zone, settings.clock_offset, settings.clock_at)
