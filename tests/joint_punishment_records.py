@@ -11,7 +11,8 @@ from decimal import Decimal
 from typing import Any
 
 from registry.seed import load_sample_province
-from streams.joint_punishment.app import PunishmentCatalog, matter_event_id
+from streams.joint_punishment.app import PunishmentCatalog
+from xietong.ids import matter_event_id
 
 PROVINCE = load_sample_province()
 DAY_MS = 86_400_000

@@ -22,3 +22,18 @@ def deterministic_id(name: str) -> str:
     digest = _NAMESPACE_DIGEST.copy()
     digest.update(name.encode())
     return str(uuid.UUID(bytes=digest.digest()[:16], version=5))
+
+
+def matter_event_id(
+    uscc: str, department_code: str, matter_type: str, matter_reference: str, source: str
+) -> str:
+    """事件标识 of a matter event: the same report (or check) of a matter for an entity keeps
+    its id; another entity under the same reference (a second bidder) gets its own.
+
+    ``source`` is the MatterSource symbol (``DEPARTMENT_REPORT`` or ``CREDIT_CHECK``); the
+    report and the check of one matter have different ids and are folded into one matter
+    by (entity, department, matter type, matter reference).
+    """
+    return deterministic_id(
+        f"matter-event|{uscc}|{department_code}|{matter_type}|{matter_reference}|{source}"
+    )

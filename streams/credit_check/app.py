@@ -96,9 +96,8 @@ from registry import db, service
 from registry.contract import ErrorBody
 from registry.errors import ForbiddenError, NotAuthenticatedError, RegistryError
 from schemas import MATTER_EVENT
-from streams.joint_punishment.app import matter_event_id
 from streams.runtime import RecordWriter, ReferenceData
-from xietong.ids import deterministic_id
+from xietong.ids import deterministic_id, matter_event_id
 from xietong.kafka import KafkaClients
 from xietong.logs import log_event
 from xietong.settings import Settings

@@ -222,21 +222,6 @@ def now_ms() -> int:
 # -- ids: derived from what a record is about, never from when it was made -----------------
 
 
-def matter_event_id(
-    uscc: str, department_code: str, matter_type: str, matter_reference: str, source: str
-) -> str:
-    """事件标识 of a matter event: the same report (or check) of a matter for an entity keeps
-    its id; another entity under the same reference (a second bidder) gets its own.
-
-    ``source`` is the MatterSource symbol (``DEPARTMENT_REPORT`` or ``CREDIT_CHECK``); the
-    report and the check of one matter have different ids and are folded into one matter
-    by (entity, department, matter type, matter reference).
-    """
-    return deterministic_id(
-        f"matter-event|{uscc}|{department_code}|{matter_type}|{matter_reference}|{source}"
-    )
-
-
 @lru_cache(maxsize=65_536)
 def sanction_notice_id(entry_id: str, measure_code: str, department_code: str) -> str:
     return deterministic_id(f"sanction-notice|{entry_id}|{measure_code}|{department_code}")
@@ -1659,6 +1644,5 @@ __all__ = [
     "JointPunishmentSettings",
     "JointPunishmentTopics",
     "PunishmentCatalog",
-    "matter_event_id",
     "run_worker",
 ]

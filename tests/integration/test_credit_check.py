@@ -24,9 +24,9 @@ from registry.db import session_factory, transaction
 from registry.publisher import OutboxRelay
 from schemas import CREDIT_LIST_ENTRY, register_all
 from streams.credit_check.app import CreditCheckSettings, build_app
-from streams.joint_punishment.app import matter_event_id
 from tests.credit_check_records import list_entry, new_uscc, removal_of
 from tests.kafka_helpers import TopicWindow
+from xietong.ids import matter_event_id
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 from xietong.topics import MATTER_EVENTS, apply_topics

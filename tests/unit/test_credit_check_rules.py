@@ -35,7 +35,6 @@ from streams.credit_check.app import (
     fold_entry,
     matter_event,
 )
-from streams.joint_punishment.app import matter_event_id
 from tests.credit_check_records import (
     PROVINCE,
     list_entry,
@@ -44,6 +43,7 @@ from tests.credit_check_records import (
     new_uscc,
     removal_of,
 )
+from xietong.ids import matter_event_id
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 
