@@ -123,7 +123,7 @@ def services(settings: Settings, logs: Path) -> list[Service]:
     from registry.settings import get_registry_settings
     from streams.credit_check.app import CreditCheckSettings
     from streams.dual_notice.app import DualNoticeSettings
-    from streams.joint_punishment.app import JointPunishmentSettings
+    from streams.joint_punishment.settings import JointPunishmentSettings
 
     registry = get_registry_settings()
     ports = {

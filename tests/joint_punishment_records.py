@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from registry.seed import load_sample_province
-from streams.joint_punishment.app import PunishmentCatalog
+from streams.joint_punishment.rules import PunishmentCatalog
 from xietong.ids import matter_event_id
 
 PROVINCE = load_sample_province()

@@ -12,11 +12,11 @@ from typing import Any
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
 
-from streams.joint_punishment.app import (
+from streams.joint_punishment.rules import (
     ID_FIELD,
     JointPunishmentRules,
-    Outcome,
     PunishmentCatalog,
+    PunishmentOutput,
     restriction_hit_id,
     seats,
 )
@@ -30,6 +30,7 @@ from tests.joint_punishment_records import (
     received,
     sample_catalog,
 )
+from xietong.clock import business_clock
 from xietong.uscc import make_uscc
 
 CATALOG = sample_catalog()
@@ -57,8 +58,8 @@ class Harness:
         self.rules = JointPunishmentRules(self.entities, lambda: catalog)
         self.published: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
 
-    def feed(self, kind: str, record: dict[str, Any], now: int = NOW) -> Outcome:
-        outcome: Outcome = getattr(self.rules, INPUTS[kind])(record, now)
+    def feed(self, kind: str, record: dict[str, Any], now: int = NOW) -> PunishmentOutput:
+        outcome: PunishmentOutput = getattr(self.rules, INPUTS[kind])(record, now)
         self._keep(outcome)
         return outcome
 
@@ -68,7 +69,7 @@ class Harness:
             if state["due"] is not None and state["due"] <= now:
                 self._keep(self.rules.on_due(uscc, now, f"due|{uscc}|{state['due']}"))
 
-    def _keep(self, outcome: Outcome) -> None:
+    def _keep(self, outcome: PunishmentOutput) -> None:
         for out in outcome.outgoing:
             self.published.append((out.record_type, out.value, out.inboxes))
 
@@ -169,7 +170,8 @@ def test_a_procurement_matter_while_listed_hits_cj01_at_the_handling_finance_dep
     )
     assert hit["status"] == "ACTIVE" and hit["measure"]["code"] == "CJ01"
     assert hit["feedback_outcome"] == "PENDING"
-    assert hit["feedback_due_at"] == hit["raised_at"] + 15 * DAY_MS
+    # 15 days as the law counts them: from the day after the hit, to the end of the 15th.
+    assert hit["feedback_due_at"] == business_clock().period_end(hit["raised_at"], 15)
     assert [listing["entry_id"] for listing in hit["listings"]] == ["E-1"]
 
 
