@@ -106,7 +106,7 @@ from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypedDict
 
 from prometheus_client import Counter
 
@@ -489,6 +489,26 @@ def digest(value: dict[str, Any]) -> str:
     return hashlib.blake2b(repr(value).encode(), digest_size=10).hexdigest()
 
 
+class SentRecord(TypedDict, total=False):
+    """What the state remembers of a record it published (``state["sent"][record id]``)."""
+
+    digest: str  # of the content last published
+    cause: str  # the event that last changed it: that event again re-sends it
+    record_type: str  # withdrawable records only (hits, alerts): their type …
+    value: dict[str, Any]  # … and last content, to publish them WITHDRAWN
+
+
+#: The one-letter keys of the state written before the fields had names.
+_SENT_RECORD_KEYS = {"d": "digest", "c": "cause", "t": "record_type", "v": "value"}
+
+
+def _named(sent: dict[str, dict[str, Any]]) -> None:
+    """Give an earlier worker's sent records their field names, in place."""
+    for identity, known in sent.items():
+        if "d" in known:
+            sent[identity] = {_SENT_RECORD_KEYS.get(k, k): v for k, v in known.items()}
+
+
 def new_entity() -> dict[str, Any]:
     """The state of an entity the processor has heard nothing about."""
     return {
@@ -497,7 +517,7 @@ def new_entity() -> dict[str, Any]:
         "penalties": {},  # authority USCC/decision number → fact (licence-revoking only)
         "matters": {},  # department|type|reference → {..., "events": {event id → fact}}
         "feedback": {},  # hit id → {department|feedback id → fact}
-        "sent": {},  # record id → {"d": digest, "c": cause, ["t": type, "v": value]}
+        "sent": {},  # record id → a SentRecord
         "due": None,  # when the entity is next due (epoch ms), or None
         "due_by": {},  # that, by what comes due: HITS (feedback deadlines), LIFTS (ends)
     }
@@ -645,7 +665,7 @@ class JointPunishmentRules:
             problem = ("reason", "NOT_APPLICABLE needs the reason why the measure does not apply")
         uscc = feedback["uscc"]
         state = self._state(uscc)
-        hit = state["sent"].get(feedback["hit_id"], {}).get("v")
+        hit = state["sent"].get(feedback["hit_id"], {}).get("value")
         if problem is None and hit is not None and hit["department"]["code"] != department:
             problem = (
                 "hit_id",
@@ -669,16 +689,19 @@ class JointPunishmentRules:
     def on_due(self, uscc: str, checked_at: int, cause: str) -> PunishmentOutput:
         """The entity's next due date passed (a listing's end, a feedback deadline)."""
         EVENTS.labels("due").inc()
-        state = self.entities.get(uscc)
-        if state is None:
+        if uscc not in self.entities:
             return PunishmentOutput()
+        state = self._state(uscc)
         return self._settle(uscc, state, cause, checked_at, False, AFTER["due"])
 
     # -- settling: derive what should have been sent, send the difference ------------------
 
     def _state(self, uscc: str) -> dict[str, Any]:
         known = self.entities.get(uscc)
-        return new_entity() if known is None else known
+        if known is None:
+            return new_entity()
+        _named(known["sent"])
+        return known
 
     def _settle(
         self,
@@ -700,33 +723,33 @@ class JointPunishmentRules:
         for identity, out in desired.items():
             fingerprint = digest(out.value)
             known = sent.get(identity)
-            if known is None or known["d"] != fingerprint:
+            if known is None or known["digest"] != fingerprint:
                 self._count(out, known)
-                entry: dict[str, Any] = {"d": fingerprint, "c": cause}
+                entry: dict[str, Any] = {"digest": fingerprint, "cause": cause}
                 if out.record_type in WITHDRAWABLE:
-                    entry.update(t=out.record_type, v=out.value)
+                    entry.update(record_type=out.record_type, value=out.value)
                 sent[identity] = entry
                 outcome.outgoing.append(out)
                 changed = True
-            elif known["c"] == cause:  # this event again (after a crash): send it again
+            elif known["cause"] == cause:  # this event again (after a crash): send it again
                 outcome.outgoing.append(out)
         for identity, known in sent.items() if HITS in sections else ():
-            if identity in desired or "t" not in known:
+            if identity in desired or "record_type" not in known:
                 continue
-            value = known["v"]
+            value = known["value"]
             if value["status"] != "WITHDRAWN":
                 value = {**value, "status": "WITHDRAWN"}
-                if known["t"] == "restriction_hit":
+                if known["record_type"] == "restriction_hit":
                     value["withdrawn_reason"] = (
                         "no listing the measure applies to was in force on the matter date"
                         " (a later removal or correction)"
                     )
                     HITS_WITHDRAWN.inc()
-                known.update(d=digest(value), c=cause, v=value)
+                known.update(digest=digest(value), cause=cause, value=value)
                 changed = True
-            elif known["c"] != cause:
+            elif known["cause"] != cause:
                 continue
-            outcome.outgoing.append(self._outgoing(known["t"], uscc, value))
+            outcome.outgoing.append(self._outgoing(known["record_type"], uscc, value))
         due_by = {**state.get("due_by", {}), **dues}
         due = min((at for at in due_by.values() if at is not None), default=None)
         if due != state["due"]:
@@ -750,12 +773,12 @@ class JointPunishmentRules:
         value, kind = out.value, out.record_type
         if kind == "restriction_hit":
             department = value["department"]["code"]
-            if known is None or known["v"]["status"] == "WITHDRAWN":
+            if known is None or known["value"]["status"] == "WITHDRAWN":
                 RESTRICTION_HITS.labels(department, value["measure"]["code"]).inc()
                 if value["measure"]["feedback_required"]:
                     FEEDBACK_REQUIRED.labels(department).inc()
             if value["feedback_id"] is not None and (
-                known is None or known["v"]["feedback_id"] is None
+                known is None or known["value"]["feedback_id"] is None
             ):
                 FEEDBACK_GIVEN.labels(department, value["feedback_outcome"]).inc()
             return

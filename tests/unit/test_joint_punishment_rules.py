@@ -639,3 +639,24 @@ def test_any_arrival_order_with_duplicates_ends_with_the_final_set_of_in_order_p
     ticks = data.draw(st.lists(st.integers(0, max(len(shuffled) - 1, 0)), max_size=3))
 
     assert run(shuffled, tuple(ticks)).final() == in_order
+
+
+def test_an_earlier_workers_state_with_one_letter_keys_is_read_under_the_field_names() -> None:
+    """State written before the sent records' fields had names keeps working."""
+    h = Harness()
+    h.feed("list_entry", list_entry(ENTITY, "E-1", listed_on=days(-30)))
+    h.feed(
+        "matter",
+        matter(ENTITY, "hz-xh-finance", "GOVERNMENT_PROCUREMENT", "CG-1", matter_date=days(-1)),
+    )
+    short = {"digest": "d", "cause": "c", "record_type": "t", "value": "v"}
+    state = h.entities[ENTITY]
+    state["sent"] = {
+        identity: {short[key]: value for key, value in known.items()}
+        for identity, known in state["sent"].items()
+    }
+
+    again = h.feed("list_entry", list_entry(ENTITY, "E-1", listed_on=days(-30)))
+
+    assert all("digest" in known and "d" not in known for known in state["sent"].values())
+    assert not [out for out in again.outgoing if out.record_type == "restriction_hit"]
