@@ -349,43 +349,50 @@ def _later(new: dict[str, Any], known: dict[str, Any] | None) -> bool:
     return (new["event_time"], new["event_id"]) > (known["event_time"], known["event_id"])
 
 
-def listing_fact(record: dict[str, Any]) -> dict[str, Any]:
+def _fact(
+    record: dict[str, Any],
+    fields: tuple[str, ...],
+    days: tuple[str, ...] = (),
+    optional_days: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """What the rules keep of an input record: its event id and time, ``fields`` as they
+    are, ``days`` (and ``optional_days``, which may be absent) as epoch days."""
     envelope = record["envelope"]
-    removed_on = record["removed_on"]
-    return {
-        "event_id": envelope["event_id"],
-        "event_time": millis(envelope["event_time"]),
-        "list_type": record["list_type"],
-        "entity_name": record["entity_name"],
-        "listing_authority_name": record["listing_authority_name"],
-        "listing_authority_uscc": record["listing_authority_uscc"],
-        "reason": record["reason"],
-        "legal_basis": record["legal_basis"],
-        "document_number": record["document_number"],
-        "listed_on": epoch_day(record["listed_on"]),
-        "planned_removal_on": optional_day(record["planned_removal_on"]),
-        "removed_on": (
-            epoch_day(removed_on)
-            if removed_on is not None
-            else day_of(millis(envelope["event_time"]))
+    fact = {"event_id": envelope["event_id"], "event_time": millis(envelope["event_time"])}
+    fact.update((name, record[name]) for name in fields)
+    fact.update((name, epoch_day(record[name])) for name in days)
+    fact.update((name, optional_day(record[name])) for name in optional_days)
+    return fact
+
+
+def listing_fact(record: dict[str, Any]) -> dict[str, Any]:
+    fact = _fact(
+        record,
+        (
+            "list_type",
+            "entity_name",
+            "listing_authority_name",
+            "listing_authority_uscc",
+            "reason",
+            "legal_basis",
+            "document_number",
+            "removal_reason",
         ),
-        "removal_reason": record["removal_reason"],
-    }
+        days=("listed_on",),
+        optional_days=("planned_removal_on", "removed_on"),
+    )
+    if fact["removed_on"] is None:  # a 移出 without its date is removed on the record's day
+        fact["removed_on"] = day_of(fact["event_time"])
+    return fact
 
 
 def licence_fact(record: dict[str, Any]) -> dict[str, Any]:
-    envelope = record["envelope"]
-    return {
-        "event_id": envelope["event_id"],
-        "event_time": millis(envelope["event_time"]),
-        "licence_number": record["licence_number"],
-        "certificate_name": record["certificate_name"],
-        "approval_item_code": record["approval_item_code"],
-        "authority_uscc": record["authority_uscc"],
-        "status": record["status"],
-        "valid_from": epoch_day(record["valid_from"]),
-        "valid_to": optional_day(record["valid_to"]),
-    }
+    return _fact(
+        record,
+        ("licence_number", "certificate_name", "approval_item_code", "authority_uscc", "status"),
+        days=("valid_from",),
+        optional_days=("valid_to",),
+    )
 
 
 def licence_valid_on(licence: dict[str, Any], day: int) -> bool:
@@ -399,20 +406,20 @@ def licence_valid_on(licence: dict[str, Any], day: int) -> bool:
 
 
 def penalty_fact(record: dict[str, Any]) -> dict[str, Any]:
-    envelope = record["envelope"]
-    return {
-        "event_id": envelope["event_id"],
-        "event_time": millis(envelope["event_time"]),
-        "party_name": record["party_name"],
-        "decision_number": record["decision_number"],
-        "violation_type": record["violation_type"],
-        "content": record["content"],
-        "legal_basis": record["legal_basis"],
-        "affected_licence": record["affected_licence"],
-        "decided_on": epoch_day(record["decided_on"]),
-        "authority_name": record["authority_name"],
-        "authority_uscc": record["authority_uscc"],
-    }
+    return _fact(
+        record,
+        (
+            "party_name",
+            "decision_number",
+            "violation_type",
+            "content",
+            "legal_basis",
+            "affected_licence",
+            "authority_name",
+            "authority_uscc",
+        ),
+        days=("decided_on",),
+    )
 
 
 @dataclass(frozen=True)
