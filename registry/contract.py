@@ -73,18 +73,6 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ErrorBody(BaseModel):
-    """Every refusal: a machine-readable code, a sentence for people, the field at fault."""
-
-    error: str = Field(
-        description="not_authenticated, forbidden, not_found, conflict, invalid_transition,"
-        " invalid_input, not_shared, validation_error",
-        examples=["invalid_transition"],
-    )
-    message: str = Field(examples=["subscription 7 (hz-health → registration) is REJECTED; …"])
-    field: str | None = Field(default=None, description="The request field at fault, if any.")
-
-
 class Health(BaseModel):
     status: str = Field(examples=["ok"])
     database: str
