@@ -20,7 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 
 import streams.credit_check
-from registry.tokens import DepartmentTokens
+from registry.directory import RegistryDirectory
 from schemas import MATTER_EVENT
 from streams.credit_check.contract import (
     ERROR_RESPONSES,
@@ -75,7 +75,7 @@ BEARER = HTTPBearer(auto_error=False, description="The department's registry API
 
 
 class Departments(Protocol):
-    """Who holds a token (:class:`~registry.tokens.DepartmentTokens`, or a test's own)."""
+    """Who holds a token (:class:`~registry.directory.RegistryDirectory`, or a test's own)."""
 
     def cached(self, token: str) -> CheckingDepartment | None: ...
 
@@ -293,7 +293,7 @@ def build_app(
     kafka = KafkaClients(settings, "streams")
     writer = RecordWriter(kafka, MATTER_EVENT)
     writer.check_registered()
-    directory = DepartmentTokens(
+    directory = RegistryDirectory(
         settings.database_url,
         get_registry_settings().admin_token_sha256,
         rules.token_cache_seconds,

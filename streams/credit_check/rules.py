@@ -19,7 +19,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from registry.tokens import TokenHolder
+from registry.directory import TokenHolder
 from xietong.clock import BusinessClock
 from xietong.ids import deterministic_id, matter_event_id
 

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from registry.tokens import DepartmentTokens
+from registry.directory import RegistryDirectory
 from streams.credit_check.api import create_app
 from streams.credit_check.recorder import MatterEventRecorder
 from streams.credit_check.rules import (
@@ -526,7 +526,7 @@ def test_a_matter_event_beyond_the_queue_is_counted_not_dropped_silently() -> No
 
 
 def test_a_registry_database_that_does_not_answer_is_503_not_401() -> None:
-    directory = DepartmentTokens(
+    directory = RegistryDirectory(
         "postgresql+psycopg2://nobody:secret@127.0.0.1:9/registry", None, cache_seconds=5
     )
     with pytest.raises(ServiceUnavailableError, match="cannot be reached to verify the token"):

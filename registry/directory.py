@@ -1,4 +1,5 @@
-"""Departments' registry tokens, as the services that are not the registry check them.
+"""The registry as the services that are not the registry read it: departments' tokens,
+the departments and the matter-type catalog.
 
 The credit check and the HTTP ingest accept a department's registry API token (``xietong
 registry issue-token <department>``) and act as that department. They verify it through
@@ -6,8 +7,8 @@ the registry's service layer (:func:`registry.service.verify_token`, the registr
 own check) against the registry database, and remember a verified token for a few
 seconds so a busy service does not ask the database on every request::
 
-    tokens = DepartmentTokens(database_url, admin_token_sha256, cache_seconds=5)
-    department = tokens.cached(token) or tokens.verify(token)   # blocking: off the loop
+    directory = RegistryDirectory(database_url, admin_token_sha256, cache_seconds=5)
+    department = directory.cached(token) or directory.verify(token)   # blocking: off the loop
 
 An unknown or revoked token is :class:`~xietong.http_errors.NotAuthenticatedError`
 (401), an administrator token :class:`~xietong.http_errors.ForbiddenError` (403: it
@@ -44,9 +45,9 @@ class TokenHolder:
     sector: str
 
 
-class DepartmentTokens:
-    """Department tokens and the matter-type catalog, read from the registry database
-    through the registry's service layer; ``cache_seconds`` 0 asks every time."""
+class RegistryDirectory:
+    """Department tokens, departments and the matter-type catalog, read from the registry
+    database through the registry's service layer; ``cache_seconds`` 0 asks every time."""
 
     def __init__(
         self, database_url: str, admin_token_sha256: str | None, cache_seconds: float
@@ -79,6 +80,11 @@ class DepartmentTokens:
             expires = time.monotonic() + self.cache_seconds
             self._tokens[service.token_digest(token)] = (expires, holder)
         return holder
+
+    def departments_by_uscc(self) -> dict[str, str]:
+        """USCC → code of every department the registry knows (blocking, never cached)."""
+        with self._registry("list the departments") as session:
+            return {row.uscc: row.code for row in service.list_departments(session)}
 
     def matter_type_name(self, code: str) -> str | None:
         """The name of a matter type of the registry's catalog (re-read at most every
