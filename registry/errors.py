@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from xietong.http_errors import (
     ApiError,
-    ConflictError,
     ForbiddenError,
     InvalidInputError,
     NotAuthenticatedError,
@@ -19,6 +18,13 @@ from xietong.http_errors import (
 
 #: Base of the registry's domain errors (what the CLI catches around an operation).
 RegistryError = ApiError
+
+
+class ConflictError(ApiError):
+    """The request contradicts what is stored: a duplicate code, an open subscription."""
+
+    status = 409
+    code = "conflict"
 
 
 class InvalidTransitionError(ConflictError):

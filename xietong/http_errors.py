@@ -23,6 +23,7 @@ never to the client.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -95,20 +96,6 @@ class NotFoundError(ApiError):
     code = "not_found"
 
 
-class ConflictError(ApiError):
-    """The request contradicts what is stored: a duplicate code, an open subscription."""
-
-    status = 409
-    code = "conflict"
-
-
-class InvalidInputError(ApiError):
-    """A value is well-formed but not acceptable (unknown field, past date, not shared)."""
-
-    status = 422
-    code = "invalid_input"
-
-
 class ServiceUnavailableError(ApiError):
     """The service cannot answer now (loading, a dependency down): retry after a while."""
 
@@ -122,6 +109,13 @@ class ServiceUnavailableError(ApiError):
     @property
     def headers(self) -> dict[str, str] | None:
         return {"Retry-After": str(self.retry_after)}
+
+
+class InvalidInputError(ApiError):
+    """A value is well-formed but not acceptable (unknown field, past date, not shared)."""
+
+    status = 422
+    code = "invalid_input"
 
 
 def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
@@ -150,6 +144,29 @@ def field_of(location: Sequence[str | int]) -> str:
     if parts and parts[0] in ("body", "path", "query", "header", "cookie"):
         parts = parts[1:]
     return ".".join(str(part) for part in parts)
+
+
+def refuse_undeclared_query(request: Request) -> None:
+    """Refuse query parameters the OpenAPI document does not declare for the operation,
+    and any given twice: a misspelt filter (``?stauts=APPROVED``) or a second value must
+    not silently change what is answered."""
+    route = request.scope["route"]
+    operation = request.app.openapi()["paths"][route.path][request.method.lower()]
+    declared = {p["name"] for p in operation.get("parameters", ()) if p["in"] == "query"}
+    given = Counter(name for name, _ in request.query_params.multi_items())
+    unknown = sorted(set(given) - declared)
+    if unknown:
+        raise InvalidInputError(
+            f"unknown query parameter {', '.join(map(repr, unknown))}; {route.path} takes"
+            f" {', '.join(sorted(declared)) or 'none'}",
+            field=unknown[0],
+        )
+    repeated = sorted(name for name, count in given.items() if count > 1)
+    if repeated:
+        raise InvalidInputError(
+            f"query parameter {', '.join(map(repr, repeated))} given more than once; give it once",
+            field=repeated[0],
+        )
 
 
 #: The codes of the HTTP errors Starlette raises itself (no route, wrong method, bad body).
