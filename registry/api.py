@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any
 
@@ -72,7 +71,12 @@ from registry.contract import (
 )
 from registry.errors import ForbiddenError, InvalidInputError, NotAuthenticatedError
 from registry.models import SubscriptionStatus
-from xietong.http_errors import error_response, error_responses, install_error_handlers
+from xietong.http_errors import (
+    error_response,
+    error_responses,
+    install_error_handlers,
+    refuse_undeclared_query,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -135,26 +139,9 @@ Admin = Annotated[Actor, Depends(admin_actor)]
 
 
 def declared_query_only(request: Request, caller: Caller) -> None:
-    """Refuse query parameters the OpenAPI document does not declare for the operation,
-    and any given twice: a misspelt filter (``?stauts=APPROVED``) or a second value must
-    not silently change what is returned."""
-    route = request.scope["route"]
-    operation = request.app.openapi()["paths"][route.path][request.method.lower()]
-    declared = {p["name"] for p in operation.get("parameters", ()) if p["in"] == "query"}
-    given = Counter(name for name, _ in request.query_params.multi_items())
-    unknown = sorted(set(given) - declared)
-    if unknown:
-        raise InvalidInputError(
-            f"unknown query parameter {', '.join(map(repr, unknown))}; {route.path} takes"
-            f" {', '.join(sorted(declared)) or 'none'}",
-            field=unknown[0],
-        )
-    repeated = sorted(name for name, count in given.items() if count > 1)
-    if repeated:
-        raise InvalidInputError(
-            f"query parameter {', '.join(map(repr, repeated))} given more than once; give it once",
-            field=repeated[0],
-        )
+    """Once the caller is known: refuse query parameters the operation does not declare
+    (:func:`~xietong.http_errors.refuse_undeclared_query`)."""
+    refuse_undeclared_query(request)
 
 
 router = APIRouter(responses=ERROR_RESPONSES, dependencies=[Depends(declared_query_only)])

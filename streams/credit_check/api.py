@@ -46,6 +46,7 @@ from xietong.http_errors import (
     NotAuthenticatedError,
     ServiceUnavailableError,
     install_error_handlers,
+    refuse_undeclared_query,
 )
 from xietong.kafka import KafkaClients
 from xietong.logs import log_event
@@ -70,7 +71,6 @@ REFUSED = Counter(
     ("reason",),
 )
 
-CHECK_PARAMETERS = frozenset({"uscc", "matter_type", "matter_date", "matter_ref"})
 BEARER = HTTPBearer(auto_error=False, description="The department's registry API token.")
 
 
@@ -116,13 +116,7 @@ async def checking_department(
     known = departments.cached(token)
     if known is None:
         known = await run_in_threadpool(departments.verify, token)
-    unknown = sorted(set(request.query_params.keys()) - CHECK_PARAMETERS)
-    if unknown:
-        raise InvalidInputError(
-            f"unknown query parameter {', '.join(map(repr, unknown))}; /v1/checks takes"
-            f" {', '.join(sorted(CHECK_PARAMETERS))}",
-            field=unknown[0],
-        )
+    refuse_undeclared_query(request)
     return known
 
 
