@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,8 +20,6 @@ from typing import Any
 
 import pytest
 import yaml
-from confluent_kafka import KafkaException, TopicPartition
-from confluent_kafka.serialization import MessageField, SerializationContext
 from fastapi.testclient import TestClient
 
 from connectors.config import ConnectorConfig
@@ -32,6 +29,7 @@ from registry.audit import Actor
 from registry.db import session_factory, transaction
 from registry.directory import RegistryDirectory
 from schemas import register_all
+from tests.kafka_helpers import TopicWindow
 from xietong.kafka import KafkaClients
 from xietong.topics import DEAD_LETTER, LICENCES
 
@@ -160,58 +158,6 @@ def xihu_licence(**columns: Any) -> dict[str, Any]:
     }
 
 
-# -- reading what was published --------------------------------------------------------------
-
-
-class TopicWatch:
-    """The records written to a shared topic after the watch started, decoded."""
-
-    def __init__(self, kafka: KafkaClients, topic: str) -> None:
-        self.kafka = kafka
-        self.topic = topic
-        self.since = self._ends()
-
-    def _ends(self) -> dict[int, int]:
-        consumer = self.kafka.consumer(group_id=f"test-http-ingest-{uuid.uuid4()}")
-        try:
-            partitions = consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
-            return {
-                partition: consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, partition), timeout=10
-                )[1]
-                for partition in partitions
-            }
-        finally:
-            consumer.close()
-
-    def new_records(self) -> list[tuple[bytes, Any]]:
-        """(key, value) of every record written since the watch started."""
-        until = self._ends()
-        pending = {p for p, end in until.items() if end > self.since.get(p, 0)}
-        consumer = self.kafka.consumer(group_id=f"test-http-ingest-{uuid.uuid4()}")
-        consumer.assign([TopicPartition(self.topic, p, self.since.get(p, 0)) for p in pending])
-        deserialize = self.kafka.avro_deserializer()
-        context = SerializationContext(self.topic, MessageField.VALUE)
-        records: list[tuple[bytes, Any]] = []
-        deadline = time.monotonic() + 15
-        try:
-            while pending:
-                assert time.monotonic() < deadline, f"{self.topic}: {pending} not read to the end"
-                message = consumer.poll(1.0)
-                if message is None:
-                    continue
-                if message.error():
-                    raise KafkaException(message.error())
-                key, offset, partition = message.key(), message.offset(), message.partition()
-                assert key is not None and offset is not None and partition is not None
-                records.append((key, deserialize(message.value(), context)))
-                if offset + 1 >= until[partition]:
-                    pending.discard(partition)
-        finally:
-            consumer.close()
-        return records
-
-
 # -- the specification -----------------------------------------------------------------------
 
 
@@ -221,7 +167,7 @@ def test_a_batch_gets_a_verdict_per_record_and_every_record_reaches_kafka(
     good = hz_licence()
     wrong_check_character = hz_licence(统一社会信用代码="91330106MA2CD7Q4XX")
     no_such_day = hz_licence(许可决定日期="2026年2月30日")
-    licences, dead_letters = TopicWatch(kafka, LICENCES.name), TopicWatch(kafka, DEAD_LETTER.name)
+    licences, dead_letters = TopicWindow(kafka, LICENCES.name), TopicWindow(kafka, DEAD_LETTER.name)
 
     response = ingest.post(
         HZ_HEALTH, "licence", {"records": [good, wrong_check_character, no_such_day, "XK-1"]}
@@ -243,7 +189,8 @@ def test_a_batch_gets_a_verdict_per_record_and_every_record_reaches_kafka(
     # The accepted licence is on permits.licences, keyed by the entity, from the credential's
     # department, with where it came from.
     published = {
-        value["envelope"]["event_id"]: (key, value) for key, value in licences.new_records()
+        message.value["envelope"]["event_id"]: (message.key, message.value)
+        for message in licences.read()
     }
     key, licence = published[accepted["event_id"]]
     assert key == ENTITY.encode()
@@ -257,7 +204,7 @@ def test_a_batch_gets_a_verdict_per_record_and_every_record_reaches_kafka(
     # The three rejected records are kept whole on platform.dead-letter with their reasons.
     rejected = {
         value["source_offset"]: value
-        for _, value in dead_letters.new_records()
+        for value in (message.value for message in dead_letters.read())
         if value["source_partition"] == f"http:{HZ_HEALTH}"
         and value["source_offset"].startswith(f"{request_id}:")
     }
@@ -275,7 +222,7 @@ def test_a_batch_gets_a_verdict_per_record_and_every_record_reaches_kafka(
 def test_the_body_cannot_choose_the_department(ingest: Ingest, kafka: KafkaClients) -> None:
     # 西湖区市场监管 claims, in the body and in the record, to be 杭州市卫健委.
     record = xihu_licence(source_department_uscc=HZ_HEALTH, 来源部门统一社会信用代码=HZ_HEALTH)
-    licences = TopicWatch(kafka, LICENCES.name)
+    licences = TopicWindow(kafka, LICENCES.name)
 
     response = ingest.post(
         XIHU_MARKET,
@@ -286,7 +233,7 @@ def test_the_body_cannot_choose_the_department(ingest: Ingest, kafka: KafkaClien
     assert response.status_code == 200
     [result] = response.json()["results"]
     assert result["status"] == "accepted"
-    published = {value["envelope"]["event_id"]: value for _, value in licences.new_records()}
+    published = {m.value["envelope"]["event_id"]: m.value for m in licences.read()}
     envelope = published[result["event_id"]]["envelope"]
     assert envelope["source_department_uscc"] == XIHU_MARKET
     assert envelope["source_department_name"] == "杭州市西湖区市场监督管理局"

@@ -239,41 +239,35 @@ def test_a_check_repeated_has_the_same_id_and_another_entity_another() -> None:
     assert same not in others and len(others) == 6
 
 
-def test_a_check_without_a_matter_reference_is_a_matter_of_its_own() -> None:
-    department = CheckingDepartment("hz-finance", "11330100MB0000000X", "杭州市财政局", "finance")
-    event = matter_event(
-        check_id="c",
-        department=department,
-        uscc=USCC,
+FINANCE = CheckingDepartment("hz-finance", "11330100MB0000000X", "杭州市财政局", "finance")
+
+
+def check_event(reference: str | None, uscc: str = USCC) -> dict[str, Any]:
+    """The matter event of 杭州市财政局's procurement check of ``uscc`` on 1 January 2025."""
+    return matter_event(
+        check_id=f"c-{reference}-{uscc}",
+        department=FINANCE,
+        uscc=uscc,
         entity_name=None,
         matter_type="GOVERNMENT_PROCUREMENT",
-        matter_ref=None,
+        matter_ref=reference,
         matter_date=JAN_1,
         checked_at=CLOCK.now(),
     )
+
+
+def test_a_check_without_a_matter_reference_is_a_matter_of_its_own() -> None:
+    event = check_event(None)
     assert event["matter_reference"] == f"CREDIT-CHECK/{USCC}/2025-01-01"
-    assert event["source"] == "CREDIT_CHECK" and event["credit_check_id"] == "c"
+    assert event["source"] == "CREDIT_CHECK" and event["credit_check_id"] == f"c-None-{USCC}"
 
 
 def test_the_checks_of_two_bidders_under_one_reference_are_two_matter_events() -> None:
     """One procurement, two bidders checked: each check's matter event has its own id (the
     entity's USCC is in it), the same one the joint-punishment processor derives, so the
     check and the department's report of one bidder's matter fold into one hit."""
-    department = CheckingDepartment("hz-finance", "11330100MB0000000X", "杭州市财政局", "finance")
     bidders = (USCC, new_uscc())
-    events = [
-        matter_event(
-            check_id=f"c-{bidder}",
-            department=department,
-            uscc=bidder,
-            entity_name=None,
-            matter_type="GOVERNMENT_PROCUREMENT",
-            matter_ref="ZJCG-7",
-            matter_date=JAN_1,
-            checked_at=CLOCK.now(),
-        )
-        for bidder in bidders
-    ]
+    events = [check_event("ZJCG-7", uscc=bidder) for bidder in bidders]
     assert [event["event_id"] for event in events] == [
         matter_event_id(bidder, "hz-finance", "GOVERNMENT_PROCUREMENT", "ZJCG-7", "CREDIT_CHECK")
         for bidder in bidders
@@ -283,7 +277,6 @@ def test_the_checks_of_two_bidders_under_one_reference_are_two_matter_events() -
 
 # -- the API, over state filled in memory -------------------------------------------------------
 
-FINANCE = CheckingDepartment("hz-finance", "11330100MB0000000X", "杭州市财政局", "finance")
 FINANCE_TOKEN = {"Authorization": "Bearer finance-token"}
 
 
@@ -467,19 +460,6 @@ class FailingProducer:
 def outcomes(outcome: str) -> float:
     labels = {"outcome": outcome}
     return REGISTRY.get_sample_value("xietong_credit_check_matter_events_total", labels) or 0.0
-
-
-def check_event(reference: str) -> dict[str, Any]:
-    return matter_event(
-        check_id=reference,
-        department=FINANCE,
-        uscc=USCC,
-        entity_name=None,
-        matter_type="GOVERNMENT_PROCUREMENT",
-        matter_ref=reference,
-        matter_date=JAN_1,
-        checked_at=CLOCK.now(),
-    )
 
 
 @contextmanager
