@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -139,7 +140,7 @@ class Service:
 
 
 # What is on the topic before the service starts: it must have read it before it answers.
-# Days a hundred away from any of the instants below: in force at all of them.
+# A hundred days and more from any of the instants below: in force at all of them.
 LOADED_USCC = new_uscc()
 _ANY_DAY = business_clock().today()
 LOADED = list_entry(
@@ -160,10 +161,12 @@ def credit_check(
     registry_url: str,
 ) -> Iterator[Service]:
     """The service as if it were ``request.param`` (UTC) today, whatever the hour of the run."""
-    now = datetime.now(UTC)
-    offset = datetime.combine(now.date(), request.param, UTC) - now
+    now = datetime.now(UTC)  # real time: the service's clock is real time plus the offset
+    instant = datetime.combine(now.date(), request.param, UTC)
     authority.publish(LOADED)
-    running = Service(stack_settings, registry_url, offset)
+    running = Service(stack_settings, registry_url, instant - now)
+    # 15:30 UTC is still the day in China, 16:30 and 23:30 already the next.
+    assert running.today == instant.astimezone(ZoneInfo("Asia/Shanghai")).date()
     running.start()
     try:
         yield running
