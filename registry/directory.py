@@ -8,7 +8,7 @@ own check) against the registry database, and remember a verified token for a fe
 seconds so a busy service does not ask the database on every request::
 
     directory = RegistryDirectory(database_url, admin_token_sha256, cache_seconds=5)
-    department = directory.cached(token) or directory.verify(token)   # blocking: off the loop
+    department = directory.cached(token) or directory.verify(token)  # verify blocks
 
 An unknown or revoked token is :class:`~xietong.http_errors.NotAuthenticatedError`
 (401), an administrator token :class:`~xietong.http_errors.ForbiddenError` (403: it
@@ -65,8 +65,9 @@ class RegistryDirectory:
             return None
         return held[1]
 
-    def verify(self, token: str) -> TokenHolder:
-        """Ask the registry database whose ``token`` this is (blocking)."""
+    def verify(self, token: str | None) -> TokenHolder:
+        """Ask the registry database whose ``token`` this is (blocking; None: the request
+        had no bearer token)."""
         with self._registry("verify the token") as session:
             actor = service.verify_token(session, token, self.admin_token_sha256)
             if actor.department_code is None:
@@ -76,7 +77,7 @@ class RegistryDirectory:
                 )
             row = service.get_department(session, actor.department_code)
             holder = TokenHolder(row.code, row.uscc, row.name, row.sector_code)
-        if self.cache_seconds > 0:
+        if self.cache_seconds > 0 and token is not None:
             expires = time.monotonic() + self.cache_seconds
             self._tokens[service.token_digest(token)] = (expires, holder)
         return holder

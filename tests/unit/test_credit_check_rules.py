@@ -286,7 +286,7 @@ class Departments:
     def cached(self, token: str) -> CheckingDepartment | None:
         return FINANCE if token == "finance-token" else None
 
-    def verify(self, token: str) -> CheckingDepartment:
+    def verify(self, token: str | None) -> CheckingDepartment:
         from registry.errors import ForbiddenError, NotAuthenticatedError
 
         if token == "admin-token":
