@@ -8,16 +8,15 @@ from datetime import date, datetime, timedelta
 import pytest
 
 from registry.seed import load_sample_province
-from streams.dual_notice.app import (
+from streams.dual_notice.rules import (
     ACTIONS,
-    CHINA_STANDARD_TIME,
     ActionKind,
     ApprovalCatalog,
-    DualNoticeSettings,
     PushState,
     push_id,
     routing_id,
 )
+from streams.dual_notice.settings import CHINA_STANDARD_TIME, DualNoticeSettings
 
 
 @pytest.fixture(scope="module")
