@@ -31,6 +31,7 @@ Example (the joint-punishment processor's feedback)::
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -38,7 +39,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
 import faust
 import mode
@@ -50,6 +51,7 @@ from schemas import RecordType
 from streams.outputs import Outgoing, RuleOutput
 from streams.runtime import (
     OutputProducer,
+    ProcessorSettings,
     RecordWriter,
     Rule,
     create_due_topic,
@@ -57,6 +59,7 @@ from streams.runtime import (
     due_topic,
     input_agent,
     make_app,
+    processor_outputs,
     record_writers,
 )
 from xietong.ids import deterministic_id
@@ -85,7 +88,8 @@ class ProcessorTopics:
     inbox: str | None = None
     #: Every department's inbound topic (a regular expression, as librdkafka takes it).
     inbound_pattern: str = INBOUND_PATTERN
-    #: The platform topic of each record type the processor sends.
+    #: The platform topic of each record type the processor sends, where it is not the
+    #: one :mod:`schemas` declares for it (the benchmarks').
     outputs: dict[str, str] = field(default_factory=dict)
 
 
@@ -292,13 +296,25 @@ class InboundRelay(mode.Service):
 # -- sending a rule's outputs: the platform topic, and the inboxes that exist --------------
 
 
+@functools.cache
+def undelivered_counter(processor: str) -> Counter:
+    """``xietong_<processor>_undelivered``: the processor's records for a department that
+    has no inbox yet, by record type."""
+    return Counter(
+        f"xietong_{processor}_undelivered",
+        "Records for a department that has no inbox yet (not onboarded), by record type",
+        ("record_type",),
+    )
+
+
 class OutputSender:
     """What both processors do with what their rules return: each record to its platform
     topic and to the inboxes it names, through one librdkafka
     :class:`~streams.runtime.OutputProducer` flushed before every Faust commit.
 
     A department that has no inbox yet (not onboarded) is not written to: the record is
-    counted on ``undelivered`` (by record type), the department logged once until
+    counted on ``xietong_<processor>_undelivered`` (by record type), the department
+    logged once until
     :meth:`refresh` finds its inbox, and the record stays on the platform topic; the
     rules keep what must reach the department later (a 双告知 push waits for it).
     """
@@ -309,15 +325,15 @@ class OutputSender:
         topics: ProcessorTopics,
         record_types: Mapping[str, RecordType],
         *,
-        undelivered: Counter,
         log_name: str,
         note: str,
     ) -> None:
         self.output = OutputProducer(clients)
         self.inboxes = Inboxes(clients, topics.inbox)
-        self.topics = topics.outputs
+        #: The platform topic of each record type: the run's own, else the declared ones.
+        self.topics = topics.outputs or processor_outputs(record_types)
         self.writers = record_writers(clients, record_types)
-        self.undelivered = undelivered
+        self.undelivered = undelivered_counter(log_name)
         self.log_name = log_name
         self.note = note
         self._without_inbox: set[str] = set()
@@ -362,44 +378,55 @@ class OutputSender:
         return new
 
 
+SettingsT = TypeVar("SettingsT", bound=ProcessorSettings)
+TopicsT = TypeVar("TopicsT", bound=ProcessorTopics)
+
+
 # -- the processor's app: what both processors are made of ---------------------------------
 
 
-class ProcessorApp(ABC):
+class ProcessorApp(ABC, Generic[SettingsT, TopicsT]):
     """The parts every processor's Faust app has: its settings and Kafka clients, the app,
     the :class:`OutputSender` of what its rules return, the internal due topic
     (``<app id>-due``: what its timers found due, sent to the entity's own partition so
     that an agent makes the change in order with the rest), and how a worker starts.
 
-    A processor adds its tables, agents, timers and relay, and :meth:`load`.
+    A processor names itself, its record types, settings and topics (class attributes),
+    and declares its tables, agents, timers and relay (:meth:`declare`) and what it loads
+    before the first event (:meth:`load`).
     """
 
     #: The processor's name (``dual-notice`` …): in its dead letters and log events.
-    name = ""
+    name: ClassVar[str]
+    record_types: ClassVar[Mapping[str, RecordType]]
+    settings_type: type[SettingsT]
+    topics_type: type[TopicsT]
+    #: What the log says of a record for a department without an inbox.
+    inbox_missing: ClassVar[str]
 
     def __init__(
-        self,
-        settings: Settings,
-        topics: ProcessorTopics,
-        record_types: Mapping[str, RecordType],
-        *,
-        undelivered: Counter,
-        note: str,
+        self, settings: Settings, rules: SettingsT | None = None, topics: TopicsT | None = None
     ) -> None:
         self.settings = settings
+        self.rules_settings: SettingsT = rules or self.settings_type()
+        self.topics: TopicsT = topics or self.topics_type()
         self.clients = KafkaClients(settings, "streams")
-        self.app = make_app(settings, topics.app_name)
+        self.app = make_app(settings, self.topics.app_name)
         self.sender = OutputSender(
             self.clients,
-            topics,
-            record_types,
-            undelivered=undelivered,
+            self.topics,
+            self.record_types,
             log_name=self.log_name,
-            note=note,
+            note=self.inbox_missing,
         )
         self.inboxes = self.sender.inboxes
         self.due_topic = due_topic(self.app, settings)
         self._read = self.clients.avro_deserializer()
+        self.declare()
+
+    @abstractmethod
+    def declare(self) -> None:
+        """Declare the processor's tables, agents, timers and relay on :attr:`app`."""
 
     @property
     def log_name(self) -> str:
@@ -442,8 +469,22 @@ class ProcessorApp(ABC):
         """Before the first event: load the reference data the rules read; how many of
         each there are, for the log."""
 
-    def run(self, metrics_port: int | None, loglevel: str = "info") -> None:
-        """Run one worker until SIGTERM or SIGINT: nothing is decided before the reference
+    @classmethod
+    def run_worker(
+        cls,
+        settings: Settings,
+        rules: SettingsT | None = None,
+        loglevel: str = "info",
+        topics: TopicsT | None = None,
+    ) -> None:
+        """Run one worker until SIGTERM or SIGINT (``xietong streams <name>``)."""
+        from xietong.logs import configure
+
+        configure()
+        cls(settings, rules, topics).run(loglevel)
+
+    def run(self, loglevel: str = "info") -> None:
+        """Run this worker until SIGTERM or SIGINT: nothing is decided before the reference
         data is whole, every schema registered and the due topic there."""
         from prometheus_client import start_http_server
 
@@ -452,8 +493,8 @@ class ProcessorApp(ABC):
         self.sender.check()
         create_due_topic(self.clients, self.settings, self.due_topic)
         log_event(logger, f"{self.log_name}_reference_data_loaded", **loaded)
-        if metrics_port:
-            start_http_server(metrics_port)
+        if self.rules_settings.metrics_port:
+            start_http_server(self.rules_settings.metrics_port)
         worker = faust.Worker(self.app, loglevel=loglevel, quiet=True)
         # Faust's terminal spinner puts the root logger at DEBUG, so that every debug line
         # of Faust and aiokafka (several per record) is formatted, then thrown away.

@@ -54,6 +54,8 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 from faust.types.auth import SASLMechanism
+from pydantic import Field
+from pydantic_settings import BaseSettings
 
 from schemas import DEAD_LETTER_RECORD, RecordType
 from streams.outputs import RuleOutput
@@ -463,14 +465,30 @@ class OutputProducer:
 # -- one processor shape: what both processors' apps do around their rules ------------------
 
 
-def processor_outputs(record_types: Mapping[str, RecordType], received: str) -> dict[str, str]:
-    """The platform topic of every record a processor's rules send, by record type: its
-    own record types but ``received`` (what its inbound relay forwards: an input), and the
-    dead letter."""
+class ProcessorSettings(BaseSettings):
+    """What every processor's settings have: how often its timers look, where its metrics
+    are. Each processor's subclass reads them, with its rules, from its own
+    ``XIETONG_<PROCESSOR>_*`` variables (and gives its metrics port a default)."""
+
+    tick_interval: float = Field(
+        default=5.0, gt=0, description="Seconds between two checks of the deadlines."
+    )
+    inbox_refresh_interval: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds between two looks for departments onboarded since (their"
+        " inbound topics are read, their inboxes written, what waited for them sent).",
+    )
+    metrics_port: int | None = Field(
+        default=None, description="Port of the Prometheus /metrics endpoint; unset: none."
+    )
+
+
+def processor_outputs(record_types: Mapping[str, RecordType]) -> dict[str, str]:
+    """The platform topic of each of a processor's record types, and of its dead letters."""
     return {
         name: record.topic.name
         for name, record in {**record_types, "dead_letter": DEAD_LETTER_RECORD}.items()
-        if name != received
     }
 
 

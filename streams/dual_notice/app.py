@@ -22,19 +22,17 @@ from __future__ import annotations
 
 import heapq
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import faust
+from prometheus_client import Counter, Histogram
 
-from schemas import DEPARTMENT_ACTION, DUAL_NOTICE_RECORD_TYPES
+from schemas import DEPARTMENT_ACTION, DUAL_NOTICE_RECORD_TYPES, LICENCE, REGISTRATION
 from streams.departments import InboundRelay, ProcessorApp, ProcessorTopics, Produced
 from streams.dual_notice.rules import (
     APP_NAME,
-    DEAD_LETTERED,
     DELIVERY,
-    PROCESSING_SECONDS,
-    UNDELIVERED,
     ApprovalCatalog,
     DepartmentDirectory,
     DualNoticeOutput,
@@ -43,29 +41,31 @@ from streams.dual_notice.rules import (
 )
 from streams.dual_notice.settings import DualNoticeSettings
 from streams.outputs import RuleOutput
-from streams.runtime import (
-    ReferenceData,
-    Rule,
-    changelog_config,
-    processor_outputs,
-)
+from streams.runtime import ReferenceData, Rule, changelog_config
 from xietong.clock import business_clock
 from xietong.logs import log_event
-from xietong.settings import Settings
-from xietong.topics import (
-    DUAL_NOTICE_ACTIONS,
-    LICENCES,
-    REGISTRATIONS,
-    REGISTRY_APPROVAL_ITEMS,
-    REGISTRY_DEPARTMENTS,
-)
+from xietong.topics import REGISTRY_APPROVAL_ITEMS, REGISTRY_DEPARTMENTS
 
 logger = logging.getLogger(__name__)
 
-RECEIVED_ACTION = "received_department_action"
+# The worker's own metrics; the rules count what they decide (streams.dual_notice.rules).
+PROCESSING_SECONDS = Histogram(
+    "xietong_dual_notice_processing_seconds",
+    "From reading an input record to handing what it makes to the producer, by input",
+    ("input",),
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+)
+DEAD_LETTERED = Counter(
+    "xietong_dual_notice_dead_lettered",
+    "Input records sent to the dead-letter topic, by record type and reason code",
+    ("record_type", "reason"),
+)
 
 
 # -- where it reads and writes ------------------------------------------------------------------
+
+#: Department actions as the relay forwards them (stamped with the acting department).
+RECEIVED_ACTION = "received_department_action"
 
 
 @dataclass(frozen=True)
@@ -73,18 +73,15 @@ class DualNoticeTopics(ProcessorTopics):
     """Where the processor reads registrations, licences and actions, and sends."""
 
     app_name: str = APP_NAME
-    registrations: str = REGISTRATIONS.name
-    licences: str = LICENCES.name
-    actions: str = DUAL_NOTICE_ACTIONS.name
-    outputs: dict[str, str] = field(
-        default_factory=lambda: processor_outputs(DUAL_NOTICE_RECORD_TYPES, RECEIVED_ACTION)
-    )
+    registrations: str = REGISTRATION.topic.name
+    licences: str = LICENCE.topic.name
+    actions: str = DUAL_NOTICE_RECORD_TYPES[RECEIVED_ACTION].topic.name
 
 
 # -- the processor: the Faust app around the rules ------------------------------------------
 
 
-class DualNoticeProcessor(ProcessorApp):
+class DualNoticeProcessor(ProcessorApp[DualNoticeSettings, DualNoticeTopics]):
     """The 双告知 Faust app: its tables, agents, timers and action relay.
 
     Its three tables, keyed by USCC, held in memory and rebuilt from their changelogs,
@@ -92,27 +89,19 @@ class DualNoticeProcessor(ProcessorApp):
     """
 
     name = APP_NAME
+    record_types = DUAL_NOTICE_RECORD_TYPES
+    settings_type = DualNoticeSettings
+    topics_type = DualNoticeTopics
+    inbox_missing = (
+        "pushes wait until the department is onboarded; alerts and notices for it"
+        " are on the platform topics only"
+    )
 
-    def __init__(
-        self,
-        settings: Settings,
-        rules: DualNoticeSettings | None = None,
-        topics: DualNoticeTopics | None = None,
-    ) -> None:
-        self.topics = topics or DualNoticeTopics()
-        super().__init__(
-            settings,
-            self.topics,
-            DUAL_NOTICE_RECORD_TYPES,
-            undelivered=UNDELIVERED,
-            note="pushes wait until the department is onboarded; alerts and notices for it"
-            " are on the platform topics only",
-        )
-        self.rules_settings = rules or DualNoticeSettings()
+    def declare(self) -> None:
         self._deadlines: list[tuple[int, str, str, str]] = []
         self._catalog: tuple[int, ApprovalCatalog] | None = None
         self._directory: tuple[int, DepartmentDirectory] | None = None
-        app = self.app
+        app, settings = self.app, self.settings
         self.approval_items = ReferenceData(self.clients, REGISTRY_APPROVAL_ITEMS)
         self.departments = ReferenceData(self.clients, REGISTRY_DEPARTMENTS)
         partitions, configs = settings.uscc_partitions, changelog_config(settings)
@@ -189,7 +178,7 @@ class DualNoticeProcessor(ProcessorApp):
             )
             now = business_clock().now_ms()
             rejected = rejection({**stamp, "original_value": raw}, reason, None, now)
-            topic = self.topics.outputs["rejected_department_action"]
+            topic = self.sender.topics["rejected_department_action"]
             return (topic, stamp["department_code"], rejected, rejected_writer)
 
         return InboundRelay(
@@ -269,18 +258,8 @@ class DualNoticeProcessor(ProcessorApp):
 # -- running it ---------------------------------------------------------------------------------
 
 
-def run_worker(
-    settings: Settings,
-    rules: DualNoticeSettings | None = None,
-    loglevel: str = "info",
-    topics: DualNoticeTopics | None = None,
-) -> None:
-    """Run one worker until SIGTERM or SIGINT (``xietong streams dual-notice``)."""
-    from xietong.logs import configure
-
-    configure()
-    processor = DualNoticeProcessor(settings, rules, topics)
-    processor.run(processor.rules_settings.metrics_port, loglevel)
+#: ``xietong streams dual-notice``: one worker until SIGTERM or SIGINT.
+run_worker = DualNoticeProcessor.run_worker
 
 
 __all__ = [

@@ -357,24 +357,8 @@ ACTIONS_REJECTED = Counter(
     "xietong_dual_notice_actions_rejected", "Department actions rejected", ("action",)
 )
 ALERTS_RAISED = Counter("xietong_dual_notice_alerts", "Escalations and risk alerts", ("kind",))
-UNDELIVERED = Counter(
-    "xietong_dual_notice_undelivered",
-    "Records for a department that has no inbox yet (not onboarded), by record type",
-    ("record_type",),
-)
 REGISTRATIONS_READ = Counter(
     "xietong_dual_notice_registrations", "Registration events processed", ("event_kind",)
-)
-PROCESSING_SECONDS = Histogram(
-    "xietong_dual_notice_processing_seconds",
-    "From reading an input record to handing what it makes to the producer, by input",
-    ("input",),
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
-)
-DEAD_LETTERED = Counter(
-    "xietong_dual_notice_dead_lettered",
-    "Input records sent to the dead-letter topic, by record type and reason code",
-    ("record_type", "reason"),
 )
 
 

@@ -6,12 +6,14 @@ from datetime import date, datetime, timedelta, timezone
 from datetime import time as clock
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from streams.runtime import ProcessorSettings
 
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
 
 
-class DualNoticeSettings(BaseSettings):
+class DualNoticeSettings(ProcessorSettings):
     """The province's 双告知 rules, from ``XIETONG_DUAL_NOTICE_*`` variables.
 
     Periods are ISO 8601 durations or seconds: ``XIETONG_DUAL_NOTICE_CLAIM_PERIOD=P15D``,
@@ -38,15 +40,6 @@ class DualNoticeSettings(BaseSettings):
     licence_period: timedelta = Field(
         default=timedelta(days=60),
         description="From a claim to the 无证经营 risk alert when no licence has arrived.",
-    )
-    tick_interval: float = Field(
-        default=5.0, gt=0, description="Seconds between two checks of the deadlines."
-    )
-    inbox_refresh_interval: float = Field(
-        default=30.0,
-        gt=0,
-        description="Seconds between two looks for departments onboarded since (their"
-        " inbound topics are read and their inboxes receive what waited for them).",
     )
     metrics_port: int | None = Field(
         default=9465, description="Port of the Prometheus /metrics endpoint; unset: none."

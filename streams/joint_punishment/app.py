@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -34,7 +34,6 @@ from streams.joint_punishment.rules import (
     APP_NAME,
     ID_FIELD,
     REJECTED,
-    UNDELIVERED,
     JointPunishmentRules,
     PunishmentCatalog,
     PunishmentOutput,
@@ -45,12 +44,10 @@ from streams.runtime import (
     ReferenceData,
     Rule,
     changelog_config,
-    processor_outputs,
 )
 from xietong.clock import business_clock
 from xietong.ids import deterministic_id
 from xietong.logs import log_event
-from xietong.settings import Settings
 from xietong.topics import (
     CREDIT_LIST_ENTRIES,
     LICENCES,
@@ -80,37 +77,24 @@ class JointPunishmentTopics(ProcessorTopics):
     licences: str = LICENCES.name
     matters: str = MATTER_EVENTS.name
     feedback: str = PUNISHMENT_FEEDBACK.name
-    outputs: dict[str, str] = field(
-        default_factory=lambda: processor_outputs(JOINT_PUNISHMENT_RECORD_TYPES, RECEIVED_FEEDBACK)
-    )
 
 
 # -- the processor: the Faust app around the rules ------------------------------------------
 
 
-class JointPunishmentProcessor(ProcessorApp):
+class JointPunishmentProcessor(ProcessorApp[JointPunishmentSettings, JointPunishmentTopics]):
     """The joint-punishment Faust app: its table, agents, timer and feedback relay."""
 
     name = APP_NAME
+    record_types = JOINT_PUNISHMENT_RECORD_TYPES
+    settings_type = JointPunishmentSettings
+    topics_type = JointPunishmentTopics
+    inbox_missing = "the records for it are on the platform topics only"
 
-    def __init__(
-        self,
-        settings: Settings,
-        rules: JointPunishmentSettings | None = None,
-        topics: JointPunishmentTopics | None = None,
-    ) -> None:
-        self.topics = topics or JointPunishmentTopics()
-        super().__init__(
-            settings,
-            self.topics,
-            JOINT_PUNISHMENT_RECORD_TYPES,
-            undelivered=UNDELIVERED,
-            note="the records for it are on the platform topics only",
-        )
-        self.rules_settings = rules or JointPunishmentSettings()
+    def declare(self) -> None:
         self._due: list[tuple[int, str]] = []
         self._catalog: tuple[tuple[int, int, int], PunishmentCatalog] | None = None
-        app = self.app
+        app, settings = self.app, self.settings
         self.measures = ReferenceData(self.clients, REGISTRY_MEASURES)
         self.list_types = ReferenceData(self.clients, REGISTRY_LIST_TYPES)
         self.departments = ReferenceData(self.clients, REGISTRY_DEPARTMENTS)
@@ -218,7 +202,7 @@ class JointPunishmentProcessor(ProcessorApp):
             "failed_at": business_clock().now_ms(),
         }
         writer = self.sender.writers["dead_letter"]
-        return (self.topics.outputs["dead_letter"], stamp["department_code"], value, writer)
+        return (self.sender.topics["dead_letter"], stamp["department_code"], value, writer)
 
     # -- sending what the rules return -------------------------------------------------------
 
@@ -271,18 +255,8 @@ class JointPunishmentProcessor(ProcessorApp):
 # -- running it ---------------------------------------------------------------------------------
 
 
-def run_worker(
-    settings: Settings,
-    rules: JointPunishmentSettings | None = None,
-    loglevel: str = "info",
-    topics: JointPunishmentTopics | None = None,
-) -> None:
-    """Run one worker until SIGTERM or SIGINT (``xietong streams joint-punishment``)."""
-    from xietong.logs import configure
-
-    configure()
-    processor = JointPunishmentProcessor(settings, rules, topics)
-    processor.run(processor.rules_settings.metrics_port, loglevel)
+#: ``xietong streams joint-punishment``: one worker until SIGTERM or SIGINT.
+run_worker = JointPunishmentProcessor.run_worker
 
 
 __all__ = [

@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from streams.runtime import ProcessorSettings
 
 
-class JointPunishmentSettings(BaseSettings):
+class JointPunishmentSettings(ProcessorSettings):
     """The province's joint-punishment rules, from ``XIETONG_JOINT_PUNISHMENT_*``."""
 
     model_config = SettingsConfigDict(env_prefix="XIETONG_JOINT_PUNISHMENT_", extra="ignore")
@@ -25,15 +27,6 @@ class JointPunishmentSettings(BaseSettings):
     credit_authority_sector: str = Field(
         default="development_reform",
         description="The sector of the credit authority (信用主管部门) told of overdue feedback.",
-    )
-    tick_interval: float = Field(
-        default=5.0, gt=0, description="Seconds between two checks of the due dates."
-    )
-    inbox_refresh_interval: float = Field(
-        default=30.0,
-        gt=0,
-        description="Seconds between two looks for departments onboarded since (their"
-        " inbound topics are read, their inboxes written).",
     )
     metrics_port: int | None = Field(
         default=9467, description="Port of the Prometheus /metrics endpoint; unset: none."
