@@ -46,12 +46,14 @@ department "dept", or the registration authority "reg"), each cell where it goes
     RETURNED    ✗         ✗         ✗           REASSIGNED   ·             ·          CLOSED
     REASSIGNED, STOPPED, FULFILLED, CLOSED: final, every action on them is rejected.
 
-    ¹ at the claim deadline: registration time + the claim period (15 days by default,
-      or working days); escalated once.  ² at the licence deadline: claim time + the
-      licence period; alerted once.  REASSIGN makes a new PUSHED push to the target
-      department (routing REASSIGNED) with a fresh claim period; ROUTE turns an OPEN
-      分流失败 record into ROUTED and makes a PUSHED push (routing MANUAL). A push made
-      while the entity holds a valid licence for the item is FULFILLED at once.
+    ¹ at the claim deadline: 24:00 of the last day of the claim period (15 days by
+      default, or working days) counted from the day after the registration, in the
+      province; escalated once.  ² at the licence deadline: likewise, the licence period
+      counted from the day after the claim; alerted once (``streams.dual_notice.settings``).
+      REASSIGN makes a new PUSHED push to the target department (routing REASSIGNED)
+      with a fresh claim period; ROUTE turns an OPEN 分流失败 record into ROUTED and
+      makes a PUSHED push (routing MANUAL). A push made while the entity holds a valid
+      licence for the item is FULFILLED at once.
     ✗: rejected with the reason, as is any action by a department that is neither the
       push's department nor, where allowed, the registration authority.
 
