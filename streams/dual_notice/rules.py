@@ -387,28 +387,65 @@ def registered_entity(registration: dict[str, Any], registrar_code: str | None) 
     }
 
 
-def new_push(
-    entity: dict[str, Any],
-    item: dict[str, str],
-    matched_by: list[str],
-    department: dict[str, str],
-    routing: str,
-    *,
-    claim_deadline: int,
-    starts_at: int,
-    pushed_at: int,
-    reassigned_from: str | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PushOrder:
+    """A push to make: of which item, for which registered entity (and what in its
+    registration needs the item), to which department, routed how (AUTO, REASSIGNED,
+    MANUAL), its claim period starting when, and the push it replaces, if any."""
+
+    entity: dict[str, Any]
+    item: dict[str, str]
+    matched_by: list[str]
+    department: dict[str, str]
+    routing: str
+    starts_at: int
+    reassigned_from: str | None = None
+
+    @classmethod
+    def routed(cls, entity: dict[str, Any], match: Match, department: dict[str, str]) -> PushOrder:
+        """A matched item for the department the catalog's route names (AUTO), its claim
+        period starting at the registration."""
+        matched_by = list(match.matched_by)
+        return cls(entity, match.item.ref, matched_by, department, "AUTO", entity["registered_at"])
+
+    @classmethod
+    def elsewhere(
+        cls,
+        record: dict[str, Any],
+        department: dict[str, str],
+        routing: str,
+        starts_at: int,
+        reassigned_from: str | None = None,
+    ) -> PushOrder:
+        """The item of ``record`` (a push, or a 分流失败 record) for another department."""
+        return cls(
+            record["entity"],
+            record["item"],
+            record["matched_by"],
+            department,
+            routing,
+            starts_at,
+            reassigned_from,
+        )
+
+    @property
+    def push_id(self) -> str:
+        return push_id(
+            self.entity["registration_event_id"], self.item["code"], self.department["code"]
+        )
+
+
+def new_push(order: PushOrder, *, claim_deadline: int, pushed_at: int) -> dict[str, Any]:
     """A push just made (PUSHED, version 1): the DualNoticePush record."""
     return {
-        "push_id": push_id(entity["registration_event_id"], item["code"], department["code"]),
+        "push_id": order.push_id,
         "version": 1,
         "state": PushState.PUSHED,
-        "routing": routing,
-        "entity": entity,
-        "item": item,
-        "matched_by": matched_by,
-        "department": department,
+        "routing": order.routing,
+        "entity": order.entity,
+        "item": order.item,
+        "matched_by": order.matched_by,
+        "department": order.department,
         "pushed_at": pushed_at,
         "claim_deadline": claim_deadline,
         "claimed_at": None,
@@ -419,8 +456,8 @@ def new_push(
         "reason_text": None,
         "fulfilled_by_licence": None,
         "reassigned_to_push_id": None,
-        "reassigned_from_push_id": reassigned_from,
-        "state_changed_at": starts_at,
+        "reassigned_from_push_id": order.reassigned_from,
+        "state_changed_at": order.starts_at,
         "changed_by": PLATFORM,
     }
 
@@ -428,6 +465,7 @@ def new_push(
 # -- the rules ----------------------------------------------------------------------------------
 
 
+@dataclass(kw_only=True)
 class DualNoticeRules:
     """The rule methods: each takes one input and the time (epoch ms), updates the
     entity's state and returns what to send.
@@ -445,24 +483,13 @@ class DualNoticeRules:
     (``tests/unit/test_dual_notice_rules.py``).
     """
 
-    def __init__(
-        self,
-        *,
-        registered_scopes: MutableMapping[str, Any],
-        pushes: MutableMapping[str, Any],
-        licences: MutableMapping[str, Any],
-        catalog: Callable[[], ApprovalCatalog],
-        directory: Callable[[], DepartmentDirectory],
-        has_inbox: Callable[[str], bool],
-        settings: DualNoticeSettings | None = None,
-    ) -> None:
-        self.registered_scopes = registered_scopes
-        self.pushes = pushes
-        self.licences = licences
-        self.catalog = catalog
-        self.directory = directory
-        self.has_inbox = has_inbox
-        self.settings = settings or DualNoticeSettings()
+    registered_scopes: MutableMapping[str, Any]
+    pushes: MutableMapping[str, Any]
+    licences: MutableMapping[str, Any]
+    catalog: Callable[[], ApprovalCatalog]
+    directory: Callable[[], DepartmentDirectory]
+    has_inbox: Callable[[str], bool]
+    settings: DualNoticeSettings = field(default_factory=DualNoticeSettings)
 
     # -- 设立 / 变更 / 注销 ---------------------------------------------------------------------
 
@@ -540,18 +567,8 @@ class DualNoticeRules:
                     }
                 )
                 continue
-            push = self._push(
-                state,
-                outcome,
-                entity=entity,
-                item=match.item.ref,
-                matched_by=list(match.matched_by),
-                department=department,
-                routing="AUTO",
-                cause=event_id,
-                starts_at=entity["registered_at"],
-                now=now,
-            )
+            order = PushOrder.routed(entity, match, department)
+            push = self._push(state, outcome, order, cause=event_id, now=now)
             notice_items.append(
                 {
                     "item": match.item.ref,
@@ -580,35 +597,21 @@ class DualNoticeRules:
         self,
         state: dict[str, Any],
         outcome: DualNoticeOutput,
+        order: PushOrder,
         *,
-        entity: dict[str, Any],
-        item: dict[str, str],
-        matched_by: list[str],
-        department: dict[str, str],
-        routing: str,
         cause: str,
-        starts_at: int,
         now: int,
-        reassigned_from: str | None = None,
     ) -> str:
         """Make the push and send it to the department; a push this same cause made
         already (reprocessing) is sent again as it is."""
-        identity = push_id(entity["registration_event_id"], item["code"], department["code"])
+        identity = order.push_id
         entry = state["pushes"].get(identity)
         if entry is not None:
             self._resend(entry, outcome)
             return identity
-        record = new_push(
-            entity,
-            item,
-            matched_by,
-            department,
-            routing,
-            claim_deadline=self.settings.claim_deadline(starts_at),
-            starts_at=starts_at,
-            pushed_at=now,
-            reassigned_from=reassigned_from,
-        )
+        claim_deadline = self.settings.claim_deadline(order.starts_at)
+        record = new_push(order, claim_deadline=claim_deadline, pushed_at=now)
+        entity, item, department = order.entity, order.item, order.department
         licence = self._valid_licence_for(entity["uscc"], item["code"])
         if licence is not None:  # the entity holds the permit already: nothing to claim
             record.update(state=PushState.FULFILLED, fulfilled_by_licence=licence["licence_number"])
@@ -623,7 +626,7 @@ class DualNoticeRules:
         }
         state["pushes"][identity] = entry
         _count(record, +1)
-        PUSHES_CREATED.labels(routing).inc()
+        PUSHES_CREATED.labels(order.routing).inc()
         self._resend(entry, outcome)
         log_event(
             logger,
@@ -633,7 +636,7 @@ class DualNoticeRules:
             push_id=identity,
             item=item["code"],
             department=department["code"],
-            routing=routing,
+            routing=order.routing,
             state=str(record["state"]),
         )
         return identity
@@ -868,8 +871,17 @@ class DualNoticeRules:
                     f"unknown action {kind!r}: a department may CLAIM, RETURN or STOP its"
                     " pushes; the registration authority may also REASSIGN and ROUTE"
                 )
+            uscc, identity = action["uscc"], action["push_id"]
             if ActionKind(kind) is ActionKind.ROUTE:
-                self._route_by_hand(received, outcome, now)
+                missing = f"no 分流失败 record {identity} for {uscc} (ROUTE takes a routing id)"
+                state, entry = self._named(action, "unrouted", missing)
+            else:
+                missing = f"no push {identity} for {uscc}: check the push id in the inbox"
+                state, entry = self._named(action, "pushes", missing)
+            if action["action_id"] in entry["actions"]:  # delivered again: applied already
+                self._resend_after(state, entry, outcome)
+            elif ActionKind(kind) is ActionKind.ROUTE:
+                self._route_by_hand(received, entry["record"], outcome, now)
             else:
                 self._act_on_push(received, ActionKind(kind), outcome, now)
             ACTIONS_APPLIED.labels(kind).inc()
@@ -899,14 +911,9 @@ class DualNoticeRules:
     ) -> None:
         action, acting = received["action"], received["department_code"]
         uscc, identity = action["uscc"], action["push_id"]
-        state = self.pushes.get(uscc)
-        entry = None if state is None else state["pushes"].get(identity)
-        if state is None or entry is None:
-            raise Rejected(f"no push {identity} for {uscc}: check the push id in the inbox")
+        state = self.pushes[uscc]
+        entry = state["pushes"][identity]
         record = entry["record"]
-        if action["action_id"] in entry["actions"]:  # delivered again: applied already
-            self._resend_after(state, entry, outcome)
-            return
         allowed_from, to, who = ACTIONS[kind]
         may_act = {
             "department": record["department"]["code"],
@@ -956,25 +963,25 @@ class DualNoticeRules:
                     f"push {identity} was given to {target['code']} already (push {replacement})",
                     record["state"],
                 )
-            self._push(
-                state,
-                outcome,
-                entity=record["entity"],
-                item=record["item"],
-                matched_by=record["matched_by"],
-                department=target,
-                routing="REASSIGNED",
-                cause=received["received_id"],
-                starts_at=at,
-                now=now,
-                reassigned_from=identity,
-            )
+            order = PushOrder.elsewhere(record, target, "REASSIGNED", at, reassigned_from=identity)
+            self._push(state, outcome, order, cause=received["received_id"], now=now)
             fields = {"reassigned_to_push_id": replacement, "reason_text": action["reason_text"]}
         entry["actions"].append(action["action_id"])
         self._change(
             entry, to, received["received_id"], at, acting, outcome, allowed_from, **fields
         )
         self.pushes[uscc] = state
+
+    def _named(
+        self, action: dict[str, Any], section: str, missing: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The entity's state and the entry of ``section`` (its pushes, or its 分流失败
+        records) the action names; Rejected, saying ``missing``, if there is none."""
+        state = self.pushes.get(action["uscc"])
+        entry = None if state is None else state[section].get(action["push_id"])
+        if state is None or entry is None:
+            raise Rejected(missing)
+        return state, entry
 
     def _resend_after(
         self, state: dict[str, Any], entry: dict[str, Any], outcome: DualNoticeOutput
@@ -1002,19 +1009,13 @@ class DualNoticeRules:
             raise Rejected(f"the push is with {code} already")
         return dict(target)
 
-    def _route_by_hand(self, received: dict[str, Any], outcome: DualNoticeOutput, now: int) -> None:
-        """手动分流: the registration authority gives a 分流失败 item to a department."""
-        action, acting = received["action"], received["department_code"]
-        uscc, identity = action["uscc"], action["push_id"]
-        state = self.pushes.get(uscc)
-        entry = None if state is None else state["unrouted"].get(identity)
-        if state is None or entry is None:
-            raise Rejected(f"no 分流失败 record {identity} for {uscc} (ROUTE takes a routing id)")
-        record = entry["record"]
-        if action["action_id"] in entry["actions"]:
-            self._resend_after(state, entry, outcome)
-            return
-        registrar = record["entity"]["registrar_code"]
+    def _route_by_hand(
+        self, received: dict[str, Any], record: dict[str, Any], outcome: DualNoticeOutput, now: int
+    ) -> None:
+        """手动分流: the registration authority gives a 分流失败 item (``record``) to a
+        department."""
+        registrar, acting = record["entity"]["registrar_code"], received["department_code"]
+        action, identity = received["action"], record["routing_id"]
         if acting != registrar:
             raise Rejected(
                 f"{acting} may not route {identity} by hand: only the registration authority"
@@ -1025,19 +1026,12 @@ class DualNoticeRules:
             raise Rejected(f"{identity} is {record['state']}, not waiting to be routed")
         target = self._target(action)
         at = millis(action["acted_at"])
-        routed = self._push(
-            state,
-            outcome,
-            entity=record["entity"],
-            item=record["item"],
-            matched_by=record["matched_by"],
-            department=target,
-            routing="MANUAL",
-            cause=received["received_id"],
-            starts_at=at,
-            now=now,
-        )
+        order = PushOrder.elsewhere(record, target, "MANUAL", at)
+        uscc = record["entity"]["uscc"]
+        state = self.pushes[uscc]
+        routed = self._push(state, outcome, order, cause=received["received_id"], now=now)
         record.update(state="ROUTED", routed_to=target, routed_push_id=routed, state_changed_at=at)
+        entry = state["unrouted"][identity]
         entry["cause"] = received["received_id"]
         entry["actions"].append(action["action_id"])
         MANUAL_ROUTING_QUEUE.dec()

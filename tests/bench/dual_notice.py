@@ -56,7 +56,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from deploy.local.stack import LocalStack
 from schemas import DUAL_NOTICE_RECORD_TYPES, REGISTRATION, register_all
 from streams.dual_notice.app import DualNoticeTopics, run_worker
-from streams.dual_notice.rules import ApprovalCatalog, new_push, registered_entity
+from streams.dual_notice.rules import ApprovalCatalog, PushOrder, new_push, registered_entity
 from streams.dual_notice.settings import DualNoticeSettings
 from streams.runtime import RecordWriter
 from tests.dual_notice_records import PROVINCE, registration
@@ -338,13 +338,8 @@ def baseline(settings: Settings, registrations: str) -> None:
                 if department is None:
                     continue
                 push = new_push(
-                    entity,
-                    match.item.ref,
-                    list(match.matched_by),
-                    department,
-                    "AUTO",
+                    PushOrder.routed(entity, match, department),
                     claim_deadline=rules.claim_deadline(entity["registered_at"]),
-                    starts_at=entity["registered_at"],
                     pushed_at=business_clock().now_ms(),
                 )
                 value = pushes.encode(push)
