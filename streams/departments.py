@@ -45,7 +45,7 @@ import faust
 import mode
 from confluent_kafka import KafkaError, Message, TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from schemas import RecordType
 from streams.outputs import Outgoing, RuleOutput
@@ -79,8 +79,9 @@ INBOUND_PATTERN = r"^dept\.[^.]+\." + re.escape(DEPARTMENT_INBOUND.suffix) + "$"
 @dataclass(frozen=True)
 class ProcessorTopics:
     """The topics of one run of a processor: the declarations of :mod:`xietong.topics`,
-    or the benchmark's own. Each processor's subclass names its inputs, its app and the
-    topic of each record type it sends (``outputs``); here, the departments' side."""
+    or the benchmark's own. Each processor's subclass names its app and its inputs; here
+    is the departments' side, and where the outputs go when not where :mod:`schemas`
+    declares them."""
 
     #: The Faust app's name: its id is ``xietong.streams.<app_name>``.
     app_name: str = ""
@@ -314,9 +315,9 @@ class OutputSender:
 
     A department that has no inbox yet (not onboarded) is not written to: the record is
     counted on ``xietong_<processor>_undelivered`` (by record type), the department
-    logged once until
-    :meth:`refresh` finds its inbox, and the record stays on the platform topic; the
-    rules keep what must reach the department later (a 双告知 push waits for it).
+    logged once until :meth:`refresh` finds its inbox, and the record stays on the
+    platform topic; the rules keep what must reach the department later (a 双告知 push
+    waits for it).
     """
 
     def __init__(
@@ -439,8 +440,8 @@ class ProcessorApp(ABC, Generic[SettingsT, TopicsT]):
         record_type: str,
         rule: Rule,
         *,
-        unreadable: Any,
-        timer: Any = None,
+        unreadable: Counter,
+        timer: Histogram | None = None,
     ) -> None:
         """An agent ``name`` reading ``record_type`` records from ``topic``: each goes to
         ``rule`` with the clock's time, and what it returns to :meth:`send`

@@ -19,6 +19,11 @@ made here from the one settings object, connects as ``svc-streams``, and gets:
 * **no record skipped around a rebalance** (:class:`SeekingConsumer`): faust-streaming
   0.15 could drop records of its source topics while its tables recovered (a restart, a
   rebalance), and commit past them; its consumer is replaced by one that does not.
+* **one processor shape**: its outputs sent through librdkafka (:class:`OutputProducer`,
+  flushed before every Faust commit), one agent per input that hands each decoded record
+  to the pure rules with the business clock's time (:func:`input_agent`), its due topic
+  (:func:`due_topic`) and the settings every processor has (:class:`ProcessorSettings`);
+  ``streams.departments.ProcessorApp`` puts them together with the inboxes.
 
 Example::
 
@@ -54,6 +59,7 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 from faust.types.auth import SASLMechanism
+from prometheus_client import Counter, Histogram
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
@@ -544,8 +550,8 @@ def input_agent(
     *,
     read: Callable[[bytes | None, None], Any],
     send: Callable[[RuleOutput], None],
-    unreadable: Any,
-    timer: Any = None,
+    unreadable: Counter,
+    timer: Histogram | None = None,
 ) -> Callable[[faust.StreamT], Awaitable[None]]:
     """A Faust agent for one input: decode each record, apply ``rule`` with the business
     clock's time, ``send`` what it returns.

@@ -1,5 +1,7 @@
 """The 双告知 rules that need no broker: matching a scope against the catalog, the claim
-deadline and its working-day calendar, the ids, the state machine's table."""
+deadline and its working-day calendar, the ids, the state machine's table, and the rule
+methods of streams/dual_notice/rules.py on dicts with the sample province's catalog (the
+same rules run in the Faust worker: tests/integration/test_dual_notice.py)."""
 
 from __future__ import annotations
 
@@ -333,12 +335,16 @@ def histories(draw: st.DrawFn) -> tuple[list[tuple[str, dict[str, Any]]], list[l
     reassignments, stops, a licence, the timer's claim and licence deadlines.
 
     What the rules promise, and so what is generated: the registration comes first (an
-    action on a push that does not exist yet is rejected, by the domain's rule), and the
+    action on a push that does not exist yet is rejected, by the domain's rule; and a
+    licence read before the registration makes the push FULFILLED at once, version 1,
+    where read after it makes PUSHED then FULFILLED by the licensing department), and the
     events of one push keep their order (its state machine decides on what came before:
-    a claim after a stop is rejected, a licence after a claim fulfils a claimed push).
-    Each action is one its push's state allows, by whom it allows: a rejected action,
-    read again, is judged again against the push's state then (see the report on issue
-    13). Between the items anything goes, and every event may come again later.
+    a claim after a stop is rejected, a licence after a claim fulfils a claimed push; a
+    claim dated before the claim deadline but read after the timer's tick finds the push
+    escalated). Each action is one its push's state allows, by whom it allows: a rejected
+    action read again is judged again against the push's state then, so its rejection
+    (same id) may name another state. Those order dependences are issue 13's. Between
+    the items anything goes, and every event may come again later.
 
     Returns the events and, for each item, the positions of its thread's events.
     """
