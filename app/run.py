@@ -122,7 +122,7 @@ def services(settings: Settings, logs: Path) -> list[Service]:
     from connectors.sink.sink import SinkSettings
     from registry.settings import get_registry_settings
     from streams.credit_check.settings import CreditCheckSettings
-    from streams.dual_notice.app import DualNoticeSettings
+    from streams.dual_notice.settings import DualNoticeSettings
     from streams.joint_punishment.settings import JointPunishmentSettings
 
     registry = get_registry_settings()

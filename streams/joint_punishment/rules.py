@@ -332,11 +332,6 @@ UNROUTED = Counter(
     ("sector",),
 )
 REJECTED = Counter("xietong_joint_punishment_rejected", "Input dead-lettered, by input", ("input",))
-UNDELIVERED = Counter(
-    "xietong_joint_punishment_undelivered",
-    "Records for a department that has no inbox yet (not onboarded), by record type",
-    ("record_type",),
-)
 
 
 # -- facts: what the rules remember of each input, in plain JSON ------------------------------

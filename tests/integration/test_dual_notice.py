@@ -22,7 +22,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from registry.grants import inbound_topic, inbox_topic
 from schemas import DEPARTMENT_ACTION, LICENCE, REGISTRATION
-from streams.dual_notice.app import APP_NAME, push_id, routing_id
+from streams.dual_notice.rules import APP_NAME, push_id, routing_id
 from tests.dual_notice_records import action, licence, registration
 from tests.kafka_helpers import ReadMessage, TopicWindow
 from tests.stream_worker import (

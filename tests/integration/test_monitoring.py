@@ -32,7 +32,7 @@ from registry.db import session_factory
 from registry.grants import inbound_topic
 from registry.publisher import OutboxRelay
 from schemas import DEPARTMENT_ACTION, LICENCE, REGISTRATION, register_all
-from streams.dual_notice.app import push_id
+from streams.dual_notice.rules import push_id
 from tests.dual_notice_records import action, licence, registration
 from tests.monitoring import (
     Command,
