@@ -57,7 +57,7 @@ from connectors.sink.tables import (
 )
 from connectors.sink.writer import Batch, BatchWriter, Written, stored_offsets
 from schemas import DEAD_LETTER_RECORD
-from xietong.ids import deterministic_id
+from xietong.dead_letters import unreadable_message
 from xietong.kafka import KafkaClients
 from xietong.logs import log_event
 from xietong.settings import Settings
@@ -399,21 +399,18 @@ class CreditSink:
             serializer = self.clients.avro_serializer(DEAD_LETTER_RECORD.schema_str)
             context = SerializationContext(DEAD_LETTER.name, MessageField.VALUE)
             self._dead_letter_serialize = lambda value: serializer(value, context)
-        now = int(time.time() * 1000)
-        value = {
-            "dead_letter_id": deterministic_id(f"sink|{topic}|{partition}|{offset}"),
-            "connector": "sink.credit",
-            "record_type": "unknown",
-            "source_department_uscc": "",
-            "source_system": "xietong.sink",
-            "source_partition": f"{topic}[{partition}]",
-            "source_offset": str(offset),
-            "position": f"{topic} partition {partition} offset {offset}",
-            "payload": message.value() or b"",
-            "payload_json": None,
-            "reasons": [{"field": "", "code": "sink.unreadable", "message": str(reason)}],
-            "failed_at": now,
-        }
+        value = unreadable_message(
+            connector="sink.credit",
+            source_system="xietong.sink",
+            record_type="unknown",
+            topic=topic or "",
+            partition=partition or 0,
+            offset=offset or 0,
+            payload=message.value(),
+            code="sink.unreadable",
+            message=str(reason),
+            id_prefix="sink|",
+        )
         self._producer.produce(
             DEAD_LETTER.name, key=b"sink", value=self._dead_letter_serialize(value)
         )
