@@ -528,12 +528,15 @@ def _print_json(models: object) -> None:
 
 
 def _until(text: str | None) -> datetime | None:
-    """``2027-12-31`` is the end of that day in China Standard Time; or a full ISO time."""
-    from datetime import date, datetime, time, timedelta, timezone
+    """``2027-12-31`` is the end of that day in the province's time zone; or a full ISO
+    time (in the province's zone when it names none)."""
+    from datetime import date, datetime, timedelta
+
+    from xietong.clock import business_clock
 
     if text is None:
         return None
-    china = timezone(timedelta(hours=8), "CST")
+    clock = business_clock()
     try:
         day = date.fromisoformat(text)
     except ValueError:
@@ -541,8 +544,8 @@ def _until(text: str | None) -> datetime | None:
             moment = datetime.fromisoformat(text)
         except ValueError:
             fail(f"--until {text!r}: expected a date (2027-12-31) or an ISO time with offset")
-        return moment if moment.tzinfo else moment.replace(tzinfo=china)
-    return datetime.combine(day + timedelta(days=1), time(), tzinfo=china)
+        return moment if moment.tzinfo else moment.replace(tzinfo=clock.zone)
+    return clock.midnight(day + timedelta(days=1))
 
 
 def _subscription_table(rows: list[SubscriptionOut]) -> Table:

@@ -80,7 +80,9 @@ from registry.models import (
 )
 from registry.seed import DepartmentRole, Level, SampleProvince, load_sample_province
 from schemas import CANONICAL_RECORD_TYPES
+from xietong.clock import business_clock
 from xietong.logs import log_event as structured_log
+from xietong.topics import DepartmentTopic
 from xietong.uscc import uscc_problems
 
 __all__ = [
@@ -145,7 +147,9 @@ CANONICAL_RESOURCES: tuple[CanonicalResource, ...] = (
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now by the business clock (a rehearsal's offset moves expiries too), in UTC as the
+    database gives instants back."""
+    return business_clock().now().astimezone(UTC)
 
 
 def log_event(event: str, **fields: Any) -> None:
@@ -379,7 +383,7 @@ def create_resource(
                 " only its own resources",
                 field="owner",
             )
-        namespace = f"dept.{owner}."
+        namespace = DepartmentTopic.namespace(owner)
         if not topic.startswith(namespace):
             raise ForbiddenError(
                 f"topic {topic!r} is outside {owner}'s namespace: a department's resources"

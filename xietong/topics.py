@@ -13,9 +13,12 @@ partitions to a keyed topic moves keys and breaks co-partitioning.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache
+from typing import ClassVar
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
@@ -343,12 +346,23 @@ TOPICS: tuple[TopicSpec, ...] = (
 # -- each department's own topics ----------------------------------------------------------
 
 
+#: Topics of departments (``dept.<code>.…``): their ACLs are the registry's to reconcile.
+DEPARTMENT_TOPIC_PREFIX = "dept."
+
+
 @dataclass(frozen=True)
 class DepartmentTopic:
     """A topic every onboarded department has, named ``dept.<code>.<suffix>``.
 
     The registry creates them when a department gets its Kafka credential and grants
-    the department its side; the services' side is declared here.
+    the department its side; the services' side is declared here. Their names are made
+    and read only here::
+
+        DepartmentTopic.inbox("hz-amr")                    # 'dept.hz-amr.inbox'
+        DepartmentTopic.inbound("hz-amr")                  # 'dept.hz-amr.inbound'
+        DepartmentTopic.INBOX.pattern()                    # every inbox, to subscribe to
+        DepartmentTopic.INBOX.code_of("dept.hz-amr.inbox") # 'hz-amr' (None: not an inbox)
+        DepartmentTopic.namespace("hz-amr")                # 'dept.hz-amr.', its own topics
     """
 
     suffix: str
@@ -358,8 +372,35 @@ class DepartmentTopic:
     writers: tuple[str, ...] = ()
     readers: tuple[str, ...] = ()
 
+    INBOX: ClassVar[DepartmentTopic]
+    INBOUND: ClassVar[DepartmentTopic]
+
+    @staticmethod
+    def namespace(department_code: str) -> str:
+        """The prefix of every topic of the department's own."""
+        return f"{DEPARTMENT_TOPIC_PREFIX}{department_code}."
+
+    @classmethod
+    def inbox(cls, department_code: str) -> str:
+        """The name of the department's inbox."""
+        return cls.INBOX.name(department_code)
+
+    @classmethod
+    def inbound(cls, department_code: str) -> str:
+        """The name of the department's inbound topic."""
+        return cls.INBOUND.name(department_code)
+
     def name(self, department_code: str) -> str:
-        return f"dept.{department_code}.{self.suffix}"
+        return f"{self.namespace(department_code)}{self.suffix}"
+
+    def pattern(self) -> str:
+        """This topic of every department, as a regex librdkafka subscribes to (``^…``)."""
+        return rf"^{re.escape(DEPARTMENT_TOPIC_PREFIX)}[^.]+\.{re.escape(self.suffix)}$"
+
+    def code_of(self, topic: str) -> str | None:
+        """The department code of this topic's name; None for any other topic."""
+        match = _department_topic_name(self.suffix).match(topic)
+        return match["code"] if match else None
 
     def spec(self, department_code: str) -> TopicSpec:
         return TopicSpec(
@@ -373,7 +414,15 @@ class DepartmentTopic:
         )
 
 
-DEPARTMENT_INBOX = DepartmentTopic(
+@cache
+def _department_topic_name(suffix: str) -> re.Pattern[str]:
+    # Department codes are lower-case words joined by hyphens: never a dot.
+    return re.compile(
+        rf"^{re.escape(DEPARTMENT_TOPIC_PREFIX)}(?P<code>[^.]+)\.{re.escape(suffix)}$"
+    )
+
+
+DEPARTMENT_INBOX = DepartmentTopic.INBOX = DepartmentTopic(
     "inbox",
     "What the platform delivers to the department (双告知 pushes, sanction notices …);"
     " only that department may read it",
@@ -382,7 +431,7 @@ DEPARTMENT_INBOX = DepartmentTopic(
     writers=("streams",),
     readers=("sink",),
 )
-DEPARTMENT_INBOUND = DepartmentTopic(
+DEPARTMENT_INBOUND = DepartmentTopic.INBOUND = DepartmentTopic(
     "inbound",
     "What the department's own systems publish to the platform; only it may write it",
     TopicKey.SOURCE,
@@ -393,9 +442,6 @@ DEPARTMENT_TOPICS: tuple[DepartmentTopic, ...] = (DEPARTMENT_INBOX, DEPARTMENT_I
 
 
 # -- who may use them -----------------------------------------------------------------------
-
-#: Topics of departments (``dept.<code>.…``): their ACLs are the registry's to reconcile.
-DEPARTMENT_TOPIC_PREFIX = "dept."
 
 
 def owned_by_declarations(grant: Grant) -> bool:

@@ -48,12 +48,10 @@ from connectors.sink import db
 from connectors.sink.chain import Appender, load_or_create_key
 from connectors.sink.decode import Decoder, UnreadableRecord
 from connectors.sink.tables import (
-    INBOX_PATTERN,
     TABLES_BY_RECORD,
     TABLES_BY_TOPIC,
     Delivery,
     TableMapping,
-    inbox_department,
 )
 from connectors.sink.writer import Batch, BatchWriter, Written, stored_offsets
 from schemas import DEAD_LETTER_RECORD
@@ -61,7 +59,7 @@ from xietong.dead_letters import unreadable_message
 from xietong.kafka import KafkaClients
 from xietong.logs import log_event
 from xietong.settings import Settings
-from xietong.topics import DEAD_LETTER
+from xietong.topics import DEAD_LETTER, DepartmentTopic
 
 logger = logging.getLogger("connectors.sink")
 
@@ -362,7 +360,7 @@ class CreditSink:
                         raise UnreadableRecord(f"{topic} carries {mapping.record_name}, not {name}")
                     batch.add(topic, partition, offset, mapping, record)
                     continue
-                department = inbox_department(topic)
+                department = DepartmentTopic.INBOX.code_of(topic)
                 mapping = TABLES_BY_RECORD.get(name)
                 if department is None or mapping is None:
                     raise UnreadableRecord(
@@ -497,7 +495,7 @@ class CreditSink:
 
     def _partitions(self, consumer: Consumer) -> list[tuple[str, int]]:
         """Every partition of the mapped topics and of the inboxes that exist now."""
-        inbox = re.compile(INBOX_PATTERN)
+        inbox = re.compile(DepartmentTopic.INBOX.pattern())
         topics = consumer.list_topics(timeout=15).topics
         return sorted(
             (name, partition)

@@ -37,7 +37,6 @@ from schemas import (
 from xietong.ids import deterministic_id
 from xietong.topics import (
     CREDIT_LIST_ENTRIES,
-    DEPARTMENT_INBOX,
     DUAL_NOTICE_ACTIONS,
     DUAL_NOTICE_ALERTS,
     DUAL_NOTICE_APPLICANT_NOTICES,
@@ -55,6 +54,7 @@ from xietong.topics import (
     PUNISHMENT_RESTRICTION_HITS,
     PUNISHMENT_SANCTION_NOTICES,
     REGISTRATIONS,
+    DepartmentTopic,
 )
 
 Record = dict[str, Any]
@@ -838,18 +838,6 @@ TABLES_BY_RECORD: dict[str, TableMapping] = {
 
 # -- deliveries: every record a department's inbox received --------------------------------
 
-#: Every department's inbox, as a subscription pattern (librdkafka's regex syntax).
-INBOX_PATTERN = rf"^dept\.[^.]+\.{DEPARTMENT_INBOX.suffix}$"
-
-
-def inbox_department(topic: str) -> str | None:
-    """The department code of an inbox topic name; None for any other topic."""
-    prefix, _, rest = topic.partition(".")
-    code, _, suffix = rest.rpartition(".")
-    if prefix == "dept" and suffix == DEPARTMENT_INBOX.suffix and code:
-        return code
-    return None
-
 
 @dataclass(frozen=True)
 class Delivery:
@@ -902,7 +890,7 @@ DELIVERIES_TABLE = "deliveries"
 
 def sink_topics() -> list[str]:
     """What the sink subscribes to: every mapped topic and every inbox (a pattern)."""
-    return [*TABLES_BY_TOPIC, INBOX_PATTERN]
+    return [*TABLES_BY_TOPIC, DepartmentTopic.INBOX.pattern()]
 
 
 def all_tables() -> Iterable[str]:

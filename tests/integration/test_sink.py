@@ -44,7 +44,7 @@ from tests.sink_records import (
 )
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
-from xietong.topics import DEPARTMENT_INBOX
+from xietong.topics import DepartmentTopic
 
 pytestmark = pytest.mark.usefixtures("secured")
 
@@ -99,7 +99,7 @@ def sink_partitions(kafka: KafkaClients) -> dict[tuple[str, int], int]:
         wanted = [
             (name, p)
             for name, metadata in topics.items()
-            if name in TABLES_BY_TOPIC or DEPARTMENT_INBOX.suffix == name.rsplit(".", 1)[-1]
+            if name in TABLES_BY_TOPIC or DepartmentTopic.INBOX.code_of(name)
             for p in metadata.partitions
         ]
         return {
@@ -223,7 +223,7 @@ def test_killed_with_sigkill_mid_batch_again_and_again_the_database_holds_each_r
     topics = ["market.registrations", "permits.licences", "enforcement.penalties"]
     topics += ["credit.list-entries", "dualnotice.pushes"]
     windows = {topic: TopicWindow(kafka, topic) for topic in topics}
-    inboxes = {d: TopicWindow(kafka, DEPARTMENT_INBOX.name(d)) for d in departments}
+    inboxes = {d: TopicWindow(kafka, DepartmentTopic.inbox(d)) for d in departments}
     records = canonical(6000, seed=11) + dual_notice_traffic(departments, 300, random.Random(11))
     # A producer's retry after a lost acknowledgement: the same records again.
     records += records[:500]
@@ -317,7 +317,7 @@ def audited(
     url = credit_databases()
     start_at(url, sink_partitions(kafka))
     produce(kafka, dual_notice_traffic(departments, 40, random.Random(5)))
-    inboxes = {DEPARTMENT_INBOX.name(d) for d in departments}
+    inboxes = {DepartmentTopic.inbox(d) for d in departments}
     ends = {
         (topic, p): end
         for (topic, p), end in sink_partitions(kafka).items()

@@ -12,14 +12,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connectors.sink.chain import GENESIS, Candidate, Entry, entry_hash, verify_chain
 from connectors.sink.tables import (
-    INBOX_PATTERN,
     TABLES_BY_RECORD,
     TABLES_BY_TOPIC,
     AuditFact,
-    inbox_department,
 )
 from connectors.sink.writer import Batch, line_formatter, row_kinds
 from tests.sink_records import decoded_records
+from xietong.topics import DepartmentTopic
 
 
 @pytest.mark.parametrize("topic", sorted(TABLES_BY_TOPIC))
@@ -85,11 +84,11 @@ def test_a_compiled_row_holds_what_each_columns_getter_reads(table: str) -> None
 def test_inbox_topics_are_recognised_by_name_and_pattern() -> None:
     import re
 
-    assert inbox_department("dept.hz-xh-amr.inbox") == "hz-xh-amr"
-    assert inbox_department("dept.hz-xh-amr.inbound") is None
-    assert inbox_department("dualnotice.pushes") is None
-    assert re.match(INBOX_PATTERN, "dept.hz-xh-amr.inbox")
-    assert not re.match(INBOX_PATTERN, "dept.hz-xh-amr.inbound")
+    assert DepartmentTopic.INBOX.code_of("dept.hz-xh-amr.inbox") == "hz-xh-amr"
+    assert DepartmentTopic.INBOX.code_of("dept.hz-xh-amr.inbound") is None
+    assert DepartmentTopic.INBOX.code_of("dualnotice.pushes") is None
+    assert re.match(DepartmentTopic.INBOX.pattern(), "dept.hz-xh-amr.inbox")
+    assert not re.match(DepartmentTopic.INBOX.pattern(), "dept.hz-xh-amr.inbound")
 
 
 def test_inboxes_carry_the_processors_records_by_their_schema_names() -> None:
