@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK = "127.0.0.1"
@@ -115,6 +115,17 @@ class Settings(BaseSettings):
         description="Rehearsal: freeze the business clock at this instant (ISO 8601 with"
         " its offset); for one-shot commands and tests, never for a running platform.",
     )
+
+    @field_validator("clock_offset", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        # pydantic reads a duration from text only as ISO 8601 or [-]HH:MM:SS; seconds too.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return value
+        return value
 
     # -- monitoring -------------------------------------------------------------------
     prometheus_port: int = Field(
