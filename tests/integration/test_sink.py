@@ -8,6 +8,7 @@ ends when the test begins, so the sink reads what the test produces and nothing 
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import signal
@@ -18,21 +19,24 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
 import sqlalchemy as sa
+import yaml
 from confluent_kafka import TopicPartition
 
 from connectors.sink import db
 from connectors.sink.chain import load_or_create_key, load_public_key, public_key_path, verify
 from connectors.sink.sink import CreditSink, SinkSettings
-from connectors.sink.tables import TABLES_BY_TOPIC, all_tables, delivery_id
+from connectors.sink.tables import LICENCES_TABLE, TABLES_BY_TOPIC, all_tables, delivery_id
 from registry.acl import service_acls_on_department_topics
+from schemas import register_all
 from tests.kafka_helpers import TopicWindow
 from tests.sink_records import (
     Outgoing,
@@ -42,9 +46,11 @@ from tests.sink_records import (
     make_inboxes,
     produce,
 )
+from xietong.clock import clock_from_settings, millis
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 from xietong.topics import DepartmentTopic
+from xietong.uscc import make_uscc
 
 pytestmark = pytest.mark.usefixtures("secured")
 
@@ -168,6 +174,7 @@ class SinkProcess:
     key: Path
     log: Path
     batch_size: int = 300
+    environment: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -177,6 +184,7 @@ class SinkProcess:
             "XIETONG_SINK_BATCH_WAIT": "0.2",
             "XIETONG_SINK_METRICS_PORT": str(free_port()),
             "XIETONG_SINK_AUDIT_KEY": str(self.key),
+            **self.environment,
         }
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -564,3 +572,90 @@ def test_audit_reports_as_json_and_csv(audited: tuple[str, Path], departments: l
     claims = department.stdout.split("\n\n")[0].splitlines()
     assert claims[0].startswith("section,pushes,claimed,claim_rate,median_time_to_claim")
     assert int(claims[1].split(",")[1]) > 0
+
+
+# -- day columns, with the services' business now on either side of midnight in China ---------
+
+LICENCE_COLUMNS = [
+    "记录编号", "版本", "统一社会信用代码", "行政相对人名称", "法定代表人", "许可文书号",
+    "许可类别", "许可证编号", "许可内容", "许可决定日期", "有效期自", "有效期至", "当前状态",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("utc_hour_minute", [(16, 30), (23, 30)], ids=["16:30Z", "23:30Z"])
+def test_a_licence_decided_on_the_province_s_today_is_stored_on_that_day(
+    kafka: KafkaClients,
+    credit_databases: Callable[[], str],
+    tmp_path: Path,
+    utc_hour_minute: tuple[int, int],
+) -> None:
+    """At 16:30 and 23:30 UTC it is already tomorrow in China: a decision of the province's
+    today is stored with that day, its event time is that day's midnight in China, and the
+    connector's ingest time is its rehearsed now."""
+    register_all(kafka.schema_registry())
+    started = datetime.now(UTC)  # the machine's real time, which the offset is counted from
+    rehearsed = datetime.combine(started.date(), dt_time(*utc_hour_minute), UTC)
+    offset_ms = millis(rehearsed) - millis(started)
+    clock = clock_from_settings(offset=timedelta(milliseconds=offset_ms))
+    today = clock.today()
+    environment = {**kafka.settings.endpoints(), "XIETONG_CLOCK_OFFSET": str(offset_ms / 1000)}
+
+    uscc = make_uscc("91", "330106", rng=random.Random(started.timestamp()))
+    export = tmp_path / "licences.csv"
+    with export.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, LICENCE_COLUMNS)
+        writer.writeheader()
+        writer.writerow(
+            {
+                "记录编号": uuid.uuid4().hex, "版本": "1", "统一社会信用代码": uscc,
+                "行政相对人名称": "杭州西湖区测试酒店有限公司", "法定代表人": "张伟",
+                "许可文书号": "杭卫公许〔2026〕1号", "许可类别": "普通",
+                "许可证编号": "浙卫公证字（2026）第000001号", "许可内容": "住宿",
+                "许可决定日期": f"{today:%Y年%m月%d日}", "有效期自": f"{today:%Y年%m月%d日}",
+                "有效期至": "长期", "当前状态": "有效",
+            }
+        )  # fmt: skip
+    config = tmp_path / "connector.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": f"test-day-{uuid.uuid4().hex[:8]}",
+                "mapping": str(ROOT / "tests" / "fixtures" / "hz-health-licence.yaml"),
+                "source": {"kind": "file", "path": str(export), "encoding": "utf-8"},
+            },
+            allow_unicode=True,
+        ),
+        encoding="utf-8",
+    )
+    url = credit_databases()
+    start_at(url, sink_partitions(kafka))
+    licences = TopicWindow(kafka, LICENCES_TABLE.record.topic.name)
+    sink = SinkProcess(url, tmp_path / "key.pem", tmp_path / "sink.log", environment=environment)
+    sink.start()
+    try:
+        subprocess.run(
+            [*CLI, "connect", "run", str(config), "--no-progress"],
+            env={**os.environ, **environment},
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        wait_caught_up(url, sink_partitions(kafka))
+    finally:
+        sink.stop()
+
+    (envelope,) = [m.value["envelope"] for m in licences.read() if m.value["uscc"] == uscc]
+    ingested = millis(envelope["ingest_time"])
+    assert millis(rehearsed) - 1 <= ingested <= millis(datetime.now(UTC)) + offset_ms + 1
+    assert clock.day_of(ingested) == today
+    conn = db.connect(url)
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT decided_on, valid_from, event_time,"
+            " (event_time AT TIME ZONE %s)::date FROM licences WHERE uscc = %s",
+            (clock.zone.key, uscc),
+        )
+        (decided_on, valid_from, event_time, event_day) = cursor.fetchone()
+    conn.close()
+    assert decided_on == valid_from == event_day == today
+    assert event_time == clock.midnight(today)
