@@ -61,19 +61,18 @@ from schemas import (
     PENALTY,
     register_all,
 )
-from streams.joint_punishment.app import (
+from streams.joint_punishment.app import JointPunishmentTopics, run_worker
+from streams.joint_punishment.rules import (
     EVENTS,
     JointPunishmentRules,
-    JointPunishmentSettings,
-    JointPunishmentTopics,
-    Outcome,
     PunishmentCatalog,
-    now_ms,
-    run_worker,
+    PunishmentOutput,
 )
+from streams.joint_punishment.settings import JointPunishmentSettings
 from streams.runtime import RecordWriter, ReferenceData
 from tests.joint_punishment_records import PROVINCE, licence, list_entry, matter, penalty, today
 from tests.stream_worker import free_port
+from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings, get_settings
 from xietong.topics import (
@@ -290,6 +289,7 @@ def baseline(settings: Settings) -> None:
     consumer.subscribe(list(apply))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    clock = business_clock()
     processed, committed, last_commit, last_report = 0, 0, time.monotonic(), 0.0
     while not stop.is_set():
         for message in consumer.consume(1000, timeout=0.005):
@@ -297,7 +297,7 @@ def baseline(settings: Settings) -> None:
                 continue
             record = deserialize(message.value(), None)
             assert isinstance(record, dict)
-            outcome = apply[message.topic() or ""](record, now_ms())
+            outcome = apply[message.topic() or ""](record, clock.now_ms())
             for out in outcome.outgoing:
                 value = writers[out.record_type].encode(out.value)
                 producer.produce(f"{PREFIX}baseline-out", key=out.key.encode(), value=value)
@@ -338,11 +338,11 @@ def stub_rules(ceiling: str) -> None:
     """Replace the rule methods (in this worker process only) for a ceiling run."""
     write = ceiling == "one-table-write"
 
-    def rule(self: JointPunishmentRules, record: dict[str, Any], now: int) -> Outcome:
+    def rule(self: JointPunishmentRules, record: dict[str, Any], now: int) -> PunishmentOutput:
         EVENTS.labels("ceiling").inc()
         if write:
             self.entities[record["uscc"]] = {"seen": now}
-        return Outcome()
+        return PunishmentOutput()
 
     for name in ("on_list_entry", "on_penalty", "on_licence", "on_matter"):
         setattr(JointPunishmentRules, name, rule)

@@ -29,7 +29,7 @@ from registry.audit import Actor
 from registry.db import session_factory, transaction
 from registry.grants import inbound_topic
 from schemas import CREDIT_LIST_ENTRY, LICENCE, MATTER_EVENT, PENALTY, RESTRICTION_FEEDBACK
-from streams.joint_punishment.app import restriction_hit_id
+from streams.joint_punishment.rules import restriction_hit_id
 from tests.joint_punishment_records import (
     DAY_MS,
     feedback,

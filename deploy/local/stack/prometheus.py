@@ -34,7 +34,7 @@ def local_ports(settings: Settings | None = None) -> dict[str, int | None]:
     from registry.settings import RegistrySettings
     from streams.credit_check.app import CreditCheckSettings
     from streams.dual_notice.app import DualNoticeSettings
-    from streams.joint_punishment.app import JointPunishmentSettings
+    from streams.joint_punishment.settings import JointPunishmentSettings
 
     settings = settings or Settings()
     return {
