@@ -23,7 +23,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -115,12 +115,8 @@ class RunReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "connector": self.connector,
-            "read": self.read,
-            "published": self.published,
-            "dead_lettered": self.dead_lettered,
+            **asdict(self),
             "reasons": dict(self.reasons),
-            "committed_offset": self.committed_offset,
             "seconds": round(self.seconds, 3),
             "reconciles": self.reconciles,
         }

@@ -170,12 +170,12 @@ class Settings(BaseSettings):
         return self.credit_database_url_env or self.local_database_url(CREDIT_DATABASE)
 
     def endpoints(self) -> dict[str, str]:
-        """The endpoint variables, as written to ``.local/stack.env``."""
+        """The endpoint variables, as written to ``.local/stack.env``: each ``<name>_env``
+        field's variable, with the endpoint ``<name>`` in use."""
         return {
-            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
-            "SCHEMA_REGISTRY_URL": self.schema_registry_url,
-            "DATABASE_URL": self.database_url,
-            "CREDIT_DATABASE_URL": self.credit_database_url,
+            str(spec.validation_alias): getattr(self, name.removesuffix("_env"))
+            for name, spec in type(self).model_fields.items()
+            if name.endswith("_env")
         }
 
     # -- which services the local stack must provide ------------------------------------
