@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
@@ -32,9 +32,16 @@ import yaml
 from confluent_kafka import TopicPartition
 
 from connectors.sink import db
-from connectors.sink.chain import load_or_create_key, load_public_key, public_key_path, verify
+from connectors.sink.chain import (
+    Appender,
+    load_or_create_key,
+    load_public_key,
+    public_key_path,
+    verify,
+)
 from connectors.sink.sink import CreditSink, SinkSettings
 from connectors.sink.tables import LICENCES_TABLE, TABLES_BY_TOPIC, all_tables, delivery_id
+from connectors.sink.writer import Batch, BatchWriter
 from registry.acl import service_acls_on_department_topics
 from schemas import register_all
 from tests.kafka_helpers import TopicWindow
@@ -46,7 +53,7 @@ from tests.sink_records import (
     make_inboxes,
     produce,
 )
-from xietong.clock import clock_from_settings, millis
+from xietong.clock import business_clock, clock_from_settings, millis
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 from xietong.topics import DepartmentTopic
@@ -659,3 +666,30 @@ def test_a_licence_decided_on_the_province_s_today_is_stored_on_that_day(
     conn.close()
     assert decided_on == valid_from == event_day == today
     assert event_time == clock.midnight(today)
+
+
+def test_a_push_just_after_midnight_in_china_counts_in_the_province_s_month(
+    credit_databases: Callable[[], str], tmp_path: Path
+) -> None:
+    """16:30 UTC on 30 November is 00:30 on 1 December in China: the auditors' monthly
+    claim rate counts the push in December, whatever the database server's time zone."""
+    url = credit_databases()
+    mapping = TABLES_BY_TOPIC["dualnotice.pushes"]
+    (push,) = decoded_records(mapping.record.schema, 1)
+    push["pushed_at"] = datetime(2026, 11, 30, 16, 30, tzinfo=UTC)
+    batch = Batch()
+    batch.add("dualnotice.pushes", 0, 0, mapping, push)
+    conn = db.connect(url)
+    try:
+        BatchWriter(conn, Appender(load_or_create_key(tmp_path / "key.pem"))).write(batch)
+        with conn.cursor() as cursor:
+            cursor.execute("SET TIME ZONE 'UTC'")
+            cursor.execute(
+                "SELECT month FROM auditor.dual_notice_claims_monthly WHERE department_code = %s",
+                (push["department"]["code"],),
+            )
+            months = [month for (month,) in cursor.fetchall()]
+    finally:
+        conn.close()
+    assert months == [business_clock().day_of(push["pushed_at"]).replace(day=1)]
+    assert months == [date(2026, 12, 1)]
