@@ -35,7 +35,7 @@ from prometheus_client import Gauge, Histogram
 from connectors.mapping import DepartmentMapping
 from connectors.parallel import ParallelEncoder
 from connectors.records import Encoded, RecordEncoder, RecordVerdict, SourceRecord
-from xietong.kafka import KafkaClients
+from xietong.kafka import KafkaClients, produce
 from xietong.logs import log_event
 from xietong.topics import CONNECTOR_OFFSETS
 
@@ -178,19 +178,14 @@ class Publisher:
             ("event_id", encoded.event_id.encode()),
             ("record_type", self._record_type_header),
         ]
-        while True:
-            try:
-                self.producer.produce(
-                    encoded.topic,
-                    key=encoded.key,
-                    value=encoded.payload,
-                    headers=headers,
-                    on_delivery=on_delivery,
-                )
-                return
-            except BufferError:
-                # The client's queue is full: let it send before producing more.
-                self.producer.poll(0.1)
+        produce(
+            self.producer,
+            encoded.topic,
+            key=encoded.key,
+            value=encoded.payload,
+            headers=headers,
+            on_delivery=on_delivery,
+        )
 
     def _event_delivered(self, error: KafkaError | None, message: Message) -> None:
         """Delivery report of a canonical event: counted once the broker acknowledged it."""
