@@ -34,7 +34,6 @@ import asyncio
 import functools
 import json
 import logging
-import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -66,14 +65,12 @@ from xietong.ids import deterministic_id
 from xietong.kafka import KafkaClients
 from xietong.logs import log_event
 from xietong.settings import Settings
-from xietong.topics import DEPARTMENT_INBOUND, DEPARTMENT_INBOX
+from xietong.topics import DepartmentTopic
 
 logger = logging.getLogger(__name__)
 
-INBOX_NAME = re.compile(r"^dept\.(?P<code>[^.]+)\." + re.escape(DEPARTMENT_INBOX.suffix) + "$")
-INBOUND_NAME = re.compile(r"^dept\.(?P<code>[^.]+)\." + re.escape(DEPARTMENT_INBOUND.suffix) + "$")
 #: Every department's inbound topic, as a pattern librdkafka subscribes to.
-INBOUND_PATTERN = r"^dept\.[^.]+\." + re.escape(DEPARTMENT_INBOUND.suffix) + "$"
+INBOUND_PATTERN = DepartmentTopic.INBOUND.pattern()
 
 
 @dataclass(frozen=True)
@@ -110,11 +107,11 @@ class Inboxes:
             return True
         if self._names is None:
             self._names = self._list()
-        return DEPARTMENT_INBOX.name(department) in self._names
+        return DepartmentTopic.inbox(department) in self._names
 
     def name(self, department: str) -> str:
         """The name of the department's inbox topic (whether it exists or not)."""
-        return self.single or DEPARTMENT_INBOX.name(department)
+        return self.single or DepartmentTopic.inbox(department)
 
     async def refresh(self) -> set[str]:
         """List the inboxes again; the codes of the departments whose inbox is new."""
@@ -124,11 +121,11 @@ class Inboxes:
         self._names = await asyncio.to_thread(self._list)
         if before is None:
             return set()
-        return {INBOX_NAME.match(name)["code"] for name in self._names - before}  # type: ignore[index]
+        return {DepartmentTopic.INBOX.code_of(name) or "" for name in self._names - before}
 
     def _list(self) -> set[str]:
         topics = self._admin.list_topics(timeout=15).topics
-        return {name for name in topics if INBOX_NAME.match(name)}
+        return {name for name in topics if DepartmentTopic.INBOX.code_of(name)}
 
 
 def received_stamp(message: Message, id_prefix: str = "inbound") -> dict[str, Any] | None:
@@ -136,13 +133,13 @@ def received_stamp(message: Message, id_prefix: str = "inbound") -> dict[str, An
     department's inbound topic. ``received_id`` is uuid5 of the prefix, topic, partition
     and offset."""
     topic = message.topic() or ""
-    name = INBOUND_NAME.match(topic)
-    if name is None:
+    department = DepartmentTopic.INBOUND.code_of(topic)
+    if department is None:
         return None
     partition, offset = message.partition() or 0, message.offset() or 0
     return {
         "received_id": deterministic_id(f"{id_prefix}|{topic}|{partition}|{offset}"),
-        "department_code": name["code"],
+        "department_code": department,
         "inbound_topic": topic,
         "inbound_partition": partition,
         "inbound_offset": offset,

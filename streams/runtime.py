@@ -64,8 +64,8 @@ from prometheus_client import Counter, Histogram
 from schemas import DEAD_LETTER_RECORD, RecordType
 from streams.outputs import RuleOutput
 from xietong.clock import DAY_MS, business_clock
-from xietong.ids import deterministic_id
-from xietong.kafka import KafkaClients, sasl_config
+from xietong.dead_letters import unreadable_message
+from xietong.kafka import KafkaClients, produce, sasl_config
 from xietong.logs import log_event
 from xietong.settings import Settings
 from xietong.topics import STREAMS_INTERNAL_TOPIC_PREFIX, TopicSpec
@@ -388,27 +388,17 @@ def unreadable_input(
     app_name: str, message: Any, record_type: str, error: Exception
 ) -> dict[str, Any]:
     """The dead letter of an input record a processor could not decode, kept whole."""
-    topic, partition, offset = message.topic, message.partition, message.offset
-    return {
-        "dead_letter_id": deterministic_id(f"{topic}|{partition}|{offset}"),
-        "connector": f"streams.{app_name}",
-        "record_type": record_type,
-        "source_department_uscc": "",
-        "source_system": f"xietong.streams.{app_name}",
-        "source_partition": f"{topic}[{partition}]",
-        "source_offset": str(offset),
-        "position": f"{topic} partition {partition} offset {offset}",
-        "payload": message.value or b"",
-        "payload_json": None,
-        "reasons": [
-            {
-                "field": "",
-                "code": "avro.unreadable",
-                "message": f"not a readable {record_type}: {error}",
-            }
-        ],
-        "failed_at": business_clock().now_ms(),
-    }
+    return unreadable_message(
+        connector=f"streams.{app_name}",
+        source_system=f"xietong.streams.{app_name}",
+        record_type=record_type,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        payload=message.value,
+        code="avro.unreadable",
+        message=f"not a readable {record_type}: {error}",
+    )
 
 
 # -- sending: librdkafka beside Faust, flushed before every commit ---------------------------
@@ -431,12 +421,7 @@ class OutputProducer:
         self._failures: list[str] = []
 
     def produce(self, topic: str, key: bytes, value: bytes) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, key=key, value=value, on_delivery=self._delivered)
-                break
-            except BufferError:  # librdkafka's queue is full: let it drain
-                self._producer.poll(0.05)
+        produce(self._producer, topic, key=key, value=value, on_delivery=self._delivered)
         self._producer.poll(0)
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:

@@ -21,6 +21,7 @@ from schemas import CANONICAL_RECORD_TYPES, DUAL_NOTICE_RECORD_TYPES, RecordType
 from streams.runtime import RecordWriter
 from xietong.ids import deterministic_id
 from xietong.kafka import KafkaClients
+from xietong.kafka import produce as send
 from xietong.topics import DEPARTMENT_INBOX, apply_topics
 from xietong.uscc import make_uscc
 
@@ -188,12 +189,7 @@ def produce(kafka: KafkaClients, records: Iterable[Outgoing]) -> int:
     producer = kafka.producer()
     count = 0
     for topic, key, value in encoded(kafka, records):
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.1)
+        send(producer, topic, key=key, value=value)
         count += 1
         if count % 1000 == 0:
             producer.poll(0)

@@ -46,7 +46,7 @@ from streams.runtime import (
     changelog_config,
 )
 from xietong.clock import business_clock
-from xietong.ids import deterministic_id
+from xietong.dead_letters import unreadable_message
 from xietong.logs import log_event
 from xietong.topics import (
     CREDIT_LIST_ENTRIES,
@@ -180,27 +180,18 @@ class JointPunishmentProcessor(ProcessorApp[JointPunishmentSettings, JointPunish
         REJECTED.labels("received_restriction_feedback").inc()
         topic, partition = stamp["inbound_topic"], stamp["inbound_partition"]
         offset = stamp["inbound_offset"]
-        value = {
-            "dead_letter_id": deterministic_id(f"{topic}|{partition}|{offset}"),
-            "connector": f"streams.{APP_NAME}",
-            "record_type": "restriction_feedback",
-            "source_department_uscc": "",
-            "source_system": stamp["department_code"],
-            "source_partition": f"{topic}[{partition}]",
-            "source_offset": str(offset),
-            "position": f"{topic} partition {partition} offset {offset}",
-            "payload": raw,
-            "payload_json": None,
-            "reasons": [
-                {
-                    "field": "",
-                    "code": "avro.unreadable",
-                    "message": f"not a readable RestrictionFeedback (schemas/avro/"
-                    f"{RESTRICTION_FEEDBACK.schema_file}.avsc, Confluent wire format): {error}",
-                }
-            ],
-            "failed_at": business_clock().now_ms(),
-        }
+        value = unreadable_message(
+            connector=f"streams.{APP_NAME}",
+            source_system=stamp["department_code"],
+            record_type="restriction_feedback",
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            payload=raw,
+            code="avro.unreadable",
+            message=f"not a readable RestrictionFeedback (schemas/avro/"
+            f"{RESTRICTION_FEEDBACK.schema_file}.avsc, Confluent wire format): {error}",
+        )
         writer = self.sender.writers["dead_letter"]
         return (self.sender.topics["dead_letter"], stamp["department_code"], value, writer)
 
