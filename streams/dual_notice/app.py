@@ -101,6 +101,7 @@ from streams.runtime import (
     changelog_config,
     declared_topic,
     make_app,
+    run_faust_worker,
     unreadable_input,
 )
 from xietong.ids import deterministic_id
@@ -1571,11 +1572,7 @@ def run_worker(
     )
     if processor.rules.metrics_port:
         start_http_server(processor.rules.metrics_port)
-    worker = faust.Worker(processor.app, loglevel=loglevel, quiet=True)
-    # Faust's terminal spinner puts the root logger at DEBUG, so that every debug line of
-    # Faust and aiokafka (several per record) is formatted, then thrown away.
-    worker.spinner = None
-    worker.execute_from_commandline()
+    run_faust_worker(processor.app, loglevel)
 
 
 __all__ = [

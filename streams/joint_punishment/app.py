@@ -126,6 +126,7 @@ from streams.runtime import (
     changelog_config,
     declared_topic,
     make_app,
+    run_faust_worker,
     unreadable_input,
 )
 from xietong.ids import deterministic_id
@@ -1633,9 +1634,7 @@ def run_worker(
     )
     if processor.rules_settings.metrics_port:
         start_http_server(processor.rules_settings.metrics_port)
-    worker = faust.Worker(processor.app, loglevel=loglevel, quiet=True)
-    worker.spinner = None  # see streams/dual_notice/app.py: it puts the root logger at DEBUG
-    worker.execute_from_commandline()
+    run_faust_worker(processor.app, loglevel)
 
 
 __all__ = [
