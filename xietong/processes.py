@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -62,21 +63,44 @@ def die_with_parent(parent: int, sig: signal.Signals = signal.SIGTERM) -> None:
         os._exit(128 + int(sig))
 
 
+def still_running(processes: Iterable[psutil.Process]) -> list[psutil.Process]:
+    """Those of ``processes`` that still run. A zombie has ended: it only waits for its
+    parent (init, for an orphan) to collect its exit status."""
+    running = []
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.status() != psutil.STATUS_ZOMBIE:
+                running.append(process)
+    return running
+
+
+def wait_ended(processes: Iterable[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` seconds for every process to end; those still running."""
+    waiting = list(processes)
+    deadline = time.monotonic() + timeout
+    while True:
+        for process in waiting:  # collects the exit status of our own children
+            with contextlib.suppress(psutil.Error):
+                process.wait(0)
+        waiting = still_running(waiting)
+        if not waiting or time.monotonic() >= deadline:
+            return waiting
+        time.sleep(0.1)
+
+
 def stop_processes(processes: Iterable[psutil.Process], grace: float) -> list[psutil.Process]:
-    """SIGTERM every process, SIGKILL those still alive ``grace`` seconds later; the
+    """SIGTERM every process, SIGKILL those still running ``grace`` seconds later; the
     processes that had to be killed."""
     signalled = []
     for process in processes:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             process.terminate()
             signalled.append(process)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(signalled, timeout=grace)
+    alive = wait_ended(signalled, grace)
     for process in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
-    psutil.wait_procs(alive, timeout=10)
+    wait_ended(alive, 10)
     return alive
 
 

@@ -7,6 +7,12 @@ claimed, sanctioned, checked, hit, stored in the credit database. Ctrl-C stops i
 
 It onboards every department of the sample province (their inbox and inbound topics),
 so it runs last in the session (see ``tests/conftest.py``).
+
+And however the supervisor ends — SIGTERM, SIGHUP, Ctrl-C with its output gone, or
+SIGKILL — no service outlives it; ``xietong stack status`` lists the services of a
+running platform and ``xietong stack down`` stops them; a processor whose broker is gone
+still exits soon after SIGTERM. (Those runs have homes of their own: their pid records
+are theirs, and ``stack down`` finds no stack there to stop.)
 """
 
 from __future__ import annotations
@@ -19,11 +25,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from deploy.local.stack import LocalStack
+from xietong.processes import wait_ended
 from xietong.settings import Settings
 
 pytestmark = [pytest.mark.main_job, pytest.mark.timeout(480)]
@@ -42,6 +52,26 @@ FLOWING = {
     "credit checks": ("credit-check", "xietong_credit_check_checks_total", {}),
     "rows in the credit database": ("sink", "xietong_sink_rows_written_total", {}),
 }
+
+
+SERVICES = (
+    "registry",
+    "dual-notice",
+    "joint-punishment",
+    "sink",
+    "credit-check",
+    "lag-exporter",
+    "simulator",
+)
+PORT_SETTINGS = (
+    "XIETONG_REGISTRY_PORT",
+    "XIETONG_DUAL_NOTICE_METRICS_PORT",
+    "XIETONG_JOINT_PUNISHMENT_METRICS_PORT",
+    "XIETONG_SINK_METRICS_PORT",
+    "XIETONG_CREDIT_CHECK_PORT",
+    "XIETONG_LAG_EXPORTER_PORT",
+    "XIETONG_SIMULATOR_METRICS_PORT",
+)
 
 
 def free_port() -> int:
@@ -66,15 +96,7 @@ def environment(
     stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
     """The stack's endpoints, and a free port for every service of the main job."""
-    ports = {
-        "XIETONG_REGISTRY_PORT": free_port(),
-        "XIETONG_DUAL_NOTICE_METRICS_PORT": free_port(),
-        "XIETONG_JOINT_PUNISHMENT_METRICS_PORT": free_port(),
-        "XIETONG_SINK_METRICS_PORT": free_port(),
-        "XIETONG_CREDIT_CHECK_PORT": free_port(),
-        "XIETONG_LAG_EXPORTER_PORT": free_port(),
-        "XIETONG_SIMULATOR_METRICS_PORT": free_port(),
-    }
+    ports = {name: free_port() for name in PORT_SETTINGS}
     environment = {
         **os.environ,
         **stack_settings.endpoints(),
@@ -170,3 +192,166 @@ def test_make_run_starts_every_service_and_records_flow_end_to_end_until_ctrl_c(
     for service, port in ports.items():
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", int(port))) != 0, f"{service} still listens"
+
+
+# -- no service outlives the supervisor ------------------------------------------------------
+
+
+@pytest.fixture
+def own_home(prepared: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """The prepared platform's settings with a home and ports of this test's own."""
+    return {
+        **prepared,
+        **{name: str(free_port()) for name in PORT_SETTINGS},
+        "XIETONG_HOME": str(tmp_path / "home"),
+        "XIETONG_SIMULATOR_EXPORTS_DIR": str(tmp_path / "exports"),
+        "COLUMNS": "200",  # the status table unabridged
+    }
+
+
+def start_platform(environment: dict[str, str], output: IO[bytes] | int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "run", "--interval", "2"],
+        env=environment,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def its_services(supervisor: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """The supervisor's processes, once it started one for every service."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert supervisor.poll() is None, "the supervisor exited"
+        children = psutil.Process(supervisor.pid).children()
+        if len(children) == len(SERVICES):
+            return psutil.Process(supervisor.pid).children(recursive=True)
+        time.sleep(0.2)
+    raise AssertionError("the supervisor did not start every service within 120 s")
+
+
+def still_running(processes: list[psutil.Process], timeout: float) -> list[list[str]]:
+    return [p.cmdline() for p in wait_ended(processes, timeout)]
+
+
+def listening(environment: dict[str, str]) -> list[str]:
+    taken = []
+    for name in PORT_SETTINGS:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", int(environment[name]))) == 0:
+                taken.append(name)
+    return taken
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_the_supervisor_stopped_by_sigterm_or_sighup_stops_every_service(
+    own_home: dict[str, str], tmp_path: Path, stop: signal.Signals
+) -> None:
+    with (tmp_path / "run.log").open("wb") as log:
+        supervisor = start_platform(own_home, log)
+    services = its_services(supervisor)
+
+    supervisor.send_signal(stop)
+
+    assert supervisor.wait(60) == 0
+    assert still_running(services, timeout=5) == []
+    assert list((tmp_path / "home" / "run" / "services").glob("*.pid")) == []
+
+
+def test_the_supervisor_stopped_by_ctrl_c_after_its_output_pipe_closed_stops_every_service(
+    own_home: dict[str, str],
+) -> None:
+    supervisor = start_platform(own_home, subprocess.PIPE)
+    services = its_services(supervisor)
+    assert supervisor.stdout is not None
+    supervisor.stdout.close()  # as `make run | tee run.log` when Ctrl-C has ended tee
+
+    supervisor.send_signal(signal.SIGINT)
+
+    assert supervisor.wait(60) == 0
+    assert still_running(services, timeout=5) == []
+
+
+def test_a_supervisor_killed_outright_leaves_no_service_running_nor_a_port_taken(
+    own_home: dict[str, str], tmp_path: Path
+) -> None:
+    with (tmp_path / "run.log").open("wb") as log:
+        supervisor = start_platform(own_home, log)
+    services = its_services(supervisor)
+
+    supervisor.kill()
+    supervisor.wait()
+
+    assert still_running(services, timeout=30) == []
+    assert listening(own_home) == []
+
+
+def test_stack_status_lists_a_running_platform_and_stack_down_stops_it(
+    own_home: dict[str, str], tmp_path: Path
+) -> None:
+    with (tmp_path / "run.log").open("wb") as log:
+        supervisor = start_platform(own_home, log)
+    services = its_services(supervisor)
+
+    status = subprocess.run(
+        [sys.executable, "-m", "app.cli", "stack", "status"],
+        env=own_home,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    rows = {line.split("│")[1].strip(): line for line in status.splitlines() if "│" in line}
+    assert str(supervisor.pid) in rows["xietong run"], status
+    for service in SERVICES:
+        assert "running" in rows[service], status
+
+    xietong(own_home, "stack", "down")
+
+    assert supervisor.wait(60) == 0
+    assert still_running(services, timeout=5) == []
+
+
+def test_a_processor_exits_soon_after_sigterm_even_with_the_broker_stopped(
+    own_home: dict[str, str],
+    tmp_path: Path,
+    local_stack: LocalStack,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if local_stack.settings.kafka_is_external:
+        pytest.skip("the broker is not the local stack's to stop")
+    processors = {}
+    for name in ("dual-notice", "joint-punishment"):
+        log = tmp_path / f"{name}.log"
+        with log.open("wb") as output:
+            processors[name] = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "streams", name],
+                env=own_home,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+    ready = {"dual-notice": "dual_notice_ready", "joint-punishment": "joint_punishment_ready"}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and any(
+        ready[name] not in (tmp_path / f"{name}.log").read_text(errors="replace")
+        for name in processors
+    ):
+        assert all(p.poll() is None for p in processors.values()), "a processor exited"
+        time.sleep(0.5)
+    local_stack.down(only=["kafka"])
+    try:
+        for processor in processors.values():
+            processor.send_signal(signal.SIGTERM)
+        exited = {}
+        for name, processor in processors.items():
+            try:
+                exited[name] = processor.wait(15) is not None
+            except subprocess.TimeoutExpired:
+                exited[name] = False
+                processor.kill()
+                processor.wait()
+        assert exited == {"dual-notice": True, "joint-punishment": True}
+    finally:
+        # The broker started again is the stack's, as the one stopped was: not a process
+        # of this session that must end with it (tests/conftest.py).
+        monkeypatch.delenv("XIETONG_TEST_SESSION")
+        local_stack.up()

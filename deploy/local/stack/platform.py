@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 
 from deploy.local.stack.base import ServiceStatus, resident_mib
-from xietong.processes import stop_processes
+from xietong.processes import still_running, stop_processes
 from xietong.settings import Settings
 
 SUPERVISOR = "supervisor"
@@ -85,11 +85,9 @@ class PlatformServices:
             process = psutil.Process(int(entry["pid"]))
             if process.create_time() != entry["started"]:
                 return None  # the pid is another process's now
-            if process.status() == psutil.STATUS_ZOMBIE:
-                return None
         except (FileNotFoundError, ValueError, KeyError, psutil.NoSuchProcess):
             return None
-        return process
+        return next(iter(still_running([process])), None)
 
     def status(self) -> list[ServiceStatus]:
         """The recorded processes that run, as rows of ``xietong stack status``."""
