@@ -270,6 +270,13 @@ def where_to_look(settings: Settings, running: list[Service]) -> str:
     return "\n".join(lines)
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # Rich's own exits the process (status 1) from inside a print: here the write
+        # fails like any other, and Output gives up on the pipe while the run goes on.
+        raise BrokenPipeError
+
+
 class Output:
     """The supervisor's terminal or pipe, written to as long as it can be.
 
@@ -280,7 +287,7 @@ class Output:
     """
 
     def __init__(self) -> None:
-        self.console = Console()
+        self.console = _Console()
         self.live = (
             Live(console=self.console, auto_refresh=False) if self.console.is_terminal else None
         )

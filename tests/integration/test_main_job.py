@@ -18,12 +18,14 @@ are theirs, and ``stack down`` finds no stack there to stop.)
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -33,7 +35,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.stack import LocalStack
-from xietong.processes import wait_ended
+from deploy.local.stack.platform import PlatformServices
+from xietong.processes import stop_processes, wait_ended
 from xietong.settings import Settings
 
 pytestmark = [pytest.mark.main_job, pytest.mark.timeout(480)]
@@ -198,8 +201,13 @@ def test_make_run_starts_every_service_and_records_flow_end_to_end_until_ctrl_c(
 
 
 @pytest.fixture
-def own_home(prepared: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    """The prepared platform's settings with a home and ports of this test's own."""
+def own_home(prepared: dict[str, str], tmp_path: Path, stack_settings: Settings) -> dict[str, str]:
+    """The prepared platform's settings with a home and ports of this test's own; the
+    services' Kafka passwords are the stack's."""
+    credentials = stack_settings.home / "kafka" / "credentials.json"
+    if credentials.exists():
+        (tmp_path / "home" / "kafka").mkdir(parents=True)
+        shutil.copy2(credentials, tmp_path / "home" / "kafka" / "credentials.json")
     return {
         **prepared,
         **{name: str(free_port()) for name in PORT_SETTINGS},
@@ -209,25 +217,42 @@ def own_home(prepared: dict[str, str], tmp_path: Path) -> dict[str, str]:
     }
 
 
-def start_platform(environment: dict[str, str], output: IO[bytes] | int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "run", "--interval", "2"],
-        env=environment,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-    )
+@dataclass
+class Supervised:
+    supervisor: subprocess.Popen[bytes]
+    services: list[psutil.Process]  # and whatever they started
 
 
-def its_services(supervisor: subprocess.Popen[bytes]) -> list[psutil.Process]:
-    """The supervisor's processes, once it started one for every service."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert supervisor.poll() is None, "the supervisor exited"
-        children = psutil.Process(supervisor.pid).children()
-        if len(children) == len(SERVICES):
-            return psutil.Process(supervisor.pid).children(recursive=True)
-        time.sleep(0.2)
-    raise AssertionError("the supervisor did not start every service within 120 s")
+@pytest.fixture
+def start_run(own_home: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Supervised]]:
+    """Starts ``xietong run`` (its output to a log, or where told) and returns once it has
+    started a process for every service; whatever a test leaves running is killed."""
+    started: list[Supervised] = []
+
+    def start(output: IO[bytes] | int | None = None) -> Supervised:
+        with (tmp_path / "run.log").open("wb") as log:
+            supervisor = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "run", "--interval", "2"],
+                env=own_home,
+                stdout=log if output is None else output,
+                stderr=subprocess.STDOUT,
+            )
+        started.append(Supervised(supervisor, []))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert supervisor.poll() is None, (tmp_path / "run.log").read_text()
+            if len(psutil.Process(supervisor.pid).children()) == len(SERVICES):
+                started[-1].services = psutil.Process(supervisor.pid).children(recursive=True)
+                return started[-1]
+            time.sleep(0.2)
+        raise AssertionError("the supervisor did not start every service within 120 s")
+
+    yield start
+    for run in started:
+        if run.supervisor.poll() is None:
+            run.supervisor.kill()
+            run.supervisor.wait()
+        stop_processes(run.services, grace=10)
 
 
 def still_running(processes: list[psutil.Process], timeout: float) -> list[list[str]]:
@@ -245,53 +270,46 @@ def listening(environment: dict[str, str]) -> list[str]:
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_the_supervisor_stopped_by_sigterm_or_sighup_stops_every_service(
-    own_home: dict[str, str], tmp_path: Path, stop: signal.Signals
+    start_run: Callable[..., Supervised], tmp_path: Path, stop: signal.Signals
 ) -> None:
-    with (tmp_path / "run.log").open("wb") as log:
-        supervisor = start_platform(own_home, log)
-    services = its_services(supervisor)
+    run = start_run()
 
-    supervisor.send_signal(stop)
+    run.supervisor.send_signal(stop)
 
-    assert supervisor.wait(60) == 0
-    assert still_running(services, timeout=5) == []
+    assert run.supervisor.wait(60) == 0
+    assert still_running(run.services, timeout=5) == []
     assert list((tmp_path / "home" / "run" / "services").glob("*.pid")) == []
 
 
 def test_the_supervisor_stopped_by_ctrl_c_after_its_output_pipe_closed_stops_every_service(
-    own_home: dict[str, str],
+    start_run: Callable[..., Supervised],
 ) -> None:
-    supervisor = start_platform(own_home, subprocess.PIPE)
-    services = its_services(supervisor)
-    assert supervisor.stdout is not None
-    supervisor.stdout.close()  # as `make run | tee run.log` when Ctrl-C has ended tee
+    run = start_run(subprocess.PIPE)
+    assert run.supervisor.stdout is not None
+    run.supervisor.stdout.close()  # as `make run | tee run.log` when Ctrl-C has ended tee
 
-    supervisor.send_signal(signal.SIGINT)
+    run.supervisor.send_signal(signal.SIGINT)
 
-    assert supervisor.wait(60) == 0
-    assert still_running(services, timeout=5) == []
+    assert run.supervisor.wait(60) == 0
+    assert still_running(run.services, timeout=5) == []
 
 
 def test_a_supervisor_killed_outright_leaves_no_service_running_nor_a_port_taken(
-    own_home: dict[str, str], tmp_path: Path
+    start_run: Callable[..., Supervised], own_home: dict[str, str]
 ) -> None:
-    with (tmp_path / "run.log").open("wb") as log:
-        supervisor = start_platform(own_home, log)
-    services = its_services(supervisor)
+    run = start_run()
 
-    supervisor.kill()
-    supervisor.wait()
+    run.supervisor.kill()
+    run.supervisor.wait()
 
-    assert still_running(services, timeout=30) == []
+    assert still_running(run.services, timeout=30) == []
     assert listening(own_home) == []
 
 
 def test_stack_status_lists_a_running_platform_and_stack_down_stops_it(
-    own_home: dict[str, str], tmp_path: Path
+    start_run: Callable[..., Supervised], own_home: dict[str, str]
 ) -> None:
-    with (tmp_path / "run.log").open("wb") as log:
-        supervisor = start_platform(own_home, log)
-    services = its_services(supervisor)
+    run = start_run()
 
     status = subprocess.run(
         [sys.executable, "-m", "app.cli", "stack", "status"],
@@ -301,14 +319,42 @@ def test_stack_status_lists_a_running_platform_and_stack_down_stops_it(
         timeout=60,
     ).stdout
     rows = {line.split("│")[1].strip(): line for line in status.splitlines() if "│" in line}
-    assert str(supervisor.pid) in rows["xietong run"], status
+    assert str(run.supervisor.pid) in rows["xietong run"], status
     for service in SERVICES:
         assert "running" in rows[service], status
 
     xietong(own_home, "stack", "down")
 
-    assert supervisor.wait(60) == 0
-    assert still_running(services, timeout=5) == []
+    assert run.supervisor.wait(60) == 0
+    assert still_running(run.services, timeout=5) == []
+
+
+def test_a_second_run_beside_a_running_one_refuses_naming_the_running_ones_pid(
+    start_run: Callable[..., Supervised], own_home: dict[str, str]
+) -> None:
+    run = start_run()
+
+    second = subprocess.run(
+        [sys.executable, "-m", "app.cli", "run"],
+        env=own_home,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert second.returncode == 1
+    assert f"xietong run is running already (pid {run.supervisor.pid})" in second.stderr
+
+
+def test_a_new_run_first_stops_a_service_an_earlier_run_left_running(
+    start_run: Callable[..., Supervised], own_home: dict[str, str]
+) -> None:
+    left_behind = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    PlatformServices(Settings(home=Path(own_home["XIETONG_HOME"]))).record("sink", left_behind.pid)
+
+    start_run()
+
+    assert left_behind.poll() == -signal.SIGTERM
 
 
 def test_a_processor_exits_soon_after_sigterm_even_with_the_broker_stopped(
