@@ -57,7 +57,8 @@ from xietong.processes import die_with_parent, stop_processes
 from xietong.settings import LOOPBACK, Settings
 
 BACKOFF_LIMIT = 30.0
-STOP_GRACE_SECONDS = 30.0
+#: A service still running this long after its SIGTERM is killed (each stops in 8 s).
+KILL_AFTER_SECONDS = 30.0
 #: What stops the supervisor: Ctrl-C, ``kill``, and its terminal closing.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -341,7 +342,7 @@ def clear_leftovers(
     left = platform.running()
     for entry in left:
         platform.forget(entry.name)
-    stop_processes([entry.process for entry in left], STOP_GRACE_SECONDS)
+    stop_processes([entry.process for entry in left], KILL_AFTER_SECONDS)
     for entry in left:
         say(f"stopped {entry.name} (pid {entry.process.pid}), left running by an earlier run")
     listening = {
@@ -411,7 +412,7 @@ def run(settings: Settings, duration: float | None = None, interval: float = 5.0
         # Stop first, report after: the report may find no one to read it.
         for service in running:
             service.stop()
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        deadline = time.monotonic() + KILL_AFTER_SECONDS
         for service in running:
             service.wait(deadline)
             platform.forget(service.name)

@@ -53,8 +53,9 @@ class PlatformServices:
             "log": str(log) if log else None,
         }
         path = self.directory / f"{name}.pid"
-        path.with_suffix(".tmp").write_text(json.dumps(entry) + "\n")
-        path.with_suffix(".tmp").replace(path)
+        written = path.with_suffix(".tmp")
+        written.write_text(json.dumps(entry) + "\n")
+        written.replace(path)  # a reader sees the whole record or none
 
     def forget(self, name: str) -> None:
         (self.directory / f"{name}.pid").unlink(missing_ok=True)
@@ -63,23 +64,16 @@ class PlatformServices:
         """The recorded processes still alive, the supervisor first; stale records go."""
         found = []
         for path in sorted(self.directory.glob("*.pid"), key=lambda p: p.stem != SUPERVISOR):
-            process = self._alive(path)
-            if process is None:
+            entry = self._read(path)
+            if entry is None:
                 path.unlink(missing_ok=True)
-                continue
-            entry = json.loads(path.read_text())
-            found.append(
-                PlatformProcess(
-                    path.stem,
-                    process,
-                    entry["endpoint"],
-                    Path(entry["log"]) if entry["log"] else None,
-                )
-            )
+            else:
+                found.append(entry)
         return found
 
     @staticmethod
-    def _alive(path: Path) -> psutil.Process | None:
+    def _read(path: Path) -> PlatformProcess | None:
+        """The process a record names, if it still runs (and is still that process)."""
         try:
             entry = json.loads(path.read_text())
             process = psutil.Process(int(entry["pid"]))
@@ -87,7 +81,10 @@ class PlatformServices:
                 return None  # the pid is another process's now
         except (FileNotFoundError, ValueError, KeyError, psutil.NoSuchProcess):
             return None
-        return next(iter(still_running([process])), None)
+        if not still_running([process]):
+            return None
+        log = Path(entry["log"]) if entry["log"] else None
+        return PlatformProcess(path.stem, process, entry["endpoint"], log)
 
     def status(self) -> list[ServiceStatus]:
         """The recorded processes that run, as rows of ``xietong stack status``."""
