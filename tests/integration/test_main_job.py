@@ -83,14 +83,18 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def xietong(environment: dict[str, str], *args: str) -> None:
-    done = subprocess.run(
+def run_xietong(environment: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
         env=environment,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def xietong(environment: dict[str, str], *args: str) -> None:
+    done = run_xietong(environment, *args)
     assert done.returncode == 0, f"xietong {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
 
 
@@ -222,6 +226,11 @@ class Supervised:
     supervisor: subprocess.Popen[bytes]
     services: list[psutil.Process]  # and whatever they started
 
+    def stopped(self) -> tuple[int, list[list[str]]]:
+        """The supervisor's exit status, and the command lines of its processes that still
+        run a few seconds after it."""
+        return self.supervisor.wait(60), still_running(self.services, timeout=5)
+
 
 @pytest.fixture
 def start_run(own_home: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Supervised]]:
@@ -276,8 +285,7 @@ def test_the_supervisor_stopped_by_sigterm_or_sighup_stops_every_service(
 
     run.supervisor.send_signal(stop)
 
-    assert run.supervisor.wait(60) == 0
-    assert still_running(run.services, timeout=5) == []
+    assert run.stopped() == (0, [])
     assert list((tmp_path / "home" / "run" / "services").glob("*.pid")) == []
 
 
@@ -290,8 +298,7 @@ def test_the_supervisor_stopped_by_ctrl_c_after_its_output_pipe_closed_stops_eve
 
     run.supervisor.send_signal(signal.SIGINT)
 
-    assert run.supervisor.wait(60) == 0
-    assert still_running(run.services, timeout=5) == []
+    assert run.stopped() == (0, [])
 
 
 def test_a_supervisor_killed_outright_leaves_no_service_running_nor_a_port_taken(
@@ -311,13 +318,7 @@ def test_stack_status_lists_a_running_platform_and_stack_down_stops_it(
 ) -> None:
     run = start_run()
 
-    status = subprocess.run(
-        [sys.executable, "-m", "app.cli", "stack", "status"],
-        env=own_home,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
+    status = run_xietong(own_home, "stack", "status").stdout
     rows = {line.split("│")[1].strip(): line for line in status.splitlines() if "│" in line}
     assert str(run.supervisor.pid) in rows["xietong run"], status
     for service in SERVICES:
@@ -325,8 +326,7 @@ def test_stack_status_lists_a_running_platform_and_stack_down_stops_it(
 
     xietong(own_home, "stack", "down")
 
-    assert run.supervisor.wait(60) == 0
-    assert still_running(run.services, timeout=5) == []
+    assert run.stopped() == (0, [])
 
 
 def test_a_second_run_beside_a_running_one_refuses_naming_the_running_ones_pid(
@@ -334,13 +334,7 @@ def test_a_second_run_beside_a_running_one_refuses_naming_the_running_ones_pid(
 ) -> None:
     run = start_run()
 
-    second = subprocess.run(
-        [sys.executable, "-m", "app.cli", "run"],
-        env=own_home,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    second = run_xietong(own_home, "run")
 
     assert second.returncode == 1
     assert f"xietong run is running already (pid {run.supervisor.pid})" in second.stderr
