@@ -30,10 +30,10 @@ install: system $(VENV)/.installed ## create .venv with the platform and its tes
 up: install ## start PostgreSQL, Kafka and the schema registry locally (idempotent)
 	$(XIETONG) stack up
 
-down: ## stop the local stack (data stays in .local/)
+down: ## stop the services of make run, then the local stack (data stays in .local/)
 	@if [ -x $(XIETONG) ]; then $(XIETONG) stack down; fi
 
-status: install ## report the local services, their memory and logs
+status: install ## report the local services and those of make run, their memory and logs
 	$(XIETONG) stack status
 
 topics: up ## create or correct the declared topics

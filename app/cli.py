@@ -91,7 +91,8 @@ def stack_up(
 
 @stack_app.command("down")
 def stack_down() -> None:
-    """Stop the local services (data stays in .local/)."""
+    """Stop the platform's services that `xietong run` started, then the local services
+    (data stays in .local/)."""
     try:
         LocalStack(get_settings()).down(report=lambda line: console.print(line, highlight=False))
     except StackError as error:
@@ -104,12 +105,14 @@ def stack_status(
         bool, typer.Option("--quiet", "-q", help="No table; exit 0 only when all run.")
     ] = False,
 ) -> None:
-    """Report each service: state, pid, endpoint, resident memory and log file."""
+    """Report each service: state, pid, endpoint, resident memory and log file; then the
+    platform's services while `xietong run` (make run) runs them. The exit status is the
+    stack's."""
     stack = LocalStack(get_settings())
     statuses = stack.status()
     if not quiet:
         table = Table("service", "state", "pid", "endpoint", "memory", "log")
-        for status in statuses:
+        for status in statuses + stack.platform.status():
             table.add_row(
                 status.name,
                 status.state,
@@ -255,6 +258,7 @@ def connect_run(
     from connectors.runner import run_connector
     from xietong.kafka import clients
     from xietong.logs import configure
+    from xietong.processes import on_stop_signal
 
     try:
         config = ConnectorConfig.load(config_file)
@@ -286,8 +290,7 @@ def connect_run(
     task = bar.add_task(config.name, total=total)
 
     def stop_gracefully(connector: object) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: connector.stop())  # type: ignore[attr-defined]
-        signal.signal(signal.SIGINT, lambda *_: connector.stop())  # type: ignore[attr-defined]
+        on_stop_signal(connector.stop)  # type: ignore[attr-defined]
 
     try:
         with bar:
@@ -1236,6 +1239,7 @@ def lag_serve(
     from app.lag import PLATFORM_GROUP_PREFIXES, LagExporter, logger
     from xietong.kafka import clients
     from xietong.logs import configure, log_event
+    from xietong.processes import on_stop_signal
 
     settings = get_settings()
     configure()
@@ -1251,8 +1255,7 @@ def lag_serve(
         fail(f"cannot serve metrics on {host}:{port} ({error}): choose another --port")
     log_event(logger, "lag_exporter_serving", host=host, port=port, groups=exporter.prefixes)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    on_stop_signal(stop.set)
     exporter.run(stop)
 
 
@@ -1368,6 +1371,7 @@ def simulate(
     from app.simulator import CreditChecks, DepartmentSimulator, SimulatorSettings
     from xietong.kafka import clients
     from xietong.logs import configure
+    from xietong.processes import on_stop_signal
     from xietong.settings import get_settings
 
     configure()
@@ -1383,8 +1387,7 @@ def simulate(
         CreditChecks(rules, settings.database_url),
     )
     stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    on_stop_signal(stopped.set)
     simulator.start()
     while not stopped.wait(1.0):
         if not simulator.alive():
@@ -1401,12 +1404,16 @@ def run_platform(
     interval: Annotated[float, typer.Option(help="Seconds between two summaries.")] = 5.0,
 ) -> None:
     """Run the whole platform on the local stack: every service as a process, the
-    department simulator feeding it, a live summary; Ctrl-C stops it (app/run.py).
-    `make run` prepares the stack and the registry first, then calls this."""
-    from app.run import run
+    department simulator feeding it, a live summary; Ctrl-C, SIGTERM or SIGHUP stops it
+    (app/run.py), and the services end with it even when it is killed. `make run`
+    prepares the stack and the registry first, then calls this."""
+    from app.run import SupervisorError, run
     from xietong.settings import get_settings
 
-    raise typer.Exit(run(get_settings(), duration=duration, interval=interval))
+    try:
+        raise typer.Exit(run(get_settings(), duration=duration, interval=interval))
+    except SupervisorError as error:
+        fail(str(error))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,13 @@ Each writes its log to ``.local/logs/run/<service>.log``. A service that exits i
 started again (after 2, 4, 8 … s, at most 30). Every few seconds the supervisor reads
 every service's ``/metrics`` and prints one summary: records in, dead letters, pushes,
 claims, overdue, sanctions, hits, feedback, rows in the credit database, checks.
-Ctrl-C (or SIGTERM) stops the services (SIGTERM, then SIGKILL after 30 s) and returns.
+Ctrl-C (or SIGTERM, or SIGHUP when its terminal closes) stops the services (SIGTERM,
+then SIGKILL after 30 s) and returns — whatever became of its output: a terminal gone or
+a pipe whose reader quit (``make run | tee run.log``) only ends the printing. The
+services also end when the supervisor is killed outright (:func:`die_with_parent`), and
+the supervisor records its pid and theirs in ``.local/run/services/`` for ``make
+status`` and ``make down`` (:mod:`deploy.local.stack.platform`). A new run stops what an
+earlier one left running, and refuses to start beside one that still runs.
 Everything keeps its position — connector offsets, the processors' committed offsets
 and tables, the sink's offsets in the credit database, the simulator's ticks — so
 running it again continues where it stopped.
@@ -35,17 +41,30 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psutil
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from deploy.local.stack.platform import SUPERVISOR, PlatformServices
+from xietong.processes import die_with_parent, stop_processes
 from xietong.settings import LOOPBACK, Settings
 
 BACKOFF_LIMIT = 30.0
+#: A service still running this long after its SIGTERM is killed (each stops in 8 s).
+KILL_AFTER_SECONDS = 30.0
+#: What stops the supervisor: Ctrl-C, ``kill``, and its terminal closing.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class SupervisorError(RuntimeError):
+    """Why ``xietong run`` does not start, in one line saying what to do."""
 
 
 @dataclass
@@ -62,7 +81,12 @@ class Service:
     next_start: float = 0.0
     last_exit: int | None = None
 
-    def start(self, environment: dict[str, str]) -> None:
+    @property
+    def port(self) -> int:
+        return httpx.URL(self.metrics_url).port or 80
+
+    def start(self, environment: dict[str, str], platform: PlatformServices) -> None:
+        """Start the process (from the supervisor's main thread: see die_with_parent)."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting\n".encode())
@@ -73,14 +97,18 @@ class Service:
                 stdin=subprocess.DEVNULL,
                 env=environment,
                 start_new_session=True,  # Ctrl-C reaches the supervisor, which stops them
+                preexec_fn=partial(die_with_parent, os.getpid()),
             )
         self.started_at = time.monotonic()
+        platform.record(self.name, self.process.pid, self.metrics_url, self.log)
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def watch(self, environment: dict[str, str], say: Callable[[str], None]) -> None:
+    def watch(
+        self, environment: dict[str, str], platform: PlatformServices, say: Callable[[str], None]
+    ) -> None:
         """Start it again if it exited (with a growing pause)."""
         if self.process is None or self.running:
             return
@@ -97,7 +125,7 @@ class Service:
         if now >= self.next_start:
             self.restarts += 1
             self.next_start = 0.0
-            self.start(environment)
+            self.start(environment, platform)
             if now - self.started_at > 300:
                 self.restarts = 0  # it ran a good while: the next exit pauses briefly again
 
@@ -230,11 +258,113 @@ def where_to_look(settings: Settings, running: list[Service]) -> str:
     return "\n".join(lines)
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # Rich's own exits the process (status 1) from inside a print: here the write
+        # fails like any other, and Output gives up on the pipe while the run goes on.
+        raise BrokenPipeError
+
+
+class Output:
+    """The supervisor's terminal or pipe, written to as long as it can be.
+
+    A write fails once the terminal is gone (EIO) or the pipe's reader quit (EPIPE, as
+    under ``make run | tee run.log`` after Ctrl-C). From then on nothing more is written,
+    and stdout and stderr are pointed at ``/dev/null`` so that Python's flush at exit
+    cannot fail either: losing the output must never keep the services running.
+    """
+
+    def __init__(self) -> None:
+        self.console = _Console()
+        self.live = (
+            Live(console=self.console, auto_refresh=False) if self.console.is_terminal else None
+        )
+        self.lost = False
+
+    def _attempt(self, write: Callable[[], Any]) -> None:
+        if self.lost:
+            return
+        try:
+            write()
+        except OSError:
+            self.lost = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            for stream in (sys.__stdout__, sys.__stderr__):
+                if stream is not None:
+                    os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+
+    def say(self, line: str) -> None:
+        self._attempt(lambda: self.console.print(line, highlight=False))
+
+    def start(self) -> None:
+        if self.live:
+            self._attempt(self.live.start)
+
+    def show(self, table: Table) -> None:
+        if self.live:
+            live = self.live
+            self._attempt(lambda: live.update(table, refresh=True))
+        else:
+            self._attempt(lambda: self.console.print(table))
+
+    def end(self, table: Table | None) -> None:
+        if self.live:
+            self._attempt(self.live.stop)
+        if table is not None:
+            self._attempt(lambda: self.console.print(table))
+
+
+def clear_leftovers(
+    platform: PlatformServices, running: list[Service], say: Callable[[str], None]
+) -> None:
+    """Stop the services an earlier run left behind; refuse to run beside a live one, or
+    while another process holds a service's port."""
+    for entry in platform.running():
+        if entry.name == SUPERVISOR:
+            raise SupervisorError(
+                f"xietong run is running already (pid {entry.process.pid}): stop it with"
+                " Ctrl-C in its terminal, or `make down`"
+            )
+    left = platform.running()
+    for entry in left:
+        platform.forget(entry.name)
+    stop_processes([entry.process for entry in left], KILL_AFTER_SECONDS)
+    for entry in left:
+        say(f"stopped {entry.name} (pid {entry.process.pid}), left running by an earlier run")
+    listening = {
+        connection.laddr.port: connection.pid
+        for connection in psutil.net_connections(kind="tcp")
+        if connection.status == psutil.CONN_LISTEN
+        and isinstance(connection.laddr, tuple)
+        and connection.laddr
+    }
+    for service in running:
+        if service.port in listening:
+            raise SupervisorError(
+                f"port {service.port} of {service.name} is taken by"
+                f" {_describe(listening[service.port])}: stop it, or move {service.name} to"
+                " another port in its settings"
+            )
+
+
+def _describe(pid: int | None) -> str:
+    """A process for a message: its pid and command line, as far as they can be known."""
+    try:
+        return (
+            f"pid {pid} ({' '.join(psutil.Process(pid).cmdline())})" if pid else "another process"
+        )
+    except psutil.Error:
+        return f"pid {pid}"
+
+
 def run(settings: Settings, duration: float | None = None, interval: float = 5.0) -> int:
-    """Start the services, show the summary until Ctrl-C (or ``duration`` s), stop them."""
-    console = Console()
+    """Start the services, show the summary until a stop signal (or ``duration`` s),
+    stop them."""
+    output = Output()
     logs = settings.home / "logs" / "run"
     running = services(settings, logs)
+    platform = PlatformServices(settings)
     environment = dict(os.environ)
     stopping = False
 
@@ -242,44 +372,41 @@ def run(settings: Settings, duration: float | None = None, interval: float = 5.0
         nonlocal stopping
         stopping = True
 
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    for service in running:
-        service.start(environment)
-        console.print(f"started {service.name} (log: {service.log})", highlight=False)
-    console.print(where_to_look(settings, running), highlight=False)
-    began = time.monotonic()
+    clear_leftovers(platform, running, output.say)
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
     client = httpx.Client(timeout=2.0)
-    live = Live(console=console, auto_refresh=False) if console.is_terminal else None
-    last_print = 0.0
+    final = None
     try:
-        if live:
-            live.start()
+        platform.record(SUPERVISOR, os.getpid())
+        for service in running:
+            service.start(environment, platform)
+            output.say(f"started {service.name} (log: {service.log})")
+        output.say(where_to_look(settings, running))
+        began = time.monotonic()
+        last_print = 0.0
+        output.start()
         while not stopping:
             if duration is not None and time.monotonic() - began > duration:
                 break
             for service in running:
-                service.watch(environment, lambda line: console.print(line, highlight=False))
+                service.watch(environment, platform, output.say)
             if time.monotonic() - last_print >= interval:
-                table = summary(running, client)
-                if live:
-                    live.update(table, refresh=True)
-                else:
-                    console.print(table)
+                final = summary(running, client)
+                output.show(final)
                 last_print = time.monotonic()
             time.sleep(0.5)
-        final = summary(running, client)
     finally:
-        if live:
-            live.stop()
-        console.print("stopping …", highlight=False)
+        # Stop first, report after: the report may find no one to read it.
         for service in running:
             service.stop()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + KILL_AFTER_SECONDS
         for service in running:
             service.wait(deadline)
+            platform.forget(service.name)
+        platform.forget(SUPERVISOR)
         client.close()
+        output.end(final)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    console.print(final)
-    console.print("stopped; `make run` continues from here.", highlight=False)
+    output.say("stopped; `make run` continues from here.")
     return 0

@@ -9,12 +9,22 @@ still committed only after everything before them is acknowledged, so resumption
 at-least-once delivery are exactly as without workers.
 
 Workers are started with ``spawn`` (never ``fork``: the parent already runs
-librdkafka threads and HTTP connections that must not be duplicated).
+librdkafka threads and HTTP connections that must not be duplicated). They never
+outlive the connector: the pool is shut down when the run ends, however it ends, and
+at exit; and a connector killed outright takes its workers with it, because each asks
+the kernel for a SIGKILL when its parent dies (:func:`xietong.processes.die_with_parent`).
+That signal follows the thread that started the worker: the pool is made, fed and shut
+down by the one thread that runs the connector, so it outlives its workers. Ctrl-C
+reaches the workers too (they share the terminal): they leave it to the connector,
+which stops after its batch and shuts the pool down.
 """
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
+import os
+import signal
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -23,13 +33,18 @@ from typing import Any
 from connectors.mapping import DepartmentMapping, MappingFile
 from connectors.records import Encoded, RecordEncoder, SourceRecord
 from xietong.kafka import KafkaClients
+from xietong.processes import die_with_parent
 from xietong.settings import Settings
 
 _encoder: RecordEncoder | None = None
 
 
-def _start_worker(connector: str, spec: MappingFile, origin: str, settings: Settings) -> None:
+def _start_worker(
+    parent: int, connector: str, spec: MappingFile, origin: str, settings: Settings
+) -> None:
     global _encoder
+    die_with_parent(parent, signal.SIGKILL)  # it holds nothing a kill could lose
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _encoder = RecordEncoder(
         connector, DepartmentMapping(spec, origin), KafkaClients(settings, "connectors")
     )
@@ -97,10 +112,11 @@ class ParallelEncoder:
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(connector, mapping.spec, mapping.origin, settings),
+            initargs=(os.getpid(), connector, mapping.spec, mapping.origin, settings),
         )
         self._pending: deque[tuple[Future[list[Encoded]], list[SourceRecord]]] = deque()
         self._in_flight = in_flight or workers * 3
+        atexit.register(self.close)
 
     def submit(self, records: list[SourceRecord]) -> None:
         self._pending.append((self._pool.submit(_encode, _pack(records)), records))
@@ -112,4 +128,6 @@ class ParallelEncoder:
             yield records, future.result()
 
     def close(self) -> None:
+        """Stop the workers; what was still queued is dropped (it was not committed)."""
+        atexit.unregister(self.close)
         self._pool.shutdown(wait=True, cancel_futures=True)

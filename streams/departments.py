@@ -59,6 +59,7 @@ from streams.runtime import (
     make_app,
     processor_outputs,
     record_writers,
+    run_faust_worker,
 )
 from streams.settings import ProcessorSettings
 from xietong.ids import deterministic_id
@@ -493,8 +494,4 @@ class ProcessorApp(ABC, Generic[SettingsT, TopicsT]):
         log_event(logger, f"{self.log_name}_reference_data_loaded", **loaded)
         if self.rules_settings.metrics_port:
             start_http_server(self.rules_settings.metrics_port)
-        worker = faust.Worker(self.app, loglevel=loglevel, quiet=True)
-        # Faust's terminal spinner puts the root logger at DEBUG, so that every debug line
-        # of Faust and aiokafka (several per record) is formatted, then thrown away.
-        worker.spinner = None
-        worker.execute_from_commandline()
+        run_faust_worker(self.app, loglevel)

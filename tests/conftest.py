@@ -4,6 +4,9 @@ Integration tests (``tests/integration``) run against real services: by default 
 local stack (started here if it is not running, and stopped again at the end if this
 session started it, so a test run leaves no stray process); with a Docker engine and
 ``XIETONG_TESTCONTAINERS=1``, equivalent containers started by testcontainers.
+
+A session that leaves a process of its own alive fails (:func:`pytest_sessionfinish`):
+every process it started, or that one of those started, must have ended by then.
 """
 
 from __future__ import annotations
@@ -12,14 +15,24 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from deploy.local.stack import LocalStack
 from xietong.kafka import KafkaClients
+from xietong.processes import still_running, stop_processes, wait_ended
 from xietong.settings import Settings, get_settings
 from xietong.topics import apply_service_acls, apply_topics
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+#: Inherited by every process the session starts, so that one is recognised even after
+#: its parent died and it was handed to init.
+SESSION_MARK = "XIETONG_TEST_SESSION"
+
+#: How long processes of the session may take to end once its last fixture is gone (a
+#: service's stop grace, and a little more).
+LEFTOVER_GRACE_SECONDS = 12.0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -29,6 +42,57 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The main job onboards every department of the sample province: tests that count on
     # a department not onboarded yet run before it.
     items.sort(key=lambda item: item.get_closest_marker("main_job") is not None)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    os.environ[SESSION_MARK] = str(os.getpid())
+
+
+@pytest.hookimpl(trylast=True)  # after the session's fixtures, the stack's among them, ended
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail the run when a process it started still runs, naming each one; then stop it."""
+    leftovers = wait_ended(_started_by_this_session(), LEFTOVER_GRACE_SECONDS)
+    if not leftovers:
+        return
+    lines = [_describe(p) for p in leftovers]
+    stop_processes(leftovers, grace=5)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    say = reporter.write_line if reporter else print
+    say("")
+    say(f"{len(lines)} process(es) started by this test session outlived it (now stopped):")
+    for line in lines:
+        say(f"  {line}")
+
+
+def _started_by_this_session() -> list[psutil.Process]:
+    session = psutil.Process()
+    mark = os.environ[SESSION_MARK]
+    found = {p.pid: p for p in session.children(recursive=True)}
+    for process in psutil.process_iter():
+        try:
+            if process.pid != session.pid and process.environ().get(SESSION_MARK) == mark:
+                found[process.pid] = process
+        except psutil.Error:
+            continue
+    # multiprocessing's resource tracker ends with the process that started it: here, the
+    # session itself (connectors with worker processes ran in it)
+    return [p for p in still_running(found.values()) if not _is_resource_tracker_of(session, p)]
+
+
+def _describe(process: psutil.Process) -> str:
+    try:
+        return f"pid {process.pid} (parent {process.ppid()}): {' '.join(process.cmdline())}"
+    except psutil.Error:
+        return f"pid {process.pid} (ended while being named)"
+
+
+def _is_resource_tracker_of(session: psutil.Process, process: psutil.Process) -> bool:
+    try:
+        command = " ".join(process.cmdline())
+        return process.ppid() == session.pid and "multiprocessing.resource_tracker" in command
+    except psutil.Error:
+        return False
 
 
 def _use_containers() -> bool:

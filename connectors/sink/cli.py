@@ -12,7 +12,6 @@ xietong audit public-key                  the key that verifies the log
 from __future__ import annotations
 
 import datetime as dt
-import signal
 from enum import StrEnum
 from typing import Annotated
 
@@ -61,6 +60,7 @@ def sink_run(database: DatabaseOption = None) -> None:
 
     from connectors.sink.sink import CreditSink, SinkSettings
     from xietong.logs import configure
+    from xietong.processes import on_stop_signal
 
     configure()
     options = SinkSettings()
@@ -68,8 +68,7 @@ def sink_run(database: DatabaseOption = None) -> None:
     sink.start()
     if options.metrics_port:
         start_http_server(options.metrics_port)
-    signal.signal(signal.SIGTERM, lambda *_: sink.stop())
-    signal.signal(signal.SIGINT, lambda *_: sink.stop())
+    on_stop_signal(sink.stop)
     try:
         sink.run()
     finally:

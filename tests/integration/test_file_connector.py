@@ -15,6 +15,7 @@ from collections import Counter
 from datetime import date
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -23,6 +24,7 @@ from connectors.runner import run_connector
 from schemas import register_all
 from tests.kafka_helpers import TopicWindow
 from xietong.kafka import KafkaClients
+from xietong.processes import wait_ended
 from xietong.uscc import make_uscc
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -235,6 +237,38 @@ def test_a_connector_killed_mid_file_resumes_without_loss_resending_at_most_one_
     assert len(ids) == rows, "every row is published"
     assert len(events) - rows <= batch, "at most one batch is sent twice"
     assert {e["source_record_id"] for e in events} == {str(n) for n in range(1, rows + 1)}
+
+
+def test_a_connector_killed_outright_leaves_none_of_its_worker_processes_running(
+    kafka: KafkaClients, tmp_path: Path
+) -> None:
+    rng = random.Random(7)
+    export = tmp_path / "big.csv"
+    write_export(export, [licence_row(n, rng) for n in range(1, 60_001)], "gb18030")
+    config_path = connector_file(tmp_path, export, "gb18030", batch_size=2_000, workers=2)
+    command = [sys.executable, "-m", "app.cli", "connect", "run", str(config_path), "--no-progress"]
+    env = {**os.environ, **kafka.settings.endpoints()}
+    victim = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    connector = psutil.Process(victim.pid)
+    deadline = time.monotonic() + 60
+    descendants: list[psutil.Process] = []
+    workers: list[psutil.Process] = []
+    while len(workers) < 2 and time.monotonic() < deadline and victim.poll() is None:
+        time.sleep(0.1)
+        try:
+            descendants = connector.children(recursive=True)
+            workers = [p for p in descendants if "spawn_main" in " ".join(p.cmdline())]
+        except psutil.NoSuchProcess:  # one was starting or ending: look again
+            continue
+    assert len(workers) == 2, "the connector must be encoding in its two workers when killed"
+
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+
+    left = wait_ended(descendants, timeout=15)
+    assert not left, f"still running after the connector was killed: {[p.cmdline() for p in left]}"
 
 
 def _published_so_far(window: TopicWindow, export: Path) -> int:

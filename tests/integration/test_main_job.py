@@ -7,23 +7,36 @@ claimed, sanctioned, checked, hit, stored in the credit database. Ctrl-C stops i
 
 It onboards every department of the sample province (their inbox and inbound topics),
 so it runs last in the session (see ``tests/conftest.py``).
+
+And however the supervisor ends — SIGTERM, SIGHUP, Ctrl-C with its output gone, or
+SIGKILL — no service outlives it; ``xietong stack status`` lists the services of a
+running platform and ``xietong stack down`` stops them; a processor whose broker is gone
+still exits soon after SIGTERM. (Those runs have homes of their own: their pid records
+are theirs, and ``stack down`` finds no stack there to stop.)
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from deploy.local.stack import LocalStack
+from deploy.local.stack.platform import PlatformServices
+from xietong.processes import stop_processes, wait_ended
 from xietong.settings import Settings
 
 pytestmark = [pytest.mark.main_job, pytest.mark.timeout(480)]
@@ -44,20 +57,44 @@ FLOWING = {
 }
 
 
+SERVICES = (
+    "registry",
+    "dual-notice",
+    "joint-punishment",
+    "sink",
+    "credit-check",
+    "lag-exporter",
+    "simulator",
+)
+PORT_SETTINGS = (
+    "XIETONG_REGISTRY_PORT",
+    "XIETONG_DUAL_NOTICE_METRICS_PORT",
+    "XIETONG_JOINT_PUNISHMENT_METRICS_PORT",
+    "XIETONG_SINK_METRICS_PORT",
+    "XIETONG_CREDIT_CHECK_PORT",
+    "XIETONG_LAG_EXPORTER_PORT",
+    "XIETONG_SIMULATOR_METRICS_PORT",
+)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def xietong(environment: dict[str, str], *args: str) -> None:
-    done = subprocess.run(
+def run_xietong(environment: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
         env=environment,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def xietong(environment: dict[str, str], *args: str) -> None:
+    done = run_xietong(environment, *args)
     assert done.returncode == 0, f"xietong {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
 
 
@@ -66,15 +103,7 @@ def environment(
     stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
     """The stack's endpoints, and a free port for every service of the main job."""
-    ports = {
-        "XIETONG_REGISTRY_PORT": free_port(),
-        "XIETONG_DUAL_NOTICE_METRICS_PORT": free_port(),
-        "XIETONG_JOINT_PUNISHMENT_METRICS_PORT": free_port(),
-        "XIETONG_SINK_METRICS_PORT": free_port(),
-        "XIETONG_CREDIT_CHECK_PORT": free_port(),
-        "XIETONG_LAG_EXPORTER_PORT": free_port(),
-        "XIETONG_SIMULATOR_METRICS_PORT": free_port(),
-    }
+    ports = {name: free_port() for name in PORT_SETTINGS}
     environment = {
         **os.environ,
         **stack_settings.endpoints(),
@@ -170,3 +199,196 @@ def test_make_run_starts_every_service_and_records_flow_end_to_end_until_ctrl_c(
     for service, port in ports.items():
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", int(port))) != 0, f"{service} still listens"
+
+
+# -- no service outlives the supervisor ------------------------------------------------------
+
+
+@pytest.fixture
+def own_home(prepared: dict[str, str], tmp_path: Path, stack_settings: Settings) -> dict[str, str]:
+    """The prepared platform's settings with a home and ports of this test's own; the
+    services' Kafka passwords are the stack's."""
+    credentials = stack_settings.home / "kafka" / "credentials.json"
+    if credentials.exists():
+        (tmp_path / "home" / "kafka").mkdir(parents=True)
+        shutil.copy2(credentials, tmp_path / "home" / "kafka" / "credentials.json")
+    return {
+        **prepared,
+        **{name: str(free_port()) for name in PORT_SETTINGS},
+        "XIETONG_HOME": str(tmp_path / "home"),
+        "XIETONG_SIMULATOR_EXPORTS_DIR": str(tmp_path / "exports"),
+        "COLUMNS": "200",  # the status table unabridged
+    }
+
+
+@dataclass
+class Supervised:
+    supervisor: subprocess.Popen[bytes]
+    services: list[psutil.Process]  # and whatever they started
+
+    def stopped(self) -> tuple[int, list[list[str]]]:
+        """The supervisor's exit status, and the command lines of its processes that still
+        run a few seconds after it."""
+        return self.supervisor.wait(60), still_running(self.services, timeout=5)
+
+
+@pytest.fixture
+def start_run(own_home: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Supervised]]:
+    """Starts ``xietong run`` (its output to a log, or where told) and returns once it has
+    started a process for every service; whatever a test leaves running is killed."""
+    started: list[Supervised] = []
+
+    def start(output: IO[bytes] | int | None = None) -> Supervised:
+        with (tmp_path / "run.log").open("wb") as log:
+            supervisor = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "run", "--interval", "2"],
+                env=own_home,
+                stdout=log if output is None else output,
+                stderr=subprocess.STDOUT,
+            )
+        started.append(Supervised(supervisor, []))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert supervisor.poll() is None, (tmp_path / "run.log").read_text()
+            if len(psutil.Process(supervisor.pid).children()) == len(SERVICES):
+                started[-1].services = psutil.Process(supervisor.pid).children(recursive=True)
+                return started[-1]
+            time.sleep(0.2)
+        raise AssertionError("the supervisor did not start every service within 120 s")
+
+    yield start
+    for run in started:
+        if run.supervisor.poll() is None:
+            run.supervisor.kill()
+            run.supervisor.wait()
+        stop_processes(run.services, grace=10)
+
+
+def still_running(processes: list[psutil.Process], timeout: float) -> list[list[str]]:
+    return [p.cmdline() for p in wait_ended(processes, timeout)]
+
+
+def listening(environment: dict[str, str]) -> list[str]:
+    taken = []
+    for name in PORT_SETTINGS:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", int(environment[name]))) == 0:
+                taken.append(name)
+    return taken
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_the_supervisor_stopped_by_sigterm_or_sighup_stops_every_service(
+    start_run: Callable[..., Supervised], tmp_path: Path, stop: signal.Signals
+) -> None:
+    run = start_run()
+
+    run.supervisor.send_signal(stop)
+
+    assert run.stopped() == (0, [])
+    assert list((tmp_path / "home" / "run" / "services").glob("*.pid")) == []
+
+
+def test_the_supervisor_stopped_by_ctrl_c_after_its_output_pipe_closed_stops_every_service(
+    start_run: Callable[..., Supervised],
+) -> None:
+    run = start_run(subprocess.PIPE)
+    assert run.supervisor.stdout is not None
+    run.supervisor.stdout.close()  # as `make run | tee run.log` when Ctrl-C has ended tee
+
+    run.supervisor.send_signal(signal.SIGINT)
+
+    assert run.stopped() == (0, [])
+
+
+def test_a_supervisor_killed_outright_leaves_no_service_running_nor_a_port_taken(
+    start_run: Callable[..., Supervised], own_home: dict[str, str]
+) -> None:
+    run = start_run()
+
+    run.supervisor.kill()
+    run.supervisor.wait()
+
+    assert still_running(run.services, timeout=30) == []
+    assert listening(own_home) == []
+
+
+def test_stack_status_lists_a_running_platform_and_stack_down_stops_it(
+    start_run: Callable[..., Supervised], own_home: dict[str, str]
+) -> None:
+    run = start_run()
+
+    status = run_xietong(own_home, "stack", "status").stdout
+    rows = {line.split("│")[1].strip(): line for line in status.splitlines() if "│" in line}
+    assert str(run.supervisor.pid) in rows["xietong run"], status
+    for service in SERVICES:
+        assert "running" in rows[service], status
+
+    xietong(own_home, "stack", "down")
+
+    assert run.stopped() == (0, [])
+
+
+def test_a_second_run_beside_a_running_one_refuses_naming_the_running_ones_pid(
+    start_run: Callable[..., Supervised], own_home: dict[str, str]
+) -> None:
+    run = start_run()
+
+    second = run_xietong(own_home, "run")
+
+    assert second.returncode == 1
+    assert f"xietong run is running already (pid {run.supervisor.pid})" in second.stderr
+
+
+def test_a_new_run_first_stops_a_service_an_earlier_run_left_running(
+    start_run: Callable[..., Supervised], own_home: dict[str, str]
+) -> None:
+    left_behind = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    PlatformServices(Settings(home=Path(own_home["XIETONG_HOME"]))).record("sink", left_behind.pid)
+
+    start_run()
+
+    assert left_behind.poll() == -signal.SIGTERM
+
+
+def test_a_processor_exits_soon_after_sigterm_even_with_the_broker_stopped(
+    own_home: dict[str, str], tmp_path: Path, local_stack: LocalStack
+) -> None:
+    if local_stack.settings.kafka_is_external:
+        pytest.skip("the broker is not the local stack's to stop")
+    processors = {}
+    for name in ("dual-notice", "joint-punishment"):
+        log = tmp_path / f"{name}.log"
+        with log.open("wb") as output:
+            processors[name] = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "streams", name],
+                env=own_home,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+    ready = {"dual-notice": "dual_notice_ready", "joint-punishment": "joint_punishment_ready"}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and any(
+        ready[name] not in (tmp_path / f"{name}.log").read_text(errors="replace")
+        for name in processors
+    ):
+        assert all(p.poll() is None for p in processors.values()), "a processor exited"
+        time.sleep(0.5)
+    local_stack.down(only=["kafka"])
+    try:
+        for processor in processors.values():
+            processor.send_signal(signal.SIGTERM)
+        exited = {}
+        for name, processor in processors.items():
+            try:
+                exited[name] = processor.wait(15) is not None
+            except subprocess.TimeoutExpired:
+                exited[name] = False
+                processor.kill()
+                processor.wait()
+        assert exited == {"dual-notice": True, "joint-punishment": True}
+    finally:
+        # Started again as `make up` starts it, from a process of its own: the broker is
+        # the stack's, as the one stopped was, not a process this session must end.
+        stack = {k: v for k, v in os.environ.items() if k != "XIETONG_TEST_SESSION"}
+        xietong(stack, "stack", "up")

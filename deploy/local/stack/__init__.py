@@ -2,7 +2,8 @@
 
 ``xietong stack up`` (``make up``) starts what the settings do not point elsewhere, in
 dependency order, and writes the endpoints to ``.local/stack.env``; ``down`` stops them
-in reverse order; ``status`` reports each one.
+in reverse order; ``status`` reports each one. The platform's services that ``xietong
+run`` started (:mod:`deploy.local.stack.platform`) are reported too, and stopped first.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from deploy.local.stack.base import LocalService, ServiceStatus, StackError
 from deploy.local.stack.kafka import KafkaBroker
+from deploy.local.stack.platform import PlatformServices
 from deploy.local.stack.postgres import PostgresServer
 from deploy.local.stack.prometheus import PrometheusServer
 from deploy.local.stack.schema_registry import SchemaRegistry
@@ -33,6 +35,7 @@ class LocalStack:
             SchemaRegistry(settings),
             PrometheusServer(settings),  # optional: xietong stack up --with-prometheus
         ]
+        self.platform = PlatformServices(settings)
 
     @property
     def env_file(self) -> Path:
@@ -56,7 +59,10 @@ class LocalStack:
         return started
 
     def down(self, only: list[str] | None = None, report: Callable[[str], None] = print) -> None:
-        """Stop the local services (or only the named ones), last started first."""
+        """Stop the local services (or only the named ones), last started first; before
+        all of them, the platform's services that run on them."""
+        if only is None:
+            self.platform.stop(report=report)
         for service in reversed(self.services):
             if service.optional and service.pid() is None:
                 continue
