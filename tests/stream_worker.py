@@ -1,9 +1,17 @@
 """Helpers of the stream processors' integration tests: the registry's catalog on its
 topics, departments onboarded as themselves, a worker of ``xietong streams <name>`` as a
-process of its own, and reading what an entity got on a topic.
+process of its own, what the tests send as the connectors and the departments would,
+reading what an entity got on a topic, and the barrier that shows nothing more is coming.
 
 A processor's test module runs one worker for the whole module (starting one takes
 seconds); the kill test kills and restarts that same worker.
+
+**Proving an absence.** "Nothing more came" is shown by a barrier, never by a pause: a
+worker reads each partition of an input topic in order and sends what it makes in that
+order through one producer, so once the output of a record sent *after* the input has
+arrived, everything the input made has arrived too. :func:`barrier` sends that record
+about another entity whose USCC falls in the same partition (:func:`partition_mate`) and
+waits for what it makes.
 """
 
 from __future__ import annotations
@@ -14,7 +22,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,20 +39,34 @@ from confluent_kafka.admin import (
     UserScramCredentialAlteration,
     UserScramCredentialDeletion,
 )
+from confluent_kafka.schema_registry import record_subject_name_strategy
+from confluent_kafka.serialization import MessageField, SerializationContext
 from pydantic import SecretStr
 
 from registry.acl import department_acls, issue_kafka_password, service_acls_on_department_topics
 from registry.audit import Actor
 from registry.db import session_factory, transaction
-from registry.grants import DepartmentGrant
+from registry.grants import DepartmentGrant, inbound_topic
 from registry.publisher import OutboxRelay
 from registry.service import load_catalog
-from schemas import register_all
+from schemas import (
+    CREDIT_LIST_ENTRY,
+    DEPARTMENT_ACTION,
+    LICENCE,
+    MATTER_EVENT,
+    PENALTY,
+    REGISTRATION,
+    RESTRICTION_FEEDBACK,
+    RecordType,
+    register_all,
+)
+from streams.runtime import uscc_partition
 from tests.kafka_helpers import ReadMessage, TopicWindow
 from xietong.access import Grant
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 from xietong.topics import DEPARTMENT_TOPICS, STREAMS_INTERNAL_TOPIC_PREFIX, apply_topics
+from xietong.uscc import make_uscc
 
 
 def publish_catalog(registry_url: str, settings: Settings, kafka: KafkaClients) -> None:
@@ -125,6 +148,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+#: A test worker's timers, quick enough for a test to wait on them.
+QUICK_TIMERS = {"TICK_INTERVAL": "0.5", "INBOX_REFRESH_INTERVAL": "2"}
+
+
 @dataclass
 class Worker:
     """``xietong streams <command>`` as a process of its own; ready when its log has one
@@ -135,6 +162,25 @@ class Worker:
     log: Path
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def of(cls, processor: str, log: Path, **settings: str) -> Worker:
+        """A worker of ``processor`` (``dual-notice``, ``joint-punishment``) with quick
+        timers, its metrics on a free port, and its ``settings`` (names without the
+        processor's ``XIETONG_<PROCESSOR>_`` prefix)."""
+        prefix = f"XIETONG_{processor.upper().replace('-', '_')}_"
+        wanted = {**QUICK_TIMERS, "METRICS_PORT": str(free_port()), **settings}
+        return cls(
+            processor,
+            f"{processor.replace('-', '_')}_ready",
+            log,
+            {prefix + name: value for name, value in wanted.items()},
+        )
+
+    @property
+    def metrics_port(self) -> int:
+        prefix = f"XIETONG_{self.command.upper().replace('-', '_')}_"
+        return int(self.env[f"{prefix}METRICS_PORT"])
 
     def start(self) -> None:
         ready_before = self._ready_lines()
@@ -187,6 +233,92 @@ class Worker:
                 self.process.wait(10)
 
 
+@contextmanager
+def running(processor: str, log: Path, **settings: str) -> Iterator[Worker]:
+    """A started :meth:`Worker.of`, stopped at the end: a test module's worker fixture."""
+    worker = Worker.of(processor, log, **settings)
+    try:
+        worker.start()
+        yield worker
+    finally:
+        worker.stop()
+
+
+class Platform:
+    """What the tests send: records as the connectors (and the credit check) publish
+    them, and what departments write to their own inbound topics, as themselves."""
+
+    def __init__(self, kafka: KafkaClients, departments: Onboarding) -> None:
+        self.kafka = kafka
+        self.departments = departments
+        self._producer = kafka.producer()
+        self._serializers: dict[tuple[str, str], Any] = {}
+
+    def _serializer(self, clients: KafkaClients, record_type: RecordType) -> Any:
+        """One serializer per principal and record type; a record that many topics carry
+        is registered under its record name."""
+        key = (clients.settings.kafka_username or "", record_type.name)
+        if key not in self._serializers:
+            options = {}
+            if record_type.subject_name:
+                options["subject.name.strategy"] = record_subject_name_strategy
+            self._serializers[key] = clients.avro_serializer(record_type.schema_str, **options)
+        return self._serializers[key]
+
+    def send(self, record_type: RecordType, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` on its record type's topic, keyed by its USCC; acknowledged."""
+        topic = record_type.topic.name
+        serialize = self._serializer(self.kafka, record_type)
+        value = serialize(record, SerializationContext(topic, MessageField.VALUE))
+        self._producer.produce(topic, key=record["uscc"].encode(), value=value)
+        assert self._producer.flush(10) == 0, f"{topic}: {record['uscc']} not acknowledged"
+        return record
+
+    def write_inbound(
+        self, department: str, record_type: RecordType, record: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The department writes ``record`` to its own inbound topic, as itself."""
+        clients = self.departments.clients[department]
+        topic = inbound_topic(department)
+        serialize = self._serializer(clients, record_type)
+        producer = clients.producer()
+        errors: list[Any] = []
+        producer.produce(
+            topic,
+            key=record["uscc"].encode(),
+            value=serialize(record, SerializationContext(topic, MessageField.VALUE)),
+            on_delivery=lambda error, _: errors.append(error),
+        )
+        producer.flush(10)
+        assert errors == [None], f"{topic}: {errors}"
+        return record
+
+    # 双告知: registrations and licences in, department actions from the inbound topics.
+
+    def register(self, record: dict[str, Any]) -> dict[str, Any]:
+        return self.send(REGISTRATION, record)
+
+    def license(self, record: dict[str, Any]) -> dict[str, Any]:
+        return self.send(LICENCE, record)
+
+    def act(self, department: str, record: dict[str, Any]) -> dict[str, Any]:
+        return self.write_inbound(department, DEPARTMENT_ACTION, record)
+
+    # 联合惩戒: list entries, penalties and matters in, 反馈 from the inbound topics.
+
+    def list(self, record: dict[str, Any]) -> dict[str, Any]:
+        return self.send(CREDIT_LIST_ENTRY, record)
+
+    def penalize(self, record: dict[str, Any]) -> dict[str, Any]:
+        return self.send(PENALTY, record)
+
+    def matter(self, record: dict[str, Any]) -> dict[str, Any]:
+        return self.send(MATTER_EVENT, record)
+
+    def feed_back(self, department: str, record: dict[str, Any]) -> dict[str, Any]:
+        return self.write_inbound(department, RESTRICTION_FEEDBACK, record)
+
+
 class Watch:
     """What a test's entity got on a topic since the watch began."""
 
@@ -209,6 +341,49 @@ class Watch:
                 f"{self.window.topic}: not within {timeout}s: {found}"
             )
             time.sleep(0.3)
+
+
+def partition_mate(kafka: KafkaClients, uscc: str) -> str:
+    """A new entity of ``uscc``'s division whose records share ``uscc``'s partition on
+    every USCC-keyed topic (the platform's partitioner, CRC-32 of the key)."""
+    partitions = kafka.settings.uscc_partitions
+    wanted = uscc_partition(uscc.encode(), partitions)
+    while True:
+        mate = make_uscc(uscc[:2], uscc[2:8])
+        if mate != uscc and uscc_partition(mate.encode(), partitions) == wanted:
+            return mate
+
+
+def of_the_same_entity(sent: dict[str, Any], message: ReadMessage) -> bool:
+    return message.key == sent["uscc"].encode()
+
+
+def barrier(
+    kafka: KafkaClients,
+    uscc: str,
+    send: Callable[[str], dict[str, Any]],
+    topic: str,
+    made: Callable[[dict[str, Any], ReadMessage], bool] = of_the_same_entity,
+    timeout: float = 30.0,
+) -> ReadMessage:
+    """Once this returns, everything that the records sent so far about ``uscc`` on one
+    input topic made is on the output topics.
+
+    ``send`` gets a :func:`partition_mate` of ``uscc``, sends one record about it on that
+    input topic and returns it; the barrier waits until what the worker makes of it is
+    on ``topic``: a message that ``made`` (the record sent, the message) says is its
+    output, by default any keyed by the mate's USCC. That message it returns."""
+    window = TopicWindow(kafka, topic)
+    sent = send(partition_mate(kafka, uscc))
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [message for message in window.read() if made(sent, message)]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, (
+            f"{topic}: the barrier record about {sent['uscc']} made nothing within {timeout}s"
+        )
+        time.sleep(0.3)
 
 
 def until_ids(

@@ -12,26 +12,26 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka.schema_registry import record_subject_name_strategy
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from registry.grants import inbound_topic, inbox_topic
-from schemas import DEPARTMENT_ACTION, LICENCE, REGISTRATION
+from schemas import REGISTRATION
 from streams.dual_notice.app import APP_NAME, push_id, routing_id
 from tests.dual_notice_records import action, licence, registration
 from tests.kafka_helpers import ReadMessage, TopicWindow
 from tests.stream_worker import (
     Onboarding,
+    Platform,
     Watch,
     Worker,
+    barrier,
     committed_offsets,
-    free_port,
     publish_catalog,
+    running,
     streams_group,
     until_group_empty,
 )
@@ -92,72 +92,12 @@ def worker(
     departments: Onboarding,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Worker]:
-    running = Worker(
-        "dual-notice",
-        "dual_notice_ready",
-        tmp_path_factory.mktemp("dual-notice") / "worker.log",
-        {
-            "XIETONG_DUAL_NOTICE_CLAIM_PERIOD": "PT1H",
-            "XIETONG_DUAL_NOTICE_LICENCE_PERIOD": "PT1H",
-            "XIETONG_DUAL_NOTICE_TICK_INTERVAL": "0.5",
-            "XIETONG_DUAL_NOTICE_INBOX_REFRESH_INTERVAL": "2",
-            "XIETONG_DUAL_NOTICE_METRICS_PORT": str(free_port()),
-        },
-    )
-    try:
-        running.start()
-        yield running
-    finally:
-        running.stop()
+    log = tmp_path_factory.mktemp("dual-notice") / "worker.log"
+    with running("dual-notice", log, CLAIM_PERIOD="PT1H", LICENCE_PERIOD="PT1H") as worker:
+        yield worker
 
 
 # -- sending and reading ----------------------------------------------------------------------
-
-
-@dataclass
-class Platform:
-    """What the tests send, as the connectors and the departments would."""
-
-    kafka: KafkaClients
-    departments: Onboarding
-
-    def __post_init__(self) -> None:
-        self._producer = self.kafka.producer()
-        self._registration = self.kafka.avro_serializer(REGISTRATION.schema_str)
-        self._licence = self.kafka.avro_serializer(LICENCE.schema_str)
-
-    def register(self, record: dict[str, Any]) -> dict[str, Any]:
-        topic = REGISTRATION.topic.name
-        value = self._registration(record, SerializationContext(topic, MessageField.VALUE))
-        self._producer.produce(topic, key=record["uscc"].encode(), value=value)
-        self._producer.flush(10)
-        return record
-
-    def license(self, record: dict[str, Any]) -> dict[str, Any]:
-        topic = LICENCE.topic.name
-        value = self._licence(record, SerializationContext(topic, MessageField.VALUE))
-        self._producer.produce(topic, key=record["uscc"].encode(), value=value)
-        self._producer.flush(10)
-        return record
-
-    def act(self, department: str, record: dict[str, Any]) -> dict[str, Any]:
-        """The department writes an action to its own inbound topic, as itself."""
-        clients = self.departments.clients[department]
-        serialize = clients.avro_serializer(
-            DEPARTMENT_ACTION.schema_str, **{"subject.name.strategy": record_subject_name_strategy}
-        )
-        topic = inbound_topic(department)
-        producer = clients.producer()
-        errors: list[Any] = []
-        producer.produce(
-            topic,
-            key=record["uscc"].encode(),
-            value=serialize(record, SerializationContext(topic, MessageField.VALUE)),
-            on_delivery=lambda error, _: errors.append(error),
-        )
-        producer.flush(10)
-        assert errors == [None], errors
-        return record
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +139,54 @@ def road_freight(platform: Platform, kafka: KafkaClients, **kwargs: Any) -> tupl
     return record, push
 
 
+# Barriers: once one has returned, everything the records sent about the entity so far
+# made is on the topics (tests/stream_worker.py says why).
+
+
+def after_registrations(platform: Platform, kafka: KafkaClients, uscc: str) -> None:
+    """What the registrations of ``uscc`` made: a road-freight 设立 of an entity in the same
+    partition reaches the transport department's inbox after it."""
+    barrier(
+        kafka,
+        uscc,
+        lambda mate: platform.register(
+            registration("330106", (ROAD_FREIGHT,), industry="G5431", uscc=mate)
+        ),
+        inbox_topic("hz-xh-transport"),
+    )
+
+
+def after_actions(platform: Platform, kafka: KafkaClients, uscc: str, department: str) -> None:
+    """What ``department``'s actions about ``uscc`` made: its claim of a push that does not
+    exist, about an entity in the same partition, is refused after them."""
+    barrier(
+        kafka,
+        uscc,
+        lambda mate: platform.act(department, action(mate, f"no-push-{mate}", "CLAIM")),
+        DUAL_NOTICE_REJECTED_ACTIONS.name,
+        made=lambda sent, m: m.value["action"]["action_id"] == sent["action_id"],
+    )
+
+
+def after_ticks(platform: Platform, kafka: KafkaClients, uscc: str) -> None:
+    """Several more ticks of the deadline timer: a push due a second and a half from now
+    is escalated by a later tick than any that has passed."""
+    barrier(
+        kafka,
+        uscc,
+        lambda mate: platform.register(
+            registration(
+                "330106",
+                (ROAD_FREIGHT,),
+                industry="G5431",
+                uscc=mate,
+                event_time_ms=minus_period_plus(1.5),
+            )
+        ),
+        DUAL_NOTICE_ALERTS.name,
+    )
+
+
 # -- 告知审批部门 and 告知申请人 -----------------------------------------------------------------
 
 
@@ -218,7 +206,7 @@ def test_a_330106_establishment_with_road_freight_pushes_once_to_its_transport_d
 
     [delivered] = inbox.until(lambda found: len(found) >= 1)
     [notice] = notices.until(lambda found: len(found) >= 1)
-    time.sleep(1.0)  # anything more would have come by now
+    after_registrations(platform, kafka, uscc)
     assert len(pushes.records()) == 1 and len(inbox.records()) == 1
     assert delivered["push_id"] == push_id(
         record["envelope"]["event_id"], "DLHWYSXK", "hz-xh-transport"
@@ -270,7 +258,7 @@ def test_a_change_that_adds_permit_scope_pushes_only_the_item_it_adds(
     platform.register(change)
 
     [push] = pushes.until(lambda found: len(found) >= 1)
-    time.sleep(1.0)
+    after_registrations(platform, kafka, uscc)
     assert len(pushes.records()) == 1
     assert push["item"]["code"] == "YCZMLSXK" and push["department"]["code"] == "hz-xh-tobacco"
     assert push["entity"]["event_kind"] == "CHANGE"
@@ -380,7 +368,7 @@ def test_a_returned_push_cannot_be_claimed_and_the_claim_is_recorded_with_its_re
     assert returned["return_reason"] == "ADDRESS_NOT_IN_JURISDICTION"
     assert refusal["push_state"] == "RETURNED"
     assert f"cannot CLAIM push {push['push_id']}: it is RETURNED" in refusal["reason"]
-    time.sleep(1.0)
+    after_actions(platform, kafka, uscc, "hz-xh-transport")
     assert [p["state"] for p in pushes.records()] == ["RETURNED"]
 
 
@@ -481,7 +469,7 @@ def test_a_push_not_claimed_within_the_period_becomes_overdue_and_is_escalated_o
 
     [alert] = alerts.until(lambda found: len(found) >= 1, timeout=20)
     registrar_inbox.until(lambda found: len(found) >= 1)
-    time.sleep(2.0)  # four more ticks: no second escalation
+    after_ticks(platform, kafka, uscc)  # no second escalation
     assert alert["kind"] == "OVERDUE" and alert["recipients"] == ["hz-xh-transport", "hz-xh-amr"]
     assert len(alerts.records()) == 1
     assert [m["alert_id"] for m in registrar_inbox.records()] == [alert["alert_id"]]
@@ -524,7 +512,7 @@ def test_a_claimed_push_without_a_licence_after_the_period_raises_an_unlicensed_
     )
 
     [alert] = alerts.until(lambda found: len(found) >= 1, timeout=20)
-    time.sleep(1.5)
+    after_ticks(platform, kafka, uscc)
     assert alert["kind"] == "UNLICENSED_TRADING" and alert["recipients"] == ["hz-xh-transport"]
     assert "无证经营" in alert["message"]
     assert [m["alert_id"] for m in inbox.records()] == [alert["alert_id"]]
@@ -569,7 +557,7 @@ def test_a_cancellation_notifies_each_department_whose_licence_is_still_valid(
     platform.register(registration("330106", kind="CANCEL", uscc=uscc))
 
     told = notices.until(lambda found: len(found) >= 2)
-    time.sleep(1.0)
+    after_registrations(platform, kafka, uscc)
     by_department = {n["department"]["code"]: n for n in notices.records()}
     assert set(by_department) == {"hz-xh-amr", "hz-xh-tobacco"}
     assert len(told) == 2
@@ -610,8 +598,7 @@ def test_the_worker_serves_pushes_by_department_and_state_claim_latency_overdue_
 ) -> None:
     road_freight(platform, kafka)
 
-    port = worker.env["XIETONG_DUAL_NOTICE_METRICS_PORT"]
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    text = httpx.get(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=5).text
 
     assert 'xietong_dual_notice_pushes{department="hz-xh-transport",state="PUSHED"}' in text
     assert "xietong_dual_notice_claim_latency_seconds_bucket" in text
@@ -659,18 +646,17 @@ def test_a_worker_killed_mid_stream_loses_no_push_and_makes_none_twice(
     sending.start()
     until_some(pushes, expected, count // 2)  # some 2.5 s in: past a commit or two
     worker.kill()
-    # What the killed worker had sent: a request it made just before it died may still
-    # be written by the broker after, so read once that has settled.
-    time.sleep(2)
-    before_kill = {m.value["push_id"] for m in pushes.read()}
-    # The push and its delivery are two sends: either may have reached the broker alone.
-    in_inbox_before_kill = {m.value["push_id"] for m in inbox.read()}
     sending.join()
     committed = committed_offsets(kafka, streams_group(APP_NAME), topic)
     # Restarted once the group has given the dead member up (its session timed out), as
     # a supervisor would: otherwise the newcomer is rebalanced again mid-stream, and what
     # it processed before that second rebalance may be sent twice as well.
     until_group_empty(kafka, streams_group(APP_NAME))
+    # What the killed worker had sent, read only now: a request it made just before it
+    # died may still be written by the broker after, but not after its session expired.
+    before_kill = {m.value["push_id"] for m in pushes.read()}
+    # The push and its delivery are two sends: either may have reached the broker alone.
+    in_inbox_before_kill = {m.value["push_id"] for m in inbox.read()}
     worker.start()
 
     found = until_all(pushes, expected, timeout=60)

@@ -15,23 +15,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka.schema_registry import record_subject_name_strategy
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from registry.grants import inbound_topic, inbox_topic
-from schemas import (
-    CREDIT_LIST_ENTRY,
-    LICENCE,
-    MATTER_EVENT,
-    PENALTY,
-    RESTRICTION_FEEDBACK,
-)
+from registry.grants import inbox_topic
+from schemas import CREDIT_LIST_ENTRY, LICENCE, PENALTY
 from streams.joint_punishment.app import (
     APP_NAME,
     lift_notice_id,
@@ -50,11 +42,14 @@ from tests.joint_punishment_records import (
 from tests.kafka_helpers import TopicWindow
 from tests.stream_worker import (
     Onboarding,
+    Platform,
     Watch,
     Worker,
+    barrier,
     committed_offsets,
     free_port,
     publish_catalog,
+    running,
     skip_backlog,
     streams_group,
     until_group_empty,
@@ -104,69 +99,9 @@ def worker(
     until_group_empty(kafka, group)
     sources = [CREDIT_LIST_ENTRIES, LICENCES, PENALTIES, MATTER_EVENTS]
     skip_backlog(kafka, group, [topic.name for topic in sources])
-    running = Worker(
-        "joint-punishment",
-        "joint_punishment_ready",
-        tmp_path_factory.mktemp("joint-punishment") / "worker.log",
-        {
-            "XIETONG_JOINT_PUNISHMENT_TICK_INTERVAL": "0.5",
-            "XIETONG_JOINT_PUNISHMENT_INBOX_REFRESH_INTERVAL": "2",
-            "XIETONG_JOINT_PUNISHMENT_METRICS_PORT": str(free_port()),
-        },
-    )
-    try:
-        running.start()
-        yield running
-    finally:
-        running.stop()
-
-
-@dataclass
-class Platform:
-    """What the tests send, as the connectors, the credit-check API and the departments."""
-
-    kafka: KafkaClients
-    departments: Onboarding
-
-    def __post_init__(self) -> None:
-        self._producer = self.kafka.producer()
-        self._serializers = {
-            record.topic.name: self.kafka.avro_serializer(record.schema_str)
-            for record in (CREDIT_LIST_ENTRY, PENALTY, LICENCE, MATTER_EVENT)
-        }
-
-    def send(self, record_type: Any, record: dict[str, Any]) -> dict[str, Any]:
-        topic = record_type.topic.name
-        value = self._serializers[topic](record, SerializationContext(topic, MessageField.VALUE))
-        self._producer.produce(topic, key=record["uscc"].encode(), value=value)
-        self._producer.flush(10)
-        return record
-
-    def list(self, record: dict[str, Any]) -> dict[str, Any]:
-        return self.send(CREDIT_LIST_ENTRY, record)
-
-    def matter(self, record: dict[str, Any]) -> dict[str, Any]:
-        return self.send(MATTER_EVENT, record)
-
-    def feed_back(self, department: str, record: dict[str, Any]) -> dict[str, Any]:
-        """The department writes 反馈 to its own inbound topic, as itself."""
-        clients = self.departments.clients[department]
-        serialize = clients.avro_serializer(
-            RESTRICTION_FEEDBACK.schema_str,
-            **{"subject.name.strategy": record_subject_name_strategy},
-        )
-        topic = inbound_topic(department)
-        producer = clients.producer()
-        errors: list[Any] = []
-        producer.produce(
-            topic,
-            key=record["uscc"].encode(),
-            value=serialize(record, SerializationContext(topic, MessageField.VALUE)),
-            on_delivery=lambda error, _: errors.append(error),
-        )
-        producer.flush(10)
-        assert errors == [None], errors
-        return record
+    log = tmp_path_factory.mktemp("joint-punishment") / "worker.log"
+    with running("joint-punishment", log) as worker:
+        yield worker
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +119,35 @@ def watch(kafka: KafkaClients, topic: str, uscc: str) -> Watch:
 
 def days_ago(n: int) -> Any:
     return today() - timedelta(days=n)
+
+
+# Barriers: once one has returned, everything the records sent about the entity so far
+# made is on the topics (tests/stream_worker.py says why).
+
+
+def after_listings(platform: Platform, kafka: KafkaClients, uscc: str) -> None:
+    """What the list entries of ``uscc`` made: a serious listing of an entity in the same
+    partition reaches 西湖区财政's inbox (its CJ01 notice) after it."""
+    barrier(
+        kafka,
+        uscc,
+        lambda mate: platform.list(list_entry(mate, f"E-{mate}", listed_on=days_ago(10))),
+        inbox_topic("hz-xh-finance"),
+    )
+
+
+def after_matters(platform: Platform, kafka: KafkaClients, uscc: str) -> None:
+    """What the matters of ``uscc`` made: a matter of an entity in the same partition,
+    from a department the registry does not know, is dead-lettered after it."""
+    barrier(
+        kafka,
+        uscc,
+        lambda mate: platform.matter(
+            {**matter(mate, "hz-xh-finance", "SUBSIDY", "BZ-0"), "department_code": "hz-nowhere"}
+        ),
+        DEAD_LETTER.name,
+        made=lambda sent, m: sent["uscc"] in (m.value["payload_json"] or ""),
+    )
 
 
 # -- the rule end to end: listed, hit, fed back, removed --------------------------------------
@@ -206,7 +170,7 @@ def test_a_serious_listing_notifies_finance_once_hits_its_procurement_and_lifts_
     platform.list(listing)
 
     notices.until(lambda found: any(n["measure"]["code"] == "CJ01" for n in found))
-    time.sleep(1.0)  # anything more would have come by now
+    after_listings(platform, kafka, uscc)
     cj01 = [n for n in notices.records() if n["measure"]["code"] == "CJ01"]
     assert [n["department"]["code"] for n in cj01] == ["hz-xh-finance"]
     assert cj01[0]["notice_id"] == sanction_notice_id(listing["entry_id"], "CJ01", "hz-xh-finance")
@@ -242,7 +206,7 @@ def test_a_serious_listing_notifies_finance_once_hits_its_procurement_and_lifts_
     )
 
     lifts.until(lambda found: any(n["department"]["code"] == "hz-xh-finance" for n in found))
-    time.sleep(1.0)
+    after_listings(platform, kafka, uscc)
     told = {n["department"]["code"] for n in notices.records()}
     assert Counter(n["department"]["code"] for n in lifts.records()) == Counter(told)
     [finance] = [n for n in lifts.records() if n["department"]["code"] == "hz-xh-finance"]
@@ -262,7 +226,7 @@ def test_a_listing_read_after_a_matter_dated_within_it_still_hits_the_matter(
     uscc = new_uscc()
     hits = watch(kafka, PUNISHMENT_RESTRICTION_HITS.name, uscc)
     platform.matter(matter(uscc, "hz-xh-drc", "BOND_ISSUE", "ZQ-7", matter_date=days_ago(3)))
-    time.sleep(1.0)
+    after_matters(platform, kafka, uscc)
     assert hits.records() == []
 
     platform.list(list_entry(uscc, f"E-{uscc}", listed_on=days_ago(30)))
@@ -281,7 +245,7 @@ def test_a_listing_that_starts_later_restricts_nothing_before_it_starts(
     platform.matter(matter(uscc, "hz-xh-finance", "SUBSIDY", "BZ-1", matter_date=today()))
 
     notices.until(lambda found: len(found) >= 1)
-    time.sleep(1.0)
+    after_matters(platform, kafka, uscc)
     assert hits.records() == []
     assert {n["valid_from"] for n in notices.records()} == {today() + timedelta(days=5)}
 
@@ -318,6 +282,7 @@ def test_a_hit_left_without_feedback_past_its_deadline_alerts_finance_and_the_cr
     uscc = new_uscc()
     alerts = watch(kafka, PUNISHMENT_ALERTS.name, uscc)
     credit_inbox = watch(kafka, inbox_topic("hz-xh-drc"), uscc)
+    hits = watch(kafka, PUNISHMENT_RESTRICTION_HITS.name, uscc)
     platform.list(list_entry(uscc, f"E-{uscc}", listed_on=days_ago(20)))
     raised = int(time.time() * 1000) - 15 * DAY_MS + 2000
     platform.matter(
@@ -330,7 +295,7 @@ def test_a_hit_left_without_feedback_past_its_deadline_alerts_finance_and_the_cr
             occurred_at_ms=raised,
         )
     )
-    time.sleep(0.5)
+    hits.until(bool)  # the hit is made at once; its alert waits for the deadline
     assert alerts.records() == []
 
     [alert] = alerts.until(lambda found: len(found) >= 1, timeout=20)
@@ -367,8 +332,7 @@ def test_a_matter_of_a_department_the_registry_does_not_know_is_dead_lettered(
 def test_the_worker_serves_notices_hits_and_feedback_metrics(
     worker: Worker, platform: Platform, kafka: KafkaClients
 ) -> None:
-    port = worker.env["XIETONG_JOINT_PUNISHMENT_METRICS_PORT"]
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    text = httpx.get(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=5).text
 
     assert (
         'xietong_joint_punishment_sanction_notices_total{department="hz-xh-finance",measure="CJ01"}'
@@ -511,12 +475,13 @@ def test_a_worker_killed_mid_stream_loses_no_notice_and_makes_none_twice(
     sending.start()
     until_ids(notices, "notice_id", wanted, len(wanted) // 3, timeout=30)
     worker.kill()
-    time.sleep(2)  # what the dead worker had in flight is written by now
-    before_kill = {m.value["notice_id"] for m in notices.read()} & wanted
     sending.join()
     group = streams_group(APP_NAME)
     committed = committed_offsets(kafka, group, topic)
     until_group_empty(kafka, group)
+    # Read only now: what the dead worker had in flight is written by the time its
+    # session has expired.
+    before_kill = {m.value["notice_id"] for m in notices.read()} & wanted
     worker.start()
 
     found = until_ids(notices, "notice_id", wanted, len(wanted), timeout=90)
