@@ -20,15 +20,11 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from confluent_kafka.schema_registry import record_subject_name_strategy
-from confluent_kafka.serialization import MessageField, SerializationContext
 
 from connectors.sink import db as credit_db
 from registry import service
 from registry.audit import Actor
 from registry.db import session_factory, transaction
-from registry.grants import inbound_topic
-from schemas import CREDIT_LIST_ENTRY, LICENCE, MATTER_EVENT, PENALTY, RESTRICTION_FEEDBACK
 from streams.joint_punishment.app import restriction_hit_id
 from tests.joint_punishment_records import (
     DAY_MS,
@@ -47,9 +43,10 @@ from tests.monitoring import (
     prometheus_scraping,
     until_caught_up,
 )
-from tests.stream_worker import Onboarding, Worker, free_port, publish_catalog
+from tests.stream_worker import Onboarding, Platform, Watch, Worker, free_port, publish_catalog
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
+from xietong.topics import PUNISHMENT_RESTRICTION_HITS
 from xietong.uscc import make_uscc
 
 pytestmark = pytest.mark.usefixtures("secured")
@@ -115,15 +112,10 @@ def running(
             logs / "lag.log", "lag", "serve", "--port", str(ports["lag"]), "--interval", "1"
         )
         started.append(lag)
-        worker = Worker(
+        worker = Worker.of(
             "joint-punishment",
-            "joint_punishment_ready",
             logs / "joint-punishment.log",
-            {
-                "XIETONG_JOINT_PUNISHMENT_TICK_INTERVAL": "0.5",
-                "XIETONG_JOINT_PUNISHMENT_INBOX_REFRESH_INTERVAL": "2",
-                "XIETONG_JOINT_PUNISHMENT_METRICS_PORT": str(ports["joint-punishment"]),
-            },
+            METRICS_PORT=str(ports["joint-punishment"]),
         )
         started.append(worker)
         worker.start()
@@ -132,7 +124,7 @@ def running(
         credit_check.wait_for(f"http://127.0.0.1:{ports['credit-check']}/ready")
         lag.wait_for(f"http://127.0.0.1:{ports['lag']}/metrics")
 
-        demo(Sender(kafka, departments))
+        demo(Platform(kafka, departments), kafka)
         answer = httpx.get(
             f"http://127.0.0.1:{ports['credit-check']}/v1/checks",
             params={"uscc": make_uscc("91", "330106"), "matter_type": "GOVERNMENT_PROCUREMENT"},
@@ -152,54 +144,23 @@ def running(
         departments.offboard_all()
 
 
-class Sender:
-    """Records as the connectors and the credit check send them; feedback as 西湖区财政."""
-
-    def __init__(self, kafka: KafkaClients, departments: Onboarding) -> None:
-        self.departments = departments
-        self._producer = kafka.producer()
-        self._serializers = {
-            record.topic.name: kafka.avro_serializer(record.schema_str)
-            for record in (CREDIT_LIST_ENTRY, PENALTY, LICENCE, MATTER_EVENT)
-        }
-
-    def send(self, record_type: Any, record: dict[str, Any]) -> None:
-        topic = record_type.topic.name
-        value = self._serializers[topic](record, SerializationContext(topic, MessageField.VALUE))
-        self._producer.produce(topic, key=record["uscc"].encode(), value=value)
-        assert self._producer.flush(10) == 0
-
-    def feed_back(self, record: dict[str, Any]) -> None:
-        clients = self.departments.clients[FINANCE]
-        serialize = clients.avro_serializer(
-            RESTRICTION_FEEDBACK.schema_str,
-            **{"subject.name.strategy": record_subject_name_strategy},
-        )
-        topic = inbound_topic(FINANCE)
-        producer = clients.producer()
-        value = serialize(record, SerializationContext(topic, MessageField.VALUE))
-        producer.produce(topic, key=record["uscc"].encode(), value=value)
-        assert producer.flush(10) == 0
-
-
 def days_ago(n: int) -> Any:
     return today() - timedelta(days=n)
 
 
-def demo(platform: Sender) -> None:
+def demo(platform: Platform, kafka: KafkaClients) -> None:
     # Listed, hit by a procurement matter, answered by the department, then removed.
     listed = make_uscc("91", "330106")
     listing = list_entry(listed, f"E-{listed}", listed_on=days_ago(10))
-    platform.send(CREDIT_LIST_ENTRY, listing)
-    platform.send(
-        MATTER_EVENT,
-        matter(listed, FINANCE, "GOVERNMENT_PROCUREMENT", "CG-M1", matter_date=days_ago(1)),
+    hits = Watch(kafka, PUNISHMENT_RESTRICTION_HITS.name, listed)
+    platform.list(listing)
+    platform.matter(
+        matter(listed, FINANCE, "GOVERNMENT_PROCUREMENT", "CG-M1", matter_date=days_ago(1))
     )
     hit = restriction_hit_id(listed, FINANCE, "GOVERNMENT_PROCUREMENT", "CG-M1", "CJ01")
-    time.sleep(1.0)  # the hit first: feedback on an unknown hit is refused
-    platform.feed_back(feedback(listed, hit, "APPLIED"))
-    platform.send(
-        CREDIT_LIST_ENTRY,
+    hits.until(bool)  # the hit first: feedback on an unknown hit is refused
+    platform.feed_back(FINANCE, feedback(listed, hit, "APPLIED"))
+    platform.list(
         list_entry(
             listed,
             listing["entry_id"],
@@ -211,9 +172,8 @@ def demo(platform: Sender) -> None:
     )
     # A hit raised 15 days less two seconds ago: its feedback is overdue two seconds on.
     late = make_uscc("91", "330106")
-    platform.send(CREDIT_LIST_ENTRY, list_entry(late, f"E-{late}", listed_on=days_ago(20)))
-    platform.send(
-        MATTER_EVENT,
+    platform.list(list_entry(late, f"E-{late}", listed_on=days_ago(20)))
+    platform.matter(
         matter(
             late,
             FINANCE,
@@ -225,9 +185,9 @@ def demo(platform: Sender) -> None:
     )
     # A licence of 西湖区市场监管, then a penalty that revokes it: a licence review.
     revoked = make_uscc("91", "330106")
-    platform.send(LICENCE, licence(revoked, f"JY-{revoked[-6:]}", "hz-xh-amr"))
-    platform.send(
-        PENALTY, penalty(revoked, f"西市监罚〔2026〕{revoked[-4:]}号", authority="hz-xh-health")
+    platform.license(licence(revoked, f"JY-{revoked[-6:]}", "hz-xh-amr"))
+    platform.penalize(
+        penalty(revoked, f"西市监罚〔2026〕{revoked[-4:]}号", authority="hz-xh-health")
     )
 
 
