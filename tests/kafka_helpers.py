@@ -1,15 +1,38 @@
-"""Reading topics back in tests: what a run added to a topic, decoded."""
+"""Reading topics back in tests: what a run added to a topic, decoded, and waiting
+until what was read shows what a test expects."""
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from xietong.kafka import KafkaClients
+
+Reading = TypeVar("Reading")
+
+
+def eventually(
+    read: Callable[[], Reading],
+    holds: Callable[[Reading], bool],
+    timeout: float,
+    failure: Callable[[Reading], str],
+    every: float = 0.3,
+) -> Reading:
+    """``read()`` again every ``every`` seconds until ``holds`` of what it read, which is
+    returned; after ``timeout`` seconds, fail with ``failure`` of the last reading."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reading = read()
+        if holds(reading):
+            return reading
+        assert time.monotonic() < deadline, failure(reading)
+        time.sleep(every)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -61,7 +62,7 @@ from schemas import (
     register_all,
 )
 from streams.runtime import uscc_partition
-from tests.kafka_helpers import ReadMessage, TopicWindow
+from tests.kafka_helpers import ReadMessage, TopicWindow, eventually
 from xietong.access import Grant
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
@@ -319,6 +320,51 @@ class Platform:
         return self.write_inbound(department, RESTRICTION_FEEDBACK, record)
 
 
+class SteadyFeed:
+    """Records sent on their record type's topic from a thread of their own, ``batch`` at
+    a time with a short pause between — the load a worker is killed under — and where
+    each one landed, (partition, offset) by USCC."""
+
+    def __init__(
+        self,
+        kafka: KafkaClients,
+        record_type: RecordType,
+        records: list[dict[str, Any]],
+        batch: int,
+    ) -> None:
+        self.topic = record_type.topic.name
+        self.records = records
+        self.batch = batch
+        self.positions: dict[str, tuple[int, int]] = {}
+        self._serialize = kafka.avro_serializer(record_type.schema_str)
+        self._producer = kafka.producer(**{"linger.ms": 0})
+        self._thread = threading.Thread(target=self._send)
+
+    def _produced(self, error: Any, message: Any) -> None:
+        assert error is None, f"{self.topic}: {error}"
+        self.positions[message.key().decode()] = (message.partition(), message.offset())
+
+    def _send(self) -> None:
+        context = SerializationContext(self.topic, MessageField.VALUE)
+        for index, record in enumerate(self.records):
+            self._producer.produce(
+                self.topic,
+                key=record["uscc"].encode(),
+                value=self._serialize(record, context),
+                on_delivery=self._produced,
+            )
+            if index % self.batch == self.batch - 1:
+                self._producer.flush(10)
+                time.sleep(0.05)
+        self._producer.flush(10)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+
 class Watch:
     """What a test's entity got on a topic since the watch began."""
 
@@ -332,15 +378,12 @@ class Watch:
     def until(
         self, holds: Callable[[list[dict[str, Any]]], bool], timeout: float = 30.0
     ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.records()
-            if holds(found):
-                return found
-            assert time.monotonic() < deadline, (
-                f"{self.window.topic}: not within {timeout}s: {found}"
-            )
-            time.sleep(0.3)
+        return eventually(
+            self.records,
+            holds,
+            timeout,
+            lambda found: f"{self.window.topic}: not within {timeout}s: {found}",
+        )
 
 
 def partition_mate(kafka: KafkaClients, uscc: str) -> str:
@@ -375,29 +418,29 @@ def barrier(
     output, by default any keyed by the mate's USCC. That message it returns."""
     window = TopicWindow(kafka, topic)
     sent = send(partition_mate(kafka, uscc))
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [message for message in window.read() if made(sent, message)]
-        if found:
-            return found[0]
-        assert time.monotonic() < deadline, (
-            f"{topic}: the barrier record about {sent['uscc']} made nothing within {timeout}s"
-        )
-        time.sleep(0.3)
+    [output, *_] = eventually(
+        lambda: [message for message in window.read() if made(sent, message)],
+        bool,
+        timeout,
+        lambda _: f"{topic}: the barrier record about {sent['uscc']} made nothing in {timeout}s",
+    )
+    return output
 
 
 def until_ids(
     window: TopicWindow, field_name: str, wanted: set[str], minimum: int, timeout: float
 ) -> list[ReadMessage]:
     """Read ``window`` until at least ``minimum`` of the ``wanted`` ids are on it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = window.read()
-        seen = {m.value.get(field_name) for m in found} & wanted
-        if len(seen) >= minimum:
-            return found
-        assert time.monotonic() < deadline, f"{len(seen)} of {len(wanted)} ids within {timeout} s"
-        time.sleep(0.3)
+
+    def seen(found: list[ReadMessage]) -> set[str]:
+        return {str(m.value.get(field_name)) for m in found} & wanted
+
+    return eventually(
+        window.read,
+        lambda found: len(seen(found)) >= minimum,
+        timeout,
+        lambda found: f"{len(seen(found))} of {len(wanted)} ids within {timeout} s",
+    )
 
 
 def streams_group(app_name: str) -> str:

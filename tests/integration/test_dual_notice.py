@@ -8,15 +8,12 @@ so a registration dated one hour less two seconds ago is overdue two seconds fro
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka.serialization import MessageField, SerializationContext
 
 from registry.grants import inbound_topic, inbox_topic
 from schemas import REGISTRATION
@@ -26,6 +23,7 @@ from tests.kafka_helpers import ReadMessage, TopicWindow
 from tests.stream_worker import (
     Onboarding,
     Platform,
+    SteadyFeed,
     Watch,
     Worker,
     barrier,
@@ -34,7 +32,9 @@ from tests.stream_worker import (
     running,
     streams_group,
     until_group_empty,
+    until_ids,
 )
+from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 from xietong.topics import (
@@ -127,7 +127,7 @@ def new_uscc(division: str = "330106") -> str:
 
 def minus_period_plus(seconds: float) -> int:
     """An event time whose one-hour period ends ``seconds`` from now."""
-    return int(time.time() * 1000) - HOUR_MS + int(seconds * 1000)
+    return business_clock().now_ms() - HOUR_MS + int(seconds * 1000)
 
 
 def road_freight(platform: Platform, kafka: KafkaClients, **kwargs: Any) -> tuple[dict, dict]:
@@ -624,29 +624,13 @@ def test_a_worker_killed_mid_stream_loses_no_push_and_makes_none_twice(
     }
     pushes = TopicWindow(kafka, DUAL_NOTICE_PUSHES.name)
     inbox = TopicWindow(kafka, inbox_topic("hz-xh-transport"))
-    serialize = kafka.avro_serializer(REGISTRATION.schema_str)
-    producer = kafka.producer(**{"linger.ms": 0})
-    positions: dict[str, tuple[int, int]] = {}
     topic = REGISTRATION.topic.name
-
-    def produced(error: Any, message: Any) -> None:
-        assert error is None
-        positions[message.key().decode()] = (message.partition(), message.offset())
-
-    def produce_steadily() -> None:  # about 200 registrations a second, for 4 s
-        for index, record in enumerate(records):
-            value = serialize(record, SerializationContext(topic, MessageField.VALUE))
-            producer.produce(topic, key=record["uscc"].encode(), value=value, on_delivery=produced)
-            if index % 10 == 9:
-                producer.flush(10)
-                time.sleep(0.05)
-        producer.flush(10)
-
-    sending = threading.Thread(target=produce_steadily)
+    sending = SteadyFeed(kafka, REGISTRATION, records, batch=10)  # about 200/s, for 4 s
     sending.start()
     until_some(pushes, expected, count // 2)  # some 2.5 s in: past a commit or two
     worker.kill()
     sending.join()
+    positions = sending.positions
     committed = committed_offsets(kafka, streams_group(APP_NAME), topic)
     # Restarted once the group has given the dead member up (its session timed out), as
     # a supervisor would: otherwise the newcomer is rebalanced again mid-stream, and what
@@ -697,20 +681,8 @@ def test_a_worker_killed_mid_stream_loses_no_push_and_makes_none_twice(
 
 
 def until_some(window: TopicWindow, expected: dict[str, str], minimum: int) -> None:
-    wanted = set(expected.values())
-    deadline = time.monotonic() + 30
-    while sum(1 for m in window.read() if m.value.get("push_id") in wanted) < minimum:
-        assert time.monotonic() < deadline, "the worker made no pushes"
-        time.sleep(0.1)
+    until_ids(window, "push_id", set(expected.values()), minimum, timeout=30)
 
 
 def until_all(window: TopicWindow, expected: dict[str, str], timeout: float) -> list[ReadMessage]:
-    wanted = set(expected.values())
-    deadline = time.monotonic() + timeout
-    while True:
-        found = window.read()
-        missing = wanted - {m.value.get("push_id") for m in found}
-        if not missing:
-            return found
-        assert time.monotonic() < deadline, f"{len(missing)} of {len(wanted)} pushes missing"
-        time.sleep(0.5)
+    return until_ids(window, "push_id", set(expected.values()), len(expected), timeout)

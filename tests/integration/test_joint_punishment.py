@@ -11,7 +11,6 @@ departments (财政 hz-xh-finance, 发改 hz-xh-drc, 市场监管 hz-xh-amr …)
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka.serialization import MessageField, SerializationContext
 
 from registry.grants import inbox_topic
 from schemas import CREDIT_LIST_ENTRY, LICENCE, PENALTY
@@ -43,6 +41,7 @@ from tests.kafka_helpers import TopicWindow
 from tests.stream_worker import (
     Onboarding,
     Platform,
+    SteadyFeed,
     Watch,
     Worker,
     barrier,
@@ -55,6 +54,7 @@ from tests.stream_worker import (
     until_group_empty,
     until_ids,
 )
+from xietong.clock import business_clock
 from xietong.kafka import KafkaClients, local_credentials_file
 from xietong.settings import Settings
 from xietong.topics import (
@@ -284,7 +284,7 @@ def test_a_hit_left_without_feedback_past_its_deadline_alerts_finance_and_the_cr
     credit_inbox = watch(kafka, inbox_topic("hz-xh-drc"), uscc)
     hits = watch(kafka, PUNISHMENT_RESTRICTION_HITS.name, uscc)
     platform.list(list_entry(uscc, f"E-{uscc}", listed_on=days_ago(20)))
-    raised = int(time.time() * 1000) - 15 * DAY_MS + 2000
+    raised = business_clock().now_ms() - 15 * DAY_MS + 2000
     platform.matter(
         matter(
             uscc,
@@ -454,28 +454,12 @@ def test_a_worker_killed_mid_stream_loses_no_notice_and_makes_none_twice(
     wanted = set().union(*expected.values())
     notices = TopicWindow(kafka, PUNISHMENT_SANCTION_NOTICES.name)
     topic = CREDIT_LIST_ENTRY.topic.name
-    serialize = kafka.avro_serializer(CREDIT_LIST_ENTRY.schema_str)
-    producer = kafka.producer(**{"linger.ms": 0})
-    positions: dict[str, tuple[int, int]] = {}
-
-    def produced(error: Any, message: Any) -> None:
-        assert error is None
-        positions[message.key().decode()] = (message.partition(), message.offset())
-
-    def produce_steadily() -> None:  # about 300 listings a second, for 5 s
-        for index, record in enumerate(listings):
-            value = serialize(record, SerializationContext(topic, MessageField.VALUE))
-            producer.produce(topic, key=record["uscc"].encode(), value=value, on_delivery=produced)
-            if index % 15 == 14:
-                producer.flush(10)
-                time.sleep(0.05)
-        producer.flush(10)
-
-    sending = threading.Thread(target=produce_steadily)
+    sending = SteadyFeed(kafka, CREDIT_LIST_ENTRY, listings, batch=15)  # about 300/s, for 5 s
     sending.start()
     until_ids(notices, "notice_id", wanted, len(wanted) // 3, timeout=30)
     worker.kill()
     sending.join()
+    positions = sending.positions
     group = streams_group(APP_NAME)
     committed = committed_offsets(kafka, group, topic)
     until_group_empty(kafka, group)

@@ -15,7 +15,6 @@ test_monitoring_credit.py's.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from tests.monitoring import (
     query,
 )
 from tests.stream_worker import Onboarding, Platform, Watch, Worker, free_port
+from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 from xietong.topics import DUAL_NOTICE_PUSHES, REGISTRATIONS, apply_topics
@@ -146,7 +146,7 @@ def demo(platform: Platform, kafka: KafkaClients, logs: Path) -> None:
             (ROAD_FREIGHT,),
             industry="G5431",
             uscc=new_uscc(),
-            event_time_ms=int(time.time() * 1000) - CLAIM_PERIOD_MS - 60_000,
+            event_time_ms=business_clock().now_ms() - CLAIM_PERIOD_MS - 60_000,
         )
     )
     # 农药经营许可 has no department in 上城区: routed by hand.

@@ -11,7 +11,6 @@ its 15-day deadline; a licence-revoking penalty; one credit check.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -44,6 +43,7 @@ from tests.monitoring import (
     until_caught_up,
 )
 from tests.stream_worker import Onboarding, Platform, Watch, Worker, free_port, publish_catalog
+from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 from xietong.topics import PUNISHMENT_RESTRICTION_HITS
@@ -180,7 +180,7 @@ def demo(platform: Platform, kafka: KafkaClients) -> None:
             "GOVERNMENT_PROCUREMENT",
             "CG-M2",
             matter_date=days_ago(15),
-            occurred_at_ms=int(time.time() * 1000) - 15 * DAY_MS + 2000,
+            occurred_at_ms=business_clock().now_ms() - 15 * DAY_MS + 2000,
         ),
     )
     # A licence of 西湖区市场监管, then a penalty that revokes it: a licence review.
