@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partialmethod
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,41 @@ class Onboarding:
                 future.result()
 
 
+def until_ready(
+    process: subprocess.Popen[bytes], log: Path, ready: Callable[[], bool], timeout: float
+) -> None:
+    """Until ``ready()`` holds for a process just started; if it exits first, or is not
+    ready in ``timeout`` seconds (it is killed then), fail with the end of its log."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        problem = None
+        if process.poll() is not None:
+            problem = f"pid {process.pid} exited"
+        elif time.monotonic() > deadline:
+            problem = f"pid {process.pid} was not ready in {timeout} s"
+            process.kill()
+            process.wait(10)
+        if problem:
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise AssertionError(f"{problem}; {log} ends with:\n{tail}")
+        time.sleep(0.2)
+
+
+def stop_process(
+    process: subprocess.Popen[bytes], grace: float, how: signal.Signals = signal.SIGTERM
+) -> None:
+    """Stop a process this run started: ``how``, then SIGKILL if it has not exited within
+    ``grace`` seconds."""
+    if process.poll() is not None:
+        return
+    process.send_signal(how)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -201,18 +237,8 @@ class Worker:
                 env={**os.environ, **self.env},
                 cwd=Path(__file__).parents[1],
             )
-        deadline = time.monotonic() + 90
-        while self._ready_lines() == ready_before:
-            problem = None
-            if self.process.poll() is not None:
-                problem = "the worker exited"
-            elif time.monotonic() > deadline:
-                problem = "the worker was not ready in 90 s"
-                self.kill()  # no second worker may start beside it (its tables are locked)
-            if problem:
-                tail = self.log.read_text(errors="replace")[-3000:]
-                raise AssertionError(f"{problem}; {self.log} ends with:\n{tail}")
-            time.sleep(0.2)
+        # Killed if it is late: no second worker may start beside it (its tables are locked).
+        until_ready(self.process, self.log, lambda: self._ready_lines() > ready_before, 90)
 
     def _ready_lines(self) -> int:
         if not self.log.exists():
@@ -225,13 +251,8 @@ class Worker:
         self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        if self.process is not None:
+            stop_process(self.process, grace=30)
 
 
 @contextmanager
@@ -276,7 +297,7 @@ class Platform:
         return record
 
     def write_inbound(
-        self, department: str, record_type: RecordType, record: dict[str, Any]
+        self, record_type: RecordType, department: str, record: dict[str, Any]
     ) -> dict[str, Any]:
         """The department writes ``record`` to its own inbound topic, as itself."""
         clients = self.departments.clients[department]
@@ -294,30 +315,15 @@ class Platform:
         assert errors == [None], f"{topic}: {errors}"
         return record
 
-    # 双告知: registrations and licences in, department actions from the inbound topics.
-
-    def register(self, record: dict[str, Any]) -> dict[str, Any]:
-        return self.send(REGISTRATION, record)
-
-    def license(self, record: dict[str, Any]) -> dict[str, Any]:
-        return self.send(LICENCE, record)
-
-    def act(self, department: str, record: dict[str, Any]) -> dict[str, Any]:
-        return self.write_inbound(department, DEPARTMENT_ACTION, record)
-
+    # 双告知: registrations and licences in, department actions from the inbound topics;
     # 联合惩戒: list entries, penalties and matters in, 反馈 from the inbound topics.
-
-    def list(self, record: dict[str, Any]) -> dict[str, Any]:
-        return self.send(CREDIT_LIST_ENTRY, record)
-
-    def penalize(self, record: dict[str, Any]) -> dict[str, Any]:
-        return self.send(PENALTY, record)
-
-    def matter(self, record: dict[str, Any]) -> dict[str, Any]:
-        return self.send(MATTER_EVENT, record)
-
-    def feed_back(self, department: str, record: dict[str, Any]) -> dict[str, Any]:
-        return self.write_inbound(department, RESTRICTION_FEEDBACK, record)
+    register = partialmethod(send, REGISTRATION)
+    license = partialmethod(send, LICENCE)
+    act = partialmethod(write_inbound, DEPARTMENT_ACTION)
+    list = partialmethod(send, CREDIT_LIST_ENTRY)
+    penalize = partialmethod(send, PENALTY)
+    matter = partialmethod(send, MATTER_EVENT)
+    feed_back = partialmethod(write_inbound, RESTRICTION_FEEDBACK)
 
 
 class SteadyFeed:

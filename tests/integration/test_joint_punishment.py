@@ -35,6 +35,7 @@ from tests.joint_punishment_records import (
     list_entry,
     matter,
     penalty,
+    removal_of,
     today,
 )
 from tests.kafka_helpers import TopicWindow
@@ -194,16 +195,7 @@ def test_a_serious_listing_notifies_finance_once_hits_its_procurement_and_lifts_
     answered = hits.until(lambda found: found[-1]["feedback_outcome"] == "APPLIED")
     assert {h["hit_id"] for h in answered} == {hit["hit_id"]}
 
-    platform.list(
-        list_entry(
-            uscc,
-            listing["entry_id"],
-            action="REMOVED",
-            listed_on=days_ago(10),
-            removed_on=today(),
-            removal_reason="CREDIT_REPAIR",
-        )
-    )
+    platform.list(removal_of(listing))
 
     lifts.until(lambda found: any(n["department"]["code"] == "hz-xh-finance" for n in found))
     after_listings(platform, kafka, uscc)
@@ -360,8 +352,9 @@ def test_listings_restrict_across_rebalances_when_a_second_worker_joins_and_the_
     usccs = [new_uscc() for _ in range(12)]  # over every partition, most likely
     hits = TopicWindow(kafka, PUNISHMENT_RESTRICTION_HITS.name)
     lifts = TopicWindow(kafka, PUNISHMENT_LIFT_NOTICES.name)
-    for uscc in usccs:
-        platform.list(list_entry(uscc, f"R-{uscc}", listed_on=days_ago(10)))
+    listings = [list_entry(uscc, f"R-{uscc}", listed_on=days_ago(10)) for uscc in usccs]
+    for listing in listings:
+        platform.list(listing)
     home = tmp_path_factory.mktemp("second-worker-home")
     credentials = json.loads(local_credentials_file(stack_settings).read_text(encoding="utf-8"))
     second = Worker(
@@ -393,17 +386,8 @@ def test_listings_restrict_across_rebalances_when_a_second_worker_joins_and_the_
     made_there = second.log.read_text(errors="replace").count('"record_type": "restriction_hit"')
     assert made_there > 0, "the second worker took no partition over"
     until_members(kafka, group, 1)
-    for uscc in usccs:
-        platform.list(
-            list_entry(
-                uscc,
-                f"R-{uscc}",
-                action="REMOVED",
-                listed_on=days_ago(10),
-                removed_on=today(),
-                removal_reason="CREDIT_REPAIR",
-            )
-        )
+    for listing in listings:
+        platform.list(removal_of(listing))
     finance = {lift_notice_id(f"R-{uscc}", "hz-xh-finance") for uscc in usccs}
     found = until_ids(lifts, "lift_id", finance, len(finance), timeout=60)
     assert all(len(m.value["hit_ids"]) == 1 for m in found if m.value["lift_id"] in finance), (

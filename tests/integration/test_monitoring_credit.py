@@ -32,6 +32,7 @@ from tests.joint_punishment_records import (
     list_entry,
     matter,
     penalty,
+    removal_of,
     today,
 )
 from tests.monitoring import (
@@ -160,16 +161,7 @@ def demo(platform: Platform, kafka: KafkaClients) -> None:
     hit = restriction_hit_id(listed, FINANCE, "GOVERNMENT_PROCUREMENT", "CG-M1", "CJ01")
     hits.until(bool)  # the hit first: feedback on an unknown hit is refused
     platform.feed_back(FINANCE, feedback(listed, hit, "APPLIED"))
-    platform.list(
-        list_entry(
-            listed,
-            listing["entry_id"],
-            action="REMOVED",
-            listed_on=days_ago(10),
-            removed_on=today(),
-            removal_reason="CREDIT_REPAIR",
-        ),
-    )
+    platform.list(removal_of(listing))
     # A hit raised 15 days less two seconds ago: its feedback is overdue two seconds on.
     late = make_uscc("91", "330106")
     platform.list(list_entry(late, f"E-{late}", listed_on=days_ago(20)))
