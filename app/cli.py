@@ -1298,9 +1298,10 @@ def credit_check_serve(
     Loads credit.list-entries, registry.measures and registry.list-types into memory
     (/ready answers 503 until they are read to their end), then follows them; department
     tokens are verified against the registry database; every check is recorded on
-    credit.matter-events. Settings: XIETONG_CREDIT_CHECK_*; see streams/credit_check/app.py.
+    credit.matter-events. Settings: XIETONG_CREDIT_CHECK_*; see streams/credit_check/.
     """
-    from streams.credit_check.app import CreditCheckSettings, run_service
+    from streams.credit_check.api import run_service
+    from streams.credit_check.settings import CreditCheckSettings
     from xietong.kafka import KafkaCredentialsError
 
     rules = CreditCheckSettings()

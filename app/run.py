@@ -121,9 +121,9 @@ def services(settings: Settings, logs: Path) -> list[Service]:
     from app.simulator import SimulatorSettings
     from connectors.sink.sink import SinkSettings
     from registry.settings import get_registry_settings
-    from streams.credit_check.app import CreditCheckSettings
+    from streams.credit_check.settings import CreditCheckSettings
     from streams.dual_notice.app import DualNoticeSettings
-    from streams.joint_punishment.app import JointPunishmentSettings
+    from streams.joint_punishment.settings import JointPunishmentSettings
 
     registry = get_registry_settings()
     ports = {

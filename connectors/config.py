@@ -24,7 +24,6 @@ One YAML file per connector, e.g. ``hz-health-licences.yaml``::
       kind: http
       host: 127.0.0.1
       port: 8401
-      credentials: credentials.yaml     # department USCC → token digests
       mappings: [mappings/a.yaml, mappings/b.yaml]
 
 Paths are relative to the configuration file.
@@ -65,7 +64,6 @@ class HttpIngestConfig(_Strict):
     kind: Literal["http"] = "http"
     host: str = "127.0.0.1"
     port: int = 8401
-    credentials: Path
     mappings: list[Path]
     max_batch: int = 1000
 
@@ -106,7 +104,6 @@ class ConnectorConfig(_Strict):
         if isinstance(source, FileSourceConfig):
             source.path = base / source.path
         elif isinstance(source, HttpIngestConfig):
-            source.credentials = base / source.credentials
             source.mappings = [base / mapping for mapping in source.mappings]
         if not isinstance(source, HttpIngestConfig) and config.mapping is None:
             raise ValueError(

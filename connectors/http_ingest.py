@@ -22,15 +22,14 @@ accepted (with its event id) or rejected (with every reason)::
 
 What it guarantees:
 
-* **The department is the token's.** The credentials file lists, per department, the
-  SHA-256 of its bearer token (the platform never stores tokens)::
-
-      # credentials.yaml — token_sha256 is `printf %s "$TOKEN" | sha256sum`
-      - department_uscc: 11330100EUHUXQEE4F
-        token_sha256: 3f0c…
-
-  Whatever the body says, records are published as the authenticated department's,
-  and only for the record types that department has a mapping file for.
+* **The department is the token's.** The bearer token is the department's registry API
+  token (``xietong registry issue-token <department>``), verified through the registry's
+  service layer (:class:`~registry.directory.RegistryDirectory`, the same check as the
+  registry API's and the credit check's) against the registry database
+  (``DATABASE_URL``); a verified token is trusted for ``TOKEN_CACHE_SECONDS``, so a
+  revocation takes effect within that time. Whatever the body says, records are
+  published as the token's department's, and only for the record types that department
+  has a mapping file for. Every mapping's department must be registered in the registry.
 * **An answer means the broker has it.** Accepted records are on their record type's
   topic and rejected ones on the dead-letter topic, acknowledged by Kafka, before the
   200 is sent. A client that gets no answer, or a 503, sends the batch again; event ids
@@ -40,13 +39,13 @@ What it guarantees:
 
 In Kafka Connect's terms the source partition is ``http:<department USCC>`` and the
 source offset ``<request id>:<index>``. No offsets are committed: the client keeps its
-records until it is answered. ``/openapi.json`` and ``/docs`` are the contract;
+records until it is answered. Refusals are the platform's error bodies
+(:mod:`xietong.http_errors`). ``/openapi.json`` and ``/docs`` are the contract;
 ``/metrics`` serves the connector metrics for Prometheus.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -59,19 +58,28 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import uvicorn
-import yaml
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi import Path as PathParameter
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client import Counter as MetricCounter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field
 
 from connectors.base import BATCH_SECONDS, DeliveryFailed, Outcome, Publisher, SourceRecord
 from connectors.config import ConnectorConfig, HttpIngestConfig
 from connectors.mapping import DepartmentMapping
-from connectors.validation import Problem, check_uscc
+from connectors.validation import Problem
+from registry.directory import RegistryDirectory
+from registry.settings import get_registry_settings
 from schemas import CANONICAL_RECORD_TYPES
+from xietong.http_errors import (
+    ApiError,
+    ForbiddenError,
+    NotFoundError,
+    ServiceUnavailableError,
+    error_responses,
+    install_error_handlers,
+)
 from xietong.kafka import KafkaClients
 from xietong.logs import log_event
 
@@ -81,6 +89,8 @@ logger = logging.getLogger(__name__)
 ACKNOWLEDGEMENT_TIMEOUT_SECONDS = 30.0
 #: What a 503 asks the client to wait before sending the batch again.
 RETRY_AFTER_SECONDS = 5
+#: How long a verified token is trusted without asking the registry database again.
+TOKEN_CACHE_SECONDS = 5.0
 
 
 def log(event: str, **fields: Any) -> None:
@@ -162,10 +172,6 @@ class BatchResult(BaseModel):
         )
 
 
-class ErrorMessage(BaseModel):
-    detail: str = Field(description="What went wrong and what to do about it.")
-
-
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     connector: str
@@ -174,95 +180,20 @@ class Health(BaseModel):
 # -- who may post what --------------------------------------------------------------------------
 
 
-class Credential(BaseModel):
-    """One entry of the credentials file: a department and the digest of one of its tokens."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    department_uscc: str
-    token_sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
-
-    @field_validator("department_uscc")
-    @classmethod
-    def _valid_uscc(cls, value: str) -> str:
-        problems = check_uscc("department_uscc", value)
-        if problems:
-            raise ValueError("; ".join(problem.message for problem in problems))
-        return value
-
-    @field_validator("token_sha256")
-    @classmethod
-    def _lower_case(cls, value: str) -> str:
-        return value.lower()
-
-
-class DepartmentCredentials:
-    """Token digests → department USCC, read from the connector's credentials file.
-
-    A department may have several tokens (to rotate them); a token belongs to one
-    department only.
-    """
-
-    def __init__(self, path: Path, departments_by_digest: dict[str, str]) -> None:
-        self.path = path
-        self._departments_by_digest = departments_by_digest
-        self.departments = frozenset(departments_by_digest.values())
-
-    @classmethod
-    def load(cls, path: Path) -> DepartmentCredentials:
-        """Read the file; a ValueError names the file, the entry and what to change."""
-        try:
-            entries = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as error:
-            raise ValueError(f"credentials file {path}: {error}") from error
-        if not isinstance(entries, list):
-            raise ValueError(
-                f"credentials file {path}: expected a list of"
-                " {department_uscc, token_sha256} entries"
-            )
-        departments_by_digest: dict[str, str] = {}
-        for number, entry in enumerate(entries, 1):
-            where = f"credentials file {path}, entry {number}"
-            if isinstance(entry, dict) and "token" in entry:
-                raise ValueError(
-                    f"{where}: holds a token; store only token_sha256, the SHA-256 of the"
-                    ' token (printf %s "$TOKEN" | sha256sum)'
-                )
-            try:
-                credential = Credential.model_validate(entry)
-            except ValidationError as error:
-                problems = "; ".join(
-                    f"{'.'.join(str(part) for part in e['loc']) or 'entry'}: {e['msg']}"
-                    for e in error.errors()
-                )
-                raise ValueError(f"{where}: {problems}") from None
-            holder = departments_by_digest.setdefault(
-                credential.token_sha256, credential.department_uscc
-            )
-            if holder != credential.department_uscc:
-                raise ValueError(
-                    f"{where}: the same token digest is listed for {holder} and"
-                    f" {credential.department_uscc}; each department needs its own token"
-                )
-        return cls(path, departments_by_digest)
-
-    def department_of(self, token: str) -> str | None:
-        """The USCC of the department holding ``token``, or None for an unknown token."""
-        return self._departments_by_digest.get(hashlib.sha256(token.encode()).hexdigest())
-
-
 def load_mappings(
-    paths: Sequence[Path], credentials: DepartmentCredentials
+    paths: Sequence[Path], registered: dict[str, str]
 ) -> dict[tuple[str, str], DepartmentMapping]:
-    """The mapping files by (department USCC, record type), checked against the credentials."""
+    """The mapping files by (department USCC, record type), each department one the
+    registry knows (``registered``: USCC → department code)."""
     mappings: dict[tuple[str, str], DepartmentMapping] = {}
     for path in paths:
         mapping = DepartmentMapping.load(path)
         department = mapping.department
-        if department.uscc not in credentials.departments:
+        if department.uscc not in registered:
             raise ValueError(
-                f"mapping file {path}: department {department.uscc} ({department.name}) has no"
-                f" credential in {credentials.path}; add its token_sha256 there or drop the mapping"
+                f"mapping file {path}: department {department.uscc} ({department.name}) is"
+                " not registered in the registry, so it holds no token to post with; register"
+                " it (xietong registry, POST /departments) or drop the mapping"
             )
         key = (department.uscc, mapping.record_type.name)
         if key in mappings:
@@ -326,20 +257,27 @@ class Intake:
 class HttpIngest:
     """The state of one HTTP ingest connector: who may post, and where records go.
 
-    Built once at startup: the credentials file, one :class:`Publisher` per mapping file,
-    all sharing one idempotent producer. Refuses (ValueError naming the file) a
-    configuration that is not an HTTP source, an unreadable credentials file, or a
-    mapping whose department has no credential.
+    Built once at startup: one :class:`Publisher` per mapping file, all sharing one
+    idempotent producer, and the registry's directory that verifies the tokens. Refuses
+    (ValueError naming the file) a configuration that is not an HTTP source, or a
+    mapping whose department the registry does not know (or a registry that does not
+    answer).
     """
 
-    def __init__(self, config: ConnectorConfig, clients: KafkaClients) -> None:
+    def __init__(
+        self, config: ConnectorConfig, clients: KafkaClients, directory: RegistryDirectory
+    ) -> None:
         source = config.source
         if not isinstance(source, HttpIngestConfig):
             raise ValueError(f"connector {config.name}: its source is {source.kind}, not http")
         self.name = config.name
         self.max_batch = source.max_batch
-        self.credentials = DepartmentCredentials.load(source.credentials)
-        mappings = load_mappings(source.mappings, self.credentials)
+        self.directory = directory
+        try:
+            registered = directory.departments_by_uscc()
+        except ServiceUnavailableError as error:
+            raise ValueError(f"connector {config.name}: {error.message}") from None
+        mappings = load_mappings(source.mappings, registered)
         self.producer = clients.producer()
         self.intakes = {
             key: Intake(Publisher(config.name, mapping, clients, self.producer), threading.Lock())
@@ -378,7 +316,7 @@ class HttpIngest:
 
 BEARER = HTTPBearer(
     auto_error=False,
-    description="The department's token. The platform keeps only its SHA-256.",
+    description="The department's registry API token. The registry keeps only its SHA-256.",
 )
 
 router = APIRouter()
@@ -393,39 +331,38 @@ def authenticated_department(
     ingest: Annotated[HttpIngest, Depends(current_ingest)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> str:
-    """The USCC of the department whose bearer token was presented; 401 otherwise."""
-    if credentials is None:
-        detail = "no bearer token: send Authorization: Bearer <your department's token>"
-    else:
-        department = ingest.credentials.department_of(credentials.credentials)
-        if department is not None:
-            return department
-        detail = "unknown token: ask the platform team to register your token's SHA-256"
-    REQUESTS.labels(ingest.name, "", "", "401").inc()
-    log("refused", status=401, reason=detail)
-    raise HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+    """The USCC of the department whose registry token was presented; 401 for no token or
+    an unknown or revoked one, 403 for an administrator's (it is no department's)."""
+    try:
+        token = None if credentials is None else credentials.credentials
+        holder = (token and ingest.directory.cached(token)) or ingest.directory.verify(token)
+    except ApiError as error:
+        REQUESTS.labels(ingest.name, "", "", str(error.status)).inc()
+        log("refused", status=error.status, reason=error.message)
+        raise
+    return holder.uscc
+
+
+class BatchTooLargeError(ApiError):
+    """More records in one request than the connector's ``max_batch``."""
+
+    status = 413
+    code = "batch_too_large"
 
 
 @router.post(
     "/v1/records/{record_type}",
     summary="Publish a batch of one record type",
-    responses={
-        401: {
-            "model": ErrorMessage,
-            "description": "No token, or a token the platform does not know.",
-        },
-        403: {
-            "model": ErrorMessage,
-            "description": "The department has no mapping for this record type.",
-        },
-        404: {"model": ErrorMessage, "description": "Not a record type of the platform."},
-        413: {"model": ErrorMessage, "description": "More records than the connector's max_batch."},
-        503: {
-            "model": ErrorMessage,
-            "description": "The broker did not acknowledge the batch: send it again"
-            " after Retry-After seconds.",
-        },
-    },
+    responses=error_responses(
+        {
+            401: "No token, or an unknown or revoked one.",
+            403: "An administrator's token, or the department has no mapping for this record type.",
+            404: "Not a record type of the platform.",
+            413: "More records than the connector's max_batch.",
+            503: "The broker did not acknowledge the batch, or the registry database (which"
+            " holds the tokens) does not answer: send it again after Retry-After seconds.",
+        }
+    ),
 )
 def post_records(
     record_type: Annotated[
@@ -451,40 +388,48 @@ def post_records(
     request_id = str(uuid.uuid4())
     context = {"request_id": request_id, "department": department, "record_type": record_type}
 
-    def refuse(status: int, detail: str, headers: dict[str, str] | None = None) -> HTTPException:
-        REQUESTS.labels(ingest.name, department, record_type, str(status)).inc()
-        log("refused", **context, status=status, reason=detail)
-        return HTTPException(status, detail, headers=headers)
+    def refuse(error: ApiError) -> ApiError:
+        REQUESTS.labels(ingest.name, department, record_type, str(error.status)).inc()
+        log("refused", **context, status=error.status, reason=error.message)
+        return error
 
     if record_type not in CANONICAL_RECORD_TYPES:
         raise refuse(
-            404,
-            f"{record_type!r} is not a record type; record types are"
-            f" {', '.join(CANONICAL_RECORD_TYPES)}",
+            NotFoundError(
+                f"{record_type!r} is not a record type; record types are"
+                f" {', '.join(CANONICAL_RECORD_TYPES)}",
+                field="record_type",
+            )
         )
     intake = ingest.intakes.get((department, record_type))
     if intake is None:
         allowed = ", ".join(ingest.record_types_of(department)) or "none yet"
         raise refuse(
-            403,
-            f"department {department} has no mapping for record type {record_type!r};"
-            f" it may post: {allowed}",
+            ForbiddenError(
+                f"department {department} has no mapping for record type {record_type!r};"
+                f" it may post: {allowed}",
+                field="record_type",
+            )
         )
     if len(batch.records) > ingest.max_batch:
         raise refuse(
-            413,
-            f"{len(batch.records)} records in one request; at most {ingest.max_batch} are"
-            " accepted: split the batch",
+            BatchTooLargeError(
+                f"{len(batch.records)} records in one request; at most {ingest.max_batch} are"
+                " accepted: split the batch",
+                field="records",
+            )
         )
     try:
         result = ingest.publish_batch(request_id, department, intake, batch.records)
     except DeliveryFailed as error:
         raise refuse(
-            503,
-            f"request {request_id}: the broker did not acknowledge every record ({error});"
-            f" send the whole batch again in {RETRY_AFTER_SECONDS} s — re-sent records keep"
-            " their event ids",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            ServiceUnavailableError(
+                f"request {request_id}: the broker did not acknowledge every record ({error});"
+                f" send the whole batch again in {RETRY_AFTER_SECONDS} s — re-sent records"
+                " keep their event ids",
+                retry_after=RETRY_AFTER_SECONDS,
+                code="not_acknowledged",
+            )
         ) from error
     REQUESTS.labels(ingest.name, department, record_type, "200").inc()
     log(
@@ -508,9 +453,12 @@ def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(config: ConnectorConfig, clients: KafkaClients) -> FastAPI:
-    """The web service of one HTTP ingest connector; refuses a bad configuration at once."""
-    ingest = HttpIngest(config, clients)
+def create_app(
+    config: ConnectorConfig, clients: KafkaClients, directory: RegistryDirectory
+) -> FastAPI:
+    """The web service of one HTTP ingest connector, its tokens verified by ``directory``;
+    refuses a bad configuration at once."""
+    ingest = HttpIngest(config, clients, directory)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -526,6 +474,7 @@ def create_app(config: ConnectorConfig, clients: KafkaClients) -> FastAPI:
     )
     app.state.ingest = ingest
     app.include_router(router)
+    install_error_handlers(app)
     return app
 
 
@@ -534,7 +483,12 @@ def serve(config: ConnectorConfig, clients: KafkaClients) -> None:
     source = config.source
     if not isinstance(source, HttpIngestConfig):
         raise ValueError(f"connector {config.name}: its source is {source.kind}, not http")
-    app = create_app(config, clients)
+    directory = RegistryDirectory(
+        clients.settings.database_url,
+        get_registry_settings().admin_token_sha256,
+        TOKEN_CACHE_SECONDS,
+    )
+    app = create_app(config, clients, directory)
     # Our structured lines only; uvicorn configures its own loggers.
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi import Path as PathParameter
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import (
@@ -40,7 +38,6 @@ from prometheus_client import (
 from prometheus_client import Counter as MetricCounter
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -58,7 +55,6 @@ from registry.contract import (
     DepartmentIn,
     DepartmentOut,
     DivisionOut,
-    ErrorBody,
     GrantOut,
     Health,
     IssuedCredential,
@@ -73,27 +69,30 @@ from registry.contract import (
     SubscriptionIn,
     SubscriptionOut,
 )
-from registry.errors import (
-    ForbiddenError,
-    InvalidInputError,
-    NotAuthenticatedError,
-    RegistryError,
-)
+from registry.errors import ForbiddenError, InvalidInputError
 from registry.models import SubscriptionStatus
+from xietong.http_errors import (
+    error_response,
+    error_responses,
+    install_error_handlers,
+    refuse_undeclared_query,
+)
 
 logger = logging.getLogger(__name__)
 
 #: PostgreSQL ``integer``: ids beyond it cannot exist, and are refused as input.
 MAX_ID = 2**31 - 1
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "The body cannot be read (not UTF-8 JSON)."},
-    401: {"model": ErrorBody, "description": "No bearer token, or an unknown or revoked one."},
-    403: {"model": ErrorBody, "description": "Not yours: another department's record."},
-    404: {"model": ErrorBody, "description": "No such record."},
-    409: {"model": ErrorBody, "description": "Conflicts with the stored state."},
-    422: {"model": ErrorBody, "description": "A field is invalid; `field` names it."},
-}
+ERROR_RESPONSES = error_responses(
+    {
+        400: "The body cannot be read (not UTF-8 JSON).",
+        401: "No bearer token, or an unknown or revoked one.",
+        403: "Not yours: another department's record.",
+        404: "No such record.",
+        409: "Conflicts with the stored state.",
+        422: "A field is invalid; `field` names it.",
+    }
+)
 
 BEARER = HTTPBearer(
     auto_error=False,
@@ -118,17 +117,8 @@ def current_actor(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> Actor:
     """Who is calling; 401 without a known, unrevoked token."""
-    if credentials is None:
-        raise NotAuthenticatedError(
-            "no bearer token: send Authorization: Bearer <token> (ask a registry"
-            " administrator for your department's token)"
-        )
-    actor = service.authenticate(
-        session, credentials.credentials, request.app.state.admin_token_sha256
-    )
-    if actor is None:
-        raise NotAuthenticatedError("unknown or revoked token")
-    return actor
+    token = None if credentials is None else credentials.credentials
+    return service.verify_token(session, token, request.app.state.admin_token_sha256)
 
 
 def admin_actor(actor: Annotated[Actor, Depends(current_actor)]) -> Actor:
@@ -143,26 +133,9 @@ Admin = Annotated[Actor, Depends(admin_actor)]
 
 
 def declared_query_only(request: Request, caller: Caller) -> None:
-    """Refuse query parameters the OpenAPI document does not declare for the operation,
-    and any given twice: a misspelt filter (``?stauts=APPROVED``) or a second value must
-    not silently change what is returned."""
-    route = request.scope["route"]
-    operation = request.app.openapi()["paths"][route.path][request.method.lower()]
-    declared = {p["name"] for p in operation.get("parameters", ()) if p["in"] == "query"}
-    given = Counter(name for name, _ in request.query_params.multi_items())
-    unknown = sorted(set(given) - declared)
-    if unknown:
-        raise InvalidInputError(
-            f"unknown query parameter {', '.join(map(repr, unknown))}; {route.path} takes"
-            f" {', '.join(sorted(declared)) or 'none'}",
-            field=unknown[0],
-        )
-    repeated = sorted(name for name, count in given.items() if count > 1)
-    if repeated:
-        raise InvalidInputError(
-            f"query parameter {', '.join(map(repr, repeated))} given more than once; give it once",
-            field=repeated[0],
-        )
+    """Once the caller is known: refuse query parameters the operation does not declare
+    (:func:`~xietong.http_errors.refuse_undeclared_query`)."""
+    refuse_undeclared_query(request)
 
 
 router = APIRouter(responses=ERROR_RESPONSES, dependencies=[Depends(declared_query_only)])
@@ -507,49 +480,13 @@ def _install_change_hook(app: FastAPI, on_change: Callable[[], None]) -> None:
         return response
 
 
-def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    body = ErrorBody(error=code, message=message, field=field)
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
-
-
-def _field_of(location: Sequence[str | int]) -> str:
-    """``("body", "filters", "divisions", 0)`` → ``filters.divisions.0``."""
-    parts = list(location)
-    if parts and parts[0] in ("body", "path", "query", "header", "cookie"):
-        parts = parts[1:]
-    return ".".join(str(part) for part in parts)
-
-
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RegistryError)
-    async def registry_error(request: Request, error: RegistryError) -> JSONResponse:
-        return _error(error.status, error.code, error.message, error.field)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = error.errors()
-        located = [(_field_of(problem["loc"]), problem["msg"]) for problem in problems]
-        message = "; ".join(f"{where or 'body'}: {what}" for where, what in located)
-        first = located[0][0] if located else None
-        return _error(422, "validation_error", message, first or None)
+    install_error_handlers(app)
 
     @app.exception_handler(IntegrityError)
     async def integrity_error(request: Request, error: IntegrityError) -> JSONResponse:
         # A concurrent request won a uniqueness race the service had checked for.
-        return _error(409, "conflict", f"conflicts with a concurrent change: {error.orig}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        codes = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}
-        return _error(
-            error.status_code, codes.get(error.status_code, "http_error"), str(error.detail)
-        )
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        logger.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(500, "internal_error", f"{type(error).__name__}: see the registry's log")
+        return error_response(409, "conflict", f"conflicts with a concurrent change: {error.orig}")
 
 
 def _install_health_and_metrics(app: FastAPI, database_url: str) -> None:

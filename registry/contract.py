@@ -11,7 +11,7 @@ codes are short ASCII identifiers.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -73,18 +73,6 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ErrorBody(BaseModel):
-    """Every refusal: a machine-readable code, a sentence for people, the field at fault."""
-
-    error: str = Field(
-        description="not_authenticated, forbidden, not_found, conflict, invalid_transition,"
-        " invalid_input, not_shared, validation_error",
-        examples=["invalid_transition"],
-    )
-    message: str = Field(examples=["subscription 7 (hz-health → registration) is REJECTED; …"])
-    field: str | None = Field(default=None, description="The request field at fault, if any.")
-
-
 class Health(BaseModel):
     status: str = Field(examples=["ok"])
     database: str
@@ -107,6 +95,25 @@ class DepartmentIn(_Request):
     contact: Contact
 
 
+class _FromRow(BaseModel):
+    """A response made of a database row's attributes of the same names."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @classmethod
+    def of(cls, row: object) -> Self:
+        return cls.model_validate(row)
+
+
+def _attributes(model: type[BaseModel], row: object, **derived: Any) -> dict[str, Any]:
+    """The fields of ``model``: those given in ``derived``, the others read from the
+    attribute of the same name of ``row`` (a database row)."""
+    return {
+        name: derived[name] if name in derived else getattr(row, name)
+        for name in model.model_fields
+    }
+
+
 class DepartmentOut(BaseModel):
     code: str
     uscc: str
@@ -122,19 +129,7 @@ class DepartmentOut(BaseModel):
 
     @classmethod
     def of(cls, row: models.Department) -> DepartmentOut:
-        return cls(
-            code=row.code,
-            uscc=row.uscc,
-            name=row.name,
-            sector=row.sector_code,
-            roles=row.roles,
-            level=row.level,
-            division=row.division_code,
-            contact=row.contact,
-            kafka_principal=row.kafka_principal,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
+        return cls(**_attributes(cls, row, sector=row.sector_code, division=row.division_code))
 
 
 class CredentialIn(_Request):
@@ -152,13 +147,8 @@ class CredentialOut(BaseModel):
 
     @classmethod
     def of(cls, row: models.Credential) -> CredentialOut:
-        return cls(
-            id=row.id,
-            department=None if row.department is None else row.department.code,
-            issued_at=row.issued_at,
-            issued_by=row.issued_by,
-            revoked_at=row.revoked_at,
-        )
+        department = None if row.department is None else row.department.code
+        return cls(**_attributes(cls, row, department=department))
 
 
 class IssuedCredential(CredentialOut):
@@ -200,17 +190,7 @@ class ResourceOut(BaseModel):
 
     @classmethod
     def of(cls, row: models.DataResource) -> ResourceOut:
-        return cls(
-            code=row.code,
-            name=row.name,
-            topic=row.topic,
-            schema_subject=row.schema_subject,
-            owner=row.owner.code,
-            sharing_class=row.sharing_class,
-            fields=row.fields,
-            description=row.description,
-            created_at=row.created_at,
-        )
+        return cls(**_attributes(cls, row, owner=row.owner.code))
 
 
 # -- subscriptions --------------------------------------------------------------------------
@@ -282,42 +262,25 @@ class SubscriptionOut(BaseModel):
 
     @classmethod
     def of(cls, row: models.Subscription) -> SubscriptionOut:
+        resource = row.resource
         return cls(
-            id=row.id,
-            resource=row.resource.code,
-            topic=row.resource.topic,
-            owner=row.resource.owner.code,
-            subscriber=row.subscriber.code,
-            purpose=row.purpose,
-            legal_basis=row.legal_basis,
-            fields=row.fields,
-            filters=row.filters,
-            status=row.status,
-            requested_at=row.requested_at,
-            requested_by=row.requested_by,
-            valid_until=row.valid_until,
-            decided_by=row.decided_by,
-            decided_at=row.decided_at,
-            reason=row.reason,
+            **_attributes(
+                cls,
+                row,
+                resource=resource.code,
+                topic=resource.topic,
+                owner=resource.owner.code,
+                subscriber=row.subscriber.code,
+            )
         )
 
 
-class SubscriptionEventOut(BaseModel):
+class SubscriptionEventOut(_FromRow):
     from_status: SubscriptionStatus | None = Field(description="null for the request itself")
     to_status: SubscriptionStatus
     actor: str
     at: datetime
     reason: str | None
-
-    @classmethod
-    def of(cls, row: models.SubscriptionEvent) -> SubscriptionEventOut:
-        return cls(
-            from_status=row.from_status,
-            to_status=row.to_status,
-            actor=row.actor,
-            at=row.at,
-            reason=row.reason,
-        )
 
 
 class GrantOut(BaseModel):
@@ -382,24 +345,23 @@ class ApprovalItemOut(BaseModel):
     @classmethod
     def of(cls, row: models.ApprovalItem) -> ApprovalItemOut:
         return cls(
-            code=row.code,
-            name=row.name,
-            legal_basis=row.legal_basis,
-            sector=row.sector_code,
-            level=row.level,
-            category=row.category,
-            certificate_name=row.certificate_name,
-            validity_years=row.validity_years,
-            routes=[
-                RouteOut(division=route.division_code, department=route.department.code)
-                for route in row.routes
-            ],
-            scope_wordings=[rule.value for rule in row.rules if rule.kind is MatchKind.SCOPE],
-            industry_codes=[rule.value for rule in row.rules if rule.kind is MatchKind.INDUSTRY],
+            **_attributes(
+                cls,
+                row,
+                sector=row.sector_code,
+                routes=[
+                    RouteOut(division=route.division_code, department=route.department.code)
+                    for route in row.routes
+                ],
+                scope_wordings=[rule.value for rule in row.rules if rule.kind is MatchKind.SCOPE],
+                industry_codes=[
+                    rule.value for rule in row.rules if rule.kind is MatchKind.INDUSTRY
+                ],
+            )
         )
 
 
-class CreditListTypeOut(BaseModel):
+class CreditListTypeOut(_FromRow):
     code: str
     name: str
     listing_sectors: list[str]
@@ -410,17 +372,13 @@ class CreditListTypeOut(BaseModel):
     escalates_after_years: int | None
     legal_basis: str
 
-    @classmethod
-    def of(cls, row: models.CreditListType) -> CreditListTypeOut:
-        return cls.model_validate(row, from_attributes=True)
-
 
 class MatterTypeOut(BaseModel):
     code: str
     name: str
 
 
-class MeasureOut(BaseModel):
+class MeasureOut(_FromRow):
     code: str
     text: str
     legal_basis: str
@@ -430,12 +388,8 @@ class MeasureOut(BaseModel):
     feedback_required: bool
     feedback_days: int | None
 
-    @classmethod
-    def of(cls, row: models.Measure) -> MeasureOut:
-        return cls.model_validate(row, from_attributes=True)
 
-
-class AuditEntryOut(BaseModel):
+class AuditEntryOut(_FromRow):
     id: int
     at: datetime
     actor: str
@@ -444,7 +398,3 @@ class AuditEntryOut(BaseModel):
     entity_id: str
     before: dict[str, Any] | None
     after: dict[str, Any] | None
-
-    @classmethod
-    def of(cls, row: models.AuditEntry) -> AuditEntryOut:
-        return cls.model_validate(row, from_attributes=True)

@@ -53,6 +53,7 @@ from registry.errors import (
     ForbiddenError,
     InvalidInputError,
     InvalidTransitionError,
+    NotAuthenticatedError,
     NotFoundError,
 )
 from registry.grants import DepartmentGrant, department_principal
@@ -350,6 +351,24 @@ def authenticate(session: Session, token: str, admin_token_sha256: str | None) -
     if credential.department is None:
         return Actor.admin(f"credential-{credential.id}")
     return Actor.department(credential.department.code)
+
+
+def verify_token(session: Session, token: str | None, admin_token_sha256: str | None) -> Actor:
+    """Who presents ``token`` (:func:`authenticate`), the bearer token of a request (None:
+    it had none); NotAuthenticatedError when nobody does. The platform's one token check:
+    the registry API, the credit check and the HTTP ingest all ask it."""
+    if token is None:
+        raise NotAuthenticatedError(
+            "no bearer token: send Authorization: Bearer <token>, your department's registry"
+            " token (ask a registry administrator for it)"
+        )
+    actor = authenticate(session, token, admin_token_sha256)
+    if actor is None:
+        raise NotAuthenticatedError(
+            "unknown or revoked token: present your department's registry token (a registry"
+            " administrator issues it: xietong registry issue-token <department>)"
+        )
+    return actor
 
 
 # -- data resources -------------------------------------------------------------------------

@@ -105,18 +105,9 @@ def measure_records() -> list[dict[str, Any]]:
 
 
 def list_type_records() -> list[dict[str, Any]]:
-    """The sample province's credit lists as ``registry.list-types`` carries them."""
+    """The sample province's credit lists as ``registry.list-types`` carries them (the
+    seed's fields, by the same names)."""
     return [
-        {
-            "code": row.code,
-            "name": row.name,
-            "listing_sectors": list(row.listing_sectors),
-            "duration_years": row.duration_years,
-            "early_removal_after_years": row.early_removal_after_years,
-            "extendable_years": row.extendable_years,
-            "escalates_to": row.escalates_to,
-            "escalates_after_years": row.escalates_after_years,
-            "legal_basis": row.legal_basis,
-        }
+        {**row.model_dump(), "listing_sectors": list(row.listing_sectors)}
         for row in PROVINCE.list_types
     ]

@@ -4,14 +4,14 @@ the departments would send them; and the sample catalog as the registry publishe
 
 from __future__ import annotations
 
-import time
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 from registry.seed import load_sample_province
-from streams.joint_punishment.app import PunishmentCatalog
+from streams.joint_punishment.rules import PunishmentCatalog
+from xietong.clock import business_clock
 from xietong.ids import matter_event_id
 
 PROVINCE = load_sample_province()
@@ -19,11 +19,13 @@ DAY_MS = 86_400_000
 
 
 def today() -> date:
-    return datetime.now(UTC).date()
+    """The province's today (the business clock's)."""
+    return business_clock().today()
 
 
 def midnight_ms(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+    """00:00 of ``day`` in the province."""
+    return business_clock().midnight_ms(day)
 
 
 def sample_catalog() -> PunishmentCatalog:
@@ -67,7 +69,7 @@ def _envelope(source_code: str, record_id: str, event_time_ms: int, version: str
         "source_partition": "test",
         "source_offset": record_id,
         "event_time": event_time_ms,
-        "ingest_time": int(time.time() * 1000),
+        "ingest_time": business_clock().now_ms(),
     }
 
 
@@ -239,7 +241,7 @@ def feedback(
         "hit_id": hit_id,
         "outcome": outcome,
         "reason": reason,
-        "fed_back_at": fed_back_at_ms if fed_back_at_ms is not None else int(time.time() * 1000),
+        "fed_back_at": fed_back_at_ms if fed_back_at_ms is not None else business_clock().now_ms(),
         "operator": "李四",
     }
 
@@ -253,6 +255,6 @@ def received(department: str, record: dict[str, Any], offset: int = 0) -> dict[s
         "inbound_topic": topic,
         "inbound_partition": 0,
         "inbound_offset": offset,
-        "received_at": int(time.time() * 1000),
+        "received_at": business_clock().now_ms(),
         "feedback": record,
     }

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import json
 import os
 import platform
@@ -47,6 +46,9 @@ from connectors.mapping import DepartmentMapping
 from connectors.runner import run_connector
 from connectors.validation import validate
 from deploy.local.stack import LocalStack
+from registry import service
+from registry.audit import Actor
+from registry.db import migrate, session_factory, transaction
 from schemas import register_all
 from xietong.kafka import KafkaClients, clients
 from xietong.settings import get_settings
@@ -228,24 +230,23 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def registry_token(uscc: str) -> str:
+    """A registry token of the department with ``uscc``, in the registry database the HTTP
+    ingest verifies tokens against (the sample province's catalog loaded)."""
+    url = get_settings().database_url
+    migrate(url)
+    with transaction(session_factory(url)) as session:
+        service.load_catalog(session, Actor.system("bench-connectors"))
+        [code] = [row.code for row in service.list_departments(session) if row.uscc == uscc]
+        return service.issue_token(session, Actor.admin("bench-connectors"), code).token
+
+
 def http_run(
     rows: list[dict[str, Any]], name: str, workdir: Path, batch: int = 500
 ) -> Callable[[], tuple[int, int, int]]:
     """Serve HTTP ingest in its own process; POST the rows in batches as the department."""
     mapping = DepartmentMapping.load(DEPARTMENTS_DIR / f"{name}.yaml")
-    token = secrets.token_urlsafe(24)
-    credentials = workdir / "credentials.yaml"
-    credentials.write_text(
-        yaml.safe_dump(
-            [
-                {
-                    "department_uscc": mapping.department.uscc,
-                    "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
-                }
-            ]
-        ),
-        encoding="utf-8",
-    )
+    token = registry_token(mapping.department.uscc)
     port = 18401
     config_file = workdir / "http.connector.yaml"
     config_file.write_text(
@@ -255,7 +256,6 @@ def http_run(
                 "source": {
                     "kind": "http",
                     "port": port,
-                    "credentials": str(credentials),
                     "mappings": [str(DEPARTMENTS_DIR / f"{name}.yaml")],
                 },
             },

@@ -10,7 +10,7 @@ On the running local stack, the benchmark
    and the sample province's measures and list types to topics of their own: nothing
    reaches the platform's topics;
 2. issues a token for 杭州市财政局 in the stack's registry database (revoked at the end);
-3. starts the service (:func:`streams.credit_check.app.run_service` on those topics) as a
+3. starts the service (:func:`streams.credit_check.api.run_service` on those topics) as a
    process of its own and times its load to ``/ready``;
 4. sends ``--checks`` checks one after another over one keep-alive connection (after
    ``--warmup`` unmeasured ones): half for listed entities, half for entities on no list,
@@ -52,7 +52,9 @@ from registry import service
 from registry.audit import Actor
 from registry.db import migrate, session_factory, transaction
 from schemas import CREDIT_LIST_ENTRY, REGISTRY_RECORD_TYPES, register_all
-from streams.credit_check.app import CreditCheckSettings, CreditCheckTopics, run_service
+from streams.credit_check.api import run_service
+from streams.credit_check.settings import CreditCheckSettings
+from streams.credit_check.state import CreditCheckTopics
 from streams.runtime import RecordWriter
 from tests.bench.harness import (
     arguments,

@@ -51,20 +51,19 @@ from schemas import (
     PENALTY,
     register_all,
 )
-from streams.joint_punishment.app import (
+from streams.joint_punishment.app import JointPunishmentTopics, run_worker
+from streams.joint_punishment.rules import (
     EVENTS,
     JointPunishmentRules,
-    JointPunishmentSettings,
-    JointPunishmentTopics,
-    Outcome,
     PunishmentCatalog,
-    now_ms,
-    run_worker,
+    PunishmentOutput,
 )
+from streams.joint_punishment.settings import JointPunishmentSettings
 from streams.runtime import RecordWriter, ReferenceData
 from tests.bench import harness
 from tests.joint_punishment_records import PROVINCE, licence, list_entry, matter, penalty, today
 from tests.stream_worker import free_port
+from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings, get_settings
 from xietong.topics import (
@@ -257,11 +256,12 @@ def baseline(settings: Settings) -> None:
     consumer = kafka.consumer(BASELINE_GROUP)
     producer = kafka.producer(**{"linger.ms": 5})
     consumer.subscribe(list(apply))
+    clock = business_clock()
 
     def handle(message: Message) -> None:
         record = deserialize(message.value(), None)
         assert isinstance(record, dict)
-        outcome = apply[message.topic() or ""](record, now_ms())
+        outcome = apply[message.topic() or ""](record, clock.now_ms())
         for out in outcome.outgoing:
             value = writers[out.record_type].encode(out.value)
             producer.produce(f"{PREFIX}baseline-out", key=out.key.encode(), value=value)
@@ -293,11 +293,11 @@ def stub_rules(ceiling: str) -> None:
     """Replace the rule methods (in this worker process only) for a ceiling run."""
     write = ceiling == "one-table-write"
 
-    def rule(self: JointPunishmentRules, record: dict[str, Any], now: int) -> Outcome:
+    def rule(self: JointPunishmentRules, record: dict[str, Any], now: int) -> PunishmentOutput:
         EVENTS.labels("ceiling").inc()
         if write:
             self.entities[record["uscc"]] = {"seen": now}
-        return Outcome()
+        return PunishmentOutput()
 
     for name in ("on_list_entry", "on_penalty", "on_licence", "on_matter"):
         setattr(JointPunishmentRules, name, rule)

@@ -10,8 +10,10 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock_time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -23,9 +25,11 @@ from registry.audit import Actor
 from registry.db import session_factory, transaction
 from registry.publisher import OutboxRelay
 from schemas import CREDIT_LIST_ENTRY, register_all
-from streams.credit_check.app import CreditCheckSettings, build_app
+from streams.credit_check.api import build_app
+from streams.credit_check.settings import CreditCheckSettings
 from tests.credit_check_records import list_entry, new_uscc, removal_of
 from tests.kafka_helpers import TopicWindow
+from xietong.clock import BusinessClock, business_clock, clock_from_settings
 from xietong.ids import matter_event_id
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
@@ -33,7 +37,6 @@ from xietong.topics import MATTER_EVENTS, apply_topics
 
 pytestmark = pytest.mark.usefixtures("secured")
 
-TODAY = date.today()
 PROCUREMENT = "GOVERNMENT_PROCUREMENT"  # CJ01, implemented by 财政
 
 
@@ -96,11 +99,19 @@ def free_port() -> int:
 
 
 class Service:
-    """``xietong credit-check serve`` in a thread of this process, on a free port."""
+    """``xietong credit-check serve`` in a thread of this process, on a free port, its
+    business clock shifted by ``clock_offset`` (``XIETONG_CLOCK_OFFSET``)."""
 
-    def __init__(self, settings: Settings, registry_url: str) -> None:
+    def __init__(self, settings: Settings, registry_url: str, clock_offset: timedelta) -> None:
         self.rules = CreditCheckSettings(port=free_port(), token_cache_seconds=0)
-        app = build_app(settings.model_copy(update={"database_url_env": registry_url}), self.rules)
+        rehearsal = settings.model_copy(
+            update={"database_url_env": registry_url, "clock_offset": clock_offset}
+        )
+        #: The service's clock: the tests assert on the days it says.
+        self.clock: BusinessClock = clock_from_settings(
+            rehearsal.time_zone, rehearsal.clock_offset, rehearsal.clock_at
+        )
+        app = build_app(rehearsal, self.rules)
         config = uvicorn.Config(app, host="127.0.0.1", port=self.rules.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -118,24 +129,44 @@ class Service:
         self.server.should_exit = True
         self.thread.join(30)
 
+    @property
+    def today(self) -> date:
+        """The day it is in the province on the service's clock."""
+        return self.clock.today()
+
     def check(self, token: str | None, **params: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return self.client.get("/v1/checks", params=params, headers=headers)
 
 
 # What is on the topic before the service starts: it must have read it before it answers.
+# A hundred days and more from any of the instants below: in force at all of them.
 LOADED_USCC = new_uscc()
+_ANY_DAY = business_clock().today()
 LOADED = list_entry(
-    LOADED_USCC, TODAY - timedelta(days=100), planned_removal_on=TODAY + timedelta(days=1000)
+    LOADED_USCC, _ANY_DAY - timedelta(days=100), planned_removal_on=_ANY_DAY + timedelta(1000)
 )
 
+#: The instants (UTC, of the day the suite runs) the service's clock is set to, either side
+#: of midnight in China (UTC+8): 23:30 there, then 00:30 and 07:30 of the next day.
+INSTANTS = (clock_time(15, 30), clock_time(16, 30), clock_time(23, 30))
 
-@pytest.fixture(scope="module")
+
+@pytest.fixture(scope="module", params=INSTANTS, ids=[f"{at:%H%M}UTC" for at in INSTANTS])
 def credit_check(
-    tokens: Tokens, authority: CreditAuthority, stack_settings: Settings, registry_url: str
+    request: pytest.FixtureRequest,
+    tokens: Tokens,
+    authority: CreditAuthority,
+    stack_settings: Settings,
+    registry_url: str,
 ) -> Iterator[Service]:
+    """The service as if it were ``request.param`` (UTC) today, whatever the hour of the run."""
+    now = datetime.now(UTC)  # real time: the service's clock is real time plus the offset
+    instant = datetime.combine(now.date(), request.param, UTC)
     authority.publish(LOADED)
-    running = Service(stack_settings, registry_url)
+    running = Service(stack_settings, registry_url, instant - now)
+    # 15:30 UTC is still the day in China, 16:30 and 23:30 already the next.
+    assert running.today == instant.astimezone(ZoneInfo("Asia/Shanghai")).date()
     running.start()
     try:
         yield running
@@ -177,10 +208,11 @@ def test_the_first_check_waits_for_the_state_and_finds_a_listing_published_befor
 def test_a_listing_published_while_serving_restricts_within_seconds(
     credit_check: Service, tokens: Tokens, authority: CreditAuthority
 ) -> None:
+    today = credit_check.today
     uscc = new_uscc()
     check = lambda: credit_check.check(tokens.land, uscc=uscc, matter_type="LAND_SUPPLY")  # noqa: E731
     assert check().json()["verdict"] == "CLEAR"
-    authority.publish(list_entry(uscc, TODAY, list_type="JUDGMENT_DEFAULTER"))
+    authority.publish(list_entry(uscc, today, list_type="JUDGMENT_DEFAULTER"))
     body = wait_for(check, "RESTRICTED")
     assert body["verdict"] == "RESTRICTED"
     assert [m["code"] for m in body["measures"]] == ["CJ03"]  # 限制取得政府供应土地
@@ -189,28 +221,30 @@ def test_a_listing_published_while_serving_restricts_within_seconds(
 def test_a_removal_lifts_the_restriction_from_its_day_on(
     credit_check: Service, tokens: Tokens, authority: CreditAuthority
 ) -> None:
+    today = credit_check.today
     uscc = new_uscc()
-    listed = list_entry(uscc, TODAY - timedelta(days=400), list_type="MAJOR_TAX_VIOLATION")
-    authority.publish(listed, removal_of(listed, TODAY, "CREDIT_REPAIR"))
+    listed = list_entry(uscc, today - timedelta(days=400), list_type="MAJOR_TAX_VIOLATION")
+    authority.publish(listed, removal_of(listed, today, "CREDIT_REPAIR"))
 
     def check(day: date) -> Any:
         return lambda: credit_check.check(
             tokens.finance, uscc=uscc, matter_type=PROCUREMENT, matter_date=day.isoformat()
         )
 
-    before = wait_for(check(TODAY - timedelta(days=1)), "RESTRICTED")
+    before = wait_for(check(today - timedelta(days=1)), "RESTRICTED")
     assert before["verdict"] == "RESTRICTED"
-    assert before["listings"][0]["removed_on"] == TODAY.isoformat()
-    today = check(TODAY)().json()
-    assert today["verdict"] == "CLEAR" and today["listings"] == []
+    assert before["listings"][0]["removed_on"] == today.isoformat()
+    on_the_day = check(today)().json()
+    assert on_the_day["verdict"] == "CLEAR" and on_the_day["listings"] == []
 
 
 def test_a_future_listing_and_a_list_without_a_measure_leave_the_matter_clear(
     credit_check: Service, tokens: Tokens, authority: CreditAuthority
 ) -> None:
+    today = credit_check.today
     uscc = new_uscc()
-    future = list_entry(uscc, TODAY + timedelta(days=10))
-    abnormal = list_entry(uscc, TODAY - timedelta(days=5), list_type="ABNORMAL_OPERATION")
+    future = list_entry(uscc, today + timedelta(days=10))
+    abnormal = list_entry(uscc, today - timedelta(days=5), list_type="ABNORMAL_OPERATION")
     authority.publish(future, abnormal, abnormal)  # sent twice: still one listing
 
     def check(day: date) -> Any:
@@ -218,12 +252,44 @@ def test_a_future_listing_and_a_list_without_a_measure_leave_the_matter_clear(
             tokens.finance, uscc=uscc, matter_type=PROCUREMENT, matter_date=day.isoformat()
         )
 
-    later = wait_for(check(TODAY + timedelta(days=10)), "RESTRICTED")
+    later = wait_for(check(today + timedelta(days=10)), "RESTRICTED")
     assert later["verdict"] == "RESTRICTED"
     assert len(later["listings"]) == 2
-    now = check(TODAY)().json()
+    now = check(today)().json()
     assert now["verdict"] == "CLEAR"
     assert [listing["entry_id"] for listing in now["listings"]] == [abnormal["entry_id"]]
+
+
+def test_a_check_without_a_date_is_for_today_in_china(
+    credit_check: Service, tokens: Tokens, authority: CreditAuthority
+) -> None:
+    """At any of the instants: a listing from today (in China) applies to a check without a
+    matter date, and one whose planned end is today no longer does."""
+    today = credit_check.today
+    from_today, ending_today = new_uscc(), new_uscc()
+    authority.publish(
+        list_entry(from_today, today, planned_removal_on=today + timedelta(days=365)),
+        list_entry(ending_today, today - timedelta(days=365), planned_removal_on=today),
+    )
+
+    def check(uscc: str, **params: Any) -> Any:
+        return lambda: credit_check.check(
+            tokens.finance, uscc=uscc, matter_type=PROCUREMENT, **params
+        )
+
+    listed = wait_for(check(from_today), "RESTRICTED")
+    assert listed["verdict"] == "RESTRICTED"
+    assert listed["matter"]["matter_date"] == today.isoformat()
+    [listing] = listed["listings"]
+    assert listing["planned_removal_on"] == (today + timedelta(days=365)).isoformat()
+    yesterday = (today - timedelta(days=1)).isoformat()
+    # Restricted yesterday: the service has read the entry, so today's CLEAR is its end.
+    assert wait_for(check(ending_today, matter_date=yesterday), "RESTRICTED")["verdict"] == (
+        "RESTRICTED"
+    )
+    ended = check(ending_today)().json()
+    assert ended["verdict"] == "CLEAR" and ended["listings"] == []
+    assert ended["matter"]["matter_date"] == today.isoformat()
 
 
 @pytest.mark.parametrize(
@@ -250,6 +316,7 @@ def test_a_check_without_a_department_token_is_refused(
 def test_each_check_is_a_matter_event_with_deterministic_ids(
     credit_check: Service, tokens: Tokens, kafka: KafkaClients
 ) -> None:
+    today = credit_check.today
     window = TopicWindow(kafka, MATTER_EVENTS.name)
     params = {"uscc": LOADED_USCC, "matter_type": PROCUREMENT, "matter_ref": "ZJCG-2026-0117"}
     first = credit_check.check(tokens.finance, **params).json()
@@ -269,9 +336,9 @@ def test_each_check_is_a_matter_event_with_deterministic_ids(
     )
     assert event["source"] == "CREDIT_CHECK"
     assert event["department_code"] == "hz-finance"
-    assert event["matter_date"] == TODAY and event["uscc"] == LOADED_USCC
+    assert event["matter_date"] == today and event["uscc"] == LOADED_USCC
     assert by_check[without_ref.json()["check_id"]]["matter_reference"] == (
-        f"CREDIT-CHECK/{LOADED_USCC}/{TODAY.isoformat()}"
+        f"CREDIT-CHECK/{LOADED_USCC}/{today.isoformat()}"
     )
     metrics = credit_check.client.get("/metrics").text
     assert 'xietong_credit_check_matter_events_total{outcome="delivered"}' in metrics

@@ -1,46 +1,54 @@
 """The HTTP ingest, against the real broker and schema registry.
 
-Two departments hold tokens: 杭州市卫生健康委员会 posts 公共场所卫生许可 in its own column
-names (tests/fixtures/hz-health-licence.yaml), 西湖区市场监督管理局 posts 食品经营许可 in
-the 双公示 column names (tests/fixtures/http/xihu-market-licence.yaml). Topics are
+Two departments hold registry tokens, issued in the registry database the service reads:
+杭州市卫生健康委员会 posts 公共场所卫生许可 in its own column names
+(tests/fixtures/hz-health-licence.yaml), 西湖区市场监督管理局 posts 食品经营许可 in the
+双公示 column names (tests/fixtures/http/xihu-market-licence.yaml). Topics are
 shared with every other test and run, so each test reads only what was written after
 it started and picks its records by event id or source offset.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import secrets
 import socket
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from confluent_kafka import KafkaException, TopicPartition
-from confluent_kafka.serialization import MessageField, SerializationContext
 from fastapi.testclient import TestClient
 
 from connectors.config import ConnectorConfig
 from connectors.http_ingest import create_app
+from registry import service
+from registry.audit import Actor
+from registry.db import session_factory, transaction
+from registry.directory import RegistryDirectory
 from schemas import register_all
+from tests.kafka_helpers import TopicWindow
 from xietong.kafka import KafkaClients
 from xietong.topics import DEAD_LETTER, LICENCES
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 HZ_HEALTH = "11330100EUHUXQEE4F"  # 杭州市卫生健康委员会
-XIHU_MARKET = "11330106YUYU122BXT"  # 杭州市西湖区市场监督管理局 (made up)
+XIHU_MARKET = "11330106TT6P0PAF5K"  # 杭州市西湖区市场监督管理局 (hz-xh-amr)
 MAPPINGS = [FIXTURES / "hz-health-licence.yaml", FIXTURES / "http" / "xihu-market-licence.yaml"]
 MAX_BATCH = 5
 ENTITY = "91330106MA2CD7Q4XU"  # 杭州示例餐饮有限公司
 
 
 # -- the service under test ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tokens:
+    departments: dict[str, str]  # department USCC → its registry token
+    admin: str
+    revoked: str  # 杭州市卫生健康委员会's, revoked
 
 
 @dataclass
@@ -56,18 +64,12 @@ class Ingest:
         )
 
 
-def write_connector(folder: Path, tokens: dict[str, str], mappings: list[Path]) -> Path:
-    """A connector file with its credentials file beside it, as an operator would write them."""
-    credentials = [
-        {"department_uscc": uscc, "token_sha256": hashlib.sha256(token.encode()).hexdigest()}
-        for uscc, token in tokens.items()
-    ]
-    (folder / "credentials.yaml").write_text(yaml.safe_dump(credentials), encoding="utf-8")
+def write_connector(folder: Path, mappings: list[Path]) -> Path:
+    """A connector file, as an operator would write it."""
     connector = {
         "name": "http-ingest-test",
         "source": {
             "kind": "http",
-            "credentials": "credentials.yaml",
             "mappings": [str(path) for path in mappings],
             "max_batch": MAX_BATCH,
         },
@@ -78,20 +80,38 @@ def write_connector(folder: Path, tokens: dict[str, str], mappings: list[Path]) 
 
 
 @pytest.fixture(scope="module")
-def tokens() -> dict[str, str]:
-    return {HZ_HEALTH: secrets.token_urlsafe(24), XIHU_MARKET: secrets.token_urlsafe(24)}
+def tokens(registry_url: str) -> Tokens:
+    """Registry tokens of the two departments, an administrator's and a revoked one."""
+    admin = Actor.admin("test-http-ingest")
+    with transaction(session_factory(registry_url)) as session:
+        revoked = service.issue_token(session, admin, "hz-health")
+        service.revoke_credential(session, admin, revoked.credential.id)
+        return Tokens(
+            departments={
+                HZ_HEALTH: service.issue_token(session, admin, "hz-health").token,
+                XIHU_MARKET: service.issue_token(session, admin, "hz-xh-amr").token,
+            },
+            admin=service.issue_token(session, admin, None).token,
+            revoked=revoked.token,
+        )
+
+
+def directory_of(registry_url: str) -> RegistryDirectory:
+    """The registry the service asks, every request (no cache: revocations show at once)."""
+    return RegistryDirectory(registry_url, None, cache_seconds=0)
 
 
 @pytest.fixture(scope="module")
 def ingest(
-    kafka: KafkaClients, tokens: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    kafka: KafkaClients,
+    tokens: Tokens,
+    registry_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Ingest]:
     register_all(kafka.schema_registry())
-    config = ConnectorConfig.load(
-        write_connector(tmp_path_factory.mktemp("http-ingest"), tokens, MAPPINGS)
-    )
-    with TestClient(create_app(config, kafka)) as client:
-        yield Ingest(client, tokens)
+    config = ConnectorConfig.load(write_connector(tmp_path_factory.mktemp("http-ingest"), MAPPINGS))
+    with TestClient(create_app(config, kafka, directory_of(registry_url))) as client:
+        yield Ingest(client, tokens.departments)
 
 
 # -- records ---------------------------------------------------------------------------------
@@ -138,58 +158,6 @@ def xihu_licence(**columns: Any) -> dict[str, Any]:
     }
 
 
-# -- reading what was published --------------------------------------------------------------
-
-
-class TopicWatch:
-    """The records written to a shared topic after the watch started, decoded."""
-
-    def __init__(self, kafka: KafkaClients, topic: str) -> None:
-        self.kafka = kafka
-        self.topic = topic
-        self.since = self._ends()
-
-    def _ends(self) -> dict[int, int]:
-        consumer = self.kafka.consumer(group_id=f"test-http-ingest-{uuid.uuid4()}")
-        try:
-            partitions = consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
-            return {
-                partition: consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, partition), timeout=10
-                )[1]
-                for partition in partitions
-            }
-        finally:
-            consumer.close()
-
-    def new_records(self) -> list[tuple[bytes, Any]]:
-        """(key, value) of every record written since the watch started."""
-        until = self._ends()
-        pending = {p for p, end in until.items() if end > self.since.get(p, 0)}
-        consumer = self.kafka.consumer(group_id=f"test-http-ingest-{uuid.uuid4()}")
-        consumer.assign([TopicPartition(self.topic, p, self.since.get(p, 0)) for p in pending])
-        deserialize = self.kafka.avro_deserializer()
-        context = SerializationContext(self.topic, MessageField.VALUE)
-        records: list[tuple[bytes, Any]] = []
-        deadline = time.monotonic() + 15
-        try:
-            while pending:
-                assert time.monotonic() < deadline, f"{self.topic}: {pending} not read to the end"
-                message = consumer.poll(1.0)
-                if message is None:
-                    continue
-                if message.error():
-                    raise KafkaException(message.error())
-                key, offset, partition = message.key(), message.offset(), message.partition()
-                assert key is not None and offset is not None and partition is not None
-                records.append((key, deserialize(message.value(), context)))
-                if offset + 1 >= until[partition]:
-                    pending.discard(partition)
-        finally:
-            consumer.close()
-        return records
-
-
 # -- the specification -----------------------------------------------------------------------
 
 
@@ -199,7 +167,7 @@ def test_a_batch_gets_a_verdict_per_record_and_every_record_reaches_kafka(
     good = hz_licence()
     wrong_check_character = hz_licence(统一社会信用代码="91330106MA2CD7Q4XX")
     no_such_day = hz_licence(许可决定日期="2026年2月30日")
-    licences, dead_letters = TopicWatch(kafka, LICENCES.name), TopicWatch(kafka, DEAD_LETTER.name)
+    licences, dead_letters = TopicWindow(kafka, LICENCES.name), TopicWindow(kafka, DEAD_LETTER.name)
 
     response = ingest.post(
         HZ_HEALTH, "licence", {"records": [good, wrong_check_character, no_such_day, "XK-1"]}
@@ -221,7 +189,8 @@ def test_a_batch_gets_a_verdict_per_record_and_every_record_reaches_kafka(
     # The accepted licence is on permits.licences, keyed by the entity, from the credential's
     # department, with where it came from.
     published = {
-        value["envelope"]["event_id"]: (key, value) for key, value in licences.new_records()
+        message.value["envelope"]["event_id"]: (message.key, message.value)
+        for message in licences.read()
     }
     key, licence = published[accepted["event_id"]]
     assert key == ENTITY.encode()
@@ -235,7 +204,7 @@ def test_a_batch_gets_a_verdict_per_record_and_every_record_reaches_kafka(
     # The three rejected records are kept whole on platform.dead-letter with their reasons.
     rejected = {
         value["source_offset"]: value
-        for _, value in dead_letters.new_records()
+        for value in (message.value for message in dead_letters.read())
         if value["source_partition"] == f"http:{HZ_HEALTH}"
         and value["source_offset"].startswith(f"{request_id}:")
     }
@@ -253,7 +222,7 @@ def test_a_batch_gets_a_verdict_per_record_and_every_record_reaches_kafka(
 def test_the_body_cannot_choose_the_department(ingest: Ingest, kafka: KafkaClients) -> None:
     # 西湖区市场监管 claims, in the body and in the record, to be 杭州市卫健委.
     record = xihu_licence(source_department_uscc=HZ_HEALTH, 来源部门统一社会信用代码=HZ_HEALTH)
-    licences = TopicWatch(kafka, LICENCES.name)
+    licences = TopicWindow(kafka, LICENCES.name)
 
     response = ingest.post(
         XIHU_MARKET,
@@ -264,39 +233,51 @@ def test_the_body_cannot_choose_the_department(ingest: Ingest, kafka: KafkaClien
     assert response.status_code == 200
     [result] = response.json()["results"]
     assert result["status"] == "accepted"
-    published = {value["envelope"]["event_id"]: value for _, value in licences.new_records()}
+    published = {m.value["envelope"]["event_id"]: m.value for m in licences.read()}
     envelope = published[result["event_id"]]["envelope"]
     assert envelope["source_department_uscc"] == XIHU_MARKET
     assert envelope["source_department_name"] == "杭州市西湖区市场监督管理局"
     assert envelope["source_partition"] == f"http:{XIHU_MARKET}"
 
 
-def test_a_request_without_a_known_token_is_refused(ingest: Ingest) -> None:
+def test_a_request_without_a_known_token_is_refused(ingest: Ingest, tokens: Tokens) -> None:
     body = {"records": [hz_licence()]}
     token = ingest.tokens[HZ_HEALTH]
-    digest = hashlib.sha256(token.encode()).hexdigest()
     for headers in (
         {},
         {"Authorization": "Bearer not-a-token-of-any-department"},
         {"Authorization": f"Basic {token}"},
-        # The digest is what the platform stores, never what a department sends.
-        {"Authorization": f"Bearer {digest}"},
+        # The digest is what the registry stores, never what a department sends.
+        {"Authorization": f"Bearer {service.token_digest(token)}"},
+        {"Authorization": f"Bearer {tokens.revoked}"},
     ):
         response = ingest.client.post("/v1/records/licence", json=body, headers=headers)
         assert response.status_code == 401, headers
         assert response.headers["www-authenticate"] == "Bearer"
-        assert "token" in response.json()["detail"]
+        assert response.json()["error"] == "not_authenticated"
+        assert "token" in response.json()["message"]
+
+
+def test_an_administrator_token_posts_for_no_department(ingest: Ingest, tokens: Tokens) -> None:
+    response = ingest.client.post(
+        "/v1/records/licence",
+        json={"records": [hz_licence()]},
+        headers={"Authorization": f"Bearer {tokens.admin}"},
+    )
+    assert response.status_code == 403
+    assert "has no department" in response.json()["message"]
 
 
 def test_a_department_posts_only_the_record_types_it_has_a_mapping_for(ingest: Ingest) -> None:
     response = ingest.post(HZ_HEALTH, "penalty", {"records": [hz_licence()]})
     assert response.status_code == 403
-    assert "'penalty'" in response.json()["detail"]
-    assert "licence" in response.json()["detail"]
+    assert response.json()["field"] == "record_type"
+    assert "'penalty'" in response.json()["message"]
+    assert "licence" in response.json()["message"]
 
     response = ingest.post(HZ_HEALTH, "licences", {"records": [hz_licence()]})
     assert response.status_code == 404
-    assert "registration, licence, penalty, credit_list_entry" in response.json()["detail"]
+    assert "registration, licence, penalty, credit_list_entry" in response.json()["message"]
 
 
 def test_a_batch_larger_than_max_batch_is_refused_whole(ingest: Ingest) -> None:
@@ -304,7 +285,7 @@ def test_a_batch_larger_than_max_batch_is_refused_whole(ingest: Ingest) -> None:
         HZ_HEALTH, "licence", {"records": [hz_licence() for _ in range(MAX_BATCH + 1)]}
     )
     assert response.status_code == 413
-    assert f"at most {MAX_BATCH}" in response.json()["detail"]
+    assert f"at most {MAX_BATCH}" in response.json()["message"]
 
 
 def test_a_record_sent_again_keeps_its_event_id_and_a_new_version_gets_a_new_one(
@@ -325,7 +306,8 @@ def test_a_record_sent_again_keeps_its_event_id_and_a_new_version_gets_a_new_one
 
 def test_when_the_broker_does_not_acknowledge_the_department_is_told_to_send_again(
     kafka: KafkaClients,
-    tokens: dict[str, str],
+    tokens: Tokens,
+    registry_url: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -336,28 +318,31 @@ def test_when_the_broker_does_not_acknowledge_the_department_is_told_to_send_aga
         kafka.settings.model_copy(update={"kafka_bootstrap_servers_env": nowhere})
     )
     monkeypatch.setattr("connectors.http_ingest.ACKNOWLEDGEMENT_TIMEOUT_SECONDS", 0.5)
-    app = create_app(ConnectorConfig.load(write_connector(tmp_path, tokens, MAPPINGS)), unreachable)
+    config = ConnectorConfig.load(write_connector(tmp_path, MAPPINGS))
+    app = create_app(config, unreachable, directory_of(registry_url))
 
     with TestClient(app) as client:
         response = client.post(
             "/v1/records/licence",
             json={"records": [hz_licence()]},
-            headers={"Authorization": f"Bearer {tokens[HZ_HEALTH]}"},
+            headers={"Authorization": f"Bearer {tokens.departments[HZ_HEALTH]}"},
         )
 
     assert response.status_code == 503
     assert response.headers["retry-after"].isdigit()
-    assert "send the whole batch again" in response.json()["detail"]
+    assert "send the whole batch again" in response.json()["message"]
 
 
-def test_a_mapping_whose_department_has_no_credential_is_refused_at_startup(
-    kafka: KafkaClients, tmp_path: Path
+def test_a_mapping_whose_department_is_not_in_the_registry_is_refused_at_startup(
+    kafka: KafkaClients, registry_databases: Callable[[], str], tmp_path: Path
 ) -> None:
-    only_xihu = {XIHU_MARKET: secrets.token_urlsafe(24)}
-    config = ConnectorConfig.load(write_connector(tmp_path, only_xihu, MAPPINGS))
+    empty_registry = registry_databases()  # migrated, no department registered
+    config = ConnectorConfig.load(write_connector(tmp_path, MAPPINGS))
 
-    with pytest.raises(ValueError, match=r"hz-health-licence\.yaml.*11330100EUHUXQEE4F"):
-        create_app(config, kafka)
+    with pytest.raises(
+        ValueError, match=r"hz-health-licence\.yaml.*11330100EUHUXQEE4F.*not registered"
+    ):
+        create_app(config, kafka, directory_of(empty_registry))
 
 
 def test_the_openapi_document_is_the_contract(ingest: Ingest) -> None:

@@ -24,7 +24,7 @@ from connectors.sink import db as credit_db
 from registry import service
 from registry.audit import Actor
 from registry.db import session_factory, transaction
-from streams.joint_punishment.app import restriction_hit_id
+from streams.joint_punishment.rules import restriction_hit_id
 from tests.joint_punishment_records import (
     DAY_MS,
     feedback,

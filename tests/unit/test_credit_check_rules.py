@@ -11,30 +11,29 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from confluent_kafka import KafkaError
 from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from streams.credit_check.app import (
+from registry.directory import RegistryDirectory
+from streams.credit_check.api import create_app
+from streams.credit_check.recorder import MatterEventRecorder
+from streams.credit_check.rules import (
     CheckingDepartment,
-    CreditCheckSettings,
-    CreditCheckTopics,
-    CreditState,
     Listing,
-    MatterEventRecorder,
     MeasureCatalog,
-    RegistryDirectory,
-    RegistryUnavailableError,
     UnusableEntry,
     Verdict,
     assess,
-    create_app,
     credit_check_id,
     fold_entry,
     matter_event,
 )
+from streams.credit_check.settings import CreditCheckSettings
+from streams.credit_check.state import CreditCheckTopics, CreditState
 from tests.credit_check_records import (
     PROVINCE,
     list_entry,
@@ -43,12 +42,16 @@ from tests.credit_check_records import (
     new_uscc,
     removal_of,
 )
+from xietong.clock import BusinessClock
+from xietong.http_errors import ServiceUnavailableError
 from xietong.ids import matter_event_id
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 
 USCC = "91330106MA2CD7Q4XU"
 JAN_1 = date(2025, 1, 1)
+#: The province's clock (Asia/Shanghai), read from the real time (which time-machine moves).
+CLOCK = BusinessClock()
 CATALOG = MeasureCatalog.of(measure_records(), list_type_records())
 PROCUREMENT = CATALOG.by_matter_type["GOVERNMENT_PROCUREMENT"]  # CJ01 (财政)
 
@@ -56,7 +59,7 @@ PROCUREMENT = CATALOG.by_matter_type["GOVERNMENT_PROCUREMENT"]  # CJ01 (财政)
 def folded(*entries: dict[str, Any]) -> Listing:
     listing = None
     for entry in entries:
-        listing = fold_entry(listing, entry)
+        listing = fold_entry(listing, entry, CLOCK)
     assert listing is not None
     return listing
 
@@ -96,9 +99,9 @@ def test_a_listing_removed_before_it_starts_never_applies() -> None:
 
 
 def test_a_listing_effective_in_the_future_applies_only_from_its_day() -> None:
-    start = date.today() + timedelta(days=30)
+    start = JAN_1 + timedelta(days=30)
     listing = folded(list_entry(USCC, start))
-    assert not listing.in_force_on(date.today())
+    assert not listing.in_force_on(JAN_1)
     assert listing.in_force_on(start)
 
 
@@ -133,10 +136,30 @@ def test_a_removal_without_a_removal_day_takes_its_event_day() -> None:
     assert folded(listed, removed).removed_on == date(2026, 1, 1)
 
 
+#: Instants either side of midnight in China (UTC+8): 23:30 on 1 March, then 00:30 and
+#: 07:30 on 2 March there.
+EITHER_SIDE_OF_MIDNIGHT = [
+    (datetime(2026, 3, 1, 15, 30, tzinfo=UTC), date(2026, 3, 1)),
+    (datetime(2026, 3, 1, 16, 30, tzinfo=UTC), date(2026, 3, 2)),
+    (datetime(2026, 3, 1, 23, 30, tzinfo=UTC), date(2026, 3, 2)),
+]
+
+
+@pytest.mark.parametrize(("event_time", "day_in_china"), EITHER_SIDE_OF_MIDNIGHT)
+def test_a_removal_without_a_removal_day_takes_the_day_of_its_event_in_china(
+    event_time: datetime, day_in_china: date
+) -> None:
+    listed = list_entry(USCC, JAN_1)
+    removed = list_entry(
+        USCC, JAN_1, action="REMOVED", entry_id=listed["entry_id"], event_time=event_time
+    )
+    assert folded(listed, removed).removed_on == day_in_china
+
+
 def test_an_entry_that_is_neither_listed_nor_removed_is_refused_by_name() -> None:
     entry = {**list_entry(USCC, JAN_1), "action": "UNKNOWN"}
     with pytest.raises(UnusableEntry, match=f"{entry['entry_id']}.*action 'UNKNOWN'"):
-        fold_entry(None, entry)
+        fold_entry(None, entry, CLOCK)
 
 
 days = st.dates(min_value=date(2020, 1, 1), max_value=date(2030, 12, 31))
@@ -216,41 +239,35 @@ def test_a_check_repeated_has_the_same_id_and_another_entity_another() -> None:
     assert same not in others and len(others) == 6
 
 
-def test_a_check_without_a_matter_reference_is_a_matter_of_its_own() -> None:
-    department = CheckingDepartment("hz-finance", "11330100MB0000000X", "杭州市财政局", "finance")
-    event = matter_event(
-        check_id="c",
-        department=department,
-        uscc=USCC,
+FINANCE = CheckingDepartment("hz-finance", "11330100MB0000000X", "杭州市财政局", "finance")
+
+
+def check_event(reference: str | None, uscc: str = USCC) -> dict[str, Any]:
+    """The matter event of 杭州市财政局's procurement check of ``uscc`` on 1 January 2025."""
+    return matter_event(
+        check_id=f"c-{reference}-{uscc}",
+        department=FINANCE,
+        uscc=uscc,
         entity_name=None,
         matter_type="GOVERNMENT_PROCUREMENT",
-        matter_ref=None,
+        matter_ref=reference,
         matter_date=JAN_1,
-        checked_at=datetime.now(UTC),
+        checked_at=CLOCK.now(),
     )
+
+
+def test_a_check_without_a_matter_reference_is_a_matter_of_its_own() -> None:
+    event = check_event(None)
     assert event["matter_reference"] == f"CREDIT-CHECK/{USCC}/2025-01-01"
-    assert event["source"] == "CREDIT_CHECK" and event["credit_check_id"] == "c"
+    assert event["source"] == "CREDIT_CHECK" and event["credit_check_id"] == f"c-None-{USCC}"
 
 
 def test_the_checks_of_two_bidders_under_one_reference_are_two_matter_events() -> None:
     """One procurement, two bidders checked: each check's matter event has its own id (the
     entity's USCC is in it), the same one the joint-punishment processor derives, so the
     check and the department's report of one bidder's matter fold into one hit."""
-    department = CheckingDepartment("hz-finance", "11330100MB0000000X", "杭州市财政局", "finance")
     bidders = (USCC, new_uscc())
-    events = [
-        matter_event(
-            check_id=f"c-{bidder}",
-            department=department,
-            uscc=bidder,
-            entity_name=None,
-            matter_type="GOVERNMENT_PROCUREMENT",
-            matter_ref="ZJCG-7",
-            matter_date=JAN_1,
-            checked_at=datetime.now(UTC),
-        )
-        for bidder in bidders
-    ]
+    events = [check_event("ZJCG-7", uscc=bidder) for bidder in bidders]
     assert [event["event_id"] for event in events] == [
         matter_event_id(bidder, "hz-finance", "GOVERNMENT_PROCUREMENT", "ZJCG-7", "CREDIT_CHECK")
         for bidder in bidders
@@ -260,7 +277,6 @@ def test_the_checks_of_two_bidders_under_one_reference_are_two_matter_events() -
 
 # -- the API, over state filled in memory -------------------------------------------------------
 
-FINANCE = CheckingDepartment("hz-finance", "11330100MB0000000X", "杭州市财政局", "finance")
 FINANCE_TOKEN = {"Authorization": "Bearer finance-token"}
 
 
@@ -270,7 +286,7 @@ class Departments:
     def cached(self, token: str) -> CheckingDepartment | None:
         return FINANCE if token == "finance-token" else None
 
-    def verify(self, token: str) -> CheckingDepartment:
+    def verify(self, token: str | None) -> CheckingDepartment:
         from registry.errors import ForbiddenError, NotAuthenticatedError
 
         if token == "admin-token":
@@ -290,7 +306,7 @@ class Recorder:
 
 
 def api(ready: bool, *entries: dict[str, Any]) -> tuple[TestClient, Recorder]:
-    state = CreditState(KafkaClients(Settings()), CreditCheckTopics())
+    state = CreditState(KafkaClients(Settings()), CreditCheckTopics(), CLOCK)
     for entry in entries:
         state.listings.fold(entry)
     state.catalog = lambda: CATALOG  # type: ignore[method-assign]
@@ -299,7 +315,7 @@ def api(ready: bool, *entries: dict[str, Any]) -> tuple[TestClient, Recorder]:
         state.ready.set()
     recorder = Recorder()
     rules = CreditCheckSettings(ready_wait_seconds=0)
-    app = create_app(state, Departments(), recorder, rules)  # type: ignore[arg-type]
+    app = create_app(state, Departments(), recorder, rules, CLOCK)  # type: ignore[arg-type]
     return TestClient(app), recorder  # no lifespan: nothing is loaded from Kafka
 
 
@@ -349,6 +365,30 @@ def test_a_matter_type_without_measures_but_in_the_registry_is_clear() -> None:
     assert answer.json()["verdict"] == "CLEAR"
 
 
+@pytest.mark.parametrize(("now", "today_in_china"), EITHER_SIDE_OF_MIDNIGHT)
+def test_a_check_without_a_matter_date_is_for_today_in_china(
+    now: datetime, today_in_china: date
+) -> None:
+    """A listing from 2 March applies to a check made at 00:30 on 2 March in China
+    (16:30 UTC on 1 March), not to one made at 23:30 on 1 March there."""
+    listed = list_entry(USCC, date(2026, 3, 2), planned_removal_on=date(2029, 3, 2))
+    client, recorder = api(True, listed)
+    with time_machine.travel(now, tick=False):
+        answer = client.get(
+            "/v1/checks",
+            params={"uscc": USCC, "matter_type": "GOVERNMENT_PROCUREMENT"},
+            headers=FINANCE_TOKEN,
+        )
+    body = answer.json()
+    assert body["matter"]["matter_date"] == today_in_china.isoformat()
+    expected = Verdict.RESTRICTED if today_in_china >= listed["listed_on"] else Verdict.CLEAR
+    assert body["verdict"] == expected
+    [event] = recorder.events
+    assert event["matter_date"] == today_in_china
+    assert event["matter_reference"] == f"CREDIT-CHECK/{USCC}/{today_in_china.isoformat()}"
+    assert event["occurred_at"] == now
+
+
 @pytest.mark.parametrize(
     ("headers", "params", "status", "field"),
     [
@@ -357,6 +397,12 @@ def test_a_matter_type_without_measures_but_in_the_registry_is_clear() -> None:
         ({"Authorization": "Bearer admin-token"}, {}, 403, None),
         ({"Authorization": "Bearer finance-token"}, {"uscc": "91330106MA2CD7Q4XA"}, 422, "uscc"),
         ({"Authorization": "Bearer finance-token"}, {"matter_type": "TYPO"}, 422, "matter_type"),
+        (
+            {"Authorization": "Bearer finance-token"},
+            {"matter_date": "2026-02-30"},
+            422,
+            "matter_date",
+        ),
         (
             {"Authorization": "Bearer finance-token"},
             {"matter_dat": "2026-01-01"},
@@ -416,19 +462,6 @@ def outcomes(outcome: str) -> float:
     return REGISTRY.get_sample_value("xietong_credit_check_matter_events_total", labels) or 0.0
 
 
-def check_event(reference: str) -> dict[str, Any]:
-    return matter_event(
-        check_id=reference,
-        department=FINANCE,
-        uscc=USCC,
-        entity_name=None,
-        matter_type="GOVERNMENT_PROCUREMENT",
-        matter_ref=reference,
-        matter_date=JAN_1,
-        checked_at=datetime.now(UTC),
-    )
-
-
 @contextmanager
 def logged() -> Iterator[list[str]]:
     """The service's log lines while the block runs (whether or not the platform's log
@@ -436,7 +469,7 @@ def logged() -> Iterator[list[str]]:
     lines: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
-    service_logger = logging.getLogger("streams.credit_check.app")
+    service_logger = logging.getLogger("streams.credit_check.recorder")
     level = service_logger.level
     service_logger.addHandler(handler)
     service_logger.setLevel(logging.INFO)
@@ -476,5 +509,5 @@ def test_a_registry_database_that_does_not_answer_is_503_not_401() -> None:
     directory = RegistryDirectory(
         "postgresql+psycopg2://nobody:secret@127.0.0.1:9/registry", None, cache_seconds=5
     )
-    with pytest.raises(RegistryUnavailableError, match="cannot be reached to verify the token"):
+    with pytest.raises(ServiceUnavailableError, match="cannot be reached to verify the token"):
         directory.verify("xtr_anything")

@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, given, settings
 
-from streams.joint_punishment.app import (
+from streams.joint_punishment.rules import (
     ID_FIELD,
     JointPunishmentRules,
-    Outcome,
     PunishmentCatalog,
+    PunishmentOutput,
     restriction_hit_id,
     seats,
 )
+from tests.business_time import INSTANTS, instant_id
 from tests.joint_punishment_records import (
     feedback,
     licence,
@@ -30,11 +32,12 @@ from tests.joint_punishment_records import (
     received,
     sample_catalog,
 )
+from xietong.clock import business_clock, millis
 from xietong.uscc import make_uscc
 
 CATALOG = sample_catalog()
 TODAY = date(2026, 6, 15)
-NOW = midnight_ms(TODAY) + 10 * 3_600_000  # 18:00 in Hangzhou
+NOW = midnight_ms(TODAY) + 10 * 3_600_000  # 10:00 in Hangzhou
 DAY_MS = 86_400_000
 XIHU = "330106"  # 西湖区: every sector has a department there but 人民银行 and 海关
 ENTITY = make_uscc("91", XIHU, rng=random.Random(1))
@@ -57,8 +60,8 @@ class Harness:
         self.rules = JointPunishmentRules(self.entities, lambda: catalog)
         self.published: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
 
-    def feed(self, kind: str, record: dict[str, Any], now: int = NOW) -> Outcome:
-        outcome: Outcome = getattr(self.rules, INPUTS[kind])(record, now)
+    def feed(self, kind: str, record: dict[str, Any], now: int = NOW) -> PunishmentOutput:
+        outcome: PunishmentOutput = getattr(self.rules, INPUTS[kind])(record, now)
         self._keep(outcome)
         return outcome
 
@@ -68,7 +71,7 @@ class Harness:
             if state["due"] is not None and state["due"] <= now:
                 self._keep(self.rules.on_due(uscc, now, f"due|{uscc}|{state['due']}"))
 
-    def _keep(self, outcome: Outcome) -> None:
+    def _keep(self, outcome: PunishmentOutput) -> None:
         for out in outcome.outgoing:
             self.published.append((out.record_type, out.value, out.inboxes))
 
@@ -169,7 +172,8 @@ def test_a_procurement_matter_while_listed_hits_cj01_at_the_handling_finance_dep
     )
     assert hit["status"] == "ACTIVE" and hit["measure"]["code"] == "CJ01"
     assert hit["feedback_outcome"] == "PENDING"
-    assert hit["feedback_due_at"] == hit["raised_at"] + 15 * DAY_MS
+    # 15 days as the law counts them: from the day after the hit, to the end of the 15th.
+    assert hit["feedback_due_at"] == business_clock().period_end(hit["raised_at"], 15)
     assert [listing["entry_id"] for listing in hit["listings"]] == ["E-1"]
 
 
@@ -356,7 +360,7 @@ def test_the_planned_end_lifts_by_itself_when_its_day_comes() -> None:
     h.feed("list_entry", list_entry(ENTITY, "E-1", listed_on=days(-10), planned_removal_on=days(3)))
     assert h.of("lift_notice") == []
 
-    h.tick(midnight_ms(days(3)) - 8 * 3_600_000)  # midnight in Hangzhou
+    h.tick(midnight_ms(days(3)))  # midnight in Hangzhou
 
     lifts = h.of("lift_notice")
     assert lifts and {lift["end_reason"] for lift in lifts} == {"EXPIRY"}
@@ -637,3 +641,57 @@ def test_any_arrival_order_with_duplicates_ends_with_the_final_set_of_in_order_p
     ticks = data.draw(st.lists(st.integers(0, max(len(shuffled) - 1, 0)), max_size=3))
 
     assert run(shuffled, tuple(ticks)).final() == in_order
+
+
+def test_an_earlier_workers_state_with_one_letter_keys_is_read_under_the_field_names() -> None:
+    """State written before the sent records' fields had names keeps working."""
+    h = Harness()
+    h.feed("list_entry", list_entry(ENTITY, "E-1", listed_on=days(-30)))
+    h.feed(
+        "matter",
+        matter(ENTITY, "hz-xh-finance", "GOVERNMENT_PROCUREMENT", "CG-1", matter_date=days(-1)),
+    )
+    short = {"digest": "d", "cause": "c", "record_type": "t", "value": "v"}
+    state = h.entities[ENTITY]
+    state["sent"] = {
+        identity: {short[key]: value for key, value in known.items()}
+        for identity, known in state["sent"].items()
+    }
+
+    again = h.feed("list_entry", list_entry(ENTITY, "E-1", listed_on=days(-30)))
+
+    assert all("digest" in known and "d" not in known for known in state["sent"].values())
+    assert not [out for out in again.outgoing if out.record_type == "restriction_hit"]
+
+
+@pytest.mark.parametrize("instant", INSTANTS, ids=instant_id)
+def test_a_matter_on_the_provinces_day_of_a_listing_is_hit_and_due_at_the_end_of_the_15th_day(
+    instant: datetime,
+) -> None:
+    """At 15:30 UTC the province is still on the UTC day; at 16:30 and 23:30 UTC it is on
+    the next. The listing starts, and its sibling's ends, on the province's day."""
+    clock = business_clock()
+    now, day = millis(instant), clock.day_of(instant)
+    h = Harness()
+    ended = make_uscc("91", XIHU, rng=random.Random(7))
+    for uscc, entry, start, end in (
+        (ENTITY, "E-1", day, day + timedelta(days=30)),
+        (ended, "E-2", day - timedelta(days=30), day),
+    ):
+        h.feed("list_entry", list_entry(uscc, entry, listed_on=start, planned_removal_on=end), now)
+        h.feed(
+            "matter",
+            matter(
+                uscc,
+                "hz-xh-finance",
+                "GOVERNMENT_PROCUREMENT",
+                "CG-1",
+                matter_date=day,
+                occurred_at_ms=now,
+            ),
+            now,
+        )
+
+    [hit] = h.of("restriction_hit")
+    assert hit["uscc"] == ENTITY and hit["raised_at"] == now
+    assert hit["feedback_due_at"] == clock.midnight_ms(day + timedelta(days=16))
