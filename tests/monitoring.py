@@ -107,6 +107,24 @@ def prometheus_scraping(
         server.stop()
 
 
+def prometheus_fixture() -> Any:
+    """The ``prometheus`` fixture of a monitoring test module: Prometheus scraping the
+    services of the module's ``running`` fixture (job → targets); its URL. A module
+    takes it as ``prometheus = prometheus_fixture()``."""
+
+    @pytest.fixture(scope="module")
+    def prometheus(
+        running: dict[str, list[str]],
+        stack_settings: Settings,
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> Iterator[str]:
+        home = tmp_path_factory.mktemp("prometheus-home")
+        with prometheus_scraping(stack_settings, running, home) as url:
+            yield url
+
+    return prometheus
+
+
 def dashboard_queries() -> list[tuple[str, str, str]]:
     """(dashboard, panel, query) of every panel of every dashboard."""
     found = []

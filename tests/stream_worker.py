@@ -32,11 +32,6 @@ from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
 from confluent_kafka.admin import (
-    AclBindingFilter,
-    AclOperation,
-    AclPermissionType,
-    ResourcePatternType,
-    ResourceType,
     ScramMechanism,
     UserScramCredentialAlteration,
     UserScramCredentialDeletion,
@@ -64,7 +59,7 @@ from schemas import (
 )
 from streams.runtime import uscc_partition
 from tests.kafka_helpers import ReadMessage, TopicWindow, eventually
-from xietong.access import Grant
+from xietong.access import Grant, reconcile
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 from xietong.topics import DEPARTMENT_TOPICS, STREAMS_INTERNAL_TOPIC_PREFIX, apply_topics
@@ -120,21 +115,8 @@ class Onboarding:
                 future.result()
 
     def offboard_all(self) -> None:
-        filters = [
-            AclBindingFilter(
-                ResourceType[g.resource],
-                g.name,
-                ResourcePatternType[g.pattern],
-                g.principal,
-                "*",
-                AclOperation[g.operation],
-                AclPermissionType.ALLOW,
-            )
-            for g in self._acls
-        ]
-        if filters:
-            for future in self.admin.delete_acls(filters).values():
-                future.result()
+        # Nothing is desired of the grants this onboarding made: they are deleted.
+        reconcile(self.admin, (), owns=self._acls.__contains__)
         deletions: list[UserScramCredentialAlteration] = [
             UserScramCredentialDeletion(f"dept-{code}", ScramMechanism.SCRAM_SHA_512)
             for code in self.clients
@@ -392,13 +374,13 @@ class Watch:
         )
 
 
-def partition_mate(kafka: KafkaClients, uscc: str) -> str:
-    """A new entity of ``uscc``'s division whose records share ``uscc``'s partition on
-    every USCC-keyed topic (the platform's partitioner, CRC-32 of the key)."""
+def partition_mate(kafka: KafkaClients, uscc: str, division: str | None = None) -> str:
+    """A new entity of ``division`` (by default ``uscc``'s) whose records share ``uscc``'s
+    partition on every USCC-keyed topic (the platform's partitioner, CRC-32 of the key)."""
     partitions = kafka.settings.uscc_partitions
     wanted = uscc_partition(uscc.encode(), partitions)
     while True:
-        mate = make_uscc(uscc[:2], uscc[2:8])
+        mate = make_uscc(uscc[:2], division or uscc[2:8])
         if mate != uscc and uscc_partition(mate.encode(), partitions) == wanted:
             return mate
 
@@ -413,17 +395,19 @@ def barrier(
     send: Callable[[str], dict[str, Any]],
     topic: str,
     made: Callable[[dict[str, Any], ReadMessage], bool] = of_the_same_entity,
+    division: str | None = None,
     timeout: float = 30.0,
 ) -> ReadMessage:
     """Once this returns, everything that the records sent so far about ``uscc`` on one
     input topic made is on the output topics.
 
-    ``send`` gets a :func:`partition_mate` of ``uscc``, sends one record about it on that
-    input topic and returns it; the barrier waits until what the worker makes of it is
-    on ``topic``: a message that ``made`` (the record sent, the message) says is its
-    output, by default any keyed by the mate's USCC. That message it returns."""
+    ``send`` gets a :func:`partition_mate` of ``uscc`` (of ``division``, if given),
+    sends one record about it on that input topic and returns it; the barrier waits
+    until what the worker makes of it is on ``topic``: a message that ``made`` (the
+    record sent, the message) says is its output, by default any keyed by the mate's
+    USCC. That message it returns."""
     window = TopicWindow(kafka, topic)
-    sent = send(partition_mate(kafka, uscc))
+    sent = send(partition_mate(kafka, uscc, division))
     [output, *_] = eventually(
         lambda: [message for message in window.read() if made(sent, message)],
         bool,

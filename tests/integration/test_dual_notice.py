@@ -34,17 +34,10 @@ from tests.stream_worker import (
     until_group_empty,
     until_ids,
 )
+from xietong import topics
 from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
-from xietong.topics import (
-    DUAL_NOTICE_ALERTS,
-    DUAL_NOTICE_APPLICANT_NOTICES,
-    DUAL_NOTICE_CLOSURE_NOTICES,
-    DUAL_NOTICE_MANUAL_ROUTING,
-    DUAL_NOTICE_PUSHES,
-    DUAL_NOTICE_REJECTED_ACTIONS,
-)
 
 pytestmark = pytest.mark.usefixtures("secured")
 
@@ -133,7 +126,7 @@ def minus_period_plus(seconds: float) -> int:
 def road_freight(platform: Platform, kafka: KafkaClients, **kwargs: Any) -> tuple[dict, dict]:
     """A 设立 in 西湖区 with 道路货物运输; its registration and its push."""
     record = registration("330106", (ROAD_FREIGHT,), industry="G5431", uscc=new_uscc(), **kwargs)
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, record["uscc"])
     platform.register(record)
     [push] = pushes.until(lambda found: len(found) >= 1)
     return record, push
@@ -153,6 +146,7 @@ def after_registrations(platform: Platform, kafka: KafkaClients, uscc: str) -> N
             registration("330106", (ROAD_FREIGHT,), industry="G5431", uscc=mate)
         ),
         inbox_topic("hz-xh-transport"),
+        division="330106",
     )
 
 
@@ -163,7 +157,7 @@ def after_actions(platform: Platform, kafka: KafkaClients, uscc: str, department
         kafka,
         uscc,
         lambda mate: platform.act(department, action(mate, f"no-push-{mate}", "CLAIM")),
-        DUAL_NOTICE_REJECTED_ACTIONS.name,
+        topics.DUAL_NOTICE_REJECTED_ACTIONS.name,
         made=lambda sent, m: m.value["action"]["action_id"] == sent["action_id"],
     )
 
@@ -183,7 +177,8 @@ def after_ticks(platform: Platform, kafka: KafkaClients, uscc: str) -> None:
                 event_time_ms=minus_period_plus(1.5),
             )
         ),
-        DUAL_NOTICE_ALERTS.name,
+        topics.DUAL_NOTICE_ALERTS.name,
+        division="330106",
     )
 
 
@@ -199,8 +194,8 @@ def test_a_330106_establishment_with_road_freight_pushes_once_to_its_transport_d
     record = registration("330106", (ROAD_FREIGHT,), industry="G5431", uscc=new_uscc())
     uscc = record["uscc"]
     inbox = watch(kafka, inbox_topic("hz-xh-transport"), uscc)
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
-    notices = watch(kafka, DUAL_NOTICE_APPLICANT_NOTICES.name, uscc)
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
+    notices = watch(kafka, topics.DUAL_NOTICE_APPLICANT_NOTICES.name, uscc)
 
     platform.register(record)
 
@@ -232,8 +227,8 @@ def test_a_registration_whose_scope_needs_no_permit_pushes_nothing_until_a_chang
         "330106", (), ("食品销售（仅销售预包装食品）", "日用百货销售"), industry="F5211", uscc=uscc
     )
     change = registration("330106", (ROAD_FREIGHT,), industry="F5211", uscc=uscc, kind="CHANGE")
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
-    notices = watch(kafka, DUAL_NOTICE_APPLICANT_NOTICES.name, uscc)
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
+    notices = watch(kafka, topics.DUAL_NOTICE_APPLICANT_NOTICES.name, uscc)
 
     platform.register(general_only)
     platform.register(change)  # same entity, same partition: read after the first
@@ -250,7 +245,7 @@ def test_a_change_that_adds_permit_scope_pushes_only_the_item_it_adds(
 ) -> None:
     established, _ = road_freight(platform, kafka)
     uscc = established["uscc"]
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
     change = registration(
         "330106", (ROAD_FREIGHT, "烟草制品零售"), industry="G5431", uscc=uscc, kind="CHANGE"
     )
@@ -268,7 +263,7 @@ def test_reprocessing_the_same_registration_creates_no_second_push(
     platform: Platform, kafka: KafkaClients
 ) -> None:
     record, first = road_freight(platform, kafka)
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, record["uscc"])
 
     platform.register(record)  # the same event again: same event id
 
@@ -287,9 +282,9 @@ def test_an_item_with_no_department_in_the_division_waits_for_the_registrar_to_r
         "330102", ("农药零售",), ("肥料销售",), industry="F5167", uscc=new_uscc("330102")
     )
     uscc, event_id = record["uscc"], record["envelope"]["event_id"]
-    queue = watch(kafka, DUAL_NOTICE_MANUAL_ROUTING.name, uscc)
-    notices = watch(kafka, DUAL_NOTICE_APPLICANT_NOTICES.name, uscc)
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    queue = watch(kafka, topics.DUAL_NOTICE_MANUAL_ROUTING.name, uscc)
+    notices = watch(kafka, topics.DUAL_NOTICE_APPLICANT_NOTICES.name, uscc)
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
 
     platform.register(record)
 
@@ -301,6 +296,7 @@ def test_an_item_with_no_department_in_the_division_waits_for_the_registrar_to_r
     )
     assert notice["items"][0]["department"] is None
     assert notice["items"][0]["routing_id"] == failure["routing_id"]
+    after_registrations(platform, kafka, uscc)
     assert pushes.records() == []
 
     inbox = watch(kafka, inbox_topic("hz-agri"), uscc)
@@ -317,8 +313,8 @@ def test_only_the_registration_authority_routes_by_hand(
     platform: Platform, kafka: KafkaClients
 ) -> None:
     record = registration("330102", ("农药零售",), industry="F5167", uscc=new_uscc("330102"))
-    queue = watch(kafka, DUAL_NOTICE_MANUAL_ROUTING.name, record["uscc"])
-    rejected = watch(kafka, DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-agri")
+    queue = watch(kafka, topics.DUAL_NOTICE_MANUAL_ROUTING.name, record["uscc"])
+    rejected = watch(kafka, topics.DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-agri")
     platform.register(record)
     [failure] = queue.until(lambda found: len(found) >= 1)
 
@@ -336,7 +332,7 @@ def test_only_the_registration_authority_routes_by_hand(
 
 def test_the_department_claims_its_push(platform: Platform, kafka: KafkaClients) -> None:
     record, push = road_freight(platform, kafka)
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, record["uscc"])
 
     platform.act("hz-xh-transport", action(record["uscc"], push["push_id"], "CLAIM"))
 
@@ -351,8 +347,8 @@ def test_a_returned_push_cannot_be_claimed_and_the_claim_is_recorded_with_its_re
 ) -> None:
     record, push = road_freight(platform, kafka)
     uscc = record["uscc"]
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
-    rejected = watch(kafka, DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-transport")
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
+    rejected = watch(kafka, topics.DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-transport")
 
     platform.act(
         "hz-xh-transport",
@@ -376,8 +372,8 @@ def test_a_return_needs_one_of_the_reasons_or_a_text(
     platform: Platform, kafka: KafkaClients
 ) -> None:
     record, push = road_freight(platform, kafka)
-    rejected = watch(kafka, DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-transport")
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+    rejected = watch(kafka, topics.DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-transport")
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, record["uscc"])
 
     bare = platform.act(
         "hz-xh-transport", action(record["uscc"], push["push_id"], "RETURN", reason="OTHER")
@@ -396,7 +392,7 @@ def test_a_department_stops_a_push_whose_item_is_not_involved(
     platform: Platform, kafka: KafkaClients
 ) -> None:
     record, push = road_freight(platform, kafka)
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, record["uscc"])
 
     platform.act(
         "hz-xh-transport", action(record["uscc"], push["push_id"], "STOP", text="仅从事仓储")
@@ -410,8 +406,8 @@ def test_an_action_on_another_departments_push_is_rejected_and_changes_nothing(
     platform: Platform, kafka: KafkaClients
 ) -> None:
     record, push = road_freight(platform, kafka)
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
-    rejected = watch(kafka, DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-em")
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, record["uscc"])
+    rejected = watch(kafka, topics.DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-em")
 
     platform.act("hz-xh-em", action(record["uscc"], push["push_id"], "CLAIM"))
 
@@ -419,6 +415,7 @@ def test_an_action_on_another_departments_push_is_rejected_and_changes_nothing(
     assert refusal["department_code"] == "hz-xh-em"
     assert refusal["inbound_topic"] == inbound_topic("hz-xh-em")
     assert "only the push's department hz-xh-transport may" in refusal["reason"]
+    after_actions(platform, kafka, record["uscc"], "hz-xh-em")
     assert pushes.records() == []
 
 
@@ -427,11 +424,11 @@ def test_the_registrar_reassigns_a_returned_push_and_the_new_department_gets_it(
 ) -> None:
     record, push = road_freight(platform, kafka)
     uscc = record["uscc"]
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
     inbox = watch(kafka, inbox_topic("hz-xh-em"), uscc)
     platform.act("hz-xh-transport", action(uscc, push["push_id"], "RETURN", reason="NO_SUCH_ITEM"))
     pushes.until(lambda found: any(p["state"] == "RETURNED" for p in found))
-    rejected = watch(kafka, DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-transport")
+    rejected = watch(kafka, topics.DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-transport")
 
     platform.act("hz-xh-transport", action(uscc, push["push_id"], "REASSIGN", target="hz-xh-em"))
     [refusal] = rejected.until(lambda found: len(found) >= 1)
@@ -460,10 +457,10 @@ def test_a_push_not_claimed_within_the_period_becomes_overdue_and_is_escalated_o
         event_time_ms=minus_period_plus(2),
     )
     uscc = record["uscc"]
-    alerts = watch(kafka, DUAL_NOTICE_ALERTS.name, uscc)
+    alerts = watch(kafka, topics.DUAL_NOTICE_ALERTS.name, uscc)
     department_inbox = watch(kafka, inbox_topic("hz-xh-transport"), uscc)
     registrar_inbox = watch(kafka, inbox_topic("hz-xh-amr"), uscc)
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
 
     platform.register(record)
 
@@ -489,7 +486,7 @@ def test_a_push_claimed_after_its_deadline_is_claimed(
         uscc=new_uscc(),
         event_time_ms=minus_period_plus(1),
     )
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, record["uscc"])
     platform.register(record)
     overdue = pushes.until(lambda found: any(p["state"] == "OVERDUE" for p in found), timeout=20)
 
@@ -503,7 +500,7 @@ def test_a_claimed_push_without_a_licence_after_the_period_raises_an_unlicensed_
 ) -> None:
     record, push = road_freight(platform, kafka)
     uscc = record["uscc"]
-    alerts = watch(kafka, DUAL_NOTICE_ALERTS.name, uscc)
+    alerts = watch(kafka, topics.DUAL_NOTICE_ALERTS.name, uscc)
     inbox = watch(kafka, inbox_topic("hz-xh-transport"), uscc)
 
     platform.act(
@@ -522,7 +519,7 @@ def test_a_claimed_push_without_a_licence_after_the_period_raises_an_unlicensed_
 def test_a_licence_for_the_item_fulfils_the_push(platform: Platform, kafka: KafkaClients) -> None:
     record, push = road_freight(platform, kafka)
     uscc = record["uscc"]
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
     platform.act("hz-xh-transport", action(uscc, push["push_id"], "CLAIM"))
     pushes.until(lambda found: any(p["state"] == "CLAIMED" for p in found))
 
@@ -542,7 +539,7 @@ def test_a_cancellation_notifies_each_department_whose_licence_is_still_valid(
         "330106", (ROAD_FREIGHT, "餐饮服务", "烟草制品零售"), industry="G5431", uscc=new_uscc()
     )
     uscc = record["uscc"]
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
     platform.register(record)
     pushes.until(lambda found: len(latest(found)) == 3)
     food = platform.license(licence(uscc, "SPJYXK", "hz-xh-amr"))
@@ -551,7 +548,7 @@ def test_a_cancellation_notifies_each_department_whose_licence_is_still_valid(
     expired = date.today() - timedelta(days=1)
     platform.license(licence(uscc, "SPJYXK", "hz-xh-amr", valid_to=expired))
     pushes.until(lambda found: sum(p["state"] == "FULFILLED" for p in latest(found).values()) == 2)
-    notices = watch(kafka, DUAL_NOTICE_CLOSURE_NOTICES.name, uscc)
+    notices = watch(kafka, topics.DUAL_NOTICE_CLOSURE_NOTICES.name, uscc)
     tobacco_inbox = watch(kafka, inbox_topic("hz-xh-tobacco"), uscc)
 
     platform.register(registration("330106", kind="CANCEL", uscc=uscc))
@@ -577,7 +574,7 @@ def test_a_push_for_a_department_not_yet_onboarded_reaches_its_inbox_once_it_is(
     platform: Platform, kafka: KafkaClients, departments: Onboarding
 ) -> None:
     record = registration("330106", ("歌舞娱乐活动",), industry="R9011", uscc=new_uscc())
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, record["uscc"])
     platform.register(record)
     [push] = pushes.until(lambda found: len(found) >= 1)
     assert push["department"]["code"] == LATE_DEPARTMENT
@@ -622,7 +619,7 @@ def test_a_worker_killed_mid_stream_loses_no_push_and_makes_none_twice(
         r["uscc"]: push_id(r["envelope"]["event_id"], "DLHWYSXK", "hz-xh-transport")
         for r in records
     }
-    pushes = TopicWindow(kafka, DUAL_NOTICE_PUSHES.name)
+    pushes = TopicWindow(kafka, topics.DUAL_NOTICE_PUSHES.name)
     inbox = TopicWindow(kafka, inbox_topic("hz-xh-transport"))
     topic = REGISTRATION.topic.name
     sending = SteadyFeed(kafka, REGISTRATION, records, batch=10)  # about 200/s, for 4 s

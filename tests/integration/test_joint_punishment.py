@@ -11,7 +11,6 @@ departments (财政 hz-xh-finance, 发改 hz-xh-drc, 市场监管 hz-xh-amr …)
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -38,7 +37,7 @@ from tests.joint_punishment_records import (
     removal_of,
     today,
 )
-from tests.kafka_helpers import TopicWindow
+from tests.kafka_helpers import TopicWindow, eventually
 from tests.stream_worker import (
     Onboarding,
     Platform,
@@ -55,21 +54,10 @@ from tests.stream_worker import (
     until_group_empty,
     until_ids,
 )
+from xietong import topics
 from xietong.clock import business_clock
 from xietong.kafka import KafkaClients, local_credentials_file
 from xietong.settings import Settings
-from xietong.topics import (
-    CREDIT_LIST_ENTRIES,
-    DEAD_LETTER,
-    LICENCES,
-    MATTER_EVENTS,
-    PENALTIES,
-    PUNISHMENT_ALERTS,
-    PUNISHMENT_LICENCE_REVIEWS,
-    PUNISHMENT_LIFT_NOTICES,
-    PUNISHMENT_RESTRICTION_HITS,
-    PUNISHMENT_SANCTION_NOTICES,
-)
 from xietong.uscc import make_uscc
 
 pytestmark = pytest.mark.usefixtures("secured")
@@ -98,7 +86,7 @@ def worker(
     # penalties earlier modules published (a backlog a slow machine takes minutes over).
     group = streams_group("joint-punishment")
     until_group_empty(kafka, group)
-    sources = [CREDIT_LIST_ENTRIES, LICENCES, PENALTIES, MATTER_EVENTS]
+    sources = [topics.CREDIT_LIST_ENTRIES, topics.LICENCES, topics.PENALTIES, topics.MATTER_EVENTS]
     skip_backlog(kafka, group, [topic.name for topic in sources])
     log = tmp_path_factory.mktemp("joint-punishment") / "worker.log"
     with running("joint-punishment", log) as worker:
@@ -134,6 +122,7 @@ def after_listings(platform: Platform, kafka: KafkaClients, uscc: str) -> None:
         uscc,
         lambda mate: platform.list(list_entry(mate, f"E-{mate}", listed_on=days_ago(10))),
         inbox_topic("hz-xh-finance"),
+        division="330106",
     )
 
 
@@ -146,7 +135,7 @@ def after_matters(platform: Platform, kafka: KafkaClients, uscc: str) -> None:
         lambda mate: platform.matter(
             {**matter(mate, "hz-xh-finance", "SUBSIDY", "BZ-0"), "department_code": "hz-nowhere"}
         ),
-        DEAD_LETTER.name,
+        topics.DEAD_LETTER.name,
         made=lambda sent, m: sent["uscc"] in (m.value["payload_json"] or ""),
     )
 
@@ -163,9 +152,9 @@ def test_a_serious_listing_notifies_finance_once_hits_its_procurement_and_lifts_
     answers; after 移出, one lift notice to 西湖区财政."""
     uscc = new_uscc()
     inbox = watch(kafka, inbox_topic("hz-xh-finance"), uscc)
-    notices = watch(kafka, PUNISHMENT_SANCTION_NOTICES.name, uscc)
-    hits = watch(kafka, PUNISHMENT_RESTRICTION_HITS.name, uscc)
-    lifts = watch(kafka, PUNISHMENT_LIFT_NOTICES.name, uscc)
+    notices = watch(kafka, topics.PUNISHMENT_SANCTION_NOTICES.name, uscc)
+    hits = watch(kafka, topics.PUNISHMENT_RESTRICTION_HITS.name, uscc)
+    lifts = watch(kafka, topics.PUNISHMENT_LIFT_NOTICES.name, uscc)
     listing = list_entry(uscc, f"E-{uscc}", listed_on=days_ago(10))
 
     platform.list(listing)
@@ -216,7 +205,7 @@ def test_a_listing_read_after_a_matter_dated_within_it_still_hits_the_matter(
     platform: Platform, kafka: KafkaClients
 ) -> None:
     uscc = new_uscc()
-    hits = watch(kafka, PUNISHMENT_RESTRICTION_HITS.name, uscc)
+    hits = watch(kafka, topics.PUNISHMENT_RESTRICTION_HITS.name, uscc)
     platform.matter(matter(uscc, "hz-xh-drc", "BOND_ISSUE", "ZQ-7", matter_date=days_ago(3)))
     after_matters(platform, kafka, uscc)
     assert hits.records() == []
@@ -231,8 +220,8 @@ def test_a_listing_that_starts_later_restricts_nothing_before_it_starts(
     platform: Platform, kafka: KafkaClients
 ) -> None:
     uscc = new_uscc()
-    notices = watch(kafka, PUNISHMENT_SANCTION_NOTICES.name, uscc)
-    hits = watch(kafka, PUNISHMENT_RESTRICTION_HITS.name, uscc)
+    notices = watch(kafka, topics.PUNISHMENT_SANCTION_NOTICES.name, uscc)
+    hits = watch(kafka, topics.PUNISHMENT_RESTRICTION_HITS.name, uscc)
     platform.list(list_entry(uscc, f"E-{uscc}", listed_on=today() + timedelta(days=5)))
     platform.matter(matter(uscc, "hz-xh-finance", "SUBSIDY", "BZ-1", matter_date=today()))
 
@@ -250,7 +239,7 @@ def test_a_licence_revoking_penalty_reaches_the_department_whose_licence_is_vali
 ) -> None:
     uscc = new_uscc()
     inbox = watch(kafka, inbox_topic("hz-xh-amr"), uscc)
-    reviews = watch(kafka, PUNISHMENT_LICENCE_REVIEWS.name, uscc)
+    reviews = watch(kafka, topics.PUNISHMENT_LICENCE_REVIEWS.name, uscc)
     platform.send(LICENCE, licence(uscc, f"JY-{uscc[-6:]}", "hz-xh-amr"))
 
     platform.send(
@@ -272,7 +261,7 @@ def test_a_hit_left_without_feedback_past_its_deadline_alerts_finance_and_the_cr
     """CJ01 asks for feedback within 15 days, counted from the day after the hit to the end
     of the 15th: a hit raised 16 days ago is overdue since the last midnight."""
     uscc = new_uscc()
-    alerts = watch(kafka, PUNISHMENT_ALERTS.name, uscc)
+    alerts = watch(kafka, topics.PUNISHMENT_ALERTS.name, uscc)
     credit_inbox = watch(kafka, inbox_topic("hz-xh-drc"), uscc)
     platform.list(list_entry(uscc, f"E-{uscc}", listed_on=days_ago(20)))
     raised = business_clock().now_ms() - 16 * DAY_MS
@@ -300,19 +289,18 @@ def test_a_matter_of_a_department_the_registry_does_not_know_is_dead_lettered(
     platform: Platform, kafka: KafkaClients
 ) -> None:
     uscc = new_uscc()
-    letters = TopicWindow(kafka, DEAD_LETTER.name)
+    letters = TopicWindow(kafka, topics.DEAD_LETTER.name)
     record = matter(uscc, "hz-xh-finance", "SUBSIDY", "BZ-404")
     record["department_code"] = "hz-xh-nowhere"
 
     platform.matter(record)
 
-    deadline = time.monotonic() + 20
-    while True:
-        mine = [m.value for m in letters.read() if uscc in (m.value["payload_json"] or "")]
-        if mine or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
-    [letter] = mine
+    [letter] = eventually(
+        lambda: [m.value for m in letters.read() if uscc in (m.value["payload_json"] or "")],
+        bool,
+        20,
+        lambda _: f"no dead letter about {uscc} within 20 s",
+    )
     assert letter["reasons"][0]["field"] == "department_code"
     assert "hz-xh-nowhere" in letter["reasons"][0]["message"]
 
@@ -346,8 +334,8 @@ def test_listings_restrict_across_rebalances_when_a_second_worker_joins_and_the_
     (its table recovered from the changelog), and lifted on the first one again once the
     second has stopped: one hit and one lift per entity, none lost."""
     usccs = [new_uscc() for _ in range(12)]  # over every partition, most likely
-    hits = TopicWindow(kafka, PUNISHMENT_RESTRICTION_HITS.name)
-    lifts = TopicWindow(kafka, PUNISHMENT_LIFT_NOTICES.name)
+    hits = TopicWindow(kafka, topics.PUNISHMENT_RESTRICTION_HITS.name)
+    lifts = TopicWindow(kafka, topics.PUNISHMENT_LIFT_NOTICES.name)
     listings = [list_entry(uscc, f"R-{uscc}", listed_on=days_ago(10)) for uscc in usccs]
     for listing in listings:
         platform.list(listing)
@@ -395,14 +383,18 @@ def test_listings_restrict_across_rebalances_when_a_second_worker_joins_and_the_
 def until_members(kafka: KafkaClients, group: str, count: int, timeout: float = 60) -> None:
     """Wait until ``group`` has ``count`` members (a rebalance has assigned them)."""
     admin = kafka.admin()
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def described() -> Any:
         [future] = admin.describe_consumer_groups([group], request_timeout=10).values()
-        described = future.result(timeout=15)
-        if len(described.members) == count and str(described.state).endswith("STABLE"):
-            return
-        assert time.monotonic() < deadline, f"{group}: {len(described.members)} members"
-        time.sleep(0.5)
+        return future.result(timeout=15)
+
+    eventually(
+        described,
+        lambda now: len(now.members) == count and str(now.state).endswith("STABLE"),
+        timeout,
+        lambda now: f"{group}: {len(now.members)} members, {now.state}",
+        every=0.5,
+    )
 
 
 # -- kill -9 ----------------------------------------------------------------------------------
@@ -432,7 +424,7 @@ def test_a_worker_killed_mid_stream_loses_no_notice_and_makes_none_twice(
         for listing in listings
     }
     wanted = set().union(*expected.values())
-    notices = TopicWindow(kafka, PUNISHMENT_SANCTION_NOTICES.name)
+    notices = TopicWindow(kafka, topics.PUNISHMENT_SANCTION_NOTICES.name)
     topic = CREDIT_LIST_ENTRY.topic.name
     sending = SteadyFeed(kafka, CREDIT_LIST_ENTRY, listings, batch=15)  # about 300/s, for 5 s
     sending.start()

@@ -35,7 +35,7 @@ from tests.monitoring import (
     dashboard_queries,
     of_credit_services,
     panels_without_data,
-    prometheus_scraping,
+    prometheus_fixture,
     query,
 )
 from tests.stream_worker import Onboarding, Platform, Watch, Worker, free_port
@@ -161,15 +161,7 @@ def demo(platform: Platform, kafka: KafkaClients, logs: Path) -> None:
     producer.flush(10)
 
 
-@pytest.fixture(scope="module")
-def prometheus(
-    running: dict[str, list[str]],
-    stack_settings: Settings,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("prometheus-home")
-    with prometheus_scraping(stack_settings, running, home) as url:
-        yield url
+prometheus = prometheus_fixture()
 
 
 # -- what Prometheus holds ----------------------------------------------------------------------

@@ -40,7 +40,7 @@ from tests.monitoring import (
     dashboard_queries,
     of_credit_services,
     panels_without_data,
-    prometheus_scraping,
+    prometheus_fixture,
     until_caught_up,
 )
 from tests.stream_worker import Onboarding, Platform, Watch, Worker, free_port, publish_catalog
@@ -162,7 +162,7 @@ def demo(platform: Platform, kafka: KafkaClients) -> None:
     hits.until(bool)  # the hit first: feedback on an unknown hit is refused
     platform.feed_back(FINANCE, feedback(listed, hit, "APPLIED"))
     platform.list(removal_of(listing))
-    # A hit raised 15 days less two seconds ago: its feedback is overdue two seconds on.
+    # A hit raised 16 days ago: its 15 days (from the next day) ended at the last midnight.
     late = make_uscc("91", "330106")
     platform.list(list_entry(late, f"E-{late}", listed_on=days_ago(20)))
     platform.matter(
@@ -172,7 +172,7 @@ def demo(platform: Platform, kafka: KafkaClients) -> None:
             "GOVERNMENT_PROCUREMENT",
             "CG-M2",
             matter_date=days_ago(15),
-            occurred_at_ms=business_clock().now_ms() - 15 * DAY_MS + 2000,
+            occurred_at_ms=business_clock().now_ms() - 16 * DAY_MS,
         ),
     )
     # A licence of 西湖区市场监管, then a penalty that revokes it: a licence review.
@@ -183,14 +183,7 @@ def demo(platform: Platform, kafka: KafkaClients) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def prometheus(
-    running: dict[str, list[str]],
-    stack_settings: Settings,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
-    with prometheus_scraping(stack_settings, running, tmp_path_factory.mktemp("prom")) as url:
-        yield url
+prometheus = prometheus_fixture()
 
 
 def test_every_dashboard_panel_query_of_the_credit_services_returns_data(
