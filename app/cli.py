@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -486,6 +486,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (the API's 
 ByOption = Annotated[
     str, typer.Option("--by", help="Who decides: the owning department's code, or admin.")
 ]
+SubscriptionIdArgument = Annotated[int, typer.Argument(help="The subscription's id.")]
 
 
 @contextmanager
@@ -528,12 +529,15 @@ def _print_json(models: object) -> None:
 
 
 def _until(text: str | None) -> datetime | None:
-    """``2027-12-31`` is the end of that day in China Standard Time; or a full ISO time."""
-    from datetime import date, datetime, time, timedelta, timezone
+    """``2027-12-31`` is the end of that day in the province's time zone; or a full ISO
+    time (in the province's zone when it names none)."""
+    from datetime import date, datetime, timedelta
+
+    from xietong.clock import business_clock
 
     if text is None:
         return None
-    china = timezone(timedelta(hours=8), "CST")
+    clock = business_clock()
     try:
         day = date.fromisoformat(text)
     except ValueError:
@@ -541,23 +545,61 @@ def _until(text: str | None) -> datetime | None:
             moment = datetime.fromisoformat(text)
         except ValueError:
             fail(f"--until {text!r}: expected a date (2027-12-31) or an ISO time with offset")
-        return moment if moment.tzinfo else moment.replace(tzinfo=china)
-    return datetime.combine(day + timedelta(days=1), time(), tzinfo=china)
+        return moment if moment.tzinfo else moment.replace(tzinfo=clock.zone)
+    return clock.midnight(day + timedelta(days=1))
 
 
-def _subscription_table(rows: list[SubscriptionOut]) -> Table:
-    table = Table("id", "subscriber", "resource", "owner", "status", "valid until", "decided by")
+def _print_rows(
+    rows: Sequence[Any],
+    as_json: bool,
+    columns: Sequence[str],
+    cells: Callable[[Any], Sequence[str]],
+) -> None:
+    """Rows as JSON, or as a table of ``columns`` with ``cells(row)`` on each line."""
+    if as_json:
+        _print_json(list(rows))
+        return
+    table = Table(*columns)
     for row in rows:
-        table.add_row(
-            str(row.id),
-            row.subscriber,
-            row.resource,
-            row.owner,
-            row.status.value,
-            row.valid_until.isoformat() if row.valid_until else "",
-            row.decided_by or "",
-        )
-    return table
+        table.add_row(*cells(row))
+    console.print(table)
+
+
+SUBSCRIPTION_COLUMNS = (
+    "id",
+    "subscriber",
+    "resource",
+    "owner",
+    "status",
+    "valid until",
+    "decided by",
+)
+
+
+def _subscription_cells(row: SubscriptionOut) -> Sequence[str]:
+    until = row.valid_until.isoformat() if row.valid_until else ""
+    return (
+        str(row.id),
+        row.subscriber,
+        row.resource,
+        row.owner,
+        row.status.value,
+        until,
+        row.decided_by or "",
+    )
+
+
+def _print_subscriptions(rows: Sequence[SubscriptionOut], as_json: bool = False) -> None:
+    _print_rows(rows, as_json, SUBSCRIPTION_COLUMNS, _subscription_cells)
+
+
+def _decide(decision: Callable[..., Any], subscription_id: int, by: str, **options: Any) -> None:
+    """An owner's decision on a subscription (approve, reject, revoke); its new state."""
+    from registry.contract import SubscriptionOut
+
+    with _registry_transaction() as session:
+        row = decision(session, _actor(by), subscription_id, **options)
+        _print_subscriptions([SubscriptionOut.of(row)])
 
 
 @registry_app.command("migrate")
@@ -602,15 +644,19 @@ def registry_departments(as_json: JsonOption = False) -> None:
 
     with _registry_transaction() as session:
         rows = [DepartmentOut.of(row) for row in list_departments(session)]
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table("code", "name", "sector", "level", "division", "principal")
-    for row in rows:
-        table.add_row(
-            row.code, row.name, row.sector, row.level.value, row.division, row.kafka_principal
-        )
-    console.print(table)
+    _print_rows(
+        rows,
+        as_json,
+        ("code", "name", "sector", "level", "division", "principal"),
+        lambda row: (
+            row.code,
+            row.name,
+            row.sector,
+            row.level.value,
+            row.division,
+            row.kafka_principal,
+        ),
+    )
 
 
 @registry_app.command("resources")
@@ -621,15 +667,19 @@ def registry_resources(as_json: JsonOption = False) -> None:
 
     with _registry_transaction() as session:
         rows = [ResourceOut.of(row) for row in list_resources(session)]
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table("code", "name", "topic", "owner", "sharing class", "fields")
-    for row in rows:
-        table.add_row(
-            row.code, row.name, row.topic, row.owner, row.sharing_class.value, str(len(row.fields))
-        )
-    console.print(table)
+    _print_rows(
+        rows,
+        as_json,
+        ("code", "name", "topic", "owner", "sharing class", "fields"),
+        lambda row: (
+            row.code,
+            row.name,
+            row.topic,
+            row.owner,
+            row.sharing_class.value,
+            str(len(row.fields)),
+        ),
+    )
 
 
 @registry_app.command("subscriptions")
@@ -659,10 +709,7 @@ def registry_subscriptions(
                 session, Actor.admin("cli"), department=department, status=wanted
             )
         ]
-    if as_json:
-        _print_json(rows)
-        return
-    console.print(_subscription_table(rows))
+    _print_subscriptions(rows, as_json)
 
 
 @registry_app.command("request")
@@ -704,12 +751,12 @@ def registry_request(
     if as_json:
         _print_json(row)
         return
-    console.print(_subscription_table([row]))
+    _print_subscriptions([row])
 
 
 @registry_app.command("approve")
 def registry_approve(
-    subscription_id: Annotated[int, typer.Argument(help="The subscription's id.")],
+    subscription_id: SubscriptionIdArgument,
     by: ByOption,
     until: Annotated[
         str | None, typer.Option(help="End of access (default: the requested end).")
@@ -717,49 +764,38 @@ def registry_approve(
     reason: Annotated[str | None, typer.Option(help="A note for the record.")] = None,
 ) -> None:
     """Approve a requested subscription (the resource's owner, or admin)."""
-    from registry.contract import SubscriptionOut
     from registry.service import approve_subscription
 
-    with _registry_transaction() as session:
-        row = approve_subscription(
-            session, _actor(by), subscription_id, valid_until=_until(until), reason=reason
-        )
-        console.print(_subscription_table([SubscriptionOut.of(row)]))
+    _decide(approve_subscription, subscription_id, by, valid_until=_until(until), reason=reason)
 
 
 @registry_app.command("reject")
 def registry_reject(
-    subscription_id: Annotated[int, typer.Argument(help="The subscription's id.")],
+    subscription_id: SubscriptionIdArgument,
     by: ByOption,
     reason: Annotated[str, typer.Option(help="Why; shown to the requester.")],
 ) -> None:
     """Reject a requested subscription (the resource's owner, or admin)."""
-    from registry.contract import SubscriptionOut
     from registry.service import reject_subscription
 
-    with _registry_transaction() as session:
-        row = reject_subscription(session, _actor(by), subscription_id, reason=reason)
-        console.print(_subscription_table([SubscriptionOut.of(row)]))
+    _decide(reject_subscription, subscription_id, by, reason=reason)
 
 
 @registry_app.command("revoke")
 def registry_revoke(
-    subscription_id: Annotated[int, typer.Argument(help="The subscription's id.")],
+    subscription_id: SubscriptionIdArgument,
     by: ByOption,
     reason: Annotated[str, typer.Option(help="Why; shown to the subscriber.")],
 ) -> None:
     """Revoke an approved subscription (the resource's owner, or admin)."""
-    from registry.contract import SubscriptionOut
     from registry.service import revoke_subscription
 
-    with _registry_transaction() as session:
-        row = revoke_subscription(session, _actor(by), subscription_id, reason=reason)
-        console.print(_subscription_table([SubscriptionOut.of(row)]))
+    _decide(revoke_subscription, subscription_id, by, reason=reason)
 
 
 @registry_app.command("history")
 def registry_history(
-    subscription_id: Annotated[int, typer.Argument(help="The subscription's id.")],
+    subscription_id: SubscriptionIdArgument,
     as_json: JsonOption = False,
 ) -> None:
     """Every transition of one subscription: from, to, who, when, why."""
@@ -772,19 +808,18 @@ def registry_history(
             SubscriptionEventOut.of(event)
             for event in subscription_history(session, Actor.admin("cli"), subscription_id)
         ]
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table("at", "from", "to", "actor", "reason")
-    for row in rows:
-        table.add_row(
+    _print_rows(
+        rows,
+        as_json,
+        ("at", "from", "to", "actor", "reason"),
+        lambda row: (
             row.at.isoformat(),
             row.from_status.value if row.from_status else "",
             row.to_status.value,
             row.actor,
             row.reason or "",
-        )
-    console.print(table)
+        ),
+    )
 
 
 @registry_app.command("expire")
@@ -832,22 +867,15 @@ def registry_audit(
 
     with _registry_transaction() as session:
         rows = [AuditEntryOut.of(row) for row in audit_entries(session, limit=limit)]
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table("id", "at", "actor", "action", "entity", "changed")
-    for row in rows:
+
+    def cells(row: AuditEntryOut) -> Sequence[str]:
         before, after = row.before or {}, row.after or {}
         changed = sorted(k for k in {*before, *after} if before.get(k) != after.get(k))
-        table.add_row(
-            str(row.id),
-            row.at.isoformat(timespec="seconds"),
-            row.actor,
-            row.action,
-            f"{row.entity} {row.entity_id}",
-            "created" if not before else "deleted" if not after else ", ".join(changed),
-        )
-    console.print(table)
+        what = "created" if not before else "deleted" if not after else ", ".join(changed)
+        at = row.at.isoformat(timespec="seconds")
+        return (str(row.id), at, row.actor, row.action, f"{row.entity} {row.entity_id}", what)
+
+    _print_rows(rows, as_json, ("id", "at", "actor", "action", "entity", "changed"), cells)
 
 
 @registry_app.command("grants")
@@ -858,19 +886,18 @@ def registry_grants(as_json: JsonOption = False) -> None:
 
     with _registry_transaction() as session:
         rows = [GrantOut.of(grant) for grant in access_grants(session, utcnow())]
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table("department", "principal", "read", "write", "groups")
-    for row in rows:
-        table.add_row(
+    _print_rows(
+        rows,
+        as_json,
+        ("department", "principal", "read", "write", "groups"),
+        lambda row: (
             row.department,
             row.principal,
             "\n".join(row.read_topics),
             "\n".join(row.write_topics),
             row.group_prefix + "*",
-        )
-    console.print(table)
+        ),
+    )
 
 
 # -- the ACL hook: registry/acl.py is the lead engineer's ----------------------------------

@@ -54,7 +54,7 @@ def round_trip(clients: KafkaClients, service: str = "demo") -> RoundTrip:
     heartbeat = {
         "service": service,
         "instance": f"{socket.gethostname()}:{os.getpid()}",
-        "sent_at": datetime.now(UTC).replace(microsecond=0),
+        "sent_at": datetime.now(UTC).replace(microsecond=0),  # a probe's instant: wall clock
         "detail": {"purpose": "stack round trip"},
     }
     serializer = clients.avro_serializer(schema_str)

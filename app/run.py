@@ -119,22 +119,9 @@ class Service:
 def services(settings: Settings, logs: Path) -> list[Service]:
     """The platform's services, with their metrics endpoints from the settings."""
     from app.simulator import SimulatorSettings
-    from connectors.sink.sink import SinkSettings
-    from registry.settings import get_registry_settings
-    from streams.credit_check.settings import CreditCheckSettings
-    from streams.dual_notice.app import DualNoticeSettings
-    from streams.joint_punishment.settings import JointPunishmentSettings
+    from deploy.local.stack.prometheus import local_ports
 
-    registry = get_registry_settings()
-    ports = {
-        "registry": registry.port,
-        "dual-notice": DualNoticeSettings().metrics_port,
-        "joint-punishment": JointPunishmentSettings().metrics_port,
-        "sink": SinkSettings().metrics_port,
-        "credit-check": CreditCheckSettings().port,
-        "lag-exporter": settings.lag_exporter_port,
-        "simulator": SimulatorSettings().metrics_port,
-    }
+    ports = {**local_ports(settings), "simulator": SimulatorSettings().metrics_port}
     args = {
         "registry": ["registry", "serve"],
         "dual-notice": ["streams", "dual-notice"],

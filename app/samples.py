@@ -59,6 +59,7 @@ from connectors.config import ConnectorConfig, FileSourceConfig
 from connectors.file_source import FileFormat
 from connectors.mapping import DepartmentMapping, FieldRule
 from registry.seed import ApprovalItem, Department, SampleProvince, load_sample_province
+from xietong.clock import business_clock
 from xietong.uscc import (
     USCC_ALPHABET,
     make_uscc,
@@ -912,7 +913,7 @@ class SampleGenerator:
         self.province = province or load_sample_province()
         self.seed = seed
         self.bad_share = bad_share
-        self.today = today or date.today()
+        self.today = today or business_clock().today()
         self.exports = load_exports(departments_dir)
         self._rng = random.Random(seed)
         self._defect_rng = random.Random(f"defects:{seed}")

@@ -40,11 +40,9 @@ import hashlib
 import heapq
 import json
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +55,13 @@ from app.samples import DEPARTMENTS_DIR, ExportFile, generate_exports
 from connectors.config import ConnectorConfig, FileSourceConfig
 from connectors.runner import run_connector
 from schemas import DEPARTMENT_ACTION, RESTRICTION_FEEDBACK
+from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
 from xietong.logs import log_event
-from xietong.topics import CREDIT_LIST_ENTRIES
+from xietong.topics import CREDIT_LIST_ENTRIES, DepartmentTopic
 
 logger = logging.getLogger("app.simulator")
 
-INBOX_PATTERN = r"^dept\..+\.inbox$"
-INBOX_NAME = re.compile(r"^dept\.(?P<code>.+)\.inbox$")
 FED_MARKER = "fed"
 
 
@@ -195,7 +192,7 @@ class ExportFeeder:
             records,
             seed=seed,
             bad_share=self.settings.bad_share,
-            today=date.today(),
+            today=business_clock().today(),
             history_days=days,
         )
         return list(written.files)
@@ -243,7 +240,7 @@ class DepartmentDesks:
             self.clients.group("simulator-desks"),
             **{"topic.metadata.refresh.interval.ms": 10_000},
         )
-        consumer.subscribe([INBOX_PATTERN, CREDIT_LIST_ENTRIES.name])
+        consumer.subscribe([DepartmentTopic.INBOX.pattern(), CREDIT_LIST_ENTRIES.name])
         deserialize = self.clients.avro_deserializer()
         producer = self.clients.producer()
         try:
@@ -257,9 +254,9 @@ class DepartmentDesks:
                     if message.topic() == CREDIT_LIST_ENTRIES.name:
                         self._listed(record)
                         continue
-                    name = INBOX_NAME.match(message.topic() or "")
-                    if name is not None:
-                        self._consider(name["code"], record)
+                    department = DepartmentTopic.INBOX.code_of(message.topic() or "")
+                    if department is not None:
+                        self._consider(department, record)
                 self._act_on_due(producer)
                 producer.poll(0)
         finally:
@@ -315,8 +312,8 @@ class DepartmentDesks:
                 self.counts.acted(self.checks.check(department, value))
                 continue
             stamp = "fed_back_at" if kind == "feedback" else "acted_at"
-            value = dict(value, **{stamp: int(time.time() * 1000)})
-            topic = f"dept.{department}.inbound"
+            value = dict(value, **{stamp: business_clock().now_ms()})
+            topic = DepartmentTopic.inbound(department)
             try:
                 encoded = self._serializer(kind)(
                     value, SerializationContext(topic, MessageField.VALUE)

@@ -22,32 +22,24 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone
-from datetime import time as clock
-from functools import lru_cache, partial
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.serialization import MessageField, SerializationContext
 from prometheus_client import Counter as MetricCounter
 from prometheus_client import Gauge, Histogram
 
 from connectors.mapping import DepartmentMapping
-from connectors.validation import Problem, validate
-from schemas import DEAD_LETTER_RECORD
-from xietong.ids import deterministic_id
-from xietong.kafka import KafkaClients
+from connectors.parallel import ParallelEncoder
+from connectors.records import Encoded, RecordEncoder, RecordVerdict, SourceRecord
+from xietong.kafka import KafkaClients, produce
 from xietong.logs import log_event
 from xietong.topics import CONNECTOR_OFFSETS
 
 logger = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from connectors.parallel import ParallelEncoder
-
-CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
 
 
 # -- metrics, shared by every connector ----------------------------------------------------
@@ -76,31 +68,6 @@ BATCH_SECONDS = Histogram(
     ("connector",),
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-
-
-@dataclass(frozen=True)
-class SourceRecord:
-    """One record as read from a department source, with where it was read.
-
-    ``fields`` is the record as column → value; it is None when the record could not
-    even be decoded (bad encoding, broken JSON), and ``read_problem`` says why.
-    ``raw`` is the record's original bytes, kept for the dead-letter topic.
-    """
-
-    source_partition: str
-    source_offset: str
-    position: str
-    raw: bytes
-    fields: Mapping[str, Any] | None
-    read_problem: Problem | None = None
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled by position: half the cost of the default, and records cross to
-        # encoding workers by the hundred thousand.
-        return (SourceRecord, tuple(getattr(self, f) for f in _SOURCE_RECORD_FIELDS))
-
-
-_SOURCE_RECORD_FIELDS = tuple(SourceRecord.__dataclass_fields__)
 
 
 class Source(ABC):
@@ -148,146 +115,15 @@ class RunReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "connector": self.connector,
-            "read": self.read,
-            "published": self.published,
-            "dead_lettered": self.dead_lettered,
+            **asdict(self),
             "reasons": dict(self.reasons),
-            "committed_offset": self.committed_offset,
             "seconds": round(self.seconds, 3),
             "reconciles": self.reconciles,
         }
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one record: its event id, or the problems that dead-lettered it."""
-
-    event_id: str | None
-    problems: tuple[Problem, ...] = ()
-
-    @property
-    def accepted(self) -> bool:
-        return not self.problems
-
-
 class DeliveryFailed(RuntimeError):
     """The broker did not acknowledge a record; the batch's offset must not be committed."""
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """A source record made ready to produce: its canonical event, or its dead letter."""
-
-    topic: str
-    key: bytes
-    payload: bytes
-    event_id: str  # the event id, or the dead letter's id
-    problems: tuple[Problem, ...] = ()  # empty for a canonical event
-    uscc: str | None = None  # of a dead letter: the entity's USCC as given, for its log line
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (
-            Encoded,
-            (self.topic, self.key, self.payload, self.event_id, self.problems, self.uscc),
-        )
-
-    @property
-    def outcome(self) -> Outcome:
-        return Outcome(None if self.problems else self.event_id, self.problems)
-
-
-class RecordEncoder:
-    """The pure part of publishing: map, validate, build the envelope, Avro-serialise.
-
-    It holds no producer, so it can run in worker processes (see
-    :mod:`connectors.parallel`) while one producer sends the results in source order.
-    """
-
-    def __init__(self, connector: str, mapping: DepartmentMapping, clients: KafkaClients) -> None:
-        self.connector = connector
-        self.mapping = mapping
-        self.record_type = mapping.record_type
-        self.department = mapping.department
-        self._topic = self.record_type.topic.name
-        self._dead_letter_topic = DEAD_LETTER_RECORD.topic.name
-        self._serialize = clients.avro_serializer(self.record_type.schema_str)
-        self._serialize_dead_letter = clients.avro_serializer(DEAD_LETTER_RECORD.schema_str)
-        self._value_context = SerializationContext(self._topic, MessageField.VALUE)
-        self._dead_letter_context = SerializationContext(
-            self._dead_letter_topic, MessageField.VALUE
-        )
-        self._department_key = self.department.uscc.encode()
-        self._id_prefix = f"{self.department.uscc}|{self.record_type.name}|"
-
-    def encode(self, record: SourceRecord) -> Encoded:
-        """The record's canonical event, or — when it breaks any rule — its dead letter."""
-        if record.fields is None:
-            problem = record.read_problem or Problem("", "record.unreadable", "record unreadable")
-            return self._dead_letter(record, [problem])
-        mapped = self.mapping.map(record.fields)
-        problems = mapped.problems + validate(self.record_type.name, mapped.fields)
-        if problems:
-            uscc = mapped.fields.get("uscc")
-            return self._dead_letter(record, problems, uscc if isinstance(uscc, str) else None)
-
-        event_id = self.event_id(mapped.source_record_id, mapped.record_version)
-        value = mapped.fields
-        value["envelope"] = {
-            "event_id": event_id,
-            "source_department_uscc": self.department.uscc,
-            "source_department_name": self.department.name,
-            "source_system": self.department.system,
-            "source_record_id": mapped.source_record_id,
-            "record_version": mapped.record_version,
-            "source_partition": record.source_partition,
-            "source_offset": record.source_offset,
-            "event_time": event_time(self.record_type.name, value),
-            "ingest_time": time.time_ns() // 1_000_000,
-        }
-        payload = self._serialize(value, self._value_context) or b""
-        return Encoded(self._topic, value["uscc"].encode(), payload, event_id)
-
-    def event_id(self, source_record_id: str, record_version: str) -> str:
-        """The deterministic id of a record: same source record and version, same id.
-
-        It is ``uuid5(XIETONG_NAMESPACE, "<department>|<record type>|<id>|<version>")``.
-        """
-        return deterministic_id(f"{self._id_prefix}{source_record_id}|{record_version}")
-
-    def _dead_letter(
-        self, record: SourceRecord, problems: list[Problem], uscc: str | None = None
-    ) -> Encoded:
-        dead_letter_id = deterministic_id(
-            f"{self.connector}|{record.source_partition}|{record.source_offset}"
-        )
-        value = {
-            "dead_letter_id": dead_letter_id,
-            "connector": self.connector,
-            "record_type": self.record_type.name,
-            "source_department_uscc": self.department.uscc,
-            "source_system": self.department.system,
-            "source_partition": record.source_partition,
-            "source_offset": record.source_offset,
-            "position": record.position,
-            "payload": record.raw,
-            "payload_json": (
-                json.dumps(record.fields, ensure_ascii=False, default=str)
-                if record.fields is not None
-                else None
-            ),
-            "reasons": [problem.as_dict() for problem in problems],
-            "failed_at": time.time_ns() // 1_000_000,
-        }
-        payload = self._serialize_dead_letter(value, self._dead_letter_context) or b""
-        return Encoded(
-            self._dead_letter_topic,
-            self._department_key,
-            payload,
-            dead_letter_id,
-            tuple(problems),
-            uscc,
-        )
 
 
 class Publisher:
@@ -319,11 +155,11 @@ class Publisher:
         self._labels = labels
         self.report = RunReport(connector)
 
-    def publish(self, record: SourceRecord) -> Outcome:
+    def publish(self, record: SourceRecord) -> RecordVerdict:
         """Produce the record's canonical event, or its dead letter; never both, never none."""
         encoded = self.encoder.encode(record)
         self.send(encoded)
-        return encoded.outcome
+        return encoded.verdict
 
     def event_id(self, source_record_id: str, record_version: str) -> str:
         return self.encoder.event_id(source_record_id, record_version)
@@ -342,19 +178,14 @@ class Publisher:
             ("event_id", encoded.event_id.encode()),
             ("record_type", self._record_type_header),
         ]
-        while True:
-            try:
-                self.producer.produce(
-                    encoded.topic,
-                    key=encoded.key,
-                    value=encoded.payload,
-                    headers=headers,
-                    on_delivery=on_delivery,
-                )
-                return
-            except BufferError:
-                # The client's queue is full: let it send before producing more.
-                self.producer.poll(0.1)
+        produce(
+            self.producer,
+            encoded.topic,
+            key=encoded.key,
+            value=encoded.payload,
+            headers=headers,
+            on_delivery=on_delivery,
+        )
 
     def _event_delivered(self, error: KafkaError | None, message: Message) -> None:
         """Delivery report of a canonical event: counted once the broker acknowledged it."""
@@ -408,26 +239,6 @@ class Publisher:
         if self._failures:
             failures, self._failures = self._failures, []
             raise DeliveryFailed(f"{len(failures)} records failed, first: {failures[0]}")
-
-
-EVENT_DATE_FIELD = {
-    "registration": "event_date",
-    "licence": "decided_on",
-    "penalty": "decided_on",
-    "credit_list_entry": "listed_on",
-}
-
-
-def event_time(record_type: str, fields: Mapping[str, Any]) -> int:
-    """When the fact happened, in epoch milliseconds: the record's decision, registration,
-    listing or removal date, at 00:00 China Standard Time."""
-    day: date = fields.get("removed_on") or fields[EVENT_DATE_FIELD[record_type]]
-    return _midnight_millis(day)
-
-
-@lru_cache(maxsize=16384)
-def _midnight_millis(day: date) -> int:
-    return int(datetime.combine(day, clock.min, CHINA_STANDARD_TIME).timestamp() * 1000)
 
 
 class OffsetStore:
@@ -498,7 +309,9 @@ class OffsetStore:
     def commit(self, connector: str, source_partition: str, offset: str) -> None:
         """Store the offset durably (acknowledged by all in-sync replicas) before returning."""
         value = json.dumps(
-            {"offset": offset, "committed_at": datetime.now(UTC).isoformat()}, ensure_ascii=False
+            # When it was committed, on the wall clock: bookkeeping, not business time.
+            {"offset": offset, "committed_at": datetime.now(UTC).isoformat()},
+            ensure_ascii=False,
         ).encode()
         self._producer.produce(self.topic, key=self._key(connector, source_partition), value=value)
         if self._producer.flush(30):
@@ -550,8 +363,6 @@ class SourceConnector:
         backfill); otherwise it keeps polling until :meth:`stop`. ``on_batch`` is told
         the report and the records of every committed batch (for progress bars).
         """
-        from connectors.parallel import ParallelEncoder
-
         started = time.perf_counter()
         report = self.publisher.report
         offset = self.offsets.load(self.name, self.source.source_partition)

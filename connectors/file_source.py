@@ -27,7 +27,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
-from connectors.base import Source, SourceRecord
+from connectors.base import Source
+from connectors.records import SourceRecord
 from connectors.validation import Problem
 
 

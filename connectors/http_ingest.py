@@ -65,9 +65,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client import Counter as MetricCounter
 from pydantic import BaseModel, Field
 
-from connectors.base import BATCH_SECONDS, DeliveryFailed, Outcome, Publisher, SourceRecord
+from connectors.base import BATCH_SECONDS, DeliveryFailed, Publisher
 from connectors.config import ConnectorConfig, HttpIngestConfig
 from connectors.mapping import DepartmentMapping
+from connectors.records import RecordVerdict, SourceRecord
 from connectors.validation import Problem
 from registry.directory import RegistryDirectory
 from registry.settings import get_registry_settings
@@ -154,14 +155,14 @@ class BatchResult(BaseModel):
     results: list[Annotated[RecordAccepted | RecordRejected, Field(discriminator="status")]]
 
     @classmethod
-    def of(cls, request_id: str, outcomes: Sequence[Outcome]) -> BatchResult:
+    def of(cls, request_id: str, verdicts: Sequence[RecordVerdict]) -> BatchResult:
         results: list[RecordAccepted | RecordRejected] = [
-            RecordAccepted(index=index, event_id=outcome.event_id)
-            if outcome.event_id is not None
+            RecordAccepted(index=index, event_id=verdict.event_id)
+            if verdict.event_id is not None
             else RecordRejected(
-                index=index, reasons=[Rejection(**p.as_dict()) for p in outcome.problems]
+                index=index, reasons=[Rejection(**p.as_dict()) for p in verdict.problems]
             )
-            for index, outcome in enumerate(outcomes)
+            for index, verdict in enumerate(verdicts)
         ]
         accepted = sum(isinstance(result, RecordAccepted) for result in results)
         return cls(
@@ -292,12 +293,12 @@ class HttpIngest:
     ) -> BatchResult:
         """Publish every record, wait for the broker; raises DeliveryFailed if it did not ack."""
         with intake.lock, BATCH_SECONDS.labels(self.name).time():
-            outcomes = [
+            verdicts = [
                 intake.publisher.publish(source_record(department, request_id, index, item))
                 for index, item in enumerate(records)
             ]
             intake.publisher.flush(ACKNOWLEDGEMENT_TIMEOUT_SECONDS)
-        return BatchResult.of(request_id, outcomes)
+        return BatchResult.of(request_id, verdicts)
 
     def close(self) -> None:
         """On shutdown: give records of timed-out requests a last chance, then disconnect.

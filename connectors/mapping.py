@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connectors.validation import Problem
 from schemas import CANONICAL_RECORD_TYPES, RecordType
+from xietong.clock import business_clock
 
 MISSING: Any = None
 
@@ -335,7 +336,9 @@ def _date_converter(date_format: str | None) -> Converter:
 
     def convert(raw: Any) -> date:
         if isinstance(raw, datetime):
-            return raw.date()
+            # A naive time is the department's own wall clock; an instant (a timestamptz
+            # column) falls on the day it is in the province then.
+            return raw.date() if raw.tzinfo is None else business_clock().day_of(raw)
         if isinstance(raw, date):
             return raw
         return parse(str(raw).strip())

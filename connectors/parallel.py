@@ -3,7 +3,7 @@
 Mapping, validation and Avro serialisation are pure Python work and hold the GIL, so
 one process tops out near 20,000 records/s. With ``workers: N`` a connector reads its
 source in the main process, hands chunks of records to N worker processes that each
-run their own :class:`~connectors.base.RecordEncoder`, and produces the results *in
+run their own :class:`~connectors.records.RecordEncoder`, and produces the results *in
 source order* from the main process with its one idempotent producer. Offsets are
 still committed only after everything before them is acknowledged, so resumption and
 at-least-once delivery are exactly as without workers.
@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
-from connectors.base import Encoded, RecordEncoder, SourceRecord
 from connectors.mapping import DepartmentMapping, MappingFile
+from connectors.records import Encoded, RecordEncoder, SourceRecord
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 

@@ -49,8 +49,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from connectors.base import IDLE, Source, SourceRecord
+from connectors.base import IDLE, Source
 from connectors.config import SqlSourceConfig
+from connectors.records import SourceRecord
 
 #: How a stored offset string is turned back into the incrementing column's type.
 OFFSET_TYPES: dict[type, Callable[[str], Any]] = {int: int, datetime: datetime.fromisoformat}

@@ -17,11 +17,10 @@ from functools import cache
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.audit import AuditedSession
+from xietong import migrations
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -44,17 +43,9 @@ def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
-def alembic_config(url: str) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    # Passed as an attribute, not an ini option, so a password with % needs no escaping.
-    config.attributes["database_url"] = url
-    return config
-
-
 def migrate(url: str, revision: str = "head") -> None:
     """Bring the registry database at ``url`` to ``revision`` (``alembic upgrade``)."""
-    command.upgrade(alembic_config(url), revision)
+    migrations.migrate(MIGRATIONS_DIR, url, revision)
 
 
 def current_revision(url: str) -> str | None:

@@ -81,7 +81,9 @@ from registry.models import (
 )
 from registry.seed import DepartmentRole, Level, SampleProvince, load_sample_province
 from schemas import CANONICAL_RECORD_TYPES
+from xietong.clock import business_clock
 from xietong.logs import log_event as structured_log
+from xietong.topics import DepartmentTopic
 from xietong.uscc import uscc_problems
 
 __all__ = [
@@ -146,7 +148,9 @@ CANONICAL_RESOURCES: tuple[CanonicalResource, ...] = (
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now by the business clock (a rehearsal's offset moves expiries too), in UTC as the
+    database gives instants back."""
+    return business_clock().now().astimezone(UTC)
 
 
 def log_event(event: str, **fields: Any) -> None:
@@ -158,56 +162,59 @@ def log_event(event: str, **fields: Any) -> None:
 
 
 def get_department(session: Session, code: str, *, field: str = "department") -> Department:
-    department = session.scalar(sa.select(Department).where(Department.code == code))
-    if department is None:
-        raise NotFoundError(f"no department {code!r}", field=field)
-    return department
+    return _one_by_code(session, Department, code, what="department", field=field)
 
 
 def list_departments(session: Session) -> Sequence[Department]:
-    return session.scalars(sa.select(Department).order_by(Department.code)).all()
+    return _all_by_code(session, Department)
 
 
 def get_resource(session: Session, code: str, *, field: str = "resource") -> DataResource:
-    resource = session.scalar(sa.select(DataResource).where(DataResource.code == code))
-    if resource is None:
-        raise NotFoundError(f"no data resource {code!r}", field=field)
-    return resource
+    return _one_by_code(session, DataResource, code, what="data resource", field=field)
 
 
 def list_resources(session: Session) -> Sequence[DataResource]:
-    return session.scalars(sa.select(DataResource).order_by(DataResource.code)).all()
+    return _all_by_code(session, DataResource)
 
 
 def list_sectors(session: Session) -> Sequence[Sector]:
-    return session.scalars(sa.select(Sector).order_by(Sector.code)).all()
+    return _all_by_code(session, Sector)
 
 
 def list_divisions(session: Session) -> Sequence[Division]:
-    return session.scalars(sa.select(Division).order_by(Division.code)).all()
+    return _all_by_code(session, Division)
 
 
 def list_approval_items(session: Session) -> Sequence[ApprovalItem]:
-    return session.scalars(sa.select(ApprovalItem).order_by(ApprovalItem.code)).all()
+    return _all_by_code(session, ApprovalItem)
 
 
 def get_approval_item(session: Session, code: str) -> ApprovalItem:
-    item = session.get(ApprovalItem, code)
-    if item is None:
-        raise NotFoundError(f"no approval item {code!r}", field="code")
-    return item
+    return _one_by_code(session, ApprovalItem, code, what="approval item", field="code")
 
 
 def list_credit_list_types(session: Session) -> Sequence[CreditListType]:
-    return session.scalars(sa.select(CreditListType).order_by(CreditListType.code)).all()
+    return _all_by_code(session, CreditListType)
 
 
 def list_matter_types(session: Session) -> Sequence[MatterType]:
-    return session.scalars(sa.select(MatterType).order_by(MatterType.code)).all()
+    return _all_by_code(session, MatterType)
 
 
 def list_measures(session: Session) -> Sequence[Measure]:
-    return session.scalars(sa.select(Measure).order_by(Measure.code)).all()
+    return _all_by_code(session, Measure)
+
+
+def _one_by_code(session: Session, model: type[Row], code: str, *, what: str, field: str) -> Row:
+    """The row of ``model`` with this code; not found, an error naming ``field``."""
+    row = session.scalars(sa.select(model).filter_by(code=code)).first()
+    if row is None:
+        raise NotFoundError(f"no {what} {code!r}", field=field)
+    return row
+
+
+def _all_by_code(session: Session, model: type[Row]) -> Sequence[Row]:
+    return session.scalars(sa.select(model).order_by(model.__table__.c.code)).all()
 
 
 def audit_entries(
@@ -398,7 +405,7 @@ def create_resource(
                 " only its own resources",
                 field="owner",
             )
-        namespace = f"dept.{owner}."
+        namespace = DepartmentTopic.namespace(owner)
         if not topic.startswith(namespace):
             raise ForbiddenError(
                 f"topic {topic!r} is outside {owner}'s namespace: a department's resources"

@@ -23,34 +23,8 @@ from typing import Any
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from fastavro.schema import load_schema as _load_with_references
 
-from xietong.topics import (
-    CREDIT_LIST_ENTRIES,
-    DEAD_LETTER,
-    DUAL_NOTICE_ACTIONS,
-    DUAL_NOTICE_ALERTS,
-    DUAL_NOTICE_APPLICANT_NOTICES,
-    DUAL_NOTICE_CLOSURE_NOTICES,
-    DUAL_NOTICE_MANUAL_ROUTING,
-    DUAL_NOTICE_PUSHES,
-    DUAL_NOTICE_REJECTED_ACTIONS,
-    HEARTBEATS,
-    LICENCES,
-    MATTER_EVENTS,
-    PENALTIES,
-    PUNISHMENT_ALERTS,
-    PUNISHMENT_FEEDBACK,
-    PUNISHMENT_LICENCE_REVIEWS,
-    PUNISHMENT_LIFT_NOTICES,
-    PUNISHMENT_RESTRICTION_HITS,
-    PUNISHMENT_SANCTION_NOTICES,
-    REGISTRATIONS,
-    REGISTRY_APPROVAL_ITEMS,
-    REGISTRY_DEPARTMENTS,
-    REGISTRY_LIST_TYPES,
-    REGISTRY_MEASURES,
-    REGISTRY_SUBSCRIPTIONS,
-    TopicSpec,
-)
+from xietong import topics
+from xietong.topics import TopicSpec
 
 AVRO_DIR = Path(__file__).parent / "avro"
 
@@ -88,12 +62,17 @@ class RecordType:
 
     name: str
     label: str  # the Chinese name, for people
-    schema_file: str
     topic: TopicSpec
+    #: ``schemas/avro/<schema_file>.avsc``: the record type's name unless it says otherwise.
+    schema_file: str = ""
     #: The subject when it is not the topic's: a record that many topics carry (a
     #: department action, on every department's inbound topic) is registered under its
     #: full record name, as Confluent's RecordNameStrategy does.
     subject_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.schema_file:
+            object.__setattr__(self, "schema_file", self.name)
 
     @property
     def subject(self) -> str:
@@ -109,116 +88,75 @@ class RecordType:
         return parsed
 
 
-REGISTRATION = RecordType("registration", "市场主体登记", "registration", REGISTRATIONS)
-LICENCE = RecordType("licence", "行政许可", "licence", LICENCES)
-PENALTY = RecordType("penalty", "行政处罚", "penalty", PENALTIES)
-CREDIT_LIST_ENTRY = RecordType(
-    "credit_list_entry", "名单", "credit_list_entry", CREDIT_LIST_ENTRIES
-)
-DEAD_LETTER_RECORD = RecordType("dead_letter", "死信", "dead_letter", DEAD_LETTER)
-HEARTBEAT = RecordType("heartbeat", "心跳", "heartbeat", HEARTBEATS)
+def _by_name(*records: RecordType) -> dict[str, RecordType]:
+    return {record.name: record for record in records}
+
+
+def _named_by_record(name: str, label: str, topic: TopicSpec, record: str) -> RecordType:
+    """A record that many topics carry: its schema file and its subject are its full name."""
+    return RecordType(name, label, topic, schema_file=record, subject_name=record)
+
+
+REGISTRATION = RecordType("registration", "市场主体登记", topics.REGISTRATIONS)
+LICENCE = RecordType("licence", "行政许可", topics.LICENCES)
+PENALTY = RecordType("penalty", "行政处罚", topics.PENALTIES)
+CREDIT_LIST_ENTRY = RecordType("credit_list_entry", "名单", topics.CREDIT_LIST_ENTRIES)
+DEAD_LETTER_RECORD = RecordType("dead_letter", "死信", topics.DEAD_LETTER)
+HEARTBEAT = RecordType("heartbeat", "心跳", topics.HEARTBEATS)
 
 #: The canonical records departments publish, by name.
-CANONICAL_RECORD_TYPES: dict[str, RecordType] = {
-    record.name: record for record in (REGISTRATION, LICENCE, PENALTY, CREDIT_LIST_ENTRY)
-}
+CANONICAL_RECORD_TYPES = _by_name(REGISTRATION, LICENCE, PENALTY, CREDIT_LIST_ENTRY)
 
 #: What the registry publishes to its compacted topics (registry/publisher.py), by name.
-REGISTRY_RECORD_TYPES: dict[str, RecordType] = {
-    record.name: record
-    for record in (
-        RecordType("department", "部门", "department", REGISTRY_DEPARTMENTS),
-        RecordType("approval_item", "后置审批事项", "approval_item", REGISTRY_APPROVAL_ITEMS),
-        RecordType("measure", "失信惩戒措施", "measure", REGISTRY_MEASURES),
-        RecordType("credit_list_type", "名单类型", "credit_list_type", REGISTRY_LIST_TYPES),
-        RecordType("subscription", "订阅", "subscription", REGISTRY_SUBSCRIPTIONS),
-    )
-}
+REGISTRY_RECORD_TYPES = _by_name(
+    RecordType("department", "部门", topics.REGISTRY_DEPARTMENTS),
+    RecordType("approval_item", "后置审批事项", topics.REGISTRY_APPROVAL_ITEMS),
+    RecordType("measure", "失信惩戒措施", topics.REGISTRY_MEASURES),
+    RecordType("credit_list_type", "名单类型", topics.REGISTRY_LIST_TYPES),
+    RecordType("subscription", "订阅", topics.REGISTRY_SUBSCRIPTIONS),
+)
 
 #: What departments write to their inbound topics about a 双告知 push (认领、退回 …).
-DEPARTMENT_ACTION = RecordType(
+DEPARTMENT_ACTION = _named_by_record(
     "department_action",
     "部门操作",
+    topics.DUAL_NOTICE_ACTIONS,
     "cn.gov.xietong.dualnotice.DepartmentAction",
-    DUAL_NOTICE_ACTIONS,
-    subject_name="cn.gov.xietong.dualnotice.DepartmentAction",
 )
 
-#: What the 双告知 processor (streams/dual_notice/app.py) publishes, by name.
-DUAL_NOTICE_RECORD_TYPES: dict[str, RecordType] = {
-    record.name: record
-    for record in (
-        RecordType("dual_notice_push", "双告知推送", "dual_notice_push", DUAL_NOTICE_PUSHES),
-        RecordType(
-            "dual_notice_applicant_notice",
-            "告知书",
-            "dual_notice_applicant_notice",
-            DUAL_NOTICE_APPLICANT_NOTICES,
-        ),
-        RecordType(
-            "dual_notice_routing_failure",
-            "分流失败",
-            "dual_notice_routing_failure",
-            DUAL_NOTICE_MANUAL_ROUTING,
-        ),
-        RecordType(
-            "received_department_action",
-            "部门操作（已接收）",
-            "received_department_action",
-            DUAL_NOTICE_ACTIONS,
-        ),
-        RecordType(
-            "rejected_department_action",
-            "未执行的部门操作",
-            "rejected_department_action",
-            DUAL_NOTICE_REJECTED_ACTIONS,
-        ),
-        RecordType("dual_notice_alert", "双告知督办", "dual_notice_alert", DUAL_NOTICE_ALERTS),
-        RecordType(
-            "entity_closure_notice",
-            "注销/吊销告知",
-            "entity_closure_notice",
-            DUAL_NOTICE_CLOSURE_NOTICES,
-        ),
-    )
-}
+#: What the 双告知 processor (streams/dual_notice/) publishes, by name.
+DUAL_NOTICE_RECORD_TYPES = _by_name(
+    RecordType("dual_notice_push", "双告知推送", topics.DUAL_NOTICE_PUSHES),
+    RecordType("dual_notice_applicant_notice", "告知书", topics.DUAL_NOTICE_APPLICANT_NOTICES),
+    RecordType("dual_notice_routing_failure", "分流失败", topics.DUAL_NOTICE_MANUAL_ROUTING),
+    RecordType("received_department_action", "部门操作（已接收）", topics.DUAL_NOTICE_ACTIONS),
+    RecordType(
+        "rejected_department_action", "未执行的部门操作", topics.DUAL_NOTICE_REJECTED_ACTIONS
+    ),
+    RecordType("dual_notice_alert", "双告知督办", topics.DUAL_NOTICE_ALERTS),
+    RecordType("entity_closure_notice", "注销/吊销告知", topics.DUAL_NOTICE_CLOSURE_NOTICES),
+)
 
 #: 办理事项: a department handles a matter for an entity (its report, or a credit check).
-MATTER_EVENT = RecordType("matter_event", "办理事项", "matter_event", MATTER_EVENTS)
+MATTER_EVENT = RecordType("matter_event", "办理事项", topics.MATTER_EVENTS)
 
 #: What departments write to their inbound topics about a restriction hit (反馈).
-RESTRICTION_FEEDBACK = RecordType(
+RESTRICTION_FEEDBACK = _named_by_record(
     "restriction_feedback",
     "反馈",
+    topics.PUNISHMENT_FEEDBACK,
     "cn.gov.xietong.punishment.RestrictionFeedback",
-    PUNISHMENT_FEEDBACK,
-    subject_name="cn.gov.xietong.punishment.RestrictionFeedback",
 )
 
-#: What the joint-punishment processor (streams/joint_punishment/app.py) publishes, by name.
-JOINT_PUNISHMENT_RECORD_TYPES: dict[str, RecordType] = {
-    record.name: record
-    for record in (
-        RecordType("sanction_notice", "惩戒告知", "sanction_notice", PUNISHMENT_SANCTION_NOTICES),
-        RecordType(
-            "licence_review_notice",
-            "许可审查告知",
-            "licence_review_notice",
-            PUNISHMENT_LICENCE_REVIEWS,
-        ),
-        RecordType("restriction_hit", "限制命中", "restriction_hit", PUNISHMENT_RESTRICTION_HITS),
-        RecordType(
-            "received_restriction_feedback",
-            "反馈（已接收）",
-            "received_restriction_feedback",
-            PUNISHMENT_FEEDBACK,
-        ),
-        RecordType(
-            "feedback_overdue_alert", "逾期未反馈督办", "feedback_overdue_alert", PUNISHMENT_ALERTS
-        ),
-        RecordType("lift_notice", "解除惩戒告知", "lift_notice", PUNISHMENT_LIFT_NOTICES),
-    )
-}
+#: What the joint-punishment processor (streams/joint_punishment/) publishes, by name.
+JOINT_PUNISHMENT_RECORD_TYPES = _by_name(
+    RecordType("sanction_notice", "惩戒告知", topics.PUNISHMENT_SANCTION_NOTICES),
+    RecordType("licence_review_notice", "许可审查告知", topics.PUNISHMENT_LICENCE_REVIEWS),
+    RecordType("restriction_hit", "限制命中", topics.PUNISHMENT_RESTRICTION_HITS),
+    RecordType("received_restriction_feedback", "反馈（已接收）", topics.PUNISHMENT_FEEDBACK),
+    RecordType("feedback_overdue_alert", "逾期未反馈督办", topics.PUNISHMENT_ALERTS),
+    RecordType("lift_notice", "解除惩戒告知", topics.PUNISHMENT_LIFT_NOTICES),
+)
 
 ALL_RECORD_TYPES: tuple[RecordType, ...] = (
     *CANONICAL_RECORD_TYPES.values(),

@@ -2,10 +2,13 @@
 
 Every onboarded department has ``dept.<code>.inbox`` (the platform delivers to it) and
 ``dept.<code>.inbound`` (only the department may write it: the broker checks its
-principal). Two things here serve every processor:
+principal). What serves every processor here:
 
-* :class:`Inboxes` — which inboxes exist now (a department not onboarded yet has none),
-  and the Faust topic of each, made once;
+* :class:`Inboxes` — which inboxes exist now (a department not onboarded yet has none);
+* :class:`OutputSender` — how a processor sends what its rules return: to the platform
+  topic, and to the inboxes that exist (a department without one is counted and logged);
+* :class:`ProcessorApp` — what both processors' Faust apps are made of around that
+  (clients, app, sender, due topic) and how their workers start;
 * :class:`InboundRelay` — reads every department's inbound topic and forwards the
   records of one schema (a 双告知 action, a 反馈 on a restriction hit …), stamped with the
   department the topic names and where the record was read, re-keyed by the entity's
@@ -28,64 +31,87 @@ Example (the joint-punishment processor's feedback)::
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-import re
 import threading
-from collections.abc import Callable
-from typing import Any
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
 
 import faust
 import mode
 from confluent_kafka import KafkaError, Message, TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
+from prometheus_client import Counter, Histogram
 
-from streams.runtime import DeclaredTopic, RecordWriter, declared_topic
+from schemas import RecordType
+from streams.outputs import Outgoing, RuleOutput
+from streams.runtime import (
+    OutputProducer,
+    RecordWriter,
+    Rule,
+    create_due_topic,
+    declared_topic,
+    due_topic,
+    input_agent,
+    make_app,
+    processor_outputs,
+    record_writers,
+)
+from streams.settings import ProcessorSettings
 from xietong.ids import deterministic_id
 from xietong.kafka import KafkaClients
-from xietong.topics import DEPARTMENT_INBOUND, DEPARTMENT_INBOX
+from xietong.logs import log_event
+from xietong.settings import Settings
+from xietong.topics import DepartmentTopic
 
 logger = logging.getLogger(__name__)
 
-INBOX_NAME = re.compile(r"^dept\.(?P<code>[^.]+)\." + re.escape(DEPARTMENT_INBOX.suffix) + "$")
-INBOUND_NAME = re.compile(r"^dept\.(?P<code>[^.]+)\." + re.escape(DEPARTMENT_INBOUND.suffix) + "$")
 #: Every department's inbound topic, as a pattern librdkafka subscribes to.
-INBOUND_PATTERN = r"^dept\.[^.]+\." + re.escape(DEPARTMENT_INBOUND.suffix) + "$"
+INBOUND_PATTERN = DepartmentTopic.INBOUND.pattern()
+
+
+@dataclass(frozen=True)
+class ProcessorTopics:
+    """The topics of one run of a processor: the declarations of :mod:`xietong.topics`,
+    or the benchmark's own. Each processor's subclass names its app and its inputs; here
+    is the departments' side, and where the outputs go when not where :mod:`schemas`
+    declares them."""
+
+    #: The Faust app's name: its id is ``xietong.streams.<app_name>``.
+    app_name: str = ""
+    #: One topic standing for every department's inbox (the benchmarks'), else none.
+    inbox: str | None = None
+    #: Every department's inbound topic (a regular expression, as librdkafka takes it).
+    inbound_pattern: str = INBOUND_PATTERN
+    #: The platform topic of each record type the processor sends, where it is not the
+    #: one :mod:`schemas` declares for it (the benchmarks').
+    outputs: dict[str, str] = field(default_factory=dict)
 
 
 class Inboxes:
-    """The departments' inboxes that exist, listed from the broker, and their topics.
+    """The departments' inboxes that exist, listed from the broker.
 
     ``single`` names one topic standing for every inbox (the benchmarks' sink).
     """
 
-    def __init__(self, app: faust.App, clients: KafkaClients, single: str | None = None) -> None:
-        self.app = app
+    def __init__(self, clients: KafkaClients, single: str | None = None) -> None:
         self.single = single
         self._admin = clients.admin()
         self._names: set[str] | None = None
-        self._topics: dict[str, DeclaredTopic] = {}
 
     def exists(self, department: str) -> bool:
         if self.single is not None:
             return True
         if self._names is None:
             self._names = self._list()
-        return DEPARTMENT_INBOX.name(department) in self._names
+        return DepartmentTopic.inbox(department) in self._names
 
     def name(self, department: str) -> str:
         """The name of the department's inbox topic (whether it exists or not)."""
-        return self.single or DEPARTMENT_INBOX.name(department)
-
-    def topic(self, department: str) -> DeclaredTopic | None:
-        """The department's inbox, or None while it has none (not onboarded yet)."""
-        if not self.exists(department):
-            return None
-        name = self.name(department)
-        topic = self._topics.get(name)
-        if topic is None:
-            topic = self._topics[name] = declared_topic(self.app, name)
-        return topic
+        return self.single or DepartmentTopic.inbox(department)
 
     async def refresh(self) -> set[str]:
         """List the inboxes again; the codes of the departments whose inbox is new."""
@@ -95,11 +121,11 @@ class Inboxes:
         self._names = await asyncio.to_thread(self._list)
         if before is None:
             return set()
-        return {INBOX_NAME.match(name)["code"] for name in self._names - before}  # type: ignore[index]
+        return {DepartmentTopic.INBOX.code_of(name) or "" for name in self._names - before}
 
     def _list(self) -> set[str]:
         topics = self._admin.list_topics(timeout=15).topics
-        return {name for name in topics if INBOX_NAME.match(name)}
+        return {name for name in topics if DepartmentTopic.INBOX.code_of(name)}
 
 
 def received_stamp(message: Message, id_prefix: str = "inbound") -> dict[str, Any] | None:
@@ -107,13 +133,13 @@ def received_stamp(message: Message, id_prefix: str = "inbound") -> dict[str, An
     department's inbound topic. ``received_id`` is uuid5 of the prefix, topic, partition
     and offset."""
     topic = message.topic() or ""
-    name = INBOUND_NAME.match(topic)
-    if name is None:
+    department = DepartmentTopic.INBOUND.code_of(topic)
+    if department is None:
         return None
     partition, offset = message.partition() or 0, message.offset() or 0
     return {
         "received_id": deterministic_id(f"{id_prefix}|{topic}|{partition}|{offset}"),
-        "department_code": name["code"],
+        "department_code": department,
         "inbound_topic": topic,
         "inbound_partition": partition,
         "inbound_offset": offset,
@@ -263,3 +289,212 @@ class InboundRelay(mode.Service):
                 name = f"{parsed['namespace']}.{name}"
             known = self._schemas[schema_id] = name == self.record_name
         return known
+
+
+# -- sending a rule's outputs: the platform topic, and the inboxes that exist --------------
+
+
+@functools.cache
+def undelivered_counter(processor: str) -> Counter:
+    """``xietong_<processor>_undelivered``: the processor's records for a department that
+    has no inbox yet, by record type."""
+    return Counter(
+        f"xietong_{processor}_undelivered",
+        "Records for a department that has no inbox yet (not onboarded), by record type",
+        ("record_type",),
+    )
+
+
+class OutputSender:
+    """What both processors do with what their rules return: each record to its platform
+    topic and to the inboxes it names, through one librdkafka
+    :class:`~streams.runtime.OutputProducer` flushed before every Faust commit.
+
+    A department that has no inbox yet (not onboarded) is not written to: the record is
+    counted on ``xietong_<processor>_undelivered`` (by record type), the department
+    logged once until :meth:`refresh` finds its inbox, and the record stays on the
+    platform topic; the rules keep what must reach the department later (a 双告知 push
+    waits for it).
+    """
+
+    def __init__(
+        self,
+        clients: KafkaClients,
+        topics: ProcessorTopics,
+        record_types: Mapping[str, RecordType],
+        *,
+        log_name: str,
+        note: str,
+    ) -> None:
+        self.output = OutputProducer(clients)
+        self.inboxes = Inboxes(clients, topics.inbox)
+        #: The platform topic of each record type: the run's own, else the declared ones.
+        self.topics = topics.outputs or processor_outputs(record_types)
+        self.writers = record_writers(clients, record_types)
+        self.undelivered = undelivered_counter(log_name)
+        self.log_name = log_name
+        self.note = note
+        self._without_inbox: set[str] = set()
+
+    def attach(self, app: faust.App) -> None:
+        """Make Faust's pre-commit flush wait for what was sent (at least once)."""
+        self.output.attach(app)
+
+    def send(self, out: Outgoing) -> None:
+        value = self.writers[out.record_type].encode(out.value)
+        key = out.key.encode()
+        self.output.produce(self.topics[out.record_type], key, value)
+        for department in out.inboxes:
+            if self.inboxes.exists(department):
+                self.output.produce(self.inboxes.name(department), key, value)
+                continue
+            self.undelivered.labels(out.record_type).inc()
+            if department not in self._without_inbox:
+                self._without_inbox.add(department)
+                log_event(
+                    logger,
+                    f"{self.log_name}_inbox_missing",
+                    department=department,
+                    record_type=out.record_type,
+                    uscc=out.key,
+                    note=self.note,
+                )
+
+    def check(self) -> None:
+        """Before the first event: list the inboxes that exist, and check that every
+        record type's schema is registered."""
+        self.inboxes.exists("")
+        for writer in self.writers.values():
+            writer.check_registered()
+
+    async def refresh(self) -> set[str]:
+        """List the inboxes again; the departments whose inbox is new (onboarded since)."""
+        new = await self.inboxes.refresh()
+        if new:
+            log_event(logger, f"{self.log_name}_inboxes_found", departments=sorted(new))
+            self._without_inbox -= new
+        return new
+
+
+SettingsT = TypeVar("SettingsT", bound=ProcessorSettings)
+TopicsT = TypeVar("TopicsT", bound=ProcessorTopics)
+
+
+# -- the processor's app: what both processors are made of ---------------------------------
+
+
+class ProcessorApp(ABC, Generic[SettingsT, TopicsT]):
+    """The parts every processor's Faust app has: its settings and Kafka clients, the app,
+    the :class:`OutputSender` of what its rules return, the internal due topic
+    (``<app id>-due``: what its timers found due, sent to the entity's own partition so
+    that an agent makes the change in order with the rest), and how a worker starts.
+
+    A processor names itself, its record types, settings and topics (class attributes),
+    and declares its tables, agents, timers and relay (:meth:`declare`) and what it loads
+    before the first event (:meth:`load`).
+    """
+
+    #: The processor's name (``dual-notice`` …): in its dead letters and log events.
+    name: ClassVar[str]
+    record_types: ClassVar[Mapping[str, RecordType]]
+    settings_type: type[SettingsT]
+    topics_type: type[TopicsT]
+    #: What the log says of a record for a department without an inbox.
+    inbox_missing: ClassVar[str]
+
+    def __init__(
+        self, settings: Settings, rules: SettingsT | None = None, topics: TopicsT | None = None
+    ) -> None:
+        self.settings = settings
+        self.rules_settings: SettingsT = rules or self.settings_type()
+        self.topics: TopicsT = topics or self.topics_type()
+        self.clients = KafkaClients(settings, "streams")
+        self.app = make_app(settings, self.topics.app_name)
+        self.sender = OutputSender(
+            self.clients,
+            self.topics,
+            self.record_types,
+            log_name=self.log_name,
+            note=self.inbox_missing,
+        )
+        self.inboxes = self.sender.inboxes
+        self.due_topic = due_topic(self.app, settings)
+        self._read = self.clients.avro_deserializer()
+        self.declare()
+
+    @abstractmethod
+    def declare(self) -> None:
+        """Declare the processor's tables, agents, timers and relay on :attr:`app`."""
+
+    @property
+    def log_name(self) -> str:
+        return self.name.replace("-", "_")
+
+    def read_input(
+        self,
+        name: str,
+        topic: str,
+        record_type: str,
+        rule: Rule,
+        *,
+        unreadable: Counter,
+        timer: Histogram | None = None,
+    ) -> None:
+        """An agent ``name`` reading ``record_type`` records from ``topic``: each goes to
+        ``rule`` with the clock's time, and what it returns to :meth:`send`
+        (:func:`streams.runtime.input_agent`)."""
+        agent = input_agent(
+            self.name,
+            record_type,
+            rule,
+            read=self._read,
+            send=self.send,
+            unreadable=unreadable,
+            timer=timer,
+        )
+        self.app.agent(declared_topic(self.app, topic), name=name)(agent)
+
+    @abstractmethod
+    def send(self, output: RuleOutput) -> None:
+        """Send what the rules returned (through :attr:`sender`), and note what it starts."""
+
+    def writers(self) -> list[RecordWriter]:
+        """Every kind of record the processor writes, with its schema."""
+        return list(self.sender.writers.values())
+
+    @abstractmethod
+    def load(self) -> dict[str, int]:
+        """Before the first event: load the reference data the rules read; how many of
+        each there are, for the log."""
+
+    @classmethod
+    def run_worker(
+        cls,
+        settings: Settings,
+        rules: SettingsT | None = None,
+        loglevel: str = "info",
+        topics: TopicsT | None = None,
+    ) -> None:
+        """Run one worker until SIGTERM or SIGINT (``xietong streams <name>``)."""
+        from xietong.logs import configure
+
+        configure()
+        cls(settings, rules, topics).run(loglevel)
+
+    def run(self, loglevel: str = "info") -> None:
+        """Run this worker until SIGTERM or SIGINT: nothing is decided before the reference
+        data is whole, every schema registered and the due topic there."""
+        from prometheus_client import start_http_server
+
+        log_event(logger, f"{self.log_name}_starting", app=self.app.conf.id)
+        loaded = self.load()
+        self.sender.check()
+        create_due_topic(self.clients, self.settings, self.due_topic)
+        log_event(logger, f"{self.log_name}_reference_data_loaded", **loaded)
+        if self.rules_settings.metrics_port:
+            start_http_server(self.rules_settings.metrics_port)
+        worker = faust.Worker(self.app, loglevel=loglevel, quiet=True)
+        # Faust's terminal spinner puts the root logger at DEBUG, so that every debug line
+        # of Faust and aiokafka (several per record) is formatted, then thrown away.
+        worker.spinner = None
+        worker.execute_from_commandline()

@@ -34,6 +34,3 @@ class RuleOutput:
 
     def send(self, record_type: str, key: str, value: dict[str, Any], *inboxes: str) -> None:
         self.outgoing.append(Outgoing(record_type, key, value, inboxes))
-
-
-# -- sending: librdkafka beside Faust, flushed before every commit ---------------------------

@@ -19,6 +19,11 @@ made here from the one settings object, connects as ``svc-streams``, and gets:
 * **no record skipped around a rebalance** (:class:`SeekingConsumer`): faust-streaming
   0.15 could drop records of its source topics while its tables recovered (a restart, a
   rebalance), and commit past them; its consumer is replaced by one that does not.
+* **one processor shape**: its outputs sent through librdkafka (:class:`OutputProducer`,
+  flushed before every Faust commit), one agent per input that hands each decoded record
+  to the pure rules with the business clock's time (:func:`input_agent`), its due topic
+  (:func:`due_topic`) and the settings every processor has (:class:`ProcessorSettings`);
+  ``streams.departments.ProcessorApp`` puts them together with the inboxes.
 
 Example::
 
@@ -32,16 +37,20 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import ssl
 import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import faust
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import NewTopic
 from confluent_kafka.schema_registry import Schema
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -50,10 +59,14 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 from faust.types.auth import SASLMechanism
+from prometheus_client import Counter, Histogram
 
-from schemas import RecordType
-from xietong.ids import deterministic_id
-from xietong.kafka import KafkaClients, sasl_config
+from schemas import DEAD_LETTER_RECORD, RecordType
+from streams.outputs import RuleOutput
+from xietong.clock import DAY_MS, business_clock
+from xietong.dead_letters import unreadable_message
+from xietong.kafka import KafkaClients, produce, sasl_config
+from xietong.logs import log_event
 from xietong.settings import Settings
 from xietong.topics import STREAMS_INTERNAL_TOPIC_PREFIX, TopicSpec
 
@@ -375,27 +388,17 @@ def unreadable_input(
     app_name: str, message: Any, record_type: str, error: Exception
 ) -> dict[str, Any]:
     """The dead letter of an input record a processor could not decode, kept whole."""
-    topic, partition, offset = message.topic, message.partition, message.offset
-    return {
-        "dead_letter_id": deterministic_id(f"{topic}|{partition}|{offset}"),
-        "connector": f"streams.{app_name}",
-        "record_type": record_type,
-        "source_department_uscc": "",
-        "source_system": f"xietong.streams.{app_name}",
-        "source_partition": f"{topic}[{partition}]",
-        "source_offset": str(offset),
-        "position": f"{topic} partition {partition} offset {offset}",
-        "payload": message.value or b"",
-        "payload_json": None,
-        "reasons": [
-            {
-                "field": "",
-                "code": "avro.unreadable",
-                "message": f"not a readable {record_type}: {error}",
-            }
-        ],
-        "failed_at": int(time.time() * 1000),
-    }
+    return unreadable_message(
+        connector=f"streams.{app_name}",
+        source_system=f"xietong.streams.{app_name}",
+        record_type=record_type,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        payload=message.value,
+        code="avro.unreadable",
+        message=f"not a readable {record_type}: {error}",
+    )
 
 
 # -- sending: librdkafka beside Faust, flushed before every commit ---------------------------
@@ -418,12 +421,7 @@ class OutputProducer:
         self._failures: list[str] = []
 
     def produce(self, topic: str, key: bytes, value: bytes) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, key=key, value=value, on_delivery=self._delivered)
-                break
-            except BufferError:  # librdkafka's queue is full: let it drain
-                self._producer.poll(0.05)
+        produce(self._producer, topic, key=key, value=value, on_delivery=self._delivered)
         self._producer.poll(0)
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
@@ -451,3 +449,115 @@ class OutputProducer:
             await asyncio.to_thread(self.flush)
 
         faust_producer.flush = flush_both  # type: ignore[method-assign]
+
+
+# -- one processor shape: what both processors' apps do around their rules ------------------
+
+
+def processor_outputs(record_types: Mapping[str, RecordType]) -> dict[str, str]:
+    """The platform topic of each of a processor's record types, and of its dead letters."""
+    return {
+        name: record.topic.name
+        for name, record in {**record_types, "dead_letter": DEAD_LETTER_RECORD}.items()
+    }
+
+
+def record_writers(
+    clients: KafkaClients, record_types: Mapping[str, RecordType]
+) -> dict[str, RecordWriter]:
+    """A writer for each of a processor's record types, and for its dead letters."""
+    return {
+        name: RecordWriter(clients, record)
+        for name, record in {**record_types, "dead_letter": DEAD_LETTER_RECORD}.items()
+    }
+
+
+def due_topic(app: faust.App, settings: Settings) -> faust.TopicT:
+    """``<app id>-due``: what a processor's timers found due, sent to the entity's own
+    partition (keyed by USCC) so that an agent makes the change in order with the rest."""
+    return app.topic(
+        f"{app.conf.id}-due",
+        internal=True,
+        partitions=settings.uscc_partitions,
+        key_serializer="raw",
+        value_serializer="json",
+        retention=timedelta(days=7),
+        config=changelog_config(settings),
+    )
+
+
+def create_due_topic(clients: KafkaClients, settings: Settings, topic: faust.TopicT) -> None:
+    """Create the due topic now if it is missing: Faust would create it too, but its
+    consumer, subscribed before, ignores a topic missing at start."""
+    spec = NewTopic(
+        topic.get_topic_name(),
+        num_partitions=settings.uscc_partitions,
+        replication_factor=settings.replication_factor,
+        config={"retention.ms": str(7 * DAY_MS), **changelog_config(settings)},
+    )
+    admin = clients.admin()  # held until the futures are done: its handle serves them
+    for future in admin.create_topics([spec], operation_timeout=30).values():
+        try:
+            future.result()
+        except KafkaException as error:
+            if "TOPIC_ALREADY_EXISTS" not in str(error):
+                raise
+
+
+Rule = Callable[[dict[str, Any], int], RuleOutput]
+
+
+def input_agent(
+    app_name: str,
+    record_type: str,
+    rule: Rule,
+    *,
+    read: Callable[[bytes | None, None], Any],
+    send: Callable[[RuleOutput], None],
+    unreadable: Counter,
+    timer: Histogram | None = None,
+) -> Callable[[faust.StreamT], Awaitable[None]]:
+    """A Faust agent for one input: decode each record, apply ``rule`` with the business
+    clock's time, ``send`` what it returns.
+
+    An unreadable record is kept whole on the dead-letter topic, never dropped, and
+    counted on ``unreadable`` (a Prometheus counter child); ``timer`` (a histogram child),
+    if given, times each record from reading to handing its outputs over.
+    """
+    clock = business_clock()
+    logger = logging.getLogger(f"streams.{app_name}")
+
+    def handle(message: Any) -> None:
+        try:
+            # No context: the writer's schema comes with the record, and the platform's
+            # schemas carry no data-contract rules to run (a fifth of the decoding time).
+            record = read(message.value, None)
+            if not isinstance(record, dict):
+                raise TypeError(f"{type(record).__name__}, not a record")
+        except Exception as error:
+            unreadable.inc()
+            log_event(
+                logger,
+                f"{app_name.replace('-', '_')}_unreadable_input",
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                error=str(error),
+            )
+            output = RuleOutput()
+            output.send(
+                "dead_letter",
+                f"xietong.streams.{app_name}",
+                unreadable_input(app_name, message, record_type, error),
+            )
+            send(output)
+            return
+        send(rule(record, clock.now_ms()))
+
+    async def agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            with timer.time() if timer is not None else contextlib.nullcontext():
+                handle(event.message)
+
+    agent.__name__ = f"{record_type}_agent"
+    return agent

@@ -4,16 +4,69 @@ actions of the sample province, as the connectors and the departments would send
 from __future__ import annotations
 
 import random
-import time
 import uuid
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from registry.seed import load_sample_province
+from streams.dual_notice.rules import ApprovalCatalog, DepartmentDirectory
+from xietong.clock import business_clock
+from xietong.ids import deterministic_id
 from xietong.uscc import make_uscc
 
 PROVINCE = load_sample_province()
+
+
+def sample_catalog() -> ApprovalCatalog:
+    """The sample province's approval catalog, as registry.approval-items carries it."""
+    records = []
+    for item in PROVINCE.approval_items:
+        routes = []
+        for division, code in PROVINCE.routing.get(item.code, {}).items():
+            department = PROVINCE.department(code)
+            routes.append(
+                {
+                    "division_code": division,
+                    "department_code": code,
+                    "department_uscc": department.uscc,
+                    "department_name": department.name,
+                }
+            )
+        records.append(
+            {
+                "code": item.code,
+                "name": item.name,
+                "legal_basis": item.legal_basis,
+                "certificate_name": item.certificate_name,
+                "scope_wordings": list(item.match.scope),
+                "industry_codes": list(item.match.industry),
+                "routes": routes,
+            }
+        )
+    return ApprovalCatalog(records)
+
+
+def sample_directory() -> DepartmentDirectory:
+    """The sample province's departments, as registry.departments carries them."""
+    return DepartmentDirectory(
+        {"code": department.code, "uscc": department.uscc, "name": department.name}
+        for department in PROVINCE.departments
+    )
+
+
+def received(department: str, action: dict[str, Any], offset: int) -> dict[str, Any]:
+    """A department action as the relay forwards it from the department's inbound topic."""
+    topic = f"dept.{department}.inbound"
+    return {
+        "received_id": deterministic_id(f"dual-notice-action|{topic}|0|{offset}"),
+        "department_code": department,
+        "inbound_topic": topic,
+        "inbound_partition": 0,
+        "inbound_offset": offset,
+        "received_at": action["acted_at"],
+        "action": action,
+    }
 
 
 def registration(
@@ -32,8 +85,9 @@ def registration(
     """A registration event of the registration authority (市场监管) of ``division``."""
     authority = PROVINCE.department_of("market_regulation", division)
     assert authority is not None, division
-    moment = event_time_ms if event_time_ms is not None else int(time.time() * 1000)
-    day = datetime.fromtimestamp(moment / 1000, UTC).date()
+    clock = business_clock()
+    moment = event_time_ms if event_time_ms is not None else clock.now_ms()
+    day = clock.day_of(moment)
     items = [{"text": text, "kind": "PERMIT", "catalog_code": None} for text in permit]
     items += [{"text": text, "kind": "GENERAL", "catalog_code": None} for text in general]
     scope = (
@@ -51,7 +105,7 @@ def registration(
             "source_partition": "test",
             "source_offset": record_id,
             "event_time": moment,
-            "ingest_time": int(time.time() * 1000),
+            "ingest_time": clock.now_ms(),
         },
         "event_kind": kind,
         "event_date": day,
@@ -85,8 +139,8 @@ def licence(
     """A licence (行政许可) for the entity and the approval item, by a department."""
     authority = PROVINCE.department(authority_code)
     item = PROVINCE.approval_item(item_code)
-    today = datetime.now(UTC).date()
-    now = int(time.time() * 1000)
+    clock = business_clock()
+    today, now = clock.today(), clock.now_ms()
     number = number or f"{item_code}-{uuid.uuid4().hex[:10]}"
     return {
         "envelope": {
@@ -142,6 +196,6 @@ def action(
         "return_reason": reason,
         "reason_text": text,
         "target_department_code": target,
-        "acted_at": acted_at_ms if acted_at_ms is not None else int(time.time() * 1000),
+        "acted_at": acted_at_ms if acted_at_ms is not None else business_clock().now_ms(),
         "operator": "李四",
     }

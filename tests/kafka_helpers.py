@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from confluent_kafka import Message, TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from xietong.kafka import KafkaClients
+from xietong.kafka import KafkaClients, produce
 
 Reading = TypeVar("Reading")
 
@@ -20,17 +20,12 @@ Reading = TypeVar("Reading")
 def produce_all(
     kafka: KafkaClients, messages: Iterable[tuple[str, bytes, bytes]], **config: Any
 ) -> int:
-    """Every (topic, key, value), acknowledged — a full producer queue is waited out;
-    how many. ``config`` goes to the producer."""
+    """Every (topic, key, value), acknowledged (a full producer queue is waited out by
+    :func:`xietong.kafka.produce`); how many. ``config`` goes to the producer."""
     producer = kafka.producer(**config)
     count = 0
     for topic, key, value in messages:
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce(producer, topic, key=key, value=value)
         producer.poll(0)
         count += 1
     remaining = producer.flush(120)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka.admin import (
     AclBinding,
@@ -35,15 +36,16 @@ class Grant:
     pattern: str = "LITERAL"  # LITERAL | PREFIXED
 
     def binding(self) -> AclBinding:
-        return AclBinding(
-            ResourceType[self.resource],
-            self.name,
-            ResourcePatternType[self.pattern],
-            self.principal,
-            "*",
-            AclOperation[self.operation],
-            AclPermissionType.ALLOW,
-        )
+        return AclBinding(*self._acl())
+
+    def binding_filter(self) -> AclBindingFilter:
+        """The filter that matches this grant alone (to delete it)."""
+        return AclBindingFilter(*self._acl())
+
+    def _acl(self) -> tuple[Any, ...]:
+        resource, pattern = ResourceType[self.resource], ResourcePatternType[self.pattern]
+        operation, allow = AclOperation[self.operation], AclPermissionType.ALLOW
+        return resource, self.name, pattern, self.principal, "*", operation, allow
 
     @classmethod
     def of(cls, binding: AclBinding) -> Grant:
@@ -119,18 +121,7 @@ def reconcile(
         ).values():
             future.result()
     if extra:
-        filters = [
-            AclBindingFilter(
-                ResourceType[g.resource],
-                g.name,
-                ResourcePatternType[g.pattern],
-                g.principal,
-                "*",
-                AclOperation[g.operation],
-                AclPermissionType.ALLOW,
-            )
-            for g in extra
-        ]
+        filters = [g.binding_filter() for g in extra]
         for future in admin.delete_acls(filters, request_timeout=15).values():
             future.result()
     return Reconciled(tuple(missing), tuple(extra))

@@ -159,6 +159,20 @@ class KafkaClients:
         return AvroDeserializer(self.schema_registry(), schema_str, conf=conf)
 
 
+def produce(producer: Producer, topic: str, **message: Any) -> None:
+    """``producer.produce(topic, **message)``, waiting while librdkafka's queue is full
+    (it sends meanwhile) instead of failing with ``BufferError``::
+
+        produce(producer, "market.registrations", key=b"9133…", value=payload)
+    """
+    while True:
+        try:
+            producer.produce(topic, **message)
+            return
+        except BufferError:
+            producer.poll(0.1)
+
+
 @cache
 def clients(service: str = "admin") -> KafkaClients:
     """The factory of one platform service, for the process-wide settings."""

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK = "127.0.0.1"
@@ -116,6 +116,17 @@ class Settings(BaseSettings):
         " its offset); for one-shot commands and tests, never for a running platform.",
     )
 
+    @field_validator("clock_offset", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        # pydantic reads a duration from text only as ISO 8601 or [-]HH:MM:SS; seconds too.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return value
+        return value
+
     # -- monitoring -------------------------------------------------------------------
     prometheus_port: int = Field(
         default=9090, description="The local Prometheus (xietong stack up --with-prometheus)."
@@ -159,12 +170,12 @@ class Settings(BaseSettings):
         return self.credit_database_url_env or self.local_database_url(CREDIT_DATABASE)
 
     def endpoints(self) -> dict[str, str]:
-        """The endpoint variables, as written to ``.local/stack.env``."""
+        """The endpoint variables, as written to ``.local/stack.env``: each ``<name>_env``
+        field's variable, with the endpoint ``<name>`` in use."""
         return {
-            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
-            "SCHEMA_REGISTRY_URL": self.schema_registry_url,
-            "DATABASE_URL": self.database_url,
-            "CREDIT_DATABASE_URL": self.credit_database_url,
+            str(spec.validation_alias): getattr(self, name.removesuffix("_env"))
+            for name, spec in type(self).model_fields.items()
+            if name.endswith("_env")
         }
 
     # -- which services the local stack must provide ------------------------------------

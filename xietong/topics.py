@@ -13,9 +13,12 @@ partitions to a keyed topic moves keys and breaks co-partitioning.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache
+from typing import ClassVar
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
@@ -73,36 +76,59 @@ class TopicSpec:
 
 
 # -- the declarations -------------------------------------------------------------------
+
+
+def _canonical(name: str, description: str) -> TopicSpec:
+    """A topic of canonical records: connectors write it; processors and the sink read it."""
+    return TopicSpec(
+        name, description, TopicKey.USCC, writers=("connectors",), readers=("streams", "sink")
+    )
+
+
+def _catalog(name: str, description: str, partitions: int = 1) -> TopicSpec:
+    """A registry table for the processors: compacted, written by the registry alone."""
+    return TopicSpec(
+        name,
+        description,
+        TopicKey.CATALOG,
+        compacted=True,
+        partitions=partitions,
+        writers=("registry",),
+        readers=("streams", "sink"),
+    )
+
+
+def _processor_output(
+    name: str,
+    description: str,
+    key: TopicKey = TopicKey.USCC,
+    partitions: int | None = None,
+    readers: tuple[str, ...] = ("sink",),
+) -> TopicSpec:
+    """What a stream processor publishes (for the sink, and auditors), kept forever."""
+    return TopicSpec(
+        name, description, key, partitions=partitions, writers=("streams",), readers=readers
+    )
+
+
 # Canonical record topics keep their records forever: they are the system of record from
 # which the credit database and every processor's state can be rebuilt by replay.
 
-REGISTRATIONS = TopicSpec(
+REGISTRATIONS = _canonical(
     "market.registrations",
     "市场主体登记 events (设立/变更/注销) from the registration authority",
-    TopicKey.USCC,
-    writers=("connectors",),
-    readers=("streams", "sink"),
 )
-LICENCES = TopicSpec(
+LICENCES = _canonical(
     "permits.licences",
     "行政许可 decisions (双公示) from licensing departments",
-    TopicKey.USCC,
-    writers=("connectors",),
-    readers=("streams", "sink"),
 )
-PENALTIES = TopicSpec(
+PENALTIES = _canonical(
     "enforcement.penalties",
     "行政处罚 decisions (双公示) from enforcement departments",
-    TopicKey.USCC,
-    writers=("connectors",),
-    readers=("streams", "sink"),
 )
-CREDIT_LIST_ENTRIES = TopicSpec(
+CREDIT_LIST_ENTRIES = _canonical(
     "credit.list-entries",
     "红黑名单 entries (列入/移出) from the credit authority",
-    TopicKey.USCC,
-    writers=("connectors",),
-    readers=("streams", "sink"),
 )
 DEAD_LETTER = TopicSpec(
     "platform.dead-letter",
@@ -144,108 +170,65 @@ HEARTBEATS = TopicSpec(
 # then follows changes without a restart. Only the registry writes them (from its
 # outbox, registry/publisher.py); a deleted entry is a tombstone (a null value).
 
-REGISTRY_DEPARTMENTS = TopicSpec(
+REGISTRY_DEPARTMENTS = _catalog(
     "registry.departments",
     "部门: every department, keyed by its code",
-    TopicKey.CATALOG,
-    compacted=True,
-    partitions=1,
-    writers=("registry",),
-    readers=("streams", "sink"),
 )
-REGISTRY_APPROVAL_ITEMS = TopicSpec(
+REGISTRY_APPROVAL_ITEMS = _catalog(
     "registry.approval-items",
     "后置审批事项: every approval item with its routes (区划→部门) and matching rules,"
     " keyed by the item's code",
-    TopicKey.CATALOG,
-    compacted=True,
-    partitions=1,
-    writers=("registry",),
-    readers=("streams", "sink"),
 )
-REGISTRY_MEASURES = TopicSpec(
+REGISTRY_MEASURES = _catalog(
     "registry.measures",
     "失信惩戒措施: every joint-punishment measure, keyed by its code",
-    TopicKey.CATALOG,
-    compacted=True,
-    partitions=1,
-    writers=("registry",),
-    readers=("streams", "sink"),
 )
-REGISTRY_LIST_TYPES = TopicSpec(
+REGISTRY_LIST_TYPES = _catalog(
     "registry.list-types",
     "名单类型: every credit list and its term, keyed by its code",
-    TopicKey.CATALOG,
-    compacted=True,
-    partitions=1,
-    writers=("registry",),
-    readers=("streams", "sink"),
 )
-REGISTRY_SUBSCRIPTIONS = TopicSpec(
+REGISTRY_SUBSCRIPTIONS = _catalog(
     "registry.subscriptions",
     "订阅: every subscription in its current state (REVOKED and EXPIRED included), keyed by its id",
-    TopicKey.CATALOG,
-    compacted=True,
     partitions=3,
-    writers=("registry",),
-    readers=("streams", "sink"),
 )
 
 # 双告知 (streams/dual_notice/app.py): what the processor tells departments and applicants,
 # and what departments did about it. Everything delivered to a department's inbox is also
 # published here, so the sink and auditors see who was told what, and when; kept forever.
 
-DUAL_NOTICE_PUSHES = TopicSpec(
+DUAL_NOTICE_PUSHES = _processor_output(
     "dualnotice.pushes",
     "双告知推送: every push to an approving department, republished at each change of state",
-    TopicKey.USCC,
-    writers=("streams",),
-    readers=("sink",),
 )
-DUAL_NOTICE_APPLICANT_NOTICES = TopicSpec(
+DUAL_NOTICE_APPLICANT_NOTICES = _processor_output(
     "dualnotice.applicant-notices",
     "告知书: per registration event, the permits the applicant needs and who grants them",
-    TopicKey.USCC,
-    writers=("streams",),
-    readers=("sink",),
 )
-DUAL_NOTICE_MANUAL_ROUTING = TopicSpec(
+DUAL_NOTICE_MANUAL_ROUTING = _processor_output(
     "dualnotice.manual-routing",
     "分流失败: items with no department for the entity's division, until the registrar"
     " routes them by hand (手动分流)",
-    TopicKey.USCC,
-    writers=("streams",),
-    readers=("sink",),
 )
-DUAL_NOTICE_ACTIONS = TopicSpec(
+DUAL_NOTICE_ACTIONS = _processor_output(
     "dualnotice.actions",
     "Department actions on pushes (认领、退回、重新指派、终止推送、手动分流) as received from"
     " their inbound topics, with the acting department the topic names; keyed by USCC",
-    TopicKey.USCC,
-    writers=("streams",),
     readers=("streams", "sink"),
 )
-DUAL_NOTICE_REJECTED_ACTIONS = TopicSpec(
+DUAL_NOTICE_REJECTED_ACTIONS = _processor_output(
     "dualnotice.rejected-actions",
     "Department actions that were not applied, each with the reason; keyed by department",
-    TopicKey.SOURCE,
+    key=TopicKey.SOURCE,
     partitions=3,
-    writers=("streams",),
-    readers=("sink",),
 )
-DUAL_NOTICE_ALERTS = TopicSpec(
+DUAL_NOTICE_ALERTS = _processor_output(
     "dualnotice.alerts",
     "逾期未认领 escalations and 无证经营 risk alerts, as sent to the departments",
-    TopicKey.USCC,
-    writers=("streams",),
-    readers=("sink",),
 )
-DUAL_NOTICE_CLOSURE_NOTICES = TopicSpec(
+DUAL_NOTICE_CLOSURE_NOTICES = _processor_output(
     "dualnotice.closure-notices",
     "注销/吊销 notices to the departments that issued the entity a still-valid licence",
-    TopicKey.USCC,
-    writers=("streams",),
-    readers=("sink",),
 )
 
 # 一处违法、处处受限 (streams/joint_punishment/app.py): matters departments handle, and what the
@@ -261,52 +244,35 @@ MATTER_EVENTS = TopicSpec(
     writers=("connectors", "streams"),
     readers=("streams", "sink"),
 )
-PUNISHMENT_SANCTION_NOTICES = TopicSpec(
+PUNISHMENT_SANCTION_NOTICES = _processor_output(
     "punishment.sanction-notices",
     "惩戒告知: per listing, measure and implementing department, what to restrict and until when",
-    TopicKey.USCC,
-    writers=("streams",),
-    readers=("sink",),
 )
-PUNISHMENT_LICENCE_REVIEWS = TopicSpec(
+PUNISHMENT_LICENCE_REVIEWS = _processor_output(
     "punishment.licence-reviews",
     "许可审查告知: a licence-revoking penalty or a serious listing, to each department whose"
     " licence of the entity was valid",
-    TopicKey.USCC,
-    writers=("streams",),
-    readers=("sink",),
 )
-PUNISHMENT_RESTRICTION_HITS = TopicSpec(
+PUNISHMENT_RESTRICTION_HITS = _processor_output(
     "punishment.restriction-hits",
     "限制命中: a matter for a listed entity that a measure restricts, republished at every change"
     " (feedback, withdrawal)",
-    TopicKey.USCC,
-    writers=("streams",),
-    readers=("sink",),
 )
-PUNISHMENT_FEEDBACK = TopicSpec(
+PUNISHMENT_FEEDBACK = _processor_output(
     "punishment.feedback",
     "反馈: departments' feedback on restriction hits as received from their inbound topics, with"
     " the department the topic names; keyed by USCC",
-    TopicKey.USCC,
-    writers=("streams",),
     readers=("streams", "sink"),
 )
-PUNISHMENT_ALERTS = TopicSpec(
+PUNISHMENT_ALERTS = _processor_output(
     "punishment.alerts",
     "逾期未反馈督办: restriction hits without feedback by their deadline, as sent to the department"
     " and the credit authority",
-    TopicKey.USCC,
-    writers=("streams",),
-    readers=("sink",),
 )
-PUNISHMENT_LIFT_NOTICES = TopicSpec(
+PUNISHMENT_LIFT_NOTICES = _processor_output(
     "punishment.lift-notices",
     "解除惩戒告知: a listing ended (移出 or 期满); to every department told to restrict"
     " because of it",
-    TopicKey.USCC,
-    writers=("streams",),
-    readers=("sink",),
 )
 
 TOPICS: tuple[TopicSpec, ...] = (
@@ -343,12 +309,23 @@ TOPICS: tuple[TopicSpec, ...] = (
 # -- each department's own topics ----------------------------------------------------------
 
 
+#: Topics of departments (``dept.<code>.…``): their ACLs are the registry's to reconcile.
+DEPARTMENT_TOPIC_PREFIX = "dept."
+
+
 @dataclass(frozen=True)
 class DepartmentTopic:
     """A topic every onboarded department has, named ``dept.<code>.<suffix>``.
 
     The registry creates them when a department gets its Kafka credential and grants
-    the department its side; the services' side is declared here.
+    the department its side; the services' side is declared here. Their names are made
+    and read only here::
+
+        DepartmentTopic.inbox("hz-amr")                    # 'dept.hz-amr.inbox'
+        DepartmentTopic.inbound("hz-amr")                  # 'dept.hz-amr.inbound'
+        DepartmentTopic.INBOX.pattern()                    # every inbox, to subscribe to
+        DepartmentTopic.INBOX.code_of("dept.hz-amr.inbox") # 'hz-amr' (None: not an inbox)
+        DepartmentTopic.namespace("hz-amr")                # 'dept.hz-amr.', its own topics
     """
 
     suffix: str
@@ -358,8 +335,35 @@ class DepartmentTopic:
     writers: tuple[str, ...] = ()
     readers: tuple[str, ...] = ()
 
+    INBOX: ClassVar[DepartmentTopic]
+    INBOUND: ClassVar[DepartmentTopic]
+
+    @staticmethod
+    def namespace(department_code: str) -> str:
+        """The prefix of every topic of the department's own."""
+        return f"{DEPARTMENT_TOPIC_PREFIX}{department_code}."
+
+    @classmethod
+    def inbox(cls, department_code: str) -> str:
+        """The name of the department's inbox."""
+        return cls.INBOX.name(department_code)
+
+    @classmethod
+    def inbound(cls, department_code: str) -> str:
+        """The name of the department's inbound topic."""
+        return cls.INBOUND.name(department_code)
+
     def name(self, department_code: str) -> str:
-        return f"dept.{department_code}.{self.suffix}"
+        return f"{self.namespace(department_code)}{self.suffix}"
+
+    def pattern(self) -> str:
+        """This topic of every department, as a regex librdkafka subscribes to (``^…``)."""
+        return rf"^{re.escape(DEPARTMENT_TOPIC_PREFIX)}[^.]+\.{re.escape(self.suffix)}$"
+
+    def code_of(self, topic: str) -> str | None:
+        """The department code of this topic's name; None for any other topic."""
+        match = _department_topic_name(self.suffix).match(topic)
+        return match["code"] if match else None
 
     def spec(self, department_code: str) -> TopicSpec:
         return TopicSpec(
@@ -373,7 +377,15 @@ class DepartmentTopic:
         )
 
 
-DEPARTMENT_INBOX = DepartmentTopic(
+@cache
+def _department_topic_name(suffix: str) -> re.Pattern[str]:
+    # Department codes are lower-case words joined by hyphens: never a dot.
+    return re.compile(
+        rf"^{re.escape(DEPARTMENT_TOPIC_PREFIX)}(?P<code>[^.]+)\.{re.escape(suffix)}$"
+    )
+
+
+DEPARTMENT_INBOX = DepartmentTopic.INBOX = DepartmentTopic(
     "inbox",
     "What the platform delivers to the department (双告知 pushes, sanction notices …);"
     " only that department may read it",
@@ -382,7 +394,7 @@ DEPARTMENT_INBOX = DepartmentTopic(
     writers=("streams",),
     readers=("sink",),
 )
-DEPARTMENT_INBOUND = DepartmentTopic(
+DEPARTMENT_INBOUND = DepartmentTopic.INBOUND = DepartmentTopic(
     "inbound",
     "What the department's own systems publish to the platform; only it may write it",
     TopicKey.SOURCE,
@@ -393,9 +405,6 @@ DEPARTMENT_TOPICS: tuple[DepartmentTopic, ...] = (DEPARTMENT_INBOX, DEPARTMENT_I
 
 
 # -- who may use them -----------------------------------------------------------------------
-
-#: Topics of departments (``dept.<code>.…``): their ACLs are the registry's to reconcile.
-DEPARTMENT_TOPIC_PREFIX = "dept."
 
 
 def owned_by_declarations(grant: Grant) -> bool:

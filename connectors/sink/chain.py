@@ -112,6 +112,10 @@ def _instant(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat(timespec="milliseconds")
 
 
+#: The fields of an entry its hash covers as they are (its time and source it covers too).
+_HASHED_AS_THEY_ARE = ("chain", "entry_id", "kind", "event_id", "uscc", "department_code")
+
+
 @dataclass(frozen=True)
 class Entry:
     """One entry of a chain, as stored in ``audit_log``."""
@@ -135,12 +139,7 @@ class Entry:
     def body(self) -> dict[str, Any]:
         """What the hash covers: everything but the position (the links give the order)."""
         return {
-            "chain": self.chain,
-            "entry_id": self.entry_id,
-            "kind": self.kind,
-            "event_id": self.event_id,
-            "uscc": self.uscc,
-            "department_code": self.department_code,
+            **{name: getattr(self, name) for name in _HASHED_AS_THEY_ARE},
             "occurred_at": _instant(self.occurred_at),
             "source": {
                 "topic": self.source_topic,

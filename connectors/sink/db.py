@@ -14,24 +14,16 @@ from pathlib import Path
 
 import psycopg2
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from psycopg2.extensions import connection as Connection
+
+from xietong import migrations
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def alembic_config(url: str) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    # An attribute, not an ini option, so a password with % needs no escaping.
-    config.attributes["database_url"] = url
-    return config
-
-
 def migrate(url: str, revision: str = "head") -> None:
     """Bring the credit database at ``url`` to ``revision`` (``alembic upgrade``)."""
-    command.upgrade(alembic_config(url), revision)
+    migrations.migrate(MIGRATIONS_DIR, url, revision)
 
 
 def connect(url: str) -> Connection:

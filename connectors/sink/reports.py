@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from connectors.sink import db
+from xietong.clock import business_clock
 
 Row = dict[str, Any]
 
@@ -120,7 +121,8 @@ def department_report(
 ) -> Report:
     """One department over ``[date_from, date_to)``: claims, overdue pushes, sanction
     feedback, deliveries."""
-    p = {"code": code, "from": date_from, "to": date_to}
+    # Months are the province's, whatever the database server's time zone.
+    p = {"code": code, "from": date_from, "to": date_to, "zone": business_clock().zone.key}
     pushed_in = (
         "department_code = %(code)s"
         " AND (%(from)s::timestamptz IS NULL OR pushed_at >= %(from)s)"
@@ -142,7 +144,8 @@ def department_report(
             )
             monthly = _query(
                 cursor,
-                "SELECT date_trunc('month', pushed_at)::date AS month, count(*) AS pushes,"
+                "SELECT date_trunc('month', pushed_at AT TIME ZONE %(zone)s)::date AS month,"
+                " count(*) AS pushes,"
                 " count(claimed_at) AS claimed,"
                 " round(count(claimed_at)::numeric / count(*), 4) AS claim_rate,"
                 " percentile_cont(0.5) WITHIN GROUP (ORDER BY time_to_claim)"

@@ -48,20 +48,18 @@ from connectors.sink import db
 from connectors.sink.chain import Appender, load_or_create_key
 from connectors.sink.decode import Decoder, UnreadableRecord
 from connectors.sink.tables import (
-    INBOX_PATTERN,
     TABLES_BY_RECORD,
     TABLES_BY_TOPIC,
     Delivery,
     TableMapping,
-    inbox_department,
 )
 from connectors.sink.writer import Batch, BatchWriter, Written, stored_offsets
 from schemas import DEAD_LETTER_RECORD
-from xietong.ids import deterministic_id
+from xietong.dead_letters import unreadable_message
 from xietong.kafka import KafkaClients
 from xietong.logs import log_event
 from xietong.settings import Settings
-from xietong.topics import DEAD_LETTER
+from xietong.topics import DEAD_LETTER, DepartmentTopic
 
 logger = logging.getLogger("connectors.sink")
 
@@ -362,7 +360,7 @@ class CreditSink:
                         raise UnreadableRecord(f"{topic} carries {mapping.record_name}, not {name}")
                     batch.add(topic, partition, offset, mapping, record)
                     continue
-                department = inbox_department(topic)
+                department = DepartmentTopic.INBOX.code_of(topic)
                 mapping = TABLES_BY_RECORD.get(name)
                 if department is None or mapping is None:
                     raise UnreadableRecord(
@@ -399,21 +397,18 @@ class CreditSink:
             serializer = self.clients.avro_serializer(DEAD_LETTER_RECORD.schema_str)
             context = SerializationContext(DEAD_LETTER.name, MessageField.VALUE)
             self._dead_letter_serialize = lambda value: serializer(value, context)
-        now = int(time.time() * 1000)
-        value = {
-            "dead_letter_id": deterministic_id(f"sink|{topic}|{partition}|{offset}"),
-            "connector": "sink.credit",
-            "record_type": "unknown",
-            "source_department_uscc": "",
-            "source_system": "xietong.sink",
-            "source_partition": f"{topic}[{partition}]",
-            "source_offset": str(offset),
-            "position": f"{topic} partition {partition} offset {offset}",
-            "payload": message.value() or b"",
-            "payload_json": None,
-            "reasons": [{"field": "", "code": "sink.unreadable", "message": str(reason)}],
-            "failed_at": now,
-        }
+        value = unreadable_message(
+            connector="sink.credit",
+            source_system="xietong.sink",
+            record_type="unknown",
+            topic=topic or "",
+            partition=partition or 0,
+            offset=offset or 0,
+            payload=message.value(),
+            code="sink.unreadable",
+            message=str(reason),
+            id_prefix="sink|",
+        )
         self._producer.produce(
             DEAD_LETTER.name, key=b"sink", value=self._dead_letter_serialize(value)
         )
@@ -500,7 +495,7 @@ class CreditSink:
 
     def _partitions(self, consumer: Consumer) -> list[tuple[str, int]]:
         """Every partition of the mapped topics and of the inboxes that exist now."""
-        inbox = re.compile(INBOX_PATTERN)
+        inbox = re.compile(DepartmentTopic.INBOX.pattern())
         topics = consumer.list_topics(timeout=15).topics
         return sorted(
             (name, partition)

@@ -35,27 +35,7 @@ from schemas import (
     RecordType,
 )
 from xietong.ids import deterministic_id
-from xietong.topics import (
-    CREDIT_LIST_ENTRIES,
-    DEPARTMENT_INBOX,
-    DUAL_NOTICE_ACTIONS,
-    DUAL_NOTICE_ALERTS,
-    DUAL_NOTICE_APPLICANT_NOTICES,
-    DUAL_NOTICE_CLOSURE_NOTICES,
-    DUAL_NOTICE_MANUAL_ROUTING,
-    DUAL_NOTICE_PUSHES,
-    DUAL_NOTICE_REJECTED_ACTIONS,
-    LICENCES,
-    MATTER_EVENTS,
-    PENALTIES,
-    PUNISHMENT_ALERTS,
-    PUNISHMENT_FEEDBACK,
-    PUNISHMENT_LICENCE_REVIEWS,
-    PUNISHMENT_LIFT_NOTICES,
-    PUNISHMENT_RESTRICTION_HITS,
-    PUNISHMENT_SANCTION_NOTICES,
-    REGISTRATIONS,
-)
+from xietong.topics import DepartmentTopic
 
 Record = dict[str, Any]
 Getter = Callable[[Record], Any]
@@ -808,26 +788,30 @@ LIFT_NOTICES_TABLE = TableMapping(
     audit=_lift_audit,
 )
 
-#: Every mapping, by the topic it reads (a department's inbox is read by :data:`DELIVERIES`).
+#: Every mapping, by the topic its record type is on (a department's inbox is read by
+#: :data:`DELIVERIES`).
 TABLES_BY_TOPIC: dict[str, TableMapping] = {
-    REGISTRATIONS.name: REGISTRATIONS_TABLE,
-    LICENCES.name: LICENCES_TABLE,
-    PENALTIES.name: PENALTIES_TABLE,
-    CREDIT_LIST_ENTRIES.name: LIST_ENTRIES_TABLE,
-    DUAL_NOTICE_PUSHES.name: PUSH_STATES_TABLE,
-    DUAL_NOTICE_APPLICANT_NOTICES.name: APPLICANT_NOTICES_TABLE,
-    DUAL_NOTICE_MANUAL_ROUTING.name: ROUTING_FAILURES_TABLE,
-    DUAL_NOTICE_ALERTS.name: ALERTS_TABLE,
-    DUAL_NOTICE_CLOSURE_NOTICES.name: CLOSURE_NOTICES_TABLE,
-    DUAL_NOTICE_ACTIONS.name: ACTIONS_TABLE,
-    DUAL_NOTICE_REJECTED_ACTIONS.name: REJECTED_ACTIONS_TABLE,
-    MATTER_EVENTS.name: MATTER_EVENTS_TABLE,
-    PUNISHMENT_SANCTION_NOTICES.name: SANCTION_NOTICES_TABLE,
-    PUNISHMENT_LICENCE_REVIEWS.name: LICENCE_REVIEWS_TABLE,
-    PUNISHMENT_RESTRICTION_HITS.name: RESTRICTION_HITS_TABLE,
-    PUNISHMENT_FEEDBACK.name: FEEDBACK_TABLE,
-    PUNISHMENT_ALERTS.name: PUNISHMENT_ALERTS_TABLE,
-    PUNISHMENT_LIFT_NOTICES.name: LIFT_NOTICES_TABLE,
+    mapping.record.topic.name: mapping
+    for mapping in (
+        REGISTRATIONS_TABLE,
+        LICENCES_TABLE,
+        PENALTIES_TABLE,
+        LIST_ENTRIES_TABLE,
+        PUSH_STATES_TABLE,
+        APPLICANT_NOTICES_TABLE,
+        ROUTING_FAILURES_TABLE,
+        ALERTS_TABLE,
+        CLOSURE_NOTICES_TABLE,
+        ACTIONS_TABLE,
+        REJECTED_ACTIONS_TABLE,
+        MATTER_EVENTS_TABLE,
+        SANCTION_NOTICES_TABLE,
+        LICENCE_REVIEWS_TABLE,
+        RESTRICTION_HITS_TABLE,
+        FEEDBACK_TABLE,
+        PUNISHMENT_ALERTS_TABLE,
+        LIFT_NOTICES_TABLE,
+    )
 }
 
 #: The mappings by the full name of the record they read (what an inbox message is).
@@ -837,18 +821,6 @@ TABLES_BY_RECORD: dict[str, TableMapping] = {
 
 
 # -- deliveries: every record a department's inbox received --------------------------------
-
-#: Every department's inbox, as a subscription pattern (librdkafka's regex syntax).
-INBOX_PATTERN = rf"^dept\.[^.]+\.{DEPARTMENT_INBOX.suffix}$"
-
-
-def inbox_department(topic: str) -> str | None:
-    """The department code of an inbox topic name; None for any other topic."""
-    prefix, _, rest = topic.partition(".")
-    code, _, suffix = rest.rpartition(".")
-    if prefix == "dept" and suffix == DEPARTMENT_INBOX.suffix and code:
-        return code
-    return None
 
 
 @dataclass(frozen=True)
@@ -902,7 +874,7 @@ DELIVERIES_TABLE = "deliveries"
 
 def sink_topics() -> list[str]:
     """What the sink subscribes to: every mapped topic and every inbox (a pattern)."""
-    return [*TABLES_BY_TOPIC, INBOX_PATTERN]
+    return [*TABLES_BY_TOPIC, DepartmentTopic.INBOX.pattern()]
 
 
 def all_tables() -> Iterable[str]:

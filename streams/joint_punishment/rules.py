@@ -113,6 +113,7 @@ from prometheus_client import Counter
 from streams.joint_punishment.settings import JointPunishmentSettings
 from streams.outputs import Outgoing, RuleOutput
 from xietong.clock import business_clock, epoch_day, millis
+from xietong.dead_letters import Reason, dead_letter
 from xietong.ids import deterministic_id
 from xietong.logs import log_event
 
@@ -332,11 +333,6 @@ UNROUTED = Counter(
     ("sector",),
 )
 REJECTED = Counter("xietong_joint_punishment_rejected", "Input dead-lettered, by input", ("input",))
-UNDELIVERED = Counter(
-    "xietong_joint_punishment_undelivered",
-    "Records for a department that has no inbox yet (not onboarded), by record type",
-    ("record_type",),
-)
 
 
 # -- facts: what the rules remember of each input, in plain JSON ------------------------------
@@ -1177,21 +1173,17 @@ class JointPunishmentRules:
         outcome.send(
             "dead_letter",
             f"xietong.streams.{APP_NAME}",
-            {
-                "dead_letter_id": identity,
-                "connector": f"streams.{APP_NAME}",
-                "record_type": record_type,
-                "source_department_uscc": "",
-                "source_system": f"xietong.streams.{APP_NAME}",
-                "source_partition": str(record.get("inbound_topic") or record_type),
-                "source_offset": str(record.get("inbound_offset") or ""),
-                "position": f"{record_type} {identity}",
-                "payload": payload.encode(),
-                "payload_json": payload,
-                "reasons": [
-                    {"field": field_name, "code": f"{APP_NAME}.rejected", "message": message}
-                ],
-                "failed_at": business_clock().now_ms(),
-            },
+            dead_letter(
+                dead_letter_id=identity,
+                connector=f"streams.{APP_NAME}",
+                record_type=record_type,
+                source_system=f"xietong.streams.{APP_NAME}",
+                source_partition=str(record.get("inbound_topic") or record_type),
+                source_offset=str(record.get("inbound_offset") or ""),
+                position=f"{record_type} {identity}",
+                payload=payload.encode(),
+                payload_json=payload,
+                reasons=[Reason(field_name, f"{APP_NAME}.rejected", message)],
+            ),
         )
         return outcome

@@ -46,18 +46,14 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from deploy.local.stack import LocalStack
 from schemas import DUAL_NOTICE_RECORD_TYPES, REGISTRATION, register_all
-from streams.dual_notice.app import (
-    ApprovalCatalog,
-    DualNoticeSettings,
-    DualNoticeTopics,
-    new_push,
-    registered_entity,
-    run_worker,
-)
+from streams.dual_notice.app import DualNoticeTopics, run_worker
+from streams.dual_notice.rules import ApprovalCatalog, PushOrder, new_push, registered_entity
+from streams.dual_notice.settings import DualNoticeSettings
 from streams.runtime import RecordWriter
 from tests.bench import harness
 from tests.dual_notice_records import PROVINCE, registration
 from tests.stream_worker import free_port
+from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings, get_settings
 from xietong.topics import (
@@ -300,13 +296,9 @@ def baseline(settings: Settings, registrations: str) -> None:
             if department is None:
                 continue
             push = new_push(
-                entity,
-                match.item.ref,
-                list(match.matched_by),
-                department,
-                "AUTO",
+                PushOrder.routed(entity, match, department),
                 claim_deadline=rules.claim_deadline(entity["registered_at"]),
-                starts_at=entity["registered_at"],
+                pushed_at=business_clock().now_ms(),
             )
             value = pushes.encode(push)
             producer.produce(f"{PREFIX}baseline-pushes", key=message.key(), value=value)
@@ -498,7 +490,7 @@ TIME_GROUPS = (
     ("Avro serde (confluent-kafka, fastavro)", ("schema_registry/", "fastavro")),
     ("confluent-kafka clients (reference data, relay)", ("cimpl",)),
     ("RocksDB (rocksdict)", ("Rdict", "rocksdict")),
-    ("the 双告知 rules (streams/)", ("streams/dual_notice/app.py", "streams/runtime.py")),
+    ("the 双告知 rules (streams/)", ("streams/dual_notice/", "streams/runtime.py")),
     ("JSON (table values, log lines)", ("json/",)),
     ("logging", ("logging/", "xietong/logs.py")),
     ("prometheus metrics", ("prometheus_client/",)),

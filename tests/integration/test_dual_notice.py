@@ -17,7 +17,7 @@ import pytest
 
 from registry.grants import inbound_topic, inbox_topic
 from schemas import REGISTRATION
-from streams.dual_notice.app import APP_NAME, push_id, routing_id
+from streams.dual_notice.rules import APP_NAME, push_id, routing_id
 from tests.dual_notice_records import action, licence, registration
 from tests.kafka_helpers import ReadMessage, TopicWindow
 from tests.stream_worker import (

@@ -28,7 +28,7 @@ from app.demo import feed_samples
 from registry.db import session_factory
 from registry.publisher import OutboxRelay
 from schemas import register_all
-from streams.dual_notice.app import push_id
+from streams.dual_notice.rules import push_id
 from tests.dual_notice_records import action, licence, registration
 from tests.monitoring import (
     Command,

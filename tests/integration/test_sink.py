@@ -8,6 +8,7 @@ ends when the test begins, so the sink reads what the test produces and nothing 
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import signal
@@ -18,21 +19,31 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
 import sqlalchemy as sa
+import yaml
 from confluent_kafka import TopicPartition
 
 from connectors.sink import db
-from connectors.sink.chain import load_or_create_key, load_public_key, public_key_path, verify
+from connectors.sink.chain import (
+    Appender,
+    load_or_create_key,
+    load_public_key,
+    public_key_path,
+    verify,
+)
 from connectors.sink.sink import CreditSink, SinkSettings
-from connectors.sink.tables import TABLES_BY_TOPIC, all_tables, delivery_id
+from connectors.sink.tables import LICENCES_TABLE, TABLES_BY_TOPIC, all_tables, delivery_id
+from connectors.sink.writer import Batch, BatchWriter
 from registry.acl import service_acls_on_department_topics
+from schemas import register_all
 from tests.kafka_helpers import TopicWindow
 from tests.sink_records import (
     Outgoing,
@@ -42,9 +53,11 @@ from tests.sink_records import (
     make_inboxes,
     produce,
 )
+from xietong.clock import business_clock, clock_from_settings, millis
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
-from xietong.topics import DEPARTMENT_INBOX
+from xietong.topics import DepartmentTopic
+from xietong.uscc import make_uscc
 
 pytestmark = pytest.mark.usefixtures("secured")
 
@@ -99,7 +112,7 @@ def sink_partitions(kafka: KafkaClients) -> dict[tuple[str, int], int]:
         wanted = [
             (name, p)
             for name, metadata in topics.items()
-            if name in TABLES_BY_TOPIC or DEPARTMENT_INBOX.suffix == name.rsplit(".", 1)[-1]
+            if name in TABLES_BY_TOPIC or DepartmentTopic.INBOX.code_of(name)
             for p in metadata.partitions
         ]
         return {
@@ -168,6 +181,7 @@ class SinkProcess:
     key: Path
     log: Path
     batch_size: int = 300
+    environment: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -177,6 +191,7 @@ class SinkProcess:
             "XIETONG_SINK_BATCH_WAIT": "0.2",
             "XIETONG_SINK_METRICS_PORT": str(free_port()),
             "XIETONG_SINK_AUDIT_KEY": str(self.key),
+            **self.environment,
         }
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -223,7 +238,7 @@ def test_killed_with_sigkill_mid_batch_again_and_again_the_database_holds_each_r
     topics = ["market.registrations", "permits.licences", "enforcement.penalties"]
     topics += ["credit.list-entries", "dualnotice.pushes"]
     windows = {topic: TopicWindow(kafka, topic) for topic in topics}
-    inboxes = {d: TopicWindow(kafka, DEPARTMENT_INBOX.name(d)) for d in departments}
+    inboxes = {d: TopicWindow(kafka, DepartmentTopic.inbox(d)) for d in departments}
     records = canonical(6000, seed=11) + dual_notice_traffic(departments, 300, random.Random(11))
     # A producer's retry after a lost acknowledgement: the same records again.
     records += records[:500]
@@ -317,7 +332,7 @@ def audited(
     url = credit_databases()
     start_at(url, sink_partitions(kafka))
     produce(kafka, dual_notice_traffic(departments, 40, random.Random(5)))
-    inboxes = {DEPARTMENT_INBOX.name(d) for d in departments}
+    inboxes = {DepartmentTopic.inbox(d) for d in departments}
     ends = {
         (topic, p): end
         for (topic, p), end in sink_partitions(kafka).items()
@@ -564,3 +579,117 @@ def test_audit_reports_as_json_and_csv(audited: tuple[str, Path], departments: l
     claims = department.stdout.split("\n\n")[0].splitlines()
     assert claims[0].startswith("section,pushes,claimed,claim_rate,median_time_to_claim")
     assert int(claims[1].split(",")[1]) > 0
+
+
+# -- day columns, with the services' business now on either side of midnight in China ---------
+
+LICENCE_COLUMNS = [
+    "记录编号", "版本", "统一社会信用代码", "行政相对人名称", "法定代表人", "许可文书号",
+    "许可类别", "许可证编号", "许可内容", "许可决定日期", "有效期自", "有效期至", "当前状态",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("utc_hour_minute", [(16, 30), (23, 30)], ids=["16:30Z", "23:30Z"])
+def test_a_licence_decided_on_the_province_s_today_is_stored_on_that_day(
+    kafka: KafkaClients,
+    credit_databases: Callable[[], str],
+    tmp_path: Path,
+    utc_hour_minute: tuple[int, int],
+) -> None:
+    """At 16:30 and 23:30 UTC it is already tomorrow in China: a decision of the province's
+    today is stored with that day, its event time is that day's midnight in China, and the
+    connector's ingest time is its rehearsed now."""
+    register_all(kafka.schema_registry())
+    started = datetime.now(UTC)  # the machine's real time, which the offset is counted from
+    rehearsed = datetime.combine(started.date(), dt_time(*utc_hour_minute), UTC)
+    offset_ms = millis(rehearsed) - millis(started)
+    clock = clock_from_settings(offset=timedelta(milliseconds=offset_ms))
+    today = clock.today()
+    environment = {**kafka.settings.endpoints(), "XIETONG_CLOCK_OFFSET": str(offset_ms / 1000)}
+
+    uscc = make_uscc("91", "330106", rng=random.Random(started.timestamp()))
+    export = tmp_path / "licences.csv"
+    with export.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, LICENCE_COLUMNS)
+        writer.writeheader()
+        writer.writerow(
+            {
+                "记录编号": uuid.uuid4().hex, "版本": "1", "统一社会信用代码": uscc,
+                "行政相对人名称": "杭州西湖区测试酒店有限公司", "法定代表人": "张伟",
+                "许可文书号": "杭卫公许〔2026〕1号", "许可类别": "普通",
+                "许可证编号": "浙卫公证字（2026）第000001号", "许可内容": "住宿",
+                "许可决定日期": f"{today:%Y年%m月%d日}", "有效期自": f"{today:%Y年%m月%d日}",
+                "有效期至": "长期", "当前状态": "有效",
+            }
+        )  # fmt: skip
+    config = tmp_path / "connector.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": f"test-day-{uuid.uuid4().hex[:8]}",
+                "mapping": str(ROOT / "tests" / "fixtures" / "hz-health-licence.yaml"),
+                "source": {"kind": "file", "path": str(export), "encoding": "utf-8"},
+            },
+            allow_unicode=True,
+        ),
+        encoding="utf-8",
+    )
+    url = credit_databases()
+    start_at(url, sink_partitions(kafka))
+    licences = TopicWindow(kafka, LICENCES_TABLE.record.topic.name)
+    sink = SinkProcess(url, tmp_path / "key.pem", tmp_path / "sink.log", environment=environment)
+    sink.start()
+    try:
+        subprocess.run(
+            [*CLI, "connect", "run", str(config), "--no-progress"],
+            env={**os.environ, **environment},
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        wait_caught_up(url, sink_partitions(kafka))
+    finally:
+        sink.stop()
+
+    (envelope,) = [m.value["envelope"] for m in licences.read() if m.value["uscc"] == uscc]
+    ingested = millis(envelope["ingest_time"])
+    assert millis(rehearsed) - 1 <= ingested <= millis(datetime.now(UTC)) + offset_ms + 1
+    assert clock.day_of(ingested) == today
+    conn = db.connect(url)
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT decided_on, valid_from, event_time,"
+            " (event_time AT TIME ZONE %s)::date FROM licences WHERE uscc = %s",
+            (clock.zone.key, uscc),
+        )
+        (decided_on, valid_from, event_time, event_day) = cursor.fetchone()
+    conn.close()
+    assert decided_on == valid_from == event_day == today
+    assert event_time == clock.midnight(today)
+
+
+def test_a_push_just_after_midnight_in_china_counts_in_the_province_s_month(
+    credit_databases: Callable[[], str], tmp_path: Path
+) -> None:
+    """16:30 UTC on 30 November is 00:30 on 1 December in China: the auditors' monthly
+    claim rate counts the push in December, whatever the database server's time zone."""
+    url = credit_databases()
+    mapping = TABLES_BY_TOPIC["dualnotice.pushes"]
+    (push,) = decoded_records(mapping.record.schema, 1)
+    push["pushed_at"] = datetime(2026, 11, 30, 16, 30, tzinfo=UTC)
+    batch = Batch()
+    batch.add("dualnotice.pushes", 0, 0, mapping, push)
+    conn = db.connect(url)
+    try:
+        BatchWriter(conn, Appender(load_or_create_key(tmp_path / "key.pem"))).write(batch)
+        with conn.cursor() as cursor:
+            cursor.execute("SET TIME ZONE 'UTC'")
+            cursor.execute(
+                "SELECT month FROM auditor.dual_notice_claims_monthly WHERE department_code = %s",
+                (push["department"]["code"],),
+            )
+            months = [month for (month,) in cursor.fetchall()]
+    finally:
+        conn.close()
+    assert months == [business_clock().day_of(push["pushed_at"]).replace(day=1)]
+    assert months == [date(2026, 12, 1)]

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from connectors.base import SourceRecord
 from connectors.config import ConnectorConfig, SqlSourceConfig
+from connectors.records import SourceRecord
 from connectors.runner import run_connector
 from connectors.sql_source import SqlSourceError, SqlTableSource
 from tests.kafka_helpers import TopicWindow

@@ -24,12 +24,6 @@ GROUND = "xietong"
 PARTS = ("connectors", "streams", "registry", "schemas")
 SHELL = ("app", "deploy")
 
-#: Cycles inside a part that the layout work removes; each mark goes once its cycle has.
-KNOWN_CYCLES = {
-    # SourceRecord, RecordEncoder and Encoded leave connectors/base.py (issue 11).
-    "connectors": [("connectors.base", "connectors.parallel")],
-}
-
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(REPO).with_suffix("").parts
@@ -130,19 +124,6 @@ def test_no_part_imports_the_shell() -> None:
     assert arrows_into(PARTS, ("app",)) == []
 
 
-@pytest.mark.parametrize(
-    "part",
-    [
-        pytest.param(
-            part,
-            marks=pytest.mark.xfail(
-                strict=True, reason=f"known cycles, being removed: {KNOWN_CYCLES[part]}"
-            ),
-        )
-        if part in KNOWN_CYCLES
-        else part
-        for part in PARTS
-    ],
-)
+@pytest.mark.parametrize("part", PARTS)
 def test_no_two_modules_of_a_part_import_each_other(part: str) -> None:
     assert cycles(part) == []

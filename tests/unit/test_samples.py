@@ -30,8 +30,8 @@ from app.samples import (
     generate_exports,
     load_exports,
 )
-from connectors.base import SourceRecord
 from connectors.file_source import FileSource
+from connectors.records import SourceRecord
 from connectors.validation import validate
 from registry.seed import load_sample_province
 from xietong.uscc import is_valid_uscc

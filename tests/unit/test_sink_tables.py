@@ -8,18 +8,20 @@ import random
 from dataclasses import replace
 
 import pytest
+import time_machine
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from connectors.records import event_time
 from connectors.sink.chain import GENESIS, Candidate, Entry, entry_hash, verify_chain
 from connectors.sink.tables import (
-    INBOX_PATTERN,
     TABLES_BY_RECORD,
     TABLES_BY_TOPIC,
     AuditFact,
-    inbox_department,
 )
 from connectors.sink.writer import Batch, line_formatter, row_kinds
 from tests.sink_records import decoded_records
+from xietong.clock import business_clock
+from xietong.topics import DepartmentTopic
 
 
 @pytest.mark.parametrize("topic", sorted(TABLES_BY_TOPIC))
@@ -85,11 +87,11 @@ def test_a_compiled_row_holds_what_each_columns_getter_reads(table: str) -> None
 def test_inbox_topics_are_recognised_by_name_and_pattern() -> None:
     import re
 
-    assert inbox_department("dept.hz-xh-amr.inbox") == "hz-xh-amr"
-    assert inbox_department("dept.hz-xh-amr.inbound") is None
-    assert inbox_department("dualnotice.pushes") is None
-    assert re.match(INBOX_PATTERN, "dept.hz-xh-amr.inbox")
-    assert not re.match(INBOX_PATTERN, "dept.hz-xh-amr.inbound")
+    assert DepartmentTopic.INBOX.code_of("dept.hz-xh-amr.inbox") == "hz-xh-amr"
+    assert DepartmentTopic.INBOX.code_of("dept.hz-xh-amr.inbound") is None
+    assert DepartmentTopic.INBOX.code_of("dualnotice.pushes") is None
+    assert re.match(DepartmentTopic.INBOX.pattern(), "dept.hz-xh-amr.inbox")
+    assert not re.match(DepartmentTopic.INBOX.pattern(), "dept.hz-xh-amr.inbound")
 
 
 def test_inboxes_carry_the_processors_records_by_their_schema_names() -> None:
@@ -205,3 +207,40 @@ def test_hashes_do_not_depend_on_the_order_of_keys() -> None:
     body = {"b": 1, "a": {"y": "记录", "x": None}}
     shuffled = dict(random.Random(1).sample(list(body.items()), 2))
     assert entry_hash(body, GENESIS) == entry_hash(shuffled, GENESIS)
+
+
+# -- day columns, on either side of midnight in China ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "instant",
+    [
+        dt.datetime(2026, 12, 6, 15, 30, tzinfo=dt.UTC),  # 23:30 in China, 6 December
+        dt.datetime(2026, 12, 6, 16, 30, tzinfo=dt.UTC),  # 00:30 in China, 7 December
+        dt.datetime(2026, 12, 6, 23, 30, tzinfo=dt.UTC),  # 07:30 in China, 7 December
+    ],
+    ids=["15:30Z", "16:30Z", "23:30Z"],
+)
+def test_a_licence_decided_today_is_stored_on_the_province_s_day(instant: dt.datetime) -> None:
+    with time_machine.travel(instant, tick=False):
+        clock = business_clock()
+        today = clock.today()
+        happened = event_time("licence", {"decided_on": today})
+    mapping = TABLES_BY_TOPIC["permits.licences"]
+    (record,) = decoded_records(mapping.record.schema, 1)
+    record["decided_on"] = record["valid_from"] = today
+    record["envelope"]["event_time"] = dt.datetime.fromtimestamp(happened / 1000, dt.UTC)
+
+    row = mapping.row(record, "permits.licences", 0, 1)
+    fields = dict(
+        zip(
+            (c.name for c in mapping.all_columns),
+            line_formatter(row_kinds(mapping.all_columns))(row).split("\t"),
+            strict=False,
+        )
+    )
+
+    assert fields["decided_on"] == fields["valid_from"] == today.isoformat()
+    stored = dt.datetime.fromisoformat(fields["event_time"])
+    assert stored == clock.midnight(today)
+    assert clock.day_of(stored) == today

@@ -3,14 +3,13 @@
 ``xietong stack up --with-prometheus`` starts it on ``XIETONG_PROMETHEUS_PORT`` (9090)
 with its data in ``.local/prometheus/``. Its configuration is written from
 ``deploy/prometheus/prometheus.yml`` — the Docker deployment's — at every start: the
-same jobs and alert rules, every target moved to 127.0.0.1 (the port its
-``XIETONG_*`` setting gives, else the template's). The UI, with the alerts, is at
+same jobs and alert rules, every target moved to 127.0.0.1 on the port the service's
+own settings object gives (:func:`local_ports`). The UI, with the alerts, is at
 ``http://127.0.0.1:9090``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,17 +23,29 @@ from xietong.settings import LOOPBACK, Settings
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "prometheus"
 PROMETHEUS_HINT = "install Prometheus (Debian: apt-get install prometheus, or make system)"
 
-#: The variable that moves a job's port on this machine; a job not named here keeps the
-#: template's port. (The Docker deployment uses the defaults.)
-LOCAL_PORT_SETTINGS = {
-    "prometheus": "XIETONG_PROMETHEUS_PORT",
-    "registry": "XIETONG_REGISTRY_PORT",
-    "lag-exporter": "XIETONG_LAG_EXPORTER_PORT",
-    "dual-notice": "XIETONG_DUAL_NOTICE_METRICS_PORT",
-    "joint-punishment": "XIETONG_JOINT_PUNISHMENT_METRICS_PORT",
-    "sink": "XIETONG_SINK_METRICS_PORT",
-    "credit-check": "XIETONG_CREDIT_CHECK_PORT",
-}
+
+def local_ports(settings: Settings | None = None) -> dict[str, int | None]:
+    """Where each service listens on this machine, by its Prometheus job name: the port of
+    its own settings object (``XIETONG_REGISTRY_PORT``, ``XIETONG_SINK_METRICS_PORT`` …),
+    read afresh from the environment; None where a service serves no metrics. The one
+    table of them: ``xietong run`` reads it too. (The Docker deployment uses the defaults.)
+    """
+    from connectors.sink.sink import SinkSettings
+    from registry.settings import RegistrySettings
+    from streams.credit_check.settings import CreditCheckSettings
+    from streams.dual_notice.settings import DualNoticeSettings
+    from streams.joint_punishment.settings import JointPunishmentSettings
+
+    settings = settings or Settings()
+    return {
+        "prometheus": settings.prometheus_port,
+        "registry": RegistrySettings().port,
+        "lag-exporter": settings.lag_exporter_port,
+        "dual-notice": DualNoticeSettings().metrics_port,
+        "joint-punishment": JointPunishmentSettings().metrics_port,
+        "sink": SinkSettings().metrics_port,
+        "credit-check": CreditCheckSettings().port,
+    }
 
 
 def prometheus_config(
@@ -46,8 +57,10 @@ def prometheus_config(
 
     Every job keeps its name and path; its targets become ``127.0.0.1:<port>`` — or
     exactly ``targets[job]`` when given (tests scrape services on ports of their own).
-    The rule files are the template's, by absolute path.
+    The rule files are the template's, by absolute path. A job without a port of its own
+    (:func:`local_ports`) keeps the template's.
     """
+    ports = local_ports()
     config: dict[str, Any] = yaml.safe_load(template.read_text(encoding="utf-8"))
     config["rule_files"] = [str(template.parent / pattern) for pattern in config["rule_files"]]
     if scrape_interval:
@@ -60,14 +73,10 @@ def prometheus_config(
             continue
         for static in job.get("static_configs", []):
             static["targets"] = [
-                f"{LOOPBACK}:{_local_port(name, target)}" for target in static["targets"]
+                f"{LOOPBACK}:{ports.get(name) or target.rsplit(':', 1)[1]}"
+                for target in static["targets"]
             ]
     return config
-
-
-def _local_port(job: str, target: str) -> str:
-    setting = LOCAL_PORT_SETTINGS.get(job)
-    return (os.environ.get(setting) if setting else None) or target.rsplit(":", 1)[1]
 
 
 class PrometheusServer(LocalService):

@@ -1,0 +1,1193 @@
+"""双告知 (dual notification) after 先照后证: every registration that needs a permit reaches
+the approving department, which must claim it in time; the applicant is told which
+permits it needs; the loop closes when the permit is issued (domain brief §5).
+
+What it reads, all keyed by the entity's USCC and co-partitioned (``streams.runtime``):
+
+* ``market.registrations``: a 设立, or a 变更 that adds permit-requiring scope, is matched
+  against the approval catalog — its 许可项目 scope entries (a wording, or the wording with
+  a parenthesised qualifier) and its industry code; a 注销 or 吊销 closes the entity;
+* ``permits.licences``: a licence for the entity and the item fulfils the push, and is
+  remembered for the 注销 notice;
+* ``dualnotice.actions``: what departments did, read from every department's own inbound
+  topic ``dept.<code>.inbound`` (the broker lets only that department write it, so the
+  acting department is the topic's, never a field) and re-keyed by USCC here;
+* ``registry.approval-items`` and ``registry.departments``, as tables every worker holds
+  whole: the catalog with its routes (事项+区划→部门), and the departments by code and USCC.
+
+What it tells whom:
+
+* **告知审批部门** — one :data:`push <schemas/avro/dual_notice_push.avsc>` per
+  (registration event, item, department) to ``dept.<code>.inbox``; its id is
+  ``uuid5(event id | item | department)``, so reprocessing never makes a second push;
+  every change of state is republished on ``dualnotice.pushes`` for the sink and auditors;
+* **告知申请人** — one 告知书 per registration event on ``dualnotice.applicant-notices``:
+  the items, their legal bases and the department granting each;
+* **分流失败** — an item without a department for the entity's division goes to
+  ``dualnotice.manual-routing``, never dropped, until the registration authority routes
+  it by hand (``ROUTE`` from its inbound topic);
+* **督办** — on ``dualnotice.alerts`` and to the inboxes: an overdue push escalated once
+  to its department and the registration authority; a claimed push still without a
+  licence after the licence period, raised once to the department as an 无证经营 risk;
+* **注销/吊销** — on ``dualnotice.closure-notices`` and to the inbox of every department
+  that issued the entity a licence still valid;
+* a department action that cannot be applied is recorded with its reason on
+  ``dualnotice.rejected-actions`` and changes nothing.
+
+The push and its states: each row is a state, each column what may move it (the push's
+department "dept", or the registration authority "reg"), each cell where it goes::
+
+                CLAIM     RETURN    STOP        REASSIGN     timer         licence    注销/吊销
+                (dept)    (dept)    (dept/reg)  (reg)
+    PUSHED      CLAIMED   RETURNED  STOPPED     REASSIGNED   OVERDUE ¹     FULFILLED  CLOSED
+    OVERDUE     CLAIMED   RETURNED  STOPPED     REASSIGNED   ·             FULFILLED  CLOSED
+    CLAIMED     ✗         ✗         STOPPED     ✗            UNLICENSED ²  FULFILLED  CLOSED
+    UNLICENSED  ✗         ✗         STOPPED     ✗            ·             FULFILLED  CLOSED
+    RETURNED    ✗         ✗         ✗           REASSIGNED   ·             ·          CLOSED
+    REASSIGNED, STOPPED, FULFILLED, CLOSED: final, every action on them is rejected.
+
+    ¹ at the claim deadline: 24:00 of the last day of the claim period (15 days by
+      default, or working days) counted from the day after the registration, in the
+      province; escalated once.  ² at the licence deadline: likewise, the licence period
+      counted from the day after the claim; alerted once (``streams.dual_notice.settings``).
+      REASSIGN makes a new PUSHED push to the target department (routing REASSIGNED)
+      with a fresh claim period; ROUTE turns an OPEN 分流失败 record into ROUTED and
+      makes a PUSHED push (routing MANUAL). A push made while the entity holds a valid
+      licence for the item is FULFILLED at once.
+    ✗: rejected with the reason, as is any action by a department that is neither the
+      push's department nor, where allowed, the registration authority.
+
+Time is event time: deadlines run from the registration's event time and from the
+claim's ``acted_at``, so a replay of history gives the same deadlines. A timer compares
+them with the clock every ``tick_interval`` seconds and sends each due push through the
+internal topic ``xietong.streams.dual-notice-due``, keyed by USCC, so the change is made
+by an agent on the push's own partition like every other change. The same topic
+carries the pushes waiting for a department onboarded since (its inbox now exists).
+
+Guarantee: at least once, with deterministic ids, which makes the result effectively
+once for a reader that keeps the latest record per id. Offsets are committed only after
+everything produced for the events before them (outputs and table changelogs) is
+acknowledged; after a crash the events since the last commit are processed again
+against state that may already hold them, and every change remembers the event that
+made it, so a reprocessed event re-sends what it had sent (same ids, same content)
+instead of changing anything twice.
+
+The rules are pure (:class:`DualNoticeRules`: plain values in, a
+:class:`DualNoticeOutput` out, the time passed in); :mod:`streams.dual_notice.app` is the
+Faust app around them. Run it with ``xietong streams dual-notice``; settings are
+``XIETONG_DUAL_NOTICE_*`` (:mod:`streams.dual_notice.settings`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from dataclasses import dataclass, field
+from datetime import date
+from enum import StrEnum
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from streams.dual_notice.settings import DualNoticeSettings
+from streams.outputs import RuleOutput
+from xietong.clock import millis
+from xietong.ids import deterministic_id
+from xietong.logs import log_event
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "dual-notice"
+#: Who changed a push when no department did (a deadline, a licence, a 注销).
+PLATFORM = "platform"
+
+# -- ids: derived from what caused a record, never from when it was made ----------------
+
+
+def push_id(registration_event_id: str, item_code: str, department_code: str) -> str:
+    """推送标识 of the push of ``item_code`` to a department for a registration event."""
+    return deterministic_id(
+        f"dual-notice-push|{registration_event_id}|{item_code}|{department_code}"
+    )
+
+
+def routing_id(registration_event_id: str, item_code: str) -> str:
+    """标识 of the 分流失败 record of an item of a registration event."""
+    return deterministic_id(f"dual-notice-routing|{registration_event_id}|{item_code}")
+
+
+def applicant_notice_id(registration_event_id: str) -> str:
+    return deterministic_id(f"dual-notice-applicant-notice|{registration_event_id}")
+
+
+def alert_id(push: str, kind: AlertKind) -> str:
+    return deterministic_id(f"dual-notice-alert|{push}|{kind}")
+
+
+def closure_notice_id(registration_event_id: str, department_code: str) -> str:
+    return deterministic_id(f"dual-notice-closure|{registration_event_id}|{department_code}")
+
+
+# -- the catalog (后置审批事项目录) and the departments, as the registry publishes them ------
+
+
+@dataclass(frozen=True)
+class CatalogItem:
+    """One approval item: what the applicant and the department are told, and its routes."""
+
+    code: str
+    name: str
+    legal_basis: str
+    certificate_name: str
+    routes: dict[str, dict[str, str]]  # division → DepartmentRef
+
+    @property
+    def ref(self) -> dict[str, str]:
+        return {
+            "code": self.code,
+            "name": self.name,
+            "legal_basis": self.legal_basis,
+            "certificate_name": self.certificate_name,
+        }
+
+
+@dataclass(frozen=True)
+class Match:
+    """An item a registration needs, and what in the registration said so."""
+
+    item: CatalogItem
+    matched_by: tuple[str, ...]
+
+
+class ApprovalCatalog:
+    """The approval items with their matching rules, indexed for matching.
+
+    A 许可项目 entry matches a wording it equals, or the wording followed by a
+    parenthesised qualifier: "危险化学品经营（不含仓储）" needs 危险化学品经营许可. An industry
+    code listed for an item matches it too. Only 许可项目 entries are matched: a 一般项目
+    such as "食品销售（仅销售预包装食品）" needs no permit.
+    """
+
+    def __init__(self, records: Iterable[dict[str, Any]]) -> None:
+        self.items: dict[str, CatalogItem] = {}
+        self._by_wording: dict[str, list[CatalogItem]] = defaultdict(list)
+        self._by_industry: dict[str, list[CatalogItem]] = defaultdict(list)
+        self._by_certificate: dict[str, CatalogItem] = {}
+        for record in records:
+            item = CatalogItem(
+                record["code"],
+                record["name"],
+                record["legal_basis"],
+                record["certificate_name"],
+                {
+                    route["division_code"]: {
+                        "code": route["department_code"],
+                        "uscc": route["department_uscc"],
+                        "name": route["department_name"],
+                    }
+                    for route in record["routes"]
+                },
+            )
+            self.items[item.code] = item
+            for wording in record["scope_wordings"]:
+                self._by_wording[wording].append(item)
+            for industry in record["industry_codes"]:
+                self._by_industry[industry].append(item)
+            self._by_certificate[item.certificate_name] = item
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def match(self, permit_entries: Iterable[str], industry_code: str) -> list[Match]:
+        """The items a scope and an industry code need, by item code, each once."""
+        reasons: dict[str, list[str]] = defaultdict(list)
+        for entry in permit_entries:
+            for item in self._items_for_entry(entry):
+                reasons[item.code].append(f"经营范围: {entry}")
+        for item in self._by_industry.get(industry_code, ()):
+            reasons[item.code].append(f"行业代码: {industry_code}")
+        return [Match(self.items[code], tuple(reasons[code])) for code in sorted(reasons)]
+
+    def _items_for_entry(self, entry: str) -> Iterator[CatalogItem]:
+        yield from self._by_wording.get(entry, ())
+        for position, character in enumerate(entry):
+            if character in "（(" and position:
+                yield from self._by_wording.get(entry[:position], ())
+
+    def item_for_licence(self, licence: dict[str, Any]) -> CatalogItem | None:
+        """The item a licence grants: its 审批事项编码, else its certificate's name."""
+        code = licence.get("approval_item_code")
+        if code:
+            return self.items.get(code)
+        return self._by_certificate.get(licence.get("certificate_name") or "")
+
+
+class DepartmentDirectory:
+    """The registry's departments, by code and by USCC."""
+
+    def __init__(self, records: Iterable[dict[str, Any]]) -> None:
+        self.by_code: dict[str, dict[str, str]] = {}
+        self.by_uscc: dict[str, dict[str, str]] = {}
+        for record in records:
+            ref = {"code": record["code"], "uscc": record["uscc"], "name": record["name"]}
+            self.by_code[ref["code"]] = ref
+            self.by_uscc[ref["uscc"]] = ref
+
+
+# -- the push, its states and what may move it ----------------------------------------------
+
+
+class PushState(StrEnum):
+    PUSHED = "PUSHED"  # 已推送，待认领
+    OVERDUE = "OVERDUE"  # 逾期未认领 (escalated)
+    CLAIMED = "CLAIMED"  # 已认领
+    RETURNED = "RETURNED"  # 已退回
+    REASSIGNED = "REASSIGNED"  # 已重新指派 (another push replaced it)
+    STOPPED = "STOPPED"  # 已终止推送 (item not involved)
+    UNLICENSED = "UNLICENSED"  # 认领后逾期未发证: 无证经营 risk alerted
+    FULFILLED = "FULFILLED"  # 已发证
+    CLOSED = "CLOSED"  # 主体已注销或吊销
+
+
+class ActionKind(StrEnum):
+    CLAIM = "CLAIM"  # 认领
+    RETURN = "RETURN"  # 退回
+    REASSIGN = "REASSIGN"  # 重新指派 (registration authority only)
+    STOP = "STOP"  # 终止推送
+    ROUTE = "ROUTE"  # 手动分流 (registration authority only, on a 分流失败 record)
+
+
+class AlertKind(StrEnum):
+    OVERDUE = "OVERDUE"  # 逾期未认领
+    UNLICENSED_TRADING = "UNLICENSED_TRADING"  # 疑似无证经营
+
+
+class Deadline(StrEnum):
+    CLAIM = "CLAIM"  # 认领期限 → OVERDUE
+    LICENCE = "LICENCE"  # 发证期限 → UNLICENSED
+
+
+#: Due, besides deadlines: a push whose department had no inbox when it was made.
+DELIVERY = "DELIVERY"
+
+
+#: For each action: the states it may leave, the state it leads to, and who may take it
+#: ("department": the push's own department; "registrar": the registration authority).
+ACTIONS: dict[ActionKind, tuple[frozenset[PushState], PushState, frozenset[str]]] = {
+    ActionKind.CLAIM: (
+        frozenset({PushState.PUSHED, PushState.OVERDUE}),
+        PushState.CLAIMED,
+        frozenset({"department"}),
+    ),
+    ActionKind.RETURN: (
+        frozenset({PushState.PUSHED, PushState.OVERDUE}),
+        PushState.RETURNED,
+        frozenset({"department"}),
+    ),
+    ActionKind.STOP: (
+        frozenset({PushState.PUSHED, PushState.OVERDUE, PushState.CLAIMED, PushState.UNLICENSED}),
+        PushState.STOPPED,
+        frozenset({"department", "registrar"}),
+    ),
+    ActionKind.REASSIGN: (
+        frozenset({PushState.PUSHED, PushState.OVERDUE, PushState.RETURNED}),
+        PushState.REASSIGNED,
+        frozenset({"registrar"}),
+    ),
+}
+#: States in which the department still owes something: a licence fulfils them.
+AWAITING_LICENCE = frozenset(
+    {PushState.PUSHED, PushState.OVERDUE, PushState.CLAIMED, PushState.UNLICENSED}
+)
+#: States a 注销/吊销 closes.
+OPEN = AWAITING_LICENCE | {PushState.RETURNED}
+RETURN_REASONS = {
+    "NO_SUCH_ITEM": "经营范围内无此审批事项",
+    "SCOPE_NOT_IN_JURISDICTION": "经营范围不在审批部门的管辖范围内",
+    "ADDRESS_NOT_IN_JURISDICTION": "地址不在审批部门的管辖范围内",
+    "OTHER": "其他",
+}
+
+
+class Rejected(Exception):
+    """A department action that cannot be applied; the message says why."""
+
+    def __init__(self, reason: str, push_state: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.push_state = push_state
+
+
+# -- what one event makes the processor send -----------------------------------------------
+
+
+@dataclass
+class DualNoticeOutput(RuleOutput):
+    """What handling one event sends, and the deadlines it starts: (due at, USCC, push
+    id, which deadline)."""
+
+    deadlines: list[tuple[int, str, str, Deadline]] = field(default_factory=list)
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+PUSHES = Gauge(
+    "xietong_dual_notice_pushes",
+    "双告知 pushes held by this worker, by department and state",
+    ("department", "state"),
+)
+PUSHES_CREATED = Counter(
+    "xietong_dual_notice_pushes_created", "Pushes made, by routing (AUTO, MANUAL …)", ("routing",)
+)
+CLAIM_LATENCY = Histogram(
+    "xietong_dual_notice_claim_latency_seconds",
+    "From the push to its claim (event time)",
+    buckets=(1, 10, 60, 600, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 15 * 86400, 30 * 86400),
+)
+OVERDUE_PUSHES = Gauge(
+    "xietong_dual_notice_overdue_pushes", "Pushes not claimed by their deadline (OVERDUE) now"
+)
+MANUAL_ROUTING_QUEUE = Gauge(
+    "xietong_dual_notice_manual_routing_queue",
+    "分流失败 records waiting for the registration authority to route them",
+)
+ACTIONS_APPLIED = Counter(
+    "xietong_dual_notice_actions_applied", "Department actions applied", ("action",)
+)
+ACTIONS_REJECTED = Counter(
+    "xietong_dual_notice_actions_rejected", "Department actions rejected", ("action",)
+)
+ALERTS_RAISED = Counter("xietong_dual_notice_alerts", "Escalations and risk alerts", ("kind",))
+REGISTRATIONS_READ = Counter(
+    "xietong_dual_notice_registrations", "Registration events processed", ("event_kind",)
+)
+
+
+# -- the records it makes ----------------------------------------------------------------------
+
+
+def registered_entity(registration: dict[str, Any], registrar_code: str | None) -> dict[str, Any]:
+    """The registration as a push, a notice or an alert shows it (RegisteredEntity)."""
+    return {
+        "registration_event_id": registration["envelope"]["event_id"],
+        "event_kind": registration["event_kind"],
+        "registered_at": millis(registration["envelope"]["event_time"]),
+        "uscc": registration["uscc"],
+        "name": registration["name"],
+        "entity_type": registration["entity_type"],
+        "legal_representative": registration["legal_representative"],
+        "address": registration["address"],
+        "division_code": registration["division_code"],
+        "business_scope": registration["business_scope"],
+        "industry_code": registration["industry_code"],
+        "registering_authority_name": registration["registering_authority_name"],
+        "registering_authority_uscc": registration["registering_authority_uscc"],
+        "registrar_code": registrar_code,
+    }
+
+
+@dataclass(frozen=True)
+class PushOrder:
+    """A push to make: of which item, for which registered entity (and what in its
+    registration needs the item), to which department, routed how (AUTO, REASSIGNED,
+    MANUAL), its claim period starting when, and the push it replaces, if any."""
+
+    entity: dict[str, Any]
+    item: dict[str, str]
+    matched_by: list[str]
+    department: dict[str, str]
+    routing: str
+    starts_at: int
+    reassigned_from: str | None = None
+
+    @classmethod
+    def routed(cls, entity: dict[str, Any], match: Match, department: dict[str, str]) -> PushOrder:
+        """A matched item for the department the catalog's route names (AUTO), its claim
+        period starting at the registration."""
+        matched_by = list(match.matched_by)
+        return cls(entity, match.item.ref, matched_by, department, "AUTO", entity["registered_at"])
+
+    @classmethod
+    def elsewhere(
+        cls,
+        record: dict[str, Any],
+        department: dict[str, str],
+        routing: str,
+        starts_at: int,
+        reassigned_from: str | None = None,
+    ) -> PushOrder:
+        """The item of ``record`` (a push, or a 分流失败 record) for another department."""
+        return cls(
+            record["entity"],
+            record["item"],
+            record["matched_by"],
+            department,
+            routing,
+            starts_at,
+            reassigned_from,
+        )
+
+    @property
+    def push_id(self) -> str:
+        return push_id(
+            self.entity["registration_event_id"], self.item["code"], self.department["code"]
+        )
+
+
+def new_push(order: PushOrder, *, claim_deadline: int, pushed_at: int) -> dict[str, Any]:
+    """A push just made (PUSHED, version 1): the DualNoticePush record."""
+    return {
+        "push_id": order.push_id,
+        "version": 1,
+        "state": PushState.PUSHED,
+        "routing": order.routing,
+        "entity": order.entity,
+        "item": order.item,
+        "matched_by": order.matched_by,
+        "department": order.department,
+        "pushed_at": pushed_at,
+        "claim_deadline": claim_deadline,
+        "claimed_at": None,
+        "licence_deadline": None,
+        "escalated_at": None,
+        "unlicensed_alert_at": None,
+        "return_reason": None,
+        "reason_text": None,
+        "fulfilled_by_licence": None,
+        "reassigned_to_push_id": None,
+        "reassigned_from_push_id": order.reassigned_from,
+        "state_changed_at": order.starts_at,
+        "changed_by": PLATFORM,
+    }
+
+
+# -- the rules ----------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class DualNoticeRules:
+    """The rule methods: each takes one input and the time (epoch ms), updates the
+    entity's state and returns what to send.
+
+    The state is three mappings by USCC (Faust tables in the app, dicts in a test):
+
+    * ``registered_scopes``: the entity's latest 许可项目 entries and industry code (a
+      变更 is compared with them), the event that set them and the ones before;
+    * ``pushes``: the entity's pushes and 分流失败 records, each with the event that last
+      changed it and the department actions applied to it;
+    * ``licences``: the licences the entity holds, by issuing authority and number.
+
+    Besides the state they read only the catalog, the departments and which departments
+    have an inbox, so a harness drives them with dicts and a fixed catalog
+    (``tests/unit/test_dual_notice_rules.py``).
+    """
+
+    registered_scopes: MutableMapping[str, Any]
+    pushes: MutableMapping[str, Any]
+    licences: MutableMapping[str, Any]
+    catalog: Callable[[], ApprovalCatalog]
+    directory: Callable[[], DepartmentDirectory]
+    has_inbox: Callable[[str], bool]
+    settings: DualNoticeSettings = field(default_factory=DualNoticeSettings)
+
+    # -- 设立 / 变更 / 注销 ---------------------------------------------------------------------
+
+    def on_registration(self, registration: dict[str, Any], now: int) -> DualNoticeOutput:
+        """A registration event: match, route and push (设立, 变更 adding scope), or close
+        the entity and tell its licensing departments (注销, 吊销)."""
+        outcome = DualNoticeOutput()
+        kind, status = registration["event_kind"], registration["status"]
+        REGISTRATIONS_READ.labels(kind).inc()
+        event_id = registration["envelope"]["event_id"]
+        uscc = registration["uscc"]
+        scope = {
+            "permit_entries": sorted(
+                {e["text"] for e in registration["business_scope_items"] if e["kind"] == "PERMIT"}
+            ),
+            "industry_code": registration["industry_code"],
+        }
+        needed = self.catalog().match(scope["permit_entries"], scope["industry_code"])
+        known = self.registered_scopes.get(uscc)
+        if known is not None and known["event_id"] == event_id:
+            previous = known["previous"]  # this event again: compare as the first time
+        else:
+            previous = None if known is None else known["scope"]
+        # An entity whose scope needs no permit is not remembered: no entry means "needed
+        # nothing", which is all a later 变更 compares with (and most entities need none).
+        if needed or known is not None:
+            self.registered_scopes[uscc] = {
+                "event_id": event_id,
+                "scope": scope,
+                "previous": previous,
+            }
+
+        if kind == "CANCEL" or status in ("CANCELLED", "REVOKED"):
+            self._close_entity(registration, outcome)
+            return outcome
+        if kind not in ("ESTABLISH", "CHANGE"):
+            return outcome
+        if kind == "CHANGE" and previous is not None:
+            # Only what the change adds; an entity whose earlier scope is unknown here
+            # (registered before the platform) is told everything it needs.
+            before = self.catalog().match(previous["permit_entries"], previous["industry_code"])
+            needed_before = {match.item.code for match in before}
+            needed = [match for match in needed if match.item.code not in needed_before]
+        if needed:
+            self._notify(registration, needed, outcome, now)
+        return outcome
+
+    def _entity(self, registration: dict[str, Any]) -> dict[str, Any]:
+        authority = self.directory().by_uscc.get(registration["registering_authority_uscc"])
+        return registered_entity(registration, authority["code"] if authority else None)
+
+    def _notify(
+        self,
+        registration: dict[str, Any],
+        needed: list[Match],
+        outcome: DualNoticeOutput,
+        now: int,
+    ) -> None:
+        """告知审批部门 for each item (or 分流失败), then 告知申请人 once."""
+        uscc = registration["uscc"]
+        entity = self._entity(registration)
+        event_id = entity["registration_event_id"]
+        state = self._state(uscc)
+        notice_items = []
+        for match in needed:
+            department = match.item.routes.get(entity["division_code"])
+            if department is None:
+                failure = self._routing_failure(state, entity, match, outcome, now)
+                notice_items.append(
+                    {
+                        "item": match.item.ref,
+                        "department": None,
+                        "push_id": None,
+                        "routing_id": failure,
+                    }
+                )
+                continue
+            order = PushOrder.routed(entity, match, department)
+            push = self._push(state, outcome, order, cause=event_id, now=now)
+            notice_items.append(
+                {
+                    "item": match.item.ref,
+                    "department": department,
+                    "push_id": push,
+                    "routing_id": None,
+                }
+            )
+        self.pushes[uscc] = state
+        outcome.send(
+            "dual_notice_applicant_notice",
+            uscc,
+            {
+                "notice_id": applicant_notice_id(event_id),
+                "entity": entity,
+                "items": notice_items,
+                "issued_at": entity["registered_at"],
+            },
+        )
+
+    def _state(self, uscc: str) -> dict[str, Any]:
+        known = self.pushes.get(uscc)
+        return {"pushes": {}, "unrouted": {}} if known is None else known
+
+    def _push(
+        self,
+        state: dict[str, Any],
+        outcome: DualNoticeOutput,
+        order: PushOrder,
+        *,
+        cause: str,
+        now: int,
+    ) -> str:
+        """Make the push and send it to the department; a push this same cause made
+        already (reprocessing) is sent again as it is."""
+        identity = order.push_id
+        entry = state["pushes"].get(identity)
+        if entry is not None:
+            self._resend(entry, outcome)
+            return identity
+        claim_deadline = self.settings.claim_deadline(order.starts_at)
+        record = new_push(order, claim_deadline=claim_deadline, pushed_at=now)
+        entity, item, department = order.entity, order.item, order.department
+        licence = self._valid_licence_for(entity["uscc"], item["code"])
+        if licence is not None:  # the entity holds the permit already: nothing to claim
+            record.update(state=PushState.FULFILLED, fulfilled_by_licence=licence["licence_number"])
+        else:
+            deadline = (record["claim_deadline"], entity["uscc"], identity, Deadline.CLAIM)
+            outcome.deadlines.append(deadline)
+        entry = {
+            "record": record,
+            "cause": cause,
+            "actions": [],
+            "delivered": self.has_inbox(department["code"]),
+        }
+        state["pushes"][identity] = entry
+        _count(record, +1)
+        PUSHES_CREATED.labels(order.routing).inc()
+        self._resend(entry, outcome)
+        log_event(
+            logger,
+            "dual_notice_pushed",
+            event_id=entity["registration_event_id"],
+            uscc=entity["uscc"],
+            push_id=identity,
+            item=item["code"],
+            department=department["code"],
+            routing=order.routing,
+            state=str(record["state"]),
+        )
+        return identity
+
+    def _resend(self, entry: dict[str, Any], outcome: DualNoticeOutput) -> None:
+        """Send the push as it is now; to the department's inbox too while it waits for
+        the claim and was never changed (what the department has not seen)."""
+        record = entry["record"]
+        waiting = record["version"] == 1 and record["state"] == PushState.PUSHED
+        inboxes = (record["department"]["code"],) if waiting else ()
+        outcome.send("dual_notice_push", record["entity"]["uscc"], record, *inboxes)
+
+    def _routing_failure(
+        self,
+        state: dict[str, Any],
+        entity: dict[str, Any],
+        match: Match,
+        outcome: DualNoticeOutput,
+        now: int,
+    ) -> str:
+        identity = routing_id(entity["registration_event_id"], match.item.code)
+        entry = state["unrouted"].get(identity)
+        if entry is None:
+            failed_at = now
+            record = {
+                "routing_id": identity,
+                "state": "OPEN",
+                "entity": entity,
+                "item": match.item.ref,
+                "matched_by": list(match.matched_by),
+                "reason": f"审批事项 {match.item.code} {match.item.name} has no department for"
+                f" division {entity['division_code']} in the catalog's routes (分流失败)",
+                "failed_at": failed_at,
+                "routed_to": None,
+                "routed_push_id": None,
+                "state_changed_at": failed_at,
+            }
+            entry = {"record": record, "cause": entity["registration_event_id"], "actions": []}
+            state["unrouted"][identity] = entry
+            MANUAL_ROUTING_QUEUE.inc()
+            log_event(
+                logger,
+                "dual_notice_routing_failed",
+                event_id=entity["registration_event_id"],
+                uscc=entity["uscc"],
+                routing_id=identity,
+                item=match.item.code,
+                division=entity["division_code"],
+            )
+        outcome.send("dual_notice_routing_failure", entity["uscc"], entry["record"])
+        return identity
+
+    def _close_entity(self, registration: dict[str, Any], outcome: DualNoticeOutput) -> None:
+        """注销/吊销: close what is open, and tell every department whose licence is valid."""
+        uscc, event_id = registration["uscc"], registration["envelope"]["event_id"]
+        closed_at = millis(registration["envelope"]["event_time"])
+        state = self.pushes.get(uscc)
+        if state is not None:
+            for entry in state["pushes"].values():
+                self._change(entry, PushState.CLOSED, event_id, closed_at, PLATFORM, outcome, OPEN)
+            for entry in state["unrouted"].values():
+                record = entry["record"]
+                if record["state"] == "OPEN":
+                    record.update(state="CLOSED", state_changed_at=closed_at)
+                    entry["cause"] = event_id
+                    MANUAL_ROUTING_QUEUE.dec()
+                if entry["cause"] == event_id:
+                    outcome.send("dual_notice_routing_failure", uscc, record)
+            self.pushes[uscc] = state
+
+        closed_on: date = registration["event_date"]
+        holders: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for licence in (self.licences.get(uscc) or {}).values():
+            if licence["status"] == "VALID" and (
+                licence["valid_to"] is None or licence["valid_to"] >= closed_on.toordinal()
+            ):
+                holders[licence["authority_uscc"]].append(licence)
+        for authority_uscc, held in sorted(holders.items()):
+            department = self.directory().by_uscc.get(authority_uscc)
+            if department is None:
+                log_event(
+                    logger,
+                    "dual_notice_licence_authority_unknown",
+                    event_id=event_id,
+                    uscc=uscc,
+                    authority_uscc=authority_uscc,
+                )
+                continue
+            licences = [
+                {
+                    "licence_number": licence["licence_number"],
+                    "certificate_name": licence["certificate_name"],
+                    "approval_item_code": licence["approval_item_code"],
+                    "valid_to": (
+                        None
+                        if licence["valid_to"] is None
+                        else date.fromordinal(licence["valid_to"])
+                    ),
+                }
+                for licence in sorted(held, key=lambda licence: licence["licence_number"])
+            ]
+            notice = {
+                "notice_id": closure_notice_id(event_id, department["code"]),
+                "registration_event_id": event_id,
+                "uscc": uscc,
+                "entity_name": registration["name"],
+                "closure": "REVOKED" if registration["status"] == "REVOKED" else "CANCELLED",
+                "closed_on": closed_on,
+                "registering_authority_name": registration["registering_authority_name"],
+                "department": department,
+                "licences": licences,
+                "notified_at": closed_at,
+            }
+            outcome.send("entity_closure_notice", uscc, notice, department["code"])
+            log_event(
+                logger,
+                "dual_notice_closure_notified",
+                event_id=event_id,
+                uscc=uscc,
+                department=department["code"],
+                licences=len(held),
+            )
+
+    # -- licences ---------------------------------------------------------------------------
+
+    def on_licence(self, licence: dict[str, Any], now: int) -> DualNoticeOutput:
+        """A licence: remember it; if valid, it fulfils the entity's open pushes of its item.
+
+        ``now`` goes unused (the change is dated by the licence's event time); every input
+        rule takes it, so that the app calls them all alike."""
+        outcome = DualNoticeOutput()
+        uscc, event_id = licence["uscc"], licence["envelope"]["event_id"]
+        item = self.catalog().item_for_licence(licence)
+        held = dict(self.licences.get(uscc) or {})
+        valid_to: date | None = licence["valid_to"]
+        held[f"{licence['authority_uscc']}/{licence['licence_number']}"] = {
+            "licence_number": licence["licence_number"],
+            "certificate_name": licence["certificate_name"],
+            "approval_item_code": item.code if item else licence["approval_item_code"],
+            "authority_uscc": licence["authority_uscc"],
+            "status": licence["status"],
+            "valid_to": valid_to.toordinal() if valid_to else None,
+        }
+        self.licences[uscc] = held
+        state = self.pushes.get(uscc)
+        if item is None or licence["status"] != "VALID" or state is None:
+            return outcome
+        authority = self.directory().by_uscc.get(licence["authority_uscc"])
+        by = authority["code"] if authority else PLATFORM
+        at = millis(licence["envelope"]["event_time"])
+        fulfilled = False
+        for entry in state["pushes"].values():
+            if entry["record"]["item"]["code"] == item.code:
+                fulfilled |= self._change(
+                    entry,
+                    PushState.FULFILLED,
+                    event_id,
+                    at,
+                    by,
+                    outcome,
+                    AWAITING_LICENCE,
+                    fulfilled_by_licence=licence["licence_number"],
+                )
+        if fulfilled:
+            self.pushes[uscc] = state
+        return outcome
+
+    def _valid_licence_for(self, uscc: str, item_code: str) -> dict[str, Any] | None:
+        for licence in (self.licences.get(uscc) or {}).values():
+            if licence["approval_item_code"] == item_code and licence["status"] == "VALID":
+                return dict(licence)
+        return None
+
+    # -- changing a push's state --------------------------------------------------------------
+
+    def _change(
+        self,
+        entry: dict[str, Any],
+        to: PushState,
+        cause: str,
+        at: int,
+        by: str,
+        outcome: DualNoticeOutput,
+        allowed: frozenset[PushState],
+        **fields: Any,
+    ) -> bool:
+        """Move a push to ``to`` if its state is in ``allowed``; send the new snapshot.
+
+        The event that made the change is remembered: the same event again (after a
+        crash) sends the snapshot again and changes nothing. True if this event has
+        changed the push, now or before (the caller stores it, and sends what goes with
+        the change, again if need be).
+        """
+        record = entry["record"]
+        if entry["cause"] == cause:
+            outcome.send("dual_notice_push", record["entity"]["uscc"], record)
+            return True
+        if PushState(record["state"]) not in allowed:
+            return False
+        _count(record, -1)
+        record.update(
+            state=to,
+            version=record["version"] + 1,
+            state_changed_at=at,
+            changed_by=by,
+            **fields,
+        )
+        _count(record, +1)
+        entry["cause"] = cause
+        outcome.send("dual_notice_push", record["entity"]["uscc"], record)
+        log_event(
+            logger,
+            "dual_notice_push_changed",
+            event_id=cause,
+            uscc=record["entity"]["uscc"],
+            push_id=record["push_id"],
+            state=str(to),
+            by=by,
+        )
+        return True
+
+    # -- department actions -------------------------------------------------------------------
+
+    def on_action(self, received: dict[str, Any], now: int) -> DualNoticeOutput:
+        """A department action: apply it, or record why it was not."""
+        outcome = DualNoticeOutput()
+        action = received["action"]
+        kind = action["action"]
+        try:
+            if kind not in ActionKind.__members__:
+                raise Rejected(
+                    f"unknown action {kind!r}: a department may CLAIM, RETURN or STOP its"
+                    " pushes; the registration authority may also REASSIGN and ROUTE"
+                )
+            uscc, identity = action["uscc"], action["push_id"]
+            if ActionKind(kind) is ActionKind.ROUTE:
+                missing = f"no 分流失败 record {identity} for {uscc} (ROUTE takes a routing id)"
+                state, entry = self._named(action, "unrouted", missing)
+            else:
+                missing = f"no push {identity} for {uscc}: check the push id in the inbox"
+                state, entry = self._named(action, "pushes", missing)
+            if action["action_id"] in entry["actions"]:  # delivered again: applied already
+                self._resend_after(state, entry, outcome)
+            elif ActionKind(kind) is ActionKind.ROUTE:
+                self._route_by_hand(received, entry["record"], outcome, now)
+            else:
+                self._act_on_push(received, ActionKind(kind), outcome, now)
+            ACTIONS_APPLIED.labels(kind).inc()
+        except Rejected as rejected:
+            ACTIONS_REJECTED.labels(kind).inc()
+            outcome.outgoing.clear()
+            outcome.deadlines.clear()
+            outcome.send(
+                "rejected_department_action",
+                received["department_code"],
+                rejection(received, rejected.reason, rejected.push_state, now),
+            )
+            log_event(
+                logger,
+                "dual_notice_action_rejected",
+                event_id=received["received_id"],
+                uscc=action["uscc"],
+                push_id=action["push_id"],
+                department=received["department_code"],
+                action=kind,
+                reason=rejected.reason,
+            )
+        return outcome
+
+    def _act_on_push(
+        self, received: dict[str, Any], kind: ActionKind, outcome: DualNoticeOutput, now: int
+    ) -> None:
+        action, acting = received["action"], received["department_code"]
+        uscc, identity = action["uscc"], action["push_id"]
+        state = self.pushes[uscc]
+        entry = state["pushes"][identity]
+        record = entry["record"]
+        allowed_from, to, who = ACTIONS[kind]
+        may_act = {
+            "department": record["department"]["code"],
+            "registrar": record["entity"]["registrar_code"],
+        }
+        if not any(may_act[role] == acting for role in who):
+            named = {
+                "department": f"the push's department {may_act['department']}",
+                "registrar": f"the registration authority {may_act['registrar'] or '(unknown)'}",
+            }
+            raise Rejected(
+                f"{acting} may not {kind} push {identity}: only"
+                f" {' or '.join(named[role] for role in sorted(who))} may",
+                record["state"],
+            )
+        current = PushState(record["state"])
+        if current not in allowed_from:
+            raise Rejected(
+                f"cannot {kind} push {identity}: it is {current}; {kind} is possible from"
+                f" {', '.join(sorted(allowed_from))}",
+                record["state"],
+            )
+        at = millis(action["acted_at"])
+        fields: dict[str, Any] = {}
+        if kind is ActionKind.CLAIM:
+            fields = {"claimed_at": at, "licence_deadline": self.settings.licence_deadline(at)}
+            CLAIM_LATENCY.observe(max(0.0, (at - record["pushed_at"]) / 1000))
+            outcome.deadlines.append((fields["licence_deadline"], uscc, identity, Deadline.LICENCE))
+        elif kind is ActionKind.RETURN:
+            reason = action["return_reason"]
+            if reason not in RETURN_REASONS or (reason == "OTHER" and not action["reason_text"]):
+                raise Rejected(
+                    "a return needs a reason: one of "
+                    + ", ".join(f"{code} ({text})" for code, text in RETURN_REASONS.items())
+                    + ", with the reason in reason_text for OTHER",
+                    record["state"],
+                )
+            fields = {"return_reason": reason, "reason_text": action["reason_text"]}
+        elif kind is ActionKind.STOP:
+            fields = {"reason_text": action["reason_text"]}
+        elif kind is ActionKind.REASSIGN:
+            target = self._target(action, exclude=record["department"]["code"])
+            event_id = record["entity"]["registration_event_id"]
+            replacement = push_id(event_id, record["item"]["code"], target["code"])
+            if replacement in state["pushes"]:
+                raise Rejected(
+                    f"push {identity} was given to {target['code']} already (push {replacement})",
+                    record["state"],
+                )
+            order = PushOrder.elsewhere(record, target, "REASSIGNED", at, reassigned_from=identity)
+            self._push(state, outcome, order, cause=received["received_id"], now=now)
+            fields = {"reassigned_to_push_id": replacement, "reason_text": action["reason_text"]}
+        entry["actions"].append(action["action_id"])
+        self._change(
+            entry, to, received["received_id"], at, acting, outcome, allowed_from, **fields
+        )
+        self.pushes[uscc] = state
+
+    def _named(
+        self, action: dict[str, Any], section: str, missing: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The entity's state and the entry of ``section`` (its pushes, or its 分流失败
+        records) the action names; Rejected, saying ``missing``, if there is none."""
+        state = self.pushes.get(action["uscc"])
+        entry = None if state is None else state[section].get(action["push_id"])
+        if state is None or entry is None:
+            raise Rejected(missing)
+        return state, entry
+
+    def _resend_after(
+        self, state: dict[str, Any], entry: dict[str, Any], outcome: DualNoticeOutput
+    ) -> None:
+        """An action applied already: send again what it sent (the push, and the push it
+        made when it reassigned or routed)."""
+        record = entry["record"]
+        if "push_id" in record:
+            outcome.send("dual_notice_push", record["entity"]["uscc"], record)
+            made = record["reassigned_to_push_id"]
+        else:
+            outcome.send("dual_notice_routing_failure", record["entity"]["uscc"], record)
+            made = record["routed_push_id"]
+        if made in state["pushes"]:
+            self._resend(state["pushes"][made], outcome)
+
+    def _target(self, action: dict[str, Any], exclude: str | None = None) -> dict[str, str]:
+        code = action["target_department_code"]
+        if not code:
+            raise Rejected(f"{action['action']} needs target_department_code: who gets the push")
+        target = self.directory().by_code.get(code)
+        if target is None:
+            raise Rejected(f"target department {code!r} is not in the registry's departments")
+        if code == exclude:
+            raise Rejected(f"the push is with {code} already")
+        return dict(target)
+
+    def _route_by_hand(
+        self, received: dict[str, Any], record: dict[str, Any], outcome: DualNoticeOutput, now: int
+    ) -> None:
+        """手动分流: the registration authority gives a 分流失败 item (``record``) to a
+        department."""
+        registrar, acting = record["entity"]["registrar_code"], received["department_code"]
+        action, identity = received["action"], record["routing_id"]
+        if acting != registrar:
+            raise Rejected(
+                f"{acting} may not route {identity} by hand: only the registration authority"
+                f" {registrar or '(unknown)'} may",
+                record["state"],
+            )
+        if record["state"] != "OPEN":
+            raise Rejected(f"{identity} is {record['state']}, not waiting to be routed")
+        target = self._target(action)
+        at = millis(action["acted_at"])
+        order = PushOrder.elsewhere(record, target, "MANUAL", at)
+        uscc = record["entity"]["uscc"]
+        state = self.pushes[uscc]
+        routed = self._push(state, outcome, order, cause=received["received_id"], now=now)
+        record.update(state="ROUTED", routed_to=target, routed_push_id=routed, state_changed_at=at)
+        entry = state["unrouted"][identity]
+        entry["cause"] = received["received_id"]
+        entry["actions"].append(action["action_id"])
+        MANUAL_ROUTING_QUEUE.dec()
+        outcome.send("dual_notice_routing_failure", uscc, record)
+        self.pushes[uscc] = state
+
+    def on_due(self, due: dict[str, Any]) -> DualNoticeOutput:
+        """A deadline passed (escalate the unclaimed push once, or raise the 无证经营
+        alert once), or the push's department got an inbox (deliver what waited)."""
+        outcome = DualNoticeOutput()
+        uscc, identity, checked_at = due["uscc"], due["push_id"], due["checked_at"]
+        state = self.pushes.get(uscc)
+        entry = None if state is None else state["pushes"].get(identity)
+        if state is None or entry is None:
+            return outcome
+        record = entry["record"]
+        if due["due"] == DELIVERY:
+            if not entry["delivered"] and self.has_inbox(record["department"]["code"]):
+                outcome.send("dual_notice_push", uscc, record, record["department"]["code"])
+                entry["delivered"] = True
+                self.pushes[uscc] = state
+            return outcome
+        if due["due"] == Deadline.CLAIM:
+            kind, deadline, waiting = AlertKind.OVERDUE, record["claim_deadline"], PushState.PUSHED
+            to, fields = PushState.OVERDUE, {"escalated_at": checked_at}
+            recipients = [record["department"]["code"], record["entity"]["registrar_code"]]
+        else:
+            kind, deadline, waiting = (
+                AlertKind.UNLICENSED_TRADING,
+                record["licence_deadline"],
+                PushState.CLAIMED,
+            )
+            to, fields = PushState.UNLICENSED, {"unlicensed_alert_at": checked_at}
+            recipients = [record["department"]["code"]]
+        if deadline is None or deadline > checked_at:
+            return outcome
+        cause = f"due|{identity}|{due['due']}"
+        again = entry["cause"] == cause
+        if not self._change(
+            entry, to, cause, checked_at, PLATFORM, outcome, frozenset({waiting}), **fields
+        ):
+            return outcome
+        told = tuple(dict.fromkeys(code for code in recipients if code))
+        outcome.send("dual_notice_alert", uscc, self._alert(kind, record, told, deadline), *told)
+        self.pushes[uscc] = state
+        if not again:
+            ALERTS_RAISED.labels(kind).inc()
+            log_event(
+                logger,
+                "dual_notice_alert_raised",
+                event_id=cause,
+                uscc=uscc,
+                push_id=identity,
+                kind=str(kind),
+                recipients=list(told),
+            )
+        return outcome
+
+    def _alert(
+        self, kind: AlertKind, record: dict[str, Any], recipients: tuple[str, ...], deadline: int
+    ) -> dict[str, Any]:
+        entity, item, department = record["entity"], record["item"], record["department"]
+        if kind is AlertKind.OVERDUE:
+            raised_at = record["escalated_at"]
+            message = (
+                f"{department['name']}未在认领期限内认领{entity['name']}（{entity['uscc']}）"
+                f"的{item['name']}双告知推送，请督办"
+            )
+        else:
+            raised_at = record["unlicensed_alert_at"]
+            message = (
+                f"{entity['name']}（{entity['uscc']}）的{item['name']}已认领但逾期未取得许可，"
+                "存在无证经营风险，请核查（国务院令第684号）"
+            )
+        return {
+            "alert_id": alert_id(record["push_id"], kind),
+            "kind": kind,
+            "push_id": record["push_id"],
+            "entity": entity,
+            "item": item,
+            "department": department,
+            "recipients": list(recipients),
+            "deadline": deadline,
+            "raised_at": raised_at,
+            "message": message,
+        }
+
+    # -- what the app's timers look at -----------------------------------------------------
+
+    def is_waiting(self, uscc: str, identity: str, deadline: str) -> bool:
+        """Whether the push still waits for what ``deadline`` is about (the claim, the
+        licence): a timer sends it only then."""
+        entry = self._entry(uscc, identity)
+        waiting = PushState.PUSHED if deadline == Deadline.CLAIM else PushState.CLAIMED
+        return entry is not None and entry["record"]["state"] == waiting
+
+    def undelivered(self, departments: set[str]) -> Iterator[tuple[str, str]]:
+        """(USCC, push id) of each push that waits for its claim and was never delivered
+        because its department, one of ``departments``, had no inbox."""
+        for uscc, state in list(self.pushes.items()):
+            for identity, entry in state["pushes"].items():
+                record = entry["record"]
+                waiting = record["state"] in (PushState.PUSHED, PushState.OVERDUE)
+                if (
+                    waiting
+                    and not entry["delivered"]
+                    and record["department"]["code"] in departments
+                ):
+                    yield uscc, identity
+
+    def recovered(self) -> list[tuple[int, str, str, str]]:
+        """After a rebalance: the deadlines still running, from the state (the gauges are
+        rebuilt from it too)."""
+        deadlines: list[tuple[int, str, str, str]] = []
+        PUSHES.clear()
+        OVERDUE_PUSHES.set(0)
+        queue = 0
+        for uscc, state in self.pushes.items():
+            for identity, entry in state["pushes"].items():
+                record = entry["record"]
+                _count(record, +1)
+                if record["state"] == PushState.PUSHED:
+                    deadlines.append(
+                        (record["claim_deadline"], uscc, identity, Deadline.CLAIM.value)
+                    )
+                elif record["state"] == PushState.CLAIMED:
+                    deadline = record["licence_deadline"]
+                    deadlines.append((deadline, uscc, identity, Deadline.LICENCE.value))
+            queue += sum(1 for e in state["unrouted"].values() if e["record"]["state"] == "OPEN")
+        MANUAL_ROUTING_QUEUE.set(queue)
+        return deadlines
+
+    def _entry(self, uscc: str, identity: str) -> dict[str, Any] | None:
+        state = self.pushes.get(uscc)
+        return None if state is None else state["pushes"].get(identity)
+
+
+def _count(record: dict[str, Any], step: int) -> None:
+    PUSHES.labels(record["department"]["code"], str(record["state"])).inc(step)
+    if record["state"] == PushState.OVERDUE:
+        OVERDUE_PUSHES.inc(step)
+
+
+def rejection(
+    received: dict[str, Any], reason: str, push_state: str | None, now: int
+) -> dict[str, Any]:
+    """The record of a department action not applied, with the reason."""
+    return {
+        "rejection_id": deterministic_id(f"dual-notice-rejection|{received['received_id']}"),
+        "department_code": received["department_code"],
+        "inbound_topic": received["inbound_topic"],
+        "inbound_partition": received["inbound_partition"],
+        "inbound_offset": received["inbound_offset"],
+        "action": received.get("action"),
+        "original_value": received.get("original_value"),
+        "push_state": push_state,
+        "reason": reason,
+        "rejected_at": now,
+    }

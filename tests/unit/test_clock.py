@@ -1,0 +1,129 @@
+"""The business clock: the province's day, its midnights and the law's periods, whatever
+the hour of the run; a rehearsal offset or a frozen instant from the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+
+from xietong.clock import (
+    BusinessClock,
+    business_clock,
+    clock_from_settings,
+    epoch_day,
+    from_epoch_day,
+    millis,
+)
+from xietong.settings import Settings, get_settings
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+CLOCK = BusinessClock()
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+@pytest.fixture
+def fresh_settings() -> Iterator[None]:
+    """The process-wide settings and clock read again from the environment, and after."""
+    get_settings.cache_clear()
+    business_clock.cache_clear()
+    yield
+    get_settings.cache_clear()
+    business_clock.cache_clear()
+
+
+# -- days ---------------------------------------------------------------------------------
+
+
+def test_the_day_turns_at_midnight_in_the_province_not_in_utc() -> None:
+    assert CLOCK.day_of(utc(2026, 12, 6, 15, 59, 59, 999_000)) == date(2026, 12, 6)
+    assert CLOCK.day_of(utc(2026, 12, 6, 16, 0)) == date(2026, 12, 7)
+    assert CLOCK.day_of(millis(utc(2026, 12, 6, 16, 0)) - 1) == date(2026, 12, 6)
+
+
+def test_a_midnight_is_the_start_of_the_day_in_the_province() -> None:
+    midnight = CLOCK.midnight(date(2026, 12, 7))
+    assert midnight == utc(2026, 12, 6, 16, 0)
+    assert midnight.utcoffset() == timedelta(hours=8)
+    assert CLOCK.midnight_ms(epoch_day(date(2026, 12, 7))) == millis(midnight)
+    assert CLOCK.end_of_day_ms(date(2026, 12, 7)) == millis(utc(2026, 12, 7, 16, 0))
+    assert from_epoch_day(epoch_day(date(2026, 12, 7))) == date(2026, 12, 7)
+
+
+def test_another_time_zone_is_a_setting() -> None:
+    urumqi = clock_from_settings(Settings(time_zone="Asia/Urumqi").time_zone)
+    assert urumqi.day_of(utc(2026, 12, 6, 17, 0)) == date(2026, 12, 6)
+    assert urumqi.midnight(date(2026, 12, 7)) == utc(2026, 12, 6, 18, 0)
+
+
+# -- periods, counted as the law counts them ----------------------------------------------
+
+
+@pytest.mark.parametrize("hour", [0, 9, 23])
+def test_a_period_starts_the_next_day_and_ends_at_the_end_of_its_last_day(hour: int) -> None:
+    claimed = datetime(2026, 3, 1, hour, 30, tzinfo=SHANGHAI)
+    assert CLOCK.last_day(claimed, 15) == date(2026, 3, 16)
+    assert CLOCK.period_end(claimed, 15) == millis(datetime(2026, 3, 17, tzinfo=SHANGHAI))
+
+
+def test_a_period_started_just_after_midnight_in_china_counts_from_the_china_day() -> None:
+    # 16:30 UTC on 1 March is 00:30 on 2 March in China: the period counts from 3 March.
+    assert CLOCK.last_day(utc(2026, 3, 1, 16, 30), 15) == date(2026, 3, 17)
+    assert CLOCK.last_day(utc(2026, 3, 1, 15, 30), 15) == date(2026, 3, 16)
+
+
+# -- now: the wall clock, moved, shifted or frozen ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("instant", "today"),
+    [
+        (utc(2026, 12, 6, 15, 30), date(2026, 12, 6)),
+        (utc(2026, 12, 6, 16, 30), date(2026, 12, 7)),
+        (utc(2026, 12, 6, 23, 30), date(2026, 12, 7)),
+    ],
+    ids=["15:30Z", "16:30Z", "23:30Z"],
+)
+def test_today_is_the_province_s_day_whatever_the_hour_in_utc(
+    instant: datetime, today: date
+) -> None:
+    with time_machine.travel(instant, tick=False):
+        assert CLOCK.now_ms() == millis(instant)
+        assert CLOCK.today() == today
+        assert CLOCK.now().tzinfo == SHANGHAI
+
+
+def test_an_offset_from_the_settings_shifts_now(
+    monkeypatch: pytest.MonkeyPatch, fresh_settings: None
+) -> None:
+    monkeypatch.setenv("XIETONG_CLOCK_OFFSET", "PT8H")
+    with time_machine.travel(utc(2026, 12, 6, 8, 30), tick=False):
+        clock = business_clock()
+        assert clock.offset == timedelta(hours=8)
+        assert clock.now() == utc(2026, 12, 6, 16, 30)
+        assert clock.today() == date(2026, 12, 7)
+
+
+def test_an_offset_in_seconds_may_be_negative(
+    monkeypatch: pytest.MonkeyPatch, fresh_settings: None
+) -> None:
+    monkeypatch.setenv("XIETONG_CLOCK_OFFSET", "-3600")
+    with time_machine.travel(utc(2026, 12, 6, 16, 30), tick=False):
+        assert business_clock().today() == date(2026, 12, 6)
+
+
+def test_a_frozen_instant_from_the_settings_stops_the_clock(
+    monkeypatch: pytest.MonkeyPatch, fresh_settings: None
+) -> None:
+    monkeypatch.setenv("XIETONG_CLOCK_AT", "2026-12-06T23:30:00+00:00")
+    clock = business_clock()
+    first = clock.now_ms()
+    with time_machine.travel(utc(2030, 1, 1), tick=False):
+        assert clock.now_ms() == first == millis(utc(2026, 12, 6, 23, 30))
+    assert clock.today() == date(2026, 12, 7)
