@@ -533,7 +533,7 @@ def test_a_licence_for_the_item_fulfils_the_push(platform: Platform, kafka: Kafk
 def test_a_cancellation_notifies_each_department_whose_licence_is_still_valid(
     platform: Platform, kafka: KafkaClients
 ) -> None:
-    from datetime import date, timedelta
+    from datetime import timedelta
 
     record = registration(
         "330106", (ROAD_FREIGHT, "餐饮服务", "烟草制品零售"), industry="G5431", uscc=new_uscc()
@@ -545,7 +545,7 @@ def test_a_cancellation_notifies_each_department_whose_licence_is_still_valid(
     food = platform.license(licence(uscc, "SPJYXK", "hz-xh-amr"))
     tobacco = platform.license(licence(uscc, "YCZMLSXK", "hz-xh-tobacco"))
     platform.license(licence(uscc, "DLHWYSXK", "hz-xh-transport", status="REVOKED"))
-    expired = date.today() - timedelta(days=1)
+    expired = business_clock().today() - timedelta(days=1)
     platform.license(licence(uscc, "SPJYXK", "hz-xh-amr", valid_to=expired))
     pushes.until(lambda found: sum(p["state"] == "FULFILLED" for p in latest(found).values()) == 2)
     notices = watch(kafka, topics.DUAL_NOTICE_CLOSURE_NOTICES.name, uscc)
