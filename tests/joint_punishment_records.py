@@ -108,6 +108,22 @@ def list_entry(
     }
 
 
+def removal_of(
+    listing: dict[str, Any], removed_on: date | None = None, reason: str = "CREDIT_REPAIR"
+) -> dict[str, Any]:
+    """The 移出 of ``listing`` (today by default): the same entry, its removal day and reason."""
+    return list_entry(
+        listing["uscc"],
+        listing["entry_id"],
+        action="REMOVED",
+        list_type=listing["list_type"],
+        listed_on=listing["listed_on"],
+        planned_removal_on=listing["planned_removal_on"],
+        removed_on=removed_on or today(),
+        removal_reason=reason,
+    )
+
+
 def penalty(
     uscc: str,
     decision: str,

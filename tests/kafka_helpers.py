@@ -1,15 +1,70 @@
-"""Reading topics back in tests: what a run added to a topic, decoded."""
+"""Kafka in tests: many records produced at once, what a run added to a topic read back
+and decoded, and waiting until what was read shows what a test expects."""
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import Message, TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from xietong.kafka import KafkaClients
+from xietong.kafka import KafkaClients, produce
+
+Reading = TypeVar("Reading")
+
+
+def produce_all(
+    kafka: KafkaClients, messages: Iterable[tuple[str, bytes, bytes]], **config: Any
+) -> int:
+    """Every (topic, key, value), acknowledged (a full producer queue is waited out by
+    :func:`xietong.kafka.produce`); how many. ``config`` goes to the producer."""
+    producer = kafka.producer(**config)
+    count = 0
+    for topic, key, value in messages:
+        produce(producer, topic, key=key, value=value)
+        producer.poll(0)
+        count += 1
+    remaining = producer.flush(120)
+    assert remaining == 0, f"{remaining} of {count} records not acknowledged"
+    return count
+
+
+def eventually(
+    read: Callable[[], Reading],
+    holds: Callable[[Reading], bool],
+    timeout: float,
+    failure: Callable[[Reading], str],
+    every: float = 0.3,
+) -> Reading:
+    """``read()`` again every ``every`` seconds until ``holds`` of what it read, which is
+    returned; after ``timeout`` seconds, fail with ``failure`` of the last reading."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reading = read()
+        if holds(reading):
+            return reading
+        assert time.monotonic() < deadline, failure(reading)
+        time.sleep(every)
+
+
+def first_message(kafka: KafkaClients, topic: str, group_id: str, seconds: float) -> Message | None:
+    """What a consumer of ``group_id`` subscribed to ``topic`` gets first — a record or an
+    error (a refusal is one) — or None within ``seconds``."""
+    consumer = kafka.consumer(group_id=group_id)
+    consumer.subscribe([topic])
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None:
+                return message
+        return None
+    finally:
+        consumer.close()
 
 
 @dataclass(frozen=True)

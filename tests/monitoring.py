@@ -25,7 +25,7 @@ import pytest
 
 from app.lag import measure
 from deploy.local.stack.prometheus import PrometheusServer
-from tests.stream_worker import free_port
+from tests.stream_worker import free_port, stop_process, until_ready
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 
@@ -58,26 +58,17 @@ class Command:
 
     def wait_for(self, url: str, timeout: float = 60.0) -> None:
         """Until ``url`` answers 200; fails with the log's end if the command exits."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def answers() -> bool:
             try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    return
+                return httpx.get(url, timeout=2).status_code == 200
             except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                tail = self.log.read_text(errors="replace")[-3000:]
-                raise AssertionError(f"{url} did not answer; {self.log} ends with:\n{tail}")
-            time.sleep(0.3)
+                return False
+
+        until_ready(self.process, self.log, answers, timeout)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process, grace=20)
 
 
 def until_caught_up(kafka: KafkaClients, group: str, timeout: float = 60.0) -> None:
@@ -114,6 +105,24 @@ def prometheus_scraping(
         yield server.endpoint
     finally:
         server.stop()
+
+
+def prometheus_fixture() -> Any:
+    """The ``prometheus`` fixture of a monitoring test module: Prometheus scraping the
+    services of the module's ``running`` fixture (job → targets); its URL. A module
+    takes it as ``prometheus = prometheus_fixture()``."""
+
+    @pytest.fixture(scope="module")
+    def prometheus(
+        running: dict[str, list[str]],
+        stack_settings: Settings,
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> Iterator[str]:
+        home = tmp_path_factory.mktemp("prometheus-home")
+        with prometheus_scraping(stack_settings, running, home) as url:
+            yield url
+
+    return prometheus
 
 
 def dashboard_queries() -> list[tuple[str, str, str]]:

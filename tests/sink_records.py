@@ -19,9 +19,9 @@ from fastavro.utils import generate_many
 from app.samples import SampleGenerator
 from schemas import CANONICAL_RECORD_TYPES, DUAL_NOTICE_RECORD_TYPES, RecordType
 from streams.runtime import RecordWriter
+from tests.kafka_helpers import produce_all
 from xietong.ids import deterministic_id
 from xietong.kafka import KafkaClients
-from xietong.kafka import produce as send
 from xietong.topics import DEPARTMENT_INBOX, apply_topics
 from xietong.uscc import make_uscc
 
@@ -186,16 +186,7 @@ def encoded(kafka: KafkaClients, records: Iterable[Outgoing]) -> Iterator[tuple[
 
 def produce(kafka: KafkaClients, records: Iterable[Outgoing]) -> int:
     """Produce the records (flushed); how many."""
-    producer = kafka.producer()
-    count = 0
-    for topic, key, value in encoded(kafka, records):
-        send(producer, topic, key=key, value=value)
-        count += 1
-        if count % 1000 == 0:
-            producer.poll(0)
-    remaining = producer.flush(60)
-    assert remaining == 0, f"{remaining} records not acknowledged"
-    return count
+    return produce_all(kafka, encoded(kafka, records))
 
 
 def unique_tag() -> str:

@@ -1,9 +1,17 @@
 """Helpers of the stream processors' integration tests: the registry's catalog on its
 topics, departments onboarded as themselves, a worker of ``xietong streams <name>`` as a
-process of its own, and reading what an entity got on a topic.
+process of its own, what the tests send as the connectors and the departments would,
+reading what an entity got on a topic, and the barrier that shows nothing more is coming.
 
 A processor's test module runs one worker for the whole module (starting one takes
 seconds); the kill test kills and restarts that same worker.
+
+**Proving an absence.** "Nothing more came" is shown by a barrier, never by a pause: a
+worker reads each partition of an input topic in order and sends what it makes in that
+order through one producer, so once the output of a record sent *after* the input has
+arrived, everything the input made has arrived too. :func:`barrier` sends that record
+about another entity whose USCC falls in the same partition (:func:`partition_mate`) and
+waits for what it makes.
 """
 
 from __future__ import annotations
@@ -13,37 +21,49 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partialmethod
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
 from confluent_kafka.admin import (
-    AclBindingFilter,
-    AclOperation,
-    AclPermissionType,
-    ResourcePatternType,
-    ResourceType,
     ScramMechanism,
     UserScramCredentialAlteration,
     UserScramCredentialDeletion,
 )
+from confluent_kafka.schema_registry import record_subject_name_strategy
+from confluent_kafka.serialization import MessageField, SerializationContext
 from pydantic import SecretStr
 
 from registry.acl import department_acls, issue_kafka_password, service_acls_on_department_topics
 from registry.audit import Actor
 from registry.db import session_factory, transaction
-from registry.grants import DepartmentGrant
+from registry.grants import DepartmentGrant, inbound_topic
 from registry.publisher import OutboxRelay
 from registry.service import load_catalog
-from schemas import register_all
-from tests.kafka_helpers import ReadMessage, TopicWindow
-from xietong.access import Grant
+from schemas import (
+    CREDIT_LIST_ENTRY,
+    DEPARTMENT_ACTION,
+    LICENCE,
+    MATTER_EVENT,
+    PENALTY,
+    REGISTRATION,
+    RESTRICTION_FEEDBACK,
+    RecordType,
+    register_all,
+)
+from streams.runtime import uscc_partition
+from tests.kafka_helpers import ReadMessage, TopicWindow, eventually
+from xietong.access import Grant, reconcile
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 from xietong.topics import DEPARTMENT_TOPICS, STREAMS_INTERNAL_TOPIC_PREFIX, apply_topics
+from xietong.uscc import make_uscc
 
 
 def publish_catalog(registry_url: str, settings: Settings, kafka: KafkaClients) -> None:
@@ -95,21 +115,8 @@ class Onboarding:
                 future.result()
 
     def offboard_all(self) -> None:
-        filters = [
-            AclBindingFilter(
-                ResourceType[g.resource],
-                g.name,
-                ResourcePatternType[g.pattern],
-                g.principal,
-                "*",
-                AclOperation[g.operation],
-                AclPermissionType.ALLOW,
-            )
-            for g in self._acls
-        ]
-        if filters:
-            for future in self.admin.delete_acls(filters).values():
-                future.result()
+        # Nothing is desired of the grants this onboarding made: they are deleted.
+        reconcile(self.admin, (), owns=self._acls.__contains__)
         deletions: list[UserScramCredentialAlteration] = [
             UserScramCredentialDeletion(f"dept-{code}", ScramMechanism.SCRAM_SHA_512)
             for code in self.clients
@@ -119,10 +126,49 @@ class Onboarding:
                 future.result()
 
 
+def until_ready(
+    process: subprocess.Popen[bytes], log: Path, ready: Callable[[], bool], timeout: float
+) -> None:
+    """Until ``ready()`` holds for a process just started; if it exits first, or is not
+    ready in ``timeout`` seconds (it is killed then), fail with the end of its log."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        problem = None
+        if process.poll() is not None:
+            problem = f"pid {process.pid} exited"
+        elif time.monotonic() > deadline:
+            problem = f"pid {process.pid} was not ready in {timeout} s"
+            process.kill()
+            process.wait(10)
+        if problem:
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise AssertionError(f"{problem}; {log} ends with:\n{tail}")
+        time.sleep(0.2)
+
+
+def stop_process(
+    process: subprocess.Popen[bytes], grace: float, how: signal.Signals = signal.SIGTERM
+) -> None:
+    """Stop a process this run started: ``how``, then SIGKILL if it has not exited within
+    ``grace`` seconds."""
+    if process.poll() is not None:
+        return
+    process.send_signal(how)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+#: A test worker's timers, quick enough for a test to wait on them.
+QUICK_TIMERS = {"TICK_INTERVAL": "0.5", "INBOX_REFRESH_INTERVAL": "2"}
 
 
 @dataclass
@@ -135,6 +181,25 @@ class Worker:
     log: Path
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def of(cls, processor: str, log: Path, **settings: str) -> Worker:
+        """A worker of ``processor`` (``dual-notice``, ``joint-punishment``) with quick
+        timers, its metrics on a free port, and its ``settings`` (names without the
+        processor's ``XIETONG_<PROCESSOR>_`` prefix)."""
+        prefix = f"XIETONG_{processor.upper().replace('-', '_')}_"
+        wanted = {**QUICK_TIMERS, "METRICS_PORT": str(free_port()), **settings}
+        return cls(
+            processor,
+            f"{processor.replace('-', '_')}_ready",
+            log,
+            {prefix + name: value for name, value in wanted.items()},
+        )
+
+    @property
+    def metrics_port(self) -> int:
+        prefix = f"XIETONG_{self.command.upper().replace('-', '_')}_"
+        return int(self.env[f"{prefix}METRICS_PORT"])
 
     def start(self) -> None:
         ready_before = self._ready_lines()
@@ -154,18 +219,8 @@ class Worker:
                 env={**os.environ, **self.env},
                 cwd=Path(__file__).parents[1],
             )
-        deadline = time.monotonic() + 90
-        while self._ready_lines() == ready_before:
-            problem = None
-            if self.process.poll() is not None:
-                problem = "the worker exited"
-            elif time.monotonic() > deadline:
-                problem = "the worker was not ready in 90 s"
-                self.kill()  # no second worker may start beside it (its tables are locked)
-            if problem:
-                tail = self.log.read_text(errors="replace")[-3000:]
-                raise AssertionError(f"{problem}; {self.log} ends with:\n{tail}")
-            time.sleep(0.2)
+        # Killed if it is late: no second worker may start beside it (its tables are locked).
+        until_ready(self.process, self.log, lambda: self._ready_lines() > ready_before, 90)
 
     def _ready_lines(self) -> int:
         if not self.log.exists():
@@ -178,13 +233,124 @@ class Worker:
         self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        if self.process is not None:
+            stop_process(self.process, grace=30)
+
+
+@contextmanager
+def running(processor: str, log: Path, **settings: str) -> Iterator[Worker]:
+    """A started :meth:`Worker.of`, stopped at the end: a test module's worker fixture."""
+    worker = Worker.of(processor, log, **settings)
+    try:
+        worker.start()
+        yield worker
+    finally:
+        worker.stop()
+
+
+class Platform:
+    """What the tests send: records as the connectors (and the credit check) publish
+    them, and what departments write to their own inbound topics, as themselves."""
+
+    def __init__(self, kafka: KafkaClients, departments: Onboarding) -> None:
+        self.kafka = kafka
+        self.departments = departments
+        self._producer = kafka.producer()
+        self._serializers: dict[tuple[str, str], Any] = {}
+
+    def _serializer(self, clients: KafkaClients, record_type: RecordType) -> Any:
+        """One serializer per principal and record type; a record that many topics carry
+        is registered under its record name."""
+        key = (clients.settings.kafka_username or "", record_type.name)
+        if key not in self._serializers:
+            options = {}
+            if record_type.subject_name:
+                options["subject.name.strategy"] = record_subject_name_strategy
+            self._serializers[key] = clients.avro_serializer(record_type.schema_str, **options)
+        return self._serializers[key]
+
+    def send(self, record_type: RecordType, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` on its record type's topic, keyed by its USCC; acknowledged."""
+        topic = record_type.topic.name
+        serialize = self._serializer(self.kafka, record_type)
+        value = serialize(record, SerializationContext(topic, MessageField.VALUE))
+        self._producer.produce(topic, key=record["uscc"].encode(), value=value)
+        assert self._producer.flush(10) == 0, f"{topic}: {record['uscc']} not acknowledged"
+        return record
+
+    def write_inbound(
+        self, record_type: RecordType, department: str, record: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The department writes ``record`` to its own inbound topic, as itself."""
+        clients = self.departments.clients[department]
+        topic = inbound_topic(department)
+        serialize = self._serializer(clients, record_type)
+        producer = clients.producer()
+        errors: list[Any] = []
+        producer.produce(
+            topic,
+            key=record["uscc"].encode(),
+            value=serialize(record, SerializationContext(topic, MessageField.VALUE)),
+            on_delivery=lambda error, _: errors.append(error),
+        )
+        producer.flush(10)
+        assert errors == [None], f"{topic}: {errors}"
+        return record
+
+    # 双告知: registrations and licences in, department actions from the inbound topics;
+    # 联合惩戒: list entries, penalties and matters in, 反馈 from the inbound topics.
+    register = partialmethod(send, REGISTRATION)
+    license = partialmethod(send, LICENCE)
+    act = partialmethod(write_inbound, DEPARTMENT_ACTION)
+    list = partialmethod(send, CREDIT_LIST_ENTRY)
+    penalize = partialmethod(send, PENALTY)
+    matter = partialmethod(send, MATTER_EVENT)
+    feed_back = partialmethod(write_inbound, RESTRICTION_FEEDBACK)
+
+
+class SteadyFeed:
+    """Records sent on their record type's topic from a thread of their own, ``batch`` at
+    a time with a short pause between — the load a worker is killed under — and where
+    each one landed, (partition, offset) by USCC."""
+
+    def __init__(
+        self,
+        kafka: KafkaClients,
+        record_type: RecordType,
+        records: list[dict[str, Any]],
+        batch: int,
+    ) -> None:
+        self.topic = record_type.topic.name
+        self.records = records
+        self.batch = batch
+        self.positions: dict[str, tuple[int, int]] = {}
+        self._serialize = kafka.avro_serializer(record_type.schema_str)
+        self._producer = kafka.producer(**{"linger.ms": 0})
+        self._thread = threading.Thread(target=self._send)
+
+    def _produced(self, error: Any, message: Any) -> None:
+        assert error is None, f"{self.topic}: {error}"
+        self.positions[message.key().decode()] = (message.partition(), message.offset())
+
+    def _send(self) -> None:
+        context = SerializationContext(self.topic, MessageField.VALUE)
+        for index, record in enumerate(self.records):
+            self._producer.produce(
+                self.topic,
+                key=record["uscc"].encode(),
+                value=self._serialize(record, context),
+                on_delivery=self._produced,
+            )
+            if index % self.batch == self.batch - 1:
+                self._producer.flush(10)
+                time.sleep(0.05)
+        self._producer.flush(10)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
 
 
 class Watch:
@@ -200,29 +366,71 @@ class Watch:
     def until(
         self, holds: Callable[[list[dict[str, Any]]], bool], timeout: float = 30.0
     ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.records()
-            if holds(found):
-                return found
-            assert time.monotonic() < deadline, (
-                f"{self.window.topic}: not within {timeout}s: {found}"
-            )
-            time.sleep(0.3)
+        return eventually(
+            self.records,
+            holds,
+            timeout,
+            lambda found: f"{self.window.topic}: not within {timeout}s: {found}",
+        )
+
+
+def partition_mate(kafka: KafkaClients, uscc: str, division: str | None = None) -> str:
+    """A new entity of ``division`` (by default ``uscc``'s) whose records share ``uscc``'s
+    partition on every USCC-keyed topic (the platform's partitioner, CRC-32 of the key)."""
+    partitions = kafka.settings.uscc_partitions
+    wanted = uscc_partition(uscc.encode(), partitions)
+    while True:
+        mate = make_uscc(uscc[:2], division or uscc[2:8])
+        if mate != uscc and uscc_partition(mate.encode(), partitions) == wanted:
+            return mate
+
+
+def of_the_same_entity(sent: dict[str, Any], message: ReadMessage) -> bool:
+    return message.key == sent["uscc"].encode()
+
+
+def barrier(
+    kafka: KafkaClients,
+    uscc: str,
+    send: Callable[[str], dict[str, Any]],
+    topic: str,
+    made: Callable[[dict[str, Any], ReadMessage], bool] = of_the_same_entity,
+    division: str | None = None,
+    timeout: float = 30.0,
+) -> ReadMessage:
+    """Once this returns, everything that the records sent so far about ``uscc`` on one
+    input topic made is on the output topics.
+
+    ``send`` gets a :func:`partition_mate` of ``uscc`` (of ``division``, if given),
+    sends one record about it on that input topic and returns it; the barrier waits
+    until what the worker makes of it is on ``topic``: a message that ``made`` (the
+    record sent, the message) says is its output, by default any keyed by the mate's
+    USCC. That message it returns."""
+    window = TopicWindow(kafka, topic)
+    sent = send(partition_mate(kafka, uscc, division))
+    [output, *_] = eventually(
+        lambda: [message for message in window.read() if made(sent, message)],
+        bool,
+        timeout,
+        lambda _: f"{topic}: the barrier record about {sent['uscc']} made nothing in {timeout}s",
+    )
+    return output
 
 
 def until_ids(
     window: TopicWindow, field_name: str, wanted: set[str], minimum: int, timeout: float
 ) -> list[ReadMessage]:
     """Read ``window`` until at least ``minimum`` of the ``wanted`` ids are on it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = window.read()
-        seen = {m.value.get(field_name) for m in found} & wanted
-        if len(seen) >= minimum:
-            return found
-        assert time.monotonic() < deadline, f"{len(seen)} of {len(wanted)} ids within {timeout} s"
-        time.sleep(0.3)
+
+    def seen(found: list[ReadMessage]) -> set[str]:
+        return {str(m.value.get(field_name)) for m in found} & wanted
+
+    return eventually(
+        window.read,
+        lambda found: len(seen(found)) >= minimum,
+        timeout,
+        lambda found: f"{len(seen(found))} of {len(wanted)} ids within {timeout} s",
+    )
 
 
 def streams_group(app_name: str) -> str:

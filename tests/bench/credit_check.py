@@ -30,11 +30,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,6 +56,15 @@ from streams.credit_check.api import run_service
 from streams.credit_check.settings import CreditCheckSettings
 from streams.credit_check.state import CreditCheckTopics
 from streams.runtime import RecordWriter
+from tests.bench.harness import (
+    arguments,
+    delete_topics,
+    machine,
+    produce_backlog,
+    start,
+    stop,
+    write_report,
+)
 from tests.credit_check_records import (
     list_entry,
     list_type_records,
@@ -66,6 +72,7 @@ from tests.credit_check_records import (
     new_uscc,
     removal_of,
 )
+from tests.stream_worker import free_port
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings, get_settings
 from xietong.topics import STREAMS_INTERNAL_TOPIC_PREFIX, TopicKey, TopicSpec, apply_topics
@@ -73,6 +80,7 @@ from xietong.topics import STREAMS_INTERNAL_TOPIC_PREFIX, TopicKey, TopicSpec, a
 P99_TARGET_MS = 20.0  # issue 6
 DEPARTMENT = "hz-finance"
 PREFIX = f"{STREAMS_INTERNAL_TOPIC_PREFIX}credit-check-bench."
+MODULE = "tests.bench.credit_check"
 TOPICS = CreditCheckTopics(
     list_entries=TopicSpec(f"{PREFIX}list-entries", "bench", TopicKey.USCC, retention_ms=3600_000),
     measures=TopicSpec(f"{PREFIX}measures", "bench", TopicKey.CATALOG, compacted=True),
@@ -129,39 +137,28 @@ def checks(count: int, listed: list[str], matter_types: list[str], rng: random.R
     return queries
 
 
-def produce(kafka: KafkaClients, entries: list[dict[str, Any]]) -> None:
-    producer = kafka.producer(**{"linger.ms": 50, "batch.num.messages": 10_000})
+def encoded(kafka: KafkaClients, entries: list[dict[str, Any]]) -> list[tuple[str, bytes, bytes]]:
+    """The list entries, and the measures and list types they are checked against, as
+    (topic, key, value) in the wire format."""
     writer = RecordWriter(kafka, CREDIT_LIST_ENTRY)
-    for entry in entries:
-        value = writer.encode(entry)
-        while True:
-            try:
-                producer.produce(TOPICS.list_entries.name, key=entry["uscc"].encode(), value=value)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
+    messages = [
+        (TOPICS.list_entries.name, entry["uscc"].encode(), writer.encode(entry))
+        for entry in entries
+    ]
     for record_type, topic, records in (
         ("measure", TOPICS.measures.name, measure_records()),
         ("credit_list_type", TOPICS.list_types.name, list_type_records()),
     ):
         writer = RecordWriter(kafka, REGISTRY_RECORD_TYPES[record_type])
-        for record in records:
-            producer.produce(topic, key=record["code"].encode(), value=writer.encode(record))
-    assert producer.flush(120) == 0, "list entries not all acknowledged"
+        messages += [(topic, r["code"].encode(), writer.encode(r)) for r in records]
+    return messages
 
 
 def reset(kafka: KafkaClients, settings: Settings) -> None:
     """The benchmark's topics, empty."""
-    admin = kafka.admin()
-    doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(PREFIX)]
-    if doomed:
-        for future in admin.delete_topics(doomed, operation_timeout=30).values():
-            future.result()
-        while any(t in admin.list_topics(timeout=10).topics for t in doomed):
-            time.sleep(0.5)
+    delete_topics(kafka, PREFIX, gone=True)
     specs = [TOPICS.list_entries, TOPICS.measures, TOPICS.list_types, TOPICS.matter_events]
-    apply_topics(admin, settings, specs)
+    apply_topics(kafka.admin(), settings, specs)
 
 
 def count_messages(kafka: KafkaClients, topic: str) -> int:
@@ -235,27 +232,6 @@ def service_process(settings: Settings, port: int) -> None:
 
 
 # -- the measurements -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start(role: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "tests.bench.credit_check", f"--{role}", str(port)]
-    with log.open("ab") as out:
-        return subprocess.Popen(command, stdout=out, stderr=out)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
 
 
 def wait_ready(
@@ -351,9 +327,7 @@ def revoke_token(settings: Settings, credential_id: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--listings", type=int, default=100_000, help="listings in the state")
     parser.add_argument("--checks", type=int, default=10_000, help="checks timed")
     parser.add_argument("--warmup", type=int, default=1_000, help="checks sent first, untimed")
@@ -379,13 +353,13 @@ def main() -> None:
 
     print(f"producing {args.listings} listings …", file=sys.stderr)
     entries, listed = workload(args.listings, rng)
-    produce(kafka, entries)
+    produce_backlog(kafka, encoded(kafka, entries))
     matter_types = sorted({m["code"] for r in measure_records() for m in r["matter_types"]})
     queries = checks(args.warmup + args.checks, listed, matter_types, rng)
     token, credential = issue_token(settings)
     results: dict[str, Any] = {
         "run": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "listings": args.listings,
         "list_entries": len(entries),
         "entities": len(listed),
@@ -398,7 +372,7 @@ def main() -> None:
             port = free_port()
             base = f"http://127.0.0.1:{port}"
             log = workdir / f"{role}.log"
-            process = start(role, port, log)
+            process = start(MODULE, role, str(port), log=log)
             try:
                 ready_url = f"{base}/ready" if role == "service" else f"{base}/?uscc=-"
                 load_seconds = wait_ready(process, ready_url, log)
@@ -415,7 +389,7 @@ def main() -> None:
                 if role == "service":
                     measured["server_mean_ms"] = server_mean_ms(base)
             finally:
-                stop(process)
+                stop(process, signal.SIGINT)
             if role == "service":
                 measured["matter_events_on_topic"] = count_messages(
                     kafka, TOPICS.matter_events.name
@@ -427,8 +401,7 @@ def main() -> None:
     service_p99 = results["service"]["p99_ms"]
     results["p99_over_baseline_ms"] = round(service_p99 - results["baseline"]["p99_ms"], 3)
     results["meets_target"] = service_p99 < P99_TARGET_MS
-    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    print(json.dumps(results, indent=2, ensure_ascii=False))
+    write_report(out, results)
     print(f"written to {out}", file=sys.stderr)
 
 

@@ -27,30 +27,21 @@ read the shares). Results: ``.local/bench/dual_notice.json``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
-import io
-import json
-import os
-import platform
-import pstats
 import random
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import Message, TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from deploy.local.stack import LocalStack
@@ -59,16 +50,15 @@ from streams.dual_notice.app import DualNoticeTopics, run_worker
 from streams.dual_notice.rules import ApprovalCatalog, PushOrder, new_push, registered_entity
 from streams.dual_notice.settings import DualNoticeSettings
 from streams.runtime import RecordWriter
+from tests.bench import harness
 from tests.dual_notice_records import PROVINCE, registration
+from tests.stream_worker import free_port
 from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings, get_settings
 from xietong.topics import (
     REGISTRY_APPROVAL_ITEMS,
     STREAMS_INTERNAL_TOPIC_PREFIX,
-    TopicKey,
-    TopicSpec,
-    apply_topics,
 )
 
 THROUGHPUT_TARGET = 10_000  # registrations/s per worker, issue 5
@@ -94,27 +84,13 @@ TOPIC_SUFFIXES = (
     "baseline-applicant-notices",
 )
 BASELINE_GROUP = f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}-baseline"
+MODULE = "tests.bench.dual_notice"
+UNIT = "registrations"
 
 
 def bench_topics() -> DualNoticeTopics:
     """The processor's topics in the benchmark: its own, every inbox one topic."""
-    return DualNoticeTopics(
-        app_name=APP_NAME,
-        registrations=f"{PREFIX}registrations",
-        licences=f"{PREFIX}licences",
-        actions=f"{PREFIX}actions",
-        outputs={
-            "dual_notice_push": f"{PREFIX}pushes",
-            "dual_notice_applicant_notice": f"{PREFIX}applicant-notices",
-            "dual_notice_routing_failure": f"{PREFIX}manual-routing",
-            "rejected_department_action": f"{PREFIX}rejected-actions",
-            "dual_notice_alert": f"{PREFIX}alerts",
-            "entity_closure_notice": f"{PREFIX}closure-notices",
-            "dead_letter": f"{PREFIX}dead-letter",
-        },
-        inbox=f"{PREFIX}inbox",
-        inbound_pattern=rf"^{PREFIX.replace('.', '[.]')}inbound$",
-    )
+    return harness.own_topics(DualNoticeTopics(), PREFIX, APP_NAME)
 
 
 # -- the workload -------------------------------------------------------------------------------
@@ -161,19 +137,8 @@ def encode_all(
     return [(r["uscc"].encode(), writer.encode(r), r["envelope"]["event_id"]) for r in records]
 
 
-def produce_backlog(
-    kafka: KafkaClients, topic: str, encoded: list[tuple[bytes, bytes, str]]
-) -> None:
-    producer = kafka.producer(**{"linger.ms": 50, "batch.num.messages": 10_000})
-    for key, value, _ in encoded:
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
-    producer.flush(60)
+def backlog(topic: str, encoded: list[tuple[bytes, bytes, str]]) -> list[tuple[str, bytes, bytes]]:
+    return [(topic, key, value) for key, value, _ in encoded]
 
 
 def produce_steadily(
@@ -316,64 +281,47 @@ def baseline(settings: Settings, registrations: str) -> None:
     consumer = kafka.consumer(BASELINE_GROUP)
     producer = kafka.producer()
     consumer.subscribe([registrations])
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    processed, committed, last_commit, last_report = 0, 0, time.monotonic(), 0.0
-    while not stop.is_set():
-        # Whatever has arrived, at once: waiting to fill a batch would be latency.
-        for message in consumer.consume(1000, timeout=0.005):
-            if message.error() is not None:
+
+    def handle(message: Message) -> None:
+        record = deserialize(message.value(), None)
+        assert isinstance(record, dict)
+        permits = [e["text"] for e in record["business_scope_items"] if e["kind"] == "PERMIT"]
+        matches = catalog.match(permits, record["industry_code"])
+        if not matches:
+            return
+        entity = registered_entity(record, None)
+        items = []
+        for match in matches:
+            department = match.item.routes.get(entity["division_code"])
+            if department is None:
                 continue
-            record = deserialize(message.value(), None)
-            assert isinstance(record, dict)
-            permits = [e["text"] for e in record["business_scope_items"] if e["kind"] == "PERMIT"]
-            matches = catalog.match(permits, record["industry_code"])
-            processed += 1
-            if not matches:
-                continue
-            entity = registered_entity(record, None)
-            items = []
-            for match in matches:
-                department = match.item.routes.get(entity["division_code"])
-                if department is None:
-                    continue
-                push = new_push(
-                    PushOrder.routed(entity, match, department),
-                    claim_deadline=rules.claim_deadline(entity["registered_at"]),
-                    pushed_at=business_clock().now_ms(),
-                )
-                value = pushes.encode(push)
-                producer.produce(f"{PREFIX}baseline-pushes", key=message.key(), value=value)
-                producer.produce(f"{PREFIX}baseline-inbox", key=message.key(), value=value)
-                items.append(
-                    {
-                        "item": match.item.ref,
-                        "department": department,
-                        "push_id": push["push_id"],
-                        "routing_id": None,
-                    }
-                )
-            notice = {
-                "notice_id": entity["registration_event_id"],
-                "entity": entity,
-                "items": items,
-                "issued_at": entity["registered_at"],
-            }
-            producer.produce(
-                f"{PREFIX}baseline-applicant-notices",
-                key=message.key(),
-                value=notices.encode(notice),
+            push = new_push(
+                PushOrder.routed(entity, match, department),
+                claim_deadline=rules.claim_deadline(entity["registered_at"]),
+                pushed_at=business_clock().now_ms(),
             )
-            producer.poll(0)
-        if time.monotonic() - last_report > 0.2:
-            print(json.dumps({"processed": processed, "at": time.time()}), flush=True)
-            last_report = time.monotonic()
-        if processed > committed and time.monotonic() - last_commit > 1.0:
-            producer.flush(30)  # at least once: what is committed has been produced
-            consumer.commit(asynchronous=False)
-            committed, last_commit = processed, time.monotonic()
-    producer.flush(30)
-    consumer.close()
+            value = pushes.encode(push)
+            producer.produce(f"{PREFIX}baseline-pushes", key=message.key(), value=value)
+            producer.produce(f"{PREFIX}baseline-inbox", key=message.key(), value=value)
+            items.append(
+                {
+                    "item": match.item.ref,
+                    "department": department,
+                    "push_id": push["push_id"],
+                    "routing_id": None,
+                }
+            )
+        notice = {
+            "notice_id": entity["registration_event_id"],
+            "entity": entity,
+            "items": items,
+            "issued_at": entity["registered_at"],
+        }
+        producer.produce(
+            f"{PREFIX}baseline-applicant-notices", key=message.key(), value=notices.encode(notice)
+        )
+
+    harness.bare_loop(consumer, producer, handle)
 
 
 def worker(settings: Settings, metrics_port: int, profile: Path | None) -> None:
@@ -393,26 +341,6 @@ def worker(settings: Settings, metrics_port: int, profile: Path | None) -> None:
 # -- the measurements ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start(role: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "tests.bench.dual_notice", f"--{role}", *args]
-    with log.open("ab") as out:
-        return subprocess.Popen(command, stdout=out, stderr=out)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
 def processed_by_worker(port: int) -> float:
     try:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
@@ -425,82 +353,8 @@ def processed_by_worker(port: int) -> float:
     )
 
 
-def processed_by_baseline(log: Path) -> float:
-    lines = [
-        line
-        for line in log.read_text(errors="replace").splitlines()
-        if line.startswith('{"processed"')
-    ]
-    return float(json.loads(lines[-1])["processed"]) if lines else 0.0
-
-
-def time_backlog(count: int, progress: Any, timeout: float = 900) -> dict[str, float]:
-    """Seconds from the first registration processed to the last, and the rate."""
-    deadline = time.monotonic() + timeout
-    first = None
-    while True:
-        done = progress()
-        now = time.monotonic()
-        if done > 0 and first is None:
-            first = (now, done)
-        if done >= count:
-            break
-        if now > deadline:
-            raise RuntimeError(f"processed {done} of {count} in {timeout} s")
-        time.sleep(0.1)
-    assert first is not None
-    seconds = now - first[0]
-    return {
-        "registrations": count,
-        "seconds": round(seconds, 2),
-        "registrations_per_second": round((count - first[1]) / seconds, 1) if seconds else 0.0,
-    }
-
-
-def reset(kafka: KafkaClients, settings: Settings) -> None:
-    """Remove what an earlier run left: the topics, the groups, the worker's state."""
-    admin = kafka.admin()
-    existing = admin.list_topics(timeout=10).topics
-    doomed = [
-        t
-        for t in existing
-        if t.startswith(PREFIX) or t.startswith(f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}-")
-    ]
-    if doomed:
-        for future in admin.delete_topics(doomed, operation_timeout=30).values():
-            future.result()
-        while any(t in admin.list_topics(timeout=10).topics for t in doomed):
-            time.sleep(0.5)
-    groups = [
-        f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}",
-        BASELINE_GROUP,
-        f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}-inbound",
-    ]
-    for future in admin.delete_consumer_groups(groups, request_timeout=15).values():
-        with contextlib.suppress(KafkaException):  # the group did not exist
-            future.result()
-    shutil.rmtree(settings.home / "streams" / APP_NAME, ignore_errors=True)
-    apply_topics(
-        admin,
-        settings,
-        [
-            TopicSpec(f"{PREFIX}{suffix}", "bench", TopicKey.USCC, retention_ms=3600_000)
-            for suffix in TOPIC_SUFFIXES
-        ],
-    )
-
-
-@dataclass
-class Result:
-    run: str
-    throughput: dict[str, float]
-    latency: dict[str, float]
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = harness.arguments(__doc__)
     parser.add_argument("--records", type=int, default=30_000, help="registrations in the backlog")
     parser.add_argument("--rate", type=int, default=1_000, help="registrations/s for the latency")
     parser.add_argument("--seconds", type=int, default=20, help="how long to send at --rate")
@@ -530,68 +384,65 @@ def main() -> None:
             f"{REGISTRY_APPROVAL_ITEMS.name} holds {len(catalog)} approval items, the sample"
             f" province has {len(PROVINCE.approval_items)}: publish the catalog first (make run)"
         )
-    reset(kafka, settings)
+    harness.reset(kafka, settings, PREFIX, TOPIC_SUFFIXES, apps=[APP_NAME], groups=[BASELINE_GROUP])
     workdir = (args.out.parent / f"dual-notice-{datetime.now(UTC):%Y%m%dT%H%M%S}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(5)
     registrations = f"{PREFIX}registrations"
 
     print(f"producing {args.records} registrations …", file=sys.stderr)
-    backlog = workload(args.records, rng)
-    produce_backlog(kafka, registrations, encode_all(kafka, backlog))
+    records = workload(args.records, rng)
+    harness.produce_backlog(kafka, backlog(registrations, encode_all(kafka, records)))
     steady = args.rate * args.seconds
-    results = []
+    results: list[dict[str, Any]] = []
+
+    def measure(
+        role: str,
+        run: str,
+        process: subprocess.Popen[bytes],
+        progress: Callable[[], float],
+        backlog_count: int,
+        inbox: str,
+    ) -> None:
+        """Through the backlog, then at the steady rate: one result of ``run``."""
+        try:
+            print(f"{role}: the backlog …", file=sys.stderr)
+            throughput = harness.time_backlog(backlog_count, progress, UNIT)
+            print(f"{role}: {throughput}; {args.rate}/s for {args.seconds} s …", file=sys.stderr)
+            load = workload(steady + WARMUP_SECONDS * args.rate, rng)
+            expected = expected_pushes(load, catalog)
+            timed = latency(
+                kafka, registrations, inbox, encode_all(kafka, load), args.rate, expected
+            )
+            print(f"{role}: {timed}", file=sys.stderr)
+            results.append(harness.result(run, throughput, latency=timed))
+        finally:
+            harness.stop(process)
 
     port = free_port()
-    process = start("worker", str(port), "-", log=workdir / "worker.log")
-    try:
-        print("processor: the backlog …", file=sys.stderr)
-        throughput = time_backlog(args.records, lambda: processed_by_worker(port))
-        print(f"processor: {throughput}; {args.rate}/s for {args.seconds} s …", file=sys.stderr)
-        load = workload(steady + WARMUP_SECONDS * args.rate, rng)
-        timed = latency(
-            kafka,
-            registrations,
-            f"{PREFIX}inbox",
-            encode_all(kafka, load),
-            args.rate,
-            expected_pushes(load, catalog),
-        )
-        print(f"processor: {timed}", file=sys.stderr)
-        results.append(Result("processor (faust, one worker)", throughput, timed))
-    finally:
-        stop(process)
-
+    measure(
+        "processor",
+        "processor (faust, one worker)",
+        harness.start(MODULE, "worker", str(port), "-", log=workdir / "worker.log"),
+        lambda: processed_by_worker(port),
+        args.records,
+        f"{PREFIX}inbox",
+    )
     log = workdir / "baseline.log"
-    process = start("baseline", registrations, log=log)
-    try:
-        total = args.records + steady + WARMUP_SECONDS * args.rate
-        print("baseline: the backlog …", file=sys.stderr)
-        throughput = time_backlog(total, lambda: processed_by_baseline(log))
-        print(f"baseline: {throughput}; {args.rate}/s for {args.seconds} s …", file=sys.stderr)
-        load = workload(steady + WARMUP_SECONDS * args.rate, rng)
-        timed = latency(
-            kafka,
-            registrations,
-            f"{PREFIX}baseline-inbox",
-            encode_all(kafka, load),
-            args.rate,
-            expected_pushes(load, catalog),
-        )
-        print(f"baseline: {timed}", file=sys.stderr)
-        results.append(Result("baseline (bare confluent-kafka loop)", throughput, timed))
-    finally:
-        stop(process)
+    measure(
+        "baseline",
+        "baseline (bare confluent-kafka loop)",
+        harness.start(MODULE, "baseline", registrations, log=log),
+        lambda: harness.processed_by_baseline(log),
+        args.records + steady + WARMUP_SECONDS * args.rate,  # it reads the processor's too
+        f"{PREFIX}baseline-inbox",
+    )
 
     processor, bare = results
     report: dict[str, Any] = {
         "benchmark": "dual_notice",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": harness.machine(),
         "workload": {
             "backlog_registrations": args.records,
             "steady_rate": args.rate,
@@ -602,34 +453,35 @@ def main() -> None:
             "registrations_per_second": THROUGHPUT_TARGET,
             "p99_ms_at_1000_per_second": P99_TARGET_MS,
         },
-        "results": [asdict(result) for result in results],
+        "results": results,
         "processor_share_of_baseline": round(
-            processor.throughput["registrations_per_second"]
-            / bare.throughput["registrations_per_second"],
+            processor["throughput"]["registrations_per_second"]
+            / bare["throughput"]["registrations_per_second"],
             3,
         ),
-        "meets_throughput_target": processor.throughput["registrations_per_second"]
+        "meets_throughput_target": processor["throughput"]["registrations_per_second"]
         >= THROUGHPUT_TARGET,
-        "meets_latency_target": processor.latency["p99_ms"] <= P99_TARGET_MS,
+        "meets_latency_target": processor["latency"]["p99_ms"] <= P99_TARGET_MS,
     }
     if args.profile:
         print(f"processor under cProfile: {args.profile} more registrations …", file=sys.stderr)
-        produce_backlog(kafka, registrations, encode_all(kafka, workload(args.profile, rng)))
+        more = encode_all(kafka, workload(args.profile, rng))
+        harness.produce_backlog(kafka, backlog(registrations, more))
         profile = workdir / "worker.prof"
-        process = start("worker", str(port), str(profile), log=workdir / "worker.log")
+        process = harness.start(
+            MODULE, "worker", str(port), str(profile), log=workdir / "worker.log"
+        )
         try:  # the worker resumes after what it processed: it gets the new ones only
-            time_backlog(args.profile, lambda: processed_by_worker(port))
+            harness.time_backlog(args.profile, lambda: processed_by_worker(port), UNIT)
         finally:
-            stop(process)
-        report["where_the_time_goes"] = where_the_time_goes(profile)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(report, ensure_ascii=False, indent=2))
-    reset_topics_only(kafka)
+            harness.stop(process)
+        report["where_the_time_goes"] = harness.where_the_time_goes(profile, TIME_GROUPS)
+    harness.write_report(args.out, report)
+    harness.delete_topics(kafka, PREFIX)
 
 
 #: Where a function's own time is counted, by its file or, for built-ins, its name (the
-#: first match wins).
+#: first match wins; the first group is the idle one).
 TIME_GROUPS = (
     ("waiting for the network (idle)", ("select.epoll",)),
     ("faust and mode (streams, conductor, tables, commits)", ("faust/", "mode/")),
@@ -644,47 +496,5 @@ TIME_GROUPS = (
     ("prometheus metrics", ("prometheus_client/",)),
     ("garbage collection", ("gc.collect",)),
 )
-IDLE = TIME_GROUPS[0][0]
-
-
-def where_the_time_goes(profile: Path, top: int = 12) -> dict[str, Any]:
-    """The worker's main thread under cProfile: its busy time by group, and the functions
-    that took most of it. The profiler slows the worker: read the shares."""
-    stats = pstats.Stats(str(profile), stream=io.StringIO())
-    raw = stats.stats  # type: ignore[attr-defined]
-    groups: dict[str, float] = {}
-    rows = []
-    for (file, line, name), (_, calls, tottime, _, _) in raw.items():
-        where = f"{file}:{name}"
-        group = next(
-            (label for label, marks in TIME_GROUPS if any(m in where for m in marks)), "other"
-        )
-        groups[group] = groups.get(group, 0.0) + tottime
-        if group != IDLE:
-            rows.append((tottime, f"{Path(file).name}:{line} {name}", calls))
-    idle = groups.pop(IDLE, 0.0)
-    busy = sum(groups.values()) or 1.0
-    return {
-        "idle_share_of_wall_time": round(idle / (idle + busy), 3),
-        "busy_time_by_group": {
-            label: round(seconds / busy, 3)
-            for label, seconds in sorted(groups.items(), key=lambda item: -item[1])
-        },
-        "top_functions_by_own_busy_time": [
-            {"function": function, "calls": calls, "share": round(seconds / busy, 3)}
-            for seconds, function, calls in sorted(rows, reverse=True)[:top]
-        ],
-    }
-
-
-def reset_topics_only(kafka: KafkaClients) -> None:
-    """The benchmark's topics are deleted afterwards; the JSON keeps the figures."""
-    admin = kafka.admin()
-    doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(PREFIX)]
-    if doomed:
-        for future in admin.delete_topics(doomed, operation_timeout=30).values():
-            future.result()
-
-
 if __name__ == "__main__":
     main()

@@ -31,25 +31,15 @@ Results: ``<home>/bench/joint_punishment.json`` (``.local/bench/`` by default; t
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
-import platform
 import random
-import shutil
-import signal
-import subprocess
 import sys
-import threading
-import time
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
-from confluent_kafka import KafkaException
+from confluent_kafka import Message
 
 from deploy.local.stack import LocalStack
 from schemas import (
@@ -70,6 +60,7 @@ from streams.joint_punishment.rules import (
 )
 from streams.joint_punishment.settings import JointPunishmentSettings
 from streams.runtime import RecordWriter, ReferenceData
+from tests.bench import harness
 from tests.joint_punishment_records import PROVINCE, licence, list_entry, matter, penalty, today
 from tests.stream_worker import free_port
 from xietong.clock import business_clock
@@ -80,9 +71,6 @@ from xietong.topics import (
     REGISTRY_LIST_TYPES,
     REGISTRY_MEASURES,
     STREAMS_INTERNAL_TOPIC_PREFIX,
-    TopicKey,
-    TopicSpec,
-    apply_topics,
 )
 from xietong.uscc import make_uscc
 
@@ -100,28 +88,13 @@ OUTPUTS = (
 )
 TOPIC_SUFFIXES = (*INPUTS, *OUTPUTS, "inbound", "inbox", "baseline-out")
 BASELINE_GROUP = f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}-baseline"
+MODULE = "tests.bench.joint_punishment"
+UNIT = "events"
 
 
 def bench_topics(app_name: str = APP_NAME) -> JointPunishmentTopics:
     """The processor's topics in the benchmark: its own, every inbox one topic."""
-    return JointPunishmentTopics(
-        app_name=app_name,
-        list_entries=f"{PREFIX}list-entries",
-        penalties=f"{PREFIX}penalties",
-        licences=f"{PREFIX}licences",
-        matters=f"{PREFIX}matters",
-        feedback=f"{PREFIX}feedback",
-        outputs={
-            "sanction_notice": f"{PREFIX}sanction-notices",
-            "licence_review_notice": f"{PREFIX}licence-reviews",
-            "restriction_hit": f"{PREFIX}restriction-hits",
-            "feedback_overdue_alert": f"{PREFIX}alerts",
-            "lift_notice": f"{PREFIX}lift-notices",
-            "dead_letter": f"{PREFIX}dead-letter",
-        },
-        inbox=f"{PREFIX}inbox",
-        inbound_pattern=rf"^{PREFIX.replace('.', '[.]')}inbound$",
-    )
+    return harness.own_topics(JointPunishmentTopics(), PREFIX, app_name)
 
 
 # -- the workload ----------------------------------------------------------------------------------
@@ -234,19 +207,15 @@ WRITERS = {
 }
 
 
-def produce_backlog(kafka: KafkaClients, events: list[tuple[str, dict[str, Any]]]) -> None:
+def encode_all(
+    kafka: KafkaClients, events: list[tuple[str, dict[str, Any]]]
+) -> list[tuple[str, bytes, bytes]]:
+    """The events in the wire format, each for its input topic of the benchmark."""
     writers = {name: RecordWriter(kafka, record) for name, record in WRITERS.items()}
-    producer = kafka.producer(**{"linger.ms": 50, "batch.num.messages": 10_000})
-    for name, record in events:
-        value = writers[name].encode(record)
-        while True:
-            try:
-                producer.produce(f"{PREFIX}{name}", key=record["uscc"].encode(), value=value)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
-    producer.flush(60)
+    return [
+        (f"{PREFIX}{name}", record["uscc"].encode(), writers[name].encode(record))
+        for name, record in events
+    ]
 
 
 # -- the processor and the baseline, each a process of its own ------------------------------------
@@ -287,33 +256,19 @@ def baseline(settings: Settings) -> None:
     consumer = kafka.consumer(BASELINE_GROUP)
     producer = kafka.producer(**{"linger.ms": 5})
     consumer.subscribe(list(apply))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     clock = business_clock()
-    processed, committed, last_commit, last_report = 0, 0, time.monotonic(), 0.0
-    while not stop.is_set():
-        for message in consumer.consume(1000, timeout=0.005):
-            if message.error() is not None:
-                continue
-            record = deserialize(message.value(), None)
-            assert isinstance(record, dict)
-            outcome = apply[message.topic() or ""](record, clock.now_ms())
-            for out in outcome.outgoing:
-                value = writers[out.record_type].encode(out.value)
+
+    def handle(message: Message) -> None:
+        record = deserialize(message.value(), None)
+        assert isinstance(record, dict)
+        outcome = apply[message.topic() or ""](record, clock.now_ms())
+        for out in outcome.outgoing:
+            value = writers[out.record_type].encode(out.value)
+            producer.produce(f"{PREFIX}baseline-out", key=out.key.encode(), value=value)
+            for _ in out.inboxes:
                 producer.produce(f"{PREFIX}baseline-out", key=out.key.encode(), value=value)
-                for _ in out.inboxes:
-                    producer.produce(f"{PREFIX}baseline-out", key=out.key.encode(), value=value)
-            processed += 1
-            producer.poll(0)
-        if time.monotonic() - last_report > 0.2:
-            print(json.dumps({"processed": processed, "at": time.time()}), flush=True)
-            last_report = time.monotonic()
-        if processed > committed and time.monotonic() - last_commit > 1.0:
-            producer.flush(30)  # at least once: what is committed has been produced
-            consumer.commit(asynchronous=False)
-            committed, last_commit = processed, time.monotonic()
-    producer.flush(30)
-    consumer.close()
+
+    harness.bare_loop(consumer, producer, handle)
 
 
 #: Faust's own ceiling on this machine, measured with the rules stubbed out: what one
@@ -351,129 +306,21 @@ def stub_rules(ceiling: str) -> None:
 # -- the measurements ------------------------------------------------------------------------------
 
 
-def start(role: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "tests.bench.joint_punishment", f"--{role}", *args]
-    with log.open("ab") as out:
-        return subprocess.Popen(command, stdout=out, stderr=out)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
 def worker_metrics(port: int) -> dict[str, float]:
     """The worker's counters: events by input, records made by kind."""
     try:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
     except httpx.HTTPError:
         return {}
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line.startswith("xietong_joint_punishment_") or "_total" not in line:
-            continue
-        name = line.split("{", 1)[0].split(" ", 1)[0].removeprefix("xietong_joint_punishment_")
-        totals[name.removesuffix("_total")] = totals.get(name.removesuffix("_total"), 0.0) + float(
-            line.rsplit(" ", 1)[1]
-        )
-    return totals
+    return harness.metric_totals(text, "xietong_joint_punishment_")
 
 
 def events_processed(port: int) -> float:
     return worker_metrics(port).get("events", 0.0)
 
 
-def processed_by_baseline(log: Path) -> float:
-    lines = [
-        line
-        for line in log.read_text(errors="replace").splitlines()
-        if line.startswith('{"processed"')
-    ]
-    return float(json.loads(lines[-1])["processed"]) if lines else 0.0
-
-
-def time_backlog(count: int, progress: Any, timeout: float = 900) -> dict[str, float]:
-    """Seconds from the first event processed to the last, and the rate."""
-    deadline = time.monotonic() + timeout
-    first = None
-    while True:
-        done = progress()
-        now = time.monotonic()
-        if done > 0 and first is None:
-            first = (now, done)
-        if done >= count:
-            break
-        if now > deadline:
-            raise RuntimeError(f"processed {done} of {count} in {timeout} s")
-        time.sleep(0.1)
-    assert first is not None
-    seconds = now - first[0]
-    return {
-        "events": count,
-        "seconds": round(seconds, 2),
-        "events_per_second": round((count - first[1]) / seconds, 1) if seconds else 0.0,
-    }
-
-
-def reset(kafka: KafkaClients, settings: Settings) -> None:
-    """Remove what an earlier run left: the topics, the groups, the worker's state."""
-    admin = kafka.admin()
-    existing = admin.list_topics(timeout=10).topics
-    doomed = [
-        t
-        for t in existing
-        if t.startswith(PREFIX) or t.startswith(f"{STREAMS_INTERNAL_TOPIC_PREFIX}{APP_NAME}-")
-    ]
-    if doomed:
-        for future in admin.delete_topics(doomed, operation_timeout=30).values():
-            future.result()
-        while any(t in admin.list_topics(timeout=10).topics for t in doomed):
-            time.sleep(0.5)
-    apps = [APP_NAME, *(f"{APP_NAME}-{ceiling}" for ceiling in CEILINGS)]
-    groups = [BASELINE_GROUP]
-    for app in apps:
-        groups += [
-            f"{STREAMS_INTERNAL_TOPIC_PREFIX}{app}",
-            f"{STREAMS_INTERNAL_TOPIC_PREFIX}{app}-inbound",
-        ]
-    for future in admin.delete_consumer_groups(groups, request_timeout=15).values():
-        with contextlib.suppress(KafkaException):  # the group did not exist
-            future.result()
-    for app in apps:
-        shutil.rmtree(settings.home / "streams" / app, ignore_errors=True)
-    apply_topics(
-        admin,
-        settings,
-        [
-            TopicSpec(f"{PREFIX}{suffix}", "bench", TopicKey.USCC, retention_ms=3600_000)
-            for suffix in TOPIC_SUFFIXES
-        ],
-    )
-
-
-def reset_topics_only(kafka: KafkaClients) -> None:
-    """The benchmark's topics are deleted afterwards; the JSON keeps the figures."""
-    admin = kafka.admin()
-    doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(PREFIX)]
-    if doomed:
-        for future in admin.delete_topics(doomed, operation_timeout=30).values():
-            future.result()
-
-
-@dataclass
-class Result:
-    run: str
-    throughput: dict[str, float]
-    made: dict[str, float]
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = harness.arguments(__doc__)
     parser.add_argument("--events", type=int, default=40_000, help="input events in the backlog")
     parser.add_argument("--entities", type=int, default=10_000, help="entities they are about")
     parser.add_argument("--out", type=Path, default=None, help="default: <home>/bench/…json")
@@ -501,7 +348,8 @@ def main() -> None:
             f"{REGISTRY_MEASURES.name} or {REGISTRY_DEPARTMENTS.name} is empty: publish the"
             " catalog first (make run)"
         )
-    reset(kafka, settings)
+    apps = [APP_NAME, *(f"{APP_NAME}-{ceiling}" for ceiling in CEILINGS)]
+    harness.reset(kafka, settings, PREFIX, TOPIC_SUFFIXES, apps=apps, groups=[BASELINE_GROUP])
     workdir = (out.parent / f"joint-punishment-{datetime.now(UTC):%Y%m%dT%H%M%S}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(6)
@@ -509,64 +357,67 @@ def main() -> None:
     print(f"producing {args.events} events about {args.entities} entities …", file=sys.stderr)
     events = workload(args.events, args.entities, rng)
     mix = {name: sum(1 for kind, _ in events if kind == name) for name in WRITERS}
-    produce_backlog(kafka, events)
+    harness.produce_backlog(kafka, encode_all(kafka, events))
     results = []
 
     port = free_port()
-    process = start("worker", str(port), "-", log=workdir / "worker.log")
+    process = harness.start(MODULE, "worker", str(port), "-", log=workdir / "worker.log")
     try:
         print("processor: the backlog …", file=sys.stderr)
-        throughput = time_backlog(args.events, lambda: worker_metrics(port).get("events", 0.0))
+        throughput = harness.time_backlog(args.events, partial(events_processed, port), UNIT)
         made = worker_metrics(port)
         print(f"processor: {throughput}", file=sys.stderr)
-        results.append(Result("processor (faust, one worker)", throughput, made))
+        results.append(harness.result("processor (faust, one worker)", throughput, made=made))
     finally:
-        stop(process)
+        harness.stop(process)
 
     log = workdir / "baseline.log"
-    process = start("baseline", log=log)
+    process = harness.start(MODULE, "baseline", log=log)
     try:
         print("baseline: the backlog …", file=sys.stderr)
-        throughput = time_backlog(args.events, lambda: processed_by_baseline(log))
+        throughput = harness.time_backlog(
+            args.events, lambda: harness.processed_by_baseline(log), UNIT
+        )
         print(f"baseline: {throughput}", file=sys.stderr)
-        results.append(Result("baseline (bare confluent-kafka loop, same rules)", throughput, {}))
+        results.append(
+            harness.result("baseline (bare confluent-kafka loop, same rules)", throughput, made={})
+        )
     finally:
-        stop(process)
+        harness.stop(process)
 
     ceilings: dict[str, dict[str, Any]] = {}
     for ceiling, what in () if args.no_ceilings else CEILINGS.items():
         port = free_port()
-        process = start("worker", str(port), ceiling, log=workdir / f"{ceiling}.log")
+        process = harness.start(
+            MODULE, "worker", str(port), ceiling, log=workdir / f"{ceiling}.log"
+        )
         try:
             print(f"faust ceiling, {ceiling}: the backlog …", file=sys.stderr)
-            throughput = time_backlog(args.events, partial(events_processed, port))
+            throughput = harness.time_backlog(args.events, partial(events_processed, port), UNIT)
             print(f"faust ceiling, {ceiling}: {throughput}", file=sys.stderr)
             ceilings[ceiling] = {"what": what, **throughput}
         finally:
-            stop(process)
+            harness.stop(process)
 
     processor, bare = results
     report: dict[str, Any] = {
         "benchmark": "joint_punishment",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": harness.machine(),
         "workload": {"events": args.events, "entities": args.entities, "by_input": mix},
         "targets": {"events_per_second": THROUGHPUT_TARGET},
-        "results": [asdict(result) for result in results],
+        "results": results,
         "processor_share_of_baseline": round(
-            processor.throughput["events_per_second"] / bare.throughput["events_per_second"], 3
+            processor["throughput"]["events_per_second"] / bare["throughput"]["events_per_second"],
+            3,
         ),
-        "meets_throughput_target": processor.throughput["events_per_second"] >= THROUGHPUT_TARGET,
+        "meets_throughput_target": (
+            processor["throughput"]["events_per_second"] >= THROUGHPUT_TARGET
+        ),
         "faust_ceilings": ceilings,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(report, ensure_ascii=False, indent=2))
-    reset_topics_only(kafka)
+    harness.write_report(out, report)
+    harness.delete_topics(kafka, PREFIX)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import platform
 import threading
 import time
 from pathlib import Path
@@ -38,6 +36,7 @@ from confluent_kafka import TopicPartition
 from connectors.sink import db
 from connectors.sink.sink import CreditSink, SinkSettings
 from connectors.sink.tables import TABLES_BY_TOPIC, TableMapping
+from tests.bench.harness import machine, produce_backlog, write_report
 from tests.sink_records import Outgoing, canonical, encoded
 from xietong.ids import deterministic_id
 from xietong.kafka import KafkaClients
@@ -209,15 +208,7 @@ def main() -> None:
     for topic, key, value in encoded(kafka, records(args.records, args.copies)):
         payloads.append((PREFIX + topic, key, value))
     starts = ends(kafka, topics)
-    producer = kafka.producer()
-    for topic, key, value in payloads:
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.1)
-    assert producer.flush(60) == 0
+    produce_backlog(kafka, payloads)
     targets = ends(kafka, topics)
     print(f"{len(payloads)} messages on {', '.join(topics)}", flush=True)
 
@@ -230,7 +221,7 @@ def main() -> None:
     ratio = sink["rows_per_second"] / copy["rows_per_second"]
     report = {
         "benchmark": "credit sink vs bare COPY",
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "records": args.records,
         "copies": args.copies,
         "batch_size": args.batch_size,
@@ -242,9 +233,7 @@ def main() -> None:
             "at_least_half_of_copy": ratio >= 0.5,
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(report, ensure_ascii=False, indent=2))
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

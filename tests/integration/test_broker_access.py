@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from registry.acl import issue_kafka_password, onboarded_departments, reconcile_departments
 from registry.grants import DepartmentGrant, inbound_topic, inbox_topic
+from tests.kafka_helpers import first_message
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 from xietong.topics import TopicKey, TopicSpec, apply_topics
@@ -77,19 +78,10 @@ def grant(department: Department, *topics: str) -> DepartmentGrant:
 
 def first_read(department: Department, topic: str, group: str | None = None, wait: float = 20.0):
     """The first message or error a department's consumer gets from ``topic``."""
-    consumer = department.clients.consumer(
-        group_id=group or f"{department.code}.reader-{uuid.uuid4().hex[:6]}"
-    )
-    consumer.subscribe([topic])
-    try:
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None:
-                return message
-        raise AssertionError(f"{department.code} got nothing from {topic} in {wait}s")
-    finally:
-        consumer.close()
+    group = group or f"{department.code}.reader-{uuid.uuid4().hex[:6]}"
+    message = first_message(department.clients, topic, group, wait)
+    assert message is not None, f"{department.code} got nothing from {topic} in {wait}s"
+    return message
 
 
 def produce_result(department: Department, topic: str) -> KafkaError | None:

@@ -8,43 +8,36 @@ so a registration dated one hour less two seconds ago is overdue two seconds fro
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka.schema_registry import record_subject_name_strategy
-from confluent_kafka.serialization import MessageField, SerializationContext
 
 from registry.grants import inbound_topic, inbox_topic
-from schemas import DEPARTMENT_ACTION, LICENCE, REGISTRATION
+from schemas import REGISTRATION
 from streams.dual_notice.rules import APP_NAME, push_id, routing_id
 from tests.dual_notice_records import action, licence, registration
 from tests.kafka_helpers import ReadMessage, TopicWindow
 from tests.stream_worker import (
     Onboarding,
+    Platform,
+    SteadyFeed,
     Watch,
     Worker,
+    barrier,
     committed_offsets,
-    free_port,
     publish_catalog,
+    running,
     streams_group,
     until_group_empty,
+    until_ids,
 )
+from xietong import topics
+from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
-from xietong.topics import (
-    DUAL_NOTICE_ALERTS,
-    DUAL_NOTICE_APPLICANT_NOTICES,
-    DUAL_NOTICE_CLOSURE_NOTICES,
-    DUAL_NOTICE_MANUAL_ROUTING,
-    DUAL_NOTICE_PUSHES,
-    DUAL_NOTICE_REJECTED_ACTIONS,
-)
 
 pytestmark = pytest.mark.usefixtures("secured")
 
@@ -92,72 +85,12 @@ def worker(
     departments: Onboarding,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Worker]:
-    running = Worker(
-        "dual-notice",
-        "dual_notice_ready",
-        tmp_path_factory.mktemp("dual-notice") / "worker.log",
-        {
-            "XIETONG_DUAL_NOTICE_CLAIM_PERIOD": "PT1H",
-            "XIETONG_DUAL_NOTICE_LICENCE_PERIOD": "PT1H",
-            "XIETONG_DUAL_NOTICE_TICK_INTERVAL": "0.5",
-            "XIETONG_DUAL_NOTICE_INBOX_REFRESH_INTERVAL": "2",
-            "XIETONG_DUAL_NOTICE_METRICS_PORT": str(free_port()),
-        },
-    )
-    try:
-        running.start()
-        yield running
-    finally:
-        running.stop()
+    log = tmp_path_factory.mktemp("dual-notice") / "worker.log"
+    with running("dual-notice", log, CLAIM_PERIOD="PT1H", LICENCE_PERIOD="PT1H") as worker:
+        yield worker
 
 
 # -- sending and reading ----------------------------------------------------------------------
-
-
-@dataclass
-class Platform:
-    """What the tests send, as the connectors and the departments would."""
-
-    kafka: KafkaClients
-    departments: Onboarding
-
-    def __post_init__(self) -> None:
-        self._producer = self.kafka.producer()
-        self._registration = self.kafka.avro_serializer(REGISTRATION.schema_str)
-        self._licence = self.kafka.avro_serializer(LICENCE.schema_str)
-
-    def register(self, record: dict[str, Any]) -> dict[str, Any]:
-        topic = REGISTRATION.topic.name
-        value = self._registration(record, SerializationContext(topic, MessageField.VALUE))
-        self._producer.produce(topic, key=record["uscc"].encode(), value=value)
-        self._producer.flush(10)
-        return record
-
-    def license(self, record: dict[str, Any]) -> dict[str, Any]:
-        topic = LICENCE.topic.name
-        value = self._licence(record, SerializationContext(topic, MessageField.VALUE))
-        self._producer.produce(topic, key=record["uscc"].encode(), value=value)
-        self._producer.flush(10)
-        return record
-
-    def act(self, department: str, record: dict[str, Any]) -> dict[str, Any]:
-        """The department writes an action to its own inbound topic, as itself."""
-        clients = self.departments.clients[department]
-        serialize = clients.avro_serializer(
-            DEPARTMENT_ACTION.schema_str, **{"subject.name.strategy": record_subject_name_strategy}
-        )
-        topic = inbound_topic(department)
-        producer = clients.producer()
-        errors: list[Any] = []
-        producer.produce(
-            topic,
-            key=record["uscc"].encode(),
-            value=serialize(record, SerializationContext(topic, MessageField.VALUE)),
-            on_delivery=lambda error, _: errors.append(error),
-        )
-        producer.flush(10)
-        assert errors == [None], errors
-        return record
 
 
 @pytest.fixture(scope="module")
@@ -187,16 +120,66 @@ def new_uscc(division: str = "330106") -> str:
 
 def minus_period_plus(seconds: float) -> int:
     """An event time whose one-hour period ends ``seconds`` from now."""
-    return int(time.time() * 1000) - HOUR_MS + int(seconds * 1000)
+    return business_clock().now_ms() - HOUR_MS + int(seconds * 1000)
 
 
 def road_freight(platform: Platform, kafka: KafkaClients, **kwargs: Any) -> tuple[dict, dict]:
     """A 设立 in 西湖区 with 道路货物运输; its registration and its push."""
     record = registration("330106", (ROAD_FREIGHT,), industry="G5431", uscc=new_uscc(), **kwargs)
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, record["uscc"])
     platform.register(record)
     [push] = pushes.until(lambda found: len(found) >= 1)
     return record, push
+
+
+# Barriers: once one has returned, everything the records sent about the entity so far
+# made is on the topics (tests/stream_worker.py says why).
+
+
+def after_registrations(platform: Platform, kafka: KafkaClients, uscc: str) -> None:
+    """What the registrations of ``uscc`` made: a road-freight 设立 of an entity in the same
+    partition reaches the transport department's inbox after it."""
+    barrier(
+        kafka,
+        uscc,
+        lambda mate: platform.register(
+            registration("330106", (ROAD_FREIGHT,), industry="G5431", uscc=mate)
+        ),
+        inbox_topic("hz-xh-transport"),
+        division="330106",
+    )
+
+
+def after_actions(platform: Platform, kafka: KafkaClients, uscc: str, department: str) -> None:
+    """What ``department``'s actions about ``uscc`` made: its claim of a push that does not
+    exist, about an entity in the same partition, is refused after them."""
+    barrier(
+        kafka,
+        uscc,
+        lambda mate: platform.act(department, action(mate, f"no-push-{mate}", "CLAIM")),
+        topics.DUAL_NOTICE_REJECTED_ACTIONS.name,
+        made=lambda sent, m: m.value["action"]["action_id"] == sent["action_id"],
+    )
+
+
+def after_ticks(platform: Platform, kafka: KafkaClients, uscc: str) -> None:
+    """Several more ticks of the deadline timer: a push due a second and a half from now
+    is escalated by a later tick than any that has passed."""
+    barrier(
+        kafka,
+        uscc,
+        lambda mate: platform.register(
+            registration(
+                "330106",
+                (ROAD_FREIGHT,),
+                industry="G5431",
+                uscc=mate,
+                event_time_ms=minus_period_plus(1.5),
+            )
+        ),
+        topics.DUAL_NOTICE_ALERTS.name,
+        division="330106",
+    )
 
 
 # -- 告知审批部门 and 告知申请人 -----------------------------------------------------------------
@@ -211,14 +194,14 @@ def test_a_330106_establishment_with_road_freight_pushes_once_to_its_transport_d
     record = registration("330106", (ROAD_FREIGHT,), industry="G5431", uscc=new_uscc())
     uscc = record["uscc"]
     inbox = watch(kafka, inbox_topic("hz-xh-transport"), uscc)
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
-    notices = watch(kafka, DUAL_NOTICE_APPLICANT_NOTICES.name, uscc)
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
+    notices = watch(kafka, topics.DUAL_NOTICE_APPLICANT_NOTICES.name, uscc)
 
     platform.register(record)
 
     [delivered] = inbox.until(lambda found: len(found) >= 1)
     [notice] = notices.until(lambda found: len(found) >= 1)
-    time.sleep(1.0)  # anything more would have come by now
+    after_registrations(platform, kafka, uscc)
     assert len(pushes.records()) == 1 and len(inbox.records()) == 1
     assert delivered["push_id"] == push_id(
         record["envelope"]["event_id"], "DLHWYSXK", "hz-xh-transport"
@@ -244,8 +227,8 @@ def test_a_registration_whose_scope_needs_no_permit_pushes_nothing_until_a_chang
         "330106", (), ("食品销售（仅销售预包装食品）", "日用百货销售"), industry="F5211", uscc=uscc
     )
     change = registration("330106", (ROAD_FREIGHT,), industry="F5211", uscc=uscc, kind="CHANGE")
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
-    notices = watch(kafka, DUAL_NOTICE_APPLICANT_NOTICES.name, uscc)
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
+    notices = watch(kafka, topics.DUAL_NOTICE_APPLICANT_NOTICES.name, uscc)
 
     platform.register(general_only)
     platform.register(change)  # same entity, same partition: read after the first
@@ -262,7 +245,7 @@ def test_a_change_that_adds_permit_scope_pushes_only_the_item_it_adds(
 ) -> None:
     established, _ = road_freight(platform, kafka)
     uscc = established["uscc"]
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
     change = registration(
         "330106", (ROAD_FREIGHT, "烟草制品零售"), industry="G5431", uscc=uscc, kind="CHANGE"
     )
@@ -270,7 +253,7 @@ def test_a_change_that_adds_permit_scope_pushes_only_the_item_it_adds(
     platform.register(change)
 
     [push] = pushes.until(lambda found: len(found) >= 1)
-    time.sleep(1.0)
+    after_registrations(platform, kafka, uscc)
     assert len(pushes.records()) == 1
     assert push["item"]["code"] == "YCZMLSXK" and push["department"]["code"] == "hz-xh-tobacco"
     assert push["entity"]["event_kind"] == "CHANGE"
@@ -280,7 +263,7 @@ def test_reprocessing_the_same_registration_creates_no_second_push(
     platform: Platform, kafka: KafkaClients
 ) -> None:
     record, first = road_freight(platform, kafka)
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, record["uscc"])
 
     platform.register(record)  # the same event again: same event id
 
@@ -299,9 +282,9 @@ def test_an_item_with_no_department_in_the_division_waits_for_the_registrar_to_r
         "330102", ("农药零售",), ("肥料销售",), industry="F5167", uscc=new_uscc("330102")
     )
     uscc, event_id = record["uscc"], record["envelope"]["event_id"]
-    queue = watch(kafka, DUAL_NOTICE_MANUAL_ROUTING.name, uscc)
-    notices = watch(kafka, DUAL_NOTICE_APPLICANT_NOTICES.name, uscc)
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    queue = watch(kafka, topics.DUAL_NOTICE_MANUAL_ROUTING.name, uscc)
+    notices = watch(kafka, topics.DUAL_NOTICE_APPLICANT_NOTICES.name, uscc)
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
 
     platform.register(record)
 
@@ -313,6 +296,7 @@ def test_an_item_with_no_department_in_the_division_waits_for_the_registrar_to_r
     )
     assert notice["items"][0]["department"] is None
     assert notice["items"][0]["routing_id"] == failure["routing_id"]
+    after_registrations(platform, kafka, uscc)
     assert pushes.records() == []
 
     inbox = watch(kafka, inbox_topic("hz-agri"), uscc)
@@ -329,8 +313,8 @@ def test_only_the_registration_authority_routes_by_hand(
     platform: Platform, kafka: KafkaClients
 ) -> None:
     record = registration("330102", ("农药零售",), industry="F5167", uscc=new_uscc("330102"))
-    queue = watch(kafka, DUAL_NOTICE_MANUAL_ROUTING.name, record["uscc"])
-    rejected = watch(kafka, DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-agri")
+    queue = watch(kafka, topics.DUAL_NOTICE_MANUAL_ROUTING.name, record["uscc"])
+    rejected = watch(kafka, topics.DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-agri")
     platform.register(record)
     [failure] = queue.until(lambda found: len(found) >= 1)
 
@@ -348,7 +332,7 @@ def test_only_the_registration_authority_routes_by_hand(
 
 def test_the_department_claims_its_push(platform: Platform, kafka: KafkaClients) -> None:
     record, push = road_freight(platform, kafka)
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, record["uscc"])
 
     platform.act("hz-xh-transport", action(record["uscc"], push["push_id"], "CLAIM"))
 
@@ -363,8 +347,8 @@ def test_a_returned_push_cannot_be_claimed_and_the_claim_is_recorded_with_its_re
 ) -> None:
     record, push = road_freight(platform, kafka)
     uscc = record["uscc"]
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
-    rejected = watch(kafka, DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-transport")
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
+    rejected = watch(kafka, topics.DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-transport")
 
     platform.act(
         "hz-xh-transport",
@@ -380,7 +364,7 @@ def test_a_returned_push_cannot_be_claimed_and_the_claim_is_recorded_with_its_re
     assert returned["return_reason"] == "ADDRESS_NOT_IN_JURISDICTION"
     assert refusal["push_state"] == "RETURNED"
     assert f"cannot CLAIM push {push['push_id']}: it is RETURNED" in refusal["reason"]
-    time.sleep(1.0)
+    after_actions(platform, kafka, uscc, "hz-xh-transport")
     assert [p["state"] for p in pushes.records()] == ["RETURNED"]
 
 
@@ -388,8 +372,8 @@ def test_a_return_needs_one_of_the_reasons_or_a_text(
     platform: Platform, kafka: KafkaClients
 ) -> None:
     record, push = road_freight(platform, kafka)
-    rejected = watch(kafka, DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-transport")
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+    rejected = watch(kafka, topics.DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-transport")
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, record["uscc"])
 
     bare = platform.act(
         "hz-xh-transport", action(record["uscc"], push["push_id"], "RETURN", reason="OTHER")
@@ -408,7 +392,7 @@ def test_a_department_stops_a_push_whose_item_is_not_involved(
     platform: Platform, kafka: KafkaClients
 ) -> None:
     record, push = road_freight(platform, kafka)
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, record["uscc"])
 
     platform.act(
         "hz-xh-transport", action(record["uscc"], push["push_id"], "STOP", text="仅从事仓储")
@@ -422,8 +406,8 @@ def test_an_action_on_another_departments_push_is_rejected_and_changes_nothing(
     platform: Platform, kafka: KafkaClients
 ) -> None:
     record, push = road_freight(platform, kafka)
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
-    rejected = watch(kafka, DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-em")
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, record["uscc"])
+    rejected = watch(kafka, topics.DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-em")
 
     platform.act("hz-xh-em", action(record["uscc"], push["push_id"], "CLAIM"))
 
@@ -431,6 +415,7 @@ def test_an_action_on_another_departments_push_is_rejected_and_changes_nothing(
     assert refusal["department_code"] == "hz-xh-em"
     assert refusal["inbound_topic"] == inbound_topic("hz-xh-em")
     assert "only the push's department hz-xh-transport may" in refusal["reason"]
+    after_actions(platform, kafka, record["uscc"], "hz-xh-em")
     assert pushes.records() == []
 
 
@@ -439,11 +424,11 @@ def test_the_registrar_reassigns_a_returned_push_and_the_new_department_gets_it(
 ) -> None:
     record, push = road_freight(platform, kafka)
     uscc = record["uscc"]
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
     inbox = watch(kafka, inbox_topic("hz-xh-em"), uscc)
     platform.act("hz-xh-transport", action(uscc, push["push_id"], "RETURN", reason="NO_SUCH_ITEM"))
     pushes.until(lambda found: any(p["state"] == "RETURNED" for p in found))
-    rejected = watch(kafka, DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-transport")
+    rejected = watch(kafka, topics.DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-transport")
 
     platform.act("hz-xh-transport", action(uscc, push["push_id"], "REASSIGN", target="hz-xh-em"))
     [refusal] = rejected.until(lambda found: len(found) >= 1)
@@ -472,16 +457,16 @@ def test_a_push_not_claimed_within_the_period_becomes_overdue_and_is_escalated_o
         event_time_ms=minus_period_plus(2),
     )
     uscc = record["uscc"]
-    alerts = watch(kafka, DUAL_NOTICE_ALERTS.name, uscc)
+    alerts = watch(kafka, topics.DUAL_NOTICE_ALERTS.name, uscc)
     department_inbox = watch(kafka, inbox_topic("hz-xh-transport"), uscc)
     registrar_inbox = watch(kafka, inbox_topic("hz-xh-amr"), uscc)
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
 
     platform.register(record)
 
     [alert] = alerts.until(lambda found: len(found) >= 1, timeout=20)
     registrar_inbox.until(lambda found: len(found) >= 1)
-    time.sleep(2.0)  # four more ticks: no second escalation
+    after_ticks(platform, kafka, uscc)  # no second escalation
     assert alert["kind"] == "OVERDUE" and alert["recipients"] == ["hz-xh-transport", "hz-xh-amr"]
     assert len(alerts.records()) == 1
     assert [m["alert_id"] for m in registrar_inbox.records()] == [alert["alert_id"]]
@@ -501,7 +486,7 @@ def test_a_push_claimed_after_its_deadline_is_claimed(
         uscc=new_uscc(),
         event_time_ms=minus_period_plus(1),
     )
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, record["uscc"])
     platform.register(record)
     overdue = pushes.until(lambda found: any(p["state"] == "OVERDUE" for p in found), timeout=20)
 
@@ -515,7 +500,7 @@ def test_a_claimed_push_without_a_licence_after_the_period_raises_an_unlicensed_
 ) -> None:
     record, push = road_freight(platform, kafka)
     uscc = record["uscc"]
-    alerts = watch(kafka, DUAL_NOTICE_ALERTS.name, uscc)
+    alerts = watch(kafka, topics.DUAL_NOTICE_ALERTS.name, uscc)
     inbox = watch(kafka, inbox_topic("hz-xh-transport"), uscc)
 
     platform.act(
@@ -524,7 +509,7 @@ def test_a_claimed_push_without_a_licence_after_the_period_raises_an_unlicensed_
     )
 
     [alert] = alerts.until(lambda found: len(found) >= 1, timeout=20)
-    time.sleep(1.5)
+    after_ticks(platform, kafka, uscc)
     assert alert["kind"] == "UNLICENSED_TRADING" and alert["recipients"] == ["hz-xh-transport"]
     assert "无证经营" in alert["message"]
     assert [m["alert_id"] for m in inbox.records()] == [alert["alert_id"]]
@@ -534,7 +519,7 @@ def test_a_claimed_push_without_a_licence_after_the_period_raises_an_unlicensed_
 def test_a_licence_for_the_item_fulfils_the_push(platform: Platform, kafka: KafkaClients) -> None:
     record, push = road_freight(platform, kafka)
     uscc = record["uscc"]
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
     platform.act("hz-xh-transport", action(uscc, push["push_id"], "CLAIM"))
     pushes.until(lambda found: any(p["state"] == "CLAIMED" for p in found))
 
@@ -548,28 +533,28 @@ def test_a_licence_for_the_item_fulfils_the_push(platform: Platform, kafka: Kafk
 def test_a_cancellation_notifies_each_department_whose_licence_is_still_valid(
     platform: Platform, kafka: KafkaClients
 ) -> None:
-    from datetime import date, timedelta
+    from datetime import timedelta
 
     record = registration(
         "330106", (ROAD_FREIGHT, "餐饮服务", "烟草制品零售"), industry="G5431", uscc=new_uscc()
     )
     uscc = record["uscc"]
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, uscc)
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
     platform.register(record)
     pushes.until(lambda found: len(latest(found)) == 3)
     food = platform.license(licence(uscc, "SPJYXK", "hz-xh-amr"))
     tobacco = platform.license(licence(uscc, "YCZMLSXK", "hz-xh-tobacco"))
     platform.license(licence(uscc, "DLHWYSXK", "hz-xh-transport", status="REVOKED"))
-    expired = date.today() - timedelta(days=1)
+    expired = business_clock().today() - timedelta(days=1)
     platform.license(licence(uscc, "SPJYXK", "hz-xh-amr", valid_to=expired))
     pushes.until(lambda found: sum(p["state"] == "FULFILLED" for p in latest(found).values()) == 2)
-    notices = watch(kafka, DUAL_NOTICE_CLOSURE_NOTICES.name, uscc)
+    notices = watch(kafka, topics.DUAL_NOTICE_CLOSURE_NOTICES.name, uscc)
     tobacco_inbox = watch(kafka, inbox_topic("hz-xh-tobacco"), uscc)
 
     platform.register(registration("330106", kind="CANCEL", uscc=uscc))
 
     told = notices.until(lambda found: len(found) >= 2)
-    time.sleep(1.0)
+    after_registrations(platform, kafka, uscc)
     by_department = {n["department"]["code"]: n for n in notices.records()}
     assert set(by_department) == {"hz-xh-amr", "hz-xh-tobacco"}
     assert len(told) == 2
@@ -589,7 +574,7 @@ def test_a_push_for_a_department_not_yet_onboarded_reaches_its_inbox_once_it_is(
     platform: Platform, kafka: KafkaClients, departments: Onboarding
 ) -> None:
     record = registration("330106", ("歌舞娱乐活动",), industry="R9011", uscc=new_uscc())
-    pushes = watch(kafka, DUAL_NOTICE_PUSHES.name, record["uscc"])
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, record["uscc"])
     platform.register(record)
     [push] = pushes.until(lambda found: len(found) >= 1)
     assert push["department"]["code"] == LATE_DEPARTMENT
@@ -610,8 +595,7 @@ def test_the_worker_serves_pushes_by_department_and_state_claim_latency_overdue_
 ) -> None:
     road_freight(platform, kafka)
 
-    port = worker.env["XIETONG_DUAL_NOTICE_METRICS_PORT"]
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    text = httpx.get(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=5).text
 
     assert 'xietong_dual_notice_pushes{department="hz-xh-transport",state="PUSHED"}' in text
     assert "xietong_dual_notice_claim_latency_seconds_bucket" in text
@@ -635,42 +619,25 @@ def test_a_worker_killed_mid_stream_loses_no_push_and_makes_none_twice(
         r["uscc"]: push_id(r["envelope"]["event_id"], "DLHWYSXK", "hz-xh-transport")
         for r in records
     }
-    pushes = TopicWindow(kafka, DUAL_NOTICE_PUSHES.name)
+    pushes = TopicWindow(kafka, topics.DUAL_NOTICE_PUSHES.name)
     inbox = TopicWindow(kafka, inbox_topic("hz-xh-transport"))
-    serialize = kafka.avro_serializer(REGISTRATION.schema_str)
-    producer = kafka.producer(**{"linger.ms": 0})
-    positions: dict[str, tuple[int, int]] = {}
     topic = REGISTRATION.topic.name
-
-    def produced(error: Any, message: Any) -> None:
-        assert error is None
-        positions[message.key().decode()] = (message.partition(), message.offset())
-
-    def produce_steadily() -> None:  # about 200 registrations a second, for 4 s
-        for index, record in enumerate(records):
-            value = serialize(record, SerializationContext(topic, MessageField.VALUE))
-            producer.produce(topic, key=record["uscc"].encode(), value=value, on_delivery=produced)
-            if index % 10 == 9:
-                producer.flush(10)
-                time.sleep(0.05)
-        producer.flush(10)
-
-    sending = threading.Thread(target=produce_steadily)
+    sending = SteadyFeed(kafka, REGISTRATION, records, batch=10)  # about 200/s, for 4 s
     sending.start()
     until_some(pushes, expected, count // 2)  # some 2.5 s in: past a commit or two
     worker.kill()
-    # What the killed worker had sent: a request it made just before it died may still
-    # be written by the broker after, so read once that has settled.
-    time.sleep(2)
-    before_kill = {m.value["push_id"] for m in pushes.read()}
-    # The push and its delivery are two sends: either may have reached the broker alone.
-    in_inbox_before_kill = {m.value["push_id"] for m in inbox.read()}
     sending.join()
+    positions = sending.positions
     committed = committed_offsets(kafka, streams_group(APP_NAME), topic)
     # Restarted once the group has given the dead member up (its session timed out), as
     # a supervisor would: otherwise the newcomer is rebalanced again mid-stream, and what
     # it processed before that second rebalance may be sent twice as well.
     until_group_empty(kafka, streams_group(APP_NAME))
+    # What the killed worker had sent, read only now: a request it made just before it
+    # died may still be written by the broker after, but not after its session expired.
+    before_kill = {m.value["push_id"] for m in pushes.read()}
+    # The push and its delivery are two sends: either may have reached the broker alone.
+    in_inbox_before_kill = {m.value["push_id"] for m in inbox.read()}
     worker.start()
 
     found = until_all(pushes, expected, timeout=60)
@@ -711,20 +678,8 @@ def test_a_worker_killed_mid_stream_loses_no_push_and_makes_none_twice(
 
 
 def until_some(window: TopicWindow, expected: dict[str, str], minimum: int) -> None:
-    wanted = set(expected.values())
-    deadline = time.monotonic() + 30
-    while sum(1 for m in window.read() if m.value.get("push_id") in wanted) < minimum:
-        assert time.monotonic() < deadline, "the worker made no pushes"
-        time.sleep(0.1)
+    until_ids(window, "push_id", set(expected.values()), minimum, timeout=30)
 
 
 def until_all(window: TopicWindow, expected: dict[str, str], timeout: float) -> list[ReadMessage]:
-    wanted = set(expected.values())
-    deadline = time.monotonic() + timeout
-    while True:
-        found = window.read()
-        missing = wanted - {m.value.get("push_id") for m in found}
-        if not missing:
-            return found
-        assert time.monotonic() < deadline, f"{len(missing)} of {len(wanted)} pushes missing"
-        time.sleep(0.5)
+    return until_ids(window, "push_id", set(expected.values()), len(expected), timeout)

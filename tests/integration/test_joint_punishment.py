@@ -11,27 +11,16 @@ departments (财政 hz-xh-finance, 发改 hz-xh-drc, 市场监管 hz-xh-amr …)
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka.schema_registry import record_subject_name_strategy
-from confluent_kafka.serialization import MessageField, SerializationContext
 
-from registry.grants import inbound_topic, inbox_topic
-from schemas import (
-    CREDIT_LIST_ENTRY,
-    LICENCE,
-    MATTER_EVENT,
-    PENALTY,
-    RESTRICTION_FEEDBACK,
-)
+from registry.grants import inbox_topic
+from schemas import CREDIT_LIST_ENTRY, LICENCE, PENALTY
 from streams.joint_punishment.rules import (
     APP_NAME,
     lift_notice_id,
@@ -45,36 +34,30 @@ from tests.joint_punishment_records import (
     list_entry,
     matter,
     penalty,
+    removal_of,
     today,
 )
-from tests.kafka_helpers import TopicWindow
+from tests.kafka_helpers import TopicWindow, eventually
 from tests.stream_worker import (
     Onboarding,
+    Platform,
+    SteadyFeed,
     Watch,
     Worker,
+    barrier,
     committed_offsets,
     free_port,
     publish_catalog,
+    running,
     skip_backlog,
     streams_group,
     until_group_empty,
     until_ids,
 )
+from xietong import topics
 from xietong.clock import business_clock
 from xietong.kafka import KafkaClients, local_credentials_file
 from xietong.settings import Settings
-from xietong.topics import (
-    CREDIT_LIST_ENTRIES,
-    DEAD_LETTER,
-    LICENCES,
-    MATTER_EVENTS,
-    PENALTIES,
-    PUNISHMENT_ALERTS,
-    PUNISHMENT_LICENCE_REVIEWS,
-    PUNISHMENT_LIFT_NOTICES,
-    PUNISHMENT_RESTRICTION_HITS,
-    PUNISHMENT_SANCTION_NOTICES,
-)
 from xietong.uscc import make_uscc
 
 pytestmark = pytest.mark.usefixtures("secured")
@@ -103,71 +86,11 @@ def worker(
     # penalties earlier modules published (a backlog a slow machine takes minutes over).
     group = streams_group("joint-punishment")
     until_group_empty(kafka, group)
-    sources = [CREDIT_LIST_ENTRIES, LICENCES, PENALTIES, MATTER_EVENTS]
+    sources = [topics.CREDIT_LIST_ENTRIES, topics.LICENCES, topics.PENALTIES, topics.MATTER_EVENTS]
     skip_backlog(kafka, group, [topic.name for topic in sources])
-    running = Worker(
-        "joint-punishment",
-        "joint_punishment_ready",
-        tmp_path_factory.mktemp("joint-punishment") / "worker.log",
-        {
-            "XIETONG_JOINT_PUNISHMENT_TICK_INTERVAL": "0.5",
-            "XIETONG_JOINT_PUNISHMENT_INBOX_REFRESH_INTERVAL": "2",
-            "XIETONG_JOINT_PUNISHMENT_METRICS_PORT": str(free_port()),
-        },
-    )
-    try:
-        running.start()
-        yield running
-    finally:
-        running.stop()
-
-
-@dataclass
-class Platform:
-    """What the tests send, as the connectors, the credit-check API and the departments."""
-
-    kafka: KafkaClients
-    departments: Onboarding
-
-    def __post_init__(self) -> None:
-        self._producer = self.kafka.producer()
-        self._serializers = {
-            record.topic.name: self.kafka.avro_serializer(record.schema_str)
-            for record in (CREDIT_LIST_ENTRY, PENALTY, LICENCE, MATTER_EVENT)
-        }
-
-    def send(self, record_type: Any, record: dict[str, Any]) -> dict[str, Any]:
-        topic = record_type.topic.name
-        value = self._serializers[topic](record, SerializationContext(topic, MessageField.VALUE))
-        self._producer.produce(topic, key=record["uscc"].encode(), value=value)
-        self._producer.flush(10)
-        return record
-
-    def list(self, record: dict[str, Any]) -> dict[str, Any]:
-        return self.send(CREDIT_LIST_ENTRY, record)
-
-    def matter(self, record: dict[str, Any]) -> dict[str, Any]:
-        return self.send(MATTER_EVENT, record)
-
-    def feed_back(self, department: str, record: dict[str, Any]) -> dict[str, Any]:
-        """The department writes 反馈 to its own inbound topic, as itself."""
-        clients = self.departments.clients[department]
-        serialize = clients.avro_serializer(
-            RESTRICTION_FEEDBACK.schema_str,
-            **{"subject.name.strategy": record_subject_name_strategy},
-        )
-        topic = inbound_topic(department)
-        producer = clients.producer()
-        errors: list[Any] = []
-        producer.produce(
-            topic,
-            key=record["uscc"].encode(),
-            value=serialize(record, SerializationContext(topic, MessageField.VALUE)),
-            on_delivery=lambda error, _: errors.append(error),
-        )
-        producer.flush(10)
-        assert errors == [None], errors
-        return record
+    log = tmp_path_factory.mktemp("joint-punishment") / "worker.log"
+    with running("joint-punishment", log) as worker:
+        yield worker
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +110,36 @@ def days_ago(n: int) -> Any:
     return today() - timedelta(days=n)
 
 
+# Barriers: once one has returned, everything the records sent about the entity so far
+# made is on the topics (tests/stream_worker.py says why).
+
+
+def after_listings(platform: Platform, kafka: KafkaClients, uscc: str) -> None:
+    """What the list entries of ``uscc`` made: a serious listing of an entity in the same
+    partition reaches 西湖区财政's inbox (its CJ01 notice) after it."""
+    barrier(
+        kafka,
+        uscc,
+        lambda mate: platform.list(list_entry(mate, f"E-{mate}", listed_on=days_ago(10))),
+        inbox_topic("hz-xh-finance"),
+        division="330106",
+    )
+
+
+def after_matters(platform: Platform, kafka: KafkaClients, uscc: str) -> None:
+    """What the matters of ``uscc`` made: a matter of an entity in the same partition,
+    from a department the registry does not know, is dead-lettered after it."""
+    barrier(
+        kafka,
+        uscc,
+        lambda mate: platform.matter(
+            {**matter(mate, "hz-xh-finance", "SUBSIDY", "BZ-0"), "department_code": "hz-nowhere"}
+        ),
+        topics.DEAD_LETTER.name,
+        made=lambda sent, m: sent["uscc"] in (m.value["payload_json"] or ""),
+    )
+
+
 # -- the rule end to end: listed, hit, fed back, removed --------------------------------------
 
 
@@ -199,15 +152,15 @@ def test_a_serious_listing_notifies_finance_once_hits_its_procurement_and_lifts_
     answers; after 移出, one lift notice to 西湖区财政."""
     uscc = new_uscc()
     inbox = watch(kafka, inbox_topic("hz-xh-finance"), uscc)
-    notices = watch(kafka, PUNISHMENT_SANCTION_NOTICES.name, uscc)
-    hits = watch(kafka, PUNISHMENT_RESTRICTION_HITS.name, uscc)
-    lifts = watch(kafka, PUNISHMENT_LIFT_NOTICES.name, uscc)
+    notices = watch(kafka, topics.PUNISHMENT_SANCTION_NOTICES.name, uscc)
+    hits = watch(kafka, topics.PUNISHMENT_RESTRICTION_HITS.name, uscc)
+    lifts = watch(kafka, topics.PUNISHMENT_LIFT_NOTICES.name, uscc)
     listing = list_entry(uscc, f"E-{uscc}", listed_on=days_ago(10))
 
     platform.list(listing)
 
     notices.until(lambda found: any(n["measure"]["code"] == "CJ01" for n in found))
-    time.sleep(1.0)  # anything more would have come by now
+    after_listings(platform, kafka, uscc)
     cj01 = [n for n in notices.records() if n["measure"]["code"] == "CJ01"]
     assert [n["department"]["code"] for n in cj01] == ["hz-xh-finance"]
     assert cj01[0]["notice_id"] == sanction_notice_id(listing["entry_id"], "CJ01", "hz-xh-finance")
@@ -231,19 +184,10 @@ def test_a_serious_listing_notifies_finance_once_hits_its_procurement_and_lifts_
     answered = hits.until(lambda found: found[-1]["feedback_outcome"] == "APPLIED")
     assert {h["hit_id"] for h in answered} == {hit["hit_id"]}
 
-    platform.list(
-        list_entry(
-            uscc,
-            listing["entry_id"],
-            action="REMOVED",
-            listed_on=days_ago(10),
-            removed_on=today(),
-            removal_reason="CREDIT_REPAIR",
-        )
-    )
+    platform.list(removal_of(listing))
 
     lifts.until(lambda found: any(n["department"]["code"] == "hz-xh-finance" for n in found))
-    time.sleep(1.0)
+    after_listings(platform, kafka, uscc)
     told = {n["department"]["code"] for n in notices.records()}
     assert Counter(n["department"]["code"] for n in lifts.records()) == Counter(told)
     [finance] = [n for n in lifts.records() if n["department"]["code"] == "hz-xh-finance"]
@@ -261,9 +205,9 @@ def test_a_listing_read_after_a_matter_dated_within_it_still_hits_the_matter(
     platform: Platform, kafka: KafkaClients
 ) -> None:
     uscc = new_uscc()
-    hits = watch(kafka, PUNISHMENT_RESTRICTION_HITS.name, uscc)
+    hits = watch(kafka, topics.PUNISHMENT_RESTRICTION_HITS.name, uscc)
     platform.matter(matter(uscc, "hz-xh-drc", "BOND_ISSUE", "ZQ-7", matter_date=days_ago(3)))
-    time.sleep(1.0)
+    after_matters(platform, kafka, uscc)
     assert hits.records() == []
 
     platform.list(list_entry(uscc, f"E-{uscc}", listed_on=days_ago(30)))
@@ -276,13 +220,13 @@ def test_a_listing_that_starts_later_restricts_nothing_before_it_starts(
     platform: Platform, kafka: KafkaClients
 ) -> None:
     uscc = new_uscc()
-    notices = watch(kafka, PUNISHMENT_SANCTION_NOTICES.name, uscc)
-    hits = watch(kafka, PUNISHMENT_RESTRICTION_HITS.name, uscc)
+    notices = watch(kafka, topics.PUNISHMENT_SANCTION_NOTICES.name, uscc)
+    hits = watch(kafka, topics.PUNISHMENT_RESTRICTION_HITS.name, uscc)
     platform.list(list_entry(uscc, f"E-{uscc}", listed_on=today() + timedelta(days=5)))
     platform.matter(matter(uscc, "hz-xh-finance", "SUBSIDY", "BZ-1", matter_date=today()))
 
     notices.until(lambda found: len(found) >= 1)
-    time.sleep(1.0)
+    after_matters(platform, kafka, uscc)
     assert hits.records() == []
     assert {n["valid_from"] for n in notices.records()} == {today() + timedelta(days=5)}
 
@@ -295,7 +239,7 @@ def test_a_licence_revoking_penalty_reaches_the_department_whose_licence_is_vali
 ) -> None:
     uscc = new_uscc()
     inbox = watch(kafka, inbox_topic("hz-xh-amr"), uscc)
-    reviews = watch(kafka, PUNISHMENT_LICENCE_REVIEWS.name, uscc)
+    reviews = watch(kafka, topics.PUNISHMENT_LICENCE_REVIEWS.name, uscc)
     platform.send(LICENCE, licence(uscc, f"JY-{uscc[-6:]}", "hz-xh-amr"))
 
     platform.send(
@@ -317,7 +261,7 @@ def test_a_hit_left_without_feedback_past_its_deadline_alerts_finance_and_the_cr
     """CJ01 asks for feedback within 15 days, counted from the day after the hit to the end
     of the 15th: a hit raised 16 days ago is overdue since the last midnight."""
     uscc = new_uscc()
-    alerts = watch(kafka, PUNISHMENT_ALERTS.name, uscc)
+    alerts = watch(kafka, topics.PUNISHMENT_ALERTS.name, uscc)
     credit_inbox = watch(kafka, inbox_topic("hz-xh-drc"), uscc)
     platform.list(list_entry(uscc, f"E-{uscc}", listed_on=days_ago(20)))
     raised = business_clock().now_ms() - 16 * DAY_MS
@@ -345,19 +289,18 @@ def test_a_matter_of_a_department_the_registry_does_not_know_is_dead_lettered(
     platform: Platform, kafka: KafkaClients
 ) -> None:
     uscc = new_uscc()
-    letters = TopicWindow(kafka, DEAD_LETTER.name)
+    letters = TopicWindow(kafka, topics.DEAD_LETTER.name)
     record = matter(uscc, "hz-xh-finance", "SUBSIDY", "BZ-404")
     record["department_code"] = "hz-xh-nowhere"
 
     platform.matter(record)
 
-    deadline = time.monotonic() + 20
-    while True:
-        mine = [m.value for m in letters.read() if uscc in (m.value["payload_json"] or "")]
-        if mine or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
-    [letter] = mine
+    [letter] = eventually(
+        lambda: [m.value for m in letters.read() if uscc in (m.value["payload_json"] or "")],
+        bool,
+        20,
+        lambda _: f"no dead letter about {uscc} within 20 s",
+    )
     assert letter["reasons"][0]["field"] == "department_code"
     assert "hz-xh-nowhere" in letter["reasons"][0]["message"]
 
@@ -365,8 +308,7 @@ def test_a_matter_of_a_department_the_registry_does_not_know_is_dead_lettered(
 def test_the_worker_serves_notices_hits_and_feedback_metrics(
     worker: Worker, platform: Platform, kafka: KafkaClients
 ) -> None:
-    port = worker.env["XIETONG_JOINT_PUNISHMENT_METRICS_PORT"]
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    text = httpx.get(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=5).text
 
     assert (
         'xietong_joint_punishment_sanction_notices_total{department="hz-xh-finance",measure="CJ01"}'
@@ -392,10 +334,11 @@ def test_listings_restrict_across_rebalances_when_a_second_worker_joins_and_the_
     (its table recovered from the changelog), and lifted on the first one again once the
     second has stopped: one hit and one lift per entity, none lost."""
     usccs = [new_uscc() for _ in range(12)]  # over every partition, most likely
-    hits = TopicWindow(kafka, PUNISHMENT_RESTRICTION_HITS.name)
-    lifts = TopicWindow(kafka, PUNISHMENT_LIFT_NOTICES.name)
-    for uscc in usccs:
-        platform.list(list_entry(uscc, f"R-{uscc}", listed_on=days_ago(10)))
+    hits = TopicWindow(kafka, topics.PUNISHMENT_RESTRICTION_HITS.name)
+    lifts = TopicWindow(kafka, topics.PUNISHMENT_LIFT_NOTICES.name)
+    listings = [list_entry(uscc, f"R-{uscc}", listed_on=days_ago(10)) for uscc in usccs]
+    for listing in listings:
+        platform.list(listing)
     home = tmp_path_factory.mktemp("second-worker-home")
     credentials = json.loads(local_credentials_file(stack_settings).read_text(encoding="utf-8"))
     second = Worker(
@@ -427,17 +370,8 @@ def test_listings_restrict_across_rebalances_when_a_second_worker_joins_and_the_
     made_there = second.log.read_text(errors="replace").count('"record_type": "restriction_hit"')
     assert made_there > 0, "the second worker took no partition over"
     until_members(kafka, group, 1)
-    for uscc in usccs:
-        platform.list(
-            list_entry(
-                uscc,
-                f"R-{uscc}",
-                action="REMOVED",
-                listed_on=days_ago(10),
-                removed_on=today(),
-                removal_reason="CREDIT_REPAIR",
-            )
-        )
+    for listing in listings:
+        platform.list(removal_of(listing))
     finance = {lift_notice_id(f"R-{uscc}", "hz-xh-finance") for uscc in usccs}
     found = until_ids(lifts, "lift_id", finance, len(finance), timeout=60)
     assert all(len(m.value["hit_ids"]) == 1 for m in found if m.value["lift_id"] in finance), (
@@ -449,14 +383,18 @@ def test_listings_restrict_across_rebalances_when_a_second_worker_joins_and_the_
 def until_members(kafka: KafkaClients, group: str, count: int, timeout: float = 60) -> None:
     """Wait until ``group`` has ``count`` members (a rebalance has assigned them)."""
     admin = kafka.admin()
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def described() -> Any:
         [future] = admin.describe_consumer_groups([group], request_timeout=10).values()
-        described = future.result(timeout=15)
-        if len(described.members) == count and str(described.state).endswith("STABLE"):
-            return
-        assert time.monotonic() < deadline, f"{group}: {len(described.members)} members"
-        time.sleep(0.5)
+        return future.result(timeout=15)
+
+    eventually(
+        described,
+        lambda now: len(now.members) == count and str(now.state).endswith("STABLE"),
+        timeout,
+        lambda now: f"{group}: {len(now.members)} members, {now.state}",
+        every=0.5,
+    )
 
 
 # -- kill -9 ----------------------------------------------------------------------------------
@@ -486,35 +424,20 @@ def test_a_worker_killed_mid_stream_loses_no_notice_and_makes_none_twice(
         for listing in listings
     }
     wanted = set().union(*expected.values())
-    notices = TopicWindow(kafka, PUNISHMENT_SANCTION_NOTICES.name)
+    notices = TopicWindow(kafka, topics.PUNISHMENT_SANCTION_NOTICES.name)
     topic = CREDIT_LIST_ENTRY.topic.name
-    serialize = kafka.avro_serializer(CREDIT_LIST_ENTRY.schema_str)
-    producer = kafka.producer(**{"linger.ms": 0})
-    positions: dict[str, tuple[int, int]] = {}
-
-    def produced(error: Any, message: Any) -> None:
-        assert error is None
-        positions[message.key().decode()] = (message.partition(), message.offset())
-
-    def produce_steadily() -> None:  # about 300 listings a second, for 5 s
-        for index, record in enumerate(listings):
-            value = serialize(record, SerializationContext(topic, MessageField.VALUE))
-            producer.produce(topic, key=record["uscc"].encode(), value=value, on_delivery=produced)
-            if index % 15 == 14:
-                producer.flush(10)
-                time.sleep(0.05)
-        producer.flush(10)
-
-    sending = threading.Thread(target=produce_steadily)
+    sending = SteadyFeed(kafka, CREDIT_LIST_ENTRY, listings, batch=15)  # about 300/s, for 5 s
     sending.start()
     until_ids(notices, "notice_id", wanted, len(wanted) // 3, timeout=30)
     worker.kill()
-    time.sleep(2)  # what the dead worker had in flight is written by now
-    before_kill = {m.value["notice_id"] for m in notices.read()} & wanted
     sending.join()
+    positions = sending.positions
     group = streams_group(APP_NAME)
     committed = committed_offsets(kafka, group, topic)
     until_group_empty(kafka, group)
+    # Read only now: what the dead worker had in flight is written by the time its
+    # session has expired.
+    before_kill = {m.value["notice_id"] for m in notices.read()} & wanted
     worker.start()
 
     found = until_ids(notices, "notice_id", wanted, len(wanted), timeout=90)

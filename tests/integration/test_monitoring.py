@@ -15,23 +15,19 @@ test_monitoring_credit.py's.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka.schema_registry import record_subject_name_strategy
-from confluent_kafka.serialization import MessageField, SerializationContext
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from prometheus_client.registry import Collector
 
 from app.demo import feed_samples
 from registry.db import session_factory
-from registry.grants import inbound_topic
 from registry.publisher import OutboxRelay
-from schemas import DEPARTMENT_ACTION, LICENCE, REGISTRATION, register_all
+from schemas import register_all
 from streams.dual_notice.rules import push_id
 from tests.dual_notice_records import action, licence, registration
 from tests.monitoring import (
@@ -39,10 +35,11 @@ from tests.monitoring import (
     dashboard_queries,
     of_credit_services,
     panels_without_data,
-    prometheus_scraping,
+    prometheus_fixture,
     query,
 )
-from tests.stream_worker import Onboarding, Watch, Worker, free_port
+from tests.stream_worker import Onboarding, Platform, Watch, Worker, free_port
+from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 from xietong.topics import DUAL_NOTICE_PUSHES, REGISTRATIONS, apply_topics
@@ -99,17 +96,7 @@ def running(
         started.append(registry)
         lag = Command(logs / "lag.log", "lag", "serve", "--port", str(lag_port), "--interval", "1")
         started.append(lag)
-        worker = Worker(
-            "dual-notice",
-            "dual_notice_ready",
-            logs / "dual-notice.log",
-            {
-                "XIETONG_DUAL_NOTICE_CLAIM_PERIOD": "PT1H",
-                "XIETONG_DUAL_NOTICE_TICK_INTERVAL": "0.5",
-                "XIETONG_DUAL_NOTICE_INBOX_REFRESH_INTERVAL": "2",
-                "XIETONG_DUAL_NOTICE_METRICS_PORT": str(free_port()),
-            },
-        )
+        worker = Worker.of("dual-notice", logs / "dual-notice.log", CLAIM_PERIOD="PT1H")
         started.append(worker)
         worker.start()
         registry.wait_for(f"http://127.0.0.1:{registry_port}/health")
@@ -119,11 +106,11 @@ def running(
         connectors.register(OnlyNamed("xietong_connector_"))
         server, _ = start_http_server(connectors_port, "127.0.0.1", registry=connectors)
 
-        demo(Sender(kafka, departments), kafka, logs)
+        demo(Platform(kafka, departments), kafka, logs)
         yield {
             "registry": [f"127.0.0.1:{registry_port}"],
             "lag-exporter": [f"127.0.0.1:{lag_port}"],
-            "dual-notice": [f"127.0.0.1:{worker.env['XIETONG_DUAL_NOTICE_METRICS_PORT']}"],
+            "dual-notice": [f"127.0.0.1:{worker.metrics_port}"],
             "connectors": [f"127.0.0.1:{connectors_port}"],
         }
         server.shutdown()
@@ -133,49 +120,11 @@ def running(
         departments.offboard_all()
 
 
-class Sender:
-    """Records as the connectors send them, and actions as the departments do."""
-
-    def __init__(self, kafka: KafkaClients, departments: Onboarding) -> None:
-        self.departments = departments
-        self._producer = kafka.producer()
-        self._serializers = {
-            record.topic.name: kafka.avro_serializer(record.schema_str)
-            for record in (REGISTRATION, LICENCE)
-        }
-
-    def send(self, topic: str, record: dict[str, Any]) -> None:
-        value = self._serializers[topic](record, SerializationContext(topic, MessageField.VALUE))
-        self._producer.produce(topic, key=record["uscc"].encode(), value=value)
-        self._producer.flush(10)
-
-    def register(self, record: dict[str, Any]) -> None:
-        self.send(REGISTRATION.topic.name, record)
-
-    def license(self, record: dict[str, Any]) -> None:
-        self.send(LICENCE.topic.name, record)
-
-    def act(self, department: str, record: dict[str, Any]) -> None:
-        """The department writes to its own inbound topic, as itself."""
-        clients = self.departments.clients[department]
-        serialize = clients.avro_serializer(
-            DEPARTMENT_ACTION.schema_str, **{"subject.name.strategy": record_subject_name_strategy}
-        )
-        topic = inbound_topic(department)
-        producer = clients.producer()
-        producer.produce(
-            topic,
-            key=record["uscc"].encode(),
-            value=serialize(record, SerializationContext(topic, MessageField.VALUE)),
-        )
-        assert producer.flush(10) == 0
-
-
 def new_uscc(division: str = "330106") -> str:
     return make_uscc("91", division)
 
 
-def demo(platform: Sender, kafka: KafkaClients, logs: Path) -> None:
+def demo(platform: Platform, kafka: KafkaClients, logs: Path) -> None:
     """What the dashboards show: the sample feed and each kind of 双告知 event."""
     feed_samples(KafkaClients(kafka.settings, "connectors"), logs / "exports", records=300)
 
@@ -197,7 +146,7 @@ def demo(platform: Sender, kafka: KafkaClients, logs: Path) -> None:
             (ROAD_FREIGHT,),
             industry="G5431",
             uscc=new_uscc(),
-            event_time_ms=int(time.time() * 1000) - CLAIM_PERIOD_MS - 60_000,
+            event_time_ms=business_clock().now_ms() - CLAIM_PERIOD_MS - 60_000,
         )
     )
     # 农药经营许可 has no department in 上城区: routed by hand.
@@ -212,15 +161,7 @@ def demo(platform: Sender, kafka: KafkaClients, logs: Path) -> None:
     producer.flush(10)
 
 
-@pytest.fixture(scope="module")
-def prometheus(
-    running: dict[str, list[str]],
-    stack_settings: Settings,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("prometheus-home")
-    with prometheus_scraping(stack_settings, running, home) as url:
-        yield url
+prometheus = prometheus_fixture()
 
 
 # -- what Prometheus holds ----------------------------------------------------------------------

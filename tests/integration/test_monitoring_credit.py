@@ -11,7 +11,6 @@ its 15-day deadline; a licence-revoking penalty; one credit check.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -20,15 +19,11 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from confluent_kafka.schema_registry import record_subject_name_strategy
-from confluent_kafka.serialization import MessageField, SerializationContext
 
 from connectors.sink import db as credit_db
 from registry import service
 from registry.audit import Actor
 from registry.db import session_factory, transaction
-from registry.grants import inbound_topic
-from schemas import CREDIT_LIST_ENTRY, LICENCE, MATTER_EVENT, PENALTY, RESTRICTION_FEEDBACK
 from streams.joint_punishment.rules import restriction_hit_id
 from tests.joint_punishment_records import (
     DAY_MS,
@@ -37,6 +32,7 @@ from tests.joint_punishment_records import (
     list_entry,
     matter,
     penalty,
+    removal_of,
     today,
 )
 from tests.monitoring import (
@@ -44,12 +40,14 @@ from tests.monitoring import (
     dashboard_queries,
     of_credit_services,
     panels_without_data,
-    prometheus_scraping,
+    prometheus_fixture,
     until_caught_up,
 )
-from tests.stream_worker import Onboarding, Worker, free_port, publish_catalog
+from tests.stream_worker import Onboarding, Platform, Watch, Worker, free_port, publish_catalog
+from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
+from xietong.topics import PUNISHMENT_RESTRICTION_HITS
 from xietong.uscc import make_uscc
 
 pytestmark = pytest.mark.usefixtures("secured")
@@ -115,15 +113,10 @@ def running(
             logs / "lag.log", "lag", "serve", "--port", str(ports["lag"]), "--interval", "1"
         )
         started.append(lag)
-        worker = Worker(
+        worker = Worker.of(
             "joint-punishment",
-            "joint_punishment_ready",
             logs / "joint-punishment.log",
-            {
-                "XIETONG_JOINT_PUNISHMENT_TICK_INTERVAL": "0.5",
-                "XIETONG_JOINT_PUNISHMENT_INBOX_REFRESH_INTERVAL": "2",
-                "XIETONG_JOINT_PUNISHMENT_METRICS_PORT": str(ports["joint-punishment"]),
-            },
+            METRICS_PORT=str(ports["joint-punishment"]),
         )
         started.append(worker)
         worker.start()
@@ -132,7 +125,7 @@ def running(
         credit_check.wait_for(f"http://127.0.0.1:{ports['credit-check']}/ready")
         lag.wait_for(f"http://127.0.0.1:{ports['lag']}/metrics")
 
-        demo(Sender(kafka, departments))
+        demo(Platform(kafka, departments), kafka)
         answer = httpx.get(
             f"http://127.0.0.1:{ports['credit-check']}/v1/checks",
             params={"uscc": make_uscc("91", "330106"), "matter_type": "GOVERNMENT_PROCUREMENT"},
@@ -152,93 +145,45 @@ def running(
         departments.offboard_all()
 
 
-class Sender:
-    """Records as the connectors and the credit check send them; feedback as 西湖区财政."""
-
-    def __init__(self, kafka: KafkaClients, departments: Onboarding) -> None:
-        self.departments = departments
-        self._producer = kafka.producer()
-        self._serializers = {
-            record.topic.name: kafka.avro_serializer(record.schema_str)
-            for record in (CREDIT_LIST_ENTRY, PENALTY, LICENCE, MATTER_EVENT)
-        }
-
-    def send(self, record_type: Any, record: dict[str, Any]) -> None:
-        topic = record_type.topic.name
-        value = self._serializers[topic](record, SerializationContext(topic, MessageField.VALUE))
-        self._producer.produce(topic, key=record["uscc"].encode(), value=value)
-        assert self._producer.flush(10) == 0
-
-    def feed_back(self, record: dict[str, Any]) -> None:
-        clients = self.departments.clients[FINANCE]
-        serialize = clients.avro_serializer(
-            RESTRICTION_FEEDBACK.schema_str,
-            **{"subject.name.strategy": record_subject_name_strategy},
-        )
-        topic = inbound_topic(FINANCE)
-        producer = clients.producer()
-        value = serialize(record, SerializationContext(topic, MessageField.VALUE))
-        producer.produce(topic, key=record["uscc"].encode(), value=value)
-        assert producer.flush(10) == 0
-
-
 def days_ago(n: int) -> Any:
     return today() - timedelta(days=n)
 
 
-def demo(platform: Sender) -> None:
+def demo(platform: Platform, kafka: KafkaClients) -> None:
     # Listed, hit by a procurement matter, answered by the department, then removed.
     listed = make_uscc("91", "330106")
     listing = list_entry(listed, f"E-{listed}", listed_on=days_ago(10))
-    platform.send(CREDIT_LIST_ENTRY, listing)
-    platform.send(
-        MATTER_EVENT,
-        matter(listed, FINANCE, "GOVERNMENT_PROCUREMENT", "CG-M1", matter_date=days_ago(1)),
+    hits = Watch(kafka, PUNISHMENT_RESTRICTION_HITS.name, listed)
+    platform.list(listing)
+    platform.matter(
+        matter(listed, FINANCE, "GOVERNMENT_PROCUREMENT", "CG-M1", matter_date=days_ago(1))
     )
     hit = restriction_hit_id(listed, FINANCE, "GOVERNMENT_PROCUREMENT", "CG-M1", "CJ01")
-    time.sleep(1.0)  # the hit first: feedback on an unknown hit is refused
-    platform.feed_back(feedback(listed, hit, "APPLIED"))
-    platform.send(
-        CREDIT_LIST_ENTRY,
-        list_entry(
-            listed,
-            listing["entry_id"],
-            action="REMOVED",
-            listed_on=days_ago(10),
-            removed_on=today(),
-            removal_reason="CREDIT_REPAIR",
-        ),
-    )
-    # A hit raised 15 days less two seconds ago: its feedback is overdue two seconds on.
+    hits.until(bool)  # the hit first: feedback on an unknown hit is refused
+    platform.feed_back(FINANCE, feedback(listed, hit, "APPLIED"))
+    platform.list(removal_of(listing))
+    # A hit raised 16 days ago: its 15 days (from the next day) ended at the last midnight.
     late = make_uscc("91", "330106")
-    platform.send(CREDIT_LIST_ENTRY, list_entry(late, f"E-{late}", listed_on=days_ago(20)))
-    platform.send(
-        MATTER_EVENT,
+    platform.list(list_entry(late, f"E-{late}", listed_on=days_ago(20)))
+    platform.matter(
         matter(
             late,
             FINANCE,
             "GOVERNMENT_PROCUREMENT",
             "CG-M2",
             matter_date=days_ago(15),
-            occurred_at_ms=int(time.time() * 1000) - 15 * DAY_MS + 2000,
+            occurred_at_ms=business_clock().now_ms() - 16 * DAY_MS,
         ),
     )
     # A licence of 西湖区市场监管, then a penalty that revokes it: a licence review.
     revoked = make_uscc("91", "330106")
-    platform.send(LICENCE, licence(revoked, f"JY-{revoked[-6:]}", "hz-xh-amr"))
-    platform.send(
-        PENALTY, penalty(revoked, f"西市监罚〔2026〕{revoked[-4:]}号", authority="hz-xh-health")
+    platform.license(licence(revoked, f"JY-{revoked[-6:]}", "hz-xh-amr"))
+    platform.penalize(
+        penalty(revoked, f"西市监罚〔2026〕{revoked[-4:]}号", authority="hz-xh-health")
     )
 
 
-@pytest.fixture(scope="module")
-def prometheus(
-    running: dict[str, list[str]],
-    stack_settings: Settings,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
-    with prometheus_scraping(stack_settings, running, tmp_path_factory.mktemp("prom")) as url:
-        yield url
+prometheus = prometheus_fixture()
 
 
 def test_every_dashboard_panel_query_of_the_credit_services_returns_data(

@@ -25,6 +25,7 @@ from registry.db import session_factory, transaction
 from registry.enforcer import AccessEnforcer
 from registry.service import issue_token
 from schemas import register_all
+from tests.kafka_helpers import first_message
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 
@@ -81,17 +82,8 @@ def api(registry_url: str, enforcer: AccessEnforcer) -> Iterator[tuple[TestClien
 
 def read_registrations(clients: KafkaClients, seconds: float = 6.0) -> Message | None:
     """What the department's consumer gets first: a record, an error, or None."""
-    consumer = clients.consumer(group_id=f"{SUBSCRIBER}.registrations-{time.monotonic_ns()}")
-    consumer.subscribe(["market.registrations"])
-    try:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None:
-                return message
-        return None
-    finally:
-        consumer.close()
+    group = f"{SUBSCRIBER}.registrations-{time.monotonic_ns()}"
+    return first_message(clients, "market.registrations", group, seconds)
 
 
 def wait_for(check, seconds: float = 15.0) -> float:

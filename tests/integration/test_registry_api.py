@@ -55,18 +55,31 @@ class Resource:
     topic: str
 
 
+def resource_body(
+    topic: str, name: str, sharing_class: str, fields: list[str], description: str
+) -> dict[str, Any]:
+    """A resource of hz-amr's on a topic of its own, ``dept.hz-amr.<topic>-<random>``."""
+    suffix = uuid.uuid4().hex[:8]
+    return {
+        "code": f"hz-amr.{topic}-{suffix}",
+        "name": name,
+        "topic": f"dept.hz-amr.{topic}-{suffix}",
+        "sharing_class": sharing_class,
+        "fields": fields,
+        "description": description,
+    }
+
+
 @pytest.fixture
 def resource(client: TestClient, tokens: dict[str, dict[str, str]]) -> Resource:
     """A fresh resource of hz-amr's, declared by hz-amr itself, for this test alone."""
-    suffix = uuid.uuid4().hex[:8]
-    body: dict[str, Any] = {
-        "code": f"hz-amr.permits-{suffix}",
-        "name": "食品经营许可 (测试)",
-        "topic": f"dept.hz-amr.permits-{suffix}",
-        "sharing_class": "UNCONDITIONAL",
-        "fields": ["uscc", "licence_number", "division_code"],
-        "description": "杭州市市场监督管理局发放的食品经营许可",
-    }
+    body = resource_body(
+        "permits",
+        "食品经营许可 (测试)",
+        "UNCONDITIONAL",
+        ["uscc", "licence_number", "division_code"],
+        "杭州市市场监督管理局发放的食品经营许可",
+    )
     answer = client.post("/resources", json=body, headers=tokens[OWNER])
     assert answer.status_code == 201, answer.text
     assert answer.json()["owner"] == OWNER
@@ -504,15 +517,7 @@ def test_a_conditional_resource_without_fields_or_filters_is_refused_with_422(
 def test_a_not_shared_resource_is_refused_with_422_not_shared(
     client: TestClient, tokens: dict[str, dict[str, str]]
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    body: dict[str, Any] = {
-        "code": f"hz-amr.cases-{suffix}",
-        "name": "案件卷宗",
-        "topic": f"dept.hz-amr.cases-{suffix}",
-        "sharing_class": "NOT_SHARED",
-        "fields": ["case_number"],
-        "description": "不予共享",
-    }
+    body = resource_body("cases", "案件卷宗", "NOT_SHARED", ["case_number"], "不予共享")
     assert client.post("/resources", json=body, headers=tokens[OWNER]).status_code == 201
     refused(ask(client, tokens[SUBSCRIBER], body["code"]), 422, "not_shared", "resource")
 

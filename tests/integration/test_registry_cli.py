@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from app import cli
+from xietong.clock import business_clock
 from xietong.settings import Settings
 
 
@@ -39,7 +40,7 @@ def test_a_request_approved_by_its_owner_shows_up_approved_in_json(run: Any) -> 
     )  # fmt: skip
     assert requested.exit_code == 0, requested.output
     subscription = json.loads(requested.stdout)
-    end_of_day_in_china = datetime(2100, 1, 1, tzinfo=timezone(timedelta(hours=8)))
+    end_of_day_in_china = business_clock().midnight(date(2100, 1, 1))
     assert datetime.fromisoformat(subscription["valid_until"]) == end_of_day_in_china
     assert subscription["filters"] == {"divisions": ["330106", "330102"]}
 

@@ -232,6 +232,18 @@ def new_department(session: Session) -> str:
 # -- the outbox -----------------------------------------------------------------------------
 
 
+def request_registrations(session: Session) -> Any:
+    """杭州市卫健委 asks for the registrations, for 公共场所卫生许可's 双告知."""
+    return service.request_subscription(
+        session,
+        HEALTH,
+        department="hz-health",
+        resource="registration",
+        purpose="双告知: 公共场所卫生许可的后置审批",
+        legal_basis="国发〔2015〕62号",
+    )
+
+
 def test_a_catalog_load_writes_one_snapshot_per_entity_it_changed_and_a_second_load_none(
     scratch_sessions: sessionmaker[Session],
 ) -> None:
@@ -257,14 +269,7 @@ def test_a_change_rolled_back_writes_no_outbox_row_and_the_same_change_committed
     scratch_sessions: sessionmaker[Session],
 ) -> None:
     def request_and_onboard(session: Session) -> tuple[int, str]:
-        subscription = service.request_subscription(
-            session,
-            HEALTH,
-            department="hz-health",
-            resource="registration",
-            purpose="双告知: 公共场所卫生许可的后置审批",
-            legal_basis="国发〔2015〕62号",
-        )
+        subscription = request_registrations(session)
         return subscription.id, new_department(session)
 
     before = outbox_rows(scratch_sessions)
@@ -433,14 +438,7 @@ def test_approving_then_revoking_a_subscription_publishes_approved_then_revoked_
     sessions: sessionmaker[Session], relay: OutboxRelay, kafka: KafkaClients
 ) -> None:
     with transaction(sessions) as session:
-        subscription_id = service.request_subscription(
-            session,
-            HEALTH,
-            department="hz-health",
-            resource="registration",
-            purpose="双告知: 公共场所卫生许可的后置审批",
-            legal_basis="国发〔2015〕62号",
-        ).id
+        subscription_id = request_registrations(session).id
     with transaction(sessions) as session:
         service.approve_subscription(session, REGISTRATION_OWNER, subscription_id)
     relay.publish_pending()

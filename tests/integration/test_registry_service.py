@@ -97,6 +97,19 @@ def in_state(session: Session, state: SubscriptionStatus) -> Subscription:
 # -- the schema -----------------------------------------------------------------------------
 
 
+def county_department(**fields: Any) -> dict[str, Any]:
+    """What ``create_department`` takes for a test department of 西湖区, with ``fields``."""
+    return {
+        "name": "杭州市西湖区测试局",
+        "sector": "health",
+        "roles": ["licensing"],
+        "level": Level.COUNTY,
+        "division": "330106",
+        "contact": "0571-1",
+        **fields,
+    }
+
+
 def test_the_hand_written_migration_creates_exactly_what_the_models_describe(
     registry_url: str,
 ) -> None:
@@ -549,16 +562,7 @@ def test_a_department_with_an_invalid_uscc_is_refused_naming_the_check_that_fail
     wrong = valid[:-1] + ("0" if valid[-1] != "0" else "1")
     with pytest.raises(InvalidInputError, match="check character") as refused:
         service.create_department(
-            registry_session,
-            ADMIN,
-            code="hz-xh-test",
-            uscc=wrong,
-            name="测试局",
-            sector="health",
-            roles=["licensing"],
-            level=Level.COUNTY,
-            division="330106",
-            contact="0571-1",
+            registry_session, ADMIN, **county_department(code="hz-xh-test", uscc=wrong)
         )
     assert refused.value.field == "uscc"
 
@@ -568,14 +572,12 @@ def test_department_codes_and_usccs_are_unique(registry_session: Session) -> Non
         service.create_department(
             registry_session,
             ADMIN,
-            code="hz-health-2",
-            uscc="11330100EUHUXQEE4F",
-            name="重复",
-            sector="health",
-            roles=["licensing"],
-            level=Level.CITY,
-            division="330100",
-            contact="0571-1",
+            **county_department(
+                code="hz-health-2",
+                uscc="11330100EUHUXQEE4F",  # 杭州市卫生健康委员会's
+                level=Level.CITY,
+                division="330100",
+            ),
         )
     assert taken.value.field == "uscc"
     with pytest.raises(NotFoundError):
@@ -619,14 +621,9 @@ def test_audit_entries_live_and_die_with_their_change_in_one_transaction(
     department = service.create_department(
         registry_session,
         ADMIN,
-        code="hz-xh-audit",
-        uscc=make_uscc("11", "330106", body8="AUDXT001"),
-        name="杭州市西湖区审计测试局",
-        sector="health",
-        roles=["other"],
-        level=Level.COUNTY,
-        division="330106",
-        contact="0571-2",
+        **county_department(
+            code="hz-xh-audit", uscc=make_uscc("11", "330106", body8="AUDXT001"), roles=["other"]
+        ),
     )
     [created] = audit_rows(registry_session, "departments", department.id)
     assert created.before is None
