@@ -105,6 +105,10 @@ BATCH_SECONDS = Histogram(
 )
 MESSAGES = Counter("xietong_sink_messages", "Messages read by the sink", ["topic"])
 ERRORS = Counter("xietong_sink_errors", "Messages the sink could not store, by reason", ["reason"])
+# Every reason is exported from the start (at 0), so that a dashboard and an alert see the
+# series before the first error rather than "no data".
+for _reason in ("lag_unmeasured", "kafka", "unreadable"):
+    ERRORS.labels(_reason)
 AUDIT_ENTRIES = Counter(
     "xietong_sink_audit_entries", "Entries appended to the tamper-evident log", ["kind"]
 )
