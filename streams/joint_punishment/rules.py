@@ -345,6 +345,14 @@ def _later(new: dict[str, Any], known: dict[str, Any] | None) -> bool:
     return (new["event_time"], new["event_id"]) > (known["event_time"], known["event_id"])
 
 
+def _keep_later(facts: dict[str, Any], key: str, fact: dict[str, Any]) -> bool:
+    """Keep ``fact`` under ``key`` if it supersedes what is there; whether it did."""
+    if not _later(fact, facts.get(key)):
+        return False
+    facts[key] = fact
+    return True
+
+
 def _fact(
     record: dict[str, Any],
     fields: tuple[str, ...],
@@ -507,9 +515,11 @@ _SENT_RECORD_KEYS = {"d": "digest", "c": "cause", "t": "record_type", "v": "valu
 
 def _named(sent: dict[str, dict[str, Any]]) -> None:
     """Give an earlier worker's sent records their field names, in place."""
+    # A worker writes all of an entity's sent records one way: the first one tells.
+    if not sent or "d" not in next(iter(sent.values())):
+        return
     for identity, known in sent.items():
-        if "d" in known:
-            sent[identity] = {_SENT_RECORD_KEYS.get(k, k): v for k, v in known.items()}
+        sent[identity] = {_SENT_RECORD_KEYS.get(k, k): v for k, v in known.items()}
 
 
 def new_entity() -> dict[str, Any]:
@@ -565,9 +575,7 @@ class JointPunishmentRules:
         fact = listing_fact(record)
         entry = state["listings"].setdefault(record["entry_id"], {})
         slot = "listed" if action == "LISTED" else "removed"
-        changed = _later(fact, entry.get(slot))
-        if changed:
-            entry[slot] = fact
+        changed = _keep_later(entry, slot, fact)
         return self._settle(uscc, state, fact["event_id"], now, changed, AFTER["list_entry"])
 
     def on_penalty(self, record: dict[str, Any], now: int) -> PunishmentOutput:
@@ -580,9 +588,7 @@ class JointPunishmentRules:
         state = self._state(uscc)
         fact = penalty_fact(record)
         key = f"{fact['authority_uscc']}/{fact['decision_number']}"
-        changed = _later(fact, state["penalties"].get(key))
-        if changed:
-            state["penalties"][key] = fact
+        changed = _keep_later(state["penalties"], key, fact)
         return self._settle(uscc, state, fact["event_id"], now, changed, AFTER["penalty"])
 
     def on_licence(self, record: dict[str, Any], now: int) -> PunishmentOutput:
@@ -592,9 +598,7 @@ class JointPunishmentRules:
         state = self._state(uscc)
         fact = licence_fact(record)
         key = f"{fact['authority_uscc']}/{fact['licence_number']}"
-        changed = _later(fact, state["licences"].get(key))
-        if changed:
-            state["licences"][key] = fact
+        changed = _keep_later(state["licences"], key, fact)
         if not (state["listings"] or state["penalties"]):
             # Nothing it could be reviewed for yet: keep it, derive nothing.
             if changed:
