@@ -25,6 +25,8 @@ One YAML file per connector, e.g. ``hz-health-licences.yaml``::
       host: 127.0.0.1
       port: 8401
       mappings: [mappings/a.yaml, mappings/b.yaml]
+      max_batch: 1000                   # records per request
+      max_body_bytes: 4194304           # bytes per request body (413 above)
 
 Paths are relative to the configuration file.
 """
@@ -65,7 +67,13 @@ class HttpIngestConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = 8401
     mappings: list[Path]
-    max_batch: int = 1000
+    max_batch: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1,
+        description="The largest request body taken, in bytes; a larger one is refused"
+        " (413) as it arrives, before it is read whole.",
+    )
 
 
 SourceConfig = Annotated[

@@ -18,10 +18,15 @@ request FastAPI cannot validate is 422 ``validation_error`` naming the field; a 
 or method that does not exist is 404/405; anything unexpected is 500
 ``internal_error`` with the exception's type only — the stack trace goes to the log,
 never to the client.
+
+The handlers never fail on what a client sent: an error body is rendered as JSON even
+when its message quotes text JSON cannot hold as UTF-8 (a lone surrogate such as
+``\\ud800`` is escaped), and a body that is not JSON is named by where it breaks.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -118,6 +123,27 @@ class InvalidInputError(ApiError):
     code = "invalid_input"
 
 
+class ContentTooLargeError(ApiError):
+    """A request body larger than the service takes; the message says the limit."""
+
+    status = 413
+    code = "content_too_large"
+
+
+class ErrorResponse(JSONResponse):
+    """A JSON answer that renders whatever text it holds.
+
+    A message may quote a client's value; a lone surrogate in it cannot be UTF-8, so the
+    body falls back to ASCII escapes (``\\ud800``) rather than failing the answer.
+    """
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
+
+
 def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI ``responses`` of an operation's refusals: status → when it happens."""
     return {
@@ -135,7 +161,7 @@ def error_response(
 ) -> JSONResponse:
     """An :class:`ErrorBody` answer."""
     body = ErrorBody(error=code, message=message, field=field)
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    return ErrorResponse(body.model_dump(), status_code=status, headers=headers)
 
 
 def field_of(location: Sequence[str | int]) -> str:
@@ -169,8 +195,23 @@ def refuse_undeclared_query(request: Request) -> None:
         )
 
 
+def _said(problem: Mapping[str, Any]) -> str:
+    """A validation problem in words: for a body that is not JSON, where and why it breaks
+    (FastAPI's own message is only "JSON decode error")."""
+    if problem.get("type") == "json_invalid":
+        position = problem["loc"][-1] if problem.get("loc") else "?"
+        reason = (problem.get("ctx") or {}).get("error", "not JSON")
+        return f"not JSON at character {position}: {reason}"
+    return str(problem["msg"])
+
+
 #: The codes of the HTTP errors Starlette raises itself (no route, wrong method, bad body).
-HTTP_ERROR_CODES = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}
+HTTP_ERROR_CODES = {
+    400: "malformed_body",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "content_too_large",
+}
 
 #: Called with each refusal an API answers (an :class:`ApiError` or a request that does
 #: not validate) before it is sent: for the service's metrics and log.
@@ -185,7 +226,7 @@ def install_error_handlers(app: FastAPI, on_refusal: RefusalObserver | None = No
     ) -> JSONResponse:
         if on_refusal is not None:
             on_refusal(request, status, body)
-        return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+        return ErrorResponse(body.model_dump(), status_code=status, headers=headers)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -194,7 +235,7 @@ def install_error_handlers(app: FastAPI, on_refusal: RefusalObserver | None = No
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        located = [(field_of(problem["loc"]), problem["msg"]) for problem in error.errors()]
+        located = [(field_of(problem["loc"]), _said(problem)) for problem in error.errors()]
         message = "; ".join(f"{where or 'body'}: {what}" for where, what in located)
         first = located[0][0] if located else None
         body = ErrorBody(error="validation_error", message=message, field=first or None)

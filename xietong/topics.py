@@ -148,6 +148,21 @@ CONNECTOR_OFFSETS = TopicSpec(
     writers=("connectors",),
     readers=("connectors",),
 )
+HTTP_INGEST_ANSWERS = TopicSpec(
+    "platform.http-ingest-answers",
+    "The HTTP ingest's answered requests (key: connector, department, request key; value:"
+    " the request's SHA-256 and its answer), written in the batch's own transaction, so a"
+    " retried Idempotency-Key is answered again and writes nothing twice",
+    TopicKey.SOURCE,
+    compacted=True,
+    # How long a department may retry a request and get its first answer back: records
+    # older than this are deleted even though compaction keeps the latest of each key.
+    retention_ms=7 * DAY_MS,
+    partitions=3,
+    extra_config={"cleanup.policy": "compact,delete"},
+    writers=("connectors",),
+    readers=("connectors",),
+)
 BENCH = TopicSpec(
     "platform.bench",
     "Benchmark baselines: pre-encoded records sent by a bare producer (make bench)",
@@ -282,6 +297,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     CREDIT_LIST_ENTRIES,
     DEAD_LETTER,
     CONNECTOR_OFFSETS,
+    HTTP_INGEST_ANSWERS,
     HEARTBEATS,
     BENCH,
     REGISTRY_DEPARTMENTS,
@@ -419,11 +435,22 @@ def owned_by_declarations(grant: Grant) -> bool:
 #: with this prefix (``xietong.streams.dual-notice``).
 STREAMS_INTERNAL_TOPIC_PREFIX = "xietong.streams."
 
+#: The platform services that write with Kafka transactions, each under the transactional
+#: ids ``xietong.<service>.…`` alone: the HTTP ingest writes a batch and its answer in one.
+TRANSACTIONAL_SERVICES = ("connectors",)
+
+
+def transactional_id(service: str, name: str) -> str:
+    """The transactional id ``name`` of a platform service: ``xietong.<service>.<name>``,
+    the only ones its ACLs let it use."""
+    return f"xietong.{service}.{name}"
+
 
 def service_grants(topics: Iterable[TopicSpec] = TOPICS) -> set[Grant]:
     """The ACLs of the platform's services: the declared readers and writers of each
-    topic, each service's own consumer groups (``xietong.<service>.``), and the stream
-    processors' internal topics (``xietong.streams.``)."""
+    topic, each service's own consumer groups (``xietong.<service>.``), the transactional
+    ids of the services that write transactions (:data:`TRANSACTIONAL_SERVICES`), and the
+    stream processors' internal topics (``xietong.streams.``)."""
     grants: set[Grant] = set()
     for spec in topics:
         for service in spec.writers:
@@ -434,6 +461,18 @@ def service_grants(topics: Iterable[TopicSpec] = TOPICS) -> set[Grant]:
         if service != "admin":
             principal = f"User:{principal_name(service)}"
             grants.add(group_grant(principal, f"xietong.{service}."))
+    for service in TRANSACTIONAL_SERVICES:
+        principal = f"User:{principal_name(service)}"
+        for operation in ("WRITE", "DESCRIBE"):
+            grants.add(
+                Grant(
+                    principal,
+                    "TRANSACTIONAL_ID",
+                    transactional_id(service, ""),
+                    operation,
+                    "PREFIXED",
+                )
+            )
     streams = f"User:{principal_name('streams')}"
     for operation in ("CREATE", "READ", "WRITE", "DESCRIBE"):
         grants.add(Grant(streams, "TOPIC", STREAMS_INTERNAL_TOPIC_PREFIX, operation, "PREFIXED"))

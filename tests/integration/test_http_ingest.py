@@ -356,7 +356,10 @@ def test_the_openapi_document_is_the_contract(ingest: Ingest) -> None:
         "/BatchResult"
     )
     assert {"401", "403", "404", "413", "422", "503"} <= set(responses)
-    [record_type] = operation["parameters"]
+    # The Idempotency-Key and X-Request-Id headers are parameters too (issue 12).
+    parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
+    assert set(parameters) == {"record_type", "Idempotency-Key", "X-Request-Id"}
+    record_type = parameters["record_type"]
     assert record_type["schema"]["enum"] == [
         "registration",
         "licence",
