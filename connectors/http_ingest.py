@@ -392,7 +392,7 @@ def source_record(
         column, surrogate, position = found
         problem = Problem(
             (fields_by_column or {}).get(column, ""),
-            "text.lone_surrogate",
+            "text.surrogate",
             f"record {index}, column {column!r}: holds the lone UTF-16 surrogate"
             f" \\u{ord(surrogate):04x} at character {position}, which is no character; send"
             " the character itself (or both halves of its surrogate pair)",
@@ -639,8 +639,11 @@ class Intake:
                 publisher.flush(ACKNOWLEDGEMENT_TIMEOUT_SECONDS)
             except Exception as error:
                 self._abort(publisher)
-                if isinstance(error, KafkaException | DeliveryFailed):
-                    raise BatchNotWritten(str(error)) from error
+                # A fatal producer error (fenced) surfaces from inside a delivery report as
+                # the SystemError it caused.
+                failure = error.__cause__ if isinstance(error, SystemError) else error
+                if isinstance(failure, KafkaException | DeliveryFailed):
+                    raise BatchNotWritten(str(failure)) from error
                 raise
             self._commit(publisher)
 

@@ -64,10 +64,10 @@ class Ingest:
         )
 
 
-def write_connector(folder: Path, mappings: list[Path]) -> Path:
+def write_connector(folder: Path, mappings: list[Path], name: str = "http-ingest-test") -> Path:
     """A connector file, as an operator would write it."""
     connector = {
-        "name": "http-ingest-test",
+        "name": name,
         "source": {
             "kind": "http",
             "mappings": [str(path) for path in mappings],
@@ -381,3 +381,242 @@ def test_the_service_reports_health_and_metrics(ingest: Ingest) -> None:
     assert metrics.headers["content-type"].startswith("text/plain")
     assert "xietong_connector_http_requests_total" in metrics.text
     assert "xietong_connector_records_published_total" in metrics.text
+
+
+# -- a request is read whole and written whole (issue 12) -------------------------------------
+
+
+def post_raw(client: TestClient, token: str, content: Any, **headers: str) -> Any:
+    """POST a body as the client sends it (bytes, or an iterator of chunks: no Content-Length)."""
+    return client.post(
+        "/v1/records/licence",
+        content=content,
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            **{name.replace("_", "-"): value for name, value in headers.items()},
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Barrier:
+    """A batch committed after the one under test: a licence of ENTITY (the partition of
+    the records under test on permits.licences) and a rejected record of 杭州市卫健委 (its
+    partition on platform.dead-letter). Once both are read, everything written before
+    them — committed, or aborted — has been passed."""
+
+    event_id: str
+    dead_letter_offset: str
+
+    @classmethod
+    def post(cls, client: TestClient, token: str) -> Barrier:
+        body = {"records": [hz_licence(), hz_licence(许可决定日期="2026年2月30日")]}
+        response = client.post(
+            "/v1/records/licence", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        return cls(answer["results"][0]["event_id"], f"{answer['request_id']}:1")
+
+    def read(
+        self, licences: TopicWindow, dead_letters: TopicWindow
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The licences and dead letters (values) of 杭州市卫健委 written before the barrier."""
+        events = [m.value for m in licences.read()]
+        letters = [m.value for m in dead_letters.read()]
+        event_ids = [event["envelope"]["event_id"] for event in events]
+        letter_offsets = [letter["source_offset"] for letter in letters]
+        assert self.event_id in event_ids, "the barrier licence was not read"
+        assert self.dead_letter_offset in letter_offsets, "the barrier dead letter was not read"
+        before_events = events[: event_ids.index(self.event_id)]
+        before_letters = letters[: letter_offsets.index(self.dead_letter_offset)]
+        return (
+            [e for e in before_events if e["envelope"]["source_department_uscc"] == HZ_HEALTH],
+            [d for d in before_letters if d["source_department_uscc"] == HZ_HEALTH],
+        )
+
+
+def of_request(
+    request_id: str, events: list[dict[str, Any]], letters: list[dict[str, Any]]
+) -> list[str]:
+    """The source offsets of one request among events and dead letters."""
+    offsets = [e["envelope"]["source_offset"] for e in events] + [
+        d["source_offset"] for d in letters
+    ]
+    return sorted(offset for offset in offsets if offset.startswith(f"{request_id}:"))
+
+
+def test_a_body_that_is_not_strict_json_is_refused_with_where_it_breaks(ingest: Ingest) -> None:
+    token = ingest.tokens[HZ_HEALTH]
+    for body, expected in (
+        (b'{"records": NaN}', "NaN"),
+        (b'{"records": [{"\\u8bb0\\u5f55\\u7f16\\u53f7": Infinity}]}', "Infinity"),
+        (b'{"records": [-Infinity]}', "-Infinity"),
+        (b'{"records": [{"a": 1},]}', "line 1 column 23"),
+        (b'{"records": ' + b"[" * 3000 + b"]" * 3000 + b"}", "too deeply"),
+        (b'{"records": [' + b"9" * 5000 + b"]}", "4300 digits"),
+        ('{"records": ["杭州"]}'.encode("gb18030"), "not UTF-8"),
+    ):
+        response = post_raw(ingest.client, token, body)
+        assert response.status_code == 422, (body[:40], response.text)
+        refusal = response.json()
+        assert refusal["error"] == "invalid_json"
+        assert expected in refusal["message"], refusal["message"]
+
+    response = post_raw(ingest.client, token, b'{"records": {"a": 1}}')
+    assert response.status_code == 422
+    assert response.json()["field"] == "records"
+    assert "valid list" in response.json()["message"]
+
+
+def test_a_lone_surrogate_rejects_its_record_alone_and_the_batch_is_written_whole(
+    ingest: Ingest, kafka: KafkaClients
+) -> None:
+    records = [hz_licence() for _ in range(5)]
+    records[3]["行政相对人名称"] = "杭州\ud800餐饮有限公司"
+    licences, dead_letters = TopicWindow(kafka, LICENCES.name), TopicWindow(kafka, DEAD_LETTER.name)
+
+    # json.dumps escapes the surrogate: the body is the JSON text "\ud800" (ASCII).
+    response = post_raw(ingest.client, ingest.tokens[HZ_HEALTH], json.dumps({"records": records}))
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    request_id = answer["request_id"]
+    assert (answer["accepted"], answer["rejected"]) == (4, 1)
+    [reason] = answer["results"][3]["reasons"]
+    assert (reason["field"], reason["code"]) == ("holder_name", "text.surrogate")
+    assert "record 3" in reason["message"] and "\\ud800" in reason["message"]
+    assert "'行政相对人名称'" in reason["message"]
+
+    barrier = Barrier.post(ingest.client, ingest.tokens[HZ_HEALTH])
+    events, letters = barrier.read(licences, dead_letters)
+    # Each record once: four events and one dead letter, nothing else of the request.
+    assert of_request(request_id, events, letters) == [f"{request_id}:{i}" for i in range(5)]
+    [letter] = [d for d in letters if d["source_offset"] == f"{request_id}:3"]
+    assert [r["code"] for r in letter["reasons"]] == ["text.surrogate"]
+    assert json.loads(letter["payload"])["行政相对人名称"] == "杭州\ud800餐饮有限公司"
+
+
+def test_a_body_over_the_limit_is_refused_as_it_arrives_with_the_limit_named(
+    ingest: Ingest,
+) -> None:
+    twenty_megabytes = b'{"records": ["' + b"x" * (20 * 1024 * 1024) + b'"]}'
+    token = ingest.tokens[HZ_HEALTH]
+
+    declared = post_raw(ingest.client, token, twenty_megabytes)
+    chunks = (twenty_megabytes[i : i + 65536] for i in range(0, len(twenty_megabytes), 65536))
+    streamed = post_raw(ingest.client, token, chunks)  # chunked: no Content-Length
+
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        refusal = response.json()
+        assert refusal["error"] == "content_too_large"
+        assert "at most 4194304 bytes (max_body_bytes)" in refusal["message"]
+
+
+def test_a_retry_with_the_same_idempotency_key_writes_nothing_twice_even_after_a_restart(
+    ingest: Ingest,
+    kafka: KafkaClients,
+    connectors_kafka: KafkaClients,
+    tokens: Tokens,
+    registry_url: str,
+    tmp_path: Path,
+) -> None:
+    # As the connectors' own principal: its ACLs let it use its transactional ids and
+    # write and read back the answers.
+    config = ConnectorConfig.load(write_connector(tmp_path, MAPPINGS, name="http-ingest-retry"))
+    key = f"batch-{uuid.uuid4()}"
+    body = json.dumps({"records": [hz_licence(), hz_licence(统一社会信用代码="1")]})
+    token = tokens.departments[HZ_HEALTH]
+    licences, dead_letters = TopicWindow(kafka, LICENCES.name), TopicWindow(kafka, DEAD_LETTER.name)
+
+    with TestClient(create_app(config, connectors_kafka, directory_of(registry_url))) as client:
+        first = post_raw(client, token, body, Idempotency_Key=key)
+        again = post_raw(client, token, body, Idempotency_Key=key)
+        by_request_id = post_raw(client, token, body, X_Request_Id=key)
+    with TestClient(create_app(config, connectors_kafka, directory_of(registry_url))) as restarted:
+        after_restart = post_raw(restarted, token, body, Idempotency_Key=key)
+        barrier = Barrier.post(restarted, token)
+
+    assert first.status_code == 200, first.text
+    assert first.json()["request_id"] == key
+    assert "idempotent-replayed" not in first.headers
+    for replay in (again, by_request_id, after_restart):
+        assert replay.status_code == 200
+        assert replay.content == first.content
+        assert replay.headers["idempotent-replayed"] == "true"
+    events, letters = barrier.read(licences, dead_letters)
+    assert of_request(key, events, letters) == [f"{key}:0", f"{key}:1"]
+
+
+def test_an_idempotency_key_used_for_another_body_or_still_in_flight_is_refused(
+    ingest: Ingest,
+) -> None:
+    token = ingest.tokens[HZ_HEALTH]
+    key = f"batch-{uuid.uuid4()}"
+    first = post_raw(
+        ingest.client, token, json.dumps({"records": [hz_licence()]}), Idempotency_Key=key
+    )
+    assert first.status_code == 200
+
+    other = post_raw(
+        ingest.client, token, json.dumps({"records": [hz_licence()]}), Idempotency_Key=key
+    )
+    assert other.status_code == 422
+    assert other.json()["error"] == "idempotency_key_reused"
+    assert other.json()["field"] == "Idempotency-Key"
+
+    unusable = post_raw(ingest.client, token, json.dumps({"records": []}), Idempotency_Key="a b")
+    assert unusable.status_code == 422
+    assert unusable.json()["field"] == "Idempotency-Key"
+
+    # A request holding a key, as one still being written does: the second is told so.
+    busy = f"batch-{uuid.uuid4()}"
+    answers = ingest.client.app.state.ingest.answers  # type: ignore[attr-defined]
+    with answers.claim(HZ_HEALTH, busy):
+        conflict = post_raw(ingest.client, token, json.dumps({"records": []}), Idempotency_Key=busy)
+    assert conflict.status_code == 409
+    assert "still being written" in conflict.json()["message"]
+    assert (
+        post_raw(
+            ingest.client, token, json.dumps({"records": []}), Idempotency_Key=busy
+        ).status_code
+        == 200
+    )
+
+
+def test_a_batch_the_broker_refuses_midway_is_answered_5xx_and_nothing_of_it_is_visible(
+    kafka: KafkaClients, tokens: Tokens, registry_url: str, tmp_path: Path
+) -> None:
+    # Two ingests under one connector name share transactional ids: the one started
+    # second fences the first, whose next batch the broker refuses as it is produced.
+    config = ConnectorConfig.load(write_connector(tmp_path, MAPPINGS, name="http-ingest-fenced"))
+    token = tokens.departments[HZ_HEALTH]
+    key = f"batch-{uuid.uuid4()}"
+    body = json.dumps(
+        {"records": [hz_licence(), hz_licence(), hz_licence(许可决定日期="2026年2月30日")]}
+    )
+    licences, dead_letters = TopicWindow(kafka, LICENCES.name), TopicWindow(kafka, DEAD_LETTER.name)
+
+    with TestClient(create_app(config, kafka, directory_of(registry_url))) as fenced:
+        assert Barrier.post(fenced, token)  # its producers are made
+        with TestClient(create_app(config, kafka, directory_of(registry_url))) as successor:
+            Barrier.post(successor, token)  # fences the first
+            refused = post_raw(fenced, token, body, Idempotency_Key=key)
+        barrier = Barrier.post(fenced, token)  # a new producer, fencing the successor
+        retried = post_raw(fenced, token, body, Idempotency_Key=key)
+        metrics = fenced.get("/metrics").text
+
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"].isdigit()
+    assert "nothing of it is kept" in refused.json()["message"]
+    events, letters = barrier.read(licences, dead_letters)
+    assert of_request(key, events, letters) == []
+    # The key was not answered, so the retry is written, once.
+    assert retried.status_code == 200 and "idempotent-replayed" not in retried.headers
+    assert retried.json()["request_id"] == key
+    assert (
+        'xietong_connector_http_aborted_transactions_total{connector="http-ingest-fenced"'
+        in metrics
+    )
