@@ -423,10 +423,11 @@ def request_fingerprint(record_type: str, body: bytes) -> str:
 
 @dataclass(frozen=True)
 class Answer:
-    """A request answered 200: its fingerprint and the answer's exact bytes."""
+    """A request answered 200: its fingerprint and, for a request with a key of the
+    client's, the answer's exact bytes (None without one: nobody can ask for it again)."""
 
     fingerprint: str
-    body: bytes
+    body: bytes | None
     answered_at_ms: int
 
 
@@ -437,6 +438,9 @@ class AnsweredRequests:
     batch, so an answer is there exactly when its batch is; :meth:`load` reads them back
     (``read_committed``) at the first request after a start or after a commit whose
     outcome was not known. Answers older than the topic's retention are forgotten.
+
+    A request without a key is recorded too, without its answer's bytes: only to learn,
+    after a commit whose outcome was not known, whether its batch was written.
     """
 
     def __init__(self, connector: str, clients: KafkaClients) -> None:
@@ -453,10 +457,10 @@ class AnsweredRequests:
         return json.dumps([self.connector, department, request_id], ensure_ascii=False).encode()
 
     def record(
-        self, department: str, request_id: str, fingerprint: str, body: bytes
+        self, department: str, request_id: str, fingerprint: str, body: bytes | None
     ) -> tuple[bytes, bytes]:
         """The answer's record (key, value) for the topic."""
-        value = {"request_sha256": fingerprint, "answer": body.decode()}
+        value = {"request_sha256": fingerprint, "answer": None if body is None else body.decode()}
         return self.key(department, request_id), json.dumps(value, ensure_ascii=False).encode()
 
     def get(self, department: str, request_id: str) -> Answer | None:
@@ -466,7 +470,9 @@ class AnsweredRequests:
             return None
         return answer
 
-    def remember(self, department: str, request_id: str, fingerprint: str, body: bytes) -> None:
+    def remember(
+        self, department: str, request_id: str, fingerprint: str, body: bytes | None
+    ) -> None:
         self._put((department, request_id), Answer(fingerprint, body, _now_ms()))
 
     @contextmanager
@@ -521,8 +527,9 @@ class AnsweredRequests:
                 if connector != self.connector or value is None or answered_at < oldest:
                     continue
                 stored = json.loads(value)
+                body = stored["answer"]
                 answers[(department, request_id)] = Answer(
-                    stored["request_sha256"], stored["answer"].encode(), answered_at
+                    stored["request_sha256"], None if body is None else body.encode(), answered_at
                 )
         finally:
             consumer.close()
@@ -739,19 +746,22 @@ class HttpIngest:
     def publish_batch(
         self,
         request_id: str,
+        keyed: bool,
         fingerprint: str,
         department: str,
         intake: Intake,
         records: Sequence[Any],
     ) -> bytes:
-        """Encode every record, then write them and the answer in one transaction; the
-        answer's bytes. Raises :class:`BatchNotWritten` when nothing was written and
-        :class:`CommitInDoubt` when the broker could not be asked whether it was."""
+        """Encode every record, then write them and the answer (its bytes kept when the
+        client ``keyed`` the request) in one transaction; the answer's bytes. Raises
+        :class:`BatchNotWritten` when nothing was written and :class:`CommitInDoubt` when
+        the broker could not be asked whether it was."""
         with BATCH_SECONDS.labels(self.name).time():
             encoded = intake.encode(request_id, records)
             result = BatchResult.of(request_id, [item.verdict for item in encoded])
             body = result.model_dump_json().encode()
-            answer = self.answers.record(department, request_id, fingerprint, body)
+            kept = body if keyed else None
+            answer = self.answers.record(department, request_id, fingerprint, kept)
             try:
                 intake.write(encoded, answer)
             except CommitInDoubt as doubt:
@@ -763,8 +773,8 @@ class HttpIngest:
                 settled = self.answers.get(department, request_id)
                 if settled is None or settled.fingerprint != fingerprint:
                     raise BatchNotWritten(f"the commit failed: {doubt}") from doubt
-                return settled.body
-        self.answers.remember(department, request_id, fingerprint, body)
+                return body
+        self.answers.remember(department, request_id, fingerprint, kept)
         return body
 
     def close(self) -> None:
@@ -981,6 +991,14 @@ def post_records(
         with ingest.answers.claim(department, request_id):
             answered = ingest.answers.get(department, request_id)
             if answered is not None:
+                if answered.body is None:
+                    raise InvalidInputError(
+                        f"{request_id!r} is the id the platform gave a request sent without"
+                        " an Idempotency-Key; a retry with a key gets the first answer back"
+                        " only when the first request sent it — use a key of your own",
+                        field="Idempotency-Key",
+                        code="idempotency_key_reused",
+                    )
                 if answered.fingerprint != fingerprint:
                     raise InvalidInputError(
                         f"Idempotency-Key {request_id!r} was used for another request of"
@@ -998,7 +1016,9 @@ def post_records(
                     headers={"Idempotent-Replayed": "true"},
                 )
             records = parse_batch(body, ingest.max_batch)
-            answer = ingest.publish_batch(request_id, fingerprint, department, intake, records)
+            answer = ingest.publish_batch(
+                request_id, key is not None, fingerprint, department, intake, records
+            )
     except ApiError as error:
         raise refuse(error) from None
     except BatchNotWritten as error:

@@ -567,6 +567,12 @@ def test_an_idempotency_key_used_for_another_body_or_still_in_flight_is_refused(
     assert other.json()["error"] == "idempotency_key_reused"
     assert other.json()["field"] == "Idempotency-Key"
 
+    # The id the platform gave a request without a key has no answer to give again.
+    unkeyed = ingest.post(HZ_HEALTH, "licence", {"records": []}).json()["request_id"]
+    taken = post_raw(ingest.client, token, json.dumps({"records": []}), Idempotency_Key=unkeyed)
+    assert taken.status_code == 422
+    assert taken.json()["error"] == "idempotency_key_reused"
+
     unusable = post_raw(ingest.client, token, json.dumps({"records": []}), Idempotency_Key="a b")
     assert unusable.status_code == 422
     assert unusable.json()["field"] == "Idempotency-Key"
