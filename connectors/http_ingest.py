@@ -69,6 +69,7 @@ import logging
 import threading
 import time
 import uuid
+import warnings
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
@@ -80,6 +81,7 @@ import uvicorn
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Producer, TopicPartition
 from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
 from fastapi import Path as PathParameter
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client import Counter as MetricCounter
@@ -623,7 +625,7 @@ class Intake:
             try:
                 producer.init_transactions(ACKNOWLEDGEMENT_TIMEOUT_SECONDS)
             except KafkaException:
-                producer.close()
+                _close_producer(producer)
                 raise
             self._publisher = Publisher(self.connector, self.mapping, self.clients, producer)
         return self._publisher
@@ -685,11 +687,20 @@ class Intake:
         if self._publisher is not None:
             producer: Producer = self._publisher.producer
             self._publisher = None
-            producer.close()
+            _close_producer(producer)
 
     def close(self) -> None:
         with self.lock:
             self._discard()
+
+
+def _close_producer(producer: Producer) -> None:
+    """Close a producer at shutdown or when it is given up on. Closing one given up on,
+    confluent-kafka tries to abort what it was doing and warns that it cannot — which is
+    why it was given up on, and said so in the answer and the log."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        producer.close()
 
 
 class HttpIngest:
@@ -700,7 +711,7 @@ class HttpIngest:
     directory that verifies the tokens. Refuses (ValueError naming the file) a
     configuration that is not an HTTP source, or a mapping whose department the registry
     does not know (or a registry that does not answer). The broker is first needed by
-    :meth:`prepare`, at the first request.
+    :meth:`prepare`, at startup or, if it did not answer then, at the next request.
     """
 
     def __init__(
@@ -825,7 +836,8 @@ async def posted_body(
     limit = ingest.max_body_bytes
 
     def too_large(size: str) -> ContentTooLargeError:
-        REQUESTS.labels(ingest.name, department, "", "413").inc()
+        record_type = request.path_params.get("record_type", "")
+        REQUESTS.labels(ingest.name, department, record_type, "413").inc()
         log("refused", department=department, status=413, reason=f"body of {size} bytes")
         return ContentTooLargeError(
             f"the request body is {size} bytes; this ingest takes at most {limit} bytes"
@@ -1058,6 +1070,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Ready before the first request when the broker answers: predecessors fenced,
+        # the answers read. When it does not, the first request tries again (503 till then).
+        try:
+            await run_in_threadpool(ingest.prepare)
+        except (KafkaException, TimeoutError) as error:
+            log("not_ready", connector=ingest.name, error=str(error))
         yield
         ingest.close()
 

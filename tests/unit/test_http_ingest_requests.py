@@ -14,7 +14,7 @@ from connectors.http_ingest import (
     request_key,
     source_record,
 )
-from xietong.http_errors import ApiError, InvalidInputError
+from xietong.http_errors import ApiError, InvalidInputError, error_response
 
 HZ_HEALTH = "11330100EUHUXQEE4F"
 
@@ -95,3 +95,10 @@ def test_a_request_is_the_same_request_by_record_type_and_body_bytes() -> None:
     assert request_fingerprint("licence", body) == request_fingerprint("licence", body)
     assert request_fingerprint("licence", body) != request_fingerprint("penalty", body)
     assert request_fingerprint("licence", body) != request_fingerprint("licence", body + b" ")
+
+
+def test_an_error_body_renders_whatever_text_it_quotes() -> None:
+    quoted = error_response(422, "invalid_input", "column '杭州\ud800' is not known")
+    assert json.loads(quoted.body)["message"] == "column '杭州\ud800' is not known"
+    plain = error_response(422, "invalid_input", "杭州 is not known")
+    assert "杭州".encode() in plain.body  # UTF-8 as it is, when it can be
