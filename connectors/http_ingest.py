@@ -344,9 +344,9 @@ def _json_kind(item: Any) -> str:
 
 
 def lone_surrogate(record: Mapping[str, Any]) -> tuple[str, str, int] | None:
-    """The first text of a record that holds a lone UTF-16 surrogate (JSON's ``\\ud800``
-    without its pair), which no UTF-8 text, Avro string or database column can hold: its
-    column, the surrogate and its position in that text; None when there is none.
+    """Where a record holds a lone UTF-16 surrogate (JSON's ``\\ud800`` without its pair),
+    which no UTF-8 text, Avro string or database column can hold: the first column that
+    does, the surrogate, and its position in the text (from 1); None when none does.
 
     A column's name counts as its own text; values nested in lists or objects count as
     their column's.
@@ -361,7 +361,7 @@ def lone_surrogate(record: Mapping[str, Any]) -> tuple[str, str, int] | None:
                 try:
                     item.encode("utf-8")
                 except UnicodeEncodeError as error:
-                    return column, item[error.start], error.start
+                    return column, item[error.start], error.start + 1
             elif isinstance(item, dict):
                 pending.extend(item.keys())
                 pending.extend(item.values())
@@ -401,11 +401,21 @@ def source_record(
         )
         # The posted text, as JSON escapes: the surrogate has no UTF-8 bytes.
         fields, raw_ascii = None, True
+    try:
+        raw = json.dumps(item, ensure_ascii=raw_ascii, separators=(",", ":")).encode()
+    except RecursionError:  # parsed, only just: nested as deep as Python recurses
+        problem = Problem(
+            "",
+            "json.too_deep",
+            f"record {index} nests arrays or objects too deeply to be kept; each record must"
+            " be an object of the department's columns",
+        )
+        fields, raw = None, b""
     return SourceRecord(
         source_partition=f"http:{department}",
         source_offset=f"{request_id}:{index}",
         position=f"request {request_id}, record {index}",
-        raw=json.dumps(item, ensure_ascii=raw_ascii, separators=(",", ":")).encode(),
+        raw=raw,
         fields=fields,
         read_problem=problem,
     )

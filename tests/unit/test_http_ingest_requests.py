@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -56,9 +57,9 @@ def test_more_records_than_max_batch_are_refused_whole() -> None:
 
 def test_a_lone_surrogate_is_found_in_values_nested_values_and_column_names() -> None:
     assert lone_surrogate({"名称": "杭州示例", "n": 1, "list": ["a", {"b": "c"}]}) is None
-    assert lone_surrogate({"名称": "杭州\ud800示例"}) == ("名称", "\ud800", 2)
-    assert lone_surrogate({"名称": ["ok", {"x": "\udfff"}]}) == ("名称", "\udfff", 0)
-    assert lone_surrogate({"名\udc80": "ok"}) == ("名\udc80", "\udc80", 1)
+    assert lone_surrogate({"名称": "杭州\ud800示例"}) == ("名称", "\ud800", 3)
+    assert lone_surrogate({"名称": ["ok", {"x": "\udfff"}]}) == ("名称", "\udfff", 1)
+    assert lone_surrogate({"名\udc80": "ok"}) == ("名\udc80", "\udc80", 2)
     # A pair written as two escapes is one character, not a surrogate.
     assert lone_surrogate(json.loads('{"a": "\\ud83d\\ude00"}')) is None
 
@@ -70,7 +71,7 @@ def test_a_record_holding_a_lone_surrogate_is_rejected_naming_its_index_column_a
     assert read.fields is None and read.read_problem is not None
     assert (read.read_problem.field, read.read_problem.code) == ("holder_name", "text.surrogate")
     assert "record 3, column '行政相对人名称'" in read.read_problem.message
-    assert "\\ud800 at character 2" in read.read_problem.message
+    assert "\\ud800 at character 3" in read.read_problem.message
     assert json.loads(read.raw) == record  # the JSON text, the surrogate escaped
     assert read.raw.isascii()
     assert (read.source_offset, read.position) == ("key-1:3", "request key-1, record 3")
@@ -102,3 +103,13 @@ def test_an_error_body_renders_whatever_text_it_quotes() -> None:
     assert json.loads(quoted.body)["message"] == "column '杭州\ud800' is not known"
     plain = error_response(422, "invalid_input", "杭州 is not known")
     assert "杭州".encode() in plain.body  # UTF-8 as it is, when it can be
+
+
+def test_a_record_nested_deeper_than_can_be_written_again_is_rejected_on_its_own() -> None:
+    nested: list[Any] = []
+    for _ in range(100_000):
+        nested = [nested]
+    read = source_record(HZ_HEALTH, "r", 4, {"许可内容": nested})
+    assert read.fields is None and read.read_problem is not None
+    assert read.read_problem.code == "json.too_deep"
+    assert "record 4" in read.read_problem.message
