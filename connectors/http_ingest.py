@@ -706,9 +706,10 @@ class Intake:
 
 def _close_producer(producer: Producer) -> None:
     """Close a producer at shutdown or when it is given up on. Closing one given up on,
-    confluent-kafka tries to abort what it was doing and warns that it cannot — which is
-    why it was given up on, and said so in the answer and the log."""
-    with warnings.catch_warnings():
+    confluent-kafka tries to abort what it was doing and warns that it cannot, or raises
+    its fatal error again — which is why it was given up on, and said so in the answer
+    and the log."""
+    with warnings.catch_warnings(), suppress(KafkaException):
         warnings.simplefilter("ignore", RuntimeWarning)
         producer.close()
 

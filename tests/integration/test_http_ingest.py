@@ -10,6 +10,7 @@ it started and picks its records by event id or source offset.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import uuid
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from confluent_kafka import KafkaError, KafkaException
 from fastapi.testclient import TestClient
 
 from connectors.config import ConnectorConfig
@@ -31,6 +33,7 @@ from registry.directory import RegistryDirectory
 from schemas import register_all
 from tests.kafka_helpers import TopicWindow
 from xietong.kafka import KafkaClients
+from xietong.settings import Settings
 from xietong.topics import DEAD_LETTER, LICENCES
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -626,3 +629,26 @@ def test_a_batch_the_broker_refuses_midway_is_answered_5xx_and_nothing_of_it_is_
         'xietong_connector_http_aborted_transactions_total{connector="http-ingest-fenced"'
         in metrics
     )
+
+
+def test_only_the_connectors_may_use_the_ingests_transactional_ids(
+    stack_settings: Settings, connectors_kafka: KafkaClients
+) -> None:
+    if not stack_settings.kafka_security_protocol.startswith("SASL"):
+        pytest.skip("the broker authorises nothing without SASL (testcontainers)")
+    ingest_id = f"xietong.connectors.http-ingest-acl.{HZ_HEALTH}.licence"
+    for clients, transactional_id, allowed in (
+        (connectors_kafka, ingest_id, True),
+        (KafkaClients(stack_settings, "sink"), ingest_id, False),
+        (connectors_kafka, f"xietong.sink.{uuid.uuid4().hex[:8]}", False),
+    ):
+        producer = clients.producer(**{"transactional.id": transactional_id})
+        try:
+            producer.init_transactions(30)
+            outcome = None
+        except KafkaException as error:
+            outcome = error.args[0].code()
+        with contextlib.suppress(KafkaException):  # a refused producer's close raises again
+            producer.close()
+        expected = None if allowed else KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        assert outcome == expected, (clients.principal, transactional_id)
