@@ -765,6 +765,31 @@ class HttpIngest:
                     intake.ready()
             self.answers.load()
 
+    def earlier_answer(self, department: str, request_id: str, fingerprint: str) -> bytes | None:
+        """The answer already given to this request, to give again; None for a new request.
+        422 when the request id was answered for another request, or is one the platform
+        gave a request without a key (its answer is not kept)."""
+        answered = self.answers.get(department, request_id)
+        if answered is None:
+            return None
+        if answered.body is None:
+            raise InvalidInputError(
+                f"{request_id!r} is the id the platform gave a request sent without an"
+                " Idempotency-Key; a retry with a key gets the first answer back only when the"
+                " first request sent it — use a key of your own",
+                field="Idempotency-Key",
+                code="idempotency_key_reused",
+            )
+        if answered.fingerprint != fingerprint:
+            raise InvalidInputError(
+                f"Idempotency-Key {request_id!r} was used for another request of department"
+                f" {department} (another record type or body); a retry must send the same"
+                " body — use a new key for a new batch",
+                field="Idempotency-Key",
+                code="idempotency_key_reused",
+            )
+        return answered.body
+
     def publish_batch(
         self,
         request_id: str,
@@ -773,9 +798,9 @@ class HttpIngest:
         department: str,
         intake: Intake,
         records: Sequence[Any],
-    ) -> bytes:
+    ) -> tuple[BatchResult, bytes]:
         """Encode every record, then write them and the answer (its bytes kept when the
-        client ``keyed`` the request) in one transaction; the answer's bytes. Raises
+        client ``keyed`` the request) in one transaction; the answer, and its bytes. Raises
         :class:`BatchNotWritten` when nothing was written and :class:`CommitInDoubt` when
         the broker could not be asked whether it was."""
         with BATCH_SECONDS.labels(self.name).time():
@@ -795,9 +820,9 @@ class HttpIngest:
                 settled = self.answers.get(department, request_id)
                 if settled is None or settled.fingerprint != fingerprint:
                     raise BatchNotWritten(f"the commit failed: {doubt}") from doubt
-                return body
+                return result, body
         self.answers.remember(department, request_id, fingerprint, kept)
-        return body
+        return result, body
 
     def close(self) -> None:
         """On shutdown: every intake's producer closed (no transaction is open between
@@ -1012,34 +1037,16 @@ def post_records(
     fingerprint = request_fingerprint(record_type, body)
     try:
         with ingest.answers.claim(department, request_id):
-            answered = ingest.answers.get(department, request_id)
-            if answered is not None:
-                if answered.body is None:
-                    raise InvalidInputError(
-                        f"{request_id!r} is the id the platform gave a request sent without"
-                        " an Idempotency-Key; a retry with a key gets the first answer back"
-                        " only when the first request sent it — use a key of your own",
-                        field="Idempotency-Key",
-                        code="idempotency_key_reused",
-                    )
-                if answered.fingerprint != fingerprint:
-                    raise InvalidInputError(
-                        f"Idempotency-Key {request_id!r} was used for another request of"
-                        f" department {department} (another record type or body); a retry"
-                        " must send the same body — use a new key for a new batch",
-                        field="Idempotency-Key",
-                        code="idempotency_key_reused",
-                    )
+            earlier = ingest.earlier_answer(department, request_id, fingerprint)
+            if earlier is not None:
                 IDEMPOTENT_REPLAYS.labels(ingest.name, department, record_type).inc()
                 REQUESTS.labels(ingest.name, department, record_type, "200").inc()
                 log("replayed", **context)
                 return Response(
-                    answered.body,
-                    media_type="application/json",
-                    headers={"Idempotent-Replayed": "true"},
+                    earlier, media_type="application/json", headers={"Idempotent-Replayed": "true"}
                 )
             records = parse_batch(body, ingest.max_batch)
-            answer = ingest.publish_batch(
+            result, answer = ingest.publish_batch(
                 request_id, key is not None, fingerprint, department, intake, records
             )
     except ApiError as error:
@@ -1057,6 +1064,8 @@ def post_records(
         "batch",
         **context,
         records=len(records),
+        accepted=result.accepted,
+        rejected=result.rejected,
         seconds=round(time.perf_counter() - started, 3),
     )
     return Response(answer, media_type="application/json")
