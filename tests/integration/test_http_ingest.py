@@ -358,10 +358,14 @@ def test_the_openapi_document_is_the_contract(ingest: Ingest) -> None:
     assert responses["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/BatchResult"
     )
-    assert {"401", "403", "404", "413", "422", "503"} <= set(responses)
+    assert {"401", "403", "404", "409", "413", "422", "503"} <= set(responses)
+    assert "max_body_bytes" in responses["413"]["description"]
+    assert "Idempotent-Replayed" in responses["200"]["headers"]
     # The Idempotency-Key and X-Request-Id headers are parameters too (issue 12).
     parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
     assert set(parameters) == {"record_type", "Idempotency-Key", "X-Request-Id"}
+    assert parameters["Idempotency-Key"]["in"] == "header"
+    assert "first answer back" in parameters["Idempotency-Key"]["description"]
     record_type = parameters["record_type"]
     assert record_type["schema"]["enum"] == [
         "registration",
