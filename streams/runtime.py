@@ -115,6 +115,22 @@ def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
 class SeekingConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
     """The aiokafka side of :class:`SeekingConsumer`, in the consumer's own thread."""
 
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        """Faust's consumer, reading only committed records.
+
+        A batch of the HTTP ingest is one Kafka transaction, aborted when the platform
+        fails it (the department is answered 5xx and sends it again): a processor must
+        not act on the records of a batch that, for its sender, was never written.
+        Faust asks aiokafka for ``read_committed`` only in its ``exactly_once`` mode,
+        whose duplicate and recovery bugs we stay clear of, so the consumer it builds is
+        set to it here, before it starts (aiokafka reads the setting in ``start``).
+        The cost: a partition is held back while a transaction on it is open —
+        milliseconds normally, up to the transaction timeout after an ingest crashed.
+        """
+        consumer = super()._create_worker_consumer(transport)
+        consumer._isolation_level = "read_committed"
+        return consumer
+
     async def getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
         """Fetch from the partitions active now, and from no others.
 

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -276,6 +277,23 @@ class Platform:
         value = serialize(record, SerializationContext(topic, MessageField.VALUE))
         self._producer.produce(topic, key=record["uscc"].encode(), value=value)
         assert self._producer.flush(10) == 0, f"{topic}: {record['uscc']} not acknowledged"
+        return record
+
+    def send_aborted(self, record_type: RecordType, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` on its topic inside a transaction that is then aborted: what the HTTP
+        ingest leaves of a batch it answered 5xx (its department sends it again)."""
+        topic = record_type.topic.name
+        serialize = self._serializer(self.kafka, record_type)
+        producer = self.kafka.producer(**{"transactional.id": f"test-aborted-{uuid.uuid4()}"})
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        producer.produce(
+            topic,
+            key=record["uscc"].encode(),
+            value=serialize(record, SerializationContext(topic, MessageField.VALUE)),
+        )
+        assert producer.flush(10) == 0, f"{topic}: {record['uscc']} not acknowledged"
+        producer.abort_transaction(30)
         return record
 
     def write_inbound(

@@ -201,6 +201,21 @@ def test_a_serious_listing_notifies_finance_once_hits_its_procurement_and_lifts_
     assert kinds == Counter({"notice": 2, "hit": 2, "lift": 1})
 
 
+def test_a_listing_in_an_aborted_transaction_restricts_nothing(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    """A batch the HTTP ingest aborted was, for the department that sent it, never written
+    (it was answered 5xx and sends the batch again): the worker reads committed records
+    only, so a serious listing left in an aborted transaction notifies no one."""
+    uscc = new_uscc()
+    notices = watch(kafka, topics.PUNISHMENT_SANCTION_NOTICES.name, uscc)
+
+    platform.send_aborted(CREDIT_LIST_ENTRY, list_entry(uscc, f"E-{uscc}", listed_on=days_ago(10)))
+
+    after_listings(platform, kafka, uscc)
+    assert notices.records() == []
+
+
 def test_a_listing_read_after_a_matter_dated_within_it_still_hits_the_matter(
     platform: Platform, kafka: KafkaClients
 ) -> None:
