@@ -5,10 +5,27 @@ file as one source partition (``file:<absolute path>``):
 
 * **CSV** in UTF-8 (with or without BOM) or GB18030/GBK, the encodings Chinese
   government exports come in; the source offset is the byte position after the row,
-  so a restart seeks straight there. A line that does not decode in the declared
-  encoding is dead-lettered with its raw bytes; the rest of the file carries on.
+  so a restart seeks straight there.
 * **JSON Lines**, one object per line; the offset is again a byte position.
 * **Excel** (``.xlsx``), the first sheet with a header row; the offset is the row number.
+
+No one record stops the file. A text export is read line by line as bytes, and each
+record is decoded and parsed on its own, so whatever is wrong with it — bytes that are
+not the declared encoding, broken CSV quoting, JSON nested too deep or with an integer
+too long to convert, a line longer than ``max_record_bytes`` — becomes that record's
+read problem, dead-lettered with its raw bytes, and the next record is read as usual.
+A CSV record goes on over several lines only while a quoted field is open, and at most
+for ``max_record_lines`` lines and ``max_record_bytes`` bytes: a quote that is still open
+then (or at the end of the file) makes its first line a ``csv.unclosed_quote`` dead
+letter, and the lines after it are read again as records. Only the file itself failing
+— it cannot be opened, its header does not decode — stops a run.
+
+Every record of a text export carries its byte span, and :meth:`FileSource.byte_account`
+says what the other bytes were (header, blank lines), so a run accounts for every byte.
+
+Read problems (reason codes): ``encoding.invalid``, ``csv.invalid``,
+``csv.unclosed_quote``, ``row.columns``, ``json.invalid``, ``json.not_object``,
+``json.too_deep``, ``json.integer_too_long``, ``record.too_long``, ``xlsx.row_unreadable``.
 
 Example::
 
@@ -21,13 +38,18 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
-from connectors.base import Source
+from connectors.base import ByteAccount, Source
+from connectors.config import MAX_RECORD_BYTES, MAX_RECORD_LINES
 from connectors.records import SourceRecord
 from connectors.validation import Problem
 
@@ -56,13 +78,18 @@ class FileSource(Source):
         file_format: FileFormat | None = None,
         encoding: str = "utf-8",
         delimiter: str = ",",
+        max_record_bytes: int = MAX_RECORD_BYTES,
+        max_record_lines: int = MAX_RECORD_LINES,
     ) -> None:
         self.path = path.resolve()
         self.format = file_format or FileFormat.of(path)
         # utf-8-sig reads UTF-8 with or without the BOM that Excel writes.
         self.encoding = "utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding
         self.delimiter = delimiter
+        self.max_record_bytes = max_record_bytes
+        self.max_record_lines = max_record_lines
         self.source_partition = f"file:{self.path}"
+        self._lines: _Lines | None = None
         if not self.path.exists():
             raise FileNotFoundError(f"department export {self.path} does not exist")
 
@@ -73,94 +100,205 @@ class FileSource(Source):
     def read(self, offset: str | None) -> Iterator[SourceRecord | None]:
         if self.format is FileFormat.XLSX:
             yield from self._read_xlsx(int(offset) if offset else 1)
-        elif self.format is FileFormat.JSONL:
-            yield from self._read_jsonl(int(offset) if offset else 0)
-        else:
-            yield from self._read_csv(int(offset) if offset else None)
+            return
+        try:
+            handle = self.path.open("rb")
+        except OSError as error:
+            raise OSError(
+                f"department export {self.path} cannot be opened ({error.strerror}); check"
+                " path: in the connector file and that the export is readable"
+            ) from error
+        with handle:
+            if self.format is FileFormat.JSONL:
+                yield from self._read_jsonl(handle, int(offset) if offset else 0)
+            else:
+                yield from self._read_csv(handle, int(offset) if offset else None)
 
     def lag(self, offset: str | None) -> tuple[float, str] | None:
         if self.format is FileFormat.XLSX:
             return None
         return (float(self.size - int(offset or 0)), "bytes")
 
+    def byte_account(self) -> ByteAccount | None:
+        """Header, blank lines and where reading began and stopped, in bytes."""
+        lines = self._lines
+        if lines is None:
+            return None
+        return ByteAccount(
+            total=lines.size(),
+            header=lines.header,
+            start=lines.start,
+            end=lines.consumed,
+            blank=lines.blank,
+        )
+
+    def _where(self, line: _Line) -> str:
+        # After a resume line numbers are unknown; the byte position is exact.
+        return f"line {line.number}" if line.number is not None else f"byte {line.start}"
+
+    def _record(
+        self,
+        lines: list[_Line],
+        fields: dict[str, Any] | None,
+        problem: Problem | None = None,
+    ) -> SourceRecord:
+        start, end = lines[0].start, lines[-1].end
+        raw = b"".join(line.raw for line in lines).rstrip(b"\r\n")
+        return SourceRecord(
+            self.source_partition,
+            str(end),
+            self._where(lines[0]),
+            raw,
+            fields,
+            problem,
+            (start, end),
+        )
+
+    def _too_long(self, line: _Line) -> Problem:
+        return Problem(
+            "",
+            "record.too_long",
+            f"{self._where(line)} is {line.length} bytes long, more than max_record_bytes"
+            f" ({self.max_record_bytes}); its first {len(line.raw)} bytes are kept. Split the"
+            " export into lines, or raise max_record_bytes in the connector file",
+        )
+
     # -- CSV --------------------------------------------------------------------------------
-    def _read_csv(self, offset: int | None) -> Iterator[SourceRecord]:
-        with self.path.open("rb") as handle:
-            lines = _DecodedLines(handle, self.encoding)
-            reader = csv.reader(lines, delimiter=self.delimiter)
-            header = next(reader, None)
-            if header is None:
-                return
-            if lines.undecodable is not None:
-                raise ValueError(
-                    f"{self.path}: the header row is not {self.encoding}; set encoding: in the"
-                    " connector configuration (gb18030 for most GBK exports)"
+    def _read_csv(self, handle: IO[bytes], offset: int | None) -> Iterator[SourceRecord]:
+        lines = self._lines = _Lines(handle, self.encoding, self.max_record_bytes)
+        quotes = _QuoteScanner(self.delimiter)
+        header_lines = self._csv_record_lines(lines, quotes)
+        if header_lines is None:
+            return
+        readable = all(line.fits and line.decodes for line in header_lines)
+        header = None
+        if readable and not quotes.open_after(header_lines):
+            header = self._parse_csv(header_lines, quotes)
+        if header is None:
+            raise ValueError(
+                f"{self.path}: the header row is not {self.encoding} CSV; set encoding: in"
+                " the connector configuration (gb18030 for most GBK exports), or fix the"
+                " header's quoting"
+            )
+        columns = [column.strip() for column in header]
+        lines.consume(header_lines)
+        lines.begin(header=lines.consumed, offset=offset)
+        while (record_lines := self._csv_record_lines(lines, quotes)) is not None:
+            first = record_lines[0]
+            if len(record_lines) == 1 and first.blank:
+                lines.skip_blank(first)
+                continue
+            where = self._where(first)
+            if len(record_lines) == 1 and not first.fits:
+                yield self._record(record_lines, None, self._too_long(first))
+            elif quotes.open_after(record_lines) or not self._within_bounds(record_lines):
+                # The quote never closed within the bounds: only its line is refused, the
+                # lines after it are records of their own.
+                lines.push_back(record_lines[1:])
+                record_lines = record_lines[:1]
+                yield self._record(
+                    record_lines,
+                    None,
+                    Problem(
+                        "",
+                        "csv.unclosed_quote",
+                        f"{where} opens a quoted field that does not close within"
+                        f" {self.max_record_lines} lines and {self.max_record_bytes} bytes"
+                        " or before the end of the file; the lines after it are read as"
+                        " records of their own. Close the quote, or raise max_record_lines",
+                    ),
                 )
-            columns = [column.strip() for column in header]
-            lines.consume()
-            resumed = offset is not None and offset > lines.position
-            if offset is not None and resumed:
-                handle.seek(offset)
-                lines.position = offset
-            for row in reader:
-                start, first_line = lines.row_start, lines.row_first_line
-                raw = lines.consume()
-                # After a resume line numbers are unknown; the byte position is exact.
-                where = f"byte {start}" if resumed else f"line {first_line}"
-                offset_after = str(lines.position)
-                problem = None
-                if lines.undecodable is not None:
-                    lines.undecodable = None
-                    problem = Problem(
+            elif not all(line.decodes for line in record_lines):
+                yield self._record(
+                    record_lines,
+                    None,
+                    Problem(
                         "",
                         "encoding.invalid",
                         f"{where} is not valid {self.encoding}; the export's encoding may"
                         " differ (UTF-8 vs GB18030)",
-                    )
-                elif not row or row == [""]:
-                    continue
-                elif len(row) != len(columns):
-                    problem = Problem(
-                        "",
-                        "row.columns",
-                        f"{where} has {len(row)} values, the header has {len(columns)}",
-                    )
-                fields = None if problem else dict(zip(columns, row, strict=True))
-                yield SourceRecord(self.source_partition, offset_after, where, raw, fields, problem)
+                    ),
+                )
+            else:
+                yield self._csv_row(record_lines, columns, quotes, where)
+            lines.consume(record_lines)
+
+    def _csv_record_lines(self, lines: _Lines, quotes: _QuoteScanner) -> list[_Line] | None:
+        """The lines of the next CSV record: one, or more while a quoted field is open."""
+        first = lines.next()
+        if first is None:
+            return None
+        record = [first]
+        size = first.length
+        while (
+            first.fits
+            and quotes.open_after(record)
+            and len(record) < self.max_record_lines
+            and (line := lines.next()) is not None
+        ):
+            record.append(line)
+            size += line.length
+            if not line.fits or size > self.max_record_bytes:
+                break
+        return record
+
+    def _within_bounds(self, record: list[_Line]) -> bool:
+        size = sum(line.length for line in record)
+        return size <= self.max_record_bytes and all(line.fits for line in record)
+
+    def _parse_csv(self, record: list[_Line], quotes: _QuoteScanner) -> list[str] | None:
+        """The values of one CSV record, or None when it is not valid CSV."""
+        try:
+            rows = list(csv.reader([quotes.text(record)], delimiter=self.delimiter))
+        except csv.Error:
+            return None
+        return rows[0] if len(rows) == 1 else None
+
+    def _csv_row(
+        self, record: list[_Line], columns: list[str], quotes: _QuoteScanner, where: str
+    ) -> SourceRecord:
+        text = quotes.text(record)
+        try:
+            rows = list(csv.reader([text], delimiter=self.delimiter))
+        except csv.Error as error:
+            if "new-line character" in str(error):
+                message = (
+                    f"{where} has a carriage return (\\r) inside an unquoted field; quote"
+                    " the field or remove the character"
+                )
+            else:
+                message = f"{where} is not valid CSV: {error}"
+            return self._record(record, None, Problem("", "csv.invalid", message))
+        if len(rows) != 1:
+            problem = Problem("", "csv.invalid", f"{where} is not one CSV record")
+            return self._record(record, None, problem)
+        row = rows[0]
+        if len(row) != len(columns):
+            problem = Problem(
+                "", "row.columns", f"{where} has {len(row)} values, the header has {len(columns)}"
+            )
+            return self._record(record, None, problem)
+        return self._record(record, dict(zip(columns, row, strict=True)))
 
     # -- JSON Lines ---------------------------------------------------------------------------
-    def _read_jsonl(self, offset: int) -> Iterator[SourceRecord]:
-        with self.path.open("rb") as handle:
-            handle.seek(offset)
-            position = offset
-            line_number = 0 if offset == 0 else None
-            for raw in handle:
-                position += len(raw)
-                if line_number is not None:
-                    line_number += 1
-                where = f"line {line_number}" if line_number else f"byte {position - len(raw)}"
-                if not raw.strip():
-                    continue
-                problem = None
-                fields: dict[str, Any] | None = None
-                try:
-                    decoded = json.loads(raw.decode(self.encoding))
-                    if isinstance(decoded, dict):
-                        fields = decoded
-                    else:
-                        problem = Problem("", "json.not_object", f"{where} is not a JSON object")
-                except UnicodeDecodeError:
-                    problem = Problem("", "encoding.invalid", f"{where} is not {self.encoding}")
-                except json.JSONDecodeError as error:
-                    problem = Problem("", "json.invalid", f"{where} is not JSON: {error.msg}")
-                yield SourceRecord(
-                    self.source_partition,
-                    str(position),
-                    where,
-                    raw.rstrip(b"\r\n"),
-                    fields,
-                    problem,
-                )
+    def _read_jsonl(self, handle: IO[bytes], offset: int) -> Iterator[SourceRecord]:
+        lines = self._lines = _Lines(handle, self.encoding, self.max_record_bytes)
+        lines.begin(header=0, offset=offset or None)
+        while (line := lines.next()) is not None:
+            if line.blank:
+                lines.skip_blank(line)
+                continue
+            where = self._where(line)
+            fields: dict[str, Any] | None = None
+            problem = None
+            if not line.fits:
+                problem = self._too_long(line)
+            elif not line.decodes:
+                problem = Problem("", "encoding.invalid", f"{where} is not {self.encoding}")
+            else:
+                fields, problem = _json_object(line.text, where)
+            yield self._record([line], fields, problem)
+            lines.consume([line])
 
     # -- Excel --------------------------------------------------------------------------------
     def _read_xlsx(self, next_row: int) -> Iterator[SourceRecord]:
@@ -178,12 +316,52 @@ class FileSource(Source):
                     continue
                 if all(cell is None for cell in row):
                     continue
-                cells = zip(columns, row, strict=False)  # trailing empty cells may be cut
-                fields = {column: _cell(value) for column, value in cells if column}
-                raw = json.dumps(fields, ensure_ascii=False, default=str).encode()
-                yield SourceRecord(self.source_partition, str(number), f"row {number}", raw, fields)
+                yield self._xlsx_row(number, columns, row)
         finally:
             workbook.close()
+
+    def _xlsx_row(self, number: int, columns: list[str], row: tuple[Any, ...]) -> SourceRecord:
+        where = f"row {number}"
+        try:
+            cells = zip(columns, row, strict=False)  # trailing empty cells may be cut
+            fields = {column: _cell(value) for column, value in cells if column}
+            raw = json.dumps(fields, ensure_ascii=False, default=str).encode()
+        except (ValueError, TypeError, OverflowError, UnicodeError) as error:
+            raw = repr(row).encode("utf-8", "backslashreplace")
+            problem = Problem(
+                "", "xlsx.row_unreadable", f"{where} has a cell that cannot be read: {error}"
+            )
+            return SourceRecord(self.source_partition, str(number), where, raw, None, problem)
+        return SourceRecord(self.source_partition, str(number), where, raw, fields)
+
+
+def _json_object(text: str, where: str) -> tuple[dict[str, Any] | None, Problem | None]:
+    """One JSON Lines record: its object, or why it is not one."""
+    try:
+        decoded = json.loads(text)
+    except json.JSONDecodeError as error:
+        return None, Problem("", "json.invalid", f"{where} is not JSON: {error.msg}")
+    except RecursionError:
+        return None, Problem(
+            "",
+            "json.too_deep",
+            f"{where} nests arrays or objects deeper than the reader allows (about 1,000"
+            " levels); a record is one flat object",
+        )
+    except ValueError as error:  # an integer beyond Python's conversion limit
+        return None, Problem(
+            "",
+            "json.integer_too_long",
+            f"{where} holds an integer of more than {_max_int_digits()} digits ({error});"
+            " no field of a record is a number that long",
+        )
+    if not isinstance(decoded, dict):
+        return None, Problem("", "json.not_object", f"{where} is not a JSON object")
+    return decoded, None
+
+
+def _max_int_digits() -> int:
+    return sys.get_int_max_str_digits() or 4300
 
 
 def _cell(value: Any) -> Any:
@@ -195,43 +373,183 @@ def _cell(value: Any) -> Any:
     return str(value)
 
 
-class _DecodedLines:
-    """Lines of a binary file decoded one by one, tracking the byte position.
+@dataclass(eq=False)
+class _Line:
+    """One physical line of a text export, as bytes, with where it lies in the file."""
 
-    ``csv.reader`` pulls exactly the lines a row needs, so after it yields a row our
-    position is the byte offset just after that row. A line that fails to decode is
-    replaced by an empty line and kept in ``undecodable`` for the caller to dead-letter.
+    number: int | None  # 1-based; None after a resume by byte offset
+    start: int
+    length: int  # in the file, terminator included (more than raw when it is too long)
+    raw: bytes  # the line, or only its first max_record_bytes when it is too long
+    encoding: str
+    _text: str | None = None
+    _decodes: bool | None = None
+    opens: bool | None = None  # CSV: a quoted field is open at its end, from a closed start
+    continues: bool | None = None  # CSV: … from a start inside a quoted field
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+    @property
+    def fits(self) -> bool:
+        return len(self.raw) == self.length
+
+    @property
+    def blank(self) -> bool:
+        return self.fits and not self.raw.strip()
+
+    @property
+    def decodes(self) -> bool:
+        self._decode()
+        return bool(self._decodes)
+
+    @property
+    def text(self) -> str:
+        """The line decoded (with replacement characters where it does not decode)."""
+        self._decode()
+        assert self._text is not None
+        return self._text
+
+    def _decode(self) -> None:
+        if self._decodes is None:
+            try:
+                self._text, self._decodes = self.raw.decode(self.encoding), True
+            except UnicodeDecodeError:
+                self._text, self._decodes = self.raw.decode(self.encoding, "replace"), False
+
+
+class _Lines:
+    """The physical lines of a text export from a byte position, with the byte account.
+
+    A line is read up to ``max_line_bytes``; the rest of a longer one is skipped (and
+    counted). Lines read ahead of a record and given back by :meth:`push_back` are read
+    again before the file.
     """
 
-    def __init__(self, handle: IO[bytes], encoding: str) -> None:
+    def __init__(self, handle: IO[bytes], encoding: str, max_line_bytes: int) -> None:
         self.handle = handle
         self.encoding = encoding
-        self.position = 0
-        self.line_number = 0
-        self.row_start = 0  # byte position where the row being read began
-        self.row_first_line = 1
-        self.undecodable: bytes | None = None
-        self._raw = bytearray()
+        self.max_line_bytes = max_line_bytes
+        self.header = 0
+        self.start = 0
+        self.consumed = 0  # every byte before this is accounted for
+        self.blank = 0
+        self._position = 0
+        self._number: int | None = 0
+        self._again: list[_Line] = []  # read ahead and given back, in reverse order
 
-    def __iter__(self) -> _DecodedLines:
-        return self
+    def begin(self, header: int, offset: int | None) -> None:
+        """Records start here: after the header, or at the committed offset after it."""
+        self.header = header
+        if offset is not None and offset > header:
+            self.handle.seek(offset)
+            self._position, self._number = offset, None
+        self.start = self.consumed = self._position
 
-    def __next__(self) -> str:
-        line = self.handle.readline()
-        if not line:
-            raise StopIteration
-        if not self._raw:
-            self.row_start, self.row_first_line = self.position, self.line_number + 1
-        self.position += len(line)
-        self.line_number += 1
-        self._raw += line
+    def size(self) -> int:
+        """The file's size now; once it is closed, what was read of it."""
         try:
-            return line.decode(self.encoding)
-        except UnicodeDecodeError:
-            self.undecodable = bytes(line.rstrip(b"\r\n"))
-            return "\n"
+            return os.fstat(self.handle.fileno()).st_size
+        except (OSError, ValueError):
+            return self._position
 
-    def consume(self) -> bytes:
-        """The raw bytes of the row just read (for the dead-letter topic)."""
-        raw, self._raw = bytes(self._raw).rstrip(b"\r\n"), bytearray()
-        return raw
+    def next(self) -> _Line | None:
+        if self._again:
+            return self._again.pop()
+        raw = self.handle.readline(self.max_line_bytes + 1)
+        if not raw:
+            return None
+        length = len(raw)
+        if length > self.max_line_bytes and not raw.endswith(b"\n"):
+            raw = raw[: self.max_line_bytes]
+            length += self._skip_rest_of_line()
+        if self._number is not None:
+            self._number += 1
+        line = _Line(self._number, self._position, length, raw, self.encoding)
+        self._position += length
+        return line
+
+    def _skip_rest_of_line(self) -> int:
+        skipped = 0
+        while chunk := self.handle.readline(1 << 20):
+            skipped += len(chunk)
+            if chunk.endswith(b"\n"):
+                break
+        return skipped
+
+    def push_back(self, lines: list[_Line]) -> None:
+        self._again.extend(reversed(lines))
+
+    def consume(self, lines: list[_Line]) -> None:
+        self.consumed = lines[-1].end
+
+    def skip_blank(self, line: _Line) -> None:
+        self.blank += line.length
+        self.consumed = line.end
+
+
+class _QuoteScanner:
+    """Whether a CSV record's quoted field is still open at the end of its lines.
+
+    It follows the states of Python's ``csv`` reader for the default dialect (``"`` as
+    quote, doubled to escape): a quote opens a field only at its start, and inside one a
+    quote followed by anything but a quote closes it. Each line's outcome is kept on the
+    line, so lines read again after an unclosed quote are not scanned again.
+    """
+
+    _START, _UNQUOTED, _QUOTED, _QUOTE_IN_QUOTED = range(4)
+
+    def __init__(self, delimiter: str) -> None:
+        self.delimiter = delimiter
+        self._specials = re.compile(f'["{re.escape(delimiter)}]')
+
+    def open_after(self, lines: list[_Line]) -> bool:
+        is_open = False
+        for line in lines:
+            if is_open:
+                if line.continues is None:
+                    line.continues = self._ends_open(line.text, self._QUOTED)
+                is_open = line.continues
+            else:
+                if line.opens is None:
+                    line.opens = self._ends_open(line.text, self._START)
+                is_open = line.opens
+        return is_open
+
+    def text(self, lines: list[_Line]) -> str:
+        """The record's text without its last line terminator, for ``csv.reader``."""
+        text = "".join(line.text for line in lines)
+        return text.removesuffix("\n").removesuffix("\r")
+
+    def _ends_open(self, text: str, state: int) -> bool:
+        if '"' not in text:
+            return state == self._QUOTED
+        position = 0
+        for match in self._specials.finditer(text):
+            if match.start() > position:  # ordinary characters in between
+                state = self._ordinary(state)
+            state = self._special(state, match.group())
+            position = match.end()
+        if position < len(text):
+            state = self._ordinary(state)
+        return state == self._QUOTED
+
+    def _ordinary(self, state: int) -> int:
+        if state in (self._START, self._QUOTE_IN_QUOTED):
+            return self._UNQUOTED
+        return state
+
+    def _special(self, state: int, char: str) -> int:
+        if char == '"':
+            if state == self._START:
+                return self._QUOTED
+            if state == self._QUOTED:
+                return self._QUOTE_IN_QUOTED
+            if state == self._QUOTE_IN_QUOTED:
+                return self._QUOTED
+            return state  # a quote inside an unquoted field is a character like any other
+        # the delimiter
+        if state == self._QUOTED:
+            return state
+        return self._START

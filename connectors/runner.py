@@ -29,6 +29,8 @@ def build_source(config: ConnectorConfig) -> Source:
             FileFormat(source.format) if source.format else None,
             encoding=source.encoding,
             delimiter=source.delimiter,
+            max_record_bytes=source.max_record_bytes,
+            max_record_lines=source.max_record_lines,
         )
     if isinstance(source, SqlSourceConfig):
         from connectors.sql_source import SqlTableSource
