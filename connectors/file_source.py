@@ -37,6 +37,7 @@ Example::
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -144,6 +145,7 @@ class FileSource(Source):
     ) -> SourceRecord:
         start, end = lines[0].start, lines[-1].end
         raw = b"".join(line.raw for line in lines).rstrip(b"\r\n")
+        whole = lines[0].whole if len(lines) == 1 else None
         return SourceRecord(
             self.source_partition,
             str(end),
@@ -152,6 +154,7 @@ class FileSource(Source):
             fields,
             problem,
             (start, end),
+            whole,
         )
 
     def _too_long(self, line: _Line) -> Problem:
@@ -167,6 +170,9 @@ class FileSource(Source):
     def _read_csv(self, handle: IO[bytes], offset: int | None) -> Iterator[SourceRecord]:
         lines = self._lines = _Lines(handle, self.encoding, self.max_record_bytes)
         quotes = _QuoteScanner(self.delimiter)
+        # The csv module's own bound on a field (128 KiB) is the process's; ours is the
+        # record's, so a field may be as long as a record may be.
+        csv.field_size_limit(max(csv.field_size_limit(), self.max_record_bytes))
         header_lines = self._csv_record_lines(lines, quotes)
         if header_lines is None:
             return
@@ -382,6 +388,7 @@ class _Line:
     length: int  # in the file, terminator included (more than raw when it is too long)
     raw: bytes  # the line, or only its first max_record_bytes when it is too long
     encoding: str
+    whole: tuple[int, str] | None = None  # of a line too long: its content's length, SHA-256
     _text: str | None = None
     _decodes: bool | None = None
     opens: bool | None = None  # CSV: a quoted field is open at its end, from a closed start
@@ -460,23 +467,29 @@ class _Lines:
         raw = self.handle.readline(self.max_line_bytes + 1)
         if not raw:
             return None
-        length = len(raw)
+        length, whole = len(raw), None
         if length > self.max_line_bytes and not raw.endswith(b"\n"):
+            length, whole = self._rest_of_line(raw)
             raw = raw[: self.max_line_bytes]
-            length += self._skip_rest_of_line()
         if self._number is not None:
             self._number += 1
-        line = _Line(self._number, self._position, length, raw, self.encoding)
+        line = _Line(self._number, self._position, length, raw, self.encoding, whole)
         self._position += length
         return line
 
-    def _skip_rest_of_line(self) -> int:
-        skipped = 0
+    def _rest_of_line(self, beginning: bytes) -> tuple[int, tuple[int, str]]:
+        """Read past the rest of a line too long to keep: its length in the file, and the
+        length and SHA-256 of its content (without the line terminator)."""
+        digest, length, last = hashlib.sha256(), 0, beginning
         while chunk := self.handle.readline(1 << 20):
-            skipped += len(chunk)
+            digest.update(last)
+            length += len(last)
+            last = chunk
             if chunk.endswith(b"\n"):
                 break
-        return skipped
+        content = last.rstrip(b"\r\n")
+        digest.update(content)
+        return length + len(last), (length + len(content), digest.hexdigest())
 
     def push_back(self, lines: list[_Line]) -> None:
         self._again.extend(reversed(lines))

@@ -44,7 +44,9 @@ class SourceRecord:
     even be decoded (bad encoding, broken JSON), and ``read_problem`` says why.
     ``raw`` is the record's original bytes, kept for the dead-letter topic. ``span`` is
     where those bytes lie in a byte-positioned source (a file): ``(start, end)``, the end
-    being the source offset, line terminator included; None for other sources.
+    being the source offset, line terminator included; None for other sources. When a
+    record is too long to keep, ``raw`` is its beginning and ``whole`` the length and
+    SHA-256 (hex) of all of it.
     """
 
     source_partition: str
@@ -54,6 +56,7 @@ class SourceRecord:
     fields: Mapping[str, Any] | None
     read_problem: Problem | None = None
     span: tuple[int, int] | None = None
+    whole: tuple[int, str] | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled by position: half the cost of the default, and records cross to
@@ -241,6 +244,7 @@ class RecordEncoder:
             payload=record.raw,
             payload_json=_as_json(record.fields),
             reasons=problems,
+            whole_payload=record.whole,
             **({} if payload_limit is None else {"payload_limit": payload_limit}),
         )
         payload = self._serialize_dead_letter(value, self._dead_letter_context) or b""

@@ -83,6 +83,7 @@ def dead_letter(
     source_department_uscc: str = "",
     payload_json: str | None = None,
     payload_limit: int = PAYLOAD_LIMIT,
+    whole_payload: tuple[int, str] | None = None,
 ) -> dict[str, Any]:
     """The value of a ``DeadLetter`` record, refused now by the business clock.
 
@@ -91,15 +92,21 @@ def dead_letter(
     ``payload_length`` and ``payload_sha256`` always describe the original whole; its JSON
     form is dropped when both would not fit; reasons are bounded by :data:`REASONS_LIMIT`
     (a ``reasons.truncated`` reason says how many were left out); text that is not valid
-    Unicode (a lone surrogate a client sent) is kept as ``\\udXXX`` escapes.
+    Unicode (a lone surrogate a client sent) is kept as ``\\udXXX`` escapes. A source
+    that could keep only the beginning of a record says so with ``whole_payload``, the
+    whole's length and SHA-256.
     """
     rejections = _bounded(reasons)
-    payload_length, payload_sha256 = len(payload), hashlib.sha256(payload).hexdigest()
+    payload_length, payload_sha256 = whole_payload or (
+        len(payload),
+        hashlib.sha256(payload).hexdigest(),
+    )
     if payload_json is not None:
         payload_json = _utf8(payload_json)
         if len(payload) + len(payload_json.encode()) > payload_limit:
             payload_json = None  # the payload itself says the same
-    if len(payload) > payload_limit:
+    if len(payload) > payload_limit or payload_length > len(payload):
+        payload_limit = min(payload_limit, len(payload))
         rejections.append(
             {
                 "field": "",

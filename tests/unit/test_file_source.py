@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -146,6 +147,7 @@ def test_a_line_longer_than_the_bound_is_refused_without_being_held_whole(tmp_pa
 
     assert codes(records) == [None, "record.too_long", None]
     assert len(records[1].raw) == 1000
+    assert records[1].whole == (5000, hashlib.sha256(b"9" * 5000).hexdigest())
     problem = records[1].read_problem
     assert problem is not None and "5001 bytes" in problem.message
     assert_every_byte_accounted_for(export, records, source)
