@@ -36,6 +36,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -143,17 +144,19 @@ class FileSource(Source):
         fields: dict[str, Any] | None,
         problem: Problem | None = None,
     ) -> SourceRecord:
-        start, end = lines[0].start, lines[-1].end
-        raw = b"".join(line.raw for line in lines).rstrip(b"\r\n")
-        whole = lines[0].whole if len(lines) == 1 else None
+        first, last = lines[0], lines[-1]
+        if len(lines) == 1:
+            raw, whole = first.raw.rstrip(b"\r\n"), first.whole
+        else:
+            raw, whole = b"".join(line.raw for line in lines).rstrip(b"\r\n"), None
         return SourceRecord(
             self.source_partition,
-            str(end),
-            self._where(lines[0]),
+            str(last.end),
+            self._where(first),
             raw,
             fields,
             problem,
-            (start, end),
+            (first.start, last.end),
             whole,
         )
 
@@ -176,10 +179,11 @@ class FileSource(Source):
         header_lines = self._csv_record_lines(lines, quotes)
         if header_lines is None:
             return
-        readable = all(line.fits and line.decodes for line in header_lines)
         header = None
+        readable = all(line.fits and line.decodes for line in header_lines)
         if readable and not quotes.open_after(header_lines):
-            header = self._parse_csv(header_lines, quotes)
+            with contextlib.suppress(csv.Error):
+                header = self._parse_csv(header_lines, quotes)
         if header is None:
             raise ValueError(
                 f"{self.path}: the header row is not {self.encoding} CSV; set encoding: in"
@@ -191,42 +195,17 @@ class FileSource(Source):
         lines.begin(header=lines.consumed, offset=offset)
         while (record_lines := self._csv_record_lines(lines, quotes)) is not None:
             first = record_lines[0]
-            if len(record_lines) == 1 and first.blank:
+            if first.blank and len(record_lines) == 1:
                 lines.skip_blank(first)
                 continue
-            where = self._where(first)
-            if len(record_lines) == 1 and not first.fits:
-                yield self._record(record_lines, None, self._too_long(first))
-            elif quotes.open_after(record_lines) or not self._within_bounds(record_lines):
-                # The quote never closed within the bounds: only its line is refused, the
-                # lines after it are records of their own.
+            if self._unclosed(record_lines, quotes):
+                # Only the line that opened the quote is refused: the lines after it are
+                # records of their own.
                 lines.push_back(record_lines[1:])
-                record_lines = record_lines[:1]
-                yield self._record(
-                    record_lines,
-                    None,
-                    Problem(
-                        "",
-                        "csv.unclosed_quote",
-                        f"{where} opens a quoted field that does not close within"
-                        f" {self.max_record_lines} lines and {self.max_record_bytes} bytes"
-                        " or before the end of the file; the lines after it are read as"
-                        " records of their own. Close the quote, or raise max_record_lines",
-                    ),
-                )
-            elif not all(line.decodes for line in record_lines):
-                yield self._record(
-                    record_lines,
-                    None,
-                    Problem(
-                        "",
-                        "encoding.invalid",
-                        f"{where} is not valid {self.encoding}; the export's encoding may"
-                        " differ (UTF-8 vs GB18030)",
-                    ),
-                )
+                record_lines = [first]
+                yield self._record(record_lines, None, self._unclosed_quote(first))
             else:
-                yield self._csv_row(record_lines, columns, quotes, where)
+                yield self._csv_record(record_lines, columns, quotes)
             lines.consume(record_lines)
 
     def _csv_record_lines(self, lines: _Lines, quotes: _QuoteScanner) -> list[_Line] | None:
@@ -248,25 +227,52 @@ class FileSource(Source):
                 break
         return record
 
-    def _within_bounds(self, record: list[_Line]) -> bool:
+    def _unclosed(self, record: list[_Line], quotes: _QuoteScanner) -> bool:
+        """Whether the record's quote is still open at its bounds (or the file's end)."""
+        if len(record) == 1:
+            return record[0].fits and quotes.open_after(record)
         size = sum(line.length for line in record)
-        return size <= self.max_record_bytes and all(line.fits for line in record)
+        if size > self.max_record_bytes or not all(line.fits for line in record):
+            return True
+        return quotes.open_after(record)
 
-    def _parse_csv(self, record: list[_Line], quotes: _QuoteScanner) -> list[str] | None:
-        """The values of one CSV record, or None when it is not valid CSV."""
-        try:
-            rows = list(csv.reader([quotes.text(record)], delimiter=self.delimiter))
-        except csv.Error:
-            return None
-        return rows[0] if len(rows) == 1 else None
+    def _unclosed_quote(self, line: _Line) -> Problem:
+        return Problem(
+            "",
+            "csv.unclosed_quote",
+            f"{self._where(line)} opens a quoted field that does not close within"
+            f" {self.max_record_lines} lines and {self.max_record_bytes} bytes or before the"
+            " end of the file; the lines after it are read as records of their own. Close"
+            " the quote, or raise max_record_lines",
+        )
 
-    def _csv_row(
-        self, record: list[_Line], columns: list[str], quotes: _QuoteScanner, where: str
-    ) -> SourceRecord:
+    def _parse_csv(self, record: list[_Line], quotes: _QuoteScanner) -> list[str]:
+        """The values of one CSV record (raises ``csv.Error`` when it is not valid CSV)."""
         text = quotes.text(record)
+        if '"' not in text and "\r" not in text:
+            return text.split(self.delimiter)  # what csv.reader makes of it, faster
+        rows = list(csv.reader([text], delimiter=self.delimiter))
+        if len(rows) != 1:
+            raise csv.Error("not one CSV record")
+        return rows[0]
+
+    def _csv_record(
+        self, record: list[_Line], columns: list[str], quotes: _QuoteScanner
+    ) -> SourceRecord:
+        if not record[0].fits:
+            return self._record(record, None, self._too_long(record[0]))
+        if not all(line.decodes for line in record):
+            problem = Problem(
+                "",
+                "encoding.invalid",
+                f"{self._where(record[0])} is not valid {self.encoding}; the export's"
+                " encoding may differ (UTF-8 vs GB18030)",
+            )
+            return self._record(record, None, problem)
         try:
-            rows = list(csv.reader([text], delimiter=self.delimiter))
+            row = self._parse_csv(record, quotes)
         except csv.Error as error:
+            where = self._where(record[0])
             if "new-line character" in str(error):
                 message = (
                     f"{where} has a carriage return (\\r) inside an unquoted field; quote"
@@ -275,13 +281,11 @@ class FileSource(Source):
             else:
                 message = f"{where} is not valid CSV: {error}"
             return self._record(record, None, Problem("", "csv.invalid", message))
-        if len(rows) != 1:
-            problem = Problem("", "csv.invalid", f"{where} is not one CSV record")
-            return self._record(record, None, problem)
-        row = rows[0]
         if len(row) != len(columns):
             problem = Problem(
-                "", "row.columns", f"{where} has {len(row)} values, the header has {len(columns)}"
+                "",
+                "row.columns",
+                f"{self._where(record[0])} has {len(row)} values, the header has {len(columns)}",
             )
             return self._record(record, None, problem)
         return self._record(record, dict(zip(columns, row, strict=True)))
@@ -379,7 +383,7 @@ def _cell(value: Any) -> Any:
     return str(value)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Line:
     """One physical line of a text export, as bytes, with where it lies in the file."""
 
@@ -400,7 +404,7 @@ class _Line:
 
     @property
     def fits(self) -> bool:
-        return len(self.raw) == self.length
+        return self.whole is None
 
     @property
     def blank(self) -> bool:
@@ -532,7 +536,7 @@ class _QuoteScanner:
 
     def text(self, lines: list[_Line]) -> str:
         """The record's text without its last line terminator, for ``csv.reader``."""
-        text = "".join(line.text for line in lines)
+        text = lines[0].text if len(lines) == 1 else "".join(line.text for line in lines)
         return text.removesuffix("\n").removesuffix("\r")
 
     def _ends_open(self, text: str, state: int) -> bool:

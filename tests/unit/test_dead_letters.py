@@ -5,11 +5,18 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import pytest
 import time_machine
 from fastavro import parse_schema, schemaless_writer
 
+from connectors.mapping import DepartmentMapping
+from connectors.records import RecordEncoder, SourceRecord
 from schemas import DEAD_LETTER_RECORD
 from xietong.clock import millis
 from xietong.dead_letters import (
@@ -22,6 +29,7 @@ from xietong.dead_letters import (
 )
 from xietong.ids import deterministic_id
 
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 REFUSED_AT = datetime(2026, 12, 6, 16, 30, tzinfo=UTC)
 
 
@@ -98,3 +106,38 @@ def test_text_that_is_not_unicode_is_kept_as_escapes() -> None:
     fits_the_schema(value)
     assert value["payload_json"] == '{"name": "\\ud800"}'
     assert value["reasons"][0]["message"] == "\\ud800 bad"
+
+
+class _AvroWithoutRegistry:
+    """Serialises with fastavro alone, for the dead letters a unit test looks at."""
+
+    def avro_serializer(self, schema_str: str) -> Callable[[dict[str, Any], object], bytes]:
+        def serialize(value: dict[str, Any], context: object) -> bytes:
+            encoded = io.BytesIO()
+            schemaless_writer(encoded, parse_schema(json.loads(schema_str)), value)
+            return encoded.getvalue()
+
+        return serialize
+
+
+def test_a_failure_no_rule_foresaw_makes_a_logged_record_unprocessable_dead_letter(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mapping = DepartmentMapping.load(FIXTURES / "hz-health-licence.yaml")
+
+    def breaks(fields: object) -> None:
+        raise ArithmeticError("a value no rule foresaw")
+
+    mapping.map = breaks  # type: ignore[method-assign,assignment]
+    encoder = RecordEncoder("hz-health", mapping, _AvroWithoutRegistry())  # type: ignore[arg-type]
+    record = SourceRecord("file:x.csv", "120", "line 3", b"3,1,...", {"记录编号": "3"})
+
+    with caplog.at_level(logging.INFO, logger="connectors.records"):
+        encoded = encoder.encode(record)
+
+    assert encoded.topic == DEAD_LETTER_RECORD.topic.name
+    [problem] = encoded.problems
+    assert problem.code == "record.unprocessable"
+    assert "line 3" in problem.message and "while mapping" in problem.message
+    assert "a value no rule foresaw" in problem.message
+    assert "record_unprocessable" in caplog.text and "ArithmeticError" in caplog.text
