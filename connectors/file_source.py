@@ -93,7 +93,10 @@ class FileSource(Source):
         self.source_partition = f"file:{self.path}"
         self._lines: _Lines | None = None
         if not self.path.exists():
-            raise FileNotFoundError(f"department export {self.path} does not exist")
+            raise FileNotFoundError(
+                f"department export {self.path} does not exist; check path: in the connector"
+                " file, or whether the export was moved"
+            )
 
     @property
     def size(self) -> int:

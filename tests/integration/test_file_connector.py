@@ -415,8 +415,9 @@ def test_poison_rows_are_dead_lettered_the_rows_after_them_published_and_a_rerun
     assert too_long["payload_length"] > len(too_long["payload"])
 
 
+@pytest.mark.parametrize("workers", [0, 2], ids=["inline", "worker-processes"])
 def test_json_lines_too_deep_too_long_or_not_unicode_are_dead_lettered_one_by_one(
-    kafka: KafkaClients, tmp_path: Path, connectors_kafka: KafkaClients
+    kafka: KafkaClients, tmp_path: Path, connectors_kafka: KafkaClients, workers: int
 ) -> None:
     rng = random.Random(1212)
     poison = [
@@ -432,7 +433,9 @@ def test_json_lines_too_deep_too_long_or_not_unicode_are_dead_lettered_one_by_on
     lines.append(json.dumps(licence_row(99, rng), ensure_ascii=False))
     export = tmp_path / "poison.jsonl"
     export.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    config = ConnectorConfig.load(connector_file(tmp_path, export, "utf-8", batch_size=2))
+    config = ConnectorConfig.load(
+        connector_file(tmp_path, export, "utf-8", batch_size=2, workers=workers)
+    )
     dead_letters = TopicWindow(kafka, "platform.dead-letter")
 
     first = run_connector(config, connectors_kafka)
@@ -449,6 +452,8 @@ def test_json_lines_too_deep_too_long_or_not_unicode_are_dead_lettered_one_by_on
     partition = f"file:{export.resolve()}"
     letters = [m.value for m in dead_letters.read() if m.value["source_partition"] == partition]
     assert sorted(x["position"] for x in letters) == ["line 2", "line 4", "line 6", "line 8"]
+    too_long = next(x for x in letters if x["position"] == "line 8")
+    assert too_long["payload_length"] == len(lines[7].encode()) > len(too_long["payload"])
 
 
 def test_a_record_the_producer_or_the_broker_refuses_as_too_large_is_dead_lettered(
