@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 #: and ``record_type`` headers and librdkafka's framing of one message.
 MESSAGE_OVERHEAD = 1024
 
+#: What the dead letter of a record Kafka refused as too large keeps of its payload: a
+#: sixteenth of the usual 1 MB limit, so the dead letter is not refused in its turn.
+REFUSED_PAYLOAD_LIMIT = 64 * 1024
+
 
 @dataclass(frozen=True)
 class SourceRecord:
@@ -212,7 +216,7 @@ class RecordEncoder:
             f" {'dead letter' if refused.problems else 'canonical event'} ({error})",
         )
         return self._dead_letter(
-            record, [*refused.problems, problem], refused.uscc, payload_limit=64 * 1024
+            record, [*refused.problems, problem], refused.uscc, payload_limit=REFUSED_PAYLOAD_LIMIT
         )
 
     def event_id(self, source_record_id: str, record_version: str) -> str:
