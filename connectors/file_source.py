@@ -16,8 +16,10 @@ too long to convert, a line longer than ``max_record_bytes`` — becomes that re
 read problem, dead-lettered with its raw bytes, and the next record is read as usual.
 A CSV record goes on over several lines only while a quoted field is open, and at most
 for ``max_record_lines`` lines and ``max_record_bytes`` bytes: a quote that is still open
-then (or at the end of the file) makes its first line a ``csv.unclosed_quote`` dead
-letter, and the lines after it are read again as records. Only the file itself failing
+then (or at the end of the file), or whose lines do not make one valid record of the
+header's columns (a stray quote that another line's stray quote "closed"), makes its
+first line a ``csv.unclosed_quote`` dead letter, and the lines after it are read again
+as records. Only the file itself failing
 — it cannot be opened, its header does not decode — stops a run.
 
 Every record of a text export carries its byte span, and :meth:`FileSource.byte_account`
@@ -201,14 +203,16 @@ class FileSource(Source):
             if first.blank and len(record_lines) == 1:
                 lines.skip_blank(first)
                 continue
-            if self._unclosed(record_lines, quotes):
-                # Only the line that opened the quote is refused: the lines after it are
-                # records of their own.
+            record = None
+            if not self._unclosed(record_lines, quotes):
+                record = self._csv_record(record_lines, columns, quotes)
+            if record is None or (len(record_lines) > 1 and record.read_problem is not None):
+                # A stray quote, not a quoted field: only its line is refused, and the lines
+                # after it are records of their own.
                 lines.push_back(record_lines[1:])
                 record_lines = [first]
-                yield self._record(record_lines, None, self._unclosed_quote(first))
-            else:
-                yield self._csv_record(record_lines, columns, quotes)
+                record = self._record(record_lines, None, self._unclosed_quote(first))
+            yield record
             lines.consume(record_lines)
 
     def _csv_record_lines(self, lines: _Lines, quotes: _QuoteScanner) -> list[_Line] | None:
@@ -243,18 +247,24 @@ class FileSource(Source):
         return Problem(
             "",
             "csv.unclosed_quote",
-            f"{self._where(line)} opens a quoted field that does not close within"
-            f" {self.max_record_lines} lines and {self.max_record_bytes} bytes or before the"
-            " end of the file; the lines after it are read as records of their own. Close"
-            " the quote, or raise max_record_lines",
+            f"{self._where(line)} opens a quoted field that does not close into one record"
+            f" of the header's columns within {self.max_record_lines} lines and"
+            f" {self.max_record_bytes} bytes (or before the end of the file); the lines after"
+            " it are read as records of their own. Close the quote, or raise"
+            " max_record_lines",
         )
 
     def _parse_csv(self, record: list[_Line], quotes: _QuoteScanner) -> list[str]:
-        """The values of one CSV record (raises ``csv.Error`` when it is not valid CSV)."""
+        """The values of one CSV record (raises ``csv.Error`` when it is not valid CSV).
+
+        A record of several lines is parsed strictly: a quote there followed by anything
+        but a delimiter or the line's end was a stray quote, not the end of a field.
+        """
         text = quotes.text(record)
         if '"' not in text and "\r" not in text:
             return text.split(self.delimiter)  # what csv.reader makes of it, faster
-        rows = list(csv.reader([text], delimiter=self.delimiter))
+        strict = len(record) > 1
+        rows = list(csv.reader([text], delimiter=self.delimiter, strict=strict))
         if len(rows) != 1:
             raise csv.Error("not one CSV record")
         return rows[0]

@@ -69,6 +69,20 @@ def test_a_quote_that_never_closes_refuses_its_line_and_the_rows_after_it_are_re
     assert_every_byte_accounted_for(export, records, source)
 
 
+def test_a_stray_quote_closed_by_another_s_does_not_swallow_the_rows_between(
+    tmp_path: Path,
+) -> None:
+    export = tmp_path / "licences.csv"
+    rows = ["1,杭州,5", '2,"宁波青禾,6', "3,温州,7", '4,"绍兴,8', "5,湖州,9", "6,嘉兴,1"]
+    export.write_text(HEADER + "\r\n".join(rows) + "\r\n", encoding="gb18030", newline="")
+
+    records, source = read_all(export, encoding="gb18030")
+
+    assert codes(records) == [None, "csv.unclosed_quote", None, "csv.unclosed_quote", None, None]
+    assert [r.position for r in records] == [f"line {n}" for n in range(2, 8)]
+    assert_every_byte_accounted_for(export, records, source)
+
+
 def test_a_quoted_field_may_span_lines_up_to_the_bound(tmp_path: Path) -> None:
     export = tmp_path / "licences.csv"
     export.write_text(
