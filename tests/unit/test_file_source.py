@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import date
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook
@@ -311,3 +313,24 @@ def test_every_excel_row_is_a_record_named_by_its_row(tmp_path: Path) -> None:
     assert [(r.position, r.source_offset) for r in records] == [("row 2", "2"), ("row 4", "4")]
     assert records[1].fields == {"记录编号": "2", "名称": "宁波", "金额": 6}
     assert source.byte_account() is None
+
+
+def test_an_excel_cell_that_cannot_be_a_date_does_not_stop_the_sheet(tmp_path: Path) -> None:
+    export = tmp_path / "licences.xlsx"
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append(["记录编号", "许可决定日期"])
+    sheet.append(["1", 1e12])  # a date serial far beyond year 9999
+    sheet["B2"].number_format = "yyyy-mm-dd"
+    sheet.append(["2", 46000])
+    sheet["B3"].number_format = "yyyy-mm-dd"
+    workbook.save(export)
+
+    with pytest.warns(UserWarning, match="outside the limits for dates"):
+        records, _ = read_all(export)
+
+    assert [r.fields for r in records] == [
+        {"记录编号": "1", "许可决定日期": "#VALUE!"},  # refused by the mapping as no date
+        {"记录编号": "2", "许可决定日期": date(2025, 12, 9)},
+    ]
