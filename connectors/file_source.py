@@ -124,7 +124,9 @@ class FileSource(Source):
     def lag(self, offset: str | None) -> tuple[float, str] | None:
         if self.format is FileFormat.XLSX:
             return None
-        return (float(self.size - int(offset or 0)), "bytes")
+        # The open file's size: an export moved away while it is read is still read whole.
+        size = self._lines.size() if self._lines is not None else self.size
+        return (float(size - int(offset or 0)), "bytes")
 
     def byte_account(self) -> ByteAccount | None:
         """Header, blank lines and where reading began and stopped, in bytes."""
@@ -317,7 +319,12 @@ class FileSource(Source):
             if not line.fits:
                 problem = self._too_long(line)
             elif not line.decodes:
-                problem = Problem("", "encoding.invalid", f"{where} is not {self.encoding}")
+                problem = Problem(
+                    "",
+                    "encoding.invalid",
+                    f"{where} is not valid {self.encoding}; the export's encoding may differ"
+                    " (UTF-8 vs GB18030)",
+                )
             else:
                 fields, problem = _json_object(line.text, where)
             yield self._record([line], fields, problem)

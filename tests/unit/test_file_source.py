@@ -334,3 +334,17 @@ def test_an_excel_cell_that_cannot_be_a_date_does_not_stop_the_sheet(tmp_path: P
         {"记录编号": "1", "许可决定日期": "#VALUE!"},  # refused by the mapping as no date
         {"记录编号": "2", "许可决定日期": date(2025, 12, 9)},
     ]
+
+
+def test_an_export_moved_away_while_it_is_read_is_still_read_to_its_end(tmp_path: Path) -> None:
+    export = tmp_path / "licences.csv"
+    export.write_bytes((HEADER + "1,a,5\n2,b,6\n").encode())
+    source = FileSource(export)
+    records = source.read(None)
+    first = next(records)
+    export.unlink()
+
+    rest = list(records)
+
+    assert first is not None and [r.fields["记录编号"] for r in rest if r and r.fields] == ["2"]
+    assert source.lag(rest[-1].source_offset if rest[-1] else None) == (0.0, "bytes")
