@@ -11,7 +11,12 @@ the offsets topic, so a restart after a crash or ``kill -9`` resumes there and r
 at most the records of the batch that was in flight — with the same event ids, since
 event ids are derived from the source record, never from the time of sending.
 
-Every run reconciles exactly: ``read == published + dead_lettered``.
+Every run reconciles exactly: ``read == published + dead_lettered``, and for a file every
+byte read is accounted for — by the header, a published record, a dead letter or a blank
+line — from the records' byte spans (:class:`ByteAccount`, :class:`RunReport`). No one
+record stops a run: whatever fails for it (reading, mapping, validating, encoding, even
+the broker refusing it as too large) makes it a dead letter; only the source failing as
+a whole, or the platform (the broker not acknowledging), ends a run with an error.
 """
 
 from __future__ import annotations
@@ -93,13 +98,73 @@ class Source(ABC):
     def close(self) -> None:  # noqa: B027 - an optional hook
         """Release files and connections; called once when the connector stops."""
 
+    def byte_account(self) -> ByteAccount | None:
+        """For a byte-positioned source, what the bytes read so far were; None otherwise.
+
+        Called when a run ends, after every record read was sent.
+        """
+        return None
+
 
 IDLE = None
 
 
+@dataclass(frozen=True)
+class ByteAccount:
+    """What a byte-positioned source (a file) says of the bytes it read in one run.
+
+    Reading began at ``start`` (the header's end, or the committed offset after it) and
+    stopped at ``end``; the records' spans tile ``[start, end)`` with ``blank`` bytes of
+    blank lines between them.
+    """
+
+    total: int  # the source's size when the run ended
+    header: int
+    start: int
+    end: int
+    blank: int
+
+
+@dataclass
+class _SpanLedger:
+    """The spans of the records sent, in source order: where they leave gaps or overlap."""
+
+    first_start: int | None = None
+    last_end: int | None = None
+    gaps: int = 0
+    overlaps: int = 0
+
+    def add(self, span: tuple[int, int]) -> None:
+        start, end = span
+        if self.last_end is None:
+            self.first_start = start
+        elif start < self.last_end:
+            self.overlaps += 1
+        else:
+            self.gaps += start - self.last_end
+        self.last_end = end
+
+    def uncovered(self, start: int, end: int) -> int:
+        """The bytes of ``[start, end)`` no span covers (-1 if spans fall outside it)."""
+        if self.first_start is None or self.last_end is None:
+            return end - start
+        if self.first_start < start or self.last_end > end:
+            return -1
+        return (self.first_start - start) + self.gaps + (end - self.last_end)
+
+
 @dataclass
 class RunReport:
-    """What one connector run did. ``read == published + dead_lettered`` always holds."""
+    """What one connector run did, counted and — for a file — byte by byte.
+
+    ``read == published + dead_lettered``; for a file, in addition, ``bytes_header +
+    bytes_before_offset + bytes_blank + bytes_published + bytes_dead_lettered +
+    bytes_unread == bytes_total``, where ``bytes_before_offset`` were accounted for in
+    earlier runs (before the committed offset) and ``bytes_unread`` is what a stopped run
+    left for the next (0 after a full read). :attr:`reconciles` checks both, and that the
+    records' spans, in source order, neither overlap nor leave a gap other than blank
+    lines. The byte fields are None for sources that are not byte-positioned.
+    """
 
     connector: str
     read: int = 0
@@ -108,18 +173,65 @@ class RunReport:
     reasons: Counter[str] = field(default_factory=Counter)
     committed_offset: str | None = None
     seconds: float = 0.0
+    bytes_total: int | None = None
+    bytes_header: int | None = None
+    bytes_before_offset: int | None = None
+    bytes_blank: int | None = None
+    bytes_published: int | None = None
+    bytes_dead_lettered: int | None = None
+    bytes_unread: int | None = None
+    spans: _SpanLedger = field(default_factory=_SpanLedger, repr=False)
+    account: ByteAccount | None = field(default=None, repr=False)
+
+    def settle_bytes(self, account: ByteAccount | None) -> None:
+        """Take the source's account of its bytes at the end of a run."""
+        if account is None:
+            return
+        self.bytes_total, self.bytes_header = account.total, account.header
+        self.bytes_before_offset = account.start - account.header
+        self.bytes_blank, self.bytes_unread = account.blank, account.total - account.end
+        self.bytes_published = self.bytes_published or 0
+        self.bytes_dead_lettered = self.bytes_dead_lettered or 0
+        self.account = account
+
+    def count_bytes(self, span: tuple[int, int] | None, published: bool) -> None:
+        """Count an acknowledged record's bytes as published or dead-lettered."""
+        if span is None:
+            return
+        if published:
+            self.bytes_published = (self.bytes_published or 0) + span[1] - span[0]
+        else:
+            self.bytes_dead_lettered = (self.bytes_dead_lettered or 0) + span[1] - span[0]
 
     @property
     def reconciles(self) -> bool:
-        return self.read == self.published + self.dead_lettered
+        counted = self.read == self.published + self.dead_lettered
+        if self.account is None:
+            return counted
+        accounted = (
+            (self.bytes_header or 0)
+            + (self.bytes_before_offset or 0)
+            + (self.bytes_blank or 0)
+            + (self.bytes_published or 0)
+            + (self.bytes_dead_lettered or 0)
+            + (self.bytes_unread or 0)
+        )
+        return (
+            counted
+            and accounted == self.bytes_total
+            and self.spans.overlaps == 0
+            and self.spans.uncovered(self.account.start, self.account.end) == self.bytes_blank
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        report = {
             **asdict(self),
             "reasons": dict(self.reasons),
             "seconds": round(self.seconds, 3),
             "reconciles": self.reconciles,
         }
+        del report["spans"], report["account"]
+        return report
 
 
 class DeliveryFailed(RuntimeError):
@@ -149,6 +261,9 @@ class Publisher:
         self.producer = producer or clients.producer()
         self._record_type_header = self.record_type.name.encode()
         self._failures: list[str] = []
+        # Dead letters of records refused as too large, produced at the next poll or flush
+        # (a delivery report is no place to produce from).
+        self._resend: list[tuple[Encoded, SourceRecord]] = []
         labels = (connector, self.department.uscc, self.record_type.name)
         self._read = RECORDS_READ.labels(*labels)
         self._published = RECORDS_PUBLISHED.labels(*labels)
@@ -158,53 +273,91 @@ class Publisher:
     def publish(self, record: SourceRecord) -> RecordVerdict:
         """Produce the record's canonical event, or its dead letter; never both, never none."""
         encoded = self.encoder.encode(record)
-        self.send(encoded)
+        self.send(encoded, record)
         return encoded.verdict
 
     def event_id(self, source_record_id: str, record_version: str) -> str:
         return self.encoder.event_id(source_record_id, record_version)
 
-    def send(self, encoded: Encoded) -> None:
-        """Produce one encoded record (counted as read now, as published once acknowledged)."""
+    def send(self, encoded: Encoded, record: SourceRecord | None = None) -> None:
+        """Produce one encoded record (counted as read now, as published once acknowledged).
+
+        Given the ``record`` it was encoded from, a record the producer or the broker
+        refuses as too large is dead-lettered instead (see
+        :meth:`~connectors.records.RecordEncoder.too_large`), and its byte span counts.
+        """
         self.report.read += 1
         self._read.inc()
-        on_delivery: Callable[[KafkaError | None, Message], None] = self._event_delivered
+        if record is not None and record.span is not None:
+            self.report.spans.add(record.span)
+        self._produce(encoded, record)
+
+    def _produce(self, encoded: Encoded, record: SourceRecord | None) -> None:
+        on_delivery: Callable[[KafkaError | None, Message], None]
         if encoded.problems:
             codes = sorted({problem.code for problem in encoded.problems})
-            on_delivery = partial(
-                self._dead_letter_delivered, codes, encoded.event_id, encoded.uscc
-            )
+            on_delivery = partial(self._dead_letter_delivered, codes, encoded, record)
+        else:
+            on_delivery = partial(self._event_delivered, encoded, record)
         headers: list[tuple[str, str | bytes | None]] = [
             ("event_id", encoded.event_id.encode()),
             ("record_type", self._record_type_header),
         ]
-        produce(
-            self.producer,
-            encoded.topic,
-            key=encoded.key,
-            value=encoded.payload,
-            headers=headers,
-            on_delivery=on_delivery,
-        )
+        try:
+            produce(
+                self.producer,
+                encoded.topic,
+                key=encoded.key,
+                value=encoded.payload,
+                headers=headers,
+                on_delivery=on_delivery,
+            )
+        except KafkaException as refusal:
+            error = refusal.args[0]
+            if not self._refused_as_too_large(error, encoded, record):
+                raise
 
-    def _event_delivered(self, error: KafkaError | None, message: Message) -> None:
+    def _refused_as_too_large(
+        self, error: KafkaError, refused: Encoded, record: SourceRecord | None
+    ) -> bool:
+        """Dead-letter a record refused for its size (once: its dead letter is small)."""
+        too_large = error.code() == KafkaError.MSG_SIZE_TOO_LARGE
+        if (
+            not too_large
+            or record is None
+            or any(problem.code == "record.too_large" for problem in refused.problems)
+        ):
+            return False
+        self._resend.append((self.encoder.too_large(record, refused, error.str()), record))
+        return True
+
+    def _event_delivered(
+        self,
+        encoded: Encoded,
+        record: SourceRecord | None,
+        error: KafkaError | None,
+        message: Message,
+    ) -> None:
         """Delivery report of a canonical event: counted once the broker acknowledged it."""
         if error is not None:
-            self._failed(error, message)
+            if not self._refused_as_too_large(error, encoded, record):
+                self._failed(error, message)
             return
         self.report.published += 1
+        self.report.count_bytes(record.span if record else None, published=True)
         self._published.inc()
 
     def _dead_letter_delivered(
         self,
         codes: list[str],
-        dead_letter_id: str,
-        uscc: str | None,
+        encoded: Encoded,
+        record: SourceRecord | None,
         error: KafkaError | None,
         message: Message,
     ) -> None:
         if error is not None:
-            self._failed(error, message)
+            if not self._refused_as_too_large(error, encoded, record):
+                self._failed(error, message)
             return
         log_event(
             logger,
@@ -213,12 +366,13 @@ class Publisher:
             department=self.department.uscc,
             record_type=self.record_type.name,
             reasons=codes,
-            event_id=dead_letter_id,
-            uscc=uscc,
+            event_id=encoded.event_id,
+            uscc=encoded.uscc,
             dead_letter_offset=message.offset(),
         )
         self.report.dead_lettered += 1
         self.report.reasons.update(codes)
+        self.report.count_bytes(record.span if record else None, published=False)
         for code in codes:
             RECORDS_DEAD_LETTERED.labels(*self._labels, code).inc()
 
@@ -230,15 +384,24 @@ class Publisher:
     def poll(self) -> None:
         """Serve delivery callbacks without waiting."""
         self.producer.poll(0)
+        self._send_refused()
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until everything produced is acknowledged; raise if anything was not."""
         remaining = self.producer.flush(timeout)
+        while self._resend and not remaining:
+            self._send_refused()
+            remaining = self.producer.flush(timeout)
         if remaining:
             raise DeliveryFailed(f"{remaining} records not acknowledged within {timeout:.0f}s")
         if self._failures:
             failures, self._failures = self._failures, []
             raise DeliveryFailed(f"{len(failures)} records failed, first: {failures[0]}")
+
+    def _send_refused(self) -> None:
+        resend, self._resend = self._resend, []
+        for encoded, record in resend:
+            self._produce(encoded, record)
 
 
 class OffsetStore:
@@ -395,6 +558,7 @@ class SourceConnector:
             if chunk:
                 self._encode_and_send(chunk, pool)
             self._settle(pool)
+            report.settle_bytes(self.source.byte_account())
         finally:
             if pool is not None:
                 pool.close()
@@ -420,8 +584,8 @@ class SourceConnector:
             self._commit()
 
     def _send(self, records: list[SourceRecord], encoded: list[Encoded]) -> None:
-        for item in encoded:
-            self.publisher.send(item)
+        for record, item in zip(records, encoded, strict=True):
+            self.publisher.send(item, record)
         self.publisher.poll()
         self._last_offset = records[-1].source_offset
         self._in_batch += len(records)

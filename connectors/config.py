@@ -12,6 +12,9 @@ One YAML file per connector, e.g. ``hz-health-licences.yaml``::
       path: exports/licences.csv        # relative to this file
       encoding: gb18030                 # utf-8 (default), gb18030, gbk
       format: csv                       # csv | jsonl | xlsx (default: from the suffix)
+      max_record_bytes: 1048576         # a longer line (or multi-line record) is dead-lettered
+      max_record_lines: 100             # lines a quoted CSV field may span before it counts
+                                        # as a quote that never closes
 
     source:
       kind: sql
@@ -39,6 +42,10 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+#: Defaults of a file source's bounds on one record (see :mod:`connectors.file_source`).
+MAX_RECORD_BYTES = 1024 * 1024
+MAX_RECORD_LINES = 100
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -49,7 +56,13 @@ class FileSourceConfig(_Strict):
     path: Path
     format: Literal["csv", "jsonl", "xlsx"] | None = None
     encoding: str = "utf-8"
-    delimiter: str = ","
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    max_record_bytes: int = Field(
+        default=MAX_RECORD_BYTES, ge=1, description="The longest record of a text export, in bytes."
+    )
+    max_record_lines: int = Field(
+        default=MAX_RECORD_LINES, ge=1, description="The most lines one CSV record spans."
+    )
 
 
 class SqlSourceConfig(_Strict):

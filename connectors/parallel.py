@@ -67,7 +67,15 @@ def _pack(records: list[SourceRecord]) -> Packed:
         if fields is not None and tuple(fields) == columns:
             values = tuple(fields.values())
         rows.append(
-            (record.source_offset, record.position, record.raw, values, record.read_problem)
+            (
+                record.source_offset,
+                record.position,
+                record.raw,
+                values,
+                record.read_problem,
+                record.span,
+                record.whole,
+            )
         )
     return records[0].source_partition, columns, rows
 
@@ -82,8 +90,10 @@ def _unpack(packed: Packed) -> list[SourceRecord]:
             raw,
             dict(zip(columns, values, strict=True)) if isinstance(values, tuple) else values,
             problem,
+            span,
+            whole,
         )
-        for offset, position, raw, values, problem in rows
+        for offset, position, raw, values, problem, span, whole in rows
     ]
 
 

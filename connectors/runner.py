@@ -29,6 +29,8 @@ def build_source(config: ConnectorConfig) -> Source:
             FileFormat(source.format) if source.format else None,
             encoding=source.encoding,
             delimiter=source.delimiter,
+            max_record_bytes=source.max_record_bytes,
+            max_record_lines=source.max_record_lines,
         )
     if isinstance(source, SqlSourceConfig):
         from connectors.sql_source import SqlTableSource
@@ -100,8 +102,13 @@ def preview_mapping(
             problem = record.read_problem or Problem("", "record.unreadable", "unreadable")
             yield RecordPreview(record.position, [], [problem])
             continue
-        mapped = mapping.map(record.fields)
-        problems = mapped.problems + validate(mapping.record_type.name, mapped.fields)
+        try:
+            mapped = mapping.map(record.fields)
+            problems = mapped.problems + validate(mapping.record_type.name, mapped.fields)
+        except Exception as error:  # as a run would: that record unprocessable, not the sample
+            message = f"{record.position} could not be mapped: {error}"
+            yield RecordPreview(record.position, [], [Problem("", "record.unprocessable", message)])
+            continue
         previews = []
         for name, rule in rules.items():
             previews.append(

@@ -22,6 +22,7 @@ processors and the sink all build that value here, so every dead letter reads al
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -29,10 +30,21 @@ from typing import Any, Protocol
 from xietong.clock import business_clock
 from xietong.ids import deterministic_id
 
-#: The most of the original payload a dead letter keeps: a record must stay under the
-#: broker's ``message.max.bytes`` (1 MiB by default), with room for the other fields, or
-#: the dead letter itself could not be produced.
+#: The most a produced record may be, key, headers and framing included: librdkafka's
+#: ``message.max.bytes`` (1,000,000 by default), which is below what the broker accepts
+#: (Kafka's ``message.max.bytes``, 1,048,588, on the local stack and by default).
+MESSAGE_LIMIT = 1_000_000
+
+#: The most of the original payload a dead letter keeps; with the reasons (at most
+#: :data:`REASONS_LIMIT`) and the other fields it stays well under :data:`MESSAGE_LIMIT`,
+#: or the dead letter itself could not be produced.
 PAYLOAD_LIMIT = 768 * 1024
+
+#: The most the reasons of one dead letter may take, in UTF-8 bytes; each message is cut at
+#: :data:`REASON_MESSAGE_LIMIT` characters (a reason may quote the value it refuses).
+REASONS_LIMIT = 64 * 1024
+REASON_MESSAGE_LIMIT = 1000
+_REASON_FIELD_LIMIT = 200  # a field name can be any JSON key a department sent
 
 
 class Rejection(Protocol):
@@ -70,39 +82,100 @@ def dead_letter(
     reasons: Iterable[Rejection],
     source_department_uscc: str = "",
     payload_json: str | None = None,
+    payload_limit: int = PAYLOAD_LIMIT,
+    whole_payload: tuple[int, str] | None = None,
 ) -> dict[str, Any]:
     """The value of a ``DeadLetter`` record, refused now by the business clock.
 
-    A payload longer than :data:`PAYLOAD_LIMIT` is cut there, with a ``payload.truncated``
-    reason that says how long it was; its JSON form is dropped when both would not fit.
+    Whatever it is given, the value serialises and fits a Kafka message: a payload longer
+    than ``payload_limit`` is cut there, with a ``payload.truncated`` reason, and
+    ``payload_length`` and ``payload_sha256`` always describe the original whole; its JSON
+    form is dropped when both would not fit; reasons are bounded by :data:`REASONS_LIMIT`
+    (a ``reasons.truncated`` reason says how many were left out); text that is not valid
+    Unicode (a lone surrogate a client sent) is kept as ``\\udXXX`` escapes. A source
+    that could keep only the beginning of a record says so with ``whole_payload``, the
+    whole's length and SHA-256.
     """
-    rejections = [{"field": r.field, "code": r.code, "message": r.message} for r in reasons]
-    if payload_json is not None and len(payload) + len(payload_json.encode()) > PAYLOAD_LIMIT:
-        payload_json = None  # the payload itself says the same
-    if len(payload) > PAYLOAD_LIMIT:
+    rejections = _bounded(reasons)
+    payload_length, payload_sha256 = whole_payload or (
+        len(payload),
+        hashlib.sha256(payload).hexdigest(),
+    )
+    if payload_json is not None:
+        payload_json = _utf8(payload_json)
+        if len(payload) + len(payload_json.encode()) > payload_limit:
+            payload_json = None  # the payload itself says the same
+    if len(payload) > payload_limit or payload_length > len(payload):
+        payload_limit = min(payload_limit, len(payload))
         rejections.append(
             {
                 "field": "",
                 "code": "payload.truncated",
-                "message": f"the payload was {len(payload)} bytes: its first {PAYLOAD_LIMIT}"
-                " are kept, the whole is in the source at this position",
+                "message": f"the payload was {payload_length} bytes: its first {payload_limit}"
+                " are kept (payload_sha256 is of the whole), the whole is in the source at"
+                " this position",
             }
         )
-        payload = payload[:PAYLOAD_LIMIT]
+        payload = payload[:payload_limit]
     return {
         "dead_letter_id": dead_letter_id,
         "connector": connector,
         "record_type": record_type,
-        "source_department_uscc": source_department_uscc,
+        "source_department_uscc": _utf8(source_department_uscc),
         "source_system": source_system,
-        "source_partition": source_partition,
-        "source_offset": source_offset,
-        "position": position,
+        "source_partition": _utf8(source_partition),
+        "source_offset": _utf8(source_offset),
+        "position": _utf8(position),
         "payload": payload,
         "payload_json": payload_json,
         "reasons": rejections,
         "failed_at": business_clock().now_ms(),
+        "payload_length": payload_length,
+        "payload_sha256": payload_sha256,
     }
+
+
+def _bounded(reasons: Iterable[Rejection]) -> list[dict[str, str]]:
+    """The reasons as Avro values, each message and all of them together bounded."""
+    kept: list[dict[str, str]] = []
+    size = left_out = 0
+    for reason in reasons:
+        rejection = {
+            "field": _cut(_utf8(reason.field), _REASON_FIELD_LIMIT),
+            "code": _cut(_utf8(reason.code), _REASON_FIELD_LIMIT),
+            "message": _cut(_utf8(reason.message), REASON_MESSAGE_LIMIT),
+        }
+        length = sum(len(text.encode()) for text in rejection.values())
+        if size + length > REASONS_LIMIT:
+            left_out += 1
+            continue
+        kept.append(rejection)
+        size += length
+    if left_out:
+        kept.append(
+            {
+                "field": "",
+                "code": "reasons.truncated",
+                "message": f"{left_out} more reasons are left out: the dead letter keeps at"
+                f" most {REASONS_LIMIT} bytes of reasons",
+            }
+        )
+    return kept
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters in all)"
+
+
+def _utf8(text: str) -> str:
+    """``text`` as it can be encoded in UTF-8: lone surrogates become escapes."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
 
 
 def unreadable_message(
