@@ -249,7 +249,9 @@ def connect_run(
     """Run a connector: read its source from the committed offset, publish, commit.
 
     Prints a JSON report at the end: read, published, dead_lettered by reason, and
-    whether the counts reconcile (read = published + dead_lettered).
+    whether the run reconciles: read = published + dead_lettered and, for a file, its
+    bytes (bytes_*) are the header's, the published records', the dead letters' and the
+    blank lines', with no gap or overlap between records. Exits 1 when it does not.
     """
     from prometheus_client import start_http_server
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -305,7 +307,7 @@ def connect_run(
         fail(f"connector {config.name}: {error}")
     console.print_json(json.dumps(report.as_dict(), ensure_ascii=False))
     if not report.reconciles:
-        fail(f"connector {config.name}: counts do not reconcile")
+        fail(f"connector {config.name}: the run does not reconcile (see the report)")
 
 
 def _record_estimate(config: object) -> int | None:

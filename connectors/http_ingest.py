@@ -117,10 +117,6 @@ ACKNOWLEDGEMENT_TIMEOUT_SECONDS = 30.0
 RETRY_AFTER_SECONDS = 5
 #: How long a verified token is trusted without asking the registry database again.
 TOKEN_CACHE_SECONDS = 5.0
-#: The largest record the producer sends (librdkafka's ``message.max.bytes``), less a
-#: margin for the record's headers and framing: a record encoding to more is refused
-#: before anything of its batch is produced, not failed inside the transaction.
-MAX_RECORD_BYTES = 1_000_000 - 4096
 #: What an Idempotency-Key (or X-Request-Id) may be: it becomes the request id, inside
 #: source offsets (``<request id>:<index>``) and dead-letter ids.
 REQUEST_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -611,22 +607,15 @@ class Intake:
         self._labels = (connector, self.department, self.record_type)
 
     def encode(self, request_id: str, records: Sequence[Any]) -> list[Encoded]:
-        """Every record mapped, validated and encoded (pure); 413 naming the first record
-        too large for the broker."""
-        encoded = []
-        for index, item in enumerate(records):
-            record = source_record(self.department, request_id, index, item, self.fields_by_column)
-            ready = self.encoder.encode(record)
-            size = len(ready.payload) + len(ready.key)
-            if size > MAX_RECORD_BYTES:
-                raise ContentTooLargeError(
-                    f"record {index} encodes to {size} bytes; a record may take at most"
-                    f" {MAX_RECORD_BYTES}: shorten its longest texts",
-                    field=f"records.{index}",
-                    code="record_too_large",
-                )
-            encoded.append(ready)
-        return encoded
+        """Every record mapped, validated and encoded (pure). None is larger than a Kafka
+        message: the encoder makes a record too large for one its dead letter
+        (``record.too_large``), so nothing fails inside the transaction for its size."""
+        return [
+            self.encoder.encode(
+                source_record(self.department, request_id, index, item, self.fields_by_column)
+            )
+            for index, item in enumerate(records)
+        ]
 
     def ready(self) -> Publisher:
         """The intake's publisher on its transactional producer, made if it has none."""
