@@ -359,7 +359,8 @@ class DepartmentMapping:
         for key in sorted(raw):
             # surrogatepass: a record holding a lone surrogate is refused, but its digest
             # is still computed (the bytes of every other text are UTF-8 as before).
-            text = f"{key}\x1f{_digest_text(raw[key])}\x1e"
+            value = raw[key]
+            text = f"{key}\x1f{value if type(value) is str else _digest_text(value)}\x1e"
             digest.update(text.encode("utf-8", "surrogatepass"))
         return digest.hexdigest()
 
@@ -470,7 +471,9 @@ def _text_converter(rule: FieldRule | None) -> Converter:
 
     def convert(raw: Any) -> str:
         text = raw if type(raw) is str else _as_text(raw, "text.invalid", "text")
-        if _UNSAFE_CHARACTER.search(text) is not None:
+        # isprintable() is the fast, common answer (no control character, no surrogate);
+        # a text with a tab, a newline or a wide space is looked at closer.
+        if not text.isprintable() and _UNSAFE_CHARACTER.search(text) is not None:
             text = _safe_text(text, strip_control, normalise_newlines)
         return text.strip()
 
