@@ -357,8 +357,8 @@ class DepartmentMapping:
         # keeps its event id and a corrected record gets a new one.
         digest = hashlib.blake2b(digest_size=12)
         for key in sorted(raw):
-            # surrogatepass: a record holding a lone surrogate is refused, but its digest
-            # is still computed (the bytes of every other text are UTF-8 as before).
+            # surrogatepass: a lone surrogate (refused, or in a column no rule reads) still
+            # has a digest, and every other text's bytes are its UTF-8 as before.
             value = raw[key]
             text = f"{key}\x1f{value if type(value) is str else _digest_text(value)}\x1e"
             digest.update(text.encode("utf-8", "surrogatepass"))

@@ -8,6 +8,7 @@ sample mapping, mapping and validating a record never raises.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -347,7 +348,25 @@ def test_a_thousands_separator_is_one_character() -> None:
 
 # -- whatever a source hands over, mapping never raises -----------------------------------------
 
-MAPPINGS = [DepartmentMapping.load(path) for path in SAMPLE_MAPPINGS]
+
+def lenient_penalty_mapping() -> DepartmentMapping:
+    """The penalty mapping with every relaxing option set where it applies."""
+    raw = yaml.safe_load((DEPARTMENTS / "zj-drc-penalty.yaml").read_text(encoding="utf-8"))
+    fields = raw["fields"]
+    for name in ("fine_amount", "confiscated_amount"):
+        fields[name] = {
+            "column": fields[name],
+            "thousands_separator": ",",
+            "fullwidth_digits": True,
+        }
+    for name in ("party_name", "violation_facts", "content"):
+        fields[name] = {"column": fields[name], "strip_control": True, "newlines": "normalise"}
+    fields["categories"] = {**fields["categories"], "strip_control": True}
+    return DepartmentMapping(MappingFile.model_validate(raw), origin="lenient")
+
+
+LENIENT = lenient_penalty_mapping()
+MAPPINGS = [*(DepartmentMapping.load(path) for path in SAMPLE_MAPPINGS), LENIENT]
 
 #: What a JSON Lines export, an HTTP body, a spreadsheet or a database driver can give.
 SCALARS = (
@@ -370,6 +389,10 @@ VALUES = st.recursive(
 )
 
 
+#: Text close to an amount, to reach every branch of the amount parser.
+AMOUNT_LIKE = st.from_regex(r"[-+]?[0-9０-９,，. ]{0,16}([eE][-+]?[0-9]{1,4})?", fullmatch=True)
+
+
 def columns_of(mapping: DepartmentMapping) -> list[str]:
     spec = mapping.spec
     return sorted({*mapping.columns, spec.source_record_id, *filter(None, [spec.record_version])})
@@ -378,7 +401,7 @@ def columns_of(mapping: DepartmentMapping) -> list[str]:
 @st.composite
 def department_records(draw: st.DrawFn) -> tuple[DepartmentMapping, dict[str, Any]]:
     mapping = draw(st.sampled_from(MAPPINGS))
-    values = st.one_of(VALUES, st.text())
+    values = st.one_of(VALUES, st.text(), AMOUNT_LIKE)
     record = {column: draw(values) for column in columns_of(mapping)}
     return mapping, record
 
@@ -402,3 +425,17 @@ def test_every_sample_mapping_is_under_the_property() -> None:
     names = {path.name for path in SAMPLE_MAPPINGS}
     assert {"zj-drc-penalty.yaml", "sql-health-licence.yaml", "xihu-market-licence.yaml"} <= names
     assert len(MAPPINGS) >= 10
+
+
+@given(AMOUNT_LIKE)
+def test_an_amount_in_text_is_taken_as_its_digits_say_or_refused_with_an_amount_code(
+    text: str,
+) -> None:
+    if not text.strip():
+        return  # empty: no amount, not a problem
+    converted, problems = mapped(LENIENT, "fine_amount", text)
+    if problems:
+        assert [p.code.split(".")[0] for p in problems] == ["amount"]
+    else:
+        digits = unicodedata.normalize("NFKC", text).replace(",", "").strip()
+        assert converted == Decimal(digits)
