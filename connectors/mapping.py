@@ -405,9 +405,10 @@ def _shown(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, int):
-        if value.bit_length() > _SHOWN_INT_BITS:
-            return f"an integer of {len(_hex_digits(value))} hexadecimal digits"
-        return _cut(str(value))
+        try:
+            return _cut(str(value))
+        except ValueError:  # too long to write out: str(int) stops at 4,300 digits
+            return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
     if isinstance(value, float | Decimal):
         return _cut(str(value))
     if isinstance(value, list | tuple):
@@ -429,24 +430,15 @@ def _cut(number: str) -> str:
     return f"{number[:SHOWN_CHARACTERS]}… ({len(number)} characters)"
 
 
-#: Past about 4,300 decimal digits ``str(int)`` raises ValueError (CVE-2020-10735): such an
-#: integer is shown, and refused, without being written out.
-_SHOWN_INT_BITS = 4000 * 3
-
-
-def _hex_digits(value: int) -> str:
-    return format(abs(value), "x")
-
-
 def _digest_text(value: Any) -> str:
-    """A value's text for the content digest: ``str``, and hexadecimal for an integer too
-    long to write out in decimal."""
-    if isinstance(value, int) and value.bit_length() > _SHOWN_INT_BITS:
-        return f"0x{_hex_digits(value)}"
+    """A value's text for the content digest: ``str``, or for an integer too long for it
+    (past 4,300 digits ``str(int)`` raises ValueError, CVE-2020-10735) its hexadecimal."""
     try:
         return str(value)
-    except ValueError:  # a long integer somewhere inside a list or an object
-        return repr(type(value))
+    except ValueError:
+        if isinstance(value, int):
+            return hex(value)
+        return repr(type(value))  # such an integer inside a list or an object
 
 
 # -- text ----------------------------------------------------------------------------------------
@@ -515,8 +507,10 @@ def _as_text(raw: Any, code: str, expected: str) -> str:
     """The text of a value a source gave as another type where text is expected: a number
     written out (a spreadsheet's 330106.0 as 330106), a date in ISO 8601."""
     if isinstance(raw, int) and not isinstance(raw, bool):
-        if raw.bit_length() <= _SHOWN_INT_BITS:
+        try:
             return str(raw)
+        except ValueError:  # past 4,300 digits: no text anyone wrote
+            pass
     elif isinstance(raw, float):
         if raw.is_integer():
             return _as_text(int(raw), code, expected)
