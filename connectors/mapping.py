@@ -27,19 +27,31 @@ record is then dead-lettered with every problem found, never half-published.
 
 ``business_scope_items`` may use ``{column: 经营范围, scope: true}`` to split the
 standard wording "许可项目：…；一般项目：…" into catalog entries tagged permit/general.
+
+Values are taken as they are, never repaired silently: an amount with more decimals
+than the schema's scale is refused, not rounded; ``1,000`` and full-width ``１００`` are
+amounts only where the field's rule allows them (``thousands_separator: ","``,
+``fullwidth_digits: true``); a number is not a date; an id is text or a whole number;
+text holds no control character but tab and newline, unless the rule says
+``strip_control: true`` (``newlines: normalise`` turns a CRLF or a lone CR into a
+newline). Every converter raises only :class:`ConversionError`, whose ``code`` becomes
+the problem's code (the codes are listed in ``connectors/README.md``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import date, datetime, time
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from uuid import UUID
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -49,9 +61,6 @@ from schemas import CANONICAL_RECORD_TYPES, RecordType
 from xietong.clock import business_clock
 
 MISSING: Any = None
-
-#: Decimal places of every 万元 amount (the schemas' ``scale``): 0.000001 万元 = 0.01 元.
-AMOUNT_SCALE = Decimal("0.000001")
 
 
 class FieldRule(BaseModel):
@@ -68,6 +77,28 @@ class FieldRule(BaseModel):
     empty: list[str] = Field(
         default_factory=list, description="Values that mean 'none', e.g. 长期 for an end date."
     )
+    thousands_separator: str | None = Field(
+        default=None,
+        description="An amount's digit-group separator the department writes, e.g. ','.",
+    )
+    fullwidth_digits: bool = Field(
+        default=False, description="An amount may be written in full-width digits (１００)."
+    )
+    strip_control: bool = Field(
+        default=False,
+        description="Remove control characters from the text instead of refusing it.",
+    )
+    newlines: Literal["strict", "normalise"] = Field(
+        default="strict",
+        description="normalise: a CRLF or lone CR in the text becomes a newline (LF).",
+    )
+
+    @field_validator("thousands_separator")
+    @classmethod
+    def _one_separator(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) != 1 or value.isdigit() or value in ".-+"):
+            raise ValueError("must be one character that is not a digit, a sign or '.'")
+        return value
 
 
 class DepartmentIdentity(BaseModel):
@@ -118,7 +149,15 @@ class MappedRecord:
     problems: list[Problem] = field(default_factory=list)
 
 
-Converter = Callable[[Any], Any]  # raises ValueError with a message for people
+Converter = Callable[[Any], Any]  # raises ConversionError with a message for people
+
+#: The kind of field each rule option applies to.
+_OPTION_APPLIES_TO = {
+    "thousands_separator": "amount",
+    "fullwidth_digits": "amount",
+    "strip_control": "text",
+    "newlines": "text",
+}
 
 
 class MappingError(ValueError):
@@ -222,27 +261,48 @@ class DepartmentMapping:
         return compiled
 
     def _converter(self, name: str, avro_type: Any, rule: FieldRule) -> Converter:
+        logical = avro_type.get("logicalType") if isinstance(avro_type, dict) else None
+        kind = {"decimal": "amount", "date": "date"}.get(logical or "", "text")
+        self._check_options(name, rule, kind)
+        text = _text_converter(rule)
         if isinstance(avro_type, dict):
-            logical = avro_type.get("logicalType")
             if logical == "date":
                 return _date_converter(rule.date_format or self.spec.date_format)
             if logical == "decimal":
-                return _decimal
+                return _decimal_converter(avro_type["precision"], avro_type.get("scale", 0), rule)
             if avro_type["type"] == "enum":
-                return _enum_converter(name, avro_type, rule.codes, self.origin)
+                return _enum_converter(name, avro_type, rule.codes, self.origin, text)
             if avro_type["type"] == "array":
                 if rule.scope:
-                    return _scope_items
-                item = _converter_for_items(self, name, avro_type["items"], rule)
-                separator = rule.split or "、"
-                return lambda raw: [item(part) for part in _split(raw, separator)]
+                    return _scope_converter(text)
+                item = _converter_for_items(self, name, avro_type["items"], rule, text)
+                return _array_converter(item, text, rule.split or "、")
         if avro_type == "string":
-            return _text
+            return text
         raise MappingError(f"{self.origin}: field {name} has a type the mapper cannot fill")
+
+    def _check_options(self, name: str, rule: FieldRule, kind: str) -> None:
+        """Refuse a rule option the field's type never uses: it would be ignored silently."""
+        given = {
+            "thousands_separator": rule.thousands_separator is not None,
+            "fullwidth_digits": rule.fullwidth_digits,
+            "strip_control": rule.strip_control,
+            "newlines": rule.newlines != "strict",
+        }
+        for option, is_set in given.items():
+            if is_set and _OPTION_APPLIES_TO[option] != kind:
+                raise MappingError(
+                    f"{self.origin}: field {name} is {kind}; {option} applies to"
+                    f" {_OPTION_APPLIES_TO[option]} fields only"
+                )
 
     # -- mapping a record -----------------------------------------------------------------
     def map(self, raw: Mapping[str, Any]) -> MappedRecord:
-        """Map one department record (column → value); problems instead of exceptions."""
+        """Map one department record (column → value); problems instead of exceptions.
+
+        Every value is converted on its own: a value that cannot be taken is a
+        :class:`~connectors.validation.Problem` naming its field, never an exception.
+        """
         fields: dict[str, Any] = dict(self._constants)
         problems: list[Problem] = []
         for name, column, convert, required, default, empty in self._columns:
@@ -256,8 +316,8 @@ class DepartmentMapping:
                 continue
             try:
                 fields[name] = convert(value)
-            except ValueError as error:
-                problems.append(Problem(name, _code_of(error), f"{name}: {error}"))
+            except ConversionError as error:
+                problems.append(Problem(name, error.code, f"{name} (column {column!r}): {error}"))
                 fields[name] = default
         record_id = raw.get(self.spec.source_record_id)
         if _is_empty(record_id):
@@ -269,23 +329,39 @@ class DepartmentMapping:
                 )
             )
             record_id = ""
+        else:
+            record_id = self._identifier(
+                "source_record_id", self.spec.source_record_id, raw, problems
+            )
         return MappedRecord(
             fields=fields,
-            source_record_id=str(record_id).strip(),
-            record_version=self._version(raw),
+            source_record_id=record_id,
+            record_version=self._version(raw, problems),
             problems=problems,
         )
 
-    def _version(self, raw: Mapping[str, Any]) -> str:
-        if self.spec.record_version:
-            version = raw.get(self.spec.record_version)
-            if not _is_empty(version):
-                return str(version).strip()
+    def _identifier(
+        self, name: str, column: str, raw: Mapping[str, Any], problems: list[Problem]
+    ) -> str:
+        try:
+            return _identifier(raw[column], column)
+        except ConversionError as error:
+            problems.append(Problem(name, error.code, f"{name}: {error}"))
+            return ""
+
+    def _version(self, raw: Mapping[str, Any], problems: list[Problem]) -> str:
+        column = self.spec.record_version
+        if column and not _is_empty(raw.get(column)):
+            return self._identifier("record_version", column, raw, problems)
         # No version column: a digest of the content, so that the same record re-sent
         # keeps its event id and a corrected record gets a new one.
         digest = hashlib.blake2b(digest_size=12)
         for key in sorted(raw):
-            digest.update(f"{key}\x1f{raw[key]}\x1e".encode())
+            # surrogatepass: a lone surrogate (refused, or in a column no rule reads) still
+            # has a digest, and every other text's bytes are its UTF-8 as before.
+            value = raw[key]
+            text = f"{key}\x1f{value if type(value) is str else _digest_text(value)}\x1e"
+            digest.update(text.encode("utf-8", "surrogatepass"))
         return digest.hexdigest()
 
 
@@ -300,10 +376,6 @@ class ConversionError(ValueError):
         self.code = code
 
 
-def _code_of(error: ValueError) -> str:
-    return error.code if isinstance(error, ConversionError) else "value.invalid"
-
-
 def _non_null(avro_type: Any) -> Any:
     if isinstance(avro_type, list):
         return next(t for t in avro_type if t != "null")
@@ -314,24 +386,197 @@ def _is_empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _text(raw: Any) -> str:
-    if isinstance(raw, float) and raw.is_integer():
-        raw = int(raw)  # spreadsheets turn codes like 330106 into 330106.0
-    return str(raw).strip()
+# -- how a value is shown in a message -----------------------------------------------------------
+
+#: Characters of a value quoted in a message; a longer value is cut and its length given.
+SHOWN_CHARACTERS = 40
+
+
+def _shown(value: Any) -> str:
+    """A value as a message quotes it: short, with every control character escaped
+    (``repr``), so that the message itself is always valid UTF-8; a value that is no
+    text or number is described by its type."""
+    if isinstance(value, str):
+        if len(value) <= SHOWN_CHARACTERS:
+            return repr(value)
+        return f"{value[:SHOWN_CHARACTERS]!r}… ({len(value)} characters)"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        try:
+            return _cut(str(value))
+        except ValueError:  # too long to write out: str(int) stops at 4,300 digits
+            return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    if isinstance(value, float | Decimal):
+        return _cut(str(value))
+    if isinstance(value, list | tuple):
+        return f"a list of {_count(len(value), 'item')}"
+    if isinstance(value, dict):
+        return f"an object with {_count(len(value), 'key')}"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _count(len(value), "byte")
+    return f"a {type(value).__name__}"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def _cut(number: str) -> str:
+    if len(number) <= SHOWN_CHARACTERS:
+        return number
+    return f"{number[:SHOWN_CHARACTERS]}… ({len(number)} characters)"
+
+
+def _digest_text(value: Any) -> str:
+    """A value's text for the content digest: ``str``, or for an integer too long for it
+    (past 4,300 digits ``str(int)`` raises ValueError, CVE-2020-10735) its hexadecimal."""
+    try:
+        return str(value)
+    except ValueError:
+        if isinstance(value, int):
+            return hex(value)
+        return repr(type(value))  # such an integer inside a list or an object
+
+
+# -- text ----------------------------------------------------------------------------------------
+
+#: C0 controls other than tab and newline, DEL and the C1 controls (U+0080–U+009F).
+_CONTROL = "\x00-\x08\x0b-\x1f\x7f-\x9f"
+_CONTROL_CHARACTER = re.compile(f"[{_CONTROL}]")
+_CONTROL_BUT_CR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+#: What a text may not hold: the controls, and lone surrogates (U+D800–U+DFFF), which are
+#: no character at all but the trace of bytes that were never valid Unicode.
+_UNSAFE_CHARACTER = re.compile(f"[{_CONTROL}\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_LINE_BREAK = re.compile("\r\n?")
+
+
+def _text_converter(rule: FieldRule | None) -> Converter:
+    """Text as the rule takes it: stripped of surrounding whitespace, control characters
+    refused (or removed with ``strip_control``), CR refused (or, with ``newlines:
+    normalise``, CRLF and a lone CR read as a newline)."""
+    strip_control = rule is not None and rule.strip_control
+    normalise_newlines = rule is not None and rule.newlines == "normalise"
+
+    def convert(raw: Any) -> str:
+        text = raw if type(raw) is str else _as_text(raw, "text.invalid", "text")
+        # isprintable() is the fast, common answer (no control character, no surrogate);
+        # a text with a tab, a newline or a wide space is looked at closer.
+        if not text.isprintable() and _UNSAFE_CHARACTER.search(text) is not None:
+            text = _safe_text(text, strip_control, normalise_newlines)
+        return text.strip()
+
+    return convert
+
+
+def _safe_text(text: str, strip_control: bool, normalise_newlines: bool) -> str:
+    surrogate = _SURROGATE.search(text)
+    if surrogate is not None:
+        raise ConversionError(
+            "text.surrogate",
+            f"{_shown(text)} holds {_character(surrogate)}, a lone surrogate (text that was"
+            " not valid Unicode where it came from); expected text in UTF-8",
+        )
+    if not strip_control:
+        control = (_CONTROL_BUT_CR if normalise_newlines else _CONTROL_CHARACTER).search(text)
+        if control is not None:
+            hint = (
+                "; newlines: normalise in the mapping reads a CR or CRLF as a newline"
+                if control.group() == "\r"
+                else ""
+            )
+            raise ConversionError(
+                "text.control",
+                f"{_shown(text)} holds {_character(control)}, a control character; text may"
+                " hold tab and newline but no other control character (strip_control: true"
+                f" in the mapping removes them){hint}",
+            )
+    if normalise_newlines:
+        text = _LINE_BREAK.sub("\n", text)
+    return _CONTROL_CHARACTER.sub("", text) if strip_control else text
+
+
+def _character(found: re.Match[str]) -> str:
+    return f"U+{ord(found.group()):04X} at character {found.start() + 1}"
+
+
+def _as_text(raw: Any, code: str, expected: str) -> str:
+    """The text of a value a source gave as another type where text is expected: a number
+    written out (a spreadsheet's 330106.0 as 330106), a date in ISO 8601."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        try:
+            return str(raw)
+        except ValueError:  # past 4,300 digits: no text anyone wrote
+            pass
+    elif isinstance(raw, float):
+        if raw.is_integer():
+            return _as_text(int(raw), code, expected)
+        if math.isfinite(raw):
+            return repr(raw)
+    elif isinstance(raw, Decimal):
+        if raw.is_finite():
+            return str(raw)
+    elif isinstance(raw, date | time | UUID):
+        return str(raw)
+    raise ConversionError(code, f"{_shown(raw)} where {expected} is expected")
+
+
+def _identifier(raw: Any, column: str) -> str:
+    """A record id or version: text, or a whole number written out (a database's or a
+    spreadsheet's integer, or a float that is one); never a list, an object, a boolean
+    or a number with a fraction."""
+    if isinstance(raw, str):
+        return _STRICT_TEXT(raw)
+    if _is_whole(raw):
+        raw = int(raw)
+    if isinstance(raw, int | date | UUID) and not isinstance(raw, bool):
+        return _as_text(raw, "id.invalid", "an id (text or a whole number)")
+    raise ConversionError(
+        "id.invalid",
+        f"column {column!r} holds {_shown(raw)}; an id is text or a whole number",
+    )
+
+
+_STRICT_TEXT = _text_converter(None)
+#: Digits of the longest whole Decimal taken as an id (1E+999999999 is refused unexpanded).
+_LONGEST_WHOLE_DECIMAL = 4000
+
+
+def _is_whole(raw: Any) -> bool:
+    if isinstance(raw, float):
+        return raw.is_integer()
+    return (
+        isinstance(raw, Decimal)
+        and raw.is_finite()
+        and raw.adjusted() < _LONGEST_WHOLE_DECIMAL
+        and raw == raw.to_integral_value()
+    )
+
+
+# -- dates ---------------------------------------------------------------------------------------
+
+#: Longer than any date a format can describe: refused without parsing (and caching) it.
+_LONGEST_DATE_TEXT = 64
 
 
 def _date_converter(date_format: str | None) -> Converter:
+    expected = date_format or "YYYY-MM-DD"
+
     # An export holds few distinct days and strptime is slow: parse each text once.
     @lru_cache(maxsize=8192)
     def parse(text: str) -> date:
         try:
+            if len(text) > _LONGEST_DATE_TEXT:
+                raise ValueError(text)
             if date_format is None:
                 return date.fromisoformat(text)
             return datetime.strptime(text, date_format).date()
         except ValueError:
-            expected = date_format or "YYYY-MM-DD"
             raise ConversionError(
-                "date.invalid", f"{text!r} is not a real date in the format {expected}"
+                "date.invalid", f"{_shown(text)} is not a real date in the format {expected}"
             ) from None
 
     def convert(raw: Any) -> date:
@@ -341,24 +586,114 @@ def _date_converter(date_format: str | None) -> Converter:
             return raw.date() if raw.tzinfo is None else business_clock().day_of(raw)
         if isinstance(raw, date):
             return raw
-        return parse(str(raw).strip())
+        if isinstance(raw, str):
+            return parse(raw.strip())
+        if isinstance(raw, int | float | Decimal) and not isinstance(raw, bool):
+            # 20240101 as a JSON number: the department's system wrote a number, and its
+            # digits are no reliable date (2024010 is one digit short of nothing).
+            found = f"{_shown(raw)} is a number"
+        else:
+            found = f"{_shown(raw)} is not a date"
+        raise ConversionError("date.invalid", f"{found}; a date is text in the format {expected}")
 
     return convert
 
 
-def _decimal(raw: Any) -> Decimal:
-    text = str(raw).strip().replace(",", "")
-    try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        raise ConversionError("amount.invalid", f"{text!r} is not an amount in 万元") from None
-    if not amount.is_finite():
-        raise ConversionError("amount.invalid", f"{text!r} is not an amount in 万元")
-    return amount.quantize(AMOUNT_SCALE)
+# -- amounts -------------------------------------------------------------------------------------
+
+_PLAIN_AMOUNT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_FULLWIDTH_DIGIT = re.compile("[０-９]")
+_ANY_SEPARATOR = re.compile(r"[+-]?[0-9]+(?:[,，'’_ ][0-9]+)+(?:\.[0-9]*)?")
+_EXPONENT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][+-]?[0-9]+")
+
+
+def _decimal_converter(precision: int, scale: int, rule: FieldRule) -> Converter:
+    """An amount as the schema's decimal type holds it (万元 to ``scale`` places): a
+    value with more decimals or more integer digits is refused, never rounded."""
+    integer_digits = precision - scale
+    quantum = Decimal(1).scaleb(-scale)
+    separator = rule.thousands_separator or ""
+    grouped = (
+        re.compile(rf"[+-]?[0-9]{{1,3}}(?:{re.escape(separator)}[0-9]{{3}})+(?:\.[0-9]*)?")
+        if separator
+        else None
+    )
+    expected = f"a decimal amount in 万元 with at most {scale} decimals"
+
+    def from_text(raw: str) -> Decimal:
+        text = raw.strip()
+        if rule.fullwidth_digits:
+            # Only the digits, explicitly: NFKC would also turn a full-width comma or
+            # letter into something the checks below would then take.
+            text = _FULLWIDTH_DIGIT.sub(lambda d: unicodedata.normalize("NFKC", d.group()), text)
+        if grouped is not None and separator in text:
+            if grouped.fullmatch(text) is None:
+                raise ConversionError(
+                    "amount.separator",
+                    f"{_shown(raw)} has a misplaced thousands separator {separator!r};"
+                    f" expected groups of three digits, e.g. 1{separator}000.5",
+                )
+            text = text.replace(separator, "")
+        if _PLAIN_AMOUNT.fullmatch(text) is not None:
+            return Decimal(text)
+        if _FULLWIDTH_DIGIT.search(text):
+            raise ConversionError(
+                "amount.fullwidth",
+                f"{_shown(raw)} is written in full-width digits; expected {expected} in"
+                " ASCII digits (fullwidth_digits: true in the mapping allows them)",
+            )
+        if _ANY_SEPARATOR.fullmatch(text):
+            raise ConversionError(
+                "amount.separator",
+                f"{_shown(raw)} has a digit-group separator; expected {expected} without one"
+                " (thousands_separator in the mapping allows one)",
+            )
+        what = "exponent notation" if _EXPONENT.fullmatch(text) else "not an amount"
+        raise ConversionError("amount.invalid", f"{_shown(raw)} is {what}; expected {expected}")
+
+    def convert(raw: Any) -> Decimal:
+        if isinstance(raw, str):
+            amount = from_text(raw)
+        elif isinstance(raw, Decimal):
+            amount = raw
+        elif isinstance(raw, int) and not isinstance(raw, bool):
+            amount = Decimal(raw)
+        elif isinstance(raw, float):
+            amount = Decimal(repr(raw))  # the number the department wrote, not its binary
+        else:
+            raise ConversionError("amount.invalid", f"{_shown(raw)} is not {expected}")
+        if not amount.is_finite():
+            raise ConversionError("amount.invalid", f"{_shown(raw)} is not {expected}")
+        if amount and amount.adjusted() >= integer_digits:
+            raise ConversionError(
+                "amount.too_large",
+                f"{_shown(raw)} has {amount.adjusted() + 1} digits before the decimal point;"
+                f" expected at most {integer_digits} (the schema's decimal({precision},{scale}))",
+            )
+        if _decimals(amount) > scale:
+            raise ConversionError(
+                "amount.scale",
+                f"{_shown(raw)} has {_decimals(amount)} decimals; expected at most {scale}"
+                " (it is refused, not rounded)",
+            )
+        return amount.quantize(quantum)
+
+    return convert
+
+
+def _decimals(amount: Decimal) -> int:
+    """The decimals a value needs: 1.50 needs 1, so trailing zeros lose nothing."""
+    _, digits, exponent = amount.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -exponent - trailing_zeros)
+
+
+# -- codes, lists, scopes ------------------------------------------------------------------------
 
 
 def _enum_converter(
-    name: str, avro_enum: dict[str, Any], codes: dict[str, str], origin: str
+    name: str, avro_enum: dict[str, Any], codes: dict[str, str], origin: str, text: Converter
 ) -> Converter:
     symbols = [s for s in avro_enum["symbols"] if s != avro_enum.get("default")]
     wrong = {code: symbol for code, symbol in codes.items() if symbol not in symbols}
@@ -371,31 +706,35 @@ def _enum_converter(
     known = ", ".join(codes) if codes else ", ".join(symbols)
 
     def convert(raw: Any) -> str:
-        text = _text(raw)
+        code = text(raw)
         try:
-            return table[text]
+            return table[code]
         except KeyError:
             raise ConversionError(
-                "code.unknown", f"{text!r} is not a known code; known: {known}"
+                "code.unknown", f"{_shown(code)} is not a known code; known: {known}"
             ) from None
 
     return convert
 
 
 def _converter_for_items(
-    mapping: DepartmentMapping, name: str, items: Any, rule: FieldRule
+    mapping: DepartmentMapping, name: str, items: Any, rule: FieldRule, text: Converter
 ) -> Converter:
     if isinstance(items, dict) and items.get("type") == "enum":
-        return _enum_converter(name, items, rule.codes, mapping.origin)
+        return _enum_converter(name, items, rule.codes, mapping.origin, text)
     if items == "string":
-        return _text
+        return text
     raise MappingError(f"{mapping.origin}: field {name} has items the mapper cannot fill")
 
 
-def _split(raw: Any, separator: str) -> list[str]:
-    if isinstance(raw, list | tuple):
-        return [str(part).strip() for part in raw if str(part).strip()]
-    return [part.strip() for part in str(raw).split(separator) if part.strip()]
+def _array_converter(item: Converter, text: Converter, separator: str) -> Converter:
+    """A list given as a list (JSON), or as text split on ``separator``; empty parts skipped."""
+
+    def convert(raw: Any) -> list[Any]:
+        parts = raw if isinstance(raw, list | tuple) else text(raw).split(separator)
+        return [item(part) for part in parts if not _is_empty(part)]
+
+    return convert
 
 
 _SCOPE_SECTION = re.compile(r"(许可项目|一般项目)[:：]")
@@ -403,19 +742,25 @@ _SCOPE_SEPARATORS = re.compile(r"[；;。]")
 _SCOPE_TAIL = re.compile(r"[（(]依法须经批准的项目.*?[)）]|[（(]除依法须经批准的项目外.*?[)）]")
 
 
-def _scope_items(raw: Any) -> list[dict[str, Any]]:
+def _scope_converter(text: Converter) -> Converter:
     """Split the standard business-scope wording into entries tagged permit or general.
 
     "许可项目：食品经营；酒类经营。一般项目：日用百货销售" gives two PERMIT entries and
-    one GENERAL entry. Text outside a section is kept as GENERAL.
+    one GENERAL entry. Text outside a section is kept as GENERAL. A list (JSON) is taken
+    as its entries, of a kind unknown.
     """
-    if isinstance(raw, list):
-        return [
-            {"text": str(item), "kind": "UNKNOWN", "catalog_code": None}
-            for item in raw
-            if str(item).strip()
-        ]
-    text = _SCOPE_TAIL.sub("", str(raw))
+
+    def convert(raw: Any) -> list[dict[str, Any]]:
+        if isinstance(raw, list | tuple):
+            entries = (text(item) for item in raw if not _is_empty(item))
+            return [{"text": entry, "kind": "UNKNOWN", "catalog_code": None} for entry in entries]
+        return _scope_items(text(raw))
+
+    return convert
+
+
+def _scope_items(wording: str) -> list[dict[str, Any]]:
+    text = _SCOPE_TAIL.sub("", wording)
     items: list[dict[str, Any]] = []
     kind = "GENERAL"
     position = 0

@@ -15,8 +15,16 @@ database compares ``10 > 9`` as numbers, not as text.
 
 Values reach the mapping as the database driver returns them — dates as ``date``,
 amounts as ``Decimal`` — and the row as JSON is kept as the raw payload for the
-dead-letter topic. Each fetch takes a pooled connection and gives it back before the
-rows are published, so no transaction stays open on the department's database.
+dead-letter topic, whatever the driver returned (bytes as ``\\x`` and their hex digits,
+as PostgreSQL writes ``bytea``; other types as their text). A value the mapping cannot
+take (a ``bytea``, a JSON object, a fraction as the version) is a dead letter like any
+other. Each fetch takes a pooled connection and gives it back before the rows are
+published, so no transaction stays open on the department's database.
+
+A connection dropped between polls is opened again (each is checked before use). A
+database that cannot be reached, or a connection lost in the middle of a fetch, stops
+the run with :class:`SqlSourceUnavailable`, saying where reading stopped and what to do:
+nothing after the last committed offset is lost, and the next run resumes there.
 
 The column must be strictly increasing in the order rows become visible: a row that
 commits after a row with a larger value has been read is never read (a long
@@ -59,6 +67,10 @@ OFFSET_TYPES: dict[type, Callable[[str], Any]] = {int: int, datetime: datetime.f
 
 class SqlSourceError(ValueError):
     """A department table or query that cannot be read as configured."""
+
+
+class SqlSourceUnavailable(SqlSourceError):
+    """The department's database cannot be reached, or the connection to it was lost."""
 
 
 class SqlTableSource(Source):
@@ -126,7 +138,7 @@ class SqlTableSource(Source):
                     self.source_partition,
                     offset,
                     f"row {self.incrementing_column}={offset}",
-                    json.dumps(fields, ensure_ascii=False, default=str).encode(),
+                    raw_json(fields),
                     fields,
                 )
             if len(rows) < self.fetch_size:
@@ -151,7 +163,7 @@ class SqlTableSource(Source):
         statement = (
             sa.select(self.relation).where(condition).order_by(self.column).limit(self.fetch_size)
         )
-        with self._connection() as connection:
+        with self._connection(reading_after=offset) as connection:
             return [dict(row._mapping) for row in connection.execute(statement)]
 
     def _after(self, offset: str | None) -> sa.ColumnElement[bool] | None:
@@ -234,14 +246,39 @@ class SqlTableSource(Source):
         return python_type
 
     @contextmanager
-    def _connection(self) -> Iterator[sa.Connection]:
-        """A pooled connection; a database error becomes one line naming the source."""
+    def _connection(self, reading_after: str | None = None) -> Iterator[sa.Connection]:
+        """A pooled connection; a database error becomes one line naming the source, and
+        a lost or refused connection says what to do about it."""
         try:
             with self.engine.connect() as connection:
                 yield connection
         except sa.exc.DBAPIError as error:
-            reason = str(error.orig or error).strip().splitlines()[0]
-            raise SqlSourceError(f"{self.relation_name} in {self.database}: {reason}") from error
+            reason = " ".join(str(error.orig or error).split())
+            where = f"{self.relation_name} in {self.database}"
+            if isinstance(error, sa.exc.OperationalError | sa.exc.InterfaceError):
+                after = "" if reading_after is None else f" after offset {reading_after}"
+                raise SqlSourceUnavailable(
+                    f"{where}: the database cannot be reached or the connection was lost"
+                    f" ({reason}); the run stops reading{after}. Check that the database"
+                    " is up and accepts the connector's login, then run the connector again:"
+                    " it resumes after its last committed offset, and nothing is lost"
+                ) from error
+            raise SqlSourceError(f"{where}: {reason}") from error
+
+
+def raw_json(fields: dict[str, Any]) -> bytes:
+    """A row as JSON, the raw payload of its dead letter, whatever types the driver gave:
+    bytes as PostgreSQL writes ``bytea`` (``\\x`` and hex digits), anything else without
+    a JSON form (a date, a ``Decimal``, a UUID, an interval) as its text."""
+    return json.dumps(fields, ensure_ascii=False, default=_json_text).encode(
+        "utf-8", "backslashreplace"
+    )
+
+
+def _json_text(value: Any) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\x" + bytes(value).hex()
+    return str(value)
 
 
 def _offset_of(value: Any) -> str:

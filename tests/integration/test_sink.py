@@ -56,7 +56,7 @@ from tests.sink_records import (
 from xietong.clock import business_clock, clock_from_settings, millis
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
-from xietong.topics import DepartmentTopic
+from xietong.topics import DEAD_LETTER, DepartmentTopic
 from xietong.uscc import make_uscc
 
 pytestmark = pytest.mark.usefixtures("secured")
@@ -693,3 +693,45 @@ def test_a_push_just_after_midnight_in_china_counts_in_the_province_s_month(
         conn.close()
     assert months == [business_clock().day_of(push["pushed_at"]).replace(day=1)]
     assert months == [date(2026, 12, 1)]
+
+
+# -- what PostgreSQL cannot store -------------------------------------------------------------
+
+
+def test_a_nul_in_a_derived_record_becomes_a_sink_dead_letter_naming_where_it_was_and_the_field(
+    kafka: KafkaClients, credit_databases: Callable[[], str], tmp_path: Path
+) -> None:
+    """PostgreSQL's text cannot hold NUL. The connectors refuse it, but the sink also reads
+    what others write: a licence with NUL in its holder's name, produced straight to the
+    canonical topic, is dead-lettered by the sink, and the licence after it is stored."""
+    poisoned, good = [r for r in canonical(60, seed=12) if r.record.name == "licence"][:2]
+    poisoned.value["holder_name"] = "杭州\x00西湖某某有限公司"
+    url = credit_databases()
+    start_at(url, sink_partitions(kafka))
+    licences = TopicWindow(kafka, LICENCES_TABLE.record.topic.name)
+    dead_letters = TopicWindow(kafka, DEAD_LETTER.name)
+    produce(kafka, [poisoned, good])
+    sink = SinkProcess(url, tmp_path / "key.pem", tmp_path / "sink.log")
+    sink.start()
+    try:
+        wait_caught_up(url, sink_partitions(kafka))
+    finally:
+        sink.stop()
+
+    (written,) = [m for m in licences.read() if "\x00" in m.value["holder_name"]]
+    stored = "SELECT count(*) FROM licences WHERE event_id = %s"
+    assert count(url, stored, good.value["envelope"]["event_id"]) == 1
+    assert count(url, stored, poisoned.value["envelope"]["event_id"]) == 0
+    (letter,) = [
+        m.value
+        for m in dead_letters.read()
+        if m.value["source_partition"] == f"{licences.topic}[{written.partition}]"
+        and m.value["source_offset"] == str(written.offset)
+    ]
+    assert letter["connector"] == "sink.credit"
+    assert letter["position"] == (
+        f"{licences.topic} partition {written.partition} offset {written.offset}"
+    )
+    (reason,) = letter["reasons"]
+    assert reason["code"] == "sink.unreadable"
+    assert "holder_name" in reason["message"] and "U+0000" in reason["message"]

@@ -9,19 +9,22 @@ Connector runs publish to the stack's real Kafka.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
+from connectors.base import RunReport
 from connectors.config import ConnectorConfig, SqlSourceConfig
 from connectors.records import SourceRecord
 from connectors.runner import run_connector
-from connectors.sql_source import SqlSourceError, SqlTableSource
+from connectors.sql_source import SqlSourceError, SqlSourceUnavailable, SqlTableSource
 from tests.kafka_helpers import TopicWindow
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
@@ -53,6 +56,23 @@ LICENCE_CHANGES = sa.Table(
     sa.Column("变更时间", sa.DateTime),
     sa.Column("记录编号", sa.BigInteger),
     sa.Column("变更内容", sa.Text),
+)
+
+#: The export of a system that keeps more than text: a JSON column, a NUMERIC version, and
+#: columns the mapping does not read but a dead letter's payload must still show.
+LICENCE_EXPORT_WITH_ATTACHMENTS = sa.Table(
+    "licence_export_with_attachments",
+    DEPARTMENT_TABLES,
+    *(
+        sa.Column(column.name, column.type, primary_key=column.primary_key)
+        for column in LICENCE_EXPORT.columns
+        if column.name not in ("版本", "法定代表人")
+    ),
+    sa.Column("版本", sa.Numeric),
+    sa.Column("法定代表人", postgresql.JSONB),
+    sa.Column("许可决定书扫描件", sa.LargeBinary),  # bytea
+    sa.Column("经办人标识", postgresql.UUID),
+    sa.Column("办理时长", sa.Interval),
 )
 
 # Valid USCCs (check characters computed with xietong.uscc.make_uscc).
@@ -100,9 +120,36 @@ class DepartmentDatabase:
     url: str
     engine: sa.Engine
 
+    admin: sa.Engine
+
     @property
     def licence_partition(self) -> str:
-        return f"sql:{self.engine.url.host}/{self.engine.url.database}/licence_export"
+        return self.partition_of("licence_export")
+
+    def partition_of(self, table: str) -> str:
+        return f"sql:{self.engine.url.host}/{self.engine.url.database}/{table}"
+
+    def drop_connections(self) -> int:
+        """End every session on the database (as a firewall or a restart would); how many."""
+        with self.admin.connect() as connection:
+            return len(
+                connection.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": self.engine.url.database},
+                ).all()
+            )
+
+    def accept_connections(self, accept: bool) -> None:
+        with self.admin.connect() as connection:
+            connection.execute(
+                sa.text(
+                    f'ALTER DATABASE "{self.engine.url.database}"'
+                    f" ALLOW_CONNECTIONS {str(accept).lower()}"
+                )
+            )
 
     def insert(self, table: sa.Table, *rows: dict[str, Any]) -> None:
         with self.engine.begin() as connection:
@@ -121,7 +168,7 @@ def department(stack_settings: Settings) -> Iterator[DepartmentDatabase]:
     engine = sa.create_engine(url)
     try:
         DEPARTMENT_TABLES.create_all(engine)
-        yield DepartmentDatabase(url, engine)
+        yield DepartmentDatabase(url, engine, admin)
     finally:
         engine.dispose()
         with admin.connect() as connection:
@@ -129,7 +176,9 @@ def department(stack_settings: Settings) -> Iterator[DepartmentDatabase]:
         admin.dispose()
 
 
-def licence_connector(department: DepartmentDatabase) -> ConnectorConfig:
+def licence_connector(
+    department: DepartmentDatabase, table: str = "licence_export"
+) -> ConnectorConfig:
     """A connector on the licence export, named afresh so that it starts with no offset.
 
     Small fetches and batches make even a handful of rows take several of each.
@@ -139,7 +188,7 @@ def licence_connector(department: DepartmentDatabase) -> ConnectorConfig:
         mapping=MAPPING,
         batch_size=2,
         source=SqlSourceConfig(
-            url=department.url, table="licence_export", incrementing_column="记录编号", fetch_size=2
+            url=department.url, table=table, incrementing_column="记录编号", fetch_size=2
         ),
     )
 
@@ -225,6 +274,117 @@ def test_a_second_run_publishes_only_the_rows_added_since_the_committed_offset(
     assert sorted(published) == ["1", "2", "3", "7"]  # each row once over both runs
     dead_lettered = [letter["source_offset"] for letter in from_source(dead_letters, partition)]
     assert sorted(dead_lettered) == ["4", "5", "6", "8"]
+
+
+def test_a_value_the_mapping_cannot_take_is_a_dead_letter_whatever_type_the_driver_returned(
+    department: DepartmentDatabase, kafka: KafkaClients, connectors_kafka: KafkaClients
+) -> None:
+    scan = b"%PDF-1.4\x00\xff"
+    extras = {
+        "许可决定书扫描件": scan,
+        "经办人标识": "6f1c2e9a-3b1d-4f5e-9a7c-2d8e4b6a1c30",
+        "办理时长": timedelta(days=3, hours=2),
+    }
+    department.insert(
+        LICENCE_EXPORT_WITH_ATTACHMENTS,
+        licence_row(1, SWIMMING_POOL, 版本=Decimal(1), 法定代表人="王芳", **extras),
+        licence_row(2, HOTEL, 版本=Decimal(1), 法定代表人={"姓名": "王芳"}, **extras),
+        licence_row(3, BARBER, 版本=Decimal("1.5"), 法定代表人="李娜", **extras),
+        licence_row(4, BATHHOUSE, 版本=Decimal(2), 法定代表人="赵磊", **extras),
+    )
+    licences, dead_letters = TopicWindow(kafka, LICENCES.name), TopicWindow(kafka, DEAD_LETTER.name)
+
+    report = run_connector(
+        licence_connector(department, "licence_export_with_attachments"), connectors_kafka
+    )
+
+    assert (report.read, report.published, report.dead_lettered) == (4, 2, 2)
+    partition = department.partition_of("licence_export_with_attachments")
+    published = {e["envelope"]["source_record_id"]: e for e in from_source(licences, partition)}
+    assert sorted(published) == ["1", "4"]  # the row after the bad ones too
+    assert published["4"]["envelope"]["record_version"] == "2"
+    assert published["1"]["legal_representative"] == "王芳"  # a JSON string is text
+    letters = {letter["position"]: letter for letter in from_source(dead_letters, partition)}
+    reasons = {
+        position: [(reason["field"], reason["code"]) for reason in letter["reasons"]]
+        for position, letter in letters.items()
+    }
+    assert reasons == {
+        "row 记录编号=2": [("legal_representative", "text.invalid")],
+        "row 记录编号=3": [("record_version", "id.invalid")],
+    }
+    assert "an object with 1 key where text is expected" in str(letters["row 记录编号=2"])
+    assert "column '版本' holds 1.5" in str(letters["row 记录编号=3"])
+    payload = letters["row 记录编号=3"]["payload"].decode("utf-8")
+    assert f'"许可决定书扫描件": "\\\\x{scan.hex()}"' in payload  # bytea, as PostgreSQL writes it
+    assert '"经办人标识": "6f1c2e9a-3b1d-4f5e-9a7c-2d8e4b6a1c30"' in payload
+    assert '"办理时长": "3 days, 2:00:00"' in payload
+
+
+def refuse_connections_after_the_first_batch(
+    department: DepartmentDatabase,
+) -> Callable[[RunReport, int], None]:
+    """An ``on_batch`` that, once the first batch is committed, makes the database refuse
+    every connection and ends those it has: the source loses its database mid-run."""
+
+    def on_batch(report: RunReport, records: int) -> None:
+        if report.committed_offset == "2":
+            department.accept_connections(False)
+            department.drop_connections()
+
+    return on_batch
+
+
+def test_a_lost_database_stops_the_run_saying_what_to_do_and_the_next_run_resumes(
+    department: DepartmentDatabase, kafka: KafkaClients, connectors_kafka: KafkaClients
+) -> None:
+    usccs = [SWIMMING_POOL, HOTEL, BARBER, BATHHOUSE]
+    department.insert(LICENCE_EXPORT, *(licence_row(n, usccs[n % 4]) for n in range(1, 7)))
+    connector = licence_connector(department)
+    licences = TopicWindow(kafka, LICENCES.name)
+
+    try:
+        with pytest.raises(SqlSourceUnavailable) as raised:
+            run_connector(
+                connector,
+                connectors_kafka,
+                on_batch=refuse_connections_after_the_first_batch(department),
+            )
+    finally:
+        department.accept_connections(True)
+
+    message = str(raised.value)
+    assert message.startswith(f"table licence_export in {department.engine.url.host}/")
+    assert "the database cannot be reached or the connection was lost" in message
+    assert "not currently accepting connections" in message  # what PostgreSQL said
+    assert "the run stops reading after offset 2" in message
+    assert "Check that the database is up" in message
+    assert "it resumes after its last committed offset" in message
+
+    report = run_connector(connector, connectors_kafka)
+
+    assert (report.read, report.published, report.committed_offset) == (4, 4, "6")
+    published = [
+        event["envelope"]["source_record_id"]
+        for event in from_source(licences, department.licence_partition)
+    ]
+    assert sorted(published, key=int) == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_a_connection_dropped_between_polls_is_opened_again(
+    department: DepartmentDatabase, kafka: KafkaClients, connectors_kafka: KafkaClients
+) -> None:
+    department.insert(LICENCE_EXPORT, *FIRST_EXPORT[:3], licence_row(4, BATHHOUSE))
+    dropped: list[int] = []
+
+    report = run_connector(
+        licence_connector(department),
+        connectors_kafka,
+        on_batch=lambda report, records: dropped.append(department.drop_connections()),
+    )
+
+    assert dropped[0] >= 1  # the source's pooled connection was among them
+    assert (report.read, report.published, report.committed_offset) == (4, 4, "4")
 
 
 # -- the source on its own -----------------------------------------------------------------------

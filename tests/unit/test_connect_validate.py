@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import random
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -82,3 +83,36 @@ def test_sample_exports_count_their_days_back_from_the_province_s_today(instant:
     with time_machine.travel(instant, tick=False):
         generator = SampleGenerator(None, seed=7, bad_share=0.0)
     assert generator.today == business_clock().day_of(instant)
+
+
+def test_validate_counts_refused_values_by_their_code(tmp_path: Path) -> None:
+    """A department trying its export sees which values its mapping refuses, and why."""
+    generator = SampleGenerator(None, seed=7, bad_share=0.0)
+    records = generator.generate(8000).exports["zj-drc-penalty"][:3]
+    sample = tmp_path / "sample.csv"
+    write_export(sample, generator.exports["zj-drc-penalty"], records)
+    with sample.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows[0]["罚款金额(万元)"] = "1,000"
+    rows[1]["行政相对人名称"] = "杭州\x00某某有限公司"
+    with sample.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "connect",
+            "validate",
+            str(DEPARTMENTS_DIR / "zj-drc-penalty.connector.yaml"),
+            str(sample),
+            "--limit",
+            "0",
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "3 records: 1 accepted, 2 would be dead-lettered" in result.output
+    assert "amount.separator: 1" in result.output
+    assert "text.control: 1" in result.output
