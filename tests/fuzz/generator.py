@@ -370,8 +370,6 @@ MUTATIONS: tuple[Mutation, ...] = (
         _huge_text,
         formats=ALL_FORMATS - {Format.XLSX},  # an Excel cell holds at most 32,767 characters
         weight=0.1,
-        # the ingest refuses a request with a record larger than the broker takes (413)
-        expected_at={Format.HTTP: Outcome.REFUSED},
     ),
     Mutation(
         "huge.nested_3000",

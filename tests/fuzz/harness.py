@@ -155,8 +155,9 @@ class FuzzResult:
         bad = {}
         for key, row in self.counts.items():
             nonzero = {n: row[n] for n in MUST_BE_ZERO if row[n]}
-            if row["in"] != row["published"] + row["dead_lettered"] + row["refused"]:
-                nonzero["unreconciled"] = row["in"]
+            unaccounted = row["in"] - row["published"] - row["dead_lettered"] - row["refused"]
+            if unaccounted:
+                nonzero["unaccounted"] = unaccounted
             if nonzero:
                 bad[key] = nonzero
         return bad
