@@ -70,6 +70,10 @@ def registry_database(settings: Settings) -> Iterator[str]:
         maintenance.dispose()
 
 
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.fuzz", description=__doc__)
     parser.add_argument("--records", type=int, default=100_000)
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                     alone = FuzzRun(args.seed, {fmt: args.isolate}, frozenset({mutation.category}))
                     run_formats(alone, services, result)
         else:
-            result = run_formats(run, services)
+            result = run_formats(run, services, progress=say)
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"isolated-{args.isolate}" if args.isolate else str(args.records)
     path = args.out / f"fuzz-{args.seed}-{name}.json"

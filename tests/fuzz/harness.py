@@ -16,14 +16,15 @@ record by source offset (a dead letter first by its position), and counted per c
 * ``missing``: found nowhere; ``wrong``: found, but not as expected (published instead of
   dead-lettered, or the reverse, or refused); ``duplicated``: found more than once;
 * ``unnamed``: dead letters that do not name the record (the position it was written at)
-  or whose reasons name neither a field nor a record-level reason code;
+  or whose reasons name neither a field nor a record-level reason code, and 4xx answers
+  without an error code and a message;
 * ``crashes``: connector runs that raised (charged to the first missing mutated record);
   ``5xx``: HTTP answers of 500 and up; ``next_lost``: mutated records whose following
   (valid) record was not published; ``stray``: output of the run that matches no record.
 
 Example::
 
-    result = run_formats(FuzzRun(seed=12, records={Format.JSONL: 500}), kafka, connectors, …)
+    result = run_formats(FuzzRun(seed=12, records={Format.JSONL: 500}), services)
     print(result.markdown())
     assert not result.failures()
 """
@@ -38,7 +39,7 @@ import time
 import traceback
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,7 @@ class Where:
     position: str
     refused: bool = False  # its HTTP request was answered 4xx as a whole
     server_error: bool = False  # … or 5xx
+    answer_named: bool = True  # a 4xx answer says what (an error code and a message)
 
 
 @dataclass
@@ -174,6 +176,17 @@ class FuzzResult:
             lines.append("")
         return "\n".join(lines)
 
+    def examples(self, each: int = 5) -> list[dict[str, Any]]:
+        """The first ``each`` failures of every format and category."""
+        kept: dict[tuple[Any, Any], int] = defaultdict(int)
+        examples = []
+        for failure in self.failures_seen:
+            key = (failure.get("format"), failure.get("category"))
+            kept[key] += 1
+            if kept[key] <= each:
+                examples.append(failure)
+        return examples
+
     def total(self, name: str) -> int:
         return sum(row[name] for row in self.counts.values())
 
@@ -189,7 +202,7 @@ class FuzzResult:
             "failures": [
                 {"format": f, "category": c, **row} for (f, c), row in self.failures().items()
             ],
-            "examples": self.failures_seen[:200],
+            "examples": self.examples(),
             "crashes": self.crashes,
             "seconds": self.seconds,
         }
@@ -206,15 +219,31 @@ class Services:
     workdir: Path
 
 
+Progress = Callable[[str], None]
+
+
 def run_records(
-    fmt: Format, records: list[FuzzRecord], services: Services, result: FuzzResult
+    fmt: Format,
+    records: list[FuzzRecord],
+    services: Services,
+    result: FuzzResult,
+    progress: Progress | None = None,
 ) -> None:
-    """Run records made elsewhere (e.g. by hypothesis) through one format, in chunks."""
+    """Run records made elsewhere (e.g. by hypothesis) through one format, in chunks;
+    ``progress`` is told of each chunk done."""
     for start in range(0, len(records), CHUNK_RECORDS):
-        _run_chunk(fmt, records[start : start + CHUNK_RECORDS], services, result, start)
+        chunk = records[start : start + CHUNK_RECORDS]
+        _run_chunk(fmt, chunk, services, result, start)
+        if progress:
+            progress(f"{fmt}: {start + len(chunk)} of {len(records)} records run")
 
 
-def run_formats(run: FuzzRun, services: Services, result: FuzzResult | None = None) -> FuzzResult:
+def run_formats(
+    run: FuzzRun,
+    services: Services,
+    result: FuzzResult | None = None,
+    progress: Progress | None = None,
+) -> FuzzResult:
     """Generate, run and count every format of ``run`` (into ``result``, when given)."""
     result = result or FuzzResult(run.seed)
     for fmt, count in run.records.items():
@@ -421,7 +450,8 @@ def _post(records: list[FuzzRecord], services: Services, where: list[Where]) -> 
             if response.status_code != 200:
                 refused = 400 <= response.status_code < 500
                 failed = response.status_code >= 500
-                where.extend(Where(partition, "", "", refused, failed) for _ in batch)
+                named = _says_what(response.content)
+                where.extend(Where(partition, "", "", refused, failed, named) for _ in batch)
                 continue
             request_id = response.json()["request_id"]
             for index, _ in enumerate(batch):
@@ -432,11 +462,19 @@ def _post(records: list[FuzzRecord], services: Services, where: list[Where]) -> 
                 )
 
 
+def _says_what(answer: bytes) -> bool:
+    try:
+        error = json.loads(answer)
+    except ValueError:
+        return False
+    return isinstance(error, dict) and bool(error.get("error")) and bool(error.get("message"))
+
+
 def _batches(records: list[FuzzRecord]) -> Iterator[list[FuzzRecord]]:
     batch: list[FuzzRecord] = []
     for record in records:
         # posted alone: a request that must be refused, or may be, refuses no other record
-        if record.body is not None or record.expected in (Outcome.REFUSED, Outcome.ANY):
+        if record.alone or record.expected in (Outcome.REFUSED, Outcome.ANY):
             if batch:
                 yield batch
                 batch = []
@@ -557,7 +595,7 @@ def _count(
         if found > 1:
             result.count(fmt.value, record.category, "duplicated")
         unnamed = [letter for letter in dead[i] if w is None or not _names_the_record(letter, w)]
-        if unnamed:
+        if unnamed or (w is not None and w.refused and not w.answer_named):
             result.count(fmt.value, record.category, "unnamed")
         if not record.expected.admits(actual) or found > 1 or unnamed:
             result.failures_seen.append(
