@@ -83,6 +83,16 @@ ENCODING_OF = {Format.CSV_UTF8: "utf-8", Format.CSV_GB18030: "gb18030", Format.J
 INVALID_BYTES = {"utf-8": b"\xff", "gb18030": b"\x80"}
 
 VALID = "valid"
+#: Mutations whose damage can reach the records around them (a quote left open may close at
+#: another stray quote lines later): generated into files of their own, their valid
+#: neighbours counted under :func:`neighbours` of the category, not as ``valid``.
+SPREADING = frozenset({"csv.unclosed_quote"})
+
+
+def neighbours(category: str) -> str:
+    """The category the valid records of a file of ``category``'s mutations are counted in."""
+    return f"{category} (valid neighbours)"
+
 
 # Per record type, the canonical fields the mutations aim at.
 NAME_FIELD = {"registration": "name", "licence": "holder_name", "penalty": "party_name"}
@@ -128,6 +138,7 @@ class FuzzRecord:
     patch: Patch | None = None
     body: bytes | None = None
     alone: bool = False
+    mutated: bool = False  # False for a valid record, whatever category it is counted in
 
     @property
     def sentinel(self) -> str:
@@ -442,11 +453,13 @@ def generate(
     seed: int,
     mutated_share: float = 0.4,
     categories: frozenset[str] | None = None,
+    start: int = 0,
 ) -> list[FuzzRecord]:
     """``count`` records of one format: mutated ones (about ``mutated_share``, of
     ``categories`` only when given), each followed by at least one valid record. Every
-    category comes once (in a shuffled order), then they are drawn by weight."""
-    rng = random.Random(f"{seed}:{fmt}")
+    category comes once (in a shuffled order), then they are drawn by weight. Records are
+    numbered from ``start``, and their record ids with them."""
+    rng = random.Random(f"{seed}:{fmt}:{start}")
     export = exports()[EXPORT_OF[fmt]]
     pool = valid_rows(seed)[EXPORT_OF[fmt]]
     mutations = mutations_for(fmt, categories)
@@ -456,7 +469,7 @@ def generate(
     format_number = list(Format).index(fmt)
     records: list[FuzzRecord] = []
     previous_mutated = True  # the sequence opens with a valid record
-    for index in range(count):
+    for index in range(start, start + count):
         row = dict(rng.choice(pool))
         record_id = f"9{seed % 1000:03d}{format_number}{index:09d}"
         row[id_column] = record_id
@@ -464,12 +477,13 @@ def generate(
         if (
             mutations
             and not previous_mutated
-            and index < count - 1
+            and index < start + count - 1
             and rng.random() < mutated_share * 1.7
         ):
             mutation = first_round.pop() if first_round else rng.choices(mutations, weights)[0]
             mutation.mutate(Target(record, export, rng))
             record.category, record.expected = mutation.category, mutation.outcome(fmt)
-        previous_mutated = record.category != VALID
+            record.mutated = True
+        previous_mutated = record.mutated
         records.append(record)
     return records

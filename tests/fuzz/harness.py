@@ -59,12 +59,14 @@ from tests.fuzz.generator import (
     CSV_FORMATS,
     ENCODING_OF,
     EXPORT_OF,
-    VALID,
+    SPREADING,
     Format,
     FuzzRecord,
     Outcome,
     exports,
     generate,
+    mutations_for,
+    neighbours,
 )
 from tests.kafka_helpers import ReadMessage, TopicWindow
 from xietong.kafka import KafkaClients
@@ -248,12 +250,29 @@ def run_formats(
     result = result or FuzzResult(run.seed)
     for fmt, count in run.records.items():
         started = time.perf_counter()
-        run_records(
-            fmt, generate(fmt, count, run.seed, categories=run.categories), services, result
-        )
+        for records in _files_of(fmt, count, run):
+            run_records(fmt, records, services, result, progress)
         seconds = result.seconds.get(fmt.value, 0.0) + time.perf_counter() - started
         result.seconds[fmt.value] = round(seconds, 1)
     return result
+
+
+def _files_of(fmt: Format, count: int, run: FuzzRun) -> Iterator[list[FuzzRecord]]:
+    """The format's records: those of a :data:`SPREADING` category (a share of ``count``)
+    in files of their own, their valid neighbours counted apart; then all the others."""
+    every = frozenset(m.category for m in mutations_for(fmt, run.categories))
+    spreading = sorted(every & SPREADING)
+    share = max(20, count // len(every)) if every and count > 40 else count
+    start = 0
+    for category in spreading:
+        records = generate(fmt, share, run.seed, categories=frozenset({category}), start=start)
+        for record in records:
+            if not record.mutated:
+                record.category = neighbours(category)
+        yield records
+        start += share
+    if count > start:
+        yield generate(fmt, count - start, run.seed, categories=every - SPREADING, start=start)
 
 
 def _run_chunk(
@@ -612,7 +631,7 @@ def _count(
                 }
             )
     for i, record in enumerate(records[:-1]):
-        if record.category != VALID and outcomes[i + 1] != Outcome.PUBLISHED:
+        if record.mutated and outcomes[i + 1] != Outcome.PUBLISHED:
             result.count(fmt.value, record.category, "next_lost")
             result.failures_seen.append(
                 {
@@ -625,11 +644,7 @@ def _count(
             )
     if crash is not None:
         culprit = next(
-            (
-                r
-                for r, o in zip(records, outcomes, strict=True)
-                if o == "missing" and r.category != VALID
-            ),
+            (r for r, o in zip(records, outcomes, strict=True) if o == "missing" and r.mutated),
             records[0],
         )
         result.count(fmt.value, culprit.category, "crashes")
