@@ -235,7 +235,7 @@ def run_records(
     ``progress`` is told of each chunk done."""
     for start in range(0, len(records), CHUNK_RECORDS):
         chunk = records[start : start + CHUNK_RECORDS]
-        _run_chunk(fmt, chunk, services, result, start)
+        _run_chunk(fmt, chunk, services, result)
         if progress:
             progress(f"{fmt}: {start + len(chunk)} of {len(records)} records run")
 
@@ -276,7 +276,7 @@ def _files_of(fmt: Format, count: int, run: FuzzRun) -> Iterator[list[FuzzRecord
 
 
 def _run_chunk(
-    fmt: Format, records: list[FuzzRecord], services: Services, result: FuzzResult, number: int
+    fmt: Format, records: list[FuzzRecord], services: Services, result: FuzzResult
 ) -> None:
     topic = exports()[EXPORT_OF[fmt]].mapping.record_type.topic.name
     events, letters = (
@@ -286,14 +286,14 @@ def _run_chunk(
     crash: str | None = None
     where: list[Where] = []
     try:
-        _publish(fmt, records, services, number, where)
+        _publish(fmt, records, services, where)
     except Exception:  # a crash of the connector is what is being counted
         crash = traceback.format_exc(limit=8)
     _count(fmt, records, where, events.read(), letters.read(), crash, result)
 
 
 def _publish(
-    fmt: Format, records: list[FuzzRecord], services: Services, number: int, where: list[Where]
+    fmt: Format, records: list[FuzzRecord], services: Services, where: list[Where]
 ) -> None:
     """Write the records and run them through the connector; ``where`` is filled with where
     each was written before the connector runs (so that a crash still knows)."""
@@ -311,7 +311,7 @@ def _publish(
             )
             _run(fmt, source, services)
         return
-    path = services.workdir / f"{fmt.value}-{number}-{uuid.uuid4().hex[:6]}"
+    path = services.workdir / f"{fmt.value}-{uuid.uuid4().hex[:10]}"
     if fmt in CSV_FORMATS:
         path = path.with_suffix(".csv")
         written = _write_csv(path, records, ENCODING_OF[fmt])
