@@ -14,7 +14,8 @@ record by source offset (a dead letter first by its position), and counted per c
 * ``in``: records generated; ``published``, ``dead_lettered``, ``refused`` (the HTTP
   request answered 4xx as a whole: nothing written);
 * ``missing``: found nowhere; ``wrong``: found, but not as expected (published instead of
-  dead-lettered, or the reverse, or refused); ``duplicated``: found more than once;
+  dead-lettered, or the reverse, or refused); ``duplicated``: found more than once, or its
+  HTTP request, sent again under the same Idempotency-Key, answered otherwise;
 * ``unnamed``: dead letters that do not name the record (the position it was written at)
   or whose reasons name neither a field nor a record-level reason code, and 4xx answers
   without an error code and a message;
@@ -78,6 +79,8 @@ DEPARTMENTS_DIR = Path(__file__).parents[2] / "connectors" / "departments"
 CHUNK_RECORDS = 2000
 #: Records per HTTP request (a mutated body is posted alone).
 HTTP_BATCH = 50
+#: Every so many HTTP requests one is sent twice under its Idempotency-Key.
+RETRY_EVERY = 5
 HTTP_DEPARTMENT = "hz-health"  # the registry's code of 杭州市卫生健康委员会
 SQL_OFFSET_COLUMN = "行号"
 #: A reason code the platform chose, not an exception's name: ``date.invalid``.
@@ -121,6 +124,7 @@ class Where:
     refused: bool = False  # its HTTP request was answered 4xx as a whole
     server_error: bool = False  # … or 5xx
     answer_named: bool = True  # a 4xx answer says what (an error code and a message)
+    answered_otherwise: bool = False  # its request, sent again, got another answer
 
 
 @dataclass
@@ -457,26 +461,42 @@ def _insert(url: str, records: Sequence[FuzzRecord]) -> list[Where]:
 
 
 def _post(records: list[FuzzRecord], services: Services, where: list[Where]) -> None:
+    """Post the records in batches, each under an Idempotency-Key; every
+    :data:`RETRY_EVERY`-th batch is sent twice, as a client that lost the first answer does."""
     mapping = exports()[EXPORT_OF[Format.HTTP]].mapping
     partition = f"http:{mapping.department.uscc}"
+    url = f"/v1/records/{mapping.record_type.name}"
     with _ingest(services) as (client, token):
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        for batch in _batches(records):
+        for number, batch in enumerate(_batches(records)):
             body = batch[0].body or _body(batch)
-            response = client.post(
-                f"/v1/records/{mapping.record_type.name}", content=body, headers=headers
-            )
+            headers = {
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "Idempotency-Key": f"fuzz-{uuid.uuid4().hex}",
+            }
+            response = client.post(url, content=body, headers=headers)
+            answered_otherwise = False
+            if number % RETRY_EVERY == 0:
+                again = client.post(url, content=body, headers=headers)
+                first = (response.status_code, response.content)
+                answered_otherwise = (again.status_code, again.content) != first
             if response.status_code != 200:
                 refused = 400 <= response.status_code < 500
                 failed = response.status_code >= 500
                 named = _says_what(response.content)
-                where.extend(Where(partition, "", "", refused, failed, named) for _ in batch)
+                where.extend(
+                    Where(partition, "", "", refused, failed, named, answered_otherwise)
+                    for _ in batch
+                )
                 continue
             request_id = response.json()["request_id"]
             for index, _ in enumerate(batch):
                 where.append(
                     Where(
-                        partition, f"{request_id}:{index}", f"request {request_id}, record {index}"
+                        partition,
+                        f"{request_id}:{index}",
+                        f"request {request_id}, record {index}",
+                        answered_otherwise=answered_otherwise,
                     )
                 )
 
@@ -611,12 +631,13 @@ def _count(
             result.count(fmt.value, record.category, "missing")
         elif not record.expected.admits(actual):
             result.count(fmt.value, record.category, "wrong")
-        if found > 1:
+        retried_otherwise = w is not None and w.answered_otherwise
+        if found > 1 or retried_otherwise:
             result.count(fmt.value, record.category, "duplicated")
         unnamed = [letter for letter in dead[i] if w is None or not _names_the_record(letter, w)]
         if unnamed or (w is not None and w.refused and not w.answer_named):
             result.count(fmt.value, record.category, "unnamed")
-        if not record.expected.admits(actual) or found > 1 or unnamed:
+        if not record.expected.admits(actual) or found > 1 or unnamed or retried_otherwise:
             result.failures_seen.append(
                 {
                     "format": fmt.value,
