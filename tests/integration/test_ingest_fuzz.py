@@ -45,18 +45,6 @@ from xietong.settings import Settings
 SEED = int(os.environ.get("FUZZ_SEED", "20261207"))
 RECORDS_PER_FORMAT = 500
 
-#: (format, category) cases that still fail on the merge of h1–h4, with their finding in
-#: /work/fuzz-findings.md; each is expected to fail (strict: a fix makes it pass loudly).
-_F1_8 = (
-    "F1.8: a quote left open closes at a stray quote lines later, and the valid rows between"
-    " are dead-lettered with it instead of read again as records"
-)
-STILL_FAILING: dict[tuple[Format, str], str] = {
-    (fmt, category): _F1_8
-    for fmt in CSV_FORMATS
-    for category in ("csv.unclosed_quote", neighbours("csv.unclosed_quote"))
-}
-
 
 @pytest.fixture(scope="module")
 def services(
@@ -84,9 +72,7 @@ def _cases() -> list[Any]:
         mutated = [m.category for m in mutations_for(fmt)]
         spread = [neighbours(category) for category in mutated if category in SPREADING]
         for category in [VALID, *mutated, *spread]:
-            finding = STILL_FAILING.get((fmt, category))
-            marks = [pytest.mark.xfail(reason=finding, strict=True)] if finding else []
-            cases.append(pytest.param(fmt, category, id=f"{fmt}:{category}", marks=marks))
+            cases.append(pytest.param(fmt, category, id=f"{fmt}:{category}"))
     return cases
 
 
