@@ -455,7 +455,7 @@ def generate(
     categories: frozenset[str] | None = None,
     start: int = 0,
 ) -> list[FuzzRecord]:
-    """``count`` records of one format: mutated ones (about ``mutated_share``, of
+    """``count`` records of one format: mutated ones (about ``mutated_share``, below ½, of
     ``categories`` only when given), each followed by at least one valid record. Every
     category comes once (in a shuffled order), then they are drawn by weight. Records are
     numbered from ``start``, and their record ids with them."""
@@ -469,6 +469,8 @@ def generate(
     format_number = list(Format).index(fmt)
     records: list[FuzzRecord] = []
     previous_mutated = True  # the sequence opens with a valid record
+    # Only a record after a valid one may be mutated: a chance p there makes a share p/(1+p).
+    chance = mutated_share / (1 - mutated_share)
     for index in range(start, start + count):
         row = dict(rng.choice(pool))
         record_id = f"9{seed % 1000:03d}{format_number}{index:09d}"
@@ -478,7 +480,7 @@ def generate(
             mutations
             and not previous_mutated
             and index < start + count - 1
-            and rng.random() < mutated_share * 1.7
+            and rng.random() < chance
         ):
             mutation = first_round.pop() if first_round else rng.choices(mutations, weights)[0]
             mutation.mutate(Target(record, export, rng))
