@@ -6,9 +6,11 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 XIETONG := $(BIN)/xietong
 PYTEST_ARGS ?=
+FUZZ_RECORDS ?= 100000
+FUZZ_SEED ?= 12
 
 .DEFAULT_GOAL := help
-.PHONY: help install system up down status topics run test unit integration lint format bench clean
+.PHONY: help install system up down status topics run test unit integration lint format bench fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -75,6 +77,9 @@ bench: up ## connectors, the 双告知 and 联合惩戒 processors, the credit c
 	$(BIN)/python -m tests.bench.joint_punishment
 	$(BIN)/python -m tests.bench.credit_check
 	$(BIN)/python -m tests.bench.sink
+
+fuzz: up ## seeded mutations of every export format through the real connectors, counted (JSON in .local/fuzz/)
+	$(BIN)/python -m tests.fuzz --records $(FUZZ_RECORDS) --seed $(FUZZ_SEED) --out .local/fuzz
 
 clean: down ## stop the stack and delete its data (.local/); keeps the download cache
 	rm -rf .local
