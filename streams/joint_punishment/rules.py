@@ -64,7 +64,9 @@ per id and leaving out the WITHDRAWN ones. Concretely:
 * a **backdated removal or correction** that shows no listing in force on a matter's date
   republishes the matter's hits as WITHDRAWN (and their overdue alerts): a hit is withdrawn
   only by facts, never by time; a 移出 before the start date leaves the listing with no
-  day in force: notices, then lift notices, and no hit;
+  day in force: notices, then lift notices, and no hit; a 撤销 (removal reason
+  ``CORRECTION``) voids the listing from its start whatever its date: the same, its lift
+  notices ending on the 列入日期;
 * duplicates (the same event id, or the same matter reported and credit-checked) change
   nothing: a matter is identified by (entity, department, matter type, matter reference)
   — the entity's USCC is part of every matter event id and hit id, so two bidders under
@@ -441,9 +443,18 @@ class Listing:
     @property
     def end(self) -> int | None:
         """The first day it is no longer in force: its removal or its planned end,
-        whichever comes first (None: open-ended)."""
+        whichever comes first (None: open-ended); its start if it was voided."""
+        if self.voided:
+            return int(self.listed["listed_on"])
         ends = [day for day in (self.planned_end, self.removed_on) if day is not None]
         return min(ends, default=None)
+
+    @property
+    def voided(self) -> bool:
+        """撤销: a removal that corrects the listing (``CORRECTION``) says it should never
+        have stood, so it voids the listing from its start, whatever the removal's date;
+        移出 for any other reason (期满, 信用修复) ends it from its date on."""
+        return self.removed is not None and self.removed["removal_reason"] == "CORRECTION"
 
     @property
     def planned_end(self) -> int | None:
@@ -456,7 +467,7 @@ class Listing:
 
     @property
     def ended_by_removal(self) -> bool:
-        return self.removed_on is not None and self.removed_on == self.end
+        return self.voided or (self.removed_on is not None and self.removed_on == self.end)
 
     def in_force_on(self, day: int) -> bool:
         end = self.end
@@ -896,7 +907,7 @@ class JointPunishmentRules:
             end = listing.end
             if end is None:
                 continue
-            if end > today:
+            if end > today and not listing.voided:  # a voided listing is lifted at once
                 due.append(day_start(end))
                 continue
             ref = listing.ref(catalog)

@@ -412,6 +412,41 @@ def test_a_backdated_correction_withdraws_the_hits_it_undoes() -> None:
     assert [hit["status"] for hit in h.of("restriction_hit")] == ["ACTIVE", "WITHDRAWN"]
 
 
+def test_a_correction_dated_today_voids_the_listing_from_its_start() -> None:
+    # 撤销 says the listing should never have stood: the hit made while it stood is
+    # withdrawn although the removal is dated after the matter (移出 would leave it).
+    h = Harness()
+    h.feed("list_entry", list_entry(ENTITY, "E-1", listed_on=days(-10)))
+    h.feed(
+        "matter",
+        matter(ENTITY, "hz-xh-finance", "GOVERNMENT_PROCUREMENT", "CG-1", matter_date=days(-3)),
+    )
+
+    h.feed(
+        "list_entry",
+        list_entry(
+            ENTITY,
+            "E-1",
+            action="REMOVED",
+            listed_on=days(-10),
+            removed_on=TODAY,
+            removal_reason="CORRECTION",
+        ),
+    )
+
+    assert [hit["status"] for hit in h.of("restriction_hit")] == ["ACTIVE", "WITHDRAWN"]
+    lifts = h.of("lift_notice")
+    assert set(by_department(lifts)) == set(by_department(h.of("sanction_notice")))
+    assert {lift["end_reason"] for lift in lifts} == {"CORRECTION"}
+    assert {lift["ended_on"] for lift in lifts} == {lifts[0]["listing"]["listed_on"]}
+    assert all(lift["hit_ids"] == [] for lift in lifts)
+    h.feed(
+        "matter",
+        matter(ENTITY, "hz-xh-finance", "GOVERNMENT_PROCUREMENT", "CG-2", matter_date=days(-5)),
+    )
+    assert [hit["status"] for hit in h.of("restriction_hit")] == ["ACTIVE", "WITHDRAWN"]
+
+
 # -- disorder ------------------------------------------------------------------------------------
 
 
