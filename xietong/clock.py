@@ -11,11 +11,24 @@ every test. No other module computes a local day by itself: they ask the clock::
     clock.day_of(1_765_040_400_000)     # the day an instant (epoch ms) falls on there
     clock.midnight(date(2026, 12, 7))   # 00:00 of that day there (aware datetime)
     clock.period_end(claimed_at, 15)    # the end of a 15-day period that starts then
+    clock.working_period_end(registered_at, 5)  # … of 5 working days
 
 **Periods count as the law counts them** (《行政许可法》 and 《民法典》 第二百零一条): a
 period of *n* days that starts on a day does not count that day; it starts the next day
 and ends at the end of its last day, so a claim made at any hour of 1 March with a
 15-day period is due at 24:00 on 16 March.
+
+**Working days** (《行政许可法》 第八十二条: periods in working days exclude 法定节假日)
+count the same way: a period of *n* working days starts the day after its event, counts
+only working days, and ends at 24:00 of its *n*-th working day
+(:meth:`BusinessClock.working_period_end`). Which days are working days is the State
+Council's yearly calendar of holidays and 调休 make-up working days, as the maintained
+``chinese-calendar`` package knows it (:class:`WorkingCalendar`), with the province's own
+overrides on top. For a year the package does not know yet (the calendar is published
+each November, a release may follow later) Monday–Friday count, with those overrides:
+the State Council's published days belong there until the package catches up. Such
+deadlines are provisional; the clock says so once per year in the log
+(``working_calendar_provisional``) and in ``xietong_working_calendar_provisional{year}``.
 
 **Rehearsals.** A deployment can rehearse another hour or day without touching the
 machine's clock (libfaketime hangs the Kafka broker): ``XIETONG_CLOCK_OFFSET`` shifts
@@ -27,6 +40,7 @@ tests on either side of midnight in China whatever the hour of the run.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +48,13 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from functools import lru_cache
 from zoneinfo import ZoneInfo
+
+import chinese_calendar
+from prometheus_client import Gauge
+
+from xietong.logs import log_event
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TIME_ZONE = "Asia/Shanghai"
 #: Avro's ``date`` counts days from here.
@@ -57,6 +78,60 @@ def millis(moment: datetime | int) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
+
+
+PROVISIONAL_YEARS = Gauge(
+    "xietong_working_calendar_provisional",
+    "1 for a year whose working days are counted Monday–Friday plus the province's"
+    " overrides, the maintained calendar not knowing it yet",
+    ("year",),
+)
+#: The years already reported provisional by this process: once each, not per deadline.
+_reported_provisional: set[int] = set()
+
+
+@dataclass(frozen=True)
+class WorkingCalendar:
+    """工作日: which days are working days in the province.
+
+    The national calendar (法定节假日 and 调休上班日) from ``chinese-calendar``, then the
+    province's overrides: ``extra_holidays`` are not working days, ``extra_working_days``
+    are. For a year the package does not know, Monday–Friday with the overrides.
+    """
+
+    extra_holidays: frozenset[date] = frozenset()
+    extra_working_days: frozenset[date] = frozenset()
+
+    def is_working_day(self, day: date) -> bool:
+        if day in self.extra_working_days:
+            return True
+        if day in self.extra_holidays:
+            return False
+        try:
+            return bool(chinese_calendar.is_workday(day))
+        except NotImplementedError:  # the package knows 2004 to its release's next year
+            _report_provisional(day.year)
+            return day.weekday() < 5
+
+
+def _report_provisional(year: int) -> None:
+    if year in _reported_provisional:
+        return
+    _reported_provisional.add(year)
+    PROVISIONAL_YEARS.labels(str(year)).set(1)
+    log_event(
+        logger,
+        "working_calendar_provisional",
+        year=year,
+        reason=f"chinese-calendar {chinese_calendar.__version__} has no holidays for {year}:"
+        " its working days are Monday–Friday plus the province's extra_holidays and"
+        " extra_working_days, and deadlines counted in them are provisional until the"
+        " package is upgraded",
+    )
+
+
+#: The national calendar without overrides.
+NATIONAL_CALENDAR = WorkingCalendar()
 
 
 @dataclass(frozen=True)
@@ -123,6 +198,26 @@ class BusinessClock:
     def last_day(self, start: datetime | int, days: int) -> date:
         """The last day of a period of ``days`` days that starts at ``start``."""
         return self.day_of(start) + timedelta(days=days)
+
+    def working_period_end(
+        self, start: datetime | int, days: int, calendar: WorkingCalendar = NATIONAL_CALENDAR
+    ) -> int:
+        """The end (epoch ms) of a period of ``days`` working days that starts at ``start``.
+
+        As :meth:`period_end`: the day of ``start`` does not count; the period ends at
+        24:00 of its last working day in ``calendar``.
+        """
+        return self.end_of_day_ms(self.last_working_day(start, days, calendar))
+
+    def last_working_day(
+        self, start: datetime | int, days: int, calendar: WorkingCalendar = NATIONAL_CALENDAR
+    ) -> date:
+        """The last day of a period of ``days`` working days that starts at ``start``."""
+        day, counted = self.day_of(start), 0
+        while counted < days:
+            day += timedelta(days=1)
+            counted += calendar.is_working_day(day)
+        return day
 
 
 def clock_from_settings(

@@ -3,10 +3,13 @@
 The claim and licence deadlines count as the law counts periods (《民法典》 第二百零一条,
 《行政许可法》 第八十二条), on the business clock (:mod:`xietong.clock`): a period of *n*
 days that starts at an instant does not count that instant's day in the province; it
-ends at 24:00 of the *n*-th day after it. In working days, *n* working days are counted
-from the next day, and the period ends at 24:00 of the last. A period of hours, minutes
-or seconds (a rehearsal's ``PT1H``) runs from the instant itself, as the law counts
-periods of hours.
+ends at 24:00 of the *n*-th day after it. In working days (``working_days``, the claim
+period only) the same: *n* working days counted from the next day, ending at 24:00 of the
+last, the working days being the national calendar's (``chinese-calendar``: holidays and
+调休) with the province's ``extra_holidays`` and ``extra_working_days`` on top
+(:meth:`xietong.clock.BusinessClock.working_period_end`). A period of hours, minutes or
+seconds (a rehearsal's ``PT1H``) runs from the instant itself in either mode, as the law
+counts periods of hours.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from streams.settings import ProcessorSettings
-from xietong.clock import business_clock
+from xietong.clock import WorkingCalendar, business_clock
 
 DAY = timedelta(days=1)
 
@@ -39,13 +42,19 @@ class DualNoticeSettings(ProcessorSettings):
     working_days: bool = Field(
         default=False,
         description="Count the claim period in working days: from the day after the"
-        " registration, ending at 24:00 of the last working day in the province.",
+        " registration, ending at 24:00 of the last working day in the province"
+        " (the national calendar of holidays and 调休, with the overrides below).",
     )
-    holidays: list[date] = Field(
-        default_factory=list, description="法定节假日 on weekdays: not working days."
+    extra_holidays: list[date] = Field(
+        default_factory=list,
+        description="Days that are not working days whatever the national calendar says:"
+        " the province's own, or a year's holidays the chinese-calendar package does not"
+        " know yet (published each November).",
     )
     extra_working_days: list[date] = Field(
-        default_factory=list, description="调休上班日 on weekends: working days."
+        default_factory=list,
+        description="Days that are working days whatever the national calendar says: a"
+        " year's 调休上班日 the package does not know yet.",
     )
     licence_period: timedelta = Field(
         default=timedelta(days=60),
@@ -58,20 +67,16 @@ class DualNoticeSettings(ProcessorSettings):
 
     def claim_deadline(self, start_ms: int) -> int:
         """The end (epoch ms) of the claim period that starts at ``start_ms``."""
-        if not self.working_days:
+        if not self.working_days or self.claim_period % DAY:
             return period_end(start_ms, self.claim_period)
-        clock = business_clock()
-        day = clock.day_of(start_ms)
-        counted = 0
-        while counted < self.claim_period.days:
-            day += DAY
-            counted += self.is_working_day(day)
-        return clock.end_of_day_ms(day)
+        return business_clock().working_period_end(
+            start_ms, self.claim_period.days, self.working_calendar
+        )
 
-    def is_working_day(self, day: date) -> bool:
-        if day in self.extra_working_days:
-            return True
-        return day.weekday() < 5 and day not in self.holidays
+    @property
+    def working_calendar(self) -> WorkingCalendar:
+        """The province's working days: the national calendar with its overrides."""
+        return WorkingCalendar(frozenset(self.extra_holidays), frozenset(self.extra_working_days))
 
     def licence_deadline(self, claimed_ms: int) -> int:
         """The end (epoch ms) of the licence period of a claim made at ``claimed_ms``."""

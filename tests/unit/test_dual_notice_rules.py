@@ -111,20 +111,45 @@ def test_the_claim_deadline_is_24_00_of_the_fifteenth_day_after_the_registration
     assert deadline == millis(datetime(2026, 3, 18, tzinfo=CHINA))
 
 
-def test_in_working_days_weekends_and_holidays_do_not_count_but_make_up_days_do() -> None:
-    rules = DualNoticeSettings(
-        claim_period=timedelta(days=5),
-        working_days=True,
-        holidays=[date(2026, 10, 1), date(2026, 10, 2)],
-        extra_working_days=[date(2026, 10, 10)],  # a Saturday worked instead
-    )
+def test_in_working_days_the_national_holidays_do_not_count_but_make_up_days_do() -> None:
+    """Before the national calendar (chinese-calendar) this test listed 10-01 and 10-02 as
+    the holidays by hand and expected 24:00 of 10-09; the whole 国庆 week 10-01 … 10-07 is
+    holidays, and 10-10, a Saturday, is worked instead (调休)."""
+    rules = DualNoticeSettings(claim_period=timedelta(days=5), working_days=True)
     registered = datetime(2026, 9, 30, 10, 0, tzinfo=CHINA)  # a Wednesday
 
     deadline = rules.claim_deadline(millis(registered))
 
-    # 10-01 and 10-02 are holidays, 10-03/04 a weekend; 10-05 … 10-09 are five working days
-    assert deadline == millis(datetime(2026, 10, 10, tzinfo=CHINA))
-    assert rules.is_working_day(date(2026, 10, 10)) and not rules.is_working_day(date(2026, 10, 1))
+    # 10-08, 10-09, 10-10 (调休), 10-12 and 10-13 are the five working days
+    assert deadline == millis(datetime(2026, 10, 14, tzinfo=CHINA))
+
+
+def test_the_province_adds_its_own_holidays_and_working_days(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("XIETONG_DUAL_NOTICE_WORKING_DAYS", "true")
+    monkeypatch.setenv("XIETONG_DUAL_NOTICE_CLAIM_PERIOD", "P2D")
+    monkeypatch.setenv("XIETONG_DUAL_NOTICE_EXTRA_HOLIDAYS", '["2026-06-16"]')
+    monkeypatch.setenv("XIETONG_DUAL_NOTICE_EXTRA_WORKING_DAYS", '["2026-06-20"]')
+    rules = DualNoticeSettings()
+    registered = datetime(2026, 6, 15, 10, 0, tzinfo=CHINA)  # a Monday; 06-19 is 端午
+
+    # 06-16 is the province's holiday, 06-17 and 06-18 count
+    assert rules.claim_deadline(millis(registered)) == millis(datetime(2026, 6, 19, tzinfo=CHINA))
+    # from Thursday: 06-19 端午 and 06-21 do not count, the Saturday the province works does
+    thursday = datetime(2026, 6, 18, 10, 0, tzinfo=CHINA)
+    assert rules.claim_deadline(millis(thursday)) == millis(datetime(2026, 6, 23, tzinfo=CHINA))
+
+
+@pytest.mark.parametrize("working_days", [False, True], ids=["days", "working days"])
+def test_a_rehearsal_period_of_seconds_runs_from_the_instant_in_either_mode(
+    working_days: bool,
+) -> None:
+    # in working days a PT30S claim period ended at midnight in China, not 30 s later
+    rules = DualNoticeSettings(claim_period=timedelta(seconds=30), working_days=working_days)
+    registered = millis(datetime(2026, 6, 15, 10, 0, tzinfo=CHINA))
+
+    assert rules.claim_deadline(registered) == registered + 30_000
 
 
 def test_periods_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
