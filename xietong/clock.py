@@ -162,6 +162,10 @@ class BusinessClock:
         """The day it is in the province now."""
         return self.now().date()
 
+    def local_time(self, moment: datetime | int) -> datetime:
+        """An instant (aware datetime, or epoch ms) as an aware datetime in the province."""
+        return datetime.fromtimestamp(millis(moment) / 1000, self.zone)
+
     # -- days -----------------------------------------------------------------------------
     def day_of(self, moment: datetime | int) -> date:
         """The day an instant (aware datetime, or epoch ms) falls on in the province."""

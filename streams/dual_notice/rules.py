@@ -55,7 +55,10 @@ department "dept", or the registration authority "reg"), each cell where it goes
       makes a PUSHED push (routing MANUAL). A push made while the entity holds a valid
       licence for the item is FULFILLED at once.
     ✗: rejected with the reason, as is any action by a department that is neither the
-      push's department nor, where allowed, the registration authority.
+      push's department nor, where allowed, the registration authority, and any action
+      whose ``acted_at`` is before the push was made (in event time: its registration, or
+      the REASSIGN or ROUTE that made it) or later than now plus
+      ``action_clock_skew`` (5 minutes): its deadlines would run from a time that never was.
 
 Time is event time: deadlines run from the registration's event time and from the
 claim's ``acted_at``, so a replay of history gives the same deadlines. A timer compares
@@ -92,7 +95,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from streams.dual_notice.settings import DualNoticeSettings
 from streams.outputs import RuleOutput
-from xietong.clock import millis
+from xietong.clock import business_clock, millis
 from xietong.ids import deterministic_id
 from xietong.logs import log_event
 
@@ -936,7 +939,7 @@ class DualNoticeRules:
                 f" {', '.join(sorted(allowed_from))}",
                 record["state"],
             )
-        at = millis(action["acted_at"])
+        at = self._acted_at(action, record, self._made_at(state, record), now)
         fields: dict[str, Any] = {}
         if kind is ActionKind.CLAIM:
             fields = {"claimed_at": at, "licence_deadline": self.settings.licence_deadline(at)}
@@ -971,6 +974,47 @@ class DualNoticeRules:
             entry, to, received["received_id"], at, acting, outcome, allowed_from, **fields
         )
         self.pushes[uscc] = state
+
+    def _acted_at(
+        self, action: dict[str, Any], acted_on: dict[str, Any], made_at: int, now: int
+    ) -> int:
+        """The action's ``acted_at`` (epoch ms), if it can be true: not before what it acts
+        on (``acted_on``, a push or a 分流失败 record) was made (``made_at``, event time),
+        not later than ``now`` plus the clock skew allowed. Rejected otherwise: its
+        deadlines would run from a time that never was."""
+        at = millis(action["acted_at"])
+        what = f"push {acted_on['push_id']}" if "push_id" in acted_on else acted_on["routing_id"]
+        skew = self.settings.action_clock_skew
+        named = f"{action['action']} {action['action_id']} has acted_at {_local(at)}"
+        if at < made_at:
+            raise Rejected(
+                f"{named}, before {what} was made ({_local(made_at)}): an action comes"
+                " after what it acts on; check the acting system's clock and date",
+                acted_on["state"],
+            )
+        if at > now + int(skew.total_seconds() * 1000):
+            raise Rejected(
+                f"{named}, later than the platform's now ({_local(now)}) plus the clock"
+                f" skew allowed ({skew}, XIETONG_DUAL_NOTICE_ACTION_CLOCK_SKEW): an action"
+                " is sent once done; check the acting system's clock and date",
+                acted_on["state"],
+            )
+        return at
+
+    @staticmethod
+    def _made_at(state: dict[str, Any], record: dict[str, Any]) -> int:
+        """When a push was made, in event time: at its registration, or at the REASSIGN or
+        ROUTE that made it (whose acted_at moved the push it replaces, or the 分流失败
+        record it routes, to its final state)."""
+        if record["routing"] == "REASSIGNED":
+            replaced = state["pushes"].get(record["reassigned_from_push_id"])
+            if replaced is not None:
+                return int(replaced["record"]["state_changed_at"])
+        elif record["routing"] == "MANUAL":
+            for entry in state["unrouted"].values():
+                if entry["record"]["routed_push_id"] == record["push_id"]:
+                    return int(entry["record"]["state_changed_at"])
+        return int(record["entity"]["registered_at"])
 
     def _named(
         self, action: dict[str, Any], section: str, missing: str
@@ -1025,7 +1069,7 @@ class DualNoticeRules:
         if record["state"] != "OPEN":
             raise Rejected(f"{identity} is {record['state']}, not waiting to be routed")
         target = self._target(action)
-        at = millis(action["acted_at"])
+        at = self._acted_at(action, record, record["entity"]["registered_at"], now)
         order = PushOrder.elsewhere(record, target, "MANUAL", at)
         uscc = record["entity"]["uscc"]
         state = self.pushes[uscc]
@@ -1167,6 +1211,11 @@ class DualNoticeRules:
     def _entry(self, uscc: str, identity: str) -> dict[str, Any] | None:
         state = self.pushes.get(uscc)
         return None if state is None else state["pushes"].get(identity)
+
+
+def _local(moment: int) -> str:
+    """An instant as the province reads it, to the second, for a reason."""
+    return business_clock().local_time(moment).isoformat(timespec="seconds")
 
 
 def _count(record: dict[str, Any], step: int) -> None:

@@ -61,6 +61,11 @@ class DualNoticeSettings(ProcessorSettings):
         description="From a claim to the 无证经营 risk alert when no licence has arrived,"
         " ending at 24:00 of its last day in the province.",
     )
+    action_clock_skew: timedelta = Field(
+        default=timedelta(minutes=5),
+        description="How far a department action's acted_at may be ahead of the"
+        " platform's clock (the departments' clocks drift); one later is rejected.",
+    )
     metrics_port: int | None = Field(
         default=9465, description="Port of the Prometheus /metrics endpoint; unset: none."
     )

@@ -310,7 +310,10 @@ def test_a_claim_made_at_23_59_on_1_march_has_its_licence_deadline_counted_from_
 ) -> None:
     """The licence period (60 days) of a claim made at 23:59 on 1 March in Hangzhou counts
     from 2 March: its 60th day is 30 April, so the deadline is 24:00 of 30 April, however
-    late in the day, and at whatever hour, the worker reads the claim."""
+    late in the day, and at whatever hour, the worker reads the claim. (It read the claim
+    at the instants of 1 March too, before 23:59 in China at 15:30Z; an action dated
+    after the worker's now, beyond the clock skew, is rejected since issue 13, so the
+    worker reads it at those hours a day later.)"""
     registered = millis(datetime(2026, 2, 27, 9, 0, tzinfo=CHINA))
     claimed = millis(datetime(2026, 3, 1, 23, 59, tzinfo=CHINA))
     h = Harness()
@@ -319,7 +322,7 @@ def test_a_claim_made_at_23_59_on_1_march_has_its_licence_deadline_counted_from_
     [push] = h.of("dual_notice_push")
     claim = action(record["uscc"], push["push_id"], "CLAIM", acted_at_ms=claimed, action_id="A1")
 
-    with time_machine.travel(instant[0], tick=False):
+    with time_machine.travel(instant[0] + timedelta(days=1), tick=False):
         h.feed("action", received("hz-xh-transport", claim, 1), business_clock().now_ms())
 
     claimed_push = h.of("dual_notice_push")[-1]
@@ -335,6 +338,97 @@ def test_a_claim_period_set_in_hours_runs_from_the_instant_as_the_law_counts_hou
     deadline = DualNoticeSettings(claim_period=timedelta(hours=1)).claim_deadline(registered)
 
     assert deadline == registered + 3_600_000
+
+
+# -- acted_at: when a department says it acted must be possible ----------------------------
+
+
+def test_a_claim_dated_2020_on_a_2026_push_is_rejected_and_starts_no_licence_deadline() -> None:
+    """Issue 13's repro: the claim was accepted, its licence deadline was in 2020, and the
+    无证经营 alert fired on the next tick."""
+    registered = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    now = registered + DAY_MS
+    h = Harness()
+    record = xihu_registration(registered, "DLHWYSXK")
+    h.feed("registration", record, registered)
+    [push] = h.of("dual_notice_push")
+    in_2020 = millis(datetime(2020, 3, 2, 10, 0, tzinfo=CHINA))
+    claim = action(record["uscc"], push["push_id"], "CLAIM", acted_at_ms=in_2020, action_id="A1")
+
+    outcome = h.feed("action", received("hz-xh-transport", claim, 1), now)
+
+    [rejected] = h.of("rejected_department_action")
+    assert rejected["reason"].startswith("CLAIM A1 has acted_at 2020-03-02T10:00:00+08:00,")
+    assert (
+        f"before push {push['push_id']} was made (2026-03-02T10:00:00+08:00)"
+        in (rejected["reason"])
+    )
+    assert rejected["push_state"] == PushState.PUSHED
+    assert outcome.deadlines == [] and h.of("dual_notice_push") == [push]
+    # the timer's tick after the licence period the claim would have started finds no claim
+    tick = {"uscc": record["uscc"], "push_id": push["push_id"], "due": "LICENCE"}
+    h.feed("due", {**tick, "checked_at": now + DAY_MS}, now + DAY_MS)
+    assert h.of("dual_notice_alert") == []
+
+
+@pytest.mark.parametrize(
+    ("ahead", "applied"),
+    [(timedelta(minutes=4), True), (timedelta(minutes=6), False)],
+    ids=["4 min ahead", "6 min ahead"],
+)
+def test_an_action_dated_ahead_of_now_is_applied_only_within_the_clock_skew(
+    ahead: timedelta, applied: bool
+) -> None:
+    registered = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    now = registered + DAY_MS
+    h = Harness()
+    record = xihu_registration(registered, "DLHWYSXK")
+    h.feed("registration", record, registered)
+    [push] = h.of("dual_notice_push")
+    acted_at = now + int(ahead.total_seconds() * 1000)
+    claim = action(record["uscc"], push["push_id"], "CLAIM", acted_at_ms=acted_at, action_id="A1")
+
+    h.feed("action", received("hz-xh-transport", claim, 1), now)
+
+    assert (h.of("dual_notice_push")[-1]["state"] == PushState.CLAIMED) is applied
+    if not applied:
+        [rejected] = h.of("rejected_department_action")
+        assert "CLAIM A1 has acted_at 2026-03-03T10:06:00+08:00, later than" in rejected["reason"]
+        assert "the clock skew allowed (0:05:00" in rejected["reason"]
+
+
+def test_a_reassigned_push_cannot_be_acted_on_before_the_reassignment() -> None:
+    registered = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    reassigned = registered + 3 * DAY_MS
+    h = Harness()
+    record = xihu_registration(registered, "DLHWYSXK")
+    h.feed("registration", record, registered)
+    [push] = h.of("dual_notice_push")
+    give = action(
+        record["uscc"],
+        push["push_id"],
+        "REASSIGN",
+        target=TARGETS[0],
+        acted_at_ms=reassigned,
+        action_id="A1",
+    )
+    h.feed("action", received(REGISTRAR, give, 1), reassigned)
+    [replacement] = [p for p in h.of("dual_notice_push") if p["department"]["code"] == TARGETS[0]]
+    claim = action(
+        record["uscc"],
+        replacement["push_id"],
+        "CLAIM",
+        acted_at_ms=reassigned - DAY_MS,
+        action_id="A2",
+    )
+
+    h.feed("action", received(TARGETS[0], claim, 2), reassigned + DAY_MS)
+
+    [rejected] = h.of("rejected_department_action")
+    assert (
+        f"before push {replacement['push_id']} was made (2026-03-05T10:00:00+08:00)"
+        in (rejected["reason"])
+    )
 
 
 def test_an_event_processed_again_sends_again_what_it_sent_and_changes_nothing() -> None:
@@ -438,7 +532,8 @@ def histories(draw: st.DrawFn) -> tuple[list[tuple[str, dict[str, Any]]], list[l
 
 def run(events: list[tuple[str, dict[str, Any]]]) -> Harness:
     h = Harness()
-    now = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    # read after the whole history happened: an action dated after now is rejected
+    now = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA)) + 200 * DAY_MS
     for kind, record in events:
         h.feed(kind, record, now)
     return h
