@@ -35,7 +35,7 @@ from tests.stream_worker import (
     until_ids,
 )
 from xietong import topics
-from xietong.clock import business_clock
+from xietong.clock import business_clock, millis
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 
@@ -498,22 +498,66 @@ def test_a_push_claimed_after_its_deadline_is_claimed(
 def test_a_claimed_push_without_a_licence_after_the_period_raises_an_unlicensed_trading_alert(
     platform: Platform, kafka: KafkaClients
 ) -> None:
-    record, push = road_freight(platform, kafka)
+    """Until issue 13 the claim here was dated an hour before its push's registration; an
+    action dated before its push is rejected now, so the registration is dated an hour
+    ago (the push is escalated first) and the claim after it."""
+    record = registration(
+        "330106",
+        (ROAD_FREIGHT,),
+        industry="G5431",
+        uscc=new_uscc(),
+        event_time_ms=minus_period_plus(1),
+    )
     uscc = record["uscc"]
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
     alerts = watch(kafka, topics.DUAL_NOTICE_ALERTS.name, uscc)
     inbox = watch(kafka, inbox_topic("hz-xh-transport"), uscc)
+    platform.register(record)
+    overdue = pushes.until(lambda found: any(p["state"] == "OVERDUE" for p in found), timeout=20)
 
     platform.act(
         "hz-xh-transport",
-        action(uscc, push["push_id"], "CLAIM", acted_at_ms=minus_period_plus(2)),
+        action(uscc, overdue[0]["push_id"], "CLAIM", acted_at_ms=minus_period_plus(2)),
     )
 
-    [alert] = alerts.until(lambda found: len(found) >= 1, timeout=20)
+    alerts.until(lambda found: any(a["kind"] == "UNLICENSED_TRADING" for a in found), timeout=20)
     after_ticks(platform, kafka, uscc)
+    escalation, alert = alerts.records()
+    assert escalation["kind"] == "OVERDUE"
     assert alert["kind"] == "UNLICENSED_TRADING" and alert["recipients"] == ["hz-xh-transport"]
     assert "无证经营" in alert["message"]
-    assert [m["alert_id"] for m in inbox.records()] == [alert["alert_id"]]
-    assert len(alerts.records()) == 1
+    told = [m["alert_id"] for m in inbox.records() if "alert_id" in m]
+    assert told == [escalation["alert_id"], alert["alert_id"]]
+
+
+def test_a_claim_dated_2020_on_a_push_of_today_is_rejected_and_no_alert_follows(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    """Issue 13's repro: the claim was accepted, its licence deadline fell in 2020, and the
+    无证经营 alert fired on the next tick."""
+    from datetime import datetime
+
+    record, push = road_freight(platform, kafka)
+    uscc = record["uscc"]
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
+    alerts = watch(kafka, topics.DUAL_NOTICE_ALERTS.name, uscc)
+    rejected = watch(kafka, topics.DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-transport")
+    in_2020 = millis(datetime(2020, 3, 2, 10, 0, tzinfo=business_clock().zone))
+
+    claim = platform.act(
+        "hz-xh-transport", action(uscc, push["push_id"], "CLAIM", acted_at_ms=in_2020)
+    )
+
+    refusal = rejected.until(
+        lambda found: any(r["action"]["action_id"] == claim["action_id"] for r in found)
+    )[-1]
+    assert refusal["push_state"] == "PUSHED"
+    assert (
+        f"CLAIM {claim['action_id']} has acted_at 2020-03-02T10:00:00+08:00" in (refusal["reason"])
+    )
+    assert f"before push {push['push_id']} was made" in refusal["reason"]
+    after_ticks(platform, kafka, uscc)
+    assert alerts.records() == [] and pushes.records() == []
 
 
 def test_a_licence_for_the_item_fulfils_the_push(platform: Platform, kafka: KafkaClients) -> None:
