@@ -362,6 +362,12 @@ ALERTS_RAISED = Counter("xietong_dual_notice_alerts", "Escalations and risk aler
 REGISTRATIONS_READ = Counter(
     "xietong_dual_notice_registrations", "Registration events processed", ("event_kind",)
 )
+HISTORY = Counter(
+    "xietong_dual_notice_history",
+    "Outputs taken as the province's history (before the cut-over): recorded on the"
+    " platform topics, sent to no inbox and alerted to nobody, by output",
+    ("output",),
+)
 
 
 # -- the records it makes ----------------------------------------------------------------------
@@ -618,15 +624,19 @@ class DualNoticeRules:
         else:
             deadline = (record["claim_deadline"], entity["uscc"], identity, Deadline.CLAIM)
             outcome.deadlines.append(deadline)
+        history = self.settings.is_history(claim_deadline)
         entry = {
             "record": record,
             "cause": cause,
             "actions": [],
-            "delivered": self.has_inbox(department["code"]),
+            "delivered": self.has_inbox(department["code"]) and not history,
+            "history": history,
         }
         state["pushes"][identity] = entry
         _count(record, +1)
         PUSHES_CREATED.labels(order.routing).inc()
+        if history:
+            HISTORY.labels("push").inc()
         self._resend(entry, outcome)
         log_event(
             logger,
@@ -638,14 +648,17 @@ class DualNoticeRules:
             department=department["code"],
             routing=order.routing,
             state=str(record["state"]),
+            history=history,
         )
         return identity
 
     def _resend(self, entry: dict[str, Any], outcome: DualNoticeOutput) -> None:
         """Send the push as it is now; to the department's inbox too while it waits for
-        the claim and was never changed (what the department has not seen)."""
+        the claim and was never changed (what the department has not seen), unless it is
+        history (its claim deadline passed before the cut-over: for auditors only)."""
         record = entry["record"]
         waiting = record["version"] == 1 and record["state"] == PushState.PUSHED
+        waiting &= not entry.get("history", False)
         inboxes = (record["department"]["code"],) if waiting else ()
         outcome.send("dual_notice_push", record["entity"]["uscc"], record, *inboxes)
 
@@ -750,7 +763,12 @@ class DualNoticeRules:
                 "licences": licences,
                 "notified_at": closed_at,
             }
-            outcome.send("entity_closure_notice", uscc, notice, department["code"])
+            # A 注销 before the cut-over is the province's history: on the topic, no inbox.
+            history = self.settings.is_history(closed_at)
+            inboxes = () if history else (department["code"],)
+            outcome.send("entity_closure_notice", uscc, notice, *inboxes)
+            if history:
+                HISTORY.labels("closure_notice").inc()
             log_event(
                 logger,
                 "dual_notice_closure_notified",
@@ -758,6 +776,7 @@ class DualNoticeRules:
                 uscc=uscc,
                 department=department["code"],
                 licences=len(held),
+                history=history,
             )
 
     # -- licences ---------------------------------------------------------------------------
@@ -1049,6 +1068,8 @@ class DualNoticeRules:
             return outcome
         record = entry["record"]
         if due["due"] == DELIVERY:
+            if entry.get("history", False):
+                return outcome
             if not entry["delivered"] and self.has_inbox(record["department"]["code"]):
                 outcome.send("dual_notice_push", uscc, record, record["department"]["code"])
                 entry["delivered"] = True
@@ -1068,11 +1089,21 @@ class DualNoticeRules:
             recipients = [record["department"]["code"]]
         if deadline is None or deadline > checked_at:
             return outcome
+        # A deadline that passed before the cut-over is history: the push is recorded in
+        # its new state, for auditors, and nobody is alerted (nor marked as alerted).
+        history = self.settings.is_history(deadline)
+        if history:
+            fields = {}
         cause = f"due|{identity}|{due['due']}"
         again = entry["cause"] == cause
         if not self._change(
             entry, to, cause, checked_at, PLATFORM, outcome, frozenset({waiting}), **fields
         ):
+            return outcome
+        if history:
+            self.pushes[uscc] = state
+            if not again:
+                HISTORY.labels(f"alert_{kind.lower()}").inc()
             return outcome
         told = tuple(dict.fromkeys(code for code in recipients if code))
         outcome.send("dual_notice_alert", uscc, self._alert(kind, record, told, deadline), *told)
@@ -1138,6 +1169,7 @@ class DualNoticeRules:
                 if (
                     waiting
                     and not entry["delivered"]
+                    and not entry.get("history", False)
                     and record["department"]["code"] in departments
                 ):
                     yield uscc, identity

@@ -333,6 +333,13 @@ UNROUTED = Counter(
     ("sector",),
 )
 REJECTED = Counter("xietong_joint_punishment_rejected", "Input dead-lettered, by input", ("input",))
+HISTORY = Counter(
+    "xietong_joint_punishment_history",
+    "Records taken as the province's history (before the cut-over): not sent, by record type",
+    ("output",),
+)
+#: The digest a sent record has when it was history: what it would have been was not sent.
+HISTORY_DIGEST = "history"
 
 
 # -- facts: what the rules remember of each input, in plain JSON ------------------------------
@@ -724,9 +731,15 @@ class JointPunishmentRules:
         date. ``cause`` is the event: what it changed remembers it, and the same event
         again re-sends what it had sent."""
         pruned = self._prune(uscc, state, now)
-        desired, dues = self._derive(uscc, state, now, sections)
+        history: dict[str, str] = {}
+        desired, dues = self._derive(uscc, state, now, sections, history)
         outcome = PunishmentOutput()
         sent = state["sent"]
+        for identity, record_type in history.items():
+            if identity not in sent:  # counted once; a record sent before stays as it was
+                sent[identity] = {"digest": HISTORY_DIGEST, "cause": cause}
+                HISTORY.labels(record_type).inc()
+                changed = True
         for identity, out in desired.items():
             fingerprint = digest(out.value)
             known = sent.get(identity)
@@ -832,11 +845,17 @@ class JointPunishmentRules:
         return pruned
 
     def _derive(
-        self, uscc: str, state: dict[str, Any], now: int, sections: frozenset[str]
+        self,
+        uscc: str,
+        state: dict[str, Any],
+        now: int,
+        sections: frozenset[str],
+        history: dict[str, str],
     ) -> tuple[dict[str, Outgoing], dict[str, int | None]]:
         """What the entity's facts say should have been sent by ``now`` in ``sections``,
         by id; and, for the sections that change by themselves (a listing ends, a feedback
-        deadline passes), when that happens next."""
+        deadline passes), when that happens next. What would have been sent but is the
+        province's history (before the cut-over) goes to ``history`` instead, id → type."""
         catalog = self.catalog()
         division = uscc[2:8]
         today = day_of(now)
@@ -850,6 +869,16 @@ class JointPunishmentRules:
         ]
         # who was told to restrict, because of which listing: entry → department → …
         told: dict[str, dict[str, dict[str, Any]]] = {}
+
+        ended_before_cutover = [listing for listing in listings if self._ended_in_history(listing)]
+        for listing in ended_before_cutover:  # it binds nobody from the cut-over on
+            for measure in catalog.by_list_type.get(listing.list_type, ()):
+                for department in catalog.implementing(measure, division):
+                    identity = sanction_notice_id(
+                        listing.entry_id, measure["code"], department["code"]
+                    )
+                    history[identity] = "sanction_notice"
+        listings = [listing for listing in listings if listing not in ended_before_cutover]
 
         for listing in listings:
             ref = listing.ref(catalog)
@@ -883,9 +912,11 @@ class JointPunishmentRules:
                     )
 
         if REVIEWS in sections:
-            self._derive_reviews(uscc, state, listings, catalog, desired)
+            self._derive_reviews(uscc, state, listings, catalog, desired, history=history)
         if HITS in sections:
-            self._derive_hits(uscc, state, listings, catalog, now, desired, alerts_due, told)
+            self._derive_hits(
+                uscc, state, listings, catalog, now, desired, alerts_due, told, history=history
+            )
         dues: dict[str, int | None] = {}
         if HITS in sections:
             dues[HITS] = min(alerts_due, default=None)
@@ -929,9 +960,12 @@ class JointPunishmentRules:
         listings: list[Listing],
         catalog: PunishmentCatalog,
         desired: dict[str, Outgoing],
+        *,
+        history: dict[str, str],
     ) -> None:
         """许可审查告知: for each licence-revoking penalty and serious listing, every
-        department whose licence was valid on the decision's date."""
+        department whose licence was valid on the decision's date; a penalty decided on a
+        day that ended before the cut-over is history."""
         causes = [
             {
                 "key": f"penalty|{key}",
@@ -977,6 +1011,11 @@ class JointPunishmentRules:
                     continue
                 licences.sort(key=lambda licence: licence["licence_number"])
                 identity = licence_review_id(cause["key"], department["code"])
+                if cause["cause"] == "LICENCE_PENALTY" and self.rules.is_history(
+                    day_start(cause["cause_date"] + 1)
+                ):
+                    history[identity] = "licence_review_notice"
+                    continue
                 desired[identity] = Outgoing(
                     "licence_review_notice",
                     uscc,
@@ -1019,8 +1058,11 @@ class JointPunishmentRules:
         desired: dict[str, Outgoing],
         due: list[int],
         told: dict[str, dict[str, dict[str, Any]]],
+        *,
+        history: dict[str, str],
     ) -> None:
-        """限制命中 for each kept matter, and 逾期未反馈督办 for each hit past its deadline."""
+        """限制命中 for each kept matter, and 逾期未反馈督办 for each hit past its deadline
+        (one whose deadline passed before the cut-over is history: the hit shows it)."""
         if not listings:
             return
         for _, matter in sorted(state["matters"].items()):
@@ -1080,6 +1122,9 @@ class JointPunishmentRules:
                     for f in state["feedback"].get(identity, {}).values()
                 )
                 if in_time:
+                    continue
+                if self.rules.is_history(deadline):
+                    history[feedback_alert_id(identity)] = "feedback_overdue_alert"
                     continue
                 if deadline > now:
                     due.append(deadline)
@@ -1157,6 +1202,12 @@ class JointPunishmentRules:
                 f"“{measure['text']}”，逾期{measure['feedback_days']}日未反馈，请督办"
             ),
         }
+
+    def _ended_in_history(self, listing: Listing) -> bool:
+        """Whether a listing ended (removed, or its planned end reached) before the
+        cut-over: it is the province's history and sends nothing."""
+        end = listing.end
+        return end is not None and self.rules.is_history(day_start(end))
 
     # -- bad input ------------------------------------------------------------------------------
 
