@@ -64,6 +64,13 @@ internal topic ``xietong.streams.dual-notice-due``, keyed by USCC, so the change
 by an agent on the push's own partition like every other change. The same topic
 carries the pushes waiting for a department onboarded since (its inbox now exists).
 
+**A province's first day.** With a cut-over (``history_until``, ``--history-until``), a
+deadline at or before it is history: a push whose claim deadline passed by the cut-over
+is published on ``dualnotice.pushes`` only and turns OVERDUE there at the tick, with no
+alert and no inbox; a claim whose licence deadline passed by then turns UNLICENSED
+likewise; a 注销/吊销 dated by then is a closure notice on its topic only. A push still
+open at the cut-over (its deadline after it) is live (``streams/README.md``).
+
 Guarantee: at least once, with deterministic ids, which makes the result effectively
 once for a reader that keeps the latest record per id. Offsets are committed only after
 everything produced for the events before them (outputs and table changelogs) is

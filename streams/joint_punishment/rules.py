@@ -85,6 +85,12 @@ deadline runs from the hit's event time. A timer compares them with the clock ev
 ``xietong.streams.joint-punishment-due``, keyed by USCC, so the change is made on the
 entity's own partition.
 
+**A province's first day.** With a cut-over (``history_until``, ``--history-until``), a
+listing that ended by the cut-over (its end day starting at or before it) sends nothing —
+no notice, review, hit or lift; a licence-revoking penalty decided on a day over by then
+sends no review; a feedback deadline passed by then raises no alert (the hit shows it
+PENDING). A listing standing at the cut-over is live (``streams/README.md``).
+
 Guarantee: at least once with deterministic ids. State is one table, ``entities`` (by
 USCC: the facts, and each published record's content digest with the event that last
 changed it), backed by its changelog. Outputs go through a librdkafka producer that
