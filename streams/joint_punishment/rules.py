@@ -876,15 +876,26 @@ class JointPunishmentRules:
         # who was told to restrict, because of which listing: entry → department → …
         told: dict[str, dict[str, dict[str, Any]]] = {}
 
-        ended_before_cutover = [listing for listing in listings if self._ended_in_history(listing)]
-        for listing in ended_before_cutover:  # it binds nobody from the cut-over on
-            for measure in catalog.by_list_type.get(listing.list_type, ()):
-                for department in catalog.implementing(measure, division):
-                    identity = sanction_notice_id(
-                        listing.entry_id, measure["code"], department["code"]
-                    )
-                    history[identity] = "sanction_notice"
-        listings = [listing for listing in listings if listing not in ended_before_cutover]
+        # A listing that ended before the cut-over binds nobody from it on: it sends nothing,
+        # unless its notices went out before its end was known (its 列入 read before its
+        # 移出): then it goes on as live, so that whoever was told is told of the end.
+        history_listings = []
+        for listing in listings:
+            if not self._ended_in_history(listing):
+                continue
+            notices = {
+                sanction_notice_id(listing.entry_id, measure["code"], department["code"])
+                for measure in catalog.by_list_type.get(listing.list_type, ())
+                for department in catalog.implementing(measure, division)
+            }
+            if any(
+                state["sent"].get(n, {}).get("digest", HISTORY_DIGEST) != HISTORY_DIGEST
+                for n in notices
+            ):
+                continue
+            history.update(dict.fromkeys(notices, "sanction_notice"))
+            history_listings.append(listing)
+        listings = [listing for listing in listings if listing not in history_listings]
 
         for listing in listings:
             ref = listing.ref(catalog)

@@ -25,7 +25,7 @@ from streams.outputs import Outgoing
 from tests.business_time import INSTANTS, instant_id
 from tests.dual_notice_records import licence as food_licence
 from tests.dual_notice_records import registration, sample_catalog, sample_directory
-from tests.joint_punishment_records import licence, list_entry, matter, penalty
+from tests.joint_punishment_records import licence, list_entry, matter, penalty, removal_of
 from tests.joint_punishment_records import sample_catalog as punishment_catalog
 from xietong.clock import business_clock, millis
 from xietong.uscc import make_uscc
@@ -250,6 +250,25 @@ def test_a_listing_removed_before_the_cut_over_sends_nothing_one_standing_at_it_
     assert {o.key for o in h.published} == {standing}
     assert h.of("sanction_notice") and all(o.inboxes for o in h.of("sanction_notice"))
     assert h.of("licence_review_notice") == [] and h.of("lift_notice") == []
+
+
+@pytest.mark.parametrize("cut_over", INSTANTS, ids=instant_id)
+def test_a_listing_notified_before_its_removal_was_read_is_lifted_wherever_it_was_told(
+    cut_over: datetime,
+) -> None:
+    """Its 列入 read first, the listing stood as far as the rules knew, and its notices went
+    out; its 移出, dated before the cut-over and read next, lifts it at each of them."""
+    today = day_in_china(cut_over)
+    now = millis(cut_over)
+    h = JointPunishment(cut_over)
+    uscc = make_uscc("91", XIHU, rng=random.Random(4))
+    listed = list_entry(uscc, "E-1", listed_on=today - timedelta(days=400))
+    h.feed("on_list_entry", listed, now)
+
+    h.feed("on_list_entry", removal_of(listed, removed_on=today - timedelta(days=30)), now)
+
+    told = {o.value["department"]["code"] for o in h.of("sanction_notice")}
+    assert told and {o.value["department"]["code"] for o in h.of("lift_notice")} == told
 
 
 @pytest.mark.parametrize("cut_over", INSTANTS, ids=instant_id)
