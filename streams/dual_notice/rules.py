@@ -69,7 +69,9 @@ deadline at or before it is history: a push whose claim deadline passed by the c
 is published on ``dualnotice.pushes`` only and turns OVERDUE there at the tick, with no
 alert and no inbox; a claim whose licence deadline passed by then turns UNLICENSED
 likewise; a 注销/吊销 dated by then is a closure notice on its topic only. A push still
-open at the cut-over (its deadline after it) is live (``streams/README.md``).
+open at the cut-over (its deadline after it) is live: made before a cut-over still to
+come, it is held (``held``) and delivered through the due topic at the cut-over
+(``streams/README.md``).
 
 Guarantee: at least once, with deterministic ids, which makes the result effectively
 once for a reader that keeps the latest record per id. Offsets are committed only after
@@ -332,9 +334,9 @@ class Rejected(Exception):
 @dataclass
 class DualNoticeOutput(RuleOutput):
     """What handling one event sends, and the deadlines it starts: (due at, USCC, push
-    id, which deadline)."""
+    id, which deadline, or DELIVERY at the cut-over)."""
 
-    deadlines: list[tuple[int, str, str, Deadline]] = field(default_factory=list)
+    deadlines: list[tuple[int, str, str, str]] = field(default_factory=list)
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -632,18 +634,24 @@ class DualNoticeRules:
             deadline = (record["claim_deadline"], entity["uscc"], identity, Deadline.CLAIM)
             outcome.deadlines.append(deadline)
         history = self.settings.is_history(claim_deadline)
+        # Live, but made before a cut-over still to come: it reaches the inbox at the cut-over.
+        cut_over = self.settings.history_until_ms
+        held = not history and cut_over is not None and now < cut_over
         entry = {
             "record": record,
             "cause": cause,
             "actions": [],
-            "delivered": self.has_inbox(department["code"]) and not history,
+            "delivered": self.has_inbox(department["code"]) and not (history or held),
             "history": history,
+            "held": held,
         }
         state["pushes"][identity] = entry
         _count(record, +1)
         PUSHES_CREATED.labels(order.routing).inc()
         if history:
             HISTORY.labels("push").inc()
+        if held and cut_over is not None:
+            outcome.deadlines.append((cut_over, entity["uscc"], identity, DELIVERY))
         self._resend(entry, outcome)
         log_event(
             logger,
@@ -665,7 +673,7 @@ class DualNoticeRules:
         history (its claim deadline passed before the cut-over: for auditors only)."""
         record = entry["record"]
         waiting = record["version"] == 1 and record["state"] == PushState.PUSHED
-        waiting &= not entry.get("history", False)
+        waiting &= not (entry.get("history", False) or entry.get("held", False))
         inboxes = (record["department"]["code"],) if waiting else ()
         outcome.send("dual_notice_push", record["entity"]["uscc"], record, *inboxes)
 
@@ -1075,8 +1083,16 @@ class DualNoticeRules:
             return outcome
         record = entry["record"]
         if due["due"] == DELIVERY:
+            cut_over = self.settings.history_until_ms
             if entry.get("history", False):
                 return outcome
+            if entry.get("held", False):
+                if cut_over is not None and checked_at < cut_over:
+                    return outcome
+                entry["held"] = False
+                self.pushes[uscc] = state
+                if record["state"] not in (PushState.PUSHED, PushState.OVERDUE):
+                    return outcome  # settled before the cut-over: nothing left to tell
             if not entry["delivered"] and self.has_inbox(record["department"]["code"]):
                 outcome.send("dual_notice_push", uscc, record, record["department"]["code"])
                 entry["delivered"] = True
@@ -1163,6 +1179,8 @@ class DualNoticeRules:
         """Whether the push still waits for what ``deadline`` is about (the claim, the
         licence): a timer sends it only then."""
         entry = self._entry(uscc, identity)
+        if deadline == DELIVERY:  # held for the cut-over
+            return entry is not None and entry.get("held", False)
         waiting = PushState.PUSHED if deadline == Deadline.CLAIM else PushState.CLAIMED
         return entry is not None and entry["record"]["state"] == waiting
 
@@ -1176,7 +1194,7 @@ class DualNoticeRules:
                 if (
                     waiting
                     and not entry["delivered"]
-                    and not entry.get("history", False)
+                    and not (entry.get("history", False) or entry.get("held", False))
                     and record["department"]["code"] in departments
                 ):
                     yield uscc, identity
@@ -1192,6 +1210,8 @@ class DualNoticeRules:
             for identity, entry in state["pushes"].items():
                 record = entry["record"]
                 _count(record, +1)
+                if entry.get("held", False) and self.settings.history_until_ms is not None:
+                    deadlines.append((self.settings.history_until_ms, uscc, identity, DELIVERY))
                 if record["state"] == PushState.PUSHED:
                     deadlines.append(
                         (record["claim_deadline"], uscc, identity, Deadline.CLAIM.value)

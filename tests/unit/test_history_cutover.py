@@ -163,6 +163,33 @@ def test_a_push_due_at_24_00_before_the_cut_over_is_history_one_due_the_next_mid
 
 
 @pytest.mark.parametrize("cut_over", INSTANTS, ids=instant_id)
+def test_a_live_push_read_before_a_cut_over_still_to_come_reaches_its_inbox_at_the_cut_over(
+    cut_over: datetime,
+) -> None:
+    """Read an hour before the cut-over, a push whose claim deadline is after it waits: on
+    dualnotice.pushes at once, in the department's inbox when the cut-over comes."""
+    now = millis(cut_over) - 3_600_000
+    h = DualNotice(cut_over)
+    output = h.rules.on_registration(
+        registration(
+            XIHU, (ROAD_FREIGHT,), uscc=make_uscc("91", XIHU), event_time_ms=now - 5 * DAY_MS
+        ),
+        now,
+    )
+    [push] = [o for o in output.outgoing if o.record_type == "dual_notice_push"]
+    [(at, uscc, identity, due)] = [d for d in output.deadlines if d[3] == "DELIVERY"]
+    assert push.inboxes == () and at == millis(cut_over)
+    assert h.rules.is_waiting(uscc, identity, due)
+
+    early = {"uscc": uscc, "push_id": identity, "due": due, "checked_at": at - 1}
+    assert h.rules.on_due(early).outgoing == []
+    [delivered] = h.rules.on_due({**early, "checked_at": at}).outgoing
+
+    assert delivered.inboxes == ("hz-xh-transport",) and delivered.value["state"] == "PUSHED"
+    assert not h.rules.is_waiting(uscc, identity, due)
+
+
+@pytest.mark.parametrize("cut_over", INSTANTS, ids=instant_id)
 def test_a_registration_after_the_cut_over_is_pushed_and_escalated_as_always(
     cut_over: datetime,
 ) -> None:
