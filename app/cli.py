@@ -1163,22 +1163,38 @@ def registry_outbox(as_json: JsonOption = False) -> None:
 streams_app = typer.Typer(help="The stream processors (faust-streaming).", no_args_is_help=True)
 app.add_typer(streams_app, name="streams")
 
+#: ``--history-until``: the cut-over of a province's first day, overriding the setting.
+HistoryUntilOption = Annotated[
+    datetime | None,
+    typer.Option(
+        "--history-until",
+        parser=datetime.fromisoformat,
+        metavar="ISO-INSTANT|DATE",
+        help="The cut-over: an ISO instant or date (00:00), in the province's time zone"
+        " unless it names one. A deadline that passed before it is recorded, not sent or"
+        " alerted (streams/README.md). Default: XIETONG_<PROCESSOR>_HISTORY_UNTIL, else none.",
+    ),
+]
+
 
 @streams_app.command("dual-notice")
 def streams_dual_notice(
     log_level: Annotated[
         str, typer.Option(help="Faust's own log level (the processor's events are JSON lines)")
     ] = "info",
+    history_until: HistoryUntilOption = None,
 ) -> None:
     """Run a 双告知 worker: pushes to approving departments, 告知书, claims and deadlines.
 
     Runs until SIGTERM or Ctrl-C; start more workers to share the partitions. The rules
     come from XIETONG_DUAL_NOTICE_* (claim period, licence period, working days,
-    metrics port); see streams/dual_notice/app.py.
+    history cut-over, metrics port); see streams/dual_notice/app.py.
     """
     from streams.dual_notice.app import run_worker
+    from streams.dual_notice.settings import DualNoticeSettings
 
-    run_worker(get_settings(), loglevel=log_level)
+    rules = None if history_until is None else DualNoticeSettings(history_until=history_until)
+    run_worker(get_settings(), rules, loglevel=log_level)
 
 
 @streams_app.command("joint-punishment")
@@ -1186,17 +1202,22 @@ def streams_joint_punishment(
     log_level: Annotated[
         str, typer.Option(help="Faust's own log level (the processor's events are JSON lines)")
     ] = "info",
+    history_until: HistoryUntilOption = None,
 ) -> None:
     """Run a 联合惩戒 worker: sanction notices, licence reviews, restriction hits, 反馈 and
     lift notices.
 
     Runs until SIGTERM or Ctrl-C; start more workers to share the partitions. The rules
-    come from XIETONG_JOINT_PUNISHMENT_* (matter window, licence-review lists, metrics
-    port); see streams/joint_punishment/app.py.
+    come from XIETONG_JOINT_PUNISHMENT_* (matter window, licence-review lists, history
+    cut-over, metrics port); see streams/joint_punishment/app.py.
     """
     from streams.joint_punishment.app import run_worker
+    from streams.joint_punishment.settings import JointPunishmentSettings
 
-    run_worker(get_settings(), loglevel=log_level)
+    rules = None
+    if history_until is not None:
+        rules = JointPunishmentSettings(history_until=history_until)
+    run_worker(get_settings(), rules, loglevel=log_level)
 
 
 # -- monitoring: consumer lag (app/lag.py) ------------------------------------------------

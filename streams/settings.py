@@ -1,11 +1,16 @@
 """What the settings of every stream processor have: its timer, its look for departments
-onboarded since it started, and its metrics port. Each processor's settings extend
-:class:`ProcessorSettings` under their own prefix (``XIETONG_<PROCESSOR>_*``)."""
+onboarded since it started, its metrics port, and where the province's history ends.
+Each processor's settings extend :class:`ProcessorSettings` under their own prefix
+(``XIETONG_<PROCESSOR>_*``)."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from datetime import datetime
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
+
+from xietong.clock import business_clock, millis
 
 
 class ProcessorSettings(BaseSettings):
@@ -25,3 +30,28 @@ class ProcessorSettings(BaseSettings):
     metrics_port: int | None = Field(
         default=None, description="Port of the Prometheus /metrics endpoint; unset: none."
     )
+    history_until: datetime | None = Field(
+        default=None,
+        description="The cut-over (``HISTORY_UNTIL``): an ISO instant, or a date (its 00:00),"
+        " read in the province's time zone when it names none. A deadline that passed before"
+        " it is history: recorded on the platform topics, sent to no inbox and alerted to"
+        " nobody (streams/README.md, 'A province's first day'). Unset: no history.",
+    )
+
+    @field_validator("history_until", mode="after")
+    @classmethod
+    def _in_the_province(cls, value: datetime | None) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=business_clock().zone)
+
+    @property
+    def history_until_ms(self) -> int | None:
+        """The cut-over in epoch milliseconds, or None."""
+        return None if self.history_until is None else millis(self.history_until)
+
+    def is_history(self, deadline_ms: int | None) -> bool:
+        """Whether a deadline belongs to the province's history: it passed before the
+        cut-over (at it or earlier), so what it would send is recorded, not sent."""
+        until = self.history_until_ms
+        return until is not None and deadline_ms is not None and deadline_ms <= until

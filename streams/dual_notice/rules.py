@@ -67,6 +67,15 @@ internal topic ``xietong.streams.dual-notice-due``, keyed by USCC, so the change
 by an agent on the push's own partition like every other change. The same topic
 carries the pushes waiting for a department onboarded since (its inbox now exists).
 
+**A province's first day.** With a cut-over (``history_until``, ``--history-until``), a
+deadline at or before it is history: a push whose claim deadline passed by the cut-over
+is published on ``dualnotice.pushes`` only and turns OVERDUE there at the tick, with no
+alert and no inbox; a claim whose licence deadline passed by then turns UNLICENSED
+likewise; a 注销/吊销 dated by then is a closure notice on its topic only. A push still
+open at the cut-over (its deadline after it) is live: made before a cut-over still to
+come, it is held (``held``) and delivered through the due topic at the cut-over
+(``streams/README.md``).
+
 Guarantee: at least once, with deterministic ids, which makes the result effectively
 once for a reader that keeps the latest record per id. Offsets are committed only after
 everything produced for the events before them (outputs and table changelogs) is
@@ -328,9 +337,9 @@ class Rejected(Exception):
 @dataclass
 class DualNoticeOutput(RuleOutput):
     """What handling one event sends, and the deadlines it starts: (due at, USCC, push
-    id, which deadline)."""
+    id, which deadline, or DELIVERY at the cut-over)."""
 
-    deadlines: list[tuple[int, str, str, Deadline]] = field(default_factory=list)
+    deadlines: list[tuple[int, str, str, str]] = field(default_factory=list)
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -364,6 +373,12 @@ ACTIONS_REJECTED = Counter(
 ALERTS_RAISED = Counter("xietong_dual_notice_alerts", "Escalations and risk alerts", ("kind",))
 REGISTRATIONS_READ = Counter(
     "xietong_dual_notice_registrations", "Registration events processed", ("event_kind",)
+)
+HISTORY = Counter(
+    "xietong_dual_notice_history",
+    "Outputs taken as the province's history (before the cut-over): recorded on the"
+    " platform topics, sent to no inbox and alerted to nobody, by output",
+    ("output",),
 )
 
 
@@ -621,15 +636,25 @@ class DualNoticeRules:
         else:
             deadline = (record["claim_deadline"], entity["uscc"], identity, Deadline.CLAIM)
             outcome.deadlines.append(deadline)
+        history = self.settings.is_history(claim_deadline)
+        # Live, but made before a cut-over still to come: it reaches the inbox at the cut-over.
+        cut_over = self.settings.history_until_ms
+        held = not history and cut_over is not None and now < cut_over
         entry = {
             "record": record,
             "cause": cause,
             "actions": [],
-            "delivered": self.has_inbox(department["code"]),
+            "delivered": self.has_inbox(department["code"]) and not (history or held),
+            "history": history,
+            "held": held,
         }
         state["pushes"][identity] = entry
         _count(record, +1)
         PUSHES_CREATED.labels(order.routing).inc()
+        if history:
+            HISTORY.labels("push").inc()
+        if held and cut_over is not None:
+            outcome.deadlines.append((cut_over, entity["uscc"], identity, DELIVERY))
         self._resend(entry, outcome)
         log_event(
             logger,
@@ -641,14 +666,17 @@ class DualNoticeRules:
             department=department["code"],
             routing=order.routing,
             state=str(record["state"]),
+            history=history,
         )
         return identity
 
     def _resend(self, entry: dict[str, Any], outcome: DualNoticeOutput) -> None:
         """Send the push as it is now; to the department's inbox too while it waits for
-        the claim and was never changed (what the department has not seen)."""
+        the claim and was never changed (what the department has not seen), unless it is
+        history (its claim deadline passed before the cut-over: for auditors only)."""
         record = entry["record"]
         waiting = record["version"] == 1 and record["state"] == PushState.PUSHED
+        waiting &= not (entry.get("history", False) or entry.get("held", False))
         inboxes = (record["department"]["code"],) if waiting else ()
         outcome.send("dual_notice_push", record["entity"]["uscc"], record, *inboxes)
 
@@ -753,7 +781,12 @@ class DualNoticeRules:
                 "licences": licences,
                 "notified_at": closed_at,
             }
-            outcome.send("entity_closure_notice", uscc, notice, department["code"])
+            # A 注销 before the cut-over is the province's history: on the topic, no inbox.
+            history = self.settings.is_history(closed_at)
+            inboxes = () if history else (department["code"],)
+            outcome.send("entity_closure_notice", uscc, notice, *inboxes)
+            if history:
+                HISTORY.labels("closure_notice").inc()
             log_event(
                 logger,
                 "dual_notice_closure_notified",
@@ -761,6 +794,7 @@ class DualNoticeRules:
                 uscc=uscc,
                 department=department["code"],
                 licences=len(held),
+                history=history,
             )
 
     # -- licences ---------------------------------------------------------------------------
@@ -1093,6 +1127,16 @@ class DualNoticeRules:
             return outcome
         record = entry["record"]
         if due["due"] == DELIVERY:
+            cut_over = self.settings.history_until_ms
+            if entry.get("history", False):
+                return outcome
+            if entry.get("held", False):
+                if cut_over is not None and checked_at < cut_over:
+                    return outcome
+                entry["held"] = False
+                self.pushes[uscc] = state
+                if record["state"] not in (PushState.PUSHED, PushState.OVERDUE):
+                    return outcome  # settled before the cut-over: nothing left to tell
             if not entry["delivered"] and self.has_inbox(record["department"]["code"]):
                 outcome.send("dual_notice_push", uscc, record, record["department"]["code"])
                 entry["delivered"] = True
@@ -1112,11 +1156,21 @@ class DualNoticeRules:
             recipients = [record["department"]["code"]]
         if deadline is None or deadline > checked_at:
             return outcome
+        # A deadline that passed before the cut-over is history: the push is recorded in
+        # its new state, for auditors, and nobody is alerted (nor marked as alerted).
+        history = self.settings.is_history(deadline)
+        if history:
+            fields = {}
         cause = f"due|{identity}|{due['due']}"
         again = entry["cause"] == cause
         if not self._change(
             entry, to, cause, checked_at, PLATFORM, outcome, frozenset({waiting}), **fields
         ):
+            return outcome
+        if history:
+            self.pushes[uscc] = state
+            if not again:
+                HISTORY.labels(f"alert_{kind.lower()}").inc()
             return outcome
         told = tuple(dict.fromkeys(code for code in recipients if code))
         outcome.send("dual_notice_alert", uscc, self._alert(kind, record, told, deadline), *told)
@@ -1169,6 +1223,8 @@ class DualNoticeRules:
         """Whether the push still waits for what ``deadline`` is about (the claim, the
         licence): a timer sends it only then."""
         entry = self._entry(uscc, identity)
+        if deadline == DELIVERY:  # held for the cut-over
+            return entry is not None and entry.get("held", False)
         waiting = PushState.PUSHED if deadline == Deadline.CLAIM else PushState.CLAIMED
         return entry is not None and entry["record"]["state"] == waiting
 
@@ -1182,6 +1238,7 @@ class DualNoticeRules:
                 if (
                     waiting
                     and not entry["delivered"]
+                    and not (entry.get("history", False) or entry.get("held", False))
                     and record["department"]["code"] in departments
                 ):
                     yield uscc, identity
@@ -1197,6 +1254,8 @@ class DualNoticeRules:
             for identity, entry in state["pushes"].items():
                 record = entry["record"]
                 _count(record, +1)
+                if entry.get("held", False) and self.settings.history_until_ms is not None:
+                    deadlines.append((self.settings.history_until_ms, uscc, identity, DELIVERY))
                 if record["state"] == PushState.PUSHED:
                     deadlines.append(
                         (record["claim_deadline"], uscc, identity, Deadline.CLAIM.value)

@@ -87,6 +87,12 @@ deadline runs from the hit's event time. A timer compares them with the clock ev
 ``xietong.streams.joint-punishment-due``, keyed by USCC, so the change is made on the
 entity's own partition.
 
+**A province's first day.** With a cut-over (``history_until``, ``--history-until``), a
+listing that ended by the cut-over (its end day starting at or before it) sends nothing —
+no notice, review, hit or lift; a licence-revoking penalty decided on a day over by then
+sends no review; a feedback deadline passed by then raises no alert (the hit shows it
+PENDING). A listing standing at the cut-over is live (``streams/README.md``).
+
 Guarantee: at least once with deterministic ids. State is one table, ``entities`` (by
 USCC: the facts, and each published record's content digest with the event that last
 changed it), backed by its changelog. Outputs go through a librdkafka producer that
@@ -335,6 +341,13 @@ UNROUTED = Counter(
     ("sector",),
 )
 REJECTED = Counter("xietong_joint_punishment_rejected", "Input dead-lettered, by input", ("input",))
+HISTORY = Counter(
+    "xietong_joint_punishment_history",
+    "Records taken as the province's history (before the cut-over): not sent, by record type",
+    ("output",),
+)
+#: The digest a sent record has when it was history: what it would have been was not sent.
+HISTORY_DIGEST = "history"
 
 
 # -- facts: what the rules remember of each input, in plain JSON ------------------------------
@@ -735,9 +748,15 @@ class JointPunishmentRules:
         date. ``cause`` is the event: what it changed remembers it, and the same event
         again re-sends what it had sent."""
         pruned = self._prune(uscc, state, now)
-        desired, dues = self._derive(uscc, state, now, sections)
+        history: dict[str, str] = {}
+        desired, dues = self._derive(uscc, state, now, sections, history)
         outcome = PunishmentOutput()
         sent = state["sent"]
+        for identity, record_type in history.items():
+            if identity not in sent:  # counted once; a record sent before stays as it was
+                sent[identity] = {"digest": HISTORY_DIGEST, "cause": cause}
+                HISTORY.labels(record_type).inc()
+                changed = True
         for identity, out in desired.items():
             fingerprint = digest(out.value)
             known = sent.get(identity)
@@ -843,11 +862,17 @@ class JointPunishmentRules:
         return pruned
 
     def _derive(
-        self, uscc: str, state: dict[str, Any], now: int, sections: frozenset[str]
+        self,
+        uscc: str,
+        state: dict[str, Any],
+        now: int,
+        sections: frozenset[str],
+        history: dict[str, str],
     ) -> tuple[dict[str, Outgoing], dict[str, int | None]]:
         """What the entity's facts say should have been sent by ``now`` in ``sections``,
         by id; and, for the sections that change by themselves (a listing ends, a feedback
-        deadline passes), when that happens next."""
+        deadline passes), when that happens next. What would have been sent but is the
+        province's history (before the cut-over) goes to ``history`` instead, id → type."""
         catalog = self.catalog()
         division = uscc[2:8]
         today = day_of(now)
@@ -861,6 +886,27 @@ class JointPunishmentRules:
         ]
         # who was told to restrict, because of which listing: entry → department → …
         told: dict[str, dict[str, dict[str, Any]]] = {}
+
+        # A listing that ended before the cut-over binds nobody from it on: it sends nothing,
+        # unless its notices went out before its end was known (its 列入 read before its
+        # 移出): then it goes on as live, so that whoever was told is told of the end.
+        history_listings = []
+        for listing in listings:
+            if not self._ended_in_history(listing):
+                continue
+            notices = {
+                sanction_notice_id(listing.entry_id, measure["code"], department["code"])
+                for measure in catalog.by_list_type.get(listing.list_type, ())
+                for department in catalog.implementing(measure, division)
+            }
+            if any(
+                state["sent"].get(n, {}).get("digest", HISTORY_DIGEST) != HISTORY_DIGEST
+                for n in notices
+            ):
+                continue
+            history.update(dict.fromkeys(notices, "sanction_notice"))
+            history_listings.append(listing)
+        listings = [listing for listing in listings if listing not in history_listings]
 
         for listing in listings:
             ref = listing.ref(catalog)
@@ -894,9 +940,11 @@ class JointPunishmentRules:
                     )
 
         if REVIEWS in sections:
-            self._derive_reviews(uscc, state, listings, catalog, desired)
+            self._derive_reviews(uscc, state, listings, catalog, desired, history=history)
         if HITS in sections:
-            self._derive_hits(uscc, state, listings, catalog, now, desired, alerts_due, told)
+            self._derive_hits(
+                uscc, state, listings, catalog, now, desired, alerts_due, told, history=history
+            )
         dues: dict[str, int | None] = {}
         if HITS in sections:
             dues[HITS] = min(alerts_due, default=None)
@@ -940,9 +988,12 @@ class JointPunishmentRules:
         listings: list[Listing],
         catalog: PunishmentCatalog,
         desired: dict[str, Outgoing],
+        *,
+        history: dict[str, str],
     ) -> None:
         """许可审查告知: for each licence-revoking penalty and serious listing, every
-        department whose licence was valid on the decision's date."""
+        department whose licence was valid on the decision's date; a penalty decided on a
+        day that ended before the cut-over is history."""
         causes = [
             {
                 "key": f"penalty|{key}",
@@ -988,6 +1039,11 @@ class JointPunishmentRules:
                     continue
                 licences.sort(key=lambda licence: licence["licence_number"])
                 identity = licence_review_id(cause["key"], department["code"])
+                if cause["cause"] == "LICENCE_PENALTY" and self.rules.is_history(
+                    day_start(cause["cause_date"] + 1)
+                ):
+                    history[identity] = "licence_review_notice"
+                    continue
                 desired[identity] = Outgoing(
                     "licence_review_notice",
                     uscc,
@@ -1030,8 +1086,11 @@ class JointPunishmentRules:
         desired: dict[str, Outgoing],
         due: list[int],
         told: dict[str, dict[str, dict[str, Any]]],
+        *,
+        history: dict[str, str],
     ) -> None:
-        """限制命中 for each kept matter, and 逾期未反馈督办 for each hit past its deadline."""
+        """限制命中 for each kept matter, and 逾期未反馈督办 for each hit past its deadline
+        (one whose deadline passed before the cut-over is history: the hit shows it)."""
         if not listings:
             return
         for _, matter in sorted(state["matters"].items()):
@@ -1091,6 +1150,9 @@ class JointPunishmentRules:
                     for f in state["feedback"].get(identity, {}).values()
                 )
                 if in_time:
+                    continue
+                if self.rules.is_history(deadline):
+                    history[feedback_alert_id(identity)] = "feedback_overdue_alert"
                     continue
                 if deadline > now:
                     due.append(deadline)
@@ -1168,6 +1230,12 @@ class JointPunishmentRules:
                 f"“{measure['text']}”，逾期{measure['feedback_days']}日未反馈，请督办"
             ),
         }
+
+    def _ended_in_history(self, listing: Listing) -> bool:
+        """Whether a listing ended (removed, or its planned end reached) before the
+        cut-over: it is the province's history and sends nothing."""
+        end = listing.end
+        return end is not None and self.rules.is_history(day_start(end))
 
     # -- bad input ------------------------------------------------------------------------------
 
