@@ -95,6 +95,7 @@ from streams.outputs import RuleOutput
 from xietong.clock import millis
 from xietong.ids import deterministic_id
 from xietong.logs import log_event
+from xietong.versions import is_later, version_of
 
 logger = logging.getLogger(__name__)
 
@@ -476,7 +477,8 @@ class DualNoticeRules:
       变更 is compared with them), the event that set them and the ones before;
     * ``pushes``: the entity's pushes and 分流失败 records, each with the event that last
       changed it and the department actions applied to it;
-    * ``licences``: the licences the entity holds, by issuing authority and number.
+    * ``licences``: the licences the entity holds, by issuing authority and number (the
+      later version of each, :func:`xietong.versions.is_later`).
 
     Besides the state they read only the catalog, the departments and which departments
     have an inbox, so a harness drives them with dicts and a fixed catalog
@@ -772,15 +774,22 @@ class DualNoticeRules:
         item = self.catalog().item_for_licence(licence)
         held = dict(self.licences.get(uscc) or {})
         valid_to: date | None = licence["valid_to"]
-        held[f"{licence['authority_uscc']}/{licence['licence_number']}"] = {
-            "licence_number": licence["licence_number"],
-            "certificate_name": licence["certificate_name"],
-            "approval_item_code": item.code if item else licence["approval_item_code"],
-            "authority_uscc": licence["authority_uscc"],
-            "status": licence["status"],
-            "valid_to": valid_to.toordinal() if valid_to else None,
-        }
-        self.licences[uscc] = held
+        # One licence (issuer and 许可编号) is one record: its later version is kept,
+        # whatever order the versions arrive in (an earlier worker's entry has no version).
+        key = f"{licence['authority_uscc']}/{licence['licence_number']}"
+        version = version_of(licence)
+        known = held.get(key)
+        if known is None or "version" not in known or is_later(version, known["version"]):
+            held[key] = {
+                "licence_number": licence["licence_number"],
+                "certificate_name": licence["certificate_name"],
+                "approval_item_code": item.code if item else licence["approval_item_code"],
+                "authority_uscc": licence["authority_uscc"],
+                "status": licence["status"],
+                "valid_to": valid_to.toordinal() if valid_to else None,
+                "version": version,
+            }
+            self.licences[uscc] = held
         state = self.pushes.get(uscc)
         if item is None or licence["status"] != "VALID" or state is None:
             return outcome
