@@ -8,7 +8,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given
 
-from xietong.versions import RecordVersion, content_digest, is_later, version_of
+from xietong.versions import RecordVersion, content_digest, is_later, order_key, version_of
 
 DIGEST_A = "0f3c9a1b2d4e5f60718293a4"
 DIGEST_B = "ffffffffffffffffffffffff"
@@ -130,3 +130,26 @@ def test_a_records_version_is_its_envelopes_order_fields_and_its_content() -> No
     }
     # The envelope (its uuid, its ingest time) is no part of the content.
     assert content_digest(record) == content_digest({**record, "envelope": {}})
+
+
+NUMBERS = st.decimals(-(10**12), 10**12, places=3, allow_nan=False).map(str)
+INSTANTS = st.datetimes().map(lambda moment: moment.isoformat())
+DIGESTS = st.text("0123456789abcdef", min_size=24, max_size=24)
+
+
+@given(
+    pair=st.one_of(*(st.tuples(kind, kind) for kind in (NUMBERS, INSTANTS, DIGESTS))),
+    offsets=st.tuples(st.integers(0, 10**9), st.integers(0, 10**9)),
+)
+def test_the_sql_order_key_sorts_one_kind_of_versions_of_one_partition_as_is_later(
+    pair: tuple[str, str], offsets: tuple[int, int]
+) -> None:
+    first = version(pair[0], offset=str(offsets[0]), content=f"{pair[0]}|{offsets[0]}")
+    second = version(pair[1], offset=str(offsets[1]), content=f"{pair[1]}|{offsets[1]}")
+    assert (order_key(first) > order_key(second)) == is_later(first, second)
+
+
+def test_the_sql_order_key_bounds_a_huge_number() -> None:
+    huge, one = version("1e999999999"), version("1")
+    assert order_key(huge) > order_key(one)
+    assert len(order_key(huge)) == len(order_key(one))
