@@ -69,8 +69,13 @@ def list_entry(
     }
 
 
-def removal_of(listing: dict[str, Any], removed_on: date, reason: str = "CREDIT_REPAIR") -> dict:
-    """The 移出 of a listing: the same entry, its removal day and reason."""
+def removal_of(
+    listing: dict[str, Any],
+    removed_on: date,
+    reason: str = "CREDIT_REPAIR",
+    version: str | None = None,
+) -> dict:
+    """The 移出 of a listing: the same entry, its removal day and reason (and version)."""
     removed = list_entry(
         listing["uscc"],
         listing["listed_on"],
@@ -80,6 +85,7 @@ def removal_of(listing: dict[str, Any], removed_on: date, reason: str = "CREDIT_
         removed_on=removed_on,
         removal_reason=reason,
         entry_id=listing["entry_id"],
+        version=version,
     )
     return removed
 
