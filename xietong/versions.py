@@ -27,7 +27,10 @@ The order, as the Envelope's ``record_version`` doc states it:
 
 Never the arrival order, never a uuid (the event id is derived from the version and
 orders nothing). Versions of one record that all have an order of the same kind (the
-usual case: one mapping, one version column) are totally ordered by step 1.
+usual case: one mapping, one version column), or none and one source partition, are
+totally ordered. A record whose versions mix kinds (a mapping that gained a version
+column) may not be: version 2 at offset 1, version 1 at offset 9 and a digest at offset 5
+go round in a circle, and which of them is kept can depend on the order they come in.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Context, Decimal, InvalidOperation
@@ -73,7 +77,8 @@ def version_of(record: Mapping[str, Any]) -> RecordVersion:
     envelope = record["envelope"]
     return {
         "record_version": envelope["record_version"],
-        "source_partition": envelope["source_partition"],
+        # Every version a service holds keeps its partition: one string per partition.
+        "source_partition": sys.intern(envelope["source_partition"]),
         "source_offset": envelope["source_offset"],
         "content": content_digest(record),
     }
