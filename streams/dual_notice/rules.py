@@ -474,7 +474,8 @@ class DualNoticeRules:
     The state is three mappings by USCC (Faust tables in the app, dicts in a test):
 
     * ``registered_scopes``: the entity's latest 许可项目 entries and industry code (a
-      变更 is compared with them), the event that set them and the ones before;
+      变更 is compared with them), the event that set them and the ones before (of the
+      versions of one registration record, the later: :func:`xietong.versions.is_later`);
     * ``pushes``: the entity's pushes and 分流失败 records, each with the event that last
       changed it and the department actions applied to it;
     * ``licences``: the licences the entity holds, by issuing authority and number (the
@@ -517,11 +518,24 @@ class DualNoticeRules:
             previous = None if known is None else known["scope"]
         # An entity whose scope needs no permit is not remembered: no entry means "needed
         # nothing", which is all a later 变更 compares with (and most entities need none).
-        if needed or known is not None:
+        # An older version of the record that set the scope read after it (a correction
+        # read first) leaves the correction's scope.
+        envelope = registration["envelope"]
+        source_record = f"{envelope['source_department_uscc']}|{envelope['source_record_id']}"
+        version = version_of(registration)
+        superseded = (
+            known is not None
+            and known["event_id"] != event_id
+            and known.get("source_record") == source_record
+            and not is_later(version, known["version"])
+        )
+        if (needed or known is not None) and not superseded:
             self.registered_scopes[uscc] = {
                 "event_id": event_id,
                 "scope": scope,
                 "previous": previous,
+                "source_record": source_record,
+                "version": version,
             }
 
         if kind == "CANCEL" or status in ("CANCELLED", "REVOKED"):

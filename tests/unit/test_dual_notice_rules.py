@@ -497,3 +497,22 @@ def test_a_licences_older_version_read_after_its_cancellation_fulfils_no_later_p
     assert held["status"] == "CANCELLED"
     [push] = h.of("dual_notice_push")
     assert push["state"] == PushState.PUSHED
+
+
+def test_a_registrations_older_version_read_last_leaves_the_corrected_scope() -> None:
+    """A 设立 corrected (version 2: 烟草制品零售 added) and read before its version 1: the
+    scope a later 变更 is compared with stays the correction's."""
+    now = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    h = Harness()
+    first = xihu_registration(now, "DLHWYSXK", event_id="event-1")
+    corrected = xihu_registration(now, "DLHWYSXK", "YCZMLSXK", event_id="event-2")
+    corrected["envelope"] = {**first["envelope"], "event_id": "event-2", "record_version": "2"}
+    h.feed("registration", corrected, now)
+
+    h.feed("registration", first, now)
+
+    held = h.registered_scopes[first["uscc"]]
+    assert held["event_id"] == "event-2"
+    assert held["scope"]["permit_entries"] == sorted(
+        XIHU_ITEMS[item][0] for item in ("DLHWYSXK", "YCZMLSXK")
+    )
