@@ -30,8 +30,11 @@ def list_entry(
     entry_id: str | None = None,
     event_time: datetime | None = None,
     rng: random.Random | None = None,
+    version: str | None = None,
 ) -> dict[str, Any]:
-    """A ``credit_list_entry`` record; a 移出 gets its removal reason (期满) by default."""
+    """A ``credit_list_entry`` record; a 移出 gets its removal reason (期满) by default. A
+    correction is the same entry at a later ``version`` (by default the version is the
+    action's name, which orders nothing)."""
     entry_id = entry_id or f"LIST-{uuid.UUID(int=(rng or random).getrandbits(128)).hex[:12]}"
     moment = event_time or datetime.combine(removed_on or listed_on, time.min, UTC)
     if action == "REMOVED" and removal_reason is None:
@@ -43,7 +46,7 @@ def list_entry(
             "source_department_name": CREDIT_AUTHORITY.name,
             "source_system": "test-credit-system",
             "source_record_id": entry_id,
-            "record_version": action,
+            "record_version": version or action,
             "source_partition": "test",
             "source_offset": entry_id,
             "event_time": moment,
@@ -66,8 +69,13 @@ def list_entry(
     }
 
 
-def removal_of(listing: dict[str, Any], removed_on: date, reason: str = "CREDIT_REPAIR") -> dict:
-    """The 移出 of a listing: the same entry, its removal day and reason."""
+def removal_of(
+    listing: dict[str, Any],
+    removed_on: date,
+    reason: str = "CREDIT_REPAIR",
+    version: str | None = None,
+) -> dict:
+    """The 移出 of a listing: the same entry, its removal day and reason (and version)."""
     removed = list_entry(
         listing["uscc"],
         listing["listed_on"],
@@ -77,6 +85,7 @@ def removal_of(listing: dict[str, Any], removed_on: date, reason: str = "CREDIT_
         removed_on=removed_on,
         removal_reason=reason,
         entry_id=listing["entry_id"],
+        version=version,
     )
     return removed
 

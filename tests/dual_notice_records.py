@@ -135,8 +135,10 @@ def licence(
     status: str = "VALID",
     valid_to: date | None = None,
     number: str | None = None,
+    version: str = "1",
 ) -> dict[str, Any]:
-    """A licence (行政许可) for the entity and the approval item, by a department."""
+    """A licence (行政许可) for the entity and the approval item, by a department; its
+    注销 or 吊销 is the same licence ``number`` at a later ``version``."""
     authority = PROVINCE.department(authority_code)
     item = PROVINCE.approval_item(item_code)
     clock = business_clock()
@@ -149,7 +151,7 @@ def licence(
             "source_department_name": authority.name,
             "source_system": "test-licensing-system",
             "source_record_id": number,
-            "record_version": "1",
+            "record_version": version,
             "source_partition": "test",
             "source_offset": number,
             "event_time": now,

@@ -84,13 +84,15 @@ def list_entry(
     removed_on: date | None = None,
     removal_reason: str | None = None,
     authority: str = "zj-amr",
+    version: str = "1",
 ) -> dict[str, Any]:
-    """A 列入 (or, with ``action="REMOVED"``, a 移出) of the listing ``entry_id``."""
+    """A 列入 (or, with ``action="REMOVED"``, a 移出) of the listing ``entry_id``; a
+    correction is the same record at a later ``version``."""
     listed_on = listed_on or today()
     moment = midnight_ms(removed_on if action == "REMOVED" and removed_on else listed_on)
     department = PROVINCE.department(authority)
     return {
-        "envelope": _envelope(authority, f"{entry_id}|{action}", moment),
+        "envelope": _envelope(authority, f"{entry_id}|{action}", moment, version),
         "entry_id": entry_id,
         "action": action,
         "list_type": list_type,
@@ -109,7 +111,10 @@ def list_entry(
 
 
 def removal_of(
-    listing: dict[str, Any], removed_on: date | None = None, reason: str = "CREDIT_REPAIR"
+    listing: dict[str, Any],
+    removed_on: date | None = None,
+    reason: str = "CREDIT_REPAIR",
+    version: str = "1",
 ) -> dict[str, Any]:
     """The 移出 of ``listing`` (today by default): the same entry, its removal day and reason."""
     return list_entry(
@@ -121,6 +126,7 @@ def removal_of(
         planned_removal_on=listing["planned_removal_on"],
         removed_on=removed_on or today(),
         removal_reason=reason,
+        version=version,
     )
 
 
@@ -166,13 +172,15 @@ def licence(
     valid_from: date | None = None,
     valid_to: date | None = None,
     event_day: date | None = None,
+    version: str = "1",
 ) -> dict[str, Any]:
-    """A licence (行政许可) ``number`` for the entity by the department ``authority``."""
+    """A licence (行政许可) ``number`` for the entity by the department ``authority``; its
+    注销 or 吊销 is the same licence at a later ``version`` and another ``status``."""
     valid_from = valid_from or today() - timedelta(days=365)
     department = PROVINCE.department(authority)
     return {
         "envelope": _envelope(
-            authority, f"{number}|{status}", midnight_ms(event_day or valid_from)
+            authority, f"{number}|{status}", midnight_ms(event_day or valid_from), version
         ),
         "uscc": uscc,
         "holder_name": "杭州测试失信有限公司",

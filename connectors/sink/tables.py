@@ -36,6 +36,7 @@ from schemas import (
 )
 from xietong.ids import deterministic_id
 from xietong.topics import DepartmentTopic
+from xietong.versions import order_key, version_of
 
 Record = dict[str, Any]
 Getter = Callable[[Record], Any]
@@ -141,6 +142,13 @@ def event_id_from(name: str) -> Getter:
 
 
 envelope_event_id = path("envelope.event_id")
+
+
+def version_order(record: Record) -> str:
+    """The record's place among the versions of its record, as text that sorts (the
+    order the processors use: :func:`xietong.versions.order_key`); the auditor views
+    pick a licence's or a listing's current version by it."""
+    return order_key(version_of(record))
 
 
 # -- the tamper-evident log's facts --------------------------------------------------------
@@ -305,6 +313,7 @@ LICENCES_TABLE = TableMapping(
         timestamp("event_time", "envelope.event_time"),
         text("source_record_id", "envelope.source_record_id"),
         text("record_version", "envelope.record_version"),
+        text("version_order", version_order),
     ),
     time=path("envelope.event_time"),
 )
@@ -358,6 +367,7 @@ LIST_ENTRIES_TABLE = TableMapping(
         date("removed_on"),
         text("removal_reason"),
         timestamp("event_time", "envelope.event_time"),
+        text("version_order", version_order),
     ),
     time=path("envelope.event_time"),
 )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 from registry.directory import TokenHolder
 from xietong.clock import BusinessClock
 from xietong.ids import deterministic_id, matter_event_id
+from xietong.versions import RecordVersion, is_later, version_of
 
 #: The department whose registry token made the check.
 CheckingDepartment = TokenHolder
@@ -46,9 +47,11 @@ class Listing:
     planned_removal_on: date | None
     removed_on: date | None = None
     removal_reason: str | None = None
-    #: Event time of the 列入 record the details come from (None: from a 移出 record): an
-    #: older version re-sent later does not overwrite a newer one.
-    listed_version_at: datetime | None = None
+    #: Version of the 列入 record the details come from (None: from a 移出 record), and
+    #: of the 移出 record the removal comes from: an older version arriving later does not
+    #: overwrite a newer one (:func:`xietong.versions.is_later`, joint punishment's order).
+    listed_version: RecordVersion | None = field(default=None, compare=False)
+    removed_version: RecordVersion | None = field(default=None, compare=False)
 
     @property
     def ends_on(self) -> date | None:
@@ -72,37 +75,49 @@ def fold_entry(current: Listing | None, entry: dict[str, Any], clock: BusinessCl
     (what earlier records of the same entry id made, or None).
 
     A 列入 (``LISTED``) gives the listing's details and keeps a removal already known; a
-    列入 older (by event time) than the details held is a stale re-send and changes
-    nothing. A 移出 (``REMOVED``) records the removal day (its ``removed_on``, else the
-    day of its event time on ``clock``) and reason; arriving first, it also gives the
-    details until the 列入 does.
+    移出 (``REMOVED``) records the removal day (its ``removed_on``, else the day of its
+    event time on ``clock``) and reason; arriving first, it also gives the details until
+    the 列入 does. Of several versions of the 列入 (or of the 移出) the later by
+    :func:`xietong.versions.is_later` counts, whatever order they arrive in: an older
+    version is a stale re-send and changes nothing.
     """
     action = entry["action"]
     if action == "LISTED":
-        version_at: datetime = entry["envelope"]["event_time"]
-        if (
-            current is not None
-            and current.listed_version_at is not None
-            and version_at < current.listed_version_at
-        ):
+        version = version_of(entry)
+        if current is not None and not _supersedes(version, current.listed_version):
             return current
-        listing = _listing_of(entry, version_at)
+        listing = _listing_of(entry, version)
         if current is None:
             return listing
         return replace(
-            listing, removed_on=current.removed_on, removal_reason=current.removal_reason
+            listing,
+            removed_on=current.removed_on,
+            removal_reason=current.removal_reason,
+            removed_version=current.removed_version,
         )
     if action == "REMOVED":
+        version = version_of(entry)
+        if current is not None and not _supersedes(version, current.removed_version):
+            return current
         removed_on = entry["removed_on"] or clock.day_of(entry["envelope"]["event_time"])
         base = current if current is not None else _listing_of(entry, None)
-        return replace(base, removed_on=removed_on, removal_reason=entry["removal_reason"])
+        return replace(
+            base,
+            removed_on=removed_on,
+            removal_reason=entry["removal_reason"],
+            removed_version=version,
+        )
     raise UnusableEntry(
         f"credit list entry {entry['entry_id']} (event {entry['envelope']['event_id']}):"
         f" action {action!r} is neither LISTED nor REMOVED"
     )
 
 
-def _listing_of(entry: dict[str, Any], version_at: datetime | None) -> Listing:
+def _supersedes(version: RecordVersion, known: RecordVersion | None) -> bool:
+    return known is None or is_later(version, known)
+
+
+def _listing_of(entry: dict[str, Any], version: RecordVersion | None) -> Listing:
     return Listing(
         entry_id=entry["entry_id"],
         list_type=entry["list_type"],
@@ -114,7 +129,7 @@ def _listing_of(entry: dict[str, Any], version_at: datetime | None) -> Listing:
         document_number=entry["document_number"],
         listed_on=entry["listed_on"],
         planned_removal_on=entry["planned_removal_on"],
-        listed_version_at=version_at,
+        listed_version=version,
     )
 
 

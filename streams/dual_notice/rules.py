@@ -107,6 +107,7 @@ from streams.outputs import RuleOutput
 from xietong.clock import business_clock, millis
 from xietong.ids import deterministic_id
 from xietong.logs import log_event
+from xietong.versions import is_later, version_of
 
 logger = logging.getLogger(__name__)
 
@@ -491,10 +492,12 @@ class DualNoticeRules:
     The state is three mappings by USCC (Faust tables in the app, dicts in a test):
 
     * ``registered_scopes``: the entity's latest 许可项目 entries and industry code (a
-      变更 is compared with them), the event that set them and the ones before;
+      变更 is compared with them), the event that set them and the ones before (of the
+      versions of one registration record, the later: :func:`xietong.versions.is_later`);
     * ``pushes``: the entity's pushes and 分流失败 records, each with the event that last
       changed it and the department actions applied to it;
-    * ``licences``: the licences the entity holds, by issuing authority and number.
+    * ``licences``: the licences the entity holds, by issuing authority and number (the
+      later version of each, :func:`xietong.versions.is_later`).
 
     Besides the state they read only the catalog, the departments and which departments
     have an inbox, so a harness drives them with dicts and a fixed catalog
@@ -533,11 +536,24 @@ class DualNoticeRules:
             previous = None if known is None else known["scope"]
         # An entity whose scope needs no permit is not remembered: no entry means "needed
         # nothing", which is all a later 变更 compares with (and most entities need none).
-        if needed or known is not None:
+        # An older version of the record that set the scope read after it (a correction
+        # read first) leaves the correction's scope.
+        envelope = registration["envelope"]
+        source_record = f"{envelope['source_department_uscc']}|{envelope['source_record_id']}"
+        version = version_of(registration)
+        superseded = (
+            known is not None
+            and known["event_id"] != event_id
+            and known.get("source_record") == source_record
+            and not is_later(version, known["version"])
+        )
+        if (needed or known is not None) and not superseded:
             self.registered_scopes[uscc] = {
                 "event_id": event_id,
                 "scope": scope,
                 "previous": previous,
+                "source_record": source_record,
+                "version": version,
             }
 
         if kind == "CANCEL" or status in ("CANCELLED", "REVOKED"):
@@ -809,15 +825,22 @@ class DualNoticeRules:
         item = self.catalog().item_for_licence(licence)
         held = dict(self.licences.get(uscc) or {})
         valid_to: date | None = licence["valid_to"]
-        held[f"{licence['authority_uscc']}/{licence['licence_number']}"] = {
-            "licence_number": licence["licence_number"],
-            "certificate_name": licence["certificate_name"],
-            "approval_item_code": item.code if item else licence["approval_item_code"],
-            "authority_uscc": licence["authority_uscc"],
-            "status": licence["status"],
-            "valid_to": valid_to.toordinal() if valid_to else None,
-        }
-        self.licences[uscc] = held
+        # One licence (issuer and 许可编号) is one record: its later version is kept,
+        # whatever order the versions arrive in (an earlier worker's entry has no version).
+        key = f"{licence['authority_uscc']}/{licence['licence_number']}"
+        version = version_of(licence)
+        known = held.get(key)
+        if known is None or "version" not in known or is_later(version, known["version"]):
+            held[key] = {
+                "licence_number": licence["licence_number"],
+                "certificate_name": licence["certificate_name"],
+                "approval_item_code": item.code if item else licence["approval_item_code"],
+                "authority_uscc": licence["authority_uscc"],
+                "status": licence["status"],
+                "valid_to": valid_to.toordinal() if valid_to else None,
+                "version": version,
+            }
+            self.licences[uscc] = held
         state = self.pushes.get(uscc)
         if item is None or licence["status"] != "VALID" or state is None:
             return outcome

@@ -74,7 +74,11 @@ per id and leaving out the WITHDRAWN ones. Concretely:
 * several listings at once: each gets its notices and lifts; a hit names every listing
   the measure applies to on the matter date;
 * the 列入 record is what notifies (a 移出 read before its 列入 waits for it); of several
-  records of one listing (or licence) the latest by event time counts.
+  versions of one record the later counts (:mod:`xietong.versions`: the source's version,
+  then its source offset, never arrival order or a uuid). The records are keyed by their
+  business key, so a correction is a new version, never a second record: a listing by its
+  entry id (名单条目标识, which its 列入 and 移出 share; each kind is one record), a
+  licence by issuer and 许可编号, a penalty by issuer and 文书号.
 * what is not retracted: a notice, a licence review or a lift notice once sent stays
   (only hits and alerts have a WITHDRAWN state); so a later 列入 record that moves a
   listing's end past a lift already sent, or a 注销 record of a licence dated before a
@@ -124,6 +128,7 @@ from xietong.clock import business_clock, epoch_day, millis
 from xietong.dead_letters import Reason, dead_letter
 from xietong.ids import deterministic_id
 from xietong.logs import log_event
+from xietong.versions import is_later, version_of
 
 APP_NAME = "joint-punishment"
 logger = logging.getLogger(__name__)
@@ -354,10 +359,13 @@ HISTORY_DIGEST = "history"
 
 
 def _later(new: dict[str, Any], known: dict[str, Any] | None) -> bool:
-    """Whether ``new`` supersedes ``known`` (the latest by event time, then event id)."""
+    """Whether ``new`` supersedes ``known``: the later version of the record
+    (:func:`xietong.versions.is_later`), never the later to arrive."""
     if known is None:
         return True
-    return (new["event_time"], new["event_id"]) > (known["event_time"], known["event_id"])
+    if "version" not in known:  # kept by an earlier worker: ordered as it ordered them
+        return (new["event_time"], new["event_id"]) > (known["event_time"], known["event_id"])
+    return is_later(new["version"], known["version"])
 
 
 def _keep_later(facts: dict[str, Any], key: str, fact: dict[str, Any]) -> bool:
@@ -374,10 +382,15 @@ def _fact(
     days: tuple[str, ...] = (),
     optional_days: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """What the rules keep of an input record: its event id and time, ``fields`` as they
-    are, ``days`` (and ``optional_days``, which may be absent) as epoch days."""
+    """What the rules keep of an input record: its event id and time, its version (the
+    order of the record's versions), ``fields`` as they are, ``days`` (and
+    ``optional_days``, which may be absent) as epoch days."""
     envelope = record["envelope"]
-    fact = {"event_id": envelope["event_id"], "event_time": millis(envelope["event_time"])}
+    fact = {
+        "event_id": envelope["event_id"],
+        "event_time": millis(envelope["event_time"]),
+        "version": version_of(record),
+    }
     fact.update((name, record[name]) for name in fields)
     fact.update((name, epoch_day(record[name])) for name in days)
     fact.update((name, optional_day(record[name])) for name in optional_days)

@@ -292,6 +292,31 @@ def test_a_check_without_a_date_is_for_today_in_china(
     assert ended["matter"]["matter_date"] == today.isoformat()
 
 
+def test_a_removal_corrected_to_an_earlier_day_counts_though_its_first_version_came_last(
+    credit_check: Service, tokens: Tokens, authority: CreditAuthority
+) -> None:
+    """A 移出 dated d-5, corrected by its version 2 to d-30, version 2 published first: a
+    d-20 matter is CLEAR (issue 13 §1). The barrier is a later listing of the entity (one
+    key, one partition, read in order): once it restricts, both versions were read."""
+    today = credit_check.today
+    uscc = new_uscc()
+    listed = list_entry(uscc, today - timedelta(days=60), list_type="MAJOR_TAX_VIOLATION")
+    corrected = removal_of(listed, today - timedelta(days=30), version="2")
+    first = removal_of(listed, today - timedelta(days=5), version="1")
+    barrier = list_entry(uscc, today + timedelta(days=10), list_type="JUDGMENT_DEFAULTER")
+    authority.publish(listed, corrected, first, barrier)
+
+    def check(token: str, matter_type: str, day: date) -> Any:
+        return lambda: credit_check.check(
+            token, uscc=uscc, matter_type=matter_type, matter_date=day.isoformat()
+        )
+
+    land = wait_for(check(tokens.land, "LAND_SUPPLY", today + timedelta(days=10)), "RESTRICTED")
+    assert land["verdict"] == "RESTRICTED"
+    on_d20 = check(tokens.finance, PROCUREMENT, today - timedelta(days=20))().json()
+    assert on_d20["verdict"] == "CLEAR" and on_d20["listings"] == []
+
+
 @pytest.mark.parametrize(
     ("token", "status", "says"),
     [

@@ -473,3 +473,27 @@ def test_a_worker_killed_mid_stream_loses_no_notice_and_makes_none_twice(
         f" uncommitted; {sum(ids.values()) - len(ids)} notices sent twice"
     )
     assert twice <= allowed, f"sent twice although committed: {sorted(twice - allowed)[:5]}"
+
+
+# -- versions of one record (issue 13 §1) ----------------------------------------------------
+
+
+def test_a_removal_corrected_to_an_earlier_day_withdraws_the_hit_whatever_order_it_came_in(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    """A 移出 dated d-5, corrected by its version 2 to d-30: the version 2 read first and
+    version 1 after it, the hit on a d-20 procurement matter is withdrawn and stays so."""
+    uscc = new_uscc()
+    hits = watch(kafka, topics.PUNISHMENT_RESTRICTION_HITS.name, uscc)
+    listing = list_entry(uscc, f"E-{uscc}", listed_on=days_ago(60))
+    platform.list(listing)
+    platform.matter(
+        matter(uscc, "hz-xh-finance", "GOVERNMENT_PROCUREMENT", "CG-020", matter_date=days_ago(20))
+    )
+    hits.until(lambda found: [hit["status"] for hit in found] == ["ACTIVE"])
+
+    platform.list(removal_of(listing, days_ago(30), version="2"))
+    platform.list(removal_of(listing, days_ago(5), version="1"))
+
+    after_listings(platform, kafka, uscc)
+    assert [hit["status"] for hit in hits.records()] == ["ACTIVE", "WITHDRAWN"]

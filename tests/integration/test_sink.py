@@ -695,6 +695,57 @@ def test_a_push_just_after_midnight_in_china_counts_in_the_province_s_month(
     assert months == [date(2026, 12, 1)]
 
 
+def test_the_auditors_current_licence_and_listing_are_their_later_versions_read_first(
+    credit_databases: Callable[[], str], tmp_path: Path
+) -> None:
+    """Version 2 of a licence (CANCELLED) and of a 列入 (its list corrected) stored before
+    their version 1, all of one business date: ``entity_profile`` counts no valid licence
+    and shows the corrected list; a listing with a 移出 is no current list."""
+    url = credit_databases()
+    uscc = make_uscc("91", "330106", rng=random.Random(13))
+    decided = datetime(2026, 3, 2, tzinfo=UTC)
+
+    def versioned(topic: str, version: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+        """Version ``version`` of a record, at that offset of one source table."""
+        (record,) = decoded_records(TABLES_BY_TOPIC[topic].record.schema, 1)
+        record["envelope"].update(
+            record_version=version,
+            source_partition="sql:test",
+            source_offset=version,
+            event_time=decided,
+        )
+        return topic, {**record, "uscc": uscc, **fields}
+
+    (registration,) = decoded_records(TABLES_BY_TOPIC["market.registrations"].record.schema, 1)
+    licence = {"authority_uscc": "11330106MB1234567X", "licence_number": "JY1"}
+    listed = {"action": "LISTED", "entry_id": "E-1"}
+    ended = {"entry_id": "E-2", "list_type": "SECTOR"}
+    arrivals = [
+        ("market.registrations", {**registration, "uscc": uscc}),
+        versioned("permits.licences", "2", status="CANCELLED", **licence),
+        versioned("permits.licences", "1", status="VALID", **licence),
+        versioned("credit.list-entries", "2", list_type="JUDGMENT_DEFAULTER", **listed),
+        versioned("credit.list-entries", "1", list_type="SERIOUS_ILLEGAL_DISHONEST", **listed),
+        versioned("credit.list-entries", "1", action="LISTED", **ended),
+        versioned("credit.list-entries", "1", action="REMOVED", **ended),
+    ]
+    batch = Batch()
+    for offset, (topic, record) in enumerate(arrivals):
+        batch.add(topic, 0, offset, TABLES_BY_TOPIC[topic], record)
+    conn = db.connect(url)
+    try:
+        BatchWriter(conn, Appender(load_or_create_key(tmp_path / "key.pem"))).write(batch)
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT valid_licences, current_lists FROM auditor.entity_profile WHERE uscc = %s",
+                (uscc,),
+            )
+            profile = cursor.fetchone()
+    finally:
+        conn.close()
+    assert profile == (0, ["JUDGMENT_DEFAULTER"])
+
+
 # -- what PostgreSQL cannot store -------------------------------------------------------------
 
 

@@ -119,15 +119,19 @@ def test_a_listing_sent_again_after_its_removal_does_not_lift_the_removal() -> N
 
 
 def test_an_older_version_of_a_listing_sent_late_does_not_overwrite_a_newer_one() -> None:
-    first = list_entry(USCC, JAN_1, planned_removal_on=date(2027, 1, 1))
+    # Issue 13 §1: versions are ordered by the source's version, not by event time (which
+    # is the listing's business date, the same for every version): the extension is
+    # version 2 of the entry.
+    first = list_entry(USCC, JAN_1, planned_removal_on=date(2027, 1, 1), version="1")
     extended = list_entry(
         USCC,
         JAN_1,
         planned_removal_on=date(2029, 1, 1),  # 延长: the court extended the term
         entry_id=first["entry_id"],
-        event_time=datetime(2026, 12, 1, tzinfo=UTC),
+        version="2",
     )
     assert folded(first, extended, first).planned_removal_on == date(2029, 1, 1)
+    assert folded(extended, first).planned_removal_on == date(2029, 1, 1)
 
 
 def test_a_removal_without_a_removal_day_takes_its_event_day() -> None:

@@ -591,3 +591,48 @@ def test_a_duplicate_of_any_event_changes_nothing(
     assert h.state() == before
     for out in again.outgoing:
         assert final[(out.record_type, out.value[ID_FIELD[out.record_type]])] == out.value
+
+
+# -- versions of one licence (issue 13 §1) ---------------------------------------------------
+
+
+def test_a_licences_older_version_read_after_its_cancellation_fulfils_no_later_push() -> None:
+    """The licence's 注销 is its version 2: read before version 1 (VALID), it still is what
+    the platform holds, so a push made afterwards waits for a claim."""
+    now = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    h = Harness()
+    record = xihu_registration(now, "DLHWYSXK")
+    uscc = record["uscc"]
+    versions = {
+        status: licence(uscc, "DLHWYSXK", "hz-xh-transport", status=status, number="JY-1",
+                        version=version)
+        for status, version in (("VALID", "1"), ("CANCELLED", "2"))
+    }  # fmt: skip
+    h.feed("licence", versions["CANCELLED"], now)
+    h.feed("licence", versions["VALID"], now)
+
+    h.feed("registration", record, now)
+
+    (held,) = h.licences[uscc].values()
+    assert held["status"] == "CANCELLED"
+    [push] = h.of("dual_notice_push")
+    assert push["state"] == PushState.PUSHED
+
+
+def test_a_registrations_older_version_read_last_leaves_the_corrected_scope() -> None:
+    """A 设立 corrected (version 2: 烟草制品零售 added) and read before its version 1: the
+    scope a later 变更 is compared with stays the correction's."""
+    now = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    h = Harness()
+    first = xihu_registration(now, "DLHWYSXK", event_id="event-1")
+    corrected = xihu_registration(now, "DLHWYSXK", "YCZMLSXK", event_id="event-2")
+    corrected["envelope"] = {**first["envelope"], "event_id": "event-2", "record_version": "2"}
+    h.feed("registration", corrected, now)
+
+    h.feed("registration", first, now)
+
+    held = h.registered_scopes[first["uscc"]]
+    assert held["event_id"] == "event-2"
+    assert held["scope"]["permit_entries"] == sorted(
+        XIHU_ITEMS[item][0] for item in ("DLHWYSXK", "YCZMLSXK")
+    )
