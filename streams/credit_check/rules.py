@@ -56,7 +56,11 @@ class Listing:
     @property
     def ends_on(self) -> date | None:
         """The first day the listing no longer applies: its planned end or its removal,
-        whichever comes first; None while it has neither."""
+        whichever comes first; None while it has neither. A 撤销 (removal reason
+        ``CORRECTION``) says it should never have stood: it ends on its listing day, as
+        joint punishment voids it (``Listing.voided`` there), so the two agree."""
+        if self.removal_reason == "CORRECTION":
+            return self.listed_on
         ends = [day for day in (self.planned_removal_on, self.removed_on) if day is not None]
         return min(ends) if ends else None
 

@@ -98,6 +98,16 @@ def test_a_listing_removed_before_it_starts_never_applies() -> None:
         assert not listing.in_force_on(day)
 
 
+def test_a_correction_voids_the_listing_from_its_start_as_joint_punishment_does() -> None:
+    """撤销: a listing withdrawn as wrong never applied, on no day before its removal
+    either — the credit check answers what joint punishment's hits say."""
+    listed = list_entry(USCC, JAN_1, planned_removal_on=date(2028, 1, 1))
+    listing = folded(listed, removal_of(listed, date(2026, 3, 1), "CORRECTION"))
+    assert listing.ends_on == JAN_1
+    for day in (JAN_1, date(2026, 2, 28), date(2026, 3, 1), date(2027, 1, 1)):
+        assert not listing.in_force_on(day)
+
+
 def test_a_listing_effective_in_the_future_applies_only_from_its_day() -> None:
     start = JAN_1 + timedelta(days=30)
     listing = folded(list_entry(USCC, start))
