@@ -1294,11 +1294,14 @@ class SampleGenerator:
         valid_to = None
         if item.validity_years:
             valid_to = _add_months(decided_on, 12 * item.validity_years) - timedelta(days=1)
-        status = "VALID"
+        status, status_changed_on = "VALID", None
         if valid_to is not None and valid_to < self.today:
-            status = "EXPIRED"
+            status, status_changed_on = "EXPIRED", valid_to + timedelta(days=1)
         elif rng.random() < 0.02:
+            # 注销 some time after the decision; drawn from the dates, so the sample's
+            # random sequence stays as it was.
             status = "CANCELLED"
+            status_changed_on = decided_on + (self.today - decided_on) / 2
         wordings = [w for w in entity.permit if item.matches_scope_entry(w)]
         canonical = {
             "uscc": entity.uscc,
@@ -1317,6 +1320,7 @@ class SampleGenerator:
             "authority_name": authority.name,
             "authority_uscc": authority.uscc,
             "status": status,
+            "status_changed_on": status_changed_on,
             "data_source_name": authority.name,
             "data_source_uscc": authority.uscc,
         }
