@@ -173,9 +173,11 @@ def licence(
     valid_to: date | None = None,
     event_day: date | None = None,
     version: str = "1",
+    status_changed_on: date | None = None,
 ) -> dict[str, Any]:
     """A licence (行政许可) ``number`` for the entity by the department ``authority``; its
-    注销 or 吊销 is the same licence at a later ``version`` and another ``status``."""
+    注销 or 吊销 is the same licence at a later ``version`` and another ``status``, on the
+    day ``status_changed_on`` (absent: the department did not say)."""
     valid_from = valid_from or today() - timedelta(days=365)
     department = PROVINCE.department(authority)
     return {
@@ -198,6 +200,7 @@ def licence(
         "authority_name": department.name,
         "authority_uscc": department.uscc,
         "status": status,
+        "status_changed_on": status_changed_on,
         "data_source_name": department.name,
         "data_source_uscc": department.uscc,
     }

@@ -419,22 +419,31 @@ def listing_fact(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def licence_fact(record: dict[str, Any]) -> dict[str, Any]:
-    return _fact(
+    fact = _fact(
         record,
         ("licence_number", "certificate_name", "approval_item_code", "authority_uscc", "status"),
         days=("valid_from",),
         optional_days=("valid_to",),
     )
+    # A record written before the schema had status_changed_on has no such key.
+    fact["status_changed_on"] = optional_day(record.get("status_changed_on"))
+    return fact
 
 
 def licence_valid_on(licence: dict[str, Any], day: int) -> bool:
-    """Valid on ``day``: within its term and, if its latest record is not VALID (注销,
-    吊销 …), before that record's date."""
+    """Valid on ``day``: within its term (有效期自 … 有效期至, open-ended when absent) and,
+    if its latest version is not VALID (注销, 吊销, 撤销 …), before the day its status
+    changed. Only a record that does not say that day falls back to its own date, which
+    the connectors set to the decision date: such a licence was never valid here."""
     if day < licence["valid_from"]:
         return False
     if licence["valid_to"] is not None and day > licence["valid_to"]:
         return False
-    return licence["status"] == "VALID" or day < day_of(licence["event_time"])
+    if licence["status"] == "VALID":
+        return True
+    # A fact kept by an earlier worker has no status_changed_on.
+    ended = licence.get("status_changed_on")
+    return day < (day_of(licence["event_time"]) if ended is None else ended)
 
 
 def penalty_fact(record: dict[str, Any]) -> dict[str, Any]:

@@ -525,6 +525,54 @@ def test_a_serious_listing_sends_licence_reviews_too_and_a_licence_read_later_jo
     )
 
 
+@pytest.mark.parametrize("cause", ["serious listing", "licence-revoking penalty"])
+def test_a_licence_cancelled_yesterday_was_valid_three_days_ago_whatever_arrives_first(
+    cause: str,
+) -> None:
+    """Issue 13 §2: the 注销 version of a licence decided 400 days ago is read first (the
+    connectors date it by its decision); its 注销日期 says it was valid until yesterday."""
+    h = Harness()
+    h.feed(
+        "licence",
+        licence(
+            ENTITY,
+            "JY-1",
+            "hz-xh-amr",
+            status="CANCELLED",
+            valid_from=days(-400),
+            status_changed_on=days(-1),
+            version="2",
+        ),
+    )
+
+    if cause == "serious listing":
+        h.feed("list_entry", list_entry(ENTITY, "E-1", listed_on=days(-3)))
+    else:
+        h.feed("penalty", penalty(ENTITY, "西市监罚〔2026〕3号", decided_on=days(-3)))
+
+    [review] = h.of("licence_review_notice")
+    assert [lic["licence_number"] for lic in review["licences"]] == ["JY-1"]
+
+
+def test_a_licence_cancelled_before_the_cause_is_not_reviewed() -> None:
+    h = Harness()
+    h.feed(
+        "licence",
+        licence(
+            ENTITY,
+            "JY-1",
+            "hz-xh-amr",
+            status="CANCELLED",
+            valid_from=days(-400),
+            status_changed_on=days(-5),
+        ),
+    )
+
+    h.feed("list_entry", list_entry(ENTITY, "E-1", listed_on=days(-3)))
+
+    assert h.of("licence_review_notice") == []
+
+
 # -- reprocessing ----------------------------------------------------------------------------------
 
 
