@@ -136,9 +136,11 @@ def licence(
     valid_to: date | None = None,
     number: str | None = None,
     version: str = "1",
+    decided_on: date | None = None,
 ) -> dict[str, Any]:
-    """A licence (行政许可) for the entity and the approval item, by a department; its
-    注销 or 吊销 is the same licence ``number`` at a later ``version``."""
+    """A licence (行政许可) for the entity and the approval item, by a department, decided
+    (and valid from) ``decided_on`` (today if absent); its 注销 or 吊销 is the same
+    licence ``number`` at a later ``version``."""
     authority = PROVINCE.department(authority_code)
     item = PROVINCE.approval_item(item_code)
     clock = business_clock()
@@ -167,8 +169,8 @@ def licence(
         "licence_number": number,
         "content": item.name,
         "approval_item_code": item_code,
-        "decided_on": today,
-        "valid_from": today,
+        "decided_on": decided_on or today,
+        "valid_from": decided_on or today,
         "valid_to": valid_to,
         "authority_name": authority.name,
         "authority_uscc": authority.uscc,

@@ -229,11 +229,10 @@ class ApprovalCatalog:
                 yield from self._by_wording.get(entry[:position], ())
 
     def item_for_licence(self, licence: dict[str, Any]) -> CatalogItem | None:
-        """The item a licence grants: its 审批事项编码, else its certificate's name."""
-        code = licence.get("approval_item_code")
-        if code:
-            return self.items.get(code)
-        return self._by_certificate.get(licence.get("certificate_name") or "")
+        """The item a licence grants: its 审批事项编码, else (no code, or one the catalog
+        does not hold, such as a national code) its certificate's name."""
+        item = self.items.get(licence.get("approval_item_code") or "")
+        return item or self._by_certificate.get(licence.get("certificate_name") or "")
 
 
 class DepartmentDirectory:
@@ -249,6 +248,24 @@ class DepartmentDirectory:
 
 
 # -- the push, its states and what may move it ----------------------------------------------
+
+
+def licence_fulfils(licence: dict[str, Any], push: dict[str, Any], state: dict[str, Any]) -> bool:
+    """Whether a licence the entity holds (as the rules keep it: days as ordinals) fulfils a
+    push of its item: it is VALID, its 有效期至 is not before the day the push's
+    registration took effect, and it was not issued before a 注销/吊销 of the entity on or
+    before that day (a re-registered entity needs its permits anew; ``state["closures"]``
+    holds the entity's closure days). An entry kept by an earlier worker has no
+    ``decided_on`` and is taken as issued to the entity as it is registered now."""
+    registered_on = business_clock().day_of(push["entity"]["registered_at"]).toordinal()
+    if licence["status"] != "VALID":
+        return False
+    if licence["valid_to"] is not None and licence["valid_to"] < registered_on:
+        return False
+    decided_on = licence.get("decided_on")
+    return decided_on is None or not any(
+        decided_on <= closed_on <= registered_on for closed_on in state.get("closures", ())
+    )
 
 
 class PushState(StrEnum):
@@ -646,7 +663,7 @@ class DualNoticeRules:
         claim_deadline = self.settings.claim_deadline(order.starts_at)
         record = new_push(order, claim_deadline=claim_deadline, pushed_at=now)
         entity, item, department = order.entity, order.item, order.department
-        licence = self._valid_licence_for(entity["uscc"], item["code"])
+        licence = self._valid_licence_for(state, record)
         if licence is not None:  # the entity holds the permit already: nothing to claim
             record.update(state=PushState.FULFILLED, fulfilled_by_licence=licence["licence_number"])
         else:
@@ -753,6 +770,7 @@ class DualNoticeRules:
                 if entry["cause"] == event_id:
                     outcome.send("dual_notice_routing_failure", uscc, record)
             self.pushes[uscc] = state
+        self._remember_closure(uscc, registration["event_date"])
 
         closed_on: date = registration["event_date"]
         holders: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -829,17 +847,19 @@ class DualNoticeRules:
         # whatever order the versions arrive in (an earlier worker's entry has no version).
         key = f"{licence['authority_uscc']}/{licence['licence_number']}"
         version = version_of(licence)
+        fact = {
+            "licence_number": licence["licence_number"],
+            "certificate_name": licence["certificate_name"],
+            "approval_item_code": item.code if item else licence["approval_item_code"],
+            "authority_uscc": licence["authority_uscc"],
+            "status": licence["status"],
+            "decided_on": licence["decided_on"].toordinal(),
+            "valid_to": valid_to.toordinal() if valid_to else None,
+            "version": version,
+        }
         known = held.get(key)
         if known is None or "version" not in known or is_later(version, known["version"]):
-            held[key] = {
-                "licence_number": licence["licence_number"],
-                "certificate_name": licence["certificate_name"],
-                "approval_item_code": item.code if item else licence["approval_item_code"],
-                "authority_uscc": licence["authority_uscc"],
-                "status": licence["status"],
-                "valid_to": valid_to.toordinal() if valid_to else None,
-                "version": version,
-            }
+            held[key] = fact
             self.licences[uscc] = held
         state = self.pushes.get(uscc)
         if item is None or licence["status"] != "VALID" or state is None:
@@ -849,7 +869,8 @@ class DualNoticeRules:
         at = millis(licence["envelope"]["event_time"])
         fulfilled = False
         for entry in state["pushes"].values():
-            if entry["record"]["item"]["code"] == item.code:
+            record = entry["record"]
+            if record["item"]["code"] == item.code and licence_fulfils(fact, record, state):
                 fulfilled |= self._change(
                     entry,
                     PushState.FULFILLED,
@@ -864,11 +885,24 @@ class DualNoticeRules:
             self.pushes[uscc] = state
         return outcome
 
-    def _valid_licence_for(self, uscc: str, item_code: str) -> dict[str, Any] | None:
-        for licence in (self.licences.get(uscc) or {}).values():
-            if licence["approval_item_code"] == item_code and licence["status"] == "VALID":
+    def _valid_licence_for(
+        self, state: dict[str, Any], push: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """A licence the entity holds that fulfils the push (:func:`licence_fulfils`)."""
+        for licence in (self.licences.get(push["entity"]["uscc"]) or {}).values():
+            if licence["approval_item_code"] == push["item"]["code"] and licence_fulfils(
+                licence, push, state
+            ):
                 return dict(licence)
         return None
+
+    def _remember_closure(self, uscc: str, closed_on: date) -> None:
+        """Keep the day of the entity's 注销/吊销 (:func:`licence_fulfils` reads them)."""
+        state = self._state(uscc)
+        closures = state.get("closures", [])
+        if closed_on.toordinal() not in closures:
+            state["closures"] = sorted([*closures, closed_on.toordinal()])
+            self.pushes[uscc] = state
 
     # -- changing a push's state --------------------------------------------------------------
 

@@ -619,6 +619,60 @@ def test_a_licences_older_version_read_after_its_cancellation_fulfils_no_later_p
     assert push["state"] == PushState.PUSHED
 
 
+# -- which licence fulfils a push (issue 13 §2) -----------------------------------------------
+
+
+def test_a_licence_that_expired_before_the_registration_fulfils_no_push() -> None:
+    """Issue 13's repro: a licence VALID with 有效期至 2020-01-01 fulfilled a 2026 push."""
+    now = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    h = Harness()
+    record = xihu_registration(now, "DLHWYSXK")
+    expired = licence(
+        record["uscc"], "DLHWYSXK", "hz-xh-transport",
+        decided_on=date(2016, 1, 2), valid_to=date(2020, 1, 1),
+    )  # fmt: skip
+
+    h.feed("licence", expired, now)
+    h.feed("registration", record, now)
+    h.feed("licence", expired, now)  # read again after the push: still nothing
+
+    assert [push["state"] for push in h.of("dual_notice_push")] == [PushState.PUSHED]
+
+
+def test_a_licence_issued_before_a_cancellation_fulfils_no_push_of_the_re_registration() -> None:
+    """An entity 注销 on 1 March and registered again (same USCC) on 2 March needs its
+    permits anew: the licence issued to it in 2025 fulfils none of the new pushes, whether
+    it is read before or after them; a licence issued after the re-registration does."""
+    now = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    cancelled_at = millis(datetime(2026, 3, 1, 10, 0, tzinfo=CHINA))
+    h = Harness()
+    record = xihu_registration(now, "DLHWYSXK", event_id="event-2")
+    uscc = record["uscc"]
+    old = licence(uscc, "DLHWYSXK", "hz-xh-transport", decided_on=date(2025, 5, 1), number="A")
+    h.feed("licence", old, cancelled_at)
+    cancel = registration(XIHU, kind="CANCEL", uscc=uscc, event_time_ms=cancelled_at)
+    h.feed("registration", cancel, cancelled_at)
+
+    h.feed("registration", record, now)
+    h.feed("licence", old, now)
+
+    assert [push["state"] for push in h.of("dual_notice_push")] == [PushState.PUSHED]
+    h.feed("licence", licence(uscc, "DLHWYSXK", "hz-xh-transport", number="B"), now)
+    assert h.of("dual_notice_push")[-1]["state"] == PushState.FULFILLED
+    assert h.of("dual_notice_push")[-1]["fulfilled_by_licence"] == "B"
+
+
+def test_a_licence_with_a_code_the_catalog_does_not_hold_is_named_by_its_certificate(
+    catalog: ApprovalCatalog,
+) -> None:
+    """Issue 13's repro: a national item code with 食品经营许可证 fulfilled nothing."""
+    item = catalog.item_for_licence(
+        {"approval_item_code": "11100000000013338W3000117", "certificate_name": "食品经营许可证"}
+    )
+
+    assert item is not None and item.code == "SPJYXK"
+
+
 def test_a_registrations_older_version_read_last_leaves_the_corrected_scope() -> None:
     """A 设立 corrected (version 2: 烟草制品零售 added) and read before its version 1: the
     scope a later 变更 is compared with stays the correction's."""
