@@ -7,8 +7,10 @@ What it reads, all keyed by the entity's USCC and co-partitioned (``streams.runt
 * ``market.registrations``: a 设立, or a 变更 that adds permit-requiring scope, is matched
   against the approval catalog — its 许可项目 scope entries (a wording, or the wording with
   a parenthesised qualifier) and its industry code; a 注销 or 吊销 closes the entity;
-* ``permits.licences``: a licence for the entity and the item fulfils the push, and is
-  remembered for the 注销 notice;
+* ``permits.licences``: a licence for the entity and the item fulfils the push — if VALID,
+  in its term on the day of the push's registration and issued after the entity's last
+  注销/吊销 before that day (:func:`licence_fulfils`) — and is remembered for the 注销
+  notice;
 * ``dualnotice.actions``: what departments did, read from every department's own inbound
   topic ``dept.<code>.inbound`` (the broker lets only that department write it, so the
   acting department is the topic's, never a field) and re-keyed by USCC here;
@@ -52,8 +54,8 @@ department "dept", or the registration authority "reg"), each cell where it goes
       counted from the day after the claim; alerted once (``streams.dual_notice.settings``).
       REASSIGN makes a new PUSHED push to the target department (routing REASSIGNED)
       with a fresh claim period; ROUTE turns an OPEN 分流失败 record into ROUTED and
-      makes a PUSHED push (routing MANUAL). A push made while the entity holds a valid
-      licence for the item is FULFILLED at once.
+      makes a PUSHED push (routing MANUAL). A push made while the entity holds a licence
+      for the item that fulfils it is FULFILLED at once.
     ✗: rejected with the reason, as is any action by a department that is neither the
       push's department nor, where allowed, the registration authority, and any action
       whose ``acted_at`` is before the push was made (in event time: its registration, or

@@ -7,7 +7,8 @@ What it reads, all keyed by the entity's USCC and co-partitioned (``streams.runt
   entry id, list type, 列入日期 and planned removal date;
 * ``enforcement.penalties``: a penalty that suspends or revokes a permit or licence
   (处罚类别 ``LICENCE_SUSPENSION_OR_REVOCATION``);
-* ``permits.licences``: which department issued the entity which licence, valid when;
+* ``permits.licences``: which department issued the entity which licence, valid when (its
+  term, and the day of its 注销/吊销/撤销: ``status_changed_on``, :func:`licence_valid_on`);
 * ``credit.matter-events``: a department handles a matter for the entity (its own report,
   or a credit check through the credit-check API), typed as the catalog's matter types;
 * ``punishment.feedback``: departments' 反馈 on restriction hits, read from each

@@ -267,6 +267,40 @@ def test_a_licence_revoking_penalty_reaches_the_department_whose_licence_is_vali
     assert inbox.until(lambda found: len(found) >= 1)[0]["review_id"] == review["review_id"]
 
 
+def test_a_licence_cancelled_yesterday_read_first_is_reviewed_for_a_penalty_of_three_days_ago(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    """Issue 13 §2, through the broker: the 注销 version (decided 400 days ago, 注销日期
+    yesterday) is the only version read; the licence was valid on the penalty's day."""
+    uscc = new_uscc()
+    reviews = watch(kafka, topics.PUNISHMENT_LICENCE_REVIEWS.name, uscc)
+    number = f"JY-{uscc[-6:]}"
+    cancelled = licence(
+        uscc,
+        number,
+        "hz-xh-amr",
+        status="CANCELLED",
+        valid_from=today() - timedelta(days=400),
+        status_changed_on=today() - timedelta(days=1),
+        version="2",
+    )
+    platform.send(LICENCE, cancelled)
+
+    platform.send(
+        PENALTY,
+        penalty(
+            uscc,
+            f"西卫罚〔2026〕{uscc[-4:]}号",
+            authority="hz-xh-health",
+            decided_on=today() - timedelta(days=3),
+        ),
+    )
+
+    [review] = reviews.until(lambda found: len(found) >= 1)
+    assert review["department"]["code"] == "hz-xh-amr"
+    assert [lic["licence_number"] for lic in review["licences"]] == [number]
+
+
 # -- feedback overdue -------------------------------------------------------------------------
 
 
