@@ -574,6 +574,31 @@ def test_a_licence_for_the_item_fulfils_the_push(platform: Platform, kafka: Kafk
     assert fulfilled["changed_by"] == "hz-xh-transport"
 
 
+def test_a_licence_that_expired_in_2020_does_not_fulfil_a_push_of_today(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    """Issue 13 §2, through the broker: the expired licence is read first; the licence
+    issued after it (the barrier, on the same partition) is the one that fulfils."""
+    from datetime import date
+
+    record, _ = road_freight(platform, kafka)
+    uscc = record["uscc"]
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
+    platform.license(
+        licence(
+            uscc, "DLHWYSXK", "hz-xh-transport",
+            decided_on=date(2016, 1, 2), valid_to=date(2020, 1, 1),
+        )
+    )  # fmt: skip
+
+    issued = platform.license(licence(uscc, "DLHWYSXK", "hz-xh-transport"))
+
+    fulfilled = pushes.until(lambda found: any(p["state"] == "FULFILLED" for p in found))
+    assert [p["fulfilled_by_licence"] for p in fulfilled if p["state"] == "FULFILLED"] == [
+        issued["licence_number"]
+    ]
+
+
 def test_a_cancellation_notifies_each_department_whose_licence_is_still_valid(
     platform: Platform, kafka: KafkaClients
 ) -> None:
