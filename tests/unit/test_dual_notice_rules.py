@@ -713,6 +713,14 @@ def test_the_industry_code_still_needs_its_item_when_the_scope_names_none() -> N
     assert pushed_to("一般项目：日用百货销售", industry="H6210") == [("SPJYXK", "hz-xh-amr")]
 
 
+def test_drug_wholesale_is_pushed_to_the_provincial_drug_administration() -> None:
+    """药品管理法 §51: 药品批发 is approved by the province's 药监, 药品零售 by the city's."""
+    assert pushed_to("许可项目：药品批发；药品零售") == [
+        ("YPJYXK", "hz-mpa"),
+        ("YPPFJYXK", "zj-mpa"),
+    ]
+
+
 def test_a_standard_wording_with_an_enumeration_comma_needs_only_what_its_parts_name() -> None:
     assert pushed_to("许可项目：烟草制品零售。一般项目：广告设计、代理") == [
         ("YCZMLSXK", "hz-xh-tobacco")
