@@ -26,7 +26,8 @@ be converted becomes a :class:`~connectors.validation.Problem` naming the field;
 record is then dead-lettered with every problem found, never half-published.
 
 ``business_scope_items`` may use ``{column: 经营范围, scope: true}`` to split the
-standard wording "许可项目：…；一般项目：…" into catalog entries tagged permit/general.
+standard wording "许可项目：…；一般项目：…" into catalog entries tagged permit/general
+(entries end at ，；;, or 。; text under no heading is of an UNKNOWN kind).
 
 Values are taken as they are, never repaired silently: an amount with more decimals
 than the schema's scale is refused, not rounded; ``1,000`` and full-width ``１００`` are
@@ -738,22 +739,28 @@ def _array_converter(item: Converter, text: Converter, separator: str) -> Conver
 
 
 _SCOPE_SECTION = re.compile(r"(许可项目|一般项目)[:：]")
-_SCOPE_SEPARATORS = re.compile(r"[；;。]")
+# An entry ends at any of these, except inside a qualifier. The enumeration comma 、 is part
+# of standard wordings ("广告设计、代理" is one entry of the 经营范围规范表述目录): the catalog's
+# matching reads each of its parts (streams/dual_notice/rules.py).
+_SCOPE_SEPARATORS = re.compile(r"[；;。，,](?![^（(]*[)）])")
 _SCOPE_TAIL = re.compile(r"[（(]依法须经批准的项目.*?[)）]|[（(]除依法须经批准的项目外.*?[)）]")
 
 
 def _scope_converter(text: Converter) -> Converter:
     """Split the standard business-scope wording into entries tagged permit or general.
 
-    "许可项目：食品经营；酒类经营。一般项目：日用百货销售" gives two PERMIT entries and
-    one GENERAL entry. Text outside a section is kept as GENERAL. A list (JSON) is taken
-    as its entries, of a kind unknown.
+    "许可项目：食品经营，酒类经营。一般项目：日用百货销售" gives two PERMIT entries and
+    one GENERAL entry. Text before any heading (free text, as many older registrations
+    have) is of a kind the wording does not say: UNKNOWN, never taken for GENERAL, since
+    only an explicit 一般项目 says an entry needs no permit. A list (JSON) is taken item by
+    item, each split the same way, UNKNOWN unless the item carries its own heading.
     """
 
     def convert(raw: Any) -> list[dict[str, Any]]:
         if isinstance(raw, list | tuple):
-            entries = (text(item) for item in raw if not _is_empty(item))
-            return [{"text": entry, "kind": "UNKNOWN", "catalog_code": None} for entry in entries]
+            return [
+                entry for item in raw if not _is_empty(item) for entry in _scope_items(text(item))
+            ]
         return _scope_items(text(raw))
 
     return convert
@@ -762,12 +769,12 @@ def _scope_converter(text: Converter) -> Converter:
 def _scope_items(wording: str) -> list[dict[str, Any]]:
     text = _SCOPE_TAIL.sub("", wording)
     items: list[dict[str, Any]] = []
-    kind = "GENERAL"
+    kind = "UNKNOWN"
     position = 0
     for match in [*_SCOPE_SECTION.finditer(text), None]:
         end = match.start() if match else len(text)
         for entry in _SCOPE_SEPARATORS.split(text[position:end]):
-            entry = entry.strip(" ，,、")
+            entry = entry.strip()
             if entry:
                 items.append({"text": entry, "kind": kind, "catalog_code": None})
         if match:

@@ -5,7 +5,8 @@ Zhejiang (浙江省, 330000) with two cities and three districts under each:
 
 * **departments** (部门) at province, city and county level, each with its own USCC, its
   sector (部门类别, e.g. 市场监管) and its roles on the platform (登记、审批、执法、信用);
-* the **approval catalog** (工商登记后置审批事项目录): 20 post-registration approval items
+* the **approval catalog** (工商登记后置审批事项目录): 21 post-registration approval items
+  (the domain brief's 20, 药品经营许可 split into retail and wholesale as 药品管理法 §51 does)
   with their legal basis, the sector and level that approves them, and the 许可项目
   wordings and GB/T 4754 industry classes that need them;
 * the **routing table** (事项+区划→部门) that names, for every item and every city and county,

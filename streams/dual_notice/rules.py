@@ -5,8 +5,9 @@ permits it needs; the loop closes when the permit is issued (domain brief §5).
 What it reads, all keyed by the entity's USCC and co-partitioned (``streams.runtime``):
 
 * ``market.registrations``: a 设立, or a 变更 that adds permit-requiring scope, is matched
-  against the approval catalog — its 许可项目 scope entries (a wording, or the wording with
-  a parenthesised qualifier) and its industry code; a 注销 or 吊销 closes the entity;
+  against the approval catalog — its scope entries but those under 一般项目 (a wording, or
+  the wording with a parenthesised qualifier) and its industry code; a 注销 or 吊销 closes
+  the entity;
 * ``permits.licences``: a licence for the entity and the item fulfils the push — if VALID,
   in its term on the day of the push's registration and issued after the entity's last
   注销/吊销 before that day (:func:`licence_fulfils`) — and is remembered for the 注销
@@ -95,6 +96,7 @@ Faust app around them. Run it with ``xietong streams dual-notice``; settings are
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
@@ -175,13 +177,19 @@ class Match:
     matched_by: tuple[str, ...]
 
 
+#: The enumeration comma between wordings of one scope entry, outside a qualifier.
+_ENUMERATION = re.compile(r"、(?![^（(]*[)）])")
+
+
 class ApprovalCatalog:
     """The approval items with their matching rules, indexed for matching.
 
-    A 许可项目 entry matches a wording it equals, or the wording followed by a
-    parenthesised qualifier: "危险化学品经营（不含仓储）" needs 危险化学品经营许可. An industry
-    code listed for an item matches it too. Only 许可项目 entries are matched: a 一般项目
-    such as "食品销售（仅销售预包装食品）" needs no permit.
+    A scope entry, or a part of it between enumeration commas (、), matches a wording it
+    equals, or the wording followed by a parenthesised qualifier: "危险化学品经营（不含仓储）"
+    needs 危险化学品经营许可, "食品销售、烟草制品零售" needs two items. An industry
+    code listed for an item matches it too, a second signal beside the scope. Only the
+    entries :func:`entries_to_match` picks are matched: an entry under an explicit 一般项目
+    heading, such as "食品销售（仅销售预包装食品）", needs no permit.
     """
 
     def __init__(self, records: Iterable[dict[str, Any]]) -> None:
@@ -225,16 +233,30 @@ class ApprovalCatalog:
         return [Match(self.items[code], tuple(reasons[code])) for code in sorted(reasons)]
 
     def _items_for_entry(self, entry: str) -> Iterator[CatalogItem]:
-        yield from self._by_wording.get(entry, ())
-        for position, character in enumerate(entry):
-            if character in "（(" and position:
-                yield from self._by_wording.get(entry[:position], ())
+        # "食品销售、烟草制品零售" is two wordings; "广告设计、代理" is one standard wording
+        # whose parts match nothing, so reading the parts as well costs nothing.
+        for wording in dict.fromkeys([entry, *_ENUMERATION.split(entry)]):
+            yield from self._by_wording.get(wording, ())
+            for position, character in enumerate(wording):
+                if character in "（(" and position:
+                    yield from self._by_wording.get(wording[:position], ())
 
     def item_for_licence(self, licence: dict[str, Any]) -> CatalogItem | None:
         """The item a licence grants: its 审批事项编码, else (no code, or one the catalog
         does not hold, such as a national code) its certificate's name."""
         item = self.items.get(licence.get("approval_item_code") or "")
         return item or self._by_certificate.get(licence.get("certificate_name") or "")
+
+
+def entries_to_match(scope_items: Iterable[dict[str, Any]]) -> list[str]:
+    """The texts of the scope entries that may need a permit, each once, sorted.
+
+    A 许可项目 (PERMIT) entry, and one whose kind the registration does not say (UNKNOWN:
+    free text under no heading, an item of a list): a permit missed is 无证经营 nobody is
+    told of, while a push for an item not involved is only returned (退回) by its
+    department. Only an entry the registration itself lists under 一般项目 is left out.
+    """
+    return sorted({item["text"] for item in scope_items if item["kind"] != "GENERAL"})
 
 
 class DepartmentDirectory:
@@ -542,9 +564,7 @@ class DualNoticeRules:
         event_id = registration["envelope"]["event_id"]
         uscc = registration["uscc"]
         scope = {
-            "permit_entries": sorted(
-                {e["text"] for e in registration["business_scope_items"] if e["kind"] == "PERMIT"}
-            ),
+            "permit_entries": entries_to_match(registration["business_scope_items"]),
             "industry_code": registration["industry_code"],
         }
         needed = self.catalog().match(scope["permit_entries"], scope["industry_code"])

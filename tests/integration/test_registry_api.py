@@ -398,7 +398,8 @@ def test_the_catalogs_are_readable_by_any_department(
     assert food["name"] == "食品经营许可"
     assert {"division": "330106", "department": "hz-xh-amr"} in food["routes"]
     assert "餐饮服务" in food["scope_wordings"] and "H6210" in food["industry_codes"]
-    assert len(client.get("/catalog/approval-items", headers=headers).json()) == 20
+    # 21 since issue 13: 药品经营许可 is two items, retail and wholesale (药品管理法 §51).
+    assert len(client.get("/catalog/approval-items", headers=headers).json()) == 21
     list_types = client.get("/catalog/list-types", headers=headers).json()
     assert "SERIOUS_ILLEGAL_DISHONEST" in {t["code"] for t in list_types}
     measures = {m["code"]: m for m in client.get("/catalog/measures", headers=headers).json()}

@@ -8,13 +8,16 @@ from __future__ import annotations
 import copy
 import random
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
 import pytest
 import time_machine
+import yaml
 from hypothesis import HealthCheck, given, settings
 
+from connectors.mapping import DepartmentMapping, MappingFile
 from streams.dual_notice.rules import (
     ACTIONS,
     ActionKind,
@@ -690,3 +693,89 @@ def test_a_registrations_older_version_read_last_leaves_the_corrected_scope() ->
     assert held["scope"]["permit_entries"] == sorted(
         XIHU_ITEMS[item][0] for item in ("DLHWYSXK", "YCZMLSXK")
     )
+
+
+# -- the business scope as registration systems write it (issue 13 §6) ----------------------
+
+ROOT = Path(__file__).parents[2]
+
+XIHU_REGISTRATIONS = DepartmentMapping(
+    MappingFile.model_validate(
+        yaml.safe_load(
+            (ROOT / "connectors" / "departments" / "hz-amr-registration.yaml").read_text(
+                encoding="utf-8"
+            )
+        )
+    ),
+    origin="hz-amr-registration.yaml",
+)
+
+
+def registered_with_scope(scope: str | list[str], industry: str = "F5211") -> dict[str, Any]:
+    """A Xihu 设立 whose 经营范围 is ``scope``, split into entries by the registration
+    authority's own mapping, as its connector does."""
+    mapped = XIHU_REGISTRATIONS.map({"业务流水号": "R-1", "经营范围": scope}).fields
+    record = registration(XIHU, industry=industry, rng=random.Random(9))
+    record["business_scope"] = scope if isinstance(scope, str) else "；".join(scope)
+    record["business_scope_items"] = mapped["business_scope_items"]
+    return record
+
+
+def pushed_to(scope: str | list[str], industry: str = "F5211") -> list[tuple[str, str]]:
+    """(item, department) of every push a registration with this scope makes."""
+    h = Harness()
+    now = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    h.feed("registration", registered_with_scope(scope, industry), now)
+    return sorted((p["item"]["code"], p["department"]["code"]) for p in h.of("dual_notice_push"))
+
+
+def test_permit_entries_separated_by_a_comma_make_one_push_each() -> None:
+    """许可项目：食品销售，烟草制品零售 makes two pushes: 食品 to 市场监管, 烟草 to 烟草专卖."""
+    assert pushed_to("许可项目：食品销售，烟草制品零售") == [
+        ("SPJYXK", "hz-xh-amr"),
+        ("YCZMLSXK", "hz-xh-tobacco"),
+    ]
+
+
+@pytest.mark.parametrize("separator", ["，", "、", "；", ";", ","])
+def test_every_separator_registration_systems_write_ends_a_permit_entry(separator: str) -> None:
+    assert pushed_to(f"许可项目：食品销售{separator}烟草制品零售") == [
+        ("SPJYXK", "hz-xh-amr"),
+        ("YCZMLSXK", "hz-xh-tobacco"),
+    ]
+
+
+def test_a_free_text_scope_with_no_heading_still_makes_the_food_push() -> None:
+    """A free-text scope 餐饮服务 with no heading still makes the 食品经营 push: only an
+    explicit 一般项目 says an entry needs no permit."""
+    assert pushed_to("餐饮服务") == [("SPJYXK", "hz-xh-amr")]
+    assert pushed_to("日用百货销售，餐饮服务。") == [("SPJYXK", "hz-xh-amr")]
+
+
+def test_a_list_valued_scope_is_matched_item_by_item() -> None:
+    assert pushed_to(["餐饮服务", "日用百货销售、烟草制品零售"]) == [
+        ("SPJYXK", "hz-xh-amr"),
+        ("YCZMLSXK", "hz-xh-tobacco"),
+    ]
+
+
+def test_an_entry_under_an_explicit_general_heading_still_needs_no_permit() -> None:
+    assert pushed_to("一般项目：食品销售（仅销售预包装食品），日用百货销售") == []
+
+
+def test_the_industry_code_still_needs_its_item_when_the_scope_names_none() -> None:
+    assert pushed_to("一般项目：日用百货销售", industry="H6210") == [("SPJYXK", "hz-xh-amr")]
+
+
+def test_drug_wholesale_is_pushed_to_the_provincial_drug_administration() -> None:
+    """药品管理法 §51: 药品批发 is approved by the province's 药监, 药品零售 by the city's."""
+    assert pushed_to("许可项目：药品批发；药品零售") == [
+        ("YPJYXK", "hz-mpa"),
+        ("YPPFJYXK", "zj-mpa"),
+    ]
+
+
+def test_a_standard_wording_with_an_enumeration_comma_needs_only_what_its_parts_name() -> None:
+    assert pushed_to("许可项目：烟草制品零售。一般项目：广告设计、代理") == [
+        ("YCZMLSXK", "hz-xh-tobacco")
+    ]

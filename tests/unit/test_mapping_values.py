@@ -439,3 +439,70 @@ def test_an_amount_in_text_is_taken_as_its_digits_say_or_refused_with_an_amount_
     else:
         digits = unicodedata.normalize("NFKC", text).replace(",", "").strip()
         assert converted == Decimal(digits)
+
+
+# -- the business scope (经营范围) --------------------------------------------------------------
+
+REGISTRATIONS = DepartmentMapping(
+    MappingFile.model_validate(
+        yaml.safe_load((DEPARTMENTS / "hz-amr-registration.yaml").read_text(encoding="utf-8"))
+    ),
+    origin="hz-amr-registration.yaml",
+)
+
+
+def scope_entries(scope: Any) -> list[tuple[str, str]]:
+    entries, problems = mapped(REGISTRATIONS, "business_scope_items", scope)
+    assert problems == []
+    return [(entry["text"], entry["kind"]) for entry in entries]
+
+
+@pytest.mark.parametrize("separator", ["，", "；", ";", ",", "。"])
+def test_a_scope_entry_ends_at_each_separator_registration_systems_write(separator: str) -> None:
+    assert scope_entries(f"许可项目：食品销售{separator}烟草制品零售") == [
+        ("食品销售", "PERMIT"),
+        ("烟草制品零售", "PERMIT"),
+    ]
+
+
+def test_an_enumeration_comma_belongs_to_the_standard_wording_it_is_in() -> None:
+    """广告设计、代理 is one wording of the 经营范围规范表述目录; 双告知's matching reads its
+    parts (tests/unit/test_dual_notice_rules.py)."""
+    assert scope_entries("一般项目：广告设计、代理；广告制作") == [
+        ("广告设计、代理", "GENERAL"),
+        ("广告制作", "GENERAL"),
+    ]
+
+
+def test_a_separator_inside_a_qualifier_does_not_end_the_entry() -> None:
+    assert scope_entries("一般项目：食品销售（仅销售预包装食品、散装食品），日用百货销售") == [
+        ("食品销售（仅销售预包装食品、散装食品）", "GENERAL"),
+        ("日用百货销售", "GENERAL"),
+    ]
+
+
+def test_the_standard_wording_tags_entries_by_their_heading_and_drops_the_approval_notes() -> None:
+    wording = (
+        "许可项目：危险化学品经营（不含仓储）（依法须经批准的项目，经相关部门批准后方可开展"
+        "经营活动，具体经营项目以审批结果为准）。一般项目：日用百货销售（除依法须经批准的项目外，"
+        "凭营业执照依法自主开展经营活动）"
+    )
+    assert scope_entries(wording) == [
+        ("危险化学品经营（不含仓储）", "PERMIT"),
+        ("日用百货销售", "GENERAL"),
+    ]
+
+
+def test_free_text_under_no_heading_is_of_a_kind_the_wording_does_not_say() -> None:
+    assert scope_entries("餐饮服务，日用百货销售") == [
+        ("餐饮服务", "UNKNOWN"),
+        ("日用百货销售", "UNKNOWN"),
+    ]
+
+
+def test_a_list_valued_scope_is_split_item_by_item_keeping_an_item_s_own_heading() -> None:
+    assert scope_entries(["餐饮服务；烟草制品零售", "一般项目：日用百货销售"]) == [
+        ("餐饮服务", "UNKNOWN"),
+        ("烟草制品零售", "UNKNOWN"),
+        ("日用百货销售", "GENERAL"),
+    ]

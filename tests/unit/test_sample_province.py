@@ -77,10 +77,14 @@ def test_every_level_has_a_registration_authority_and_a_credit_authority(
         assert province.department_of("development_reform", division.code) is not None
 
 
-def test_the_catalog_has_the_twenty_items_of_the_domain_brief(province: SampleProvince) -> None:
+def test_the_catalog_has_the_twenty_items_of_the_domain_brief_with_drugs_split_in_two(
+    province: SampleProvince,
+) -> None:
+    """The brief's 20 items, 药品经营许可 being two (retail, wholesale) since issue 13:
+    药品管理法 §51 has them approved at different levels."""
     items = province.approval_items
-    assert len(items) == 20
-    assert len({item.code for item in items}) == 20
+    assert len(items) == 21
+    assert len({item.code for item in items}) == 21
     licence_categories = {
         symbol
         for field in LICENCE.schema["fields"]
@@ -145,6 +149,22 @@ def test_a_county_item_approved_at_city_level_routes_to_the_city_department(
     assert food is not None and food.name == "杭州市西湖区市场监督管理局"
     assert drugs is not None and drugs.name == "杭州市药品监督管理局"
     assert salt is not None and salt.name == "浙江省盐务管理局"
+
+
+def test_drug_wholesale_is_approved_by_the_provincial_drug_administration_retail_by_the_city(
+    province: SampleProvince,
+) -> None:
+    """药品管理法 §51: 药品批发 needs a 药品经营许可证 from the province's 药监, 药品零售 one
+    from a 药监 at county level or above (the city's here), wherever the entity is."""
+    [wholesale] = province.items_for_scope(["药品批发"])
+    [retail] = province.items_for_scope(["药品零售"])
+    assert wholesale.level is Level.PROVINCE and retail.level is Level.CITY
+    for division in ("330100", "330106", "330200", "330212"):
+        wholesaler = province.route(wholesale.code, division)
+        retailer = province.route(retail.code, division)
+        assert wholesaler is not None and wholesaler.name == "浙江省药品监督管理局", division
+        assert retailer is not None and retailer.level is Level.CITY, division
+        assert retailer.division == province.city_of(division).code, division
 
 
 def test_permit_wordings_match_their_item_and_general_wordings_do_not(
