@@ -20,7 +20,11 @@ What it tells whom:
 * **告知审批部门** — one :data:`push <schemas/avro/dual_notice_push.avsc>` per
   (registration event, item, department) to ``dept.<code>.inbox``; its id is
   ``uuid5(event id | item | department)``, so reprocessing never makes a second push;
-  every change of state is republished on ``dualnotice.pushes`` for the sink and auditors;
+  every change of state is republished on ``dualnotice.pushes`` for the sink and auditors,
+  and reaches the department's inbox too unless the department made it itself (its
+  claim, return or stop): a push FULFILLED, CLOSED, REASSIGNED, STOPPED by the
+  registration authority, OVERDUE or UNLICENSED is followed there, so the inbox never
+  reads PUSHED for a push that ended (history, sent to no inbox, stays so);
 * **告知申请人** — one 告知书 per registration event on ``dualnotice.applicant-notices``:
   the items, their legal bases and the department granting each;
 * **分流失败** — an item without a department for the entity's division goes to
@@ -881,18 +885,27 @@ class DualNoticeRules:
         by: str,
         outcome: DualNoticeOutput,
         allowed: frozenset[PushState],
+        *,
+        tell_department: bool = True,
         **fields: Any,
     ) -> bool:
-        """Move a push to ``to`` if its state is in ``allowed``; send the new snapshot.
+        """Move a push to ``to`` if its state is in ``allowed``; send the new snapshot, to
+        the push's department too unless ``tell_department`` is false (its own action, or
+        history): a department whose push ends otherwise (a licence, a 注销, a
+        reassignment, a deadline) must not go on reading PUSHED in its inbox. Only a push
+        its department has seen (``delivered``) is followed there; one held or history
+        reaches no inbox.
 
         The event that made the change is remembered: the same event again (after a
-        crash) sends the snapshot again and changes nothing. True if this event has
-        changed the push, now or before (the caller stores it, and sends what goes with
-        the change, again if need be).
+        crash) sends the snapshot again, to the same inboxes, and changes nothing. True
+        if this event has changed the push, now or before (the caller stores it, and
+        sends what goes with the change, again if need be).
         """
         record = entry["record"]
+        told = tell_department and entry["delivered"]
+        inboxes = (record["department"]["code"],) if told else ()
         if entry["cause"] == cause:
-            outcome.send("dual_notice_push", record["entity"]["uscc"], record)
+            outcome.send("dual_notice_push", record["entity"]["uscc"], record, *inboxes)
             return True
         if PushState(record["state"]) not in allowed:
             return False
@@ -906,7 +919,7 @@ class DualNoticeRules:
         )
         _count(record, +1)
         entry["cause"] = cause
-        outcome.send("dual_notice_push", record["entity"]["uscc"], record)
+        outcome.send("dual_notice_push", record["entity"]["uscc"], record, *inboxes)
         log_event(
             logger,
             "dual_notice_push_changed",
@@ -939,7 +952,7 @@ class DualNoticeRules:
                 missing = f"no push {identity} for {uscc}: check the push id in the inbox"
                 state, entry = self._named(action, "pushes", missing)
             if action["action_id"] in entry["actions"]:  # delivered again: applied already
-                self._resend_after(state, entry, outcome)
+                self._resend_after(received, state, entry, outcome)
             elif ActionKind(kind) is ActionKind.ROUTE:
                 self._route_by_hand(received, entry["record"], outcome, now)
             else:
@@ -1028,7 +1041,15 @@ class DualNoticeRules:
             fields = {"reassigned_to_push_id": replacement, "reason_text": action["reason_text"]}
         entry["actions"].append(action["action_id"])
         self._change(
-            entry, to, received["received_id"], at, acting, outcome, allowed_from, **fields
+            entry,
+            to,
+            received["received_id"],
+            at,
+            acting,
+            outcome,
+            allowed_from,
+            tell_department=acting != record["department"]["code"],
+            **fields,
         )
         self.pushes[uscc] = state
 
@@ -1085,13 +1106,26 @@ class DualNoticeRules:
         return state, entry
 
     def _resend_after(
-        self, state: dict[str, Any], entry: dict[str, Any], outcome: DualNoticeOutput
+        self,
+        received: dict[str, Any],
+        state: dict[str, Any],
+        entry: dict[str, Any],
+        outcome: DualNoticeOutput,
     ) -> None:
         """An action applied already: send again what it sent (the push, and the push it
-        made when it reassigned or routed)."""
+        made when it reassigned or routed). The push reaches its department's inbox again
+        only if this very record (reprocessed after a crash) last changed it and the
+        department did not take the action itself, as the first time."""
         record = entry["record"]
         if "push_id" in record:
-            outcome.send("dual_notice_push", record["entity"]["uscc"], record)
+            department = record["department"]["code"]
+            told = (
+                entry["cause"] == received["received_id"]
+                and received["department_code"] != department
+                and entry["delivered"]
+            )
+            inboxes = (department,) if told else ()
+            outcome.send("dual_notice_push", record["entity"]["uscc"], record, *inboxes)
             made = record["reassigned_to_push_id"]
         else:
             outcome.send("dual_notice_routing_failure", record["entity"]["uscc"], record)
@@ -1187,7 +1221,15 @@ class DualNoticeRules:
         cause = f"due|{identity}|{due['due']}"
         again = entry["cause"] == cause
         if not self._change(
-            entry, to, cause, checked_at, PLATFORM, outcome, frozenset({waiting}), **fields
+            entry,
+            to,
+            cause,
+            checked_at,
+            PLATFORM,
+            outcome,
+            frozenset({waiting}),
+            tell_department=not history,
+            **fields,
         ):
             return outcome
         if history:
