@@ -131,7 +131,7 @@ class DualNoticeProcessor(ProcessorApp[DualNoticeSettings, DualNoticeTopics]):
                 self.topics.registrations,
                 "registration",
                 "registration",
-                self.rules.on_registration,
+                self._on_registration,
             ),
             ("licences", self.topics.licences, "licence", "licence", self.rules.on_licence),
             (
@@ -191,6 +191,17 @@ class DualNoticeProcessor(ProcessorApp[DualNoticeSettings, DualNoticeTopics]):
             pattern=self.topics.inbound_pattern,
             id_prefix="dual-notice-action",
         )
+
+    def _on_registration(self, registration: dict[str, Any], now: int) -> RuleOutput:
+        """The rule, told where the record was read (topic|partition|offset): the same
+        event re-sent at a new offset sends nothing; read again at its own offset, after a
+        crash, it sends again what it sent."""
+        event = faust.current_event()
+        read_at = None
+        if event is not None:
+            message = event.message
+            read_at = f"{message.topic}|{message.partition}|{message.offset}"
+        return self.rules.on_registration(registration, now, read_at=read_at)
 
     def catalog(self) -> ApprovalCatalog:
         """The approval catalog as registry.approval-items holds it now."""

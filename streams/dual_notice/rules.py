@@ -86,7 +86,9 @@ everything produced for the events before them (outputs and table changelogs) is
 acknowledged; after a crash the events since the last commit are processed again
 against state that may already hold them, and every change remembers the event that
 made it, so a reprocessed event re-sends what it had sent (same ids, same content)
-instead of changing anything twice.
+instead of changing anything twice. A registration a department sends again (the same
+event id) arrives at a new offset, unlike a reprocessed one: the entity's state keeps
+where each event was first read (``read``), and the event read elsewhere sends nothing.
 
 The rules are pure (:class:`DualNoticeRules`: plain values in, a
 :class:`DualNoticeOutput` out, the time passed in); :mod:`streams.dual_notice.app` is the
@@ -379,6 +381,10 @@ ALERTS_RAISED = Counter("xietong_dual_notice_alerts", "Escalations and risk aler
 REGISTRATIONS_READ = Counter(
     "xietong_dual_notice_registrations", "Registration events processed", ("event_kind",)
 )
+REGISTRATIONS_SENT_AGAIN = Counter(
+    "xietong_dual_notice_registrations_sent_again",
+    "Registration events read again at a new offset (sent again): nothing sent for them",
+)
 HISTORY = Counter(
     "xietong_dual_notice_history",
     "Outputs taken as the province's history (before the cut-over): recorded on the"
@@ -518,9 +524,40 @@ class DualNoticeRules:
 
     # -- 设立 / 变更 / 注销 ---------------------------------------------------------------------
 
-    def on_registration(self, registration: dict[str, Any], now: int) -> DualNoticeOutput:
+    def on_registration(
+        self, registration: dict[str, Any], now: int, *, read_at: str | None = None
+    ) -> DualNoticeOutput:
         """A registration event: match, route and push (设立, 变更 adding scope), or close
-        the entity and tell its licensing departments (注销, 吊销)."""
+        the entity and tell its licensing departments (注销, 吊销).
+
+        ``read_at`` is where the worker read it (topic|partition|offset). The same event
+        (its event id) read at another position is one a department sent again: what it
+        made was sent the first time, so it sends nothing. Read again at the same position
+        it is being reprocessed after a crash, before its offset was committed: it sends
+        again what it sent (at least once, the same ids)."""
+        uscc, event_id = registration["uscc"], registration["envelope"]["event_id"]
+        known = self.pushes.get(uscc)
+        first_read_at = None if known is None else known.get("read", {}).get(event_id)
+        if read_at is not None and first_read_at not in (None, read_at):
+            REGISTRATIONS_SENT_AGAIN.inc()
+            log_event(
+                logger,
+                "dual_notice_registration_sent_again",
+                event_id=event_id,
+                uscc=uscc,
+                first_read_at=first_read_at,
+                read_at=read_at,
+            )
+            return DualNoticeOutput()
+        outcome = self._apply_registration(registration, now)
+        if read_at is not None and first_read_at is None and outcome.outgoing:
+            state = self._state(uscc)
+            state.setdefault("read", {})[event_id] = read_at
+            self.pushes[uscc] = state
+        return outcome
+
+    def _apply_registration(self, registration: dict[str, Any], now: int) -> DualNoticeOutput:
+        """What :meth:`on_registration` does with an event not sent before."""
         outcome = DualNoticeOutput()
         kind, status = registration["event_kind"], registration["status"]
         REGISTRATIONS_READ.labels(kind).inc()

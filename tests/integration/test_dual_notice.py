@@ -259,17 +259,23 @@ def test_a_change_that_adds_permit_scope_pushes_only_the_item_it_adds(
     assert push["entity"]["event_kind"] == "CHANGE"
 
 
-def test_reprocessing_the_same_registration_creates_no_second_push(
+def test_the_same_registration_sent_again_sends_nothing_new(
     platform: Platform, kafka: KafkaClients
 ) -> None:
-    record, first = road_freight(platform, kafka)
-    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, record["uscc"])
+    """The same event again (same event id), at a new offset: no second push, and since
+    issue 13 no second copy of the push in the inbox (it had one per send) nor on
+    dualnotice.pushes (where this test saw the push re-sent, version 1, until then)."""
+    record, _ = road_freight(platform, kafka)
+    uscc = record["uscc"]
+    after_registrations(platform, kafka, uscc)  # all the first one sent is on the topics
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
+    inbox = watch(kafka, inbox_topic("hz-xh-transport"), uscc)
+    notices = watch(kafka, topics.DUAL_NOTICE_APPLICANT_NOTICES.name, uscc)
 
-    platform.register(record)  # the same event again: same event id
+    platform.register(record)
 
-    again = pushes.until(lambda found: len(found) >= 1)
-    assert {push["push_id"] for push in again} == {first["push_id"]}
-    assert again[-1]["version"] == 1 and again[-1]["pushed_at"] == first["pushed_at"]
+    after_registrations(platform, kafka, uscc)
+    assert pushes.records() == [] and inbox.records() == [] and notices.records() == []
 
 
 # -- 分流失败 and 手动分流 ------------------------------------------------------------------------

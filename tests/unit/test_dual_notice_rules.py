@@ -488,6 +488,8 @@ def histories(draw: st.DrawFn) -> tuple[list[tuple[str, dict[str, Any]]], list[l
                 PushState.UNLICENSED: ["STOP", "LICENCE"],
                 PushState.RETURNED: ["REASSIGN"],
             }.get(state, [])
+            # Each reassignment takes a target no push of the item has had.
+            moves = [move for move in moves if move != "REASSIGN" or targets]
             if not moves:
                 break
             move = draw(st.sampled_from(moves))
@@ -768,3 +770,55 @@ def test_a_history_push_that_ends_reaches_no_inbox() -> None:
 
     assert [p["state"] for p in h.of("dual_notice_push")][-1] == PushState.FULFILLED
     assert [out for out in h.published if out.inboxes] == []
+
+
+# -- a duplicate input sends nothing new (issue 13 §3) ---------------------------------------
+
+READ_AT = "market.registrations|3|41"  # where the worker read the registration
+
+
+def test_a_registration_a_department_sends_again_sends_nothing_new() -> None:
+    """Issue 13's repro: the same registration event sent twice put two identical copies
+    of its push in the inbox. Sent again, it arrives at a new offset: all it made was
+    sent the first time."""
+    now = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    h = Harness()
+    record = xihu_registration(now, "DLHWYSXK", "YCZMLSXK")
+    h.rules.on_registration(record, now, read_at=READ_AT)
+    before = h.state()
+
+    again = h.rules.on_registration(record, now + 60_000, read_at="market.registrations|3|97")
+
+    assert again.outgoing == [] and again.deadlines == []
+    assert h.state() == before
+
+
+def test_a_registration_read_again_at_its_offset_after_a_crash_sends_again_what_it_sent() -> None:
+    """At least once: its offset was not committed, so what it sent may not have been."""
+    now = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    h = Harness()
+    record = xihu_registration(now, "DLHWYSXK", "YCZMLSXK")
+    first = h.rules.on_registration(record, now, read_at=READ_AT)
+
+    again = h.rules.on_registration(record, now, read_at=READ_AT)
+
+    assert again.outgoing == first.outgoing and len(first.outgoing) == 3
+    assert [o.inboxes for o in again.outgoing if o.inboxes] == [
+        ("hz-xh-transport",),
+        ("hz-xh-tobacco",),
+    ]
+
+
+def test_a_cancellation_a_department_sends_again_sends_no_second_closure_notice() -> None:
+    now = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    h = Harness()
+    record, _ = pushed_to_transport(h, now)
+    h.feed("licence", licence(record["uscc"], "DLHWYSXK", "hz-xh-transport"), now)
+    closed = xihu_registration(now + DAY_MS, event_id="event-cancel")
+    closed.update(uscc=record["uscc"], event_kind="CANCEL", status="CANCELLED")
+    first = h.rules.on_registration(closed, now + DAY_MS, read_at=READ_AT)
+
+    again = h.rules.on_registration(closed, now + DAY_MS, read_at="market.registrations|3|98")
+
+    assert [o.record_type for o in first.outgoing] == ["entity_closure_notice"]
+    assert again.outgoing == []
