@@ -86,9 +86,10 @@ everything produced for the events before them (outputs and table changelogs) is
 acknowledged; after a crash the events since the last commit are processed again
 against state that may already hold them, and every change remembers the event that
 made it, so a reprocessed event re-sends what it had sent (same ids, same content)
-instead of changing anything twice. A registration a department sends again (the same
-event id) arrives at a new offset, unlike a reprocessed one: the entity's state keeps
-where each event was first read (``read``), and the event read elsewhere sends nothing.
+instead of changing anything twice. A registration or a licence a department sends
+again (the same event id) arrives at a new offset, unlike a reprocessed one: the entity's
+state keeps where each event was first read (``read``), and the event read elsewhere
+sends nothing.
 
 The rules are pure (:class:`DualNoticeRules`: plain values in, a
 :class:`DualNoticeOutput` out, the time passed in); :mod:`streams.dual_notice.app` is the
@@ -381,9 +382,11 @@ ALERTS_RAISED = Counter("xietong_dual_notice_alerts", "Escalations and risk aler
 REGISTRATIONS_READ = Counter(
     "xietong_dual_notice_registrations", "Registration events processed", ("event_kind",)
 )
-REGISTRATIONS_SENT_AGAIN = Counter(
-    "xietong_dual_notice_registrations_sent_again",
-    "Registration events read again at a new offset (sent again): nothing sent for them",
+INPUTS_SENT_AGAIN = Counter(
+    "xietong_dual_notice_inputs_sent_again",
+    "Input events (registrations, licences) read again at a new offset, sent again by"
+    " their department: nothing is sent for them, by record type",
+    ("record_type",),
 )
 HISTORY = Counter(
     "xietong_dual_notice_history",
@@ -530,26 +533,42 @@ class DualNoticeRules:
         """A registration event: match, route and push (设立, 变更 adding scope), or close
         the entity and tell its licensing departments (注销, 吊销).
 
+        ``read_at`` is where the worker read it: see :meth:`_unless_sent_again`."""
+        return self._unless_sent_again(
+            "registration", registration, now, read_at, self._apply_registration
+        )
+
+    def _unless_sent_again(
+        self,
+        record_type: str,
+        event: dict[str, Any],
+        now: int,
+        read_at: str | None,
+        apply: Callable[[dict[str, Any], int], DualNoticeOutput],
+    ) -> DualNoticeOutput:
+        """``apply`` an input event (a registration, a licence), unless it was sent again.
+
         ``read_at`` is where the worker read it (topic|partition|offset). The same event
         (its event id) read at another position is one a department sent again: what it
         made was sent the first time, so it sends nothing. Read again at the same position
         it is being reprocessed after a crash, before its offset was committed: it sends
         again what it sent (at least once, the same ids)."""
-        uscc, event_id = registration["uscc"], registration["envelope"]["event_id"]
+        uscc, event_id = event["uscc"], event["envelope"]["event_id"]
         known = self.pushes.get(uscc)
         first_read_at = None if known is None else known.get("read", {}).get(event_id)
         if read_at is not None and first_read_at not in (None, read_at):
-            REGISTRATIONS_SENT_AGAIN.inc()
+            INPUTS_SENT_AGAIN.labels(record_type).inc()
             log_event(
                 logger,
-                "dual_notice_registration_sent_again",
+                "dual_notice_input_sent_again",
+                record_type=record_type,
                 event_id=event_id,
                 uscc=uscc,
                 first_read_at=first_read_at,
                 read_at=read_at,
             )
             return DualNoticeOutput()
-        outcome = self._apply_registration(registration, now)
+        outcome = apply(event, now)
         if read_at is not None and first_read_at is None and outcome.outgoing:
             state = self._state(uscc)
             state.setdefault("read", {})[event_id] = read_at
@@ -856,8 +875,15 @@ class DualNoticeRules:
 
     # -- licences ---------------------------------------------------------------------------
 
-    def on_licence(self, licence: dict[str, Any], now: int) -> DualNoticeOutput:
-        """A licence: remember it; if valid, it fulfils the entity's open pushes of its item.
+    def on_licence(
+        self, licence: dict[str, Any], now: int, *, read_at: str | None = None
+    ) -> DualNoticeOutput:
+        """A licence: remember it; if valid, it fulfils the entity's open pushes of its item
+        (and the department is told). ``read_at``: see :meth:`_unless_sent_again`."""
+        return self._unless_sent_again("licence", licence, now, read_at, self._apply_licence)
+
+    def _apply_licence(self, licence: dict[str, Any], now: int) -> DualNoticeOutput:
+        """What :meth:`on_licence` does with a licence not sent before.
 
         ``now`` goes unused (the change is dated by the licence's event time); every input
         rule takes it, so that the app calls them all alike."""

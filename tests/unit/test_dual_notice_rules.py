@@ -822,3 +822,19 @@ def test_a_cancellation_a_department_sends_again_sends_no_second_closure_notice(
 
     assert [o.record_type for o in first.outgoing] == ["entity_closure_notice"]
     assert again.outgoing == []
+
+
+def test_a_licence_a_department_sends_again_tells_its_department_only_once() -> None:
+    now = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    h = Harness()
+    record, push = pushed_to_transport(h, now)
+    transport_acts(h, push, "CLAIM", now + DAY_MS, offset=1)
+    issued = licence(record["uscc"], "DLHWYSXK", "hz-xh-transport")
+    first = h.rules.on_licence(issued, now + DAY_MS, read_at="permits.licences|3|7")
+
+    again = h.rules.on_licence(issued, now + DAY_MS, read_at="permits.licences|3|12")
+
+    assert [(o.value["state"], o.inboxes) for o in first.outgoing] == [
+        (PushState.FULFILLED, ("hz-xh-transport",))
+    ]
+    assert again.outgoing == []
