@@ -12,7 +12,10 @@ pushes waiting for a department onboarded since.
 Guarantee: at least once with deterministic ids. Outputs go through a librdkafka producer
 that Faust's pre-commit flush waits for (:class:`streams.runtime.OutputProducer`), so an
 offset is committed only once what its events sent is acknowledged; an event processed
-again after a crash re-sends what it had sent (:mod:`streams.dual_notice.rules`).
+again after a crash re-sends what it had sent (:mod:`streams.dual_notice.rules`). A
+registration or a licence reaches its rule with where it was read (topic, partition,
+offset: :func:`told_where_read`), so that one a department sent again, at a new offset,
+sends nothing new.
 
 Run it with ``xietong streams dual-notice``; settings are ``XIETONG_DUAL_NOTICE_*``
 (:mod:`streams.dual_notice.settings`).
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +82,22 @@ class DualNoticeTopics(ProcessorTopics):
     actions: str = DUAL_NOTICE_RECORD_TYPES[RECEIVED_ACTION].topic.name
 
 
+def told_where_read(rule: Callable[..., DualNoticeOutput]) -> Rule:
+    """``rule`` told where the agent read the record (topic|partition|offset, of the event
+    Faust is processing): the same event sent again at a new offset sends nothing; read
+    again at its own offset, after a crash, it sends again what it sent."""
+
+    def ruled(record: dict[str, Any], now: int) -> RuleOutput:
+        event = faust.current_event()
+        read_at = None
+        if event is not None:
+            message = event.message
+            read_at = f"{message.topic}|{message.partition}|{message.offset}"
+        return rule(record, now, read_at=read_at)
+
+    return ruled
+
+
 # -- the processor: the Faust app around the rules ------------------------------------------
 
 
@@ -131,9 +151,15 @@ class DualNoticeProcessor(ProcessorApp[DualNoticeSettings, DualNoticeTopics]):
                 self.topics.registrations,
                 "registration",
                 "registration",
-                self.rules.on_registration,
+                told_where_read(self.rules.on_registration),
             ),
-            ("licences", self.topics.licences, "licence", "licence", self.rules.on_licence),
+            (
+                "licences",
+                self.topics.licences,
+                "licence",
+                "licence",
+                told_where_read(self.rules.on_licence),
+            ),
             (
                 "department-actions",
                 self.topics.actions,

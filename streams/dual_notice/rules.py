@@ -23,7 +23,11 @@ What it tells whom:
 * **告知审批部门** — one :data:`push <schemas/avro/dual_notice_push.avsc>` per
   (registration event, item, department) to ``dept.<code>.inbox``; its id is
   ``uuid5(event id | item | department)``, so reprocessing never makes a second push;
-  every change of state is republished on ``dualnotice.pushes`` for the sink and auditors;
+  every change of state is republished on ``dualnotice.pushes`` for the sink and auditors,
+  and reaches the department's inbox too unless the department made it itself (its
+  claim, return or stop): a push FULFILLED, CLOSED, REASSIGNED, STOPPED by the
+  registration authority, OVERDUE or UNLICENSED is followed there, so the inbox never
+  reads PUSHED for a push that ended (history, sent to no inbox, stays so);
 * **告知申请人** — one 告知书 per registration event on ``dualnotice.applicant-notices``:
   the items, their legal bases and the department granting each;
 * **分流失败** — an item without a department for the entity's division goes to
@@ -85,7 +89,10 @@ everything produced for the events before them (outputs and table changelogs) is
 acknowledged; after a crash the events since the last commit are processed again
 against state that may already hold them, and every change remembers the event that
 made it, so a reprocessed event re-sends what it had sent (same ids, same content)
-instead of changing anything twice.
+instead of changing anything twice. A registration or a licence a department sends
+again (the same event id) arrives at a new offset, unlike a reprocessed one: the entity's
+state keeps where each event was first read (``read``), and the event read elsewhere
+sends nothing.
 
 The rules are pure (:class:`DualNoticeRules`: plain values in, a
 :class:`DualNoticeOutput` out, the time passed in); :mod:`streams.dual_notice.app` is the
@@ -416,6 +423,12 @@ ALERTS_RAISED = Counter("xietong_dual_notice_alerts", "Escalations and risk aler
 REGISTRATIONS_READ = Counter(
     "xietong_dual_notice_registrations", "Registration events processed", ("event_kind",)
 )
+INPUTS_SENT_AGAIN = Counter(
+    "xietong_dual_notice_inputs_sent_again",
+    "Input events (registrations, licences) read again at a new offset, sent again by"
+    " their department: nothing is sent for them, by record type",
+    ("record_type",),
+)
 HISTORY = Counter(
     "xietong_dual_notice_history",
     "Outputs taken as the province's history (before the cut-over): recorded on the"
@@ -555,9 +568,56 @@ class DualNoticeRules:
 
     # -- 设立 / 变更 / 注销 ---------------------------------------------------------------------
 
-    def on_registration(self, registration: dict[str, Any], now: int) -> DualNoticeOutput:
+    def on_registration(
+        self, registration: dict[str, Any], now: int, *, read_at: str | None = None
+    ) -> DualNoticeOutput:
         """A registration event: match, route and push (设立, 变更 adding scope), or close
-        the entity and tell its licensing departments (注销, 吊销)."""
+        the entity and tell its licensing departments (注销, 吊销).
+
+        ``read_at`` is where the worker read it: see :meth:`_unless_sent_again`."""
+        return self._unless_sent_again(
+            "registration", registration, now, read_at, self._apply_registration
+        )
+
+    def _unless_sent_again(
+        self,
+        record_type: str,
+        event: dict[str, Any],
+        now: int,
+        read_at: str | None,
+        apply: Callable[[dict[str, Any], int], DualNoticeOutput],
+    ) -> DualNoticeOutput:
+        """``apply`` an input event (a registration, a licence), unless it was sent again.
+
+        ``read_at`` is where the worker read it (topic|partition|offset). The same event
+        (its event id) read at another position is one a department sent again: what it
+        made was sent the first time, so it sends nothing. Read again at the same position
+        it is being reprocessed after a crash, before its offset was committed: it sends
+        again what it sent (at least once, the same ids)."""
+        uscc, event_id = event["uscc"], event["envelope"]["event_id"]
+        known = self.pushes.get(uscc)
+        first_read_at = None if known is None else known.get("read", {}).get(event_id)
+        if read_at is not None and first_read_at not in (None, read_at):
+            INPUTS_SENT_AGAIN.labels(record_type).inc()
+            log_event(
+                logger,
+                "dual_notice_input_sent_again",
+                record_type=record_type,
+                event_id=event_id,
+                uscc=uscc,
+                first_read_at=first_read_at,
+                read_at=read_at,
+            )
+            return DualNoticeOutput()
+        outcome = apply(event, now)
+        if read_at is not None and first_read_at is None and outcome.outgoing:
+            state = self._state(uscc)
+            state.setdefault("read", {})[event_id] = read_at
+            self.pushes[uscc] = state
+        return outcome
+
+    def _apply_registration(self, registration: dict[str, Any], now: int) -> DualNoticeOutput:
+        """What :meth:`on_registration` does with an event not sent before."""
         outcome = DualNoticeOutput()
         kind, status = registration["event_kind"], registration["status"]
         REGISTRATIONS_READ.labels(kind).inc()
@@ -855,8 +915,15 @@ class DualNoticeRules:
 
     # -- licences ---------------------------------------------------------------------------
 
-    def on_licence(self, licence: dict[str, Any], now: int) -> DualNoticeOutput:
-        """A licence: remember it; if valid, it fulfils the entity's open pushes of its item.
+    def on_licence(
+        self, licence: dict[str, Any], now: int, *, read_at: str | None = None
+    ) -> DualNoticeOutput:
+        """A licence: remember it; if valid, it fulfils the entity's open pushes of its item
+        (and the department is told). ``read_at``: see :meth:`_unless_sent_again`."""
+        return self._unless_sent_again("licence", licence, now, read_at, self._apply_licence)
+
+    def _apply_licence(self, licence: dict[str, Any], now: int) -> DualNoticeOutput:
+        """What :meth:`on_licence` does with a licence not sent before.
 
         ``now`` goes unused (the change is dated by the licence's event time); every input
         rule takes it, so that the app calls them all alike."""
@@ -937,18 +1004,27 @@ class DualNoticeRules:
         by: str,
         outcome: DualNoticeOutput,
         allowed: frozenset[PushState],
+        *,
+        tell_department: bool = True,
         **fields: Any,
     ) -> bool:
-        """Move a push to ``to`` if its state is in ``allowed``; send the new snapshot.
+        """Move a push to ``to`` if its state is in ``allowed``; send the new snapshot, to
+        the push's department too unless ``tell_department`` is false (its own action, or
+        history): a department whose push ends otherwise (a licence, a 注销, a
+        reassignment, a deadline) must not go on reading PUSHED in its inbox. Only a push
+        its department has seen (``delivered``) is followed there; one held or history
+        reaches no inbox.
 
         The event that made the change is remembered: the same event again (after a
-        crash) sends the snapshot again and changes nothing. True if this event has
-        changed the push, now or before (the caller stores it, and sends what goes with
-        the change, again if need be).
+        crash) sends the snapshot again, to the same inboxes, and changes nothing. True
+        if this event has changed the push, now or before (the caller stores it, and
+        sends what goes with the change, again if need be).
         """
         record = entry["record"]
+        told = tell_department and entry["delivered"]
+        inboxes = (record["department"]["code"],) if told else ()
         if entry["cause"] == cause:
-            outcome.send("dual_notice_push", record["entity"]["uscc"], record)
+            outcome.send("dual_notice_push", record["entity"]["uscc"], record, *inboxes)
             return True
         if PushState(record["state"]) not in allowed:
             return False
@@ -962,7 +1038,7 @@ class DualNoticeRules:
         )
         _count(record, +1)
         entry["cause"] = cause
-        outcome.send("dual_notice_push", record["entity"]["uscc"], record)
+        outcome.send("dual_notice_push", record["entity"]["uscc"], record, *inboxes)
         log_event(
             logger,
             "dual_notice_push_changed",
@@ -995,7 +1071,7 @@ class DualNoticeRules:
                 missing = f"no push {identity} for {uscc}: check the push id in the inbox"
                 state, entry = self._named(action, "pushes", missing)
             if action["action_id"] in entry["actions"]:  # delivered again: applied already
-                self._resend_after(state, entry, outcome)
+                self._resend_after(received, state, entry, outcome)
             elif ActionKind(kind) is ActionKind.ROUTE:
                 self._route_by_hand(received, entry["record"], outcome, now)
             else:
@@ -1084,7 +1160,15 @@ class DualNoticeRules:
             fields = {"reassigned_to_push_id": replacement, "reason_text": action["reason_text"]}
         entry["actions"].append(action["action_id"])
         self._change(
-            entry, to, received["received_id"], at, acting, outcome, allowed_from, **fields
+            entry,
+            to,
+            received["received_id"],
+            at,
+            acting,
+            outcome,
+            allowed_from,
+            tell_department=acting != record["department"]["code"],
+            **fields,
         )
         self.pushes[uscc] = state
 
@@ -1141,13 +1225,26 @@ class DualNoticeRules:
         return state, entry
 
     def _resend_after(
-        self, state: dict[str, Any], entry: dict[str, Any], outcome: DualNoticeOutput
+        self,
+        received: dict[str, Any],
+        state: dict[str, Any],
+        entry: dict[str, Any],
+        outcome: DualNoticeOutput,
     ) -> None:
         """An action applied already: send again what it sent (the push, and the push it
-        made when it reassigned or routed)."""
+        made when it reassigned or routed). The push reaches its department's inbox again
+        only if this very record (reprocessed after a crash) last changed it and the
+        department did not take the action itself, as the first time."""
         record = entry["record"]
         if "push_id" in record:
-            outcome.send("dual_notice_push", record["entity"]["uscc"], record)
+            department = record["department"]["code"]
+            told = (
+                entry["cause"] == received["received_id"]
+                and received["department_code"] != department
+                and entry["delivered"]
+            )
+            inboxes = (department,) if told else ()
+            outcome.send("dual_notice_push", record["entity"]["uscc"], record, *inboxes)
             made = record["reassigned_to_push_id"]
         else:
             outcome.send("dual_notice_routing_failure", record["entity"]["uscc"], record)
@@ -1243,7 +1340,15 @@ class DualNoticeRules:
         cause = f"due|{identity}|{due['due']}"
         again = entry["cause"] == cause
         if not self._change(
-            entry, to, cause, checked_at, PLATFORM, outcome, frozenset({waiting}), **fields
+            entry,
+            to,
+            cause,
+            checked_at,
+            PLATFORM,
+            outcome,
+            frozenset({waiting}),
+            tell_department=not history,
+            **fields,
         ):
             return outcome
         if history:

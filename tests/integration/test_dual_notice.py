@@ -259,17 +259,23 @@ def test_a_change_that_adds_permit_scope_pushes_only_the_item_it_adds(
     assert push["entity"]["event_kind"] == "CHANGE"
 
 
-def test_reprocessing_the_same_registration_creates_no_second_push(
+def test_the_same_registration_sent_again_sends_nothing_new(
     platform: Platform, kafka: KafkaClients
 ) -> None:
-    record, first = road_freight(platform, kafka)
-    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, record["uscc"])
+    """The same event again (same event id), at a new offset: no second push, and since
+    issue 13 no second copy of the push in the inbox (it had one per send) nor on
+    dualnotice.pushes (where this test saw the push re-sent, version 1, until then)."""
+    record, _ = road_freight(platform, kafka)
+    uscc = record["uscc"]
+    after_registrations(platform, kafka, uscc)  # all the first one sent is on the topics
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
+    inbox = watch(kafka, inbox_topic("hz-xh-transport"), uscc)
+    notices = watch(kafka, topics.DUAL_NOTICE_APPLICANT_NOTICES.name, uscc)
 
-    platform.register(record)  # the same event again: same event id
+    platform.register(record)
 
-    again = pushes.until(lambda found: len(found) >= 1)
-    assert {push["push_id"] for push in again} == {first["push_id"]}
-    assert again[-1]["version"] == 1 and again[-1]["pushed_at"] == first["pushed_at"]
+    after_registrations(platform, kafka, uscc)
+    assert pushes.records() == [] and inbox.records() == [] and notices.records() == []
 
 
 # -- 分流失败 and 手动分流 ------------------------------------------------------------------------
@@ -471,7 +477,8 @@ def test_a_push_not_claimed_within_the_period_becomes_overdue_and_is_escalated_o
     assert len(alerts.records()) == 1
     assert [m["alert_id"] for m in registrar_inbox.records()] == [alert["alert_id"]]
     kinds = [("alert_id" in m, m.get("state")) for m in department_inbox.records()]
-    assert kinds == [(False, "PUSHED"), (True, None)]
+    # Since issue 13 the department is told of the push's new state too, before the alert.
+    assert kinds == [(False, "PUSHED"), (False, "OVERDUE"), (True, None)]
     overdue = latest(pushes.records())[alert["push_id"]]
     assert overdue["state"] == "OVERDUE" and overdue["escalated_at"] is not None
 
@@ -561,9 +568,13 @@ def test_a_claim_dated_2020_on_a_push_of_today_is_rejected_and_no_alert_follows(
 
 
 def test_a_licence_for_the_item_fulfils_the_push(platform: Platform, kafka: KafkaClients) -> None:
+    """The licence fulfils the claimed push, and the department's inbox is told (issue 13:
+    it went on reading PUSHED, and the department's clerks went on acting on it); its own
+    claim is not sent back to it."""
     record, push = road_freight(platform, kafka)
     uscc = record["uscc"]
     pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
+    inbox = watch(kafka, inbox_topic("hz-xh-transport"), uscc)
     platform.act("hz-xh-transport", action(uscc, push["push_id"], "CLAIM"))
     pushes.until(lambda found: any(p["state"] == "CLAIMED" for p in found))
 
@@ -572,6 +583,10 @@ def test_a_licence_for_the_item_fulfils_the_push(platform: Platform, kafka: Kafk
     fulfilled = pushes.until(lambda found: found[-1]["state"] == "FULFILLED")[-1]
     assert fulfilled["fulfilled_by_licence"] == issued["licence_number"]
     assert fulfilled["changed_by"] == "hz-xh-transport"
+    # The claim was sent before the fulfilment, on the same partition of the same inbox;
+    # the push's first delivery may come after the watch began.
+    told = inbox.until(lambda found: any(p["state"] == "FULFILLED" for p in found))
+    assert [p for p in told if p["state"] != "PUSHED"] == [fulfilled]
 
 
 def test_a_licence_that_expired_in_2020_does_not_fulfil_a_push_of_today(

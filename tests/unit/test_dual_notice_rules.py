@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -490,6 +491,8 @@ def histories(draw: st.DrawFn) -> tuple[list[tuple[str, dict[str, Any]]], list[l
                 PushState.UNLICENSED: ["STOP", "LICENCE"],
                 PushState.RETURNED: ["REASSIGN"],
             }.get(state, [])
+            # Each reassignment takes a target no push of the item has had.
+            moves = [move for move in moves if move != "REASSIGN" or targets]
             if not moves:
                 break
             move = draw(st.sampled_from(moves))
@@ -779,3 +782,202 @@ def test_a_standard_wording_with_an_enumeration_comma_needs_only_what_its_parts_
     assert pushed_to("许可项目：烟草制品零售。一般项目：广告设计、代理") == [
         ("YCZMLSXK", "hz-xh-tobacco")
     ]
+
+
+# -- a department is told when its push ends (issue 13 §3) -----------------------------------
+
+
+def inbox_of(h: Harness, department: str) -> list[dict[str, Any]]:
+    """The pushes ``department``'s inbox got, as they were when sent."""
+    return [
+        out.value
+        for out in h.published
+        if out.record_type == "dual_notice_push" and department in out.inboxes
+    ]
+
+
+def pushed_to_transport(h: Harness, registered: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A 设立 needing 道路货物运输 pushed to 西湖区交通运输: its registration and its push."""
+    record = xihu_registration(registered, "DLHWYSXK")
+    h.feed("registration", record, registered)
+    [push] = h.of("dual_notice_push")
+    return record, push
+
+
+def transport_acts(h: Harness, push: dict[str, Any], kind: str, at: int, offset: int) -> None:
+    claim = action(push["entity"]["uscc"], push["push_id"], kind, acted_at_ms=at)
+    h.feed("action", received("hz-xh-transport", claim, offset), at)
+
+
+def end_by_licence(h: Harness, record: dict[str, Any], push: dict[str, Any], at: int) -> None:
+    transport_acts(h, push, "CLAIM", at, offset=1)
+    h.feed("licence", licence(record["uscc"], "DLHWYSXK", "hz-xh-transport"), at)
+
+
+def end_by_cancellation(h: Harness, record: dict[str, Any], push: dict[str, Any], at: int) -> None:
+    closed = xihu_registration(at, event_id="event-cancel")
+    closed.update(uscc=record["uscc"], event_kind="CANCEL", status="CANCELLED")
+    h.feed("registration", closed, at)
+
+
+def end_by_reassignment(h: Harness, record: dict[str, Any], push: dict[str, Any], at: int) -> None:
+    give = action(record["uscc"], push["push_id"], "REASSIGN", target=TARGETS[0], acted_at_ms=at)
+    h.feed("action", received(REGISTRAR, give, 1), at)
+
+
+def end_by_the_registrars_stop(
+    h: Harness, record: dict[str, Any], push: dict[str, Any], at: int
+) -> None:
+    stop = action(record["uscc"], push["push_id"], "STOP", text="不涉及", acted_at_ms=at)
+    h.feed("action", received(REGISTRAR, stop, 1), at)
+
+
+def end_by_the_claim_deadline(
+    h: Harness, record: dict[str, Any], push: dict[str, Any], at: int
+) -> None:
+    due_at = push["claim_deadline"] + 1
+    due = {"uscc": record["uscc"], "push_id": push["push_id"], "due": "CLAIM"}
+    h.feed("due", {**due, "checked_at": due_at}, due_at)
+
+
+@pytest.mark.parametrize(
+    ("end", "state"),
+    [
+        (end_by_licence, PushState.FULFILLED),
+        (end_by_cancellation, PushState.CLOSED),
+        (end_by_reassignment, PushState.REASSIGNED),
+        (end_by_the_registrars_stop, PushState.STOPPED),
+        (end_by_the_claim_deadline, PushState.OVERDUE),
+    ],
+    ids=["licence", "cancellation", "reassigned", "stopped by the registrar", "overdue"],
+)
+def test_a_change_its_department_did_not_make_reaches_the_departments_inbox(
+    end: Callable[..., None], state: PushState
+) -> None:
+    """Issue 13's repro: a push FULFILLED by a licence (after its claim), CLOSED by a 注销,
+    REASSIGNED away, STOPPED by the registration authority or escalated OVERDUE was
+    published on dualnotice.pushes only, and the inbox still read PUSHED (the claim, the
+    department's own action, is not echoed back to it)."""
+    registered = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    h = Harness()
+    record, push = pushed_to_transport(h, registered)
+
+    end(h, record, push, registered + DAY_MS)
+
+    told = [p for p in inbox_of(h, "hz-xh-transport") if p["push_id"] == push["push_id"]]
+    assert [p["state"] for p in told] == [PushState.PUSHED, state]
+    assert told[-1] == h.final()[("dual_notice_push", push["push_id"])]
+
+
+def test_what_the_department_does_itself_is_not_sent_back_to_its_inbox() -> None:
+    registered = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    h = Harness()
+    _, push = pushed_to_transport(h, registered)
+
+    transport_acts(h, push, "CLAIM", registered + DAY_MS, offset=1)
+    transport_acts(h, push, "STOP", registered + 2 * DAY_MS, offset=2)
+
+    assert [p["state"] for p in h.of("dual_notice_push")][-1] == PushState.STOPPED
+    assert [p["state"] for p in inbox_of(h, "hz-xh-transport")] == [PushState.PUSHED]
+
+
+def test_a_change_processed_again_after_a_crash_reaches_the_inbox_again() -> None:
+    """At least once: the licence read again (its offset was not committed) sends the
+    FULFILLED push to the inbox again, the same record."""
+    registered = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    h = Harness()
+    record, push = pushed_to_transport(h, registered)
+    transport_acts(h, push, "CLAIM", registered + DAY_MS, offset=1)
+    issued = licence(record["uscc"], "DLHWYSXK", "hz-xh-transport")
+    first = h.feed("licence", issued, registered + DAY_MS)
+
+    again = h.feed("licence", issued, registered + DAY_MS)
+
+    assert again.outgoing == first.outgoing
+    assert [o.inboxes for o in again.outgoing] == [("hz-xh-transport",)]
+
+
+def test_a_history_push_that_ends_reaches_no_inbox() -> None:
+    """A push whose claim deadline passed before the cut-over is the province's history:
+    neither its escalation nor the licence that fulfils it is sent to the department."""
+    registered = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    cut_over = registered + 30 * DAY_MS
+    h = Harness()
+    h.rules.settings = DualNoticeSettings(
+        history_until=datetime.fromtimestamp(cut_over / 1000, UTC)
+    )
+    record, push = pushed_to_transport(h, registered)
+    end_by_the_claim_deadline(h, record, push, cut_over)
+
+    h.feed("licence", licence(record["uscc"], "DLHWYSXK", "hz-xh-transport"), cut_over + DAY_MS)
+
+    assert [p["state"] for p in h.of("dual_notice_push")][-1] == PushState.FULFILLED
+    assert [out for out in h.published if out.inboxes] == []
+
+
+# -- a duplicate input sends nothing new (issue 13 §3) ---------------------------------------
+
+READ_AT = "market.registrations|3|41"  # where the worker read the registration
+
+
+def test_a_registration_a_department_sends_again_sends_nothing_new() -> None:
+    """Issue 13's repro: the same registration event sent twice put two identical copies
+    of its push in the inbox. Sent again, it arrives at a new offset: all it made was
+    sent the first time."""
+    now = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    h = Harness()
+    record = xihu_registration(now, "DLHWYSXK", "YCZMLSXK")
+    h.rules.on_registration(record, now, read_at=READ_AT)
+    before = h.state()
+
+    again = h.rules.on_registration(record, now + 60_000, read_at="market.registrations|3|97")
+
+    assert again.outgoing == [] and again.deadlines == []
+    assert h.state() == before
+
+
+def test_a_registration_read_again_at_its_offset_after_a_crash_sends_again_what_it_sent() -> None:
+    """At least once: its offset was not committed, so what it sent may not have been."""
+    now = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    h = Harness()
+    record = xihu_registration(now, "DLHWYSXK", "YCZMLSXK")
+    first = h.rules.on_registration(record, now, read_at=READ_AT)
+
+    again = h.rules.on_registration(record, now, read_at=READ_AT)
+
+    assert again.outgoing == first.outgoing and len(first.outgoing) == 3
+    assert [o.inboxes for o in again.outgoing if o.inboxes] == [
+        ("hz-xh-transport",),
+        ("hz-xh-tobacco",),
+    ]
+
+
+def test_a_cancellation_a_department_sends_again_sends_no_second_closure_notice() -> None:
+    now = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    h = Harness()
+    record, _ = pushed_to_transport(h, now)
+    h.feed("licence", licence(record["uscc"], "DLHWYSXK", "hz-xh-transport"), now)
+    closed = xihu_registration(now + DAY_MS, event_id="event-cancel")
+    closed.update(uscc=record["uscc"], event_kind="CANCEL", status="CANCELLED")
+    first = h.rules.on_registration(closed, now + DAY_MS, read_at=READ_AT)
+
+    again = h.rules.on_registration(closed, now + DAY_MS, read_at="market.registrations|3|98")
+
+    assert [o.record_type for o in first.outgoing] == ["entity_closure_notice"]
+    assert again.outgoing == []
+
+
+def test_a_licence_a_department_sends_again_tells_its_department_only_once() -> None:
+    now = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    h = Harness()
+    record, push = pushed_to_transport(h, now)
+    transport_acts(h, push, "CLAIM", now + DAY_MS, offset=1)
+    issued = licence(record["uscc"], "DLHWYSXK", "hz-xh-transport")
+    first = h.rules.on_licence(issued, now + DAY_MS, read_at="permits.licences|3|7")
+
+    again = h.rules.on_licence(issued, now + DAY_MS, read_at="permits.licences|3|12")
+
+    assert [(o.value["state"], o.inboxes) for o in first.outgoing] == [
+        (PushState.FULFILLED, ("hz-xh-transport",))
+    ]
+    assert again.outgoing == []
