@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -422,52 +421,13 @@ class OffsetStore:
 
     def load(self, connector: str, source_partition: str) -> str | None:
         """The last committed offset of this connector's source partition, or None."""
-        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
         wanted = self._key(connector, source_partition)
-        consumer = self.clients.consumer(
-            group_id=self.clients.group(f"offsets-{uuid.uuid4()}"),
-            **{
-                "enable.partition.eof": True,
-                # Read by assignment and closed at once: its group coordinator connection is
-                # often torn down mid-handshake, which librdkafka would report as an error.
-                "log_level": 2,
-            },
-        )
-        try:
-            metadata = consumer.list_topics(self.topic, timeout=10).topics[self.topic]
-            partitions = [
-                TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in metadata.partitions
-            ]
-            ends = {}
-            for tp in partitions:
-                _, high = consumer.get_watermark_offsets(tp, timeout=10)
-                ends[tp.partition] = high
-            pending = {p for p, high in ends.items() if high > 0}
-            consumer.assign([tp for tp in partitions if tp.partition in pending])
-            offset: str | None = None
-            deadline = time.monotonic() + 60
-            while pending:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"reading {self.topic} did not reach its end in 60 s")
-                message = consumer.poll(1.0)
-                if message is None:
-                    continue
-                error = message.error()
-                partition = message.partition() or 0
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(partition)
-                        continue
-                    raise KafkaException(error)
-                if message.key() == wanted:
-                    value = message.value()
-                    offset = None if value is None else json.loads(value)["offset"]
-                if (message.offset() or 0) + 1 >= ends[partition]:
-                    pending.discard(partition)
-            return offset
-        finally:
-            consumer.close()
+        offset: str | None = None
+        for message in self.clients.read_to_end(self.topic, "offsets"):
+            if message.key() == wanted:
+                value = message.value()
+                offset = None if value is None else json.loads(value)["offset"]
+        return offset
 
     def commit(self, connector: str, source_partition: str, offset: str) -> None:
         """Store the offset durably (acknowledged by all in-sync replicas) before returning."""

@@ -78,7 +78,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import uvicorn
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer
 from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
 from fastapi import Path as PathParameter
 from fastapi.concurrency import run_in_threadpool
@@ -503,44 +503,19 @@ class AnsweredRequests:
 
     def load(self) -> None:
         """Read every committed answer of this connector to the end of the topic."""
-        consumer = self.clients.consumer(
-            group_id=self.clients.group(f"http-answers-{uuid.uuid4()}"),
-            # Read by assignment and closed at once, as the offsets store's reader.
-            **{"enable.partition.eof": True, "log_level": 2},
-        )
         answers: dict[tuple[str, str], Answer] = {}
         oldest = _now_ms() - self.window_ms
-        try:
-            metadata = consumer.list_topics(self.topic, timeout=10).topics[self.topic]
-            if metadata.error is not None:
-                raise KafkaException(metadata.error)
-            pending = set(metadata.partitions)
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in pending])
-            deadline = time.monotonic() + 60
-            while pending:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"reading {self.topic} did not reach its end in 60 s")
-                message = consumer.poll(1.0)
-                if message is None:
-                    continue
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(message.partition())
-                        continue
-                    raise KafkaException(error)
-                connector, department, request_id = json.loads(message.key() or b"[]")
-                answered_at = message.timestamp()[1]
-                value = message.value()
-                if connector != self.connector or value is None or answered_at < oldest:
-                    continue
-                stored = json.loads(value)
-                body = stored["answer"]
-                answers[(department, request_id)] = Answer(
-                    stored["request_sha256"], None if body is None else body.encode(), answered_at
-                )
-        finally:
-            consumer.close()
+        for message in self.clients.read_to_end(self.topic, "http-answers"):
+            connector, department, request_id = json.loads(message.key() or b"[]")
+            answered_at = message.timestamp()[1]
+            value = message.value()
+            if connector != self.connector or value is None or answered_at < oldest:
+                continue
+            stored = json.loads(value)
+            body = stored["answer"]
+            answers[(department, request_id)] = Answer(
+                stored["request_sha256"], None if body is None else body.encode(), answered_at
+            )
         with self._lock:
             self._answers = OrderedDict(sorted(answers.items(), key=lambda a: a[1].answered_at_ms))
         self.loaded = True

@@ -23,11 +23,22 @@ effectively-once results downstream.
 from __future__ import annotations
 
 import json
+import time
+import uuid
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient, topic_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
@@ -136,6 +147,47 @@ class KafkaClients:
             **overrides,
         }
         return Consumer(config)
+
+    def read_to_end(self, topic: str, purpose: str, timeout: float = 60.0) -> Iterator[Message]:
+        """Every committed message of ``topic``, from its first offset to its end now.
+
+        For the platform's compacted bookkeeping topics (connector offsets, the HTTP
+        ingest's answers), read whole at startup. Each partition ends at the end its
+        consumer reports (``enable.partition.eof``): a partition written in transactions
+        ends in a commit marker, which is never delivered. Raises TimeoutError when the
+        end is not reached within ``timeout`` seconds.
+        """
+        consumer = self.consumer(
+            group_id=self.group(f"{purpose}-{uuid.uuid4()}"),
+            **{
+                "enable.partition.eof": True,
+                # Read by assignment and closed at once: its group coordinator connection is
+                # often torn down mid-handshake, which librdkafka would report as an error.
+                "log_level": 2,
+            },
+        )
+        try:
+            metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+            if metadata.error is not None:
+                raise KafkaException(metadata.error)
+            pending = set(metadata.partitions)
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
+            deadline = time.monotonic() + timeout
+            while pending:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"reading {topic} did not reach its end in {timeout:.0f} s")
+                message = consumer.poll(1.0)
+                if message is None:
+                    continue
+                error = message.error()
+                if error is None:
+                    yield message
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(message.partition())
+                else:
+                    raise KafkaException(error)
+        finally:
+            consumer.close()
 
     def admin(self, **overrides: Any) -> AdminClient:
         return AdminClient({**self._common(), **overrides})
