@@ -387,6 +387,8 @@ class MeasureOut(_FromRow):
     matter_types: list[str]
     feedback_required: bool
     feedback_days: int | None
+    target: str = "ENTITY"
+    roles: list[str] = []
 
 
 class AuditEntryOut(_FromRow):

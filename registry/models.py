@@ -221,6 +221,9 @@ class Measure(Base):
     matter_types: Mapped[list[str]] = mapped_column(JSONB)
     feedback_required: Mapped[bool]  # 是否需要反馈
     feedback_days: Mapped[int | None]  # 反馈期限
+    #: 措施对象: ENTITY, or PERSONS_IN_ROLE with the roles whose holders it restricts
+    target: Mapped[str] = mapped_column(sa.String(20), server_default="ENTITY")
+    roles: Mapped[list[str]] = mapped_column(JSONB, server_default=sa.text("'[]'::jsonb"))
 
 
 # -- departments and their credentials ------------------------------------------------------

@@ -183,6 +183,8 @@ def _measures(connection: sa.Connection, codes: Sequence[str] | None) -> Snapsho
             ],
             "feedback_required": row.feedback_required,
             "feedback_days": row.feedback_days,
+            "target": row.target,
+            "roles": list(row.roles),
         }
         for row in measures
     }

@@ -844,6 +844,8 @@ def load_catalog(
                 "matter_types": list(measure.matters),
                 "feedback_required": measure.feedback_required,
                 "feedback_days": measure.feedback_days,
+                "target": measure.target,
+                "roles": list(measure.roles),
             },
         )
 

@@ -108,6 +108,8 @@ def measure_records() -> list[dict[str, Any]]:
             ],
             "feedback_required": measure.feedback_required,
             "feedback_days": measure.feedback_days,
+            "target": measure.target,
+            "roles": list(measure.roles),
         }
         for measure in PROVINCE.measures
     ]

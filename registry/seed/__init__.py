@@ -27,6 +27,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import cache, cached_property
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -162,6 +163,16 @@ class CreditListTypeInfo(_Strict):
         return value
 
 
+#: 人员职务 a person measure can name (``PersonRole`` of schemas/avro/measure.avsc).
+PersonRole = Literal[
+    "LEGAL_REPRESENTATIVE",
+    "PRINCIPAL_RESPONSIBLE_PERSON",
+    "DIRECTOR",
+    "SUPERVISOR",
+    "SENIOR_MANAGER",
+]
+
+
 class Measure(_Strict):
     """A joint-punishment measure (失信惩戒措施)."""
 
@@ -173,11 +184,27 @@ class Measure(_Strict):
     matters: tuple[str, ...] = Field(min_length=1, description="the matters it restricts")
     feedback_required: bool = Field(description="是否需要反馈")
     feedback_days: int | None = Field(description="反馈期限 (days)")
+    target: Literal["ENTITY", "PERSONS_IN_ROLE"] = Field(
+        default="ENTITY",
+        description="措施对象: the entity, or the persons holding ``roles`` in it (公司法 §178)",
+    )
+    roles: tuple[PersonRole, ...] = Field(
+        default=(), description="受限人员职务: the roles a PERSONS_IN_ROLE measure restricts"
+    )
 
     @model_validator(mode="after")
     def _feedback_deadline(self) -> Measure:
         if self.feedback_required and not self.feedback_days:
             raise ValueError(f"measure {self.code} requires feedback but has no feedback_days")
+        return self
+
+    @model_validator(mode="after")
+    def _roles_of_person_measures(self) -> Measure:
+        if (self.target == "PERSONS_IN_ROLE") != bool(self.roles):
+            raise ValueError(
+                f"measure {self.code}: a PERSONS_IN_ROLE measure names its roles, an ENTITY"
+                f" measure none (target {self.target}, roles {list(self.roles)})"
+            )
         return self
 
 
