@@ -11,6 +11,7 @@ from typing import Any
 
 from registry.seed import load_sample_province
 from streams.joint_punishment.rules import PunishmentCatalog
+from tests.credit_check_records import measure_records
 from xietong.clock import business_clock
 from xietong.ids import matter_event_id
 
@@ -30,19 +31,7 @@ def midnight_ms(day: date) -> int:
 
 def sample_catalog() -> PunishmentCatalog:
     """The sample province's measures, lists and departments as the registry's topics carry them."""
-    measures = [
-        {
-            "code": m.code,
-            "text": m.text,
-            "legal_basis": m.legal_basis,
-            "implementing_sectors": list(m.sectors),
-            "list_types": list(m.list_types),
-            "matter_types": [{"code": c, "name": PROVINCE.matter_types[c]} for c in m.matters],
-            "feedback_required": m.feedback_required,
-            "feedback_days": m.feedback_days,
-        }
-        for m in PROVINCE.measures
-    ]
+    measures = measure_records()
     list_types = [{"code": t.code, "name": t.name} for t in PROVINCE.list_types]
     departments = [
         {
@@ -268,4 +257,42 @@ def received(department: str, record: dict[str, Any], offset: int = 0) -> dict[s
         "inbound_offset": offset,
         "received_at": business_clock().now_ms(),
         "feedback": record,
+    }
+
+
+def registration(
+    uscc: str,
+    division: str,
+    *,
+    registered_on: date,
+    version: str = "1",
+    kind: str = "CHANGE",
+    legal_representative: str = "张三",
+) -> dict[str, Any]:
+    """A registration (设立/变更) of ``uscc`` putting its 住所 in ``division``, version
+    ``version`` of the registration authority's record of the entity (one record per
+    USCC: a later 变更 is a later version of it)."""
+    authority = PROVINCE.department_of("market_regulation", division)
+    assert authority is not None, division
+    moment = midnight_ms(registered_on) + 9 * 3_600_000
+    envelope = _envelope(authority.code, f"REG-{uscc}", moment, version)
+    return {
+        "envelope": envelope,
+        "event_kind": kind,
+        "event_date": registered_on,
+        "uscc": uscc,
+        "name": "杭州测试科技有限公司",
+        "entity_type": "LIMITED_LIABILITY",
+        "legal_representative": legal_representative,
+        "registered_capital": Decimal("100.000000"),
+        "established_on": registered_on,
+        "operating_term_end": None,
+        "address": f"浙江省杭州市{division}测试路1号",
+        "division_code": division,
+        "business_scope": "一般项目：日用百货销售。",
+        "business_scope_items": [],
+        "industry_code": "F5211",
+        "registering_authority_name": authority.name,
+        "registering_authority_uscc": authority.uscc,
+        "status": "ACTIVE",
     }

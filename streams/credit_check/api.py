@@ -156,7 +156,13 @@ async def check(
             )
     day = matter_date or service_.clock.today()
     listings = state.listings.of(uscc)
-    found = assess(listings, catalog.by_matter_type.get(matter_type, ()), day)
+    found = assess(
+        listings,
+        catalog.by_matter_type.get(matter_type, ()),
+        day,
+        sector=checker.sector,
+        matter_type=matter_type,
+    )
     check_id = credit_check_id(checker.code, uscc, matter_type, matter_ref, day)
     entity_name = listings[-1].entity_name if listings else None
     checked_at = service_.clock.now().astimezone(UTC)

@@ -108,10 +108,16 @@ class CreditCheckOut(BaseModel):
     department: str = Field(description="The checking department (the token's)")
     matter: MatterOut
     verdict: Verdict = Field(
-        description="RESTRICTED: at least one measure below applies; CLEAR: none does"
+        description="RESTRICTED: at least one measure below applies; CLEAR: none does. A"
+        " measure applies when it binds the checking department (its sector implements it)"
+        " and restricts the entity itself: a measure of another sector, or one restricting"
+        " persons in the entity (target PERSONS_IN_ROLE), does not — joint punishment makes"
+        " a restriction hit exactly when this says RESTRICTED (streams/measures.py)"
     )
     listings: list[ListingOut] = Field(description="Listings in force on the matter date")
-    measures: list[MeasureOut] = Field(description="Measures restricting this matter for them")
+    measures: list[MeasureOut] = Field(
+        description="Measures binding the checking department for this matter"
+    )
     checked_at: datetime
 
 

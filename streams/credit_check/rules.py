@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from registry.directory import TokenHolder
+from streams.measures import binds_matter
 from xietong.clock import BusinessClock
 from xietong.ids import deterministic_id, matter_event_id
 from xietong.versions import RecordVersion, is_later, version_of
@@ -188,10 +189,18 @@ class Assessment:
 
 
 def assess(
-    listings: Iterable[Listing], measures: Sequence[dict[str, Any]], day: date
+    listings: Iterable[Listing],
+    measures: Sequence[dict[str, Any]],
+    day: date,
+    *,
+    sector: str,
+    matter_type: str,
 ) -> Assessment:
     """The listings in force on ``day`` and, of ``measures`` (those restricting the matter
-    type), each one whose list types include one of those listings'."""
+    type), each one that binds the checking department's ``sector`` for ``matter_type``
+    (:func:`streams.measures.binds_matter`, the rule joint punishment's hits follow: a
+    measure of another sector, or one restricting persons, does not make the matter
+    RESTRICTED) and whose list types include one of those listings'."""
     in_force = tuple(
         sorted(
             (listing for listing in listings if listing.in_force_on(day)),
@@ -200,6 +209,8 @@ def assess(
     )
     hits = []
     for measure in measures:
+        if not binds_matter(measure, sector=sector, matter_type=matter_type):
+            continue
         triggering = tuple(lst for lst in in_force if lst.list_type in measure["list_types"])
         if triggering:
             hits.append(MeasureHit(measure, triggering))

@@ -54,6 +54,7 @@ from xietong.topics import (
     MATTER_EVENTS,
     PENALTIES,
     PUNISHMENT_FEEDBACK,
+    REGISTRATIONS,
     REGISTRY_DEPARTMENTS,
     REGISTRY_LIST_TYPES,
     REGISTRY_MEASURES,
@@ -77,6 +78,7 @@ class JointPunishmentTopics(ProcessorTopics):
     licences: str = LICENCES.name
     matters: str = MATTER_EVENTS.name
     feedback: str = PUNISHMENT_FEEDBACK.name
+    registrations: str = REGISTRATIONS.name
 
 
 # -- the processor: the Faust app around the rules ------------------------------------------
@@ -114,6 +116,12 @@ class JointPunishmentProcessor(ProcessorApp[JointPunishmentSettings, JointPunish
             ),
             ("penalties", self.topics.penalties, "penalty", self.rules.on_penalty),
             ("licences", self.topics.licences, "licence", self.rules.on_licence),
+            (
+                "registrations",
+                self.topics.registrations,
+                "registration",
+                self.rules.on_registration,
+            ),
             ("matters", self.topics.matters, "matter_event", self.rules.on_matter),
             ("feedback", self.topics.feedback, RECEIVED_FEEDBACK, self.rules.on_feedback),
         ]

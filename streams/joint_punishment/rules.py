@@ -124,6 +124,7 @@ from typing import Any, TypedDict
 from prometheus_client import Counter
 
 from streams.joint_punishment.settings import JointPunishmentSettings
+from streams.measures import PERSONS_IN_ROLE, binds_matter, roles_of, target_of
 from streams.outputs import Outgoing, RuleOutput
 from xietong.clock import business_clock, epoch_day, millis
 from xietong.dead_letters import Reason, dead_letter
@@ -205,7 +206,33 @@ def measure_ref(measure: dict[str, Any]) -> dict[str, Any]:
         "legal_basis": measure["legal_basis"],
         "feedback_required": measure["feedback_required"],
         "feedback_days": measure["feedback_days"],
+        "target": target_of(measure),
+        "roles": roles_of(measure),
     }
+
+
+def restricted_persons(
+    measure: dict[str, Any], registration: dict[str, Any] | None
+) -> list[dict[str, str]]:
+    """受限人员: the holders of a person measure's roles the platform knows — the
+    registration names the 法定代表人 only (registration.avsc); none for an entity measure."""
+    if target_of(measure) != PERSONS_IN_ROLE or registration is None:
+        return []
+    name = (registration.get("legal_representative") or "").strip()
+    if "LEGAL_REPRESENTATIVE" not in roles_of(measure) or not name:
+        return []
+    return [{"role": "LEGAL_REPRESENTATIVE", "name": name}]
+
+
+def entity_division(uscc: str, registration: dict[str, Any] | None) -> tuple[str, str]:
+    """The division whose departments implement measures for the entity, and its basis:
+    the 住所行政区划 of its latest registration (``REGISTRATION``); only when no
+    registration is known, the code-issuing authority's division inside the USCC
+    (characters 3–8, ``USCC``) — which is not where an entity that moved, or one
+    registered by a city authority, is."""
+    if registration is not None and registration.get("division_code"):
+        return str(registration["division_code"]), "REGISTRATION"
+    return uscc[2:8], "USCC"
 
 
 def seats(division: str) -> list[str]:
@@ -284,6 +311,7 @@ AFTER = {
     "list_entry": EVERYTHING,
     "penalty": frozenset({REVIEWS}),
     "licence": frozenset({REVIEWS}),
+    "registration": frozenset({NOTICES, HITS, LIFTS}),
     "matter": frozenset({HITS, LIFTS}),
     "feedback": frozenset({HITS, LIFTS}),
     "due": frozenset({HITS, LIFTS}),
@@ -341,6 +369,18 @@ FEEDBACK_OVERDUE = Counter(
 LIFT_NOTICES = Counter(
     "xietong_joint_punishment_lift_notices", "Lift notices made, by department", ("department",)
 )
+RELOCATIONS = Counter(
+    "xietong_joint_punishment_relocations",
+    "Lift notices to departments that no longer implement a standing listing's measures"
+    " because the entity's registration moved it to another division, by department",
+    ("department",),
+)
+DIVISION_BASIS = Counter(
+    "xietong_joint_punishment_division_basis",
+    "Sanction notices made, by what chose their department's division: REGISTRATION"
+    " (the entity's 住所) or USCC (no registration known)",
+    ("basis",),
+)
 UNROUTED = Counter(
     "xietong_joint_punishment_unrouted",
     "Measures' sectors with no department seated for the entity's division",
@@ -354,6 +394,9 @@ HISTORY = Counter(
 )
 #: The digest a sent record has when it was history: what it would have been was not sent.
 HISTORY_DIGEST = "history"
+#: The digest of a sanction notice whose department was since told to stop because the
+#: entity moved (a RELOCATED lift): derived again (the entity moved back), it is sent again.
+LIFTED_DIGEST = "lifted"
 
 
 # -- facts: what the rules remember of each input, in plain JSON ------------------------------
@@ -429,6 +472,13 @@ def licence_fact(record: dict[str, Any]) -> dict[str, Any]:
     # A record written before the schema had status_changed_on has no such key.
     fact["status_changed_on"] = optional_day(record.get("status_changed_on"))
     return fact
+
+
+def registration_fact(record: dict[str, Any]) -> dict[str, Any]:
+    """What the rules keep of a registration (设立/变更/注销…): where the entity is and who
+    represents it, from its latest version."""
+    return _fact(record, ("event_kind", "name", "division_code", "legal_representative"),
+                 days=("event_date",))  # fmt: skip
 
 
 def licence_valid_on(licence: dict[str, Any], day: int) -> bool:
@@ -554,6 +604,7 @@ class SentRecord(TypedDict, total=False):
     cause: str  # the event that last changed it: that event again re-sends it
     record_type: str  # withdrawable records only (hits, alerts): their type …
     value: dict[str, Any]  # … and last content, to publish them WITHDRAWN
+    told: dict[str, Any]  # sanction notices only: entry id, department, measure
 
 
 #: The one-letter keys of the state written before the fields had names.
@@ -574,6 +625,7 @@ def new_entity() -> dict[str, Any]:
     return {
         "listings": {},  # entry id → {"listed": fact, "removed": fact}
         "licences": {},  # authority USCC/licence number → fact (the latest)
+        "registration": None,  # the latest registration's fact: division, 法定代表人
         "penalties": {},  # authority USCC/decision number → fact (licence-revoking only)
         "matters": {},  # department|type|reference → {..., "events": {event id → fact}}
         "feedback": {},  # hit id → {department|feedback id → fact}
@@ -652,6 +704,27 @@ class JointPunishmentRules:
                 self.entities[uscc] = state
             return PunishmentOutput()
         return self._settle(uscc, state, fact["event_id"], now, changed, AFTER["licence"])
+
+    def on_registration(self, record: dict[str, Any], now: int) -> PunishmentOutput:
+        """A registration (market.registrations, keyed by USCC like the list entries): the
+        latest version by the registration's own version says the entity's division, so
+        which departments implement its measures, and its 法定代表人. A move to another
+        division moves a standing listing's restriction: the new departments get sanction
+        notices, the old ones a lift notice (``RELOCATED``)."""
+        EVENTS.labels("registration").inc()
+        uscc = record["uscc"]
+        state = self._state(uscc)
+        fact = registration_fact(record)
+        known = state.get("registration")
+        changed = known is None or _later(fact, known)
+        if changed:
+            state["registration"] = fact
+        if not state["listings"]:
+            # Nothing it could route yet: keep it, derive nothing.
+            if changed:
+                self.entities[uscc] = state
+            return PunishmentOutput()
+        return self._settle(uscc, state, fact["event_id"], now, changed, AFTER["registration"])
 
     def on_matter(self, record: dict[str, Any], now: int) -> PunishmentOutput:
         """A matter a department handles for the entity: kept for the matter window, and
@@ -788,6 +861,15 @@ class JointPunishmentRules:
                 entry: dict[str, Any] = {"digest": fingerprint, "cause": cause}
                 if out.record_type in WITHDRAWABLE:
                     entry.update(record_type=out.record_type, value=out.value)
+                elif out.record_type == "sanction_notice":  # whom it told: a move lifts it
+                    value = out.value
+                    entry["told"] = {
+                        "entry_id": value["listing"]["entry_id"],
+                        "department": value["department"],
+                        "measure": value["measure"],
+                    }
+                elif out.record_type == "lift_notice" and out.value["end_reason"] == "RELOCATED":
+                    self._mark_lifted(sent, out.value)
                 sent[identity] = entry
                 outcome.outgoing.append(out)
                 changed = True
@@ -824,6 +906,19 @@ class JointPunishmentRules:
             self.entities[uscc] = state
         return outcome
 
+    @staticmethod
+    def _mark_lifted(sent: dict[str, Any], lift: dict[str, Any]) -> None:
+        """A department relocated away was told to stop: should the entity move back, its
+        sanction notices are new to it again (sent again, though their content is the
+        same as before)."""
+        code = lift["department"]["code"]
+        for measure in lift["measures"]:
+            notice = sent.get(
+                sanction_notice_id(lift["listing"]["entry_id"], measure["code"], code)
+            )
+            if notice is not None and notice["digest"] != HISTORY_DIGEST:
+                notice["digest"] = LIFTED_DIGEST
+
     def _outgoing(self, record_type: str, uscc: str, value: dict[str, Any]) -> Outgoing:
         if record_type == "feedback_overdue_alert":
             return Outgoing(record_type, uscc, value, tuple(value["recipients"]))
@@ -846,12 +941,15 @@ class JointPunishmentRules:
             return
         if kind == "sanction_notice":
             SANCTION_NOTICES.labels(value["department"]["code"], value["measure"]["code"]).inc()
+            DIVISION_BASIS.labels(value["division_basis"]).inc()
         elif kind == "licence_review_notice":
             LICENCE_REVIEWS.labels(value["department"]["code"], value["cause"]).inc()
         elif kind == "feedback_overdue_alert":
             FEEDBACK_OVERDUE.labels(value["department"]["code"]).inc()
         elif kind == "lift_notice":
             LIFT_NOTICES.labels(value["department"]["code"]).inc()
+            if value["end_reason"] == "RELOCATED":
+                RELOCATIONS.labels(value["department"]["code"]).inc()
 
     def _prune(self, uscc: str, state: dict[str, Any], now: int) -> bool:
         """Drop matters (and unmatched feedback) older than the matter window; what they
@@ -897,7 +995,8 @@ class JointPunishmentRules:
         deadline passes), when that happens next. What would have been sent but is the
         province's history (before the cut-over) goes to ``history`` instead, id → type."""
         catalog = self.catalog()
-        division = uscc[2:8]
+        registration = state.get("registration")
+        division, basis = entity_division(uscc, registration)
         today = day_of(now)
         desired: dict[str, Outgoing] = {}
         due: list[int] = []
@@ -958,16 +1057,36 @@ class JointPunishmentRules:
                             "valid_to": ref["planned_removal_on"],
                             "feedback_required": measure["feedback_required"],
                             "notified_at": listing.listed["event_time"],
+                            "division_code": division,
+                            "division_basis": basis,
+                            "persons": restricted_persons(measure, registration),
                         },
                         (department["code"],),
                     )
+        # Who was told and no longer implements the measures (the entity moved): entry → …
+        moved_from: dict[str, dict[str, dict[str, Any]]] = {}
+        standing = {listing.entry_id for listing in listings}
+        for known in state["sent"].values():
+            notice = known.get("told")
+            if notice is None or notice["entry_id"] not in standing:
+                continue
+            code = notice["department"]["code"]
+            if code in told.get(notice["entry_id"], {}):
+                continue
+            moved = moved_from.setdefault(notice["entry_id"], {}).setdefault(
+                code,
+                {"department": notice["department"], "measures": {}, "hits": [], "lifted": False},
+            )
+            moved["measures"][notice["measure"]["code"]] = notice["measure"]
+            moved["lifted"] = moved["lifted"] or known["digest"] == LIFTED_DIGEST
 
         if REVIEWS in sections:
             self._derive_reviews(uscc, state, listings, catalog, desired, history=history)
         if HITS in sections:
             self._derive_hits(
-                uscc, state, listings, catalog, now, desired, alerts_due, told, history=history
-            )
+                uscc, state, listings, catalog, now, desired, alerts_due, told, moved_from,
+                division=division, history=history,
+            )  # fmt: skip
         dues: dict[str, int | None] = {}
         if HITS in sections:
             dues[HITS] = min(alerts_due, default=None)
@@ -976,13 +1095,19 @@ class JointPunishmentRules:
 
         for listing in listings:
             end = listing.end
-            if end is None:
-                continue
-            if end > today and not listing.voided:  # a voided listing is lifted at once
-                due.append(day_start(end))
+            moved = moved_from.get(listing.entry_id, {})
+            if end is None or (end > today and not listing.voided):  # voided: lifted at once
+                if end is not None:
+                    due.append(day_start(end))
+                if moved and registration is not None:
+                    self._derive_relocations(uscc, listing, moved, registration, catalog, desired)
                 continue
             ref = listing.ref(catalog)
-            for code, told_ in sorted(told.get(listing.entry_id, {}).items()):
+            recipients = {
+                **{code: m for code, m in moved.items() if not m["lifted"]},
+                **told.get(listing.entry_id, {}),
+            }
+            for code, told_ in sorted(recipients.items()):
                 identity = lift_notice_id(listing.entry_id, code)
                 desired[identity] = Outgoing(
                     "lift_notice",
@@ -1003,6 +1128,40 @@ class JointPunishmentRules:
                 )
         dues[LIFTS] = min(due, default=None)
         return desired, dues
+
+    @staticmethod
+    def _derive_relocations(
+        uscc: str,
+        listing: Listing,
+        moved: dict[str, dict[str, Any]],
+        registration: dict[str, Any],
+        catalog: PunishmentCatalog,
+        desired: dict[str, Outgoing],
+    ) -> None:
+        """解除惩戒告知 (``RELOCATED``) for a standing listing: each department told to
+        restrict the entity that no longer implements the measures for it, because its
+        latest registration puts it in another division; from the registration's date
+        (not before the listing's start), at the registration's event time."""
+        ref = listing.ref(catalog)
+        for code, told_ in sorted(moved.items()):
+            identity = lift_notice_id(listing.entry_id, code)
+            desired[identity] = Outgoing(
+                "lift_notice",
+                uscc,
+                {
+                    "lift_id": identity,
+                    "uscc": uscc,
+                    "entity_name": listing.listed["entity_name"],
+                    "listing": ref,
+                    "department": told_["department"],
+                    "measures": [told_["measures"][m] for m in sorted(told_["measures"])],
+                    "hit_ids": sorted(told_["hits"]),
+                    "ended_on": max(int(registration["event_date"]), int(ref["listed_on"])),
+                    "end_reason": "RELOCATED",
+                    "notified_at": registration["event_time"],
+                },
+                (code,),
+            )
 
     def _derive_reviews(
         self,
@@ -1109,7 +1268,9 @@ class JointPunishmentRules:
         desired: dict[str, Outgoing],
         due: list[int],
         told: dict[str, dict[str, dict[str, Any]]],
+        moved_from: dict[str, dict[str, dict[str, Any]]],
         *,
+        division: str,
         history: dict[str, str],
     ) -> None:
         """限制命中 for each kept matter, and 逾期未反馈督办 for each hit past its deadline
@@ -1140,7 +1301,9 @@ class JointPunishmentRules:
             }
             in_force = [listing for listing in listings if listing.in_force_on(matter_date)]
             for measure in catalog.by_matter_type.get(matter["matter_type"], ()):
-                if record["sector_code"] not in measure["implementing_sectors"]:
+                if not binds_matter(
+                    measure, sector=record["sector_code"], matter_type=matter["matter_type"]
+                ):
                     continue
                 applying = [
                     listing for listing in in_force if listing.list_type in measure["list_types"]
@@ -1156,6 +1319,8 @@ class JointPunishmentRules:
                 )
                 for listing in applying:
                     notified = told.get(listing.entry_id, {}).get(department["code"])
+                    if notified is None:
+                        notified = moved_from.get(listing.entry_id, {}).get(department["code"])
                     if notified is not None:  # its lift notice names the hit
                         notified["hits"].append(identity)
                 listed_at = min(listing.listed["event_time"] for listing in applying)
@@ -1180,7 +1345,7 @@ class JointPunishmentRules:
                 if deadline > now:
                     due.append(deadline)
                     continue
-                alert = self._alert(hit, uscc, division=uscc[2:8], catalog=catalog)
+                alert = self._alert(hit, uscc, division=division, catalog=catalog)
                 desired[alert["alert_id"]] = Outgoing(
                     "feedback_overdue_alert", uscc, alert, tuple(alert["recipients"])
                 )

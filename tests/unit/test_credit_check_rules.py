@@ -54,6 +54,8 @@ JAN_1 = date(2025, 1, 1)
 CLOCK = BusinessClock()
 CATALOG = MeasureCatalog.of(measure_records(), list_type_records())
 PROCUREMENT = CATALOG.by_matter_type["GOVERNMENT_PROCUREMENT"]  # CJ01 (财政)
+#: a check by a 财政 department of a procurement, which CJ01 binds
+FINANCE_PROCUREMENT = {"sector": "finance", "matter_type": "GOVERNMENT_PROCUREMENT"}
 
 
 def folded(*entries: dict[str, Any]) -> Listing:
@@ -197,7 +199,7 @@ def test_a_listing_applies_exactly_between_its_start_and_its_first_end(
 
 def test_a_serious_listing_restricts_government_procurement_by_cj01() -> None:
     listing = folded(list_entry(USCC, JAN_1, planned_removal_on=date(2028, 1, 1)))
-    found = assess([listing], PROCUREMENT, date(2026, 3, 2))
+    found = assess([listing], PROCUREMENT, date(2026, 3, 2), **FINANCE_PROCUREMENT)
     assert found.verdict is Verdict.RESTRICTED
     assert [hit.measure["code"] for hit in found.hits] == ["CJ01"]
     assert found.hits[0].listings == (listing,)
@@ -205,7 +207,7 @@ def test_a_serious_listing_restricts_government_procurement_by_cj01() -> None:
 
 def test_a_list_no_measure_of_the_matter_names_shows_but_does_not_restrict() -> None:
     abnormal = folded(list_entry(USCC, JAN_1, list_type="ABNORMAL_OPERATION"))
-    found = assess([abnormal], PROCUREMENT, date(2026, 3, 2))
+    found = assess([abnormal], PROCUREMENT, date(2026, 3, 2), **FINANCE_PROCUREMENT)
     assert found.verdict is Verdict.CLEAR
     assert found.in_force == (abnormal,)
 
@@ -215,7 +217,13 @@ def test_several_lists_each_trigger_the_measures_that_name_them() -> None:
     defaulter = folded(list_entry(USCC, JAN_1, list_type="JUDGMENT_DEFAULTER", entry_id="B"))
     sector = folded(list_entry(USCC, JAN_1, list_type="SECTOR", entry_id="C"))
     subsidy = CATALOG.by_matter_type["SUBSIDY"]
-    found = assess([serious, defaulter, sector], subsidy, date(2026, 3, 2))
+    found = assess(
+        [serious, defaulter, sector],
+        subsidy,
+        date(2026, 3, 2),
+        sector="finance",
+        matter_type="SUBSIDY",
+    )
     cj04 = next(hit for hit in found.hits if hit.measure["code"] == "CJ04")
     assert {listing.entry_id for listing in cj04.listings} == {"A", "B", "C"}
 
@@ -223,10 +231,13 @@ def test_several_lists_each_trigger_the_measures_that_name_them() -> None:
 def test_an_ended_listing_restricts_nothing_and_is_not_shown() -> None:
     listed = list_entry(USCC, JAN_1)
     listing = folded(listed, removal_of(listed, date(2026, 1, 1)))
-    found = assess([listing], PROCUREMENT, date(2026, 3, 2))
+    found = assess([listing], PROCUREMENT, date(2026, 3, 2), **FINANCE_PROCUREMENT)
     assert found.verdict is Verdict.CLEAR
     assert found.in_force == ()
-    assert assess([listing], PROCUREMENT, date(2025, 6, 1)).verdict is Verdict.RESTRICTED
+    assert (
+        assess([listing], PROCUREMENT, date(2025, 6, 1), **FINANCE_PROCUREMENT).verdict
+        is Verdict.RESTRICTED
+    )
 
 
 def test_the_catalog_indexes_measures_by_matter_type_with_its_names() -> None:

@@ -49,6 +49,7 @@ INPUTS = {
     "licence": "on_licence",
     "matter": "on_matter",
     "feedback": "on_feedback",
+    "registration": "on_registration",
 }
 
 
@@ -737,7 +738,7 @@ def test_an_earlier_workers_state_with_one_letter_keys_is_read_under_the_field_n
     short = {"digest": "d", "cause": "c", "record_type": "t", "value": "v"}
     state = h.entities[ENTITY]
     state["sent"] = {
-        identity: {short[key]: value for key, value in known.items()}
+        identity: {short.get(key, key): value for key, value in known.items()}
         for identity, known in state["sent"].items()
     }
 

@@ -19,6 +19,8 @@ from xietong.clock import BusinessClock, epoch_day
 
 CREDIT_CATALOG = MeasureCatalog.of(measure_records(), list_type_records())
 PROCUREMENT = CREDIT_CATALOG.by_matter_type["GOVERNMENT_PROCUREMENT"]  # CJ01 (财政)
+#: a check by a 财政 department of a procurement, which CJ01 binds
+FINANCE_PROCUREMENT = {"sector": "finance", "matter_type": "GOVERNMENT_PROCUREMENT"}
 CLOCK = BusinessClock()
 EVERY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -117,7 +119,10 @@ def test_an_extended_listing_keeps_its_extension_in_both_services_whatever_the_o
     assert without_lifts(h) == without_lifts(in_order)
     # Both services: the matter on d-5 falls in the extended listing, and is restricted.
     assert [hit["status"] for hit in procurement_hits(h)] == ["ACTIVE"]
-    assert assess([listing], PROCUREMENT, days(-5)).verdict == Verdict.RESTRICTED
+    assert (
+        assess([listing], PROCUREMENT, days(-5), **FINANCE_PROCUREMENT).verdict
+        == Verdict.RESTRICTED
+    )
 
 
 # -- a removal corrected from d-5 to d-30 --------------------------------------------------------
@@ -150,7 +155,7 @@ def test_a_removal_corrected_to_an_earlier_day_lifts_from_that_day_in_both_servi
     assert h.final() == in_order.final()
     # Both services: on d-20 the listing was no longer in force: no hit, CLEAR.
     assert procurement_hits(h) == []
-    assert assess([listing], PROCUREMENT, days(-20)).verdict == Verdict.CLEAR
+    assert assess([listing], PROCUREMENT, days(-20), **FINANCE_PROCUREMENT).verdict == Verdict.CLEAR
 
 
 def test_the_corrected_removal_withdraws_the_hit_its_first_version_left_standing() -> None:
