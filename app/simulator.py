@@ -395,6 +395,8 @@ class CreditChecks:
                 for d in session.query(Department).filter(Department.level == Level.PROVINCE)
             }
             for measure in session.query(Measure).order_by(Measure.code):
+                if measure.target != "ENTITY":  # restricts persons, no matter of the entity
+                    continue
                 for sector in measure.implementing_sectors:
                     department = provincial.get(sector)
                     if department is None:

@@ -9,6 +9,9 @@ What it reads, all keyed by the entity's USCC and co-partitioned (``streams.runt
   (处罚类别 ``LICENCE_SUSPENSION_OR_REVOCATION``);
 * ``permits.licences``: which department issued the entity which licence, valid when (its
   term, and the day of its 注销/吊销/撤销: ``status_changed_on``, :func:`licence_valid_on`);
+* ``market.registrations``: the entity's latest registration (by the registration's own
+  version): its 住所 division, which chooses the implementing departments, and its
+  法定代表人, whom a person measure names;
 * ``credit.matter-events``: a department handles a matter for the entity (its own report,
   or a credit check through the credit-check API), typed as the catalog's matter types;
 * ``punishment.feedback``: departments' 反馈 on restriction hits, read from each
@@ -38,13 +41,26 @@ What it tells whom (each also delivered to the department's inbox ``dept.<code>.
   of a department that had no sanction notice concerns one matter, decided on its date.)
 
 Which department implements a measure: a measure names sectors (``implementing_sectors``),
-the registry seats departments by sector and division. For each sector, the department of
-that sector seated in the entity's division (the 登记管理机关行政区划码 inside its USCC,
-characters 3–8), else in its city (``3301xx`` → ``330100``), else in its province
-(``330000``): the nearest up the administrative hierarchy; where none is seated, nobody is
-told and ``xietong_joint_punishment_unrouted`` counts it. The credit authority is found the
-same way with ``credit_authority_sector`` (``development_reform``). A matter's department
-is the one that reports it; its restriction hits come from the measures of its sector.
+the registry seats departments by sector and division. The entity's division is the
+住所行政区划 of its latest registration (``division_basis`` REGISTRATION on the notice);
+only while no registration is known, the 登记管理机关行政区划码 inside its USCC
+(characters 3–8: the code-issuing authority's, basis USCC), which is wrong for an entity
+that moved or was registered by a city authority (:func:`entity_division`). For each
+sector, the department of that sector seated in that division, else in its city
+(``3301xx`` → ``330100``), else in its province (``330000``): the nearest up the
+administrative hierarchy; where none is seated, nobody is told and
+``xietong_joint_punishment_unrouted`` counts it. The credit authority is found the same
+way with ``credit_authority_sector`` (``development_reform``). A registration that moves
+a standing listing's entity to another division tells the new departments (sanction
+notices) and each department told before that no longer implements the measures to stop
+(a lift notice, ``end_reason`` RELOCATED, from the registration's date;
+``xietong_joint_punishment_relocations``); moved back, the departments it left are told
+again. A matter's department is the one that reports it; whether a measure restricts
+the matter there is :func:`streams.measures.binds_matter` — of the department's sector,
+of that matter type, and on the entity: a measure on persons (``target``
+PERSONS_IN_ROLE, 公司法 §178) is delivered as a sanction notice naming its roles and the
+persons the registration gives (``persons``), and makes no hit. The credit check asks
+the same function, so it answers RESTRICTED exactly when a hit is made.
 
 **The disorder rule.** Every output is a function of the facts known about the entity,
 never of the order they came in: after each event the processor derives, from all the

@@ -203,6 +203,11 @@ def test_the_first_check_waits_for_the_state_and_finds_a_listing_published_befor
     assert measure["code"] == "CJ01" and measure["feedback_required"] is True
     assert measure["implemented_by_checking_department"] is True
     assert credit_check.client.get("/ready").json()["status"] == "ready"
+    # CJ01 binds 财政 only (streams/measures.py): the land department's procurement is
+    # CLEAR, as joint punishment makes no hit for it.
+    other = credit_check.check(tokens.land, uscc=LOADED_USCC, matter_type=PROCUREMENT).json()
+    assert other["verdict"] == "CLEAR" and other["measures"] == []
+    assert [listing["entry_id"] for listing in other["listings"]] == [LOADED["entry_id"]]
 
 
 def test_a_listing_published_while_serving_restricts_within_seconds(

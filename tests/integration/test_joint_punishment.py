@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from registry.grants import inbox_topic
-from schemas import CREDIT_LIST_ENTRY, LICENCE, PENALTY
+from schemas import CREDIT_LIST_ENTRY, LICENCE, PENALTY, REGISTRATION
 from streams.joint_punishment.rules import (
     APP_NAME,
     lift_notice_id,
@@ -34,6 +34,7 @@ from tests.joint_punishment_records import (
     list_entry,
     matter,
     penalty,
+    registration,
     removal_of,
     today,
 )
@@ -244,6 +245,71 @@ def test_a_listing_that_starts_later_restricts_nothing_before_it_starts(
     after_matters(platform, kafka, uscc)
     assert hits.records() == []
     assert {n["valid_from"] for n in notices.records()} == {today() + timedelta(days=5)}
+
+
+# -- which departments: the registration's division; person measures as such -----------------
+
+
+def test_a_registration_in_another_district_moves_the_restriction_there(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    """An entity whose USCC says 西湖区 is listed: without a registration, 西湖区财政 is told
+    (basis USCC). Its registration then puts its 住所 in 上城区: 上城区财政 is told (basis
+    REGISTRATION) and 西湖区财政 is told to stop (a lift notice, RELOCATED)."""
+    uscc = new_uscc()
+    notices = watch(kafka, topics.PUNISHMENT_SANCTION_NOTICES.name, uscc)
+    lifts = watch(kafka, topics.PUNISHMENT_LIFT_NOTICES.name, uscc)
+    listing = list_entry(uscc, f"E-{uscc}", listed_on=days_ago(10))
+    platform.list(listing)
+    notices.until(lambda found: any(n["measure"]["code"] == "CJ01" for n in found))
+    [first] = [n for n in notices.records() if n["measure"]["code"] == "CJ01"]
+    assert (first["department"]["code"], first["division_basis"]) == ("hz-xh-finance", "USCC")
+
+    platform.send(REGISTRATION, registration(uscc, "330102", registered_on=days_ago(2)))
+
+    lifts.until(lambda found: any(n["department"]["code"] == "hz-xh-finance" for n in found))
+    moved = [n for n in notices.records() if n["department"]["code"] == "hz-sc-finance"]
+    assert {(n["measure"]["code"], n["division_code"], n["division_basis"]) for n in moved} == {
+        ("CJ01", "330102", "REGISTRATION"),
+        ("CJ04", "330102", "REGISTRATION"),
+    }
+    [lift] = [n for n in lifts.records() if n["department"]["code"] == "hz-xh-finance"]
+    assert lift["end_reason"] == "RELOCATED" and lift["ended_on"] == days_ago(2)
+    assert lift["lift_id"] == lift_notice_id(listing["entry_id"], "hz-xh-finance")
+
+
+def test_a_person_measure_names_the_legal_representative_and_restricts_no_entity_matter(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    """CJ11 (限制担任董监高, 公司法 §178) of a 失信被执行人 goes to 西湖区市场监管 as a measure on
+    the persons in its roles, naming the registered 法定代表人; the entity's own officer
+    appointment there makes no restriction hit."""
+    uscc = new_uscc()
+    notices = watch(kafka, topics.PUNISHMENT_SANCTION_NOTICES.name, uscc)
+    hits = watch(kafka, topics.PUNISHMENT_RESTRICTION_HITS.name, uscc)
+    platform.list(
+        list_entry(uscc, f"E-{uscc}", list_type="JUDGMENT_DEFAULTER", listed_on=days_ago(10))
+    )
+    notices.until(lambda found: any(n["measure"]["code"] == "CJ11" for n in found))
+
+    platform.send(
+        REGISTRATION,
+        registration(uscc, "330106", registered_on=days_ago(300), legal_representative="李四"),
+    )
+
+    notices.until(lambda found: any(n["measure"]["code"] == "CJ11" and n["persons"] for n in found))
+    person = [n for n in notices.records() if n["measure"]["code"] == "CJ11"][-1]
+    assert person["department"]["code"] == "hz-xh-amr"
+    assert person["measure"]["target"] == "PERSONS_IN_ROLE"
+    assert person["measure"]["roles"] == ["LEGAL_REPRESENTATIVE", "PRINCIPAL_RESPONSIBLE_PERSON"]
+    assert person["persons"] == [{"role": "LEGAL_REPRESENTATIVE", "name": "李四"}]
+    assert person["division_basis"] == "REGISTRATION"
+
+    platform.matter(
+        matter(uscc, "hz-xh-amr", "OFFICER_APPOINTMENT", "BG-1", matter_date=days_ago(1))
+    )
+    after_matters(platform, kafka, uscc)
+    assert hits.records() == []
 
 
 # -- penalty → licence review -----------------------------------------------------------------
