@@ -66,7 +66,9 @@ class MeasureOut(BaseModel):
     legal_basis: str = Field(description="措施依据")
     implementing_sectors: list[str] = Field(description="实施部门类别编码")
     implemented_by_checking_department: bool = Field(
-        description="Whether the checking department's sector is one of the implementing ones"
+        description="Whether the checking department's sector is one of the implementing"
+        " ones: always true, since only a measure that binds the checking department is"
+        " listed (streams/measures.py); kept for the clients that read it"
     )
     feedback_required: bool = Field(description="是否需要反馈: report back what was done")
     feedback_days: int | None = Field(description="反馈期限 (days), when feedback is required")

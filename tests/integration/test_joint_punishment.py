@@ -3,7 +3,8 @@ runs as its own process, the sample province's measures, lists and departments a
 the registry's topics, and the departments answer as themselves, each writing 反馈 to its
 own inbound topic.
 
-The entities are of 西湖区 (330106): their measures are implemented by 西湖区's
+The entities are of 西湖区 (330106), by their USCC and, where a test sends one, their
+registration (one test moves an entity to 上城区): their measures are implemented by 西湖区's
 departments (财政 hz-xh-finance, 发改 hz-xh-drc, 市场监管 hz-xh-amr …) and by the province's
 人民银行 and 海关, which have no seat below it.
 """
@@ -87,7 +88,13 @@ def worker(
     # penalties earlier modules published (a backlog a slow machine takes minutes over).
     group = streams_group("joint-punishment")
     until_group_empty(kafka, group)
-    sources = [topics.CREDIT_LIST_ENTRIES, topics.LICENCES, topics.PENALTIES, topics.MATTER_EVENTS]
+    sources = [
+        topics.CREDIT_LIST_ENTRIES,
+        topics.LICENCES,
+        topics.PENALTIES,
+        topics.MATTER_EVENTS,
+        topics.REGISTRATIONS,  # the history cut-over's 10,000, the 双告知 tests' …
+    ]
     skip_backlog(kafka, group, [topic.name for topic in sources])
     log = tmp_path_factory.mktemp("joint-punishment") / "worker.log"
     with running("joint-punishment", log) as worker:

@@ -182,8 +182,12 @@ DEPARTMENTS = sorted(d.code for d in PROVINCE.departments if d.division in ("330
 
 
 @st.composite
-def measures(draw: st.DrawFn) -> list[dict[str, Any]]:
-    """A measures catalog: sectors, lists and matters drawn, some measures on persons."""
+def measures(draw: st.DrawFn, sector: str, matter_type: str) -> list[dict[str, Any]]:
+    """A measures catalog: sectors, lists and matters drawn (often the checking
+    department's sector and the matter's type, so that both verdicts come up), some
+    measures on persons."""
+    sectors = st.just(sector) | st.sampled_from(SECTORS)
+    matters = st.just(matter_type) | st.sampled_from(MATTER_TYPES)
     found = []
     for n in range(draw(st.integers(1, 4))):
         target = draw(st.sampled_from(("ENTITY", "ENTITY", "PERSONS_IN_ROLE")))
@@ -193,16 +197,14 @@ def measures(draw: st.DrawFn) -> list[dict[str, Any]]:
                 "text": f"措施{n}",
                 "legal_basis": "国办发〔2020〕49号",
                 "implementing_sectors": draw(
-                    st.lists(st.sampled_from(SECTORS), min_size=1, max_size=3, unique=True)
+                    st.lists(sectors, min_size=1, max_size=3, unique=True)
                 ),
                 "list_types": draw(
                     st.lists(st.sampled_from(LIST_TYPES), min_size=1, max_size=2, unique=True)
                 ),
                 "matter_types": [
                     {"code": code, "name": code}
-                    for code in draw(
-                        st.lists(st.sampled_from(MATTER_TYPES), min_size=1, max_size=2, unique=True)
-                    )
+                    for code in draw(st.lists(matters, min_size=1, max_size=2, unique=True))
                 ],
                 "feedback_required": False,
                 "feedback_days": None,
@@ -217,8 +219,8 @@ def measures(draw: st.DrawFn) -> list[dict[str, Any]]:
 def listings(draw: st.DrawFn) -> list[dict[str, Any]]:
     """列入 (and some 移出) records of one entity, in force on days around the matter's."""
     entries = []
-    for i in range(draw(st.integers(0, 3))):
-        listed_on = days(draw(st.integers(-60, 10)))
+    for i in range(draw(st.integers(0, 3) | st.integers(1, 3))):
+        listed_on = days(draw(st.integers(-60, 0)))
         planned = draw(st.none() | st.integers(1, 90))
         listed = list_entry(
             ENTITY,
@@ -234,21 +236,27 @@ def listings(draw: st.DrawFn) -> list[dict[str, Any]]:
     return entries
 
 
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str, str, int]:
+    """A catalog, the entity's list entries, and a matter: its department, type and day."""
+    department = draw(st.sampled_from(DEPARTMENTS))
+    matter_type = draw(st.sampled_from(MATTER_TYPES))
+    sector = PROVINCE.department(department).sector
+    return (
+        draw(measures(sector, matter_type)),
+        draw(listings()),
+        department,
+        matter_type,
+        draw(st.integers(-60, 0)),
+    )
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    catalog_measures=measures(),
-    entries=listings(),
-    department=st.sampled_from(DEPARTMENTS),
-    matter_type=st.sampled_from(MATTER_TYPES),
-    matter_day=st.integers(-60, 0),
-)
+@given(case=cases())
 def test_the_credit_check_says_restricted_exactly_when_joint_punishment_makes_a_hit(
-    catalog_measures: list[dict[str, Any]],
-    entries: list[dict[str, Any]],
-    department: str,
-    matter_type: str,
-    matter_day: int,
+    case: tuple[list[dict[str, Any]], list[dict[str, Any]], str, str, int],
 ) -> None:
+    catalog_measures, entries, department, matter_type, matter_day = case
     list_types = list_type_records()
     h = Harness(PunishmentCatalog(catalog_measures, list_types, [*CATALOG.departments.values()]))
     for entry in entries:
@@ -259,12 +267,11 @@ def test_the_credit_check_says_restricted_exactly_when_joint_punishment_makes_a_
     folded: dict[str, Listing] = {}
     for entry in entries:
         folded[entry["entry_id"]] = fold_entry(folded.get(entry["entry_id"]), entry, CLOCK)
-    sector = PROVINCE.department(department).sector
     checked = assess(
         folded.values(),
         MeasureCatalog.of(catalog_measures, list_types).by_matter_type.get(matter_type, ()),
         days(matter_day),
-        sector=sector,
+        sector=PROVINCE.department(department).sector,
         matter_type=matter_type,
     )
 
