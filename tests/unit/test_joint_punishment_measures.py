@@ -10,8 +10,11 @@ from datetime import date, timedelta
 from typing import Any
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, given, settings
+from pydantic import ValidationError
 
+from registry.seed import Measure as SeedMeasure
 from streams.credit_check.rules import Listing, MeasureCatalog, Verdict, assess, fold_entry
 from streams.joint_punishment.rules import PunishmentCatalog
 from streams.measures import binds_matter
@@ -305,3 +308,17 @@ def test_the_credit_check_of_another_sectors_department_is_clear() -> None:
         matter_type="GOVERNMENT_PROCUREMENT",
     )
     assert checked.verdict is Verdict.CLEAR
+
+
+@pytest.mark.parametrize(("target", "roles"), [("PERSONS_IN_ROLE", ()), ("ENTITY", ("DIRECTOR",))])
+def test_a_person_measure_of_the_seed_names_its_roles_and_an_entity_measure_none(
+    target: str, roles: tuple[str, ...]
+) -> None:
+    cj11 = next(m for m in PROVINCE.measures if m.code == "CJ11")
+    assert (cj11.target, cj11.roles) == (
+        "PERSONS_IN_ROLE",
+        ("LEGAL_REPRESENTATIVE", "PRINCIPAL_RESPONSIBLE_PERSON"),
+    )
+    assert {m.target for m in PROVINCE.measures if m.code != "CJ11"} == {"ENTITY"}
+    with pytest.raises(ValidationError, match="names its roles"):
+        SeedMeasure(**{**cj11.model_dump(), "target": target, "roles": roles})
