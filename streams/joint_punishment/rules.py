@@ -100,7 +100,12 @@ per id and leaving out the WITHDRAWN ones. Concretely:
   (only hits and alerts have a WITHDRAWN state); so a later 列入 record that moves a
   listing's end past a lift already sent, or a 注销 record of a licence dated before a
   review's cause, leaves that record as it was. The property test keeps to histories
-  without those (one 列入 record per listing, removals dated in the past).
+  without those (one 列入 record per listing, removals dated in the past). Likewise a
+  registration that moves the entity: a department told before the move read keeps its
+  notice and gets a RELOCATED lift, one told nothing if the registration came first
+  hears nothing — what differs is only who heard of the old division; the departments
+  whose last word is a sanction notice are those of the latest registration in any
+  order (``tests/unit/test_joint_punishment_measures.py``).
 
 Time is event time: a listing ends on its date (China Standard Time), a feedback
 deadline runs from the hit's event time. A timer compares them with the clock every

@@ -322,3 +322,39 @@ def test_a_person_measure_of_the_seed_names_its_roles_and_an_entity_measure_none
     assert {m.target for m in PROVINCE.measures if m.code != "CJ11"} == {"ENTITY"}
     with pytest.raises(ValidationError, match="names its roles"):
         SeedMeasure(**{**cj11.model_dump(), "target": target, "roles": roles})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    divisions=st.lists(st.sampled_from((XIHU, SHANGCHENG, "330100")), min_size=1, max_size=3),
+    data=st.data(),
+)
+def test_in_any_order_the_departments_left_restricting_are_those_of_the_latest_registration(
+    divisions: list[str], data: st.DataObject
+) -> None:
+    """A standing listing and versions 1…n of the entity's registration, read in any order
+    (some twice): each department's last word is a sanction notice exactly when it
+    implements a measure of the list in the division of the latest version."""
+    records = [("list_entry", serious_listing())] + [
+        (
+            "registration",
+            registration(ENTITY, division, registered_on=days(-30 + n), version=str(n + 1)),
+        )
+        for n, division in enumerate(divisions)
+    ]
+    again = data.draw(st.lists(st.sampled_from(records), max_size=2))
+    h = Harness()
+    for kind, record in data.draw(st.permutations(records + again)):
+        h.feed(kind, record)
+
+    last: dict[str, str] = {}
+    for kind, value, _ in h.published:
+        if kind in ("sanction_notice", "lift_notice"):
+            last[value["department"]["code"]] = kind
+    restricting = {code for code, kind in last.items() if kind == "sanction_notice"}
+    expected = {
+        department["code"]
+        for measure in CATALOG.by_list_type["SERIOUS_ILLEGAL_DISHONEST"]
+        for department in CATALOG.implementing(measure, divisions[-1])
+    }
+    assert restricting == expected
