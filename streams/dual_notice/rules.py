@@ -78,9 +78,9 @@ claim's ``acted_at``, so a replay of history gives the same deadlines. A push an
 ``state_changed_at`` are when it happened in the business (the registration, the
 action's ``acted_at``, the deadline passed, the licence's or the 注销's event time),
 ``push_recorded_at``, ``failure_recorded_at`` and ``state_recorded_at`` when the platform
-decided it (the processor's clock). In each base a change is never before the push nor
-before the change before it: a licence dated before the platform saw the registration
-fulfils the push as it is made. A timer compares
+decided it (the processor's clock). In neither base is a change before the push: a
+licence dated before the platform saw the registration fulfils the push as it is made;
+in platform time every change follows the one before. A timer compares
 them with the clock every ``tick_interval`` seconds and sends each due push through the
 internal topic ``xietong.streams.dual-notice-due``, keyed by USCC, so the change is made
 by an agent on the push's own partition like every other change. The same topic
@@ -902,7 +902,7 @@ class DualNoticeRules:
             for entry in state["unrouted"].values():
                 record = entry["record"]
                 if record["state"] == "OPEN":
-                    changed_at = max(closed_at, record["state_changed_at"])
+                    changed_at = max(closed_at, record["failed_at"])
                     record.update(state="CLOSED", state_changed_at=changed_at)
                     record.update(state_recorded_at=_recorded(now, record))
                     entry["cause"] = event_id
@@ -1079,9 +1079,11 @@ class DualNoticeRules:
         if this event has changed the push, now or before (the caller stores it, and
         sends what goes with the change, again if need be).
 
-        In either time base a change is never before the push nor before its previous
-        change: a licence dated before the push was made (the platform saw the
-        registration late) fulfils it as it is made, at ``pushed_at``.
+        In either time base a change is never before the push: a licence dated before
+        the push was made (the platform saw the registration late) fulfils it as it is
+        made, at ``pushed_at``. In platform time each change is also after the one
+        before; in business time a change keeps its own instant, so one acted before an
+        escalation but read after it is dated when it was done.
         """
         record = entry["record"]
         told = tell_department and entry["delivered"]
@@ -1095,7 +1097,7 @@ class DualNoticeRules:
         record.update(
             state=to,
             version=record["version"] + 1,
-            state_changed_at=max(at, record["state_changed_at"]),
+            state_changed_at=max(at, record["pushed_at"]),
             state_recorded_at=_recorded(now, record),
             changed_by=by,
             **fields,
@@ -1409,7 +1411,7 @@ class DualNoticeRules:
             state="CLAIMED",
             routed_to=dict(department),
             routed_push_id=claimed,
-            state_changed_at=max(at, record["state_changed_at"]),
+            state_changed_at=max(at, record["failed_at"]),
             state_recorded_at=_recorded(now, record),
         )
         entry = state["unrouted"][identity]

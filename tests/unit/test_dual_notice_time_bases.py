@@ -13,7 +13,7 @@ import pytest
 
 from streams.dual_notice.rules import PushState
 from tests.business_time import INSTANTS
-from tests.dual_notice_records import licence, registration
+from tests.dual_notice_records import action, licence, received, registration
 from tests.unit.test_dual_notice_rules import CHINA, DAY_MS, Harness, xihu_registration
 from xietong.clock import business_clock, millis
 from xietong.uscc import make_uscc
@@ -32,14 +32,14 @@ def licence_of(uscc: str, decided_on: date, event_time: int) -> dict:
 
 
 def assert_never_before_the_push(states: list[dict]) -> None:
-    """Every published state of one push, in the order published: in each time base,
-    no change before the push, and none before the change before it."""
+    """Every published state of one push, in the order published: in each time base no
+    change before the push; in the platform's, none before the change before it."""
     first = states[0]
-    business = [state["state_changed_at"] for state in states]
     recorded = [state["state_recorded_at"] for state in states]
     assert all(state["pushed_at"] == first["pushed_at"] for state in states)
-    assert business[0] == first["pushed_at"] and recorded[0] == first["push_recorded_at"]
-    assert business == sorted(business) and recorded == sorted(recorded)
+    assert first["state_changed_at"] == first["pushed_at"]
+    assert all(state["state_changed_at"] >= first["pushed_at"] for state in states)
+    assert recorded[0] == first["push_recorded_at"] and recorded == sorted(recorded)
 
 
 @pytest.mark.parametrize("instant", INSTANTS, ids=instant_id)
@@ -127,3 +127,30 @@ def test_a_routing_failure_says_when_the_registration_was_and_when_the_platform_
     [failure] = h.of("dual_notice_routing_failure")
     assert failure["failed_at"] == failure["state_changed_at"] == registered
     assert failure["failure_recorded_at"] == failure["state_recorded_at"] == registered + DAY_MS
+
+
+def test_a_claim_acted_before_the_deadline_but_read_after_the_escalation_keeps_its_instant() -> (
+    None
+):
+    """The business instant of a change is its own, not the order it was read in: a claim
+    made on day 3 and read after the timer escalated the push is CLAIMED on day 3 in
+    business time, after the escalation in the platform's."""
+    registered = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
+    h = Harness()
+    record = xihu_registration(registered, "DLHWYSXK")
+    h.feed("registration", record, registered)
+    [push] = h.of("dual_notice_push")
+    tick = push["claim_deadline"] + DAY_MS
+    due = {"uscc": record["uscc"], "push_id": push["push_id"], "due": "CLAIM"}
+    h.feed("due", {**due, "checked_at": tick}, tick)
+
+    claimed = registered + 3 * DAY_MS
+    taken = action(record["uscc"], push["push_id"], "CLAIM", acted_at_ms=claimed)
+    h.feed("action", received("hz-xh-transport", taken, 1), tick + 1000)
+
+    pushed, overdue, claim = h.of("dual_notice_push")
+    assert (overdue["state"], claim["state"]) == (PushState.OVERDUE, PushState.CLAIMED)
+    assert claim["state_changed_at"] == claim["claimed_at"] == claimed
+    assert overdue["state_changed_at"] == push["claim_deadline"] > claimed
+    assert claim["state_recorded_at"] == tick + 1000 > overdue["state_recorded_at"]
+    assert_never_before_the_push([pushed, overdue, claim])
