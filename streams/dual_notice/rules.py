@@ -1363,11 +1363,14 @@ class DualNoticeRules:
         at = self._acted_at(action, record, record["entity"]["registered_at"], now)
         order = PushOrder.elsewhere(record, target, "MANUAL", at)
         uscc = record["entity"]["uscc"]
+        # The table's value read afresh (a Faust table hands out copies): what is changed
+        # is what is stored.
         state = self.pushes[uscc]
+        entry = state["unrouted"][identity]
+        record = entry["record"]
         routed = self._push(state, outcome, order, cause=received["received_id"], now=now)
         record.update(state="ROUTED", routed_to=target, routed_push_id=routed, state_changed_at=at)
         record.update(state_recorded_at=_recorded(now, record))
-        entry = state["unrouted"][identity]
         entry["cause"] = received["received_id"]
         entry["actions"].append(action["action_id"])
         MANUAL_ROUTING_QUEUE.dec()
@@ -1405,7 +1408,9 @@ class DualNoticeRules:
         at = self._acted_at(action, record, record["entity"]["registered_at"], now)
         order = PushOrder.elsewhere(record, dict(department), "CLAIMABLE", at)
         uscc = record["entity"]["uscc"]
-        state = self.pushes[uscc]
+        state = self.pushes[uscc]  # read afresh, as in _route_by_hand
+        entry = state["unrouted"][identity]
+        record = entry["record"]
         claimed = self._push(state, outcome, order, cause=received["received_id"], now=now)
         record.update(
             state="CLAIMED",
@@ -1414,7 +1419,6 @@ class DualNoticeRules:
             state_changed_at=max(at, record["failed_at"]),
             state_recorded_at=_recorded(now, record),
         )
-        entry = state["unrouted"][identity]
         entry["cause"] = received["received_id"]
         entry["actions"].append(action["action_id"])
         MANUAL_ROUTING_QUEUE.dec()

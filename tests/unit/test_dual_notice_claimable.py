@@ -6,6 +6,7 @@ with the reason; an item routed, claimed or closed leaves the list (a tombstone)
 
 from __future__ import annotations
 
+import copy
 import random
 from datetime import datetime
 from typing import Any
@@ -185,3 +186,39 @@ def test_a_push_claimed_from_the_list_is_fulfilled_by_the_claiming_departments_l
     h.feed("licence", licence(record["uscc"], "NYJYXK", "hz-agri"), at + DAY_MS)
 
     assert h.of("dual_notice_push")[-1]["state"] == PushState.FULFILLED
+
+
+class CopyingTable(dict):  # type: ignore[type-arg]
+    """A table as Faust's RocksDB tables behave: every read hands out a copy, so only what
+    is stored again is kept."""
+
+    def __getitem__(self, key: Any) -> Any:
+        return copy.deepcopy(super().__getitem__(key))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return copy.deepcopy(super().get(key, default))
+
+
+def test_with_a_table_that_hands_out_copies_a_claimed_or_routed_item_stays_so() -> None:
+    """The worker's state is a Faust table: the second claim finds the item CLAIMED, a
+    ROUTE after a ROUTE finds it ROUTED (a change made to a copy would be lost)."""
+    h = Harness()
+    h.rules.pushes = CopyingTable()
+    record = failed(h)
+    at = REGISTERED + DAY_MS
+    claim(h, record, "hz-agri", offset=1, at=at)
+    claim(h, record, "hz-sc-eco", offset=2, at=at + 1000)
+
+    [rejected] = h.of("rejected_department_action")
+    assert "claimed by hz-agri first" in rejected["reason"]
+
+    routed = Harness()
+    routed.rules.pushes = CopyingTable()
+    record = failed(routed)
+    identity = routing_id(record["envelope"]["event_id"], "NYJYXK")
+    for offset, target in enumerate(("hz-agri", "hz-sc-eco"), start=1):
+        route = action(record["uscc"], identity, "ROUTE", target=target, acted_at_ms=at)
+        routed.feed("action", received(REGISTRAR, route, offset), at + 1000)
+
+    [rejected] = routed.of("rejected_department_action")
+    assert "is ROUTED, not waiting to be routed" in rejected["reason"]
