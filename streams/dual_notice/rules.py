@@ -1127,7 +1127,8 @@ class DualNoticeRules:
             if kind not in ActionKind.__members__:
                 raise Rejected(
                     f"unknown action {kind!r}: a department may CLAIM, RETURN or STOP its"
-                    " pushes; the registration authority may also REASSIGN and ROUTE"
+                    " pushes and CLAIM a 分流失败 item of the claimable list by its routing"
+                    " id; the registration authority may also REASSIGN and ROUTE"
                 )
             uscc, identity = action["uscc"], action["push_id"]
             # 认领 naming a routing id claims a 分流失败 item from the claimable list.
@@ -1396,8 +1397,8 @@ class DualNoticeRules:
             CLAIMABLE_CLAIMS.labels("taken").inc()
             raise Rejected(
                 f"{identity} was claimed by {winner} first (push {record['routed_push_id']},"
-                f" {_local(record['state_changed_at'])}): the first valid claim wins; ask"
-                f" {winner} or the registration authority to reassign it",
+                f" acted {_local(record['state_changed_at'])}): the first valid claim wins,"
+                f" the item is {winner}'s push now",
                 record["state"],
             )
         if record["state"] != "OPEN":
