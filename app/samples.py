@@ -988,10 +988,16 @@ class SampleGenerator:
             ordered = sorted(by_export.get(name, []), key=lambda d: d.day)
             division = self.province.department_by_uscc(export.mapping.department.uscc).division
             records = []
+            # The record's update time (the mapping's version column): later rows of one
+            # day a second later, so the versions of a record sort as they were written.
+            of_the_day: Counter[date] = Counter()
             for number, draft in enumerate(ordered, start=1):
                 day = draft.day.isoformat()
                 record_id = f"{division}{day[:4]}{day[5:7]}{day[8:]}{number:07d}"
-                version = f"{day} {8 + number % 10:02d}:{number % 60:02d}:00"
+                of_the_day[draft.day] += 1
+                minutes, seconds = divmod(of_the_day[draft.day], 60)
+                hours, minutes = divmod(minutes, 60)
+                version = f"{day} {8 + hours:02d}:{minutes:02d}:{seconds:02d}"
                 records.append(self._record(export, draft, record_id, version))
             placed[name] = records
         return SampleSet(placed)

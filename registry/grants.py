@@ -10,8 +10,10 @@ The naming rules for a department's own topics and consumer groups live here too
 that the registry, the ACL reconciler and the topic declarations agree on them::
 
     >>> grant = DepartmentGrant.for_department("hz-amr", read_topics={"market.registrations"})
-    >>> grant.principal, sorted(grant.read_topics), sorted(grant.write_topics)
-    ('User:dept-hz-amr', ['dept.hz-amr.inbox', 'market.registrations'], ['dept.hz-amr.inbound'])
+    >>> grant.principal, sorted(grant.write_topics)
+    ('User:dept-hz-amr', ['dept.hz-amr.inbound'])
+    >>> sorted(grant.read_topics)
+    ['dept.hz-amr.inbox', 'dualnotice.claimable', 'market.registrations']
     >>> grant.group_prefix
     'hz-amr.'
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from xietong.topics import DEPARTMENT_INBOUND, DEPARTMENT_INBOX
+from xietong.topics import DEPARTMENT_INBOUND, DEPARTMENT_INBOX, DUAL_NOTICE_CLAIMABLE
 
 
 def department_principal(code: str) -> str:
@@ -53,7 +55,8 @@ class DepartmentGrant:
     """The broker access one department has now.
 
     * ``read_topics``: the topics of its APPROVED subscriptions whose ``valid_until`` has
-      not passed, plus its own inbox topic ``dept.<code>.inbox``;
+      not passed, plus its own inbox topic ``dept.<code>.inbox`` and the 双告知 claimable
+      list ``dualnotice.claimable`` (分流失败 items any department may find and claim);
     * ``write_topics``: its own inbound topic ``dept.<code>.inbound``, nothing else;
     * ``group_prefix``: the consumer groups it may use, ``<code>.`` (prefixed ACL).
     """
@@ -70,7 +73,7 @@ class DepartmentGrant:
         return cls(
             department_code=code,
             principal=department_principal(code),
-            read_topics=frozenset(read_topics) | {inbox_topic(code)},
+            read_topics=frozenset(read_topics) | {inbox_topic(code), DUAL_NOTICE_CLAIMABLE.name},
             write_topics=frozenset({inbound_topic(code)}),
             group_prefix=group_prefix(code),
         )

@@ -129,6 +129,13 @@ DUAL_NOTICE_RECORD_TYPES = _by_name(
     RecordType("dual_notice_push", "双告知推送", topics.DUAL_NOTICE_PUSHES),
     RecordType("dual_notice_applicant_notice", "告知书", topics.DUAL_NOTICE_APPLICANT_NOTICES),
     RecordType("dual_notice_routing_failure", "分流失败", topics.DUAL_NOTICE_MANUAL_ROUTING),
+    # The same record, OPEN, on the claimable list (a tombstone once it is not).
+    RecordType(
+        "dual_notice_claimable_item",
+        "待认领事项",
+        topics.DUAL_NOTICE_CLAIMABLE,
+        schema_file="dual_notice_routing_failure",
+    ),
     RecordType("received_department_action", "部门操作（已接收）", topics.DUAL_NOTICE_ACTIONS),
     RecordType(
         "rejected_department_action", "未执行的部门操作", topics.DUAL_NOTICE_REJECTED_ACTIONS

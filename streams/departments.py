@@ -342,8 +342,11 @@ class OutputSender:
         self.output.attach(app)
 
     def send(self, out: Outgoing) -> None:
-        value = self.writers[out.record_type].encode(out.value)
         key = out.key.encode()
+        if out.tombstone:
+            self.output.produce(self.topics[out.record_type], key, None)
+            return
+        value = self.writers[out.record_type].encode(out.value)
         self.output.produce(self.topics[out.record_type], key, value)
         for department in out.inboxes:
             if self.inboxes.exists(department):

@@ -7,6 +7,9 @@ return (:class:`streams.runtime.OutputProducer`)::
     output = RuleOutput()
     output.send("sanction_notice", uscc, notice, "hz-xh-finance")
     [sent] = output.outgoing   # Outgoing("sanction_notice", uscc, notice, ("hz-xh-finance",))
+
+On a compacted topic a record is removed by a tombstone (``output.remove(...)``): its key
+with a null value, which the sender publishes in place of the record.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from typing import Any
 
 @dataclass
 class Outgoing:
-    """One record to publish on its platform topic, and the inboxes it is delivered to."""
+    """One record to publish on its platform topic, and the inboxes it is delivered to;
+    or, ``tombstone``, the removal of ``key`` from a compacted topic (a null value is sent;
+    ``value`` is the record it removes, for the log and the tests)."""
 
     record_type: str  # a key of the processor's record types, or "dead_letter"
     key: str
     value: dict[str, Any]
     inboxes: tuple[str, ...] = ()
+    tombstone: bool = False
 
 
 @dataclass
@@ -34,3 +40,8 @@ class RuleOutput:
 
     def send(self, record_type: str, key: str, value: dict[str, Any], *inboxes: str) -> None:
         self.outgoing.append(Outgoing(record_type, key, value, inboxes))
+
+    def remove(self, record_type: str, key: str, value: dict[str, Any]) -> None:
+        """A tombstone of ``key`` on the record type's compacted topic (``value``: what
+        it removes, never sent)."""
+        self.outgoing.append(Outgoing(record_type, key, value, tombstone=True))

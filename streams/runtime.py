@@ -471,7 +471,8 @@ class OutputProducer:
         self._producer = clients.producer(**{"linger.ms": 5})
         self._failures: list[str] = []
 
-    def produce(self, topic: str, key: bytes, value: bytes) -> None:
+    def produce(self, topic: str, key: bytes, value: bytes | None) -> None:
+        """Hand a record to librdkafka (``value`` None: a tombstone)."""
         produce(self._producer, topic, key=key, value=value, on_delivery=self._delivered)
         self._producer.poll(0)
 

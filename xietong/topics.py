@@ -43,6 +43,7 @@ class TopicKey(StrEnum):
     USCC = "uscc"  # 统一社会信用代码 of the entity the record is about
     SOURCE = "source"  # the department or connector that produced the record
     CATALOG = "catalog"  # the id of a reference-catalog entry (compacted topics)
+    ROUTING = "routing"  # the routing id of a 分流失败 item (the claimable list, compacted)
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,17 @@ DUAL_NOTICE_MANUAL_ROUTING = _processor_output(
     "分流失败: items with no department for the entity's division, until the registrar"
     " routes them by hand (手动分流)",
 )
+DUAL_NOTICE_CLAIMABLE = TopicSpec(
+    "dualnotice.claimable",
+    "待认领清单: the 分流失败 items still OPEN, for departments to find and claim (认领 naming"
+    " the routing id); keyed by routing id and compacted, an item no longer OPEN (claimed,"
+    " routed by hand, closed) is a tombstone, so the topic read whole is the list as it stands",
+    TopicKey.ROUTING,
+    compacted=True,
+    partitions=3,
+    writers=("streams",),
+    # Every department reads it: registry/grants.py grants it with the department's inbox.
+)
 DUAL_NOTICE_ACTIONS = _processor_output(
     "dualnotice.actions",
     "Department actions on pushes (认领、退回、重新指派、终止推送、手动分流) as received from"
@@ -308,6 +320,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     DUAL_NOTICE_PUSHES,
     DUAL_NOTICE_APPLICANT_NOTICES,
     DUAL_NOTICE_MANUAL_ROUTING,
+    DUAL_NOTICE_CLAIMABLE,
     DUAL_NOTICE_ACTIONS,
     DUAL_NOTICE_REJECTED_ACTIONS,
     DUAL_NOTICE_ALERTS,

@@ -137,6 +137,12 @@ def row_builder(columns: Sequence[Column]) -> RowBuilder:
     return scope["row"]
 
 
+def added_later(name: str) -> Getter:
+    """A field a schema gained later: null in the records written before (the sink reads
+    each record with its writer's schema)."""
+    return lambda record: record.get(name)
+
+
 def event_id_from(name: str) -> Getter:
     return path(name)
 
@@ -314,6 +320,7 @@ LICENCES_TABLE = TableMapping(
         text("source_record_id", "envelope.source_record_id"),
         text("record_version", "envelope.record_version"),
         text("version_order", version_order),
+        date("status_changed_on", added_later("status_changed_on")),  # 注销/吊销/撤销日期
     ),
     time=path("envelope.event_time"),
 )
@@ -418,7 +425,8 @@ _PUSH_COLUMNS = (
     text("item_name", "item.name"),
     text("department_code", "department.code"),
     text("department_name", "department.name"),
-    timestamp("pushed_at"),
+    timestamp("pushed_at"),  # business time
+    timestamp("push_recorded_at", added_later("push_recorded_at")),  # the platform's
     timestamp("claim_deadline"),
     timestamp("claimed_at"),
     timestamp("licence_deadline"),
@@ -429,7 +437,8 @@ _PUSH_COLUMNS = (
     text("fulfilled_by_licence"),
     text("reassigned_to_push_id"),
     text("reassigned_from_push_id"),
-    timestamp("state_changed_at"),
+    timestamp("state_changed_at"),  # business time
+    timestamp("state_recorded_at", added_later("state_recorded_at")),  # the platform's
     text("changed_by"),
 )
 
@@ -488,9 +497,11 @@ ROUTING_FAILURES_TABLE = TableMapping(
         text("item_name", "item.name"),
         text("reason"),
         timestamp("failed_at"),
+        timestamp("failure_recorded_at", added_later("failure_recorded_at")),
         text("routed_to_department_code", "routed_to.code"),
         text("routed_push_id"),
         timestamp("state_changed_at"),
+        timestamp("state_recorded_at", added_later("state_recorded_at")),
     ),
     time=path("state_changed_at"),
 )

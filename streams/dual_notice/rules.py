@@ -32,7 +32,12 @@ What it tells whom:
   the items, their legal bases and the department granting each;
 * **分流失败** — an item without a department for the entity's division goes to
   ``dualnotice.manual-routing``, never dropped, until the registration authority routes
-  it by hand (``ROUTE`` from its inbound topic);
+  it by hand (``ROUTE`` from its inbound topic); and, while OPEN, it is on the
+  **claimable list** ``dualnotice.claimable`` (compacted, keyed by routing id; a
+  tombstone once it is routed, claimed or closed) for departments to find: a
+  department's ``CLAIM`` naming the routing id makes the item its push, CLAIMED as it is
+  made (routing CLAIMABLE); the first valid claim wins, a later one is rejected naming
+  the winner;
 * **督办** — on ``dualnotice.alerts`` and to the inboxes: an overdue push escalated once
   to its department and the registration authority; a claimed push still without a
   licence after the licence period, raised once to the department as an 无证经营 risk;
@@ -68,7 +73,14 @@ department "dept", or the registration authority "reg"), each cell where it goes
       ``action_clock_skew`` (5 minutes): its deadlines would run from a time that never was.
 
 Time is event time: deadlines run from the registration's event time and from the
-claim's ``acted_at``, so a replay of history gives the same deadlines. A timer compares
+claim's ``acted_at``, so a replay of history gives the same deadlines. A push and a
+分流失败 record carry both time bases, each named: ``pushed_at``, ``failed_at`` and
+``state_changed_at`` are when it happened in the business (the registration, the
+action's ``acted_at``, the deadline passed, the licence's or the 注销's event time),
+``push_recorded_at``, ``failure_recorded_at`` and ``state_recorded_at`` when the platform
+decided it (the processor's clock). In neither base is a change before the push: a
+licence dated before the platform saw the registration fulfils the push as it is made;
+in platform time every change follows the one before. A timer compares
 them with the clock every ``tick_interval`` seconds and sends each due push through the
 internal topic ``xietong.streams.dual-notice-due``, keyed by USCC, so the change is made
 by an agent on the push's own partition like every other change. The same topic
@@ -423,6 +435,13 @@ ALERTS_RAISED = Counter("xietong_dual_notice_alerts", "Escalations and risk aler
 REGISTRATIONS_READ = Counter(
     "xietong_dual_notice_registrations", "Registration events processed", ("event_kind",)
 )
+CLAIMABLE_CLAIMS = Counter(
+    "xietong_dual_notice_claimable_claims",
+    "Claims (认领) of 分流失败 items from the claimable list, by outcome: claimed (the item"
+    " became the department's push), taken (rejected: another department's claim won"
+    " first), closed (rejected: routed by hand or the entity closed)",
+    ("outcome",),
+)
 INPUTS_SENT_AGAIN = Counter(
     "xietong_dual_notice_inputs_sent_again",
     "Input events (registrations, licences) read again at a new offset, sent again by"
@@ -464,7 +483,10 @@ def registered_entity(registration: dict[str, Any], registrar_code: str | None) 
 class PushOrder:
     """A push to make: of which item, for which registered entity (and what in its
     registration needs the item), to which department, routed how (AUTO, REASSIGNED,
-    MANUAL), its claim period starting when, and the push it replaces, if any."""
+    MANUAL, CLAIMABLE), its claim period starting when (``starts_at``, business time: the
+    push's ``pushed_at``), and the push it replaces, if any. A CLAIMABLE push is made by
+    its department's claim of a 分流失败 item: it is CLAIMED as it is made, at
+    ``starts_at``."""
 
     entity: dict[str, Any]
     item: dict[str, str]
@@ -508,21 +530,31 @@ class PushOrder:
         )
 
 
-def new_push(order: PushOrder, *, claim_deadline: int, pushed_at: int) -> dict[str, Any]:
-    """A push just made (PUSHED, version 1): the DualNoticePush record."""
+def new_push(
+    order: PushOrder, *, claim_deadline: int, licence_deadline: int, recorded_at: int
+) -> dict[str, Any]:
+    """A push just made (version 1): the DualNoticePush record, PUSHED (CLAIMED if its
+    department made it by claiming a 分流失败 item; ``licence_deadline`` is read then).
+
+    Two time bases, each instant named for its own: ``pushed_at`` and
+    ``state_changed_at`` are business time (``order.starts_at``: the registration, or the
+    action that made the push), ``push_recorded_at`` and ``state_recorded_at`` the
+    platform's (``recorded_at``: the processor's clock as it made the push)."""
+    claimed = order.routing == "CLAIMABLE"
     return {
         "push_id": order.push_id,
         "version": 1,
-        "state": PushState.PUSHED,
+        "state": PushState.CLAIMED if claimed else PushState.PUSHED,
         "routing": order.routing,
         "entity": order.entity,
         "item": order.item,
         "matched_by": order.matched_by,
         "department": order.department,
-        "pushed_at": pushed_at,
+        "pushed_at": order.starts_at,
+        "push_recorded_at": recorded_at,
         "claim_deadline": claim_deadline,
-        "claimed_at": None,
-        "licence_deadline": None,
+        "claimed_at": order.starts_at if claimed else None,
+        "licence_deadline": licence_deadline if claimed else None,
         "escalated_at": None,
         "unlicensed_alert_at": None,
         "return_reason": None,
@@ -531,7 +563,8 @@ def new_push(order: PushOrder, *, claim_deadline: int, pushed_at: int) -> dict[s
         "reassigned_to_push_id": None,
         "reassigned_from_push_id": order.reassigned_from,
         "state_changed_at": order.starts_at,
-        "changed_by": PLATFORM,
+        "state_recorded_at": recorded_at,
+        "changed_by": order.department["code"] if claimed else PLATFORM,
     }
 
 
@@ -656,7 +689,7 @@ class DualNoticeRules:
             }
 
         if kind == "CANCEL" or status in ("CANCELLED", "REVOKED"):
-            self._close_entity(registration, outcome)
+            self._close_entity(registration, outcome, now)
             return outcome
         if kind not in ("ESTABLISH", "CHANGE"):
             return outcome
@@ -743,11 +776,20 @@ class DualNoticeRules:
             self._resend(entry, outcome)
             return identity
         claim_deadline = self.settings.claim_deadline(order.starts_at)
-        record = new_push(order, claim_deadline=claim_deadline, pushed_at=now)
+        licence_deadline = self.settings.licence_deadline(order.starts_at)
+        record = new_push(
+            order,
+            claim_deadline=claim_deadline,
+            licence_deadline=licence_deadline,
+            recorded_at=now,
+        )
         entity, item, department = order.entity, order.item, order.department
         licence = self._valid_licence_for(state, record)
         if licence is not None:  # the entity holds the permit already: nothing to claim
             record.update(state=PushState.FULFILLED, fulfilled_by_licence=licence["licence_number"])
+        elif record["state"] == PushState.CLAIMED:  # claimed from the claimable list
+            deadline = (licence_deadline, entity["uscc"], identity, Deadline.LICENCE)
+            outcome.deadlines.append(deadline)
         else:
             deadline = (record["claim_deadline"], entity["uscc"], identity, Deadline.CLAIM)
             outcome.deadlines.append(deadline)
@@ -786,11 +828,15 @@ class DualNoticeRules:
         return identity
 
     def _resend(self, entry: dict[str, Any], outcome: DualNoticeOutput) -> None:
-        """Send the push as it is now; to the department's inbox too while it waits for
-        the claim and was never changed (what the department has not seen), unless it is
+        """Send the push as it is now; to the department's inbox too while it was never
+        changed (what the department has not seen) and waits for the claim, or for the
+        licence of the department's own claim from the claimable list, unless it is
         history (its claim deadline passed before the cut-over: for auditors only)."""
         record = entry["record"]
-        waiting = record["version"] == 1 and record["state"] == PushState.PUSHED
+        waiting = record["version"] == 1 and record["state"] in (
+            PushState.PUSHED,
+            PushState.CLAIMED,
+        )
         waiting &= not (entry.get("history", False) or entry.get("held", False))
         inboxes = (record["department"]["code"],) if waiting else ()
         outcome.send("dual_notice_push", record["entity"]["uscc"], record, *inboxes)
@@ -803,10 +849,14 @@ class DualNoticeRules:
         outcome: DualNoticeOutput,
         now: int,
     ) -> str:
+        """分流失败: the item waits for the registration authority's manual routing
+        (``dualnotice.manual-routing``) and is on the claimable list
+        (``dualnotice.claimable``) for any department to claim, until one of them takes
+        it or the entity closes."""
         identity = routing_id(entity["registration_event_id"], match.item.code)
         entry = state["unrouted"].get(identity)
         if entry is None:
-            failed_at = now
+            failed_at = entity["registered_at"]
             record = {
                 "routing_id": identity,
                 "state": "OPEN",
@@ -816,9 +866,11 @@ class DualNoticeRules:
                 "reason": f"审批事项 {match.item.code} {match.item.name} has no department for"
                 f" division {entity['division_code']} in the catalog's routes (分流失败)",
                 "failed_at": failed_at,
+                "failure_recorded_at": now,
                 "routed_to": None,
                 "routed_push_id": None,
                 "state_changed_at": failed_at,
+                "state_recorded_at": now,
             }
             entry = {"record": record, "cause": entity["registration_event_id"], "actions": []}
             state["unrouted"][identity] = entry
@@ -832,25 +884,31 @@ class DualNoticeRules:
                 item=match.item.code,
                 division=entity["division_code"],
             )
-        outcome.send("dual_notice_routing_failure", entity["uscc"], entry["record"])
+        _publish_routing(entry["record"], outcome)
         return identity
 
-    def _close_entity(self, registration: dict[str, Any], outcome: DualNoticeOutput) -> None:
+    def _close_entity(
+        self, registration: dict[str, Any], outcome: DualNoticeOutput, now: int
+    ) -> None:
         """注销/吊销: close what is open, and tell every department whose licence is valid."""
         uscc, event_id = registration["uscc"], registration["envelope"]["event_id"]
         closed_at = millis(registration["envelope"]["event_time"])
         state = self.pushes.get(uscc)
         if state is not None:
             for entry in state["pushes"].values():
-                self._change(entry, PushState.CLOSED, event_id, closed_at, PLATFORM, outcome, OPEN)
+                self._change(
+                    entry, PushState.CLOSED, event_id, closed_at, now, PLATFORM, outcome, OPEN
+                )
             for entry in state["unrouted"].values():
                 record = entry["record"]
                 if record["state"] == "OPEN":
-                    record.update(state="CLOSED", state_changed_at=closed_at)
+                    changed_at = max(closed_at, record["failed_at"])
+                    record.update(state="CLOSED", state_changed_at=changed_at)
+                    record.update(state_recorded_at=_recorded(now, record))
                     entry["cause"] = event_id
                     MANUAL_ROUTING_QUEUE.dec()
                 if entry["cause"] == event_id:
-                    outcome.send("dual_notice_routing_failure", uscc, record)
+                    _publish_routing(record, outcome)
             self.pushes[uscc] = state
         self._remember_closure(uscc, registration["event_date"])
 
@@ -923,10 +981,8 @@ class DualNoticeRules:
         return self._unless_sent_again("licence", licence, now, read_at, self._apply_licence)
 
     def _apply_licence(self, licence: dict[str, Any], now: int) -> DualNoticeOutput:
-        """What :meth:`on_licence` does with a licence not sent before.
-
-        ``now`` goes unused (the change is dated by the licence's event time); every input
-        rule takes it, so that the app calls them all alike."""
+        """What :meth:`on_licence` does with a licence not sent before: the change is dated
+        by the licence's event time (no earlier than the push), and recorded at ``now``."""
         outcome = DualNoticeOutput()
         uscc, event_id = licence["uscc"], licence["envelope"]["event_id"]
         item = self.catalog().item_for_licence(licence)
@@ -965,6 +1021,7 @@ class DualNoticeRules:
                     PushState.FULFILLED,
                     event_id,
                     at,
+                    now,
                     by,
                     outcome,
                     AWAITING_LICENCE,
@@ -1001,6 +1058,7 @@ class DualNoticeRules:
         to: PushState,
         cause: str,
         at: int,
+        now: int,
         by: str,
         outcome: DualNoticeOutput,
         allowed: frozenset[PushState],
@@ -1008,7 +1066,8 @@ class DualNoticeRules:
         tell_department: bool = True,
         **fields: Any,
     ) -> bool:
-        """Move a push to ``to`` if its state is in ``allowed``; send the new snapshot, to
+        """Move a push to ``to`` if its state is in ``allowed``, as happened at ``at``
+        (business time) and decided at ``now`` (the processor's clock); send the new snapshot, to
         the push's department too unless ``tell_department`` is false (its own action, or
         history): a department whose push ends otherwise (a licence, a 注销, a
         reassignment, a deadline) must not go on reading PUSHED in its inbox. Only a push
@@ -1019,6 +1078,12 @@ class DualNoticeRules:
         crash) sends the snapshot again, to the same inboxes, and changes nothing. True
         if this event has changed the push, now or before (the caller stores it, and
         sends what goes with the change, again if need be).
+
+        In either time base a change is never before the push: a licence dated before
+        the push was made (the platform saw the registration late) fulfils it as it is
+        made, at ``pushed_at``. In platform time each change is also after the one
+        before; in business time a change keeps its own instant, so one acted before an
+        escalation but read after it is dated when it was done.
         """
         record = entry["record"]
         told = tell_department and entry["delivered"]
@@ -1032,7 +1097,8 @@ class DualNoticeRules:
         record.update(
             state=to,
             version=record["version"] + 1,
-            state_changed_at=at,
+            state_changed_at=max(at, record["pushed_at"]),
+            state_recorded_at=_recorded(now, record),
             changed_by=by,
             **fields,
         )
@@ -1061,19 +1127,29 @@ class DualNoticeRules:
             if kind not in ActionKind.__members__:
                 raise Rejected(
                     f"unknown action {kind!r}: a department may CLAIM, RETURN or STOP its"
-                    " pushes; the registration authority may also REASSIGN and ROUTE"
+                    " pushes and CLAIM a 分流失败 item of the claimable list by its routing"
+                    " id; the registration authority may also REASSIGN and ROUTE"
                 )
             uscc, identity = action["uscc"], action["push_id"]
+            # 认领 naming a routing id claims a 分流失败 item from the claimable list.
+            from_list = ActionKind(kind) is ActionKind.CLAIM and self._is_unrouted(action)
             if ActionKind(kind) is ActionKind.ROUTE:
                 missing = f"no 分流失败 record {identity} for {uscc} (ROUTE takes a routing id)"
                 state, entry = self._named(action, "unrouted", missing)
+            elif from_list:
+                state, entry = self._named(action, "unrouted", "")
             else:
-                missing = f"no push {identity} for {uscc}: check the push id in the inbox"
+                missing = (
+                    f"no push {identity} for {uscc}: check the push id in the inbox (or the"
+                    " routing id on the claimable list dualnotice.claimable)"
+                )
                 state, entry = self._named(action, "pushes", missing)
             if action["action_id"] in entry["actions"]:  # delivered again: applied already
                 self._resend_after(received, state, entry, outcome)
             elif ActionKind(kind) is ActionKind.ROUTE:
                 self._route_by_hand(received, entry["record"], outcome, now)
+            elif from_list:
+                self._claim_from_list(received, entry["record"], outcome, now)
             else:
                 self._act_on_push(received, ActionKind(kind), outcome, now)
             ACTIONS_APPLIED.labels(kind).inc()
@@ -1164,6 +1240,7 @@ class DualNoticeRules:
             to,
             received["received_id"],
             at,
+            now,
             acting,
             outcome,
             allowed_from,
@@ -1200,18 +1277,23 @@ class DualNoticeRules:
 
     @staticmethod
     def _made_at(state: dict[str, Any], record: dict[str, Any]) -> int:
-        """When a push was made, in event time: at its registration, or at the REASSIGN or
-        ROUTE that made it (whose acted_at moved the push it replaces, or the 分流失败
-        record it routes, to its final state)."""
+        """When a push was made, in event time: at its registration, or at the REASSIGN,
+        ROUTE or claim from the claimable list that made it (whose acted_at moved the push
+        it replaces, or the 分流失败 record it routes, to its final state)."""
         if record["routing"] == "REASSIGNED":
             replaced = state["pushes"].get(record["reassigned_from_push_id"])
             if replaced is not None:
                 return int(replaced["record"]["state_changed_at"])
-        elif record["routing"] == "MANUAL":
+        elif record["routing"] in ("MANUAL", "CLAIMABLE"):
             for entry in state["unrouted"].values():
                 if entry["record"]["routed_push_id"] == record["push_id"]:
                     return int(entry["record"]["state_changed_at"])
         return int(record["entity"]["registered_at"])
+
+    def _is_unrouted(self, action: dict[str, Any]) -> bool:
+        """Whether the action names one of the entity's 分流失败 records (a routing id)."""
+        state = self.pushes.get(action["uscc"])
+        return state is not None and action["push_id"] in state["unrouted"]
 
     def _named(
         self, action: dict[str, Any], section: str, missing: str
@@ -1247,7 +1329,7 @@ class DualNoticeRules:
             outcome.send("dual_notice_push", record["entity"]["uscc"], record, *inboxes)
             made = record["reassigned_to_push_id"]
         else:
-            outcome.send("dual_notice_routing_failure", record["entity"]["uscc"], record)
+            _publish_routing(record, outcome)
             made = record["routed_push_id"]
         if made in state["pushes"]:
             self._resend(state["pushes"][made], outcome)
@@ -1282,15 +1364,78 @@ class DualNoticeRules:
         at = self._acted_at(action, record, record["entity"]["registered_at"], now)
         order = PushOrder.elsewhere(record, target, "MANUAL", at)
         uscc = record["entity"]["uscc"]
+        # The table's value read afresh (a Faust table hands out copies): what is changed
+        # is what is stored.
         state = self.pushes[uscc]
+        entry = state["unrouted"][identity]
+        record = entry["record"]
         routed = self._push(state, outcome, order, cause=received["received_id"], now=now)
         record.update(state="ROUTED", routed_to=target, routed_push_id=routed, state_changed_at=at)
-        entry = state["unrouted"][identity]
+        record.update(state_recorded_at=_recorded(now, record))
         entry["cause"] = received["received_id"]
         entry["actions"].append(action["action_id"])
         MANUAL_ROUTING_QUEUE.dec()
-        outcome.send("dual_notice_routing_failure", uscc, record)
+        _publish_routing(record, outcome)
         self.pushes[uscc] = state
+
+    def _claim_from_list(
+        self, received: dict[str, Any], record: dict[str, Any], outcome: DualNoticeOutput, now: int
+    ) -> None:
+        """认领 from the claimable list: a department claims a 分流失败 item (``record``)
+        by its routing id, and the item becomes that department's push, CLAIMED as it is
+        made (routing CLAIMABLE), its licence period running from the claim. The first
+        valid claim in the entity's partition wins, whoever's it is; every later one is
+        rejected naming the winner. The item leaves the list and the manual-routing
+        queue."""
+        action, acting = received["action"], received["department_code"]
+        identity = record["routing_id"]
+        department = self.directory().by_code.get(acting)
+        if department is None:
+            raise Rejected(f"{acting} is not in the registry's departments: it may claim nothing")
+        if record["state"] == "CLAIMED":
+            winner = (record["routed_to"] or {}).get("code")
+            CLAIMABLE_CLAIMS.labels("taken").inc()
+            raise Rejected(
+                f"{identity} was claimed by {winner} first (push {record['routed_push_id']},"
+                f" acted {_local(record['state_changed_at'])}): the first valid claim wins,"
+                f" the item is {winner}'s push now",
+                record["state"],
+            )
+        if record["state"] != "OPEN":
+            CLAIMABLE_CLAIMS.labels("closed").inc()
+            raise Rejected(
+                f"{identity} is {record['state']}, no longer on the claimable list", record["state"]
+            )
+        at = self._acted_at(action, record, record["entity"]["registered_at"], now)
+        order = PushOrder.elsewhere(record, dict(department), "CLAIMABLE", at)
+        uscc = record["entity"]["uscc"]
+        state = self.pushes[uscc]  # read afresh, as in _route_by_hand
+        entry = state["unrouted"][identity]
+        record = entry["record"]
+        claimed = self._push(state, outcome, order, cause=received["received_id"], now=now)
+        record.update(
+            state="CLAIMED",
+            routed_to=dict(department),
+            routed_push_id=claimed,
+            state_changed_at=max(at, record["failed_at"]),
+            state_recorded_at=_recorded(now, record),
+        )
+        entry["cause"] = received["received_id"]
+        entry["actions"].append(action["action_id"])
+        MANUAL_ROUTING_QUEUE.dec()
+        CLAIMABLE_CLAIMS.labels("claimed").inc()
+        CLAIM_LATENCY.observe(max(0.0, (at - record["failed_at"]) / 1000))
+        _publish_routing(record, outcome)
+        self.pushes[uscc] = state
+        log_event(
+            logger,
+            "dual_notice_claimed_from_list",
+            event_id=received["received_id"],
+            uscc=uscc,
+            routing_id=identity,
+            push_id=claimed,
+            department=acting,
+        )
 
     def on_due(self, due: dict[str, Any]) -> DualNoticeOutput:
         """A deadline passed (escalate the unclaimed push once, or raise the 无证经营
@@ -1343,6 +1488,7 @@ class DualNoticeRules:
             entry,
             to,
             cause,
+            deadline,  # in the business, it happened as the deadline passed
             checked_at,
             PLATFORM,
             outcome,
@@ -1459,6 +1605,23 @@ class DualNoticeRules:
 def _local(moment: int) -> str:
     """An instant as the province reads it, to the second, for a reason."""
     return business_clock().local_time(moment).isoformat(timespec="seconds")
+
+
+def _recorded(now: int, record: dict[str, Any]) -> int:
+    """When the platform records a change of ``record`` (a push, a 分流失败 record): its
+    clock, but never before what it recorded last (another worker's clock may lag)."""
+    last = record.get("state_recorded_at") or record.get("push_recorded_at") or 0
+    return max(now, int(last))
+
+
+def _publish_routing(record: dict[str, Any], outcome: DualNoticeOutput) -> None:
+    """A 分流失败 record as it is now: on the manual-routing topic, and on the claimable
+    list while OPEN (keyed by its routing id), else its tombstone there."""
+    outcome.send("dual_notice_routing_failure", record["entity"]["uscc"], record)
+    if record["state"] == "OPEN":
+        outcome.send("dual_notice_claimable_item", record["routing_id"], record)
+    else:
+        outcome.remove("dual_notice_claimable_item", record["routing_id"], record)
 
 
 def _count(record: dict[str, Any], step: int) -> None:

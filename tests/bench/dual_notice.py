@@ -298,7 +298,8 @@ def baseline(settings: Settings, registrations: str) -> None:
             push = new_push(
                 PushOrder.routed(entity, match, department),
                 claim_deadline=rules.claim_deadline(entity["registered_at"]),
-                pushed_at=business_clock().now_ms(),
+                licence_deadline=rules.licence_deadline(entity["registered_at"]),
+                recorded_at=business_clock().now_ms(),
             )
             value = pushes.encode(push)
             producer.produce(f"{PREFIX}baseline-pushes", key=message.key(), value=value)

@@ -8,18 +8,21 @@ so a registration dated one hour less two seconds ago is overdue two seconds fro
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from confluent_kafka.serialization import MessageField, SerializationContext
 
 from registry.grants import inbound_topic, inbox_topic
 from schemas import REGISTRATION
 from streams.dual_notice.rules import APP_NAME, push_id, routing_id
 from tests.dual_notice_records import action, licence, registration
-from tests.kafka_helpers import ReadMessage, TopicWindow
+from tests.kafka_helpers import ReadMessage, TopicWindow, eventually
 from tests.stream_worker import (
     Onboarding,
     Platform,
@@ -331,6 +334,87 @@ def test_only_the_registration_authority_routes_by_hand(
     [refusal] = rejected.until(lambda found: len(found) >= 1)
     assert "only the registration authority hz-sc-amr" in refusal["reason"]
     assert queue.records()[-1]["state"] == "OPEN"
+
+
+def claimable_list(departments: Onboarding, department: str) -> list[tuple[str, Any]]:
+    """The claimable list ``dualnotice.claimable`` read whole, as ``department`` itself
+    (its own principal and consumer group): (routing id, record, or None for a tombstone)."""
+    clients = departments.clients[department]
+    name = topics.DUAL_NOTICE_CLAIMABLE.name
+    consumer = clients.consumer(
+        group_id=f"{department}.claimable-{uuid.uuid4().hex}", **{"enable.partition.eof": True}
+    )
+    deserialize = clients.avro_deserializer()
+    found: list[tuple[str, Any]] = []
+    try:
+        partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+                for p in partitions}  # fmt: skip
+        wanted = {p for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in wanted])
+        while wanted:
+            message = consumer.poll(5.0)
+            assert message is not None, f"{name}: stopped short as {department}"
+            if message.error():
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    wanted.discard(message.partition() or 0)
+                    continue
+                raise AssertionError(f"{name} as {department}: {message.error()}")
+            raw = message.value()
+            context = SerializationContext(name, MessageField.VALUE)
+            found.append(((message.key() or b"").decode(), deserialize(raw, context)))
+    finally:
+        consumer.close()
+    return found
+
+
+def on_the_list(found: list[tuple[str, Any]], identity: str) -> Any:
+    """What the list holds for ``identity`` now: its latest record, None once removed,
+    or the string "absent" when it was never there."""
+    records = [value for key, value in found if key == identity]
+    return records[-1] if records else "absent"
+
+
+def test_an_item_with_no_department_is_on_the_claimable_list_and_the_first_claim_takes_it(
+    worker: Worker, platform: Platform, kafka: KafkaClients, departments: Onboarding
+) -> None:
+    """Issue 13 §7: a 上城区 农药经营 item has no department (分流失败). Any department finds
+    it on the claimable list, reading the topic as itself; 杭州市农业农村局 claims it by its
+    routing id and gets it as its push, CLAIMED; a later claim by 西湖区应急管理 is rejected
+    naming the winner; the item leaves the list (a tombstone)."""
+    record = registration("330102", ("农药零售",), industry="F5167", uscc=new_uscc("330102"))
+    uscc, event_id = record["uscc"], record["envelope"]["event_id"]
+    identity = routing_id(event_id, "NYJYXK")
+    queue = watch(kafka, topics.DUAL_NOTICE_MANUAL_ROUTING.name, uscc)
+    inbox = watch(kafka, inbox_topic("hz-agri"), uscc)
+    rejected = watch(kafka, topics.DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-em")
+    platform.register(record)
+    queue.until(lambda found: len(found) >= 1)
+
+    listed = eventually(
+        lambda: on_the_list(claimable_list(departments, "hz-xh-em"), identity),
+        lambda held: isinstance(held, dict),
+        30,
+        lambda held: f"{identity} on the claimable list: {held}",
+    )
+    assert listed["state"] == "OPEN" and listed["item"]["code"] == "NYJYXK"
+    assert listed["entity"]["uscc"] == uscc
+
+    platform.act("hz-agri", action(uscc, identity, "CLAIM"))
+    [claimed] = inbox.until(lambda found: len(found) >= 1)
+    platform.act("hz-xh-em", action(uscc, identity, "CLAIM"))
+    [refusal] = rejected.until(lambda found: len(found) >= 1)
+
+    assert claimed["push_id"] == push_id(event_id, "NYJYXK", "hz-agri")
+    assert (claimed["routing"], claimed["state"]) == ("CLAIMABLE", "CLAIMED")
+    assert claimed["claimed_at"] == claimed["pushed_at"] and claimed["licence_deadline"]
+    assert f"{identity} was claimed by hz-agri first" in refusal["reason"]
+    final = queue.until(lambda found: found[-1]["state"] == "CLAIMED")[-1]
+    assert final["routed_to"]["code"] == "hz-agri" and final["routed_push_id"] == claimed["push_id"]
+    assert on_the_list(claimable_list(departments, "hz-agri"), identity) is None
+    text = httpx.get(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=5).text
+    assert 'xietong_dual_notice_claimable_claims_total{outcome="claimed"}' in text
+    assert 'xietong_dual_notice_claimable_claims_total{outcome="taken"}' in text
 
 
 # -- department actions -------------------------------------------------------------------------

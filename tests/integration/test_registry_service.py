@@ -506,13 +506,19 @@ def test_access_grants_give_every_department_its_inbox_inbound_group_prefix_and_
         department_code="hz-health",
         principal="User:dept-hz-health",
         read_topics=frozenset(
-            {"market.registrations", "enforcement.penalties", "dept.hz-health.inbox"}
+            {
+                "market.registrations",
+                "enforcement.penalties",
+                "dept.hz-health.inbox",
+                "dualnotice.claimable",
+            }
         ),
         write_topics=frozenset({"dept.hz-health.inbound"}),
         group_prefix="hz-health.",
     )
     assert by_code["hz-em"] == DepartmentGrant.for_department("hz-em")
-    assert by_code["zj-amr"].read_topics == {"dept.zj-amr.inbox"}
+    # Every department may read its inbox and find 分流失败 items on the claimable list.
+    assert by_code["zj-amr"].read_topics == {"dept.zj-amr.inbox", "dualnotice.claimable"}
 
 
 # -- credentials ----------------------------------------------------------------------------

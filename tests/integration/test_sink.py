@@ -9,6 +9,7 @@ ends when the test begins, so the sink reads what the test produces and nothing 
 from __future__ import annotations
 
 import csv
+import io
 import os
 import random
 import signal
@@ -30,6 +31,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from confluent_kafka import TopicPartition
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from connectors.sink import db
 from connectors.sink.chain import (
@@ -44,6 +46,7 @@ from connectors.sink.tables import LICENCES_TABLE, TABLES_BY_TOPIC, all_tables, 
 from connectors.sink.writer import Batch, BatchWriter
 from registry.acl import service_acls_on_department_topics
 from schemas import register_all
+from tests.dual_notice_records import licence as dual_notice_licence
 from tests.kafka_helpers import TopicWindow
 from tests.sink_records import (
     Outgoing,
@@ -53,6 +56,7 @@ from tests.sink_records import (
     make_inboxes,
     produce,
 )
+from tests.unit.test_dual_notice_rules import Harness, xihu_registration
 from xietong.clock import business_clock, clock_from_settings, millis
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
@@ -786,3 +790,153 @@ def test_a_nul_in_a_derived_record_becomes_a_sink_dead_letter_naming_where_it_wa
     (reason,) = letter["reasons"]
     assert reason["code"] == "sink.unreadable"
     assert "holder_name" in reason["message"] and "U+0000" in reason["message"]
+
+
+# -- 双告知's two time bases; a licence's 注销/吊销/撤销日期 (issue 13) ---------------------------
+
+
+def as_decoded(schema: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """A record as the processor wrote it, as the sink's decoder returns it."""
+    parsed = parse_schema(schema)
+    buffer = io.BytesIO()
+    schemaless_writer(buffer, parsed, record)
+    buffer.seek(0)
+    decoded = schemaless_reader(buffer, parsed, None)
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+def test_a_licence_dated_before_the_platform_saw_the_registration_is_after_the_push_for_auditors(
+    credit_databases: Callable[[], str], tmp_path: Path
+) -> None:
+    """Issue 13's repro, through the real rules into the credit database: the platform
+    reads a 2 March registration on 5 March and the licence of 3 March on 6 March. The
+    auditor views show both time bases, named, and in neither is the push FULFILLED before
+    it was pushed (it was: ``pushed_at`` the platform's clock, ``state_changed_at`` the
+    licence's date)."""
+    china = business_clock().zone
+    registered = millis(datetime(2026, 3, 2, 10, 0, tzinfo=china))
+    read_at = millis(datetime(2026, 3, 5, 9, 0, tzinfo=china))
+    licensed = millis(datetime(2026, 3, 3, tzinfo=china))
+    h = Harness()
+    record = xihu_registration(registered, "DLHWYSXK")
+    issued = dual_notice_licence(
+        record["uscc"], "DLHWYSXK", "hz-xh-transport", decided_on=date(2026, 3, 3)
+    )
+    issued["envelope"]["event_time"] = licensed
+    h.feed("registration", record, read_at)
+    h.feed("licence", issued, read_at + 86_400_000)
+    mapping = TABLES_BY_TOPIC["dualnotice.pushes"]
+    states = [as_decoded(mapping.record.schema, push) for push in h.of("dual_notice_push")]
+    batch = Batch()
+    for offset, push in enumerate(states):
+        batch.add("dualnotice.pushes", 0, offset, mapping, push)
+    url = credit_databases()
+    conn = db.connect(url)
+    try:
+        BatchWriter(conn, Appender(load_or_create_key(tmp_path / "key.pem"))).write(batch)
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT state, pushed_at, push_recorded_at, state_changed_at, state_recorded_at"
+                " FROM auditor.dual_notice_pushes WHERE uscc = %s",
+                (record["uscc"],),
+            )
+            current = cursor.fetchone()
+            cursor.execute(
+                "SELECT version, pushed_at, push_recorded_at, state_changed_at,"
+                " state_recorded_at FROM auditor.dual_notice_push_history WHERE uscc = %s"
+                " ORDER BY version",
+                (record["uscc"],),
+            )
+            history = cursor.fetchall()
+            cursor.execute(
+                "SELECT min(at) FROM auditor.entity_timeline"
+                " WHERE uscc = %s AND kind = 'dual_notice_push'",
+                (record["uscc"],),
+            )
+            (first_in_timeline,) = cursor.fetchone()
+    finally:
+        conn.close()
+
+    def at(moment: int) -> datetime:
+        return datetime.fromtimestamp(moment / 1000, UTC)
+
+    state, pushed_at, push_recorded_at, changed_at, recorded_at = current
+    assert state == "FULFILLED"
+    assert (pushed_at, push_recorded_at) == (at(registered), at(read_at))
+    assert (changed_at, recorded_at) == (at(licensed), at(read_at + 86_400_000))
+    assert pushed_at <= changed_at and push_recorded_at <= recorded_at
+    assert [row[0] for row in history] == [1, 2]
+    for _, pushed, push_recorded, changed, recorded in history:
+        assert pushed <= changed and push_recorded <= recorded
+    assert first_in_timeline == pushed_at
+
+
+def test_a_licences_status_change_day_is_stored_and_on_the_entitys_profile(
+    credit_databases: Callable[[], str], tmp_path: Path
+) -> None:
+    """A licence 注销 on 5 March (its version 2, status_changed_on 2026-03-05): the
+    credit database keeps the day, and ``entity_profile`` lists the licence among the
+    entity's ended licences with it; the still-valid one is not listed."""
+    url = credit_databases()
+    uscc = make_uscc("91", "330106", rng=random.Random(17))
+    schema = TABLES_BY_TOPIC["permits.licences"].record.schema
+    (registration,) = decoded_records(TABLES_BY_TOPIC["market.registrations"].record.schema, 1)
+
+    def version(number: str, version: str, status: str, ended: date | None) -> dict[str, Any]:
+        (record,) = decoded_records(schema, 1)
+        record["envelope"].update(
+            record_version=version, source_partition="sql:test", source_offset=version
+        )
+        return {
+            **record,
+            "uscc": uscc,
+            "authority_uscc": "11330106MB1234567X",
+            "authority_name": "杭州市西湖区卫生健康局",
+            "licence_number": number,
+            "status": status,
+            "status_changed_on": ended,
+        }
+
+    arrivals = [
+        ("market.registrations", {**registration, "uscc": uscc}),
+        ("permits.licences", version("WS-1", "1", "VALID", None)),
+        ("permits.licences", version("WS-1", "2", "CANCELLED", date(2026, 3, 5))),
+        ("permits.licences", version("WS-2", "1", "VALID", None)),
+    ]
+    batch = Batch()
+    for offset, (topic, record) in enumerate(arrivals):
+        batch.add(topic, 0, offset, TABLES_BY_TOPIC[topic], record)
+    conn = db.connect(url)
+    try:
+        BatchWriter(conn, Appender(load_or_create_key(tmp_path / "key.pem"))).write(batch)
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT licence_number, status, status_changed_on FROM licences"
+                " WHERE uscc = %s ORDER BY licence_number, record_version",
+                (uscc,),
+            )
+            stored_rows = cursor.fetchall()
+            cursor.execute(
+                "SELECT valid_licences, ended_licences FROM auditor.entity_profile WHERE uscc = %s",
+                (uscc,),
+            )
+            profile = cursor.fetchone()
+    finally:
+        conn.close()
+    assert stored_rows == [
+        ("WS-1", "VALID", None),
+        ("WS-1", "CANCELLED", date(2026, 3, 5)),
+        ("WS-2", "VALID", None),
+    ]
+    assert profile == (
+        1,
+        [
+            {
+                "licence_number": "WS-1",
+                "authority_name": "杭州市西湖区卫生健康局",
+                "status": "CANCELLED",
+                "status_changed_on": "2026-03-05",
+            }
+        ],
+    )

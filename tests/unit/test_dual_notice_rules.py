@@ -224,6 +224,7 @@ ID_FIELD = {
     "dual_notice_push": "push_id",
     "dual_notice_applicant_notice": "notice_id",
     "dual_notice_routing_failure": "routing_id",
+    "dual_notice_claimable_item": "routing_id",
     "rejected_department_action": "rejection_id",
     "dual_notice_alert": "alert_id",
     "entity_closure_notice": "notice_id",

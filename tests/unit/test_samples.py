@@ -8,6 +8,7 @@ defect calls for.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections import Counter
@@ -35,6 +36,7 @@ from connectors.records import SourceRecord
 from connectors.validation import validate
 from registry.seed import load_sample_province
 from xietong.uscc import is_valid_uscc
+from xietong.versions import DIGEST, RecordVersion, is_later
 
 TODAY = date(2026, 11, 1)
 EXPORTS = load_exports()
@@ -110,6 +112,32 @@ def test_the_exports_come_in_the_formats_departments_send() -> None:
     assert formats["hz-health-licence"][0] == "jsonl"
     assert formats["zj-amr-penalty"][0] == "xlsx"
     assert formats["zj-drc-credit-list"] == ("csv", "utf-8")
+
+
+def test_every_shipped_mapping_has_a_version_column_that_orders_the_rows_it_writes(
+    sample: SampleSet,
+) -> None:
+    """A correction orders by the source's own version (xietong/versions.py): every export
+    names its version column, and the versions it writes sort as the rows were written."""
+    for name, export in EXPORTS.items():
+        column = export.mapping.spec.record_version
+        assert column, f"{name} declares no record_version column"
+        rows = [record for record in good(sample.records) if record.export == name]
+        versions = [version_of_row(export, record) for record in rows]
+        assert versions, name
+        for earlier, later in itertools.pairwise(versions):
+            assert is_later(later, earlier), (name, earlier, later)
+
+
+def version_of_row(export: DepartmentExport, record: SampleRecord) -> RecordVersion:
+    mapped = export.mapping.map(record.row)
+    assert DIGEST.fullmatch(mapped.record_version) is None, "a digest orders nothing"
+    return {
+        "record_version": mapped.record_version,
+        "source_partition": "",
+        "source_offset": "",
+        "content": mapped.record_version,
+    }
 
 
 # -- determinism and the share of bad records ---------------------------------------------
