@@ -123,6 +123,16 @@ from typing import Any, TypedDict
 
 from prometheus_client import Counter
 
+from streams.credit_repair import RepairTooEarly, listing_repair_refusal, penalty_repair_refusal
+from streams.joint_punishment.escalation import (
+    LISTING_AUTHORITY,
+    PROPOSED_LIST,
+    REGISTRATION_AUTHORITY,
+    escalates,
+    escalation_due_on,
+    proposal,
+    serious_listing_proposal_id,
+)
 from streams.joint_punishment.settings import JointPunishmentSettings
 from streams.outputs import Outgoing, RuleOutput
 from xietong.clock import business_clock, epoch_day, millis
@@ -277,20 +287,32 @@ class PunishmentOutput(RuleOutput):
 
 #: What an input can change, so what is derived again after it: the notices (from 列入),
 #: the licence reviews (penalties, licences, 列入), the hits with their alerts (matters,
-#: feedback, listings, time) and the lifts (listings, hits, time).
-NOTICES, REVIEWS, HITS, LIFTS = "notices", "reviews", "hits", "lifts"
-EVERYTHING = frozenset({NOTICES, REVIEWS, HITS, LIFTS})
+#: feedback, listings, time), the lifts (listings, hits, time) and the proposals of the
+#: serious list (listings, time: :mod:`.escalation`).
+NOTICES, REVIEWS, HITS, LIFTS, PROPOSALS = "notices", "reviews", "hits", "lifts", "proposals"
+EVERYTHING = frozenset({NOTICES, REVIEWS, HITS, LIFTS, PROPOSALS})
 AFTER = {
     "list_entry": EVERYTHING,
     "penalty": frozenset({REVIEWS}),
     "licence": frozenset({REVIEWS}),
     "matter": frozenset({HITS, LIFTS}),
     "feedback": frozenset({HITS, LIFTS}),
-    "due": frozenset({HITS, LIFTS}),
+    "due": frozenset({HITS, LIFTS, PROPOSALS}),
 }
 
-#: Records whose latest version may say WITHDRAWN: their last content is kept in the state.
-WITHDRAWABLE = frozenset({"restriction_hit", "feedback_overdue_alert"})
+#: Records whose latest version may say WITHDRAWN: their last content is kept in the state;
+#: each is withdrawn when the section that derives it no longer does, with that reason.
+WITHDRAWABLE = {
+    "restriction_hit": HITS,
+    "feedback_overdue_alert": HITS,
+    "serious_listing_proposal": PROPOSALS,
+}
+WITHDRAWN_REASONS = {
+    "restriction_hit": "no listing the measure applies to was in force on the matter date"
+    " (a later removal or correction)",
+    "serious_listing_proposal": "the 经营异常 listing ended before its three years were over"
+    " (a later removal or correction)",
+}
 #: Where each record's id is.
 ID_FIELD = {
     "sanction_notice": "notice_id",
@@ -298,6 +320,7 @@ ID_FIELD = {
     "restriction_hit": "hit_id",
     "feedback_overdue_alert": "alert_id",
     "lift_notice": "lift_id",
+    "serious_listing_proposal": "proposal_id",
 }
 
 
@@ -347,6 +370,16 @@ UNROUTED = Counter(
     ("sector",),
 )
 REJECTED = Counter("xietong_joint_punishment_rejected", "Input dead-lettered, by input", ("input",))
+REPAIRS_REFUSED = Counter(
+    "xietong_joint_punishment_repairs_refused",
+    "信用修复 before its term, refused (dead-lettered; the record stays in force), by input",
+    ("input",),
+)
+SERIOUS_LISTING_PROPOSALS = Counter(
+    "xietong_joint_punishment_serious_listing_proposals",
+    "经营异常名录届满三年: proposals to list on the serious list sent, by department",
+    ("department",),
+)
 HISTORY = Counter(
     "xietong_joint_punishment_history",
     "Records taken as the province's history (before the cut-over): not sent, by record type",
@@ -618,8 +651,18 @@ class JointPunishmentRules:
                 f"action {action!r}: a list entry is LISTED (列入) or REMOVED (移出)",
             )
         uscc = record["uscc"]
-        state = self._state(uscc)
         fact = listing_fact(record)
+        if action == "REMOVED":
+            refusal = listing_repair_refusal(
+                entry_id=record["entry_id"],
+                list_type=record["list_type"],
+                listed_on=record["listed_on"],
+                removed_on=fact["removed_on"],
+                removal_reason=record["removal_reason"],
+            )
+            if refusal is not None:
+                return self._refuse_repair("credit_list_entry", record, "removed_on", refusal)
+        state = self._state(uscc)
         entry = state["listings"].setdefault(record["entry_id"], {})
         slot = "listed" if action == "LISTED" else "removed"
         changed = _keep_later(entry, slot, fact)
@@ -629,6 +672,16 @@ class JointPunishmentRules:
         """A penalty: only one that suspends or revokes a licence is remembered (it sends
         licence-review notices)."""
         EVENTS.labels("penalty").inc()
+        refusal = penalty_repair_refusal(
+            decision_number=record["decision_number"],
+            decided_on=record["decided_on"],
+            legal_basis=record["legal_basis"],
+            violation_type=record["violation_type"],
+            publicity_ended_on=record.get("publicity_ended_on"),
+            publicity_end_reason=record.get("publicity_end_reason"),
+        )
+        if refusal is not None:
+            return self._refuse_repair("penalty", record, "publicity_ended_on", refusal)
         if "LICENCE_SUSPENSION_OR_REVOCATION" not in record["categories"]:
             return PunishmentOutput()
         uscc = record["uscc"]
@@ -793,17 +846,17 @@ class JointPunishmentRules:
                 changed = True
             elif known["cause"] == cause:  # this event again (after a crash): send it again
                 outcome.outgoing.append(out)
-        for identity, known in sent.items() if HITS in sections else ():
+        for identity, known in sent.items():
             if identity in desired or "record_type" not in known:
+                continue
+            if WITHDRAWABLE[known["record_type"]] not in sections:
                 continue
             value = known["value"]
             if value["status"] != "WITHDRAWN":
                 value = {**value, "status": "WITHDRAWN"}
+                if known["record_type"] in WITHDRAWN_REASONS:
+                    value["withdrawn_reason"] = WITHDRAWN_REASONS[known["record_type"]]
                 if known["record_type"] == "restriction_hit":
-                    value["withdrawn_reason"] = (
-                        "no listing the measure applies to was in force on the matter date"
-                        " (a later removal or correction)"
-                    )
                     HITS_WITHDRAWN.inc()
                 known.update(digest=digest(value), cause=cause, value=value)
                 changed = True
@@ -852,6 +905,8 @@ class JointPunishmentRules:
             FEEDBACK_OVERDUE.labels(value["department"]["code"]).inc()
         elif kind == "lift_notice":
             LIFT_NOTICES.labels(value["department"]["code"]).inc()
+        elif kind == "serious_listing_proposal":
+            SERIOUS_LISTING_PROPOSALS.labels(value["department"]["code"]).inc()
 
     def _prune(self, uscc: str, state: dict[str, Any], now: int) -> bool:
         """Drop matters (and unmatched feedback) older than the matter window; what they
@@ -909,6 +964,11 @@ class JointPunishmentRules:
         ]
         # who was told to restrict, because of which listing: entry → department → …
         told: dict[str, dict[str, dict[str, Any]]] = {}
+        dues: dict[str, int | None] = {}
+        if PROPOSALS in sections:  # of every listing: a proposal of the history is recorded
+            dues[PROPOSALS] = self._derive_proposals(
+                uscc, listings, catalog, now, desired, history=history
+            )
 
         # A listing that ended before the cut-over binds nobody from it on: it sends nothing,
         # unless its notices went out before its end was known (its 列入 read before its
@@ -968,7 +1028,6 @@ class JointPunishmentRules:
             self._derive_hits(
                 uscc, state, listings, catalog, now, desired, alerts_due, told, history=history
             )
-        dues: dict[str, int | None] = {}
         if HITS in sections:
             dues[HITS] = min(alerts_due, default=None)
         if LIFTS not in sections:
@@ -1003,6 +1062,54 @@ class JointPunishmentRules:
                 )
         dues[LIFTS] = min(due, default=None)
         return desired, dues
+
+    def _derive_proposals(
+        self,
+        uscc: str,
+        listings: list[Listing],
+        catalog: PunishmentCatalog,
+        now: int,
+        desired: dict[str, Outgoing],
+        *,
+        history: dict[str, str],
+    ) -> int | None:
+        """列入严重违法失信名单建议 for each 经营异常 listing that stood its three years
+        (:mod:`.escalation`), once they are over; when the next is due (epoch ms)."""
+        due: list[int] = []
+        for listing in listings:
+            due_on = escalation_due_on(int(listing.listed["listed_on"]))
+            if not escalates(listing.list_type, listing.end, due_on):
+                continue
+            proposed_at = day_start(due_on)
+            if proposed_at > now:
+                due.append(proposed_at)
+                continue
+            identity = serious_listing_proposal_id(listing.entry_id)
+            if self.rules.is_history(proposed_at):
+                history[identity] = "serious_listing_proposal"
+                continue
+            department = catalog.by_uscc.get(listing.listed["listing_authority_uscc"])
+            basis = LISTING_AUTHORITY
+            if department is None:
+                sector = self.rules.registration_authority_sector
+                department, basis = catalog.seated(sector, uscc[2:8]), REGISTRATION_AUTHORITY
+                if department is None:
+                    UNROUTED.labels(sector).inc()
+                    continue
+            value = proposal(
+                identity=identity,
+                uscc=uscc,
+                entity_name=listing.listed["entity_name"],
+                listing=listing.ref(catalog),
+                proposed_list_name=catalog.list_names.get(PROPOSED_LIST, PROPOSED_LIST),
+                department=department,
+                recipient_basis=basis,
+                proposed_at=proposed_at,
+            )
+            desired[identity] = Outgoing(
+                "serious_listing_proposal", uscc, value, (department["code"],)
+            )
+        return min(due, default=None)
 
     def _derive_reviews(
         self,
@@ -1262,8 +1369,31 @@ class JointPunishmentRules:
 
     # -- bad input ------------------------------------------------------------------------------
 
+    def _refuse_repair(
+        self, record_type: str, record: dict[str, Any], field_name: str, refusal: RepairTooEarly
+    ) -> PunishmentOutput:
+        """A 信用修复 before its term (:mod:`streams.credit_repair`): dead-lettered with the
+        reason and the earliest day; the listing (the penalty's publicity) stays as it was."""
+        REPAIRS_REFUSED.labels(record_type).inc()
+        log_event(
+            logger,
+            "joint_punishment_repair_refused",
+            record_type=record_type,
+            uscc=record["uscc"],
+            record=refusal.record,
+            earliest_on=refusal.earliest_on.isoformat(),
+        )
+        return self._reject(
+            record_type, record, field_name, refusal.message, code="credit_repair.too_early"
+        )
+
     def _reject(
-        self, record_type: str, record: dict[str, Any], field_name: str, message: str
+        self,
+        record_type: str,
+        record: dict[str, Any],
+        field_name: str,
+        message: str,
+        code: str = f"{APP_NAME}.rejected",
     ) -> PunishmentOutput:
         REJECTED.labels(record_type).inc()
         payload = json.dumps(record, ensure_ascii=False, default=str, sort_keys=True)
@@ -1289,7 +1419,7 @@ class JointPunishmentRules:
                 position=f"{record_type} {identity}",
                 payload=payload.encode(),
                 payload_json=payload,
-                reasons=[Reason(field_name, f"{APP_NAME}.rejected", message)],
+                reasons=[Reason(field_name, code, message)],
             ),
         )
         return outcome
