@@ -32,6 +32,8 @@ What it tells whom (each also delivered to the department's inbox ``dept.<code>.
 * **逾期未反馈督办** (``punishment.alerts``) — a hit that needs feedback and has none dated by
   its deadline (raised time + the measure's ``feedback_days``), to the department and the
   credit authority of the entity's division;
+* **列入严重违法失信名单建议** (``punishment.serious-listing-proposals``) — an 经营异常名录
+  listing that stood three years, to the department that decides (:mod:`.escalation`);
 * **解除惩戒告知** (``punishment.lift-notices``) — a listing ended (移出, or its planned
   removal date passed): one notice per department a sanction notice told to restrict
   because of it, naming the measures and that department's hits under the listing. (A hit
@@ -68,6 +70,10 @@ per id and leaving out the WITHDRAWN ones. Concretely:
   day in force: notices, then lift notices, and no hit; a 撤销 (removal reason
   ``CORRECTION``) voids the listing from its start whatever its date: the same, its lift
   notices ending on the 列入日期;
+* a **信用修复 before its term** (:mod:`streams.credit_repair`: a year on the serious list,
+  six months or a year for a penalty's publicity) is dead-lettered naming the record and
+  the earliest day; it is not kept, so the listing stays in force — the credit check
+  refuses the same records;
 * duplicates (the same event id, or the same matter reported and credit-checked) change
   nothing: a matter is identified by (entity, department, matter type, matter reference)
   — the entity's USCC is part of every matter event id and hit id, so two bidders under
