@@ -6,7 +6,8 @@ What it reads, all keyed by the entity's USCC and co-partitioned (``streams.runt
 * ``credit.list-entries``: 列入 (LISTED) and 移出 (REMOVED) of a listing, both carrying its
   entry id, list type, 列入日期 and planned removal date;
 * ``enforcement.penalties``: a penalty that suspends or revokes a permit or licence
-  (处罚类别 ``LICENCE_SUSPENSION_OR_REVOCATION``);
+  (处罚类别 ``LICENCE_SUSPENSION_OR_REVOCATION``); and any penalty whose publicity is
+  repaired (信用修复) before its term, which is dead-lettered (:mod:`streams.credit_repair`);
 * ``permits.licences``: which department issued the entity which licence, valid when (its
   term, and the day of its 注销/吊销/撤销: ``status_changed_on``, :func:`licence_valid_on`);
 * ``credit.matter-events``: a department handles a matter for the entity (its own report,
