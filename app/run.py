@@ -196,6 +196,7 @@ FIGURES = (
     Figure("restriction hits", ("xietong_joint_punishment_restriction_hits_total",)),
     Figure("feedback given", ("xietong_joint_punishment_feedback_given_total",)),
     Figure("lift notices", ("xietong_joint_punishment_lift_notices_total",)),
+    Figure("serious-list proposals", ("xietong_joint_punishment_serious_listing_proposals_total",)),
     Figure("rows in the credit database", ("xietong_sink_rows_written_total",)),
 )
 

@@ -163,6 +163,11 @@ JOINT_PUNISHMENT_RECORD_TYPES = _by_name(
     RecordType("received_restriction_feedback", "反馈（已接收）", topics.PUNISHMENT_FEEDBACK),
     RecordType("feedback_overdue_alert", "逾期未反馈督办", topics.PUNISHMENT_ALERTS),
     RecordType("lift_notice", "解除惩戒告知", topics.PUNISHMENT_LIFT_NOTICES),
+    RecordType(
+        "serious_listing_proposal",
+        "列入严重违法失信名单建议",
+        topics.PUNISHMENT_SERIOUS_LISTING_PROPOSALS,
+    ),
 )
 
 ALL_RECORD_TYPES: tuple[RecordType, ...] = (

@@ -126,18 +126,24 @@ def penalty(
     categories: tuple[str, ...] = ("LICENCE_SUSPENSION_OR_REVOCATION",),
     decided_on: date | None = None,
     authority: str = "hz-xh-amr",
+    legal_basis: str = "《中华人民共和国食品安全法》第一百二十二条",
+    publicity_ended_on: date | None = None,
+    publicity_end_reason: str | None = None,
+    version: str = "1",
 ) -> dict[str, Any]:
+    """A penalty ``decision``; its publicity ended early (信用修复) is the same penalty at a
+    later ``version`` with ``publicity_ended_on`` and ``publicity_end_reason``."""
     decided_on = decided_on or today()
     department = PROVINCE.department(authority)
     return {
-        "envelope": _envelope(authority, decision, midnight_ms(decided_on)),
+        "envelope": _envelope(authority, decision, midnight_ms(decided_on), version),
         "uscc": uscc,
         "party_name": "杭州测试失信有限公司",
         "legal_representative": "张三",
         "decision_number": decision,
         "violation_type": "无证经营",
         "violation_facts": "超范围经营",
-        "legal_basis": "《中华人民共和国食品安全法》第一百二十二条",
+        "legal_basis": legal_basis,
         "categories": list(categories),
         "content": "吊销食品经营许可证",
         "fine_amount": Decimal("1.500000"),
@@ -145,6 +151,8 @@ def penalty(
         "affected_licence": "食品经营许可证 JY1330106",
         "decided_on": decided_on,
         "publicity_until": None,
+        "publicity_ended_on": publicity_ended_on,
+        "publicity_end_reason": publicity_end_reason,
         "authority_name": department.name,
         "authority_uscc": department.uscc,
         "data_source_name": department.name,

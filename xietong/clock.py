@@ -16,7 +16,10 @@ every test. No other module computes a local day by itself: they ask the clock::
 **Periods count as the law counts them** (《行政许可法》 and 《民法典》 第二百零一条): a
 period of *n* days that starts on a day does not count that day; it starts the next day
 and ends at the end of its last day, so a claim made at any hour of 1 March with a
-15-day period is due at 24:00 on 16 March.
+15-day period is due at 24:00 on 16 March. A period of months or years (《民法典》
+第二百零二条) ends at the end of the corresponding day of its last month
+(:func:`months_later`; the month's last day where it has none): listed on 1 March 2023,
+three years end at 24:00 on 1 March 2026 (:meth:`BusinessClock.months_end`).
 
 **Working days** (《行政许可法》 第八十二条: periods in working days exclude 法定节假日)
 count the same way: a period of *n* working days starts the day after its event, counts
@@ -69,6 +72,16 @@ def epoch_day(day: date | int) -> int:
 
 def from_epoch_day(day: int) -> date:
     return EPOCH_DAY + timedelta(days=day)
+
+
+def months_later(day: date, months: int) -> date:
+    """The corresponding day ``months`` months after ``day`` (the last day of a period of
+    that many months that starts on ``day``, 《民法典》 第二百零二条): the same day of the
+    month, or the month's last day where it has none (29 February → 28 February)."""
+    month_index = day.month - 1 + months
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    following = date(year + month // 12, month % 12 + 1, 1)
+    return date(year, month, min(day.day, (following - timedelta(days=1)).day))
 
 
 def millis(moment: datetime | int) -> int:
@@ -198,6 +211,12 @@ class BusinessClock:
         The day of ``start`` does not count; the period ends at 24:00 of its last day.
         """
         return self.end_of_day_ms(self.day_of(start) + timedelta(days=days))
+
+    def months_end(self, start: datetime | int, months: int) -> int:
+        """The end (epoch ms) of a period of ``months`` months (12 a year) that starts at
+        ``start``: as :meth:`period_end`, at 24:00 of its last day, the corresponding day
+        (:func:`months_later`)."""
+        return self.end_of_day_ms(months_later(self.day_of(start), months))
 
     def last_day(self, start: datetime | int, days: int) -> date:
         """The last day of a period of ``days`` days that starts at ``start``."""

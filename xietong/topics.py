@@ -301,6 +301,11 @@ PUNISHMENT_LIFT_NOTICES = _processor_output(
     "解除惩戒告知: a listing ended (移出 or 期满); to every department told to restrict"
     " because of it",
 )
+PUNISHMENT_SERIOUS_LISTING_PROPOSALS = _processor_output(
+    "punishment.serious-listing-proposals",
+    "列入严重违法失信名单建议: an entity in the 经营异常名录 for three years, proposed to the"
+    " listing authority, which decides (nothing is listed automatically)",
+)
 
 TOPICS: tuple[TopicSpec, ...] = (
     REGISTRATIONS,
@@ -332,6 +337,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     PUNISHMENT_FEEDBACK,
     PUNISHMENT_ALERTS,
     PUNISHMENT_LIFT_NOTICES,
+    PUNISHMENT_SERIOUS_LISTING_PROPOSALS,
 )
 
 

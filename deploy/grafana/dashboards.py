@@ -505,6 +505,23 @@ JOINT_PUNISHMENT = Dashboard(
                     ),
                     unit="ops",
                 ),
+                Panel(
+                    "Serious-list proposals (经营异常 three years); 信用修复 refused before term",
+                    (
+                        Query(
+                            rate(
+                                "xietong_joint_punishment_serious_listing_proposals_total",
+                                "department",
+                            ),
+                            "proposal {{department}}",
+                        ),
+                        Query(
+                            rate("xietong_joint_punishment_repairs_refused_total", "input"),
+                            "repair refused {{input}}",
+                        ),
+                    ),
+                    unit="ops",
+                ),
             ),
         ),
         (

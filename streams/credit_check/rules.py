@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from registry.directory import TokenHolder
+from streams.credit_repair import RepairTooEarly, listing_repair_refusal
 from streams.measures import binds_matter
 from xietong.clock import BusinessClock
 from xietong.ids import deterministic_id, matter_event_id
@@ -75,6 +76,16 @@ class UnusableEntry(ValueError):
     """A list entry the check cannot fold; the message names the entry and the field."""
 
 
+class RepairRefused(UnusableEntry):
+    """A 信用修复 移出 before its term (:mod:`streams.credit_repair`, the rule joint
+    punishment applies too): it is not folded, the listing stays in force. The message
+    names the entry and the earliest day it may be removed."""
+
+    def __init__(self, refusal: RepairTooEarly) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
 def fold_entry(current: Listing | None, entry: dict[str, Any], clock: BusinessClock) -> Listing:
     """The listing after ``entry`` (a ``credit_list_entry`` record) on top of ``current``
     (what earlier records of the same entry id made, or None).
@@ -84,7 +95,9 @@ def fold_entry(current: Listing | None, entry: dict[str, Any], clock: BusinessCl
     event time on ``clock``) and reason; arriving first, it also gives the details until
     the 列入 does. Of several versions of the 列入 (or of the 移出) the later by
     :func:`xietong.versions.is_later` counts, whatever order they arrive in: an older
-    version is a stale re-send and changes nothing.
+    version is a stale re-send and changes nothing. A 信用修复 移出 before its term
+    (:func:`streams.credit_repair.listing_repair_refusal`) raises :class:`RepairRefused`:
+    the listing stays as it was.
     """
     action = entry["action"]
     if action == "LISTED":
@@ -105,6 +118,15 @@ def fold_entry(current: Listing | None, entry: dict[str, Any], clock: BusinessCl
         if current is not None and not _supersedes(version, current.removed_version):
             return current
         removed_on = entry["removed_on"] or clock.day_of(entry["envelope"]["event_time"])
+        refusal = listing_repair_refusal(
+            entry_id=entry["entry_id"],
+            list_type=entry["list_type"],
+            listed_on=entry["listed_on"],
+            removed_on=removed_on,
+            removal_reason=entry["removal_reason"],
+        )
+        if refusal is not None:
+            raise RepairRefused(refusal)
         base = current if current is not None else _listing_of(entry, None)
         return replace(
             base,

@@ -18,7 +18,13 @@ from typing import Any
 from confluent_kafka.serialization import SerializationContext
 from prometheus_client import Counter, Gauge
 
-from streams.credit_check.rules import Listing, MeasureCatalog, UnusableEntry, fold_entry
+from streams.credit_check.rules import (
+    Listing,
+    MeasureCatalog,
+    RepairRefused,
+    UnusableEntry,
+    fold_entry,
+)
 from streams.runtime import ReferenceData
 from xietong.clock import BusinessClock
 from xietong.kafka import KafkaClients
@@ -38,6 +44,10 @@ LIST_ENTRIES_READ = Counter(
 )
 SKIPPED_ENTRIES = Counter(
     "xietong_credit_check_list_entries_skipped", "List entries that could not be folded"
+)
+REPAIRS_REFUSED = Counter(
+    "xietong_credit_check_repairs_refused",
+    "信用修复 removals before their term, not folded (the listing stays in force)",
 )
 LISTINGS = Gauge("xietong_credit_check_listings", "Listings held (every entry id of every entity)")
 READY = Gauge("xietong_credit_check_ready", "1 once the state is loaded to the topics' end")
@@ -87,6 +97,18 @@ class CreditListings(ReferenceData):
         LIST_ENTRIES_READ.inc()
         try:
             self.fold(entry)
+        except RepairRefused as error:
+            # Joint punishment dead-letters it (the one rule, streams/credit_repair.py); here
+            # the listing stays in force, and the refusal is counted and logged.
+            REPAIRS_REFUSED.inc()
+            log_event(
+                logger,
+                "credit_check.repair_refused",
+                reason=str(error),
+                uscc=entry.get("uscc"),
+                earliest_on=error.refusal.earliest_on.isoformat(),
+                event_id=entry["envelope"]["event_id"],
+            )
         except UnusableEntry as error:
             # Connectors validate before they publish (and dead-letter what fails): a
             # record here that cannot be folded comes from a newer schema. Every instance

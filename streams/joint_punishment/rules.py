@@ -6,7 +6,8 @@ What it reads, all keyed by the entity's USCC and co-partitioned (``streams.runt
 * ``credit.list-entries``: 列入 (LISTED) and 移出 (REMOVED) of a listing, both carrying its
   entry id, list type, 列入日期 and planned removal date;
 * ``enforcement.penalties``: a penalty that suspends or revokes a permit or licence
-  (处罚类别 ``LICENCE_SUSPENSION_OR_REVOCATION``);
+  (处罚类别 ``LICENCE_SUSPENSION_OR_REVOCATION``); and any penalty whose publicity is
+  repaired (信用修复) before its term, which is dead-lettered (:mod:`streams.credit_repair`);
 * ``permits.licences``: which department issued the entity which licence, valid when (its
   term, and the day of its 注销/吊销/撤销: ``status_changed_on``, :func:`licence_valid_on`);
 * ``market.registrations``: the entity's latest registration (by the registration's own
@@ -35,6 +36,8 @@ What it tells whom (each also delivered to the department's inbox ``dept.<code>.
 * **逾期未反馈督办** (``punishment.alerts``) — a hit that needs feedback and has none dated by
   its deadline (raised time + the measure's ``feedback_days``), to the department and the
   credit authority of the entity's division;
+* **列入严重违法失信名单建议** (``punishment.serious-listing-proposals``) — an 经营异常名录
+  listing that stood three years, to the department that decides (:mod:`.escalation`);
 * **解除惩戒告知** (``punishment.lift-notices``) — a listing ended (移出, or its planned
   removal date passed): one notice per department a sanction notice told to restrict
   because of it, naming the measures and that department's hits under the listing. (A hit
@@ -84,6 +87,10 @@ per id and leaving out the WITHDRAWN ones. Concretely:
   day in force: notices, then lift notices, and no hit; a 撤销 (removal reason
   ``CORRECTION``) voids the listing from its start whatever its date: the same, its lift
   notices ending on the 列入日期;
+* a **信用修复 before its term** (:mod:`streams.credit_repair`: a year on the serious list,
+  six months or a year for a penalty's publicity) is dead-lettered naming the record and
+  the earliest day; it is not kept, so the listing stays in force — the credit check
+  refuses the same records;
 * duplicates (the same event id, or the same matter reported and credit-checked) change
   nothing: a matter is identified by (entity, department, matter type, matter reference)
   — the entity's USCC is part of every matter event id and hit id, so two bidders under
@@ -144,6 +151,16 @@ from typing import Any, TypedDict
 
 from prometheus_client import Counter
 
+from streams.credit_repair import RepairTooEarly, listing_repair_refusal, penalty_repair_refusal
+from streams.joint_punishment.escalation import (
+    LISTING_AUTHORITY,
+    PROPOSED_LIST,
+    REGISTRATION_AUTHORITY,
+    escalates,
+    escalation_due_on,
+    proposal,
+    serious_listing_proposal_id,
+)
 from streams.joint_punishment.settings import JointPunishmentSettings
 from streams.measures import PERSONS_IN_ROLE, binds_matter, roles_of, target_of
 from streams.outputs import Outgoing, RuleOutput
@@ -325,9 +342,10 @@ class PunishmentOutput(RuleOutput):
 
 #: What an input can change, so what is derived again after it: the notices (from 列入),
 #: the licence reviews (penalties, licences, 列入), the hits with their alerts (matters,
-#: feedback, listings, time) and the lifts (listings, hits, time).
-NOTICES, REVIEWS, HITS, LIFTS = "notices", "reviews", "hits", "lifts"
-EVERYTHING = frozenset({NOTICES, REVIEWS, HITS, LIFTS})
+#: feedback, listings, time), the lifts (listings, hits, time) and the proposals of the
+#: serious list (listings, time: :mod:`.escalation`).
+NOTICES, REVIEWS, HITS, LIFTS, PROPOSALS = "notices", "reviews", "hits", "lifts", "proposals"
+EVERYTHING = frozenset({NOTICES, REVIEWS, HITS, LIFTS, PROPOSALS})
 AFTER = {
     "list_entry": EVERYTHING,
     "penalty": frozenset({REVIEWS}),
@@ -335,11 +353,22 @@ AFTER = {
     "registration": frozenset({NOTICES, HITS, LIFTS}),
     "matter": frozenset({HITS, LIFTS}),
     "feedback": frozenset({HITS, LIFTS}),
-    "due": frozenset({HITS, LIFTS}),
+    "due": frozenset({HITS, LIFTS, PROPOSALS}),
 }
 
-#: Records whose latest version may say WITHDRAWN: their last content is kept in the state.
-WITHDRAWABLE = frozenset({"restriction_hit", "feedback_overdue_alert"})
+#: Records whose latest version may say WITHDRAWN: their last content is kept in the state;
+#: each is withdrawn when the section that derives it no longer does, with that reason.
+WITHDRAWABLE = {
+    "restriction_hit": HITS,
+    "feedback_overdue_alert": HITS,
+    "serious_listing_proposal": PROPOSALS,
+}
+WITHDRAWN_REASONS = {
+    "restriction_hit": "no listing the measure applies to was in force on the matter date"
+    " (a later removal or correction)",
+    "serious_listing_proposal": "the 经营异常 listing ended before its three years were over"
+    " (a later removal or correction)",
+}
 #: Where each record's id is.
 ID_FIELD = {
     "sanction_notice": "notice_id",
@@ -347,6 +376,7 @@ ID_FIELD = {
     "restriction_hit": "hit_id",
     "feedback_overdue_alert": "alert_id",
     "lift_notice": "lift_id",
+    "serious_listing_proposal": "proposal_id",
 }
 
 
@@ -408,6 +438,16 @@ UNROUTED = Counter(
     ("sector",),
 )
 REJECTED = Counter("xietong_joint_punishment_rejected", "Input dead-lettered, by input", ("input",))
+REPAIRS_REFUSED = Counter(
+    "xietong_joint_punishment_repairs_refused",
+    "信用修复 before its term, refused (dead-lettered; the record stays in force), by input",
+    ("input",),
+)
+SERIOUS_LISTING_PROPOSALS = Counter(
+    "xietong_joint_punishment_serious_listing_proposals",
+    "经营异常名录届满三年: proposals to list on the serious list sent, by department",
+    ("department",),
+)
 HISTORY = Counter(
     "xietong_joint_punishment_history",
     "Records taken as the province's history (before the cut-over): not sent, by record type",
@@ -691,8 +731,18 @@ class JointPunishmentRules:
                 f"action {action!r}: a list entry is LISTED (列入) or REMOVED (移出)",
             )
         uscc = record["uscc"]
-        state = self._state(uscc)
         fact = listing_fact(record)
+        if action == "REMOVED":
+            refusal = listing_repair_refusal(
+                entry_id=record["entry_id"],
+                list_type=record["list_type"],
+                listed_on=record["listed_on"],
+                removed_on=fact["removed_on"],
+                removal_reason=record["removal_reason"],
+            )
+            if refusal is not None:
+                return self._refuse_repair("credit_list_entry", record, "removed_on", refusal)
+        state = self._state(uscc)
         entry = state["listings"].setdefault(record["entry_id"], {})
         slot = "listed" if action == "LISTED" else "removed"
         changed = _keep_later(entry, slot, fact)
@@ -702,6 +752,16 @@ class JointPunishmentRules:
         """A penalty: only one that suspends or revokes a licence is remembered (it sends
         licence-review notices)."""
         EVENTS.labels("penalty").inc()
+        refusal = penalty_repair_refusal(
+            decision_number=record["decision_number"],
+            decided_on=record["decided_on"],
+            legal_basis=record["legal_basis"],
+            violation_type=record["violation_type"],
+            publicity_ended_on=record.get("publicity_ended_on"),
+            publicity_end_reason=record.get("publicity_end_reason"),
+        )
+        if refusal is not None:
+            return self._refuse_repair("penalty", record, "publicity_ended_on", refusal)
         if "LICENCE_SUSPENSION_OR_REVOCATION" not in record["categories"]:
             return PunishmentOutput()
         uscc = record["uscc"]
@@ -896,17 +956,17 @@ class JointPunishmentRules:
                 changed = True
             elif known["cause"] == cause:  # this event again (after a crash): send it again
                 outcome.outgoing.append(out)
-        for identity, known in sent.items() if HITS in sections else ():
+        for identity, known in sent.items():
             if identity in desired or "record_type" not in known:
+                continue
+            if WITHDRAWABLE[known["record_type"]] not in sections:
                 continue
             value = known["value"]
             if value["status"] != "WITHDRAWN":
                 value = {**value, "status": "WITHDRAWN"}
+                if known["record_type"] in WITHDRAWN_REASONS:
+                    value["withdrawn_reason"] = WITHDRAWN_REASONS[known["record_type"]]
                 if known["record_type"] == "restriction_hit":
-                    value["withdrawn_reason"] = (
-                        "no listing the measure applies to was in force on the matter date"
-                        " (a later removal or correction)"
-                    )
                     HITS_WITHDRAWN.inc()
                 known.update(digest=digest(value), cause=cause, value=value)
                 changed = True
@@ -971,6 +1031,8 @@ class JointPunishmentRules:
             LIFT_NOTICES.labels(value["department"]["code"]).inc()
             if value["end_reason"] == "RELOCATED":
                 RELOCATIONS.labels(value["department"]["code"]).inc()
+        elif kind == "serious_listing_proposal":
+            SERIOUS_LISTING_PROPOSALS.labels(value["department"]["code"]).inc()
 
     def _prune(self, uscc: str, state: dict[str, Any], now: int) -> bool:
         """Drop matters (and unmatched feedback) older than the matter window; what they
@@ -1029,6 +1091,11 @@ class JointPunishmentRules:
         ]
         # who was told to restrict, because of which listing: entry → department → …
         told: dict[str, dict[str, dict[str, Any]]] = {}
+        dues: dict[str, int | None] = {}
+        if PROPOSALS in sections:  # of every listing: a proposal of the history is recorded
+            dues[PROPOSALS] = self._derive_proposals(
+                uscc, listings, catalog, now, desired, division=division, history=history
+            )
 
         # A listing that ended before the cut-over binds nobody from it on: it sends nothing,
         # unless its notices went out before its end was known (its 列入 read before its
@@ -1108,7 +1175,6 @@ class JointPunishmentRules:
                 uscc, state, listings, catalog, now, desired, alerts_due, told, moved_from,
                 division=division, history=history,
             )  # fmt: skip
-        dues: dict[str, int | None] = {}
         if HITS in sections:
             dues[HITS] = min(alerts_due, default=None)
         if LIFTS not in sections:
@@ -1183,6 +1249,55 @@ class JointPunishmentRules:
                 },
                 (code,),
             )
+
+    def _derive_proposals(
+        self,
+        uscc: str,
+        listings: list[Listing],
+        catalog: PunishmentCatalog,
+        now: int,
+        desired: dict[str, Outgoing],
+        *,
+        division: str,
+        history: dict[str, str],
+    ) -> int | None:
+        """列入严重违法失信名单建议 for each 经营异常 listing that stood its three years
+        (:mod:`.escalation`), once they are over; when the next is due (epoch ms)."""
+        due: list[int] = []
+        for listing in listings:
+            due_on = escalation_due_on(int(listing.listed["listed_on"]))
+            if not escalates(listing.list_type, listing.end, due_on):
+                continue
+            proposed_at = day_start(due_on)
+            if proposed_at > now:
+                due.append(proposed_at)
+                continue
+            identity = serious_listing_proposal_id(listing.entry_id)
+            if self.rules.is_history(proposed_at):
+                history[identity] = "serious_listing_proposal"
+                continue
+            department = catalog.by_uscc.get(listing.listed["listing_authority_uscc"])
+            basis = LISTING_AUTHORITY
+            if department is None:
+                sector = self.rules.registration_authority_sector
+                department, basis = catalog.seated(sector, division), REGISTRATION_AUTHORITY
+                if department is None:
+                    UNROUTED.labels(sector).inc()
+                    continue
+            value = proposal(
+                identity=identity,
+                uscc=uscc,
+                entity_name=listing.listed["entity_name"],
+                listing=listing.ref(catalog),
+                proposed_list_name=catalog.list_names.get(PROPOSED_LIST, PROPOSED_LIST),
+                department=department,
+                recipient_basis=basis,
+                proposed_at=proposed_at,
+            )
+            desired[identity] = Outgoing(
+                "serious_listing_proposal", uscc, value, (department["code"],)
+            )
+        return min(due, default=None)
 
     def _derive_reviews(
         self,
@@ -1448,8 +1563,31 @@ class JointPunishmentRules:
 
     # -- bad input ------------------------------------------------------------------------------
 
+    def _refuse_repair(
+        self, record_type: str, record: dict[str, Any], field_name: str, refusal: RepairTooEarly
+    ) -> PunishmentOutput:
+        """A 信用修复 before its term (:mod:`streams.credit_repair`): dead-lettered with the
+        reason and the earliest day; the listing (the penalty's publicity) stays as it was."""
+        REPAIRS_REFUSED.labels(record_type).inc()
+        log_event(
+            logger,
+            "joint_punishment_repair_refused",
+            record_type=record_type,
+            uscc=record["uscc"],
+            record=refusal.record,
+            earliest_on=refusal.earliest_on.isoformat(),
+        )
+        return self._reject(
+            record_type, record, field_name, refusal.message, code="credit_repair.too_early"
+        )
+
     def _reject(
-        self, record_type: str, record: dict[str, Any], field_name: str, message: str
+        self,
+        record_type: str,
+        record: dict[str, Any],
+        field_name: str,
+        message: str,
+        code: str = f"{APP_NAME}.rejected",
     ) -> PunishmentOutput:
         REJECTED.labels(record_type).inc()
         payload = json.dumps(record, ensure_ascii=False, default=str, sort_keys=True)
@@ -1475,7 +1613,7 @@ class JointPunishmentRules:
                 position=f"{record_type} {identity}",
                 payload=payload.encode(),
                 payload_json=payload,
-                reasons=[Reason(field_name, f"{APP_NAME}.rejected", message)],
+                reasons=[Reason(field_name, code, message)],
             ),
         )
         return outcome

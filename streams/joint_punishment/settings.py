@@ -28,6 +28,12 @@ class JointPunishmentSettings(ProcessorSettings):
         default="development_reform",
         description="The sector of the credit authority (信用主管部门) told of overdue feedback.",
     )
+    registration_authority_sector: str = Field(
+        default="market_regulation",
+        description="The sector of the registration authority (登记机关) that decides a"
+        " proposal to list on the serious list when the 经营异常 listing's authority is not"
+        " a known department.",
+    )
     metrics_port: int | None = Field(
         default=9467, description="Port of the Prometheus /metrics endpoint; unset: none."
     )

@@ -243,6 +243,27 @@ def test_a_removal_lifts_the_restriction_from_its_day_on(
     assert on_the_day["verdict"] == "CLEAR" and on_the_day["listings"] == []
 
 
+def test_a_credit_repair_within_the_year_leaves_the_serious_listing_restricting(
+    credit_check: Service, tokens: Tokens, authority: CreditAuthority
+) -> None:
+    """严重违法失信名单 listed 100 days ago, removed today for 信用修复: before its year the
+    removal is refused (streams/credit_repair.py, as joint punishment refuses it), so
+    procurement today is still RESTRICTED. The barrier is a later listing of the entity
+    (one key, one partition, read in order): once it restricts, the removal was read."""
+    today = credit_check.today
+    uscc = new_uscc()
+    listed = list_entry(uscc, today - timedelta(days=100))
+    barrier = list_entry(uscc, today, list_type="JUDGMENT_DEFAULTER")
+    authority.publish(listed, removal_of(listed, today, "CREDIT_REPAIR"), barrier)
+
+    land = lambda: credit_check.check(tokens.land, uscc=uscc, matter_type="LAND_SUPPLY")  # noqa: E731
+    wait_for(land, "RESTRICTED")
+    body = credit_check.check(tokens.finance, uscc=uscc, matter_type=PROCUREMENT).json()
+    assert body["verdict"] == "RESTRICTED"
+    [serious] = [li for li in body["listings"] if li["entry_id"] == listed["entry_id"]]
+    assert serious["removed_on"] is None
+
+
 def test_a_future_listing_and_a_list_without_a_measure_leave_the_matter_clear(
     credit_check: Service, tokens: Tokens, authority: CreditAuthority
 ) -> None:

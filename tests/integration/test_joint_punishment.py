@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 
 import httpx
@@ -22,6 +22,8 @@ import pytest
 
 from registry.grants import inbox_topic
 from schemas import CREDIT_LIST_ENTRY, LICENCE, PENALTY, REGISTRATION
+from streams.credit_repair import earliest_repair_day
+from streams.joint_punishment.escalation import serious_listing_proposal_id
 from streams.joint_punishment.rules import (
     APP_NAME,
     lift_notice_id,
@@ -49,6 +51,7 @@ from tests.stream_worker import (
     barrier,
     committed_offsets,
     free_port,
+    partition_mate,
     publish_catalog,
     running,
     skip_backlog,
@@ -57,7 +60,7 @@ from tests.stream_worker import (
     until_ids,
 )
 from xietong import topics
-from xietong.clock import business_clock
+from xietong.clock import business_clock, months_later
 from xietong.kafka import KafkaClients, local_credentials_file
 from xietong.settings import Settings
 from xietong.uscc import make_uscc
@@ -163,7 +166,8 @@ def test_a_serious_listing_notifies_finance_once_hits_its_procurement_and_lifts_
     notices = watch(kafka, topics.PUNISHMENT_SANCTION_NOTICES.name, uscc)
     hits = watch(kafka, topics.PUNISHMENT_RESTRICTION_HITS.name, uscc)
     lifts = watch(kafka, topics.PUNISHMENT_LIFT_NOTICES.name, uscc)
-    listing = list_entry(uscc, f"E-{uscc}", listed_on=days_ago(10))
+    # Listed 400 days ago: its 信用修复 removal comes after the one-year term.
+    listing = list_entry(uscc, f"E-{uscc}", listed_on=days_ago(400))
 
     platform.list(listing)
 
@@ -173,7 +177,7 @@ def test_a_serious_listing_notifies_finance_once_hits_its_procurement_and_lifts_
     assert [n["department"]["code"] for n in cj01] == ["hz-xh-finance"]
     assert cj01[0]["notice_id"] == sanction_notice_id(listing["entry_id"], "CJ01", "hz-xh-finance")
     assert cj01[0]["listing"]["list_name"] == "严重违法失信名单"
-    assert cj01[0]["valid_from"] == days_ago(10) and cj01[0]["feedback_required"] is True
+    assert cj01[0]["valid_from"] == days_ago(400) and cj01[0]["feedback_required"] is True
     assert len({n["notice_id"] for n in notices.records()}) == len(notices.records())
 
     platform.matter(
@@ -458,7 +462,7 @@ def test_listings_restrict_across_rebalances_when_a_second_worker_joins_and_the_
     usccs = [new_uscc() for _ in range(12)]  # over every partition, most likely
     hits = TopicWindow(kafka, topics.PUNISHMENT_RESTRICTION_HITS.name)
     lifts = TopicWindow(kafka, topics.PUNISHMENT_LIFT_NOTICES.name)
-    listings = [list_entry(uscc, f"R-{uscc}", listed_on=days_ago(10)) for uscc in usccs]
+    listings = [list_entry(uscc, f"R-{uscc}", listed_on=days_ago(400)) for uscc in usccs]
     for listing in listings:
         platform.list(listing)
     home = tmp_path_factory.mktemp("second-worker-home")
@@ -592,7 +596,7 @@ def test_a_removal_corrected_to_an_earlier_day_withdraws_the_hit_whatever_order_
     version 1 after it, the hit on a d-20 procurement matter is withdrawn and stays so."""
     uscc = new_uscc()
     hits = watch(kafka, topics.PUNISHMENT_RESTRICTION_HITS.name, uscc)
-    listing = list_entry(uscc, f"E-{uscc}", listed_on=days_ago(60))
+    listing = list_entry(uscc, f"E-{uscc}", listed_on=days_ago(500))  # past its repair term
     platform.list(listing)
     platform.matter(
         matter(uscc, "hz-xh-finance", "GOVERNMENT_PROCUREMENT", "CG-020", matter_date=days_ago(20))
@@ -604,3 +608,92 @@ def test_a_removal_corrected_to_an_earlier_day_withdraws_the_hit_whatever_order_
 
     after_listings(platform, kafka, uscc)
     assert [hit["status"] for hit in hits.records()] == ["ACTIVE", "WITHDRAWN"]
+
+
+# -- 经营异常名录届满三年 and credit repair terms (issue 13 §7) -------------------------------
+
+
+def three_years_and(n: int) -> Any:
+    """The 列入日期 of a listing whose three years were over ``n`` days ago."""
+    return months_later(today(), -36) - timedelta(days=n + 1)
+
+
+def test_an_abnormal_listing_of_three_years_is_proposed_for_the_serious_list_to_its_authority(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    """An entity in the 经营异常名录 of 西湖区市场监管 for three years and five days, never
+    removed: one 列入严重违法失信名单建议 to 西湖区市场监管 (its inbox and the platform topic),
+    with the listing as its basis; nothing is listed. A second one, removed before its
+    three years were over, is proposed to nobody."""
+    uscc, removed_early = new_uscc(), partition_mate(kafka, new_uscc())
+    proposals = watch(kafka, topics.PUNISHMENT_SERIOUS_LISTING_PROPOSALS.name, uscc)
+    cancelled = watch(kafka, topics.PUNISHMENT_SERIOUS_LISTING_PROPOSALS.name, removed_early)
+    inbox = watch(kafka, inbox_topic("hz-xh-amr"), uscc)
+    abnormal = list_entry(
+        uscc,
+        f"YC-{uscc}",
+        list_type="ABNORMAL_OPERATION",
+        listed_on=three_years_and(5),
+        authority="hz-xh-amr",
+    )
+    early = list_entry(
+        removed_early,
+        f"YC-{removed_early}",
+        list_type="ABNORMAL_OPERATION",
+        listed_on=three_years_and(5),
+        authority="hz-xh-amr",
+    )
+
+    platform.list(abnormal)
+    platform.list(removal_of(early, days_ago(30), reason="EXPIRY"))
+    platform.list(early)
+
+    [proposal] = proposals.until(bool)
+    assert proposal["proposal_id"] == serious_listing_proposal_id(abnormal["entry_id"])
+    assert proposal["status"] == "PROPOSED"
+    assert proposal["department"]["code"] == "hz-xh-amr"
+    assert proposal["recipient_basis"] == "LISTING_AUTHORITY"
+    assert proposal["listing"]["entry_id"] == abnormal["entry_id"]
+    assert proposal["listing"]["listed_on"] == three_years_and(5)
+    assert proposal["proposed_list_type"] == "SERIOUS_ILLEGAL_DISHONEST"
+    assert "《企业信息公示暂行条例》第十八条" in proposal["legal_basis"]
+    assert proposal["proposed_at"] == datetime.combine(
+        proposal["due_on"], time.min, business_clock().zone
+    )
+    assert any(r.get("proposal_id") == proposal["proposal_id"] for r in inbox.until(bool))
+    after_listings(platform, kafka, uscc)
+    assert len(proposals.records()) == 1 and cancelled.records() == []
+
+
+def test_a_credit_repair_within_the_year_is_dead_lettered_and_the_listing_keeps_restricting(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    """A 信用修复 移出 of a serious listing of 100 days ago is refused: a dead letter names
+    the entry and the earliest day (a year and a day after the listing); no lift notice, and
+    a procurement matter of today is still restricted."""
+    uscc = new_uscc()
+    letters = TopicWindow(kafka, topics.DEAD_LETTER.name)
+    notices = watch(kafka, topics.PUNISHMENT_SANCTION_NOTICES.name, uscc)
+    hits = watch(kafka, topics.PUNISHMENT_RESTRICTION_HITS.name, uscc)
+    lifts = watch(kafka, topics.PUNISHMENT_LIFT_NOTICES.name, uscc)
+    listing = list_entry(uscc, f"E-{uscc}", listed_on=days_ago(100))
+    platform.list(listing)
+    notices.until(bool)
+
+    platform.list(removal_of(listing, days_ago(1)))
+
+    [letter] = eventually(
+        lambda: [m.value for m in letters.read() if uscc in (m.value["payload_json"] or "")],
+        bool,
+        20,
+        lambda _: f"no dead letter about {uscc} within 20 s",
+    )
+    [reason] = letter["reasons"]
+    assert reason["field"] == "removed_on" and reason["code"] == "credit_repair.too_early"
+    assert listing["entry_id"] in reason["message"]
+    assert earliest_repair_day(days_ago(100), 12).isoformat() in reason["message"]
+    platform.matter(matter(uscc, "hz-xh-finance", "GOVERNMENT_PROCUREMENT", "CG-R1"))
+    [hit] = hits.until(bool)
+    assert hit["status"] == "ACTIVE"
+    after_listings(platform, kafka, uscc)
+    assert lifts.records() == []

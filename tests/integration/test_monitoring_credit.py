@@ -152,7 +152,7 @@ def days_ago(n: int) -> Any:
 def demo(platform: Platform, kafka: KafkaClients) -> None:
     # Listed, hit by a procurement matter, answered by the department, then removed.
     listed = make_uscc("91", "330106")
-    listing = list_entry(listed, f"E-{listed}", listed_on=days_ago(10))
+    listing = list_entry(listed, f"E-{listed}", listed_on=days_ago(400))  # repairable by now
     hits = Watch(kafka, PUNISHMENT_RESTRICTION_HITS.name, listed)
     platform.list(listing)
     platform.matter(

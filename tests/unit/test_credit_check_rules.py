@@ -87,8 +87,8 @@ def test_a_listing_without_a_planned_end_applies_until_it_is_removed() -> None:
 
 def test_an_early_removal_ends_the_listing_before_its_planned_end() -> None:
     listed = list_entry(USCC, JAN_1, planned_removal_on=date(2028, 1, 1))
-    listing = folded(listed, removal_of(listed, date(2026, 1, 1), "CREDIT_REPAIR"))
-    assert listing.ends_on == date(2026, 1, 1)
+    listing = folded(listed, removal_of(listed, date(2026, 1, 2), "CREDIT_REPAIR"))
+    assert listing.ends_on == date(2026, 1, 2)
     assert listing.removal_reason == "CREDIT_REPAIR"
     assert not listing.in_force_on(date(2027, 6, 1))
 
@@ -119,15 +119,15 @@ def test_a_listing_effective_in_the_future_applies_only_from_its_day() -> None:
 
 def test_a_removal_that_arrives_before_its_listing_is_kept() -> None:
     listed = list_entry(USCC, JAN_1, planned_removal_on=date(2028, 1, 1))
-    removed = removal_of(listed, date(2026, 1, 1))
+    removed = removal_of(listed, date(2026, 1, 2))
     assert folded(removed, listed) == folded(listed, removed)
     assert not folded(removed, listed).in_force_on(date(2026, 6, 1))
 
 
 def test_a_listing_sent_again_after_its_removal_does_not_lift_the_removal() -> None:
     listed = list_entry(USCC, JAN_1)
-    listing = folded(listed, removal_of(listed, date(2026, 1, 1)), listed)
-    assert listing.removed_on == date(2026, 1, 1)
+    listing = folded(listed, removal_of(listed, date(2026, 1, 2)), listed)
+    assert listing.removed_on == date(2026, 1, 2)
 
 
 def test_an_older_version_of_a_listing_sent_late_does_not_overwrite_a_newer_one() -> None:
@@ -148,8 +148,8 @@ def test_an_older_version_of_a_listing_sent_late_does_not_overwrite_a_newer_one(
 
 def test_a_removal_without_a_removal_day_takes_its_event_day() -> None:
     listed = list_entry(USCC, JAN_1)
-    removed = {**removal_of(listed, date(2026, 1, 1)), "removed_on": None}
-    assert folded(listed, removed).removed_on == date(2026, 1, 1)
+    removed = {**removal_of(listed, date(2026, 1, 2)), "removed_on": None}
+    assert folded(listed, removed).removed_on == date(2026, 1, 2)
 
 
 #: Instants either side of midnight in China (UTC+8): 23:30 on 1 March, then 00:30 and
@@ -186,7 +186,8 @@ def test_a_listing_applies_exactly_between_its_start_and_its_first_end(
     listed_on: date, planned: date | None, removed: date | None, day: date
 ) -> None:
     listed = list_entry(USCC, listed_on, planned_removal_on=planned, entry_id="E-1")
-    entries = [listed] if removed is None else [listed, removal_of(listed, removed)]
+    # 期满 here: a 信用修复 removal has a term (test_credit_repair.py)
+    entries = [listed] if removed is None else [listed, removal_of(listed, removed, "EXPIRY")]
     ends = [end for end in (planned, removed) if end is not None]
     expected = listed_on <= day and all(day < end for end in ends)
     # In any order, and sent any number of times, the records say the same.
@@ -230,7 +231,7 @@ def test_several_lists_each_trigger_the_measures_that_name_them() -> None:
 
 def test_an_ended_listing_restricts_nothing_and_is_not_shown() -> None:
     listed = list_entry(USCC, JAN_1)
-    listing = folded(listed, removal_of(listed, date(2026, 1, 1)))
+    listing = folded(listed, removal_of(listed, date(2026, 1, 2)))
     found = assess([listing], PROCUREMENT, date(2026, 3, 2), **FINANCE_PROCUREMENT)
     assert found.verdict is Verdict.CLEAR
     assert found.in_force == ()

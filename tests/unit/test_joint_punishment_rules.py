@@ -328,7 +328,7 @@ def test_an_alert_comes_when_the_deadline_passes() -> None:
 
 def test_a_removal_lifts_at_every_department_that_was_told() -> None:
     h = Harness()
-    h.feed("list_entry", list_entry(ENTITY, "E-1", listed_on=days(-10)))
+    h.feed("list_entry", list_entry(ENTITY, "E-1", listed_on=days(-400)))
     h.feed(
         "matter",
         matter(ENTITY, "hz-xh-finance", "GOVERNMENT_PROCUREMENT", "CG-1", matter_date=days(-1)),
@@ -340,7 +340,7 @@ def test_a_removal_lifts_at_every_department_that_was_told() -> None:
             ENTITY,
             "E-1",
             action="REMOVED",
-            listed_on=days(-10),
+            listed_on=days(-400),
             removed_on=TODAY,
             removal_reason="CREDIT_REPAIR",
         ),
@@ -392,7 +392,7 @@ def test_a_removal_before_the_start_date_notifies_then_lifts_and_hits_nothing() 
 
 def test_a_backdated_correction_withdraws_the_hits_it_undoes() -> None:
     h = Harness()
-    h.feed("list_entry", list_entry(ENTITY, "E-1", listed_on=days(-10)))
+    h.feed("list_entry", list_entry(ENTITY, "E-1", listed_on=days(-400)))
     h.feed(
         "matter",
         matter(ENTITY, "hz-xh-finance", "GOVERNMENT_PROCUREMENT", "CG-1", matter_date=days(-1)),
@@ -404,7 +404,7 @@ def test_a_backdated_correction_withdraws_the_hits_it_undoes() -> None:
             ENTITY,
             "E-1",
             action="REMOVED",
-            listed_on=days(-10),
+            listed_on=days(-400),
             removed_on=days(-5),
             removal_reason="CORRECTION",
         ),

@@ -133,7 +133,8 @@ def test_an_extended_listing_keeps_its_extension_in_both_services_whatever_the_o
 def test_a_removal_corrected_to_an_earlier_day_lifts_from_that_day_in_both_services(
     data: st.DataObject, number: int
 ) -> None:
-    listed = list_entry(ENTITY, f"E-{number}", listed_on=days(-60))
+    # Listed 500 days ago: a 信用修复 removal is past its one-year term (streams/credit_repair.py).
+    listed = list_entry(ENTITY, f"E-{number}", listed_on=days(-500))
     removed = removal_of(listed, days(-5), version="1")
     corrected = removal_of(listed, days(-30), version="2")  # the day was wrong: 30 days ago
     procurement = matter(
@@ -159,7 +160,7 @@ def test_a_removal_corrected_to_an_earlier_day_lifts_from_that_day_in_both_servi
 
 
 def test_the_corrected_removal_withdraws_the_hit_its_first_version_left_standing() -> None:
-    listed = list_entry(ENTITY, "E-1", listed_on=days(-60))
+    listed = list_entry(ENTITY, "E-1", listed_on=days(-500))
     h = joint_punishment(
         [
             ("list_entry", listed),
@@ -176,7 +177,7 @@ def test_the_corrected_removal_withdraws_the_hit_its_first_version_left_standing
 
 
 def test_an_older_version_arriving_last_changes_nothing() -> None:
-    listed = list_entry(ENTITY, "E-1", listed_on=days(-60))
+    listed = list_entry(ENTITY, "E-1", listed_on=days(-500))
     corrected = removal_of(listed, days(-30), version="2")
     h = joint_punishment([("list_entry", listed), ("list_entry", corrected)])
     published = len(h.published)
