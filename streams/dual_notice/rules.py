@@ -21,8 +21,10 @@ What it reads, all keyed by the entity's USCC and co-partitioned (``streams.runt
 What it tells whom:
 
 * **告知审批部门** — one :data:`push <schemas/avro/dual_notice_push.avsc>` per
-  (registration event, item, department) to ``dept.<code>.inbox``; its id is
-  ``uuid5(event id | item | department)``, so reprocessing never makes a second push;
+  (registration, item, department) to ``dept.<code>.inbox``; its id is
+  ``uuid5(registration | item | department)``, the registration being its business key
+  (:func:`registration_key`: USCC, kind, day), so neither reprocessing nor the same
+  registration re-published as a new version makes a second push;
   every change of state is republished on ``dualnotice.pushes`` for the sink and auditors,
   and reaches the department's inbox too unless the department made it itself (its
   claim, return or stop): a push FULFILLED, CLOSED, REASSIGNED, STOPPED by the
@@ -67,6 +69,20 @@ department "dept", or the registration authority "reg"), each cell where it goes
       the REASSIGN or ROUTE that made it) or later than now plus
       ``action_clock_skew`` (5 minutes): its deadlines would run from a time that never was.
 
+**The entity's own event order.** Its registration events are applied in business order
+(their day, then 设立 < 变更 < 迁出 < 注销/吊销 on one day), whatever order they are read
+in (:meth:`DualNoticeRules._apply_registration`): a 注销/吊销 closes what the
+registrations before it opened, and a 设立 read after its 注销 makes its pushes CLOSED at
+once (recorded, sent to no inbox); a 变更 pushes what it adds to the registration before
+it, and a 设立 read after its 变更 takes back (REASSIGNED, reason
+``由更早的登记替代…``) the 变更's pushes of what the 设立 needed already; 迁出 closes the
+open pushes, saying so (no closure notice: its licences are not ended by the move); a
+住所 in another division moves each open push not yet claimed (PUSHED, OVERDUE,
+RETURNED) to the new division's department, REASSIGNED by the platform, its department
+told. A closure re-published (a new event id, the same business key) sends nothing.
+Still read in arrival order: department actions and licences (an action dated before a
+注销 read before it is judged against the closed push).
+
 Time is event time: deadlines run from the registration's event time and from the
 claim's ``acted_at``, so a replay of history gives the same deadlines. A timer compares
 them with the clock every ``tick_interval`` seconds and sends each due push through the
@@ -89,10 +105,10 @@ everything produced for the events before them (outputs and table changelogs) is
 acknowledged; after a crash the events since the last commit are processed again
 against state that may already hold them, and every change remembers the event that
 made it, so a reprocessed event re-sends what it had sent (same ids, same content)
-instead of changing anything twice. A registration or a licence a department sends
-again (the same event id) arrives at a new offset, unlike a reprocessed one: the entity's
-state keeps where each event was first read (``read``), and the event read elsewhere
-sends nothing.
+instead of changing anything twice. A registration, a licence or a department action
+sent again (the same event id or action id) arrives at a new offset, unlike a
+reprocessed one: the entity's state keeps where each was first read (``read``), and one
+read elsewhere sends nothing.
 
 The rules are pure (:class:`DualNoticeRules`: plain values in, a
 :class:`DualNoticeOutput` out, the time passed in); :mod:`streams.dual_notice.app` is the
