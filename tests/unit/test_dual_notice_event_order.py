@@ -6,6 +6,7 @@ same rules run in the worker: tests/integration/test_dual_notice.py."""
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Iterator
 from datetime import datetime
@@ -26,9 +27,9 @@ from tests.unit.test_dual_notice_rules import (
     DAY_MS,
     XIHU,
     XIHU_ITEMS,
-    Harness,
     inbox_of,
 )
+from tests.unit.test_dual_notice_rules import Harness as RulesHarness
 from xietong.clock import millis
 from xietong.uscc import make_uscc
 
@@ -37,6 +38,30 @@ REGISTERED = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
 LATE = REGISTERED + 200 * DAY_MS
 YUHANG = "330110"  # 余杭区: its own transport and tobacco departments
 USCC = make_uscc("91", XIHU, rng=random.Random(7))
+
+
+class Stored(dict[str, Any]):
+    """A table as the worker's RocksDB store holds it: a value read is a copy, so a change
+    the rules make and do not write back is lost, as it would be there."""
+
+    def __getitem__(self, key: str) -> Any:
+        return copy.deepcopy(super().__getitem__(key))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return copy.deepcopy(super().get(key, default))
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, copy.deepcopy(value))
+
+
+class Harness(RulesHarness):
+    """The harness on tables that copy what they are given (:class:`Stored`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.registered_scopes = self.rules.registered_scopes = Stored()
+        self.pushes = self.rules.pushes = Stored()
+        self.licences = self.rules.licences = Stored()
 
 
 def event(
