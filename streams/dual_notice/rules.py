@@ -748,8 +748,10 @@ class DualNoticeRules:
                 "version": version,
             }
 
-        entity = self._entity(registration)
         closure = closure_kind(registration)
+        if closure is None and not needed and self.pushes.get(uscc) is None:
+            return outcome  # most entities need no permit: nothing of theirs is kept
+        entity = self._entity(registration)
         label = closure or kind
         day = business_clock().day_of(entity["registered_at"]).isoformat()
         event = {
