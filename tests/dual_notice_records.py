@@ -10,7 +10,12 @@ from decimal import Decimal
 from typing import Any
 
 from registry.seed import load_sample_province
-from streams.dual_notice.rules import ApprovalCatalog, DepartmentDirectory
+from streams.dual_notice.rules import (
+    ApprovalCatalog,
+    DepartmentDirectory,
+    registered_entity,
+    registration_key,
+)
 from xietong.clock import business_clock
 from xietong.ids import deterministic_id
 from xietong.uscc import make_uscc
@@ -53,6 +58,11 @@ def sample_directory() -> DepartmentDirectory:
         {"code": department.code, "uscc": department.uscc, "name": department.name}
         for department in PROVINCE.departments
     )
+
+
+def key_of(registration: dict[str, Any]) -> str:
+    """The business key of a registration event (USCC | kind | day), as push ids use it."""
+    return registration_key(registered_entity(registration, None))
 
 
 def received(department: str, action: dict[str, Any], offset: int) -> dict[str, Any]:

@@ -21,8 +21,10 @@ What it reads, all keyed by the entity's USCC and co-partitioned (``streams.runt
 What it tells whom:
 
 * **告知审批部门** — one :data:`push <schemas/avro/dual_notice_push.avsc>` per
-  (registration event, item, department) to ``dept.<code>.inbox``; its id is
-  ``uuid5(event id | item | department)``, so reprocessing never makes a second push;
+  (registration, item, department) to ``dept.<code>.inbox``; its id is
+  ``uuid5(registration | item | department)``, the registration being its business key
+  (:func:`registration_key`: USCC, kind, day), so neither reprocessing nor the same
+  registration re-published as a new version makes a second push;
   every change of state is republished on ``dualnotice.pushes`` for the sink and auditors,
   and reaches the department's inbox too unless the department made it itself (its
   claim, return or stop): a push FULFILLED, CLOSED, REASSIGNED, STOPPED by the
@@ -72,6 +74,20 @@ department "dept", or the registration authority "reg"), each cell where it goes
       the REASSIGN or ROUTE that made it) or later than now plus
       ``action_clock_skew`` (5 minutes): its deadlines would run from a time that never was.
 
+**The entity's own event order.** Its registration events are applied in business order
+(their day, then 设立 < 变更 < 迁出 < 注销/吊销 on one day), whatever order they are read
+in (:meth:`DualNoticeRules._apply_registration`): a 注销/吊销 closes what the
+registrations before it opened, and a 设立 read after its 注销 makes its pushes CLOSED at
+once (recorded, sent to no inbox); a 变更 pushes what it adds to the registration before
+it, and a 设立 read after its 变更 takes back (REASSIGNED, reason
+``由更早的登记替代…``) the 变更's pushes of what the 设立 needed already; 迁出 closes the
+open pushes, saying so (no closure notice: its licences are not ended by the move); a
+住所 in another division moves each open push not yet claimed (PUSHED, OVERDUE,
+RETURNED) to the new division's department, REASSIGNED by the platform, its department
+told. A closure re-published (a new event id, the same business key) sends nothing.
+Still read in arrival order: department actions and licences (an action dated before a
+注销 read before it is judged against the closed push).
+
 Time is event time: deadlines run from the registration's event time and from the
 claim's ``acted_at``, so a replay of history gives the same deadlines. A push and a
 分流失败 record carry both time bases, each named: ``pushed_at``, ``failed_at`` and
@@ -101,10 +117,10 @@ everything produced for the events before them (outputs and table changelogs) is
 acknowledged; after a crash the events since the last commit are processed again
 against state that may already hold them, and every change remembers the event that
 made it, so a reprocessed event re-sends what it had sent (same ids, same content)
-instead of changing anything twice. A registration or a licence a department sends
-again (the same event id) arrives at a new offset, unlike a reprocessed one: the entity's
-state keeps where each event was first read (``read``), and the event read elsewhere
-sends nothing.
+instead of changing anything twice. A registration, a licence or a department action
+sent again (the same event id or action id) arrives at a new offset, unlike a
+reprocessed one: the entity's state keeps where each was first read (``read``), and one
+read elsewhere sends nothing.
 
 The rules are pure (:class:`DualNoticeRules`: plain values in, a
 :class:`DualNoticeOutput` out, the time passed in); :mod:`streams.dual_notice.app` is the
@@ -141,28 +157,38 @@ PLATFORM = "platform"
 # -- ids: derived from what caused a record, never from when it was made ----------------
 
 
-def push_id(registration_event_id: str, item_code: str, department_code: str) -> str:
-    """推送标识 of the push of ``item_code`` to a department for a registration event."""
-    return deterministic_id(
-        f"dual-notice-push|{registration_event_id}|{item_code}|{department_code}"
-    )
+def registration_key(entity: dict[str, Any]) -> str:
+    """登记业务标识 of the registration a push is made for: USCC | event kind | the day it
+    took effect (in the province). Its versions (a correction re-published with a new event
+    id) share it, so they make the same pushes, never a second one per item."""
+    day = business_clock().day_of(entity["registered_at"]).isoformat()
+    return f"{entity['uscc']}|{entity['event_kind']}|{day}"
 
 
-def routing_id(registration_event_id: str, item_code: str) -> str:
-    """标识 of the 分流失败 record of an item of a registration event."""
-    return deterministic_id(f"dual-notice-routing|{registration_event_id}|{item_code}")
+def push_id(registration: str, item_code: str, department_code: str) -> str:
+    """推送标识 of the push of ``item_code`` to a department for a registration (its
+    :func:`registration_key`)."""
+    return deterministic_id(f"dual-notice-push|{registration}|{item_code}|{department_code}")
 
 
-def applicant_notice_id(registration_event_id: str) -> str:
-    return deterministic_id(f"dual-notice-applicant-notice|{registration_event_id}")
+def routing_id(registration: str, item_code: str) -> str:
+    """标识 of the 分流失败 record of an item of a registration (its
+    :func:`registration_key`)."""
+    return deterministic_id(f"dual-notice-routing|{registration}|{item_code}")
+
+
+def applicant_notice_id(registration: str) -> str:
+    return deterministic_id(f"dual-notice-applicant-notice|{registration}")
 
 
 def alert_id(push: str, kind: AlertKind) -> str:
     return deterministic_id(f"dual-notice-alert|{push}|{kind}")
 
 
-def closure_notice_id(registration_event_id: str, department_code: str) -> str:
-    return deterministic_id(f"dual-notice-closure|{registration_event_id}|{department_code}")
+def closure_notice_id(closure: str, department_code: str) -> str:
+    """标识 of the 注销/吊销 notice to a department; ``closure`` is the closure's business
+    key (USCC | 注销 or 吊销 | its day), so a closure re-published tells nobody twice."""
+    return deterministic_id(f"dual-notice-closure|{closure}|{department_code}")
 
 
 # -- the catalog (后置审批事项目录) and the departments, as the registry publishes them ------
@@ -383,6 +409,47 @@ RETURN_REASONS = {
 }
 
 
+#: States in which a push may be moved by the platform to the department of the entity's
+#: new division (a 住所 change): not yet claimed, nor ended.
+REROUTABLE = frozenset({PushState.PUSHED, PushState.OVERDUE, PushState.RETURNED})
+#: The business order of registration events on one day: 设立, 变更, 迁出, 注销/吊销.
+RANK = {"ESTABLISH": 0, "CHANGE": 1, "MOVED_OUT": 2, "CANCELLED": 3, "REVOKED": 3}
+#: How the reason of a push the platform replaced by an earlier registration's begins.
+SUPERSEDED = "由更早的登记替代"
+
+
+def closure_kind(registration: dict[str, Any]) -> str | None:
+    """CANCELLED (注销), REVOKED (吊销) or MOVED_OUT (迁出) if the registration event ends
+    the entity in this province; None otherwise."""
+    status = registration["status"]
+    if status in ("REVOKED", "MOVED_OUT"):
+        return str(status)
+    if registration["event_kind"] == "CANCEL" or status == "CANCELLED":
+        return "CANCELLED"
+    return None
+
+
+def _event_order(event: dict[str, Any]) -> tuple[int, int, str]:
+    """A registration event's place in the entity's business order: its day's instant, its
+    kind's rank that day, its business key (deterministic, never a uuid)."""
+    return (int(event["at"]), int(event["rank"]), str(event["key"]))
+
+
+def _entry_order(entry: dict[str, Any]) -> tuple[int, int]:
+    """Where a push was made in the entity's business order (an entry kept by an earlier
+    worker has none: before every event)."""
+    made = entry.get("order")
+    return (-1, -1) if made is None else (int(made[0]), int(made[1]))
+
+
+def _scope_args(scope: dict[str, Any]) -> tuple[list[str], str]:
+    return scope["permit_entries"], scope["industry_code"]
+
+
+def _day(moment: int) -> str:
+    return business_clock().day_of(moment).isoformat()
+
+
 class Rejected(Exception):
     """A department action that cannot be applied; the message says why."""
 
@@ -447,6 +514,17 @@ INPUTS_SENT_AGAIN = Counter(
     "Input events (registrations, licences) read again at a new offset, sent again by"
     " their department: nothing is sent for them, by record type",
     ("record_type",),
+)
+REGISTRATION_VERSIONS = Counter(
+    "xietong_dual_notice_registration_versions",
+    "Registration events with the business key (USCC, kind, day) of one known: a later"
+    " version updates its pushes (applied), an earlier one or a closure re-published sends"
+    " nothing (ignored)",
+    ("outcome",),
+)
+REROUTED = Counter(
+    "xietong_dual_notice_pushes_rerouted",
+    "Open pushes moved by the platform to the department of the entity's new division (住所变更)",
 )
 HISTORY = Counter(
     "xietong_dual_notice_history",
@@ -525,9 +603,7 @@ class PushOrder:
 
     @property
     def push_id(self) -> str:
-        return push_id(
-            self.entity["registration_event_id"], self.item["code"], self.department["code"]
-        )
+        return push_id(registration_key(self.entity), self.item["code"], self.department["code"])
 
 
 def new_push(
@@ -650,9 +726,26 @@ class DualNoticeRules:
         return outcome
 
     def _apply_registration(self, registration: dict[str, Any], now: int) -> DualNoticeOutput:
-        """What :meth:`on_registration` does with an event not sent before."""
+        """What :meth:`on_registration` does with an event not sent before.
+
+        The entity's registration events are applied in their own order (the business
+        order: their day, then 设立 < 变更 < 迁出 < 注销/吊销), whatever order they are read
+        in: each is kept in the entity's state (``registrations``, by business key: USCC,
+        kind, day), so one read late takes effect as if read in its place —
+
+        * a 注销/吊销 (or 迁出) closes the pushes of the registrations before it, and a 设立
+          read after its 注销 makes its pushes CLOSED at once, told to nobody;
+        * a 变更 pushes what it adds to the registration before it in that order; a 设立
+          read after its 变更 makes its own pushes, and the 变更's pushes of what the 设立
+          needed already are REASSIGNED to them (:meth:`_register`);
+        * a 变更 of 住所 to another division re-routes the open pushes to the departments
+          of the new division (:meth:`_follow`);
+        * another version of a registration known (a new event id, the same business key)
+          makes the same pushes: a later version updates them, an earlier one, or a
+          closure re-published, sends nothing.
+        """
         outcome = DualNoticeOutput()
-        kind, status = registration["event_kind"], registration["status"]
+        kind = registration["event_kind"]
         REGISTRATIONS_READ.labels(kind).inc()
         event_id = registration["envelope"]["event_id"]
         uscc = registration["uscc"]
@@ -688,58 +781,305 @@ class DualNoticeRules:
                 "version": version,
             }
 
-        if kind == "CANCEL" or status in ("CANCELLED", "REVOKED"):
-            self._close_entity(registration, outcome, now)
-            return outcome
-        if kind not in ("ESTABLISH", "CHANGE"):
-            return outcome
-        if kind == "CHANGE" and previous is not None:
-            # Only what the change adds; an entity whose earlier scope is unknown here
-            # (registered before the platform) is told everything it needs.
-            before = self.catalog().match(previous["permit_entries"], previous["industry_code"])
-            needed_before = {match.item.code for match in before}
-            needed = [match for match in needed if match.item.code not in needed_before]
-        if needed:
-            self._notify(registration, needed, outcome, now)
+        closure = closure_kind(registration)
+        if closure is None and not needed and self.pushes.get(uscc) is None:
+            return outcome  # most entities need no permit: nothing of theirs is kept
+        entity = self._entity(registration)
+        label = closure or kind
+        day = business_clock().day_of(entity["registered_at"]).isoformat()
+        event = {
+            "key": f"{uscc}|{label}|{day}",
+            "event_id": event_id,
+            "version": version,
+            "at": entity["registered_at"],
+            "rank": RANK.get(label, RANK["CHANGE"]),
+            "kind": kind,
+            "closure": closure,
+            "division": registration["division_code"],
+            "scope": scope,
+            "entity": entity,
+        }
+        state = self._state(uscc)
+        events = state.setdefault("registrations", {})
+        same = events.get(event["key"])
+        if same is not None and same["event_id"] != event_id:
+            if closure is not None or not is_later(version, same["version"]):
+                REGISTRATION_VERSIONS.labels("ignored").inc()
+                log_event(
+                    logger,
+                    "dual_notice_registration_version_ignored",
+                    event_id=event_id,
+                    uscc=uscc,
+                    key=event["key"],
+                    kept_event_id=same["event_id"],
+                )
+                return outcome
+            REGISTRATION_VERSIONS.labels("applied").inc()
+        events[event["key"]] = event
+        self.pushes[uscc] = state
+
+        if closure is not None:
+            self._close_entity(registration, event, state, outcome, now)
+        elif kind in ("ESTABLISH", "CHANGE"):
+            before = self._before(state, event)
+            if before is None and known is not None and not self._known_event(state, known):
+                before = {"scope": known["scope"]}  # set by a worker before the order was kept
+            self._register(state, event, before, outcome, now)
+        self.pushes[uscc] = state  # a table holds what it is given, not what changes after
         return outcome
 
     def _entity(self, registration: dict[str, Any]) -> dict[str, Any]:
         authority = self.directory().by_uscc.get(registration["registering_authority_uscc"])
         return registered_entity(registration, authority["code"] if authority else None)
 
-    def _notify(
+    # -- the entity's registration events in their own order ----------------------------------
+
+    @staticmethod
+    def _known_event(state: dict[str, Any], scope_entry: dict[str, Any]) -> bool:
+        return any(
+            event["event_id"] == scope_entry["event_id"]
+            for event in state.get("registrations", {}).values()
+        )
+
+    @staticmethod
+    def _ordered(state: dict[str, Any]) -> list[dict[str, Any]]:
+        """The entity's registration events in business order."""
+        return sorted(state.get("registrations", {}).values(), key=_event_order)
+
+    def _before(self, state: dict[str, Any], event: dict[str, Any]) -> dict[str, Any] | None:
+        """The 设立 or 变更 the entity's scope came from just before ``event``, if known."""
+        earlier = [
+            known
+            for known in self._ordered(state)
+            if known["closure"] is None
+            and known["kind"] in ("ESTABLISH", "CHANGE")
+            and _event_order(known) < _event_order(event)
+        ]
+        return earlier[-1] if earlier else None
+
+    def _after(self, state: dict[str, Any], order: tuple[int, int]) -> list[dict[str, Any]]:
+        """The registration events known after ``order`` (an instant and a rank)."""
+        return [known for known in self._ordered(state) if _event_order(known)[:2] > order]
+
+    def _added(self, event: dict[str, Any], before: dict[str, Any] | None) -> list[Match]:
+        """What ``event`` needs that the registration before it did not (all it needs for a
+        设立, or when nothing before it is known: registered before the platform)."""
+        scope = event["scope"]
+        needed = self.catalog().match(scope["permit_entries"], scope["industry_code"])
+        if event["kind"] != "CHANGE" or before is None:
+            return needed
+        earlier = before["scope"]
+        had = {m.item.code for m in self.catalog().match(*_scope_args(earlier))}
+        return [match for match in needed if match.item.code not in had]
+
+    def _register(
         self,
-        registration: dict[str, Any],
-        needed: list[Match],
+        state: dict[str, Any],
+        event: dict[str, Any],
+        before: dict[str, Any] | None,
         outcome: DualNoticeOutput,
         now: int,
     ) -> None:
-        """告知审批部门 for each item (or 分流失败), then 告知申请人 once."""
-        uscc = registration["uscc"]
-        entity = self._entity(registration)
-        event_id = entity["registration_event_id"]
-        state = self._state(uscc)
+        """A 设立 or 变更 in its place among the entity's events: it moves the pushes before
+        it (a 住所 in another division), pushes what it adds, and corrects the 变更 after
+        it that was read first and so pushed what this one needed already."""
+        for entry in list(state["pushes"].values()):
+            if _entry_order(entry) < _event_order(event)[:2]:
+                self._follow(state, entry, event, outcome, now)
+        needed = self._added(event, before)
+        successor = next(
+            (
+                known
+                for known in self._after(state, _event_order(event)[:2])
+                if known["closure"] is None and known["kind"] in ("ESTABLISH", "CHANGE")
+            ),
+            None,
+        )
+        withdraw: list[dict[str, Any]] = []
+        if successor is not None and successor["kind"] == "CHANGE":
+            adding = {match.item.code for match in self._added(successor, event)}
+            key = registration_key(successor["entity"])
+            kept = set()
+            for entry in state["pushes"].values():
+                record = entry["record"]
+                if (
+                    record["routing"] != "AUTO"
+                    or registration_key(record["entity"]) != key
+                    or record["item"]["code"] in adding
+                ):
+                    continue
+                closed = record["state"] == PushState.CLOSED and record["changed_by"] == PLATFORM
+                if PushState(record["state"]) in REROUTABLE or closed:
+                    withdraw.append(entry)
+                else:  # its department acted on it already: it stands for this one's
+                    kept.add(record["item"]["code"])
+            needed = [match for match in needed if match.item.code not in kept]
+        if needed:
+            self._notify(state, event["entity"], needed, outcome, now)
+        if successor is None or successor["kind"] != "CHANGE":
+            return
+        targets = {entry["record"]["reassigned_to_push_id"] for entry in state["pushes"].values()}
+        for entry in withdraw:
+            record = entry["record"]
+            if record["push_id"] in targets:  # this one's push, moved to its division
+                entry["rerouted"] = True
+                continue
+            replacement = push_id(
+                registration_key(event["entity"]),
+                record["item"]["code"],
+                record["department"]["code"],
+            )
+            fields: dict[str, Any] = {
+                "reassigned_to_push_id": replacement if replacement in state["pushes"] else None,
+                "reason_text": f"{SUPERSEDED}：该事项{_day(event['at'])}登记时已需要，"
+                f"由推送 {replacement} 办理",
+            }
+            if record["state"] != PushState.CLOSED:
+                self._change(
+                    entry,
+                    PushState.REASSIGNED,
+                    event["event_id"],
+                    record["state_changed_at"],
+                    now,
+                    PLATFORM,
+                    outcome,
+                    REROUTABLE,
+                    **fields,
+                )
+                continue
+            # Closed with the entity already (its department was told): it stays CLOSED
+            # and says which push replaced it, on the platform topic.
+            if entry["cause"] != event["event_id"]:
+                record.update(version=record["version"] + 1, **fields)
+                entry["cause"] = event["event_id"]
+            outcome.send("dual_notice_push", record["entity"]["uscc"], record)
+        adds = self._added(successor, event)
+        if adds or withdraw:  # its 告知书 corrected: what it adds to this one
+            self._notify(state, successor["entity"], adds, outcome, now, resend=False)
+
+    def _follow(
+        self,
+        state: dict[str, Any],
+        entry: dict[str, Any],
+        event: dict[str, Any],
+        outcome: DualNoticeOutput,
+        now: int,
+    ) -> bool:
+        """Apply a registration event to a push made before it: a 注销/吊销 or 迁出 closes
+        it; a 变更 of 住所 to a division whose department for the item is another moves
+        an open push (not yet claimed) there, REASSIGNED by the platform. True if the push
+        is changed by it (now or before)."""
+        record = entry["record"]
+        if event["closure"] is not None:
+            fields: dict[str, Any] = {}
+            if event["closure"] == "MOVED_OUT":
+                fields["reason_text"] = (
+                    f"{event['entity']['name']}已于{_day(event['at'])}迁出本省（迁出），推送终止"
+                )
+            was = record["state"]
+            if self._change(
+                entry, PushState.CLOSED, event["event_id"], event["at"], now, PLATFORM, outcome,
+                OPEN,
+                **fields,
+            ) and was != PushState.CLOSED:  # fmt: skip
+                entry["closed"] = {"from": was, "order": list(_event_order(event)[:2])}
+            return bool(entry["cause"] == event["event_id"])
+        rerouted = record["routing"] == "AUTO" or entry.get("rerouted", False)
+        if event["kind"] != "CHANGE" or not rerouted:
+            return False
+        # Closed by a 注销 that came after this move (read before it): moved first, as then.
+        closed = entry.get("closed") or {}
+        allowed = REROUTABLE
+        if closed.get("from") in REROUTABLE and tuple(closed["order"]) > _event_order(event)[:2]:
+            allowed = REROUTABLE | {PushState.CLOSED}
+        if entry["cause"] != event["event_id"] and PushState(record["state"]) not in allowed:
+            return False
+        item = self.catalog().items.get(record["item"]["code"])
+        target = None if item is None else item.routes.get(event["division"])
+        if target is None or target["code"] == record["department"]["code"]:
+            return False
+        order = PushOrder(
+            event["entity"],
+            record["item"],
+            record["matched_by"],
+            dict(target),
+            "REASSIGNED",
+            event["at"],
+            reassigned_from=record["push_id"],
+        )
+        replacement = order.push_id
+        made = state["pushes"].get(replacement)
+        # Made by this 变更 already: this move again (reprocessed), or, routed AUTO, the
+        # 变更 read before the registration it moves pushed the item itself.
+        if made is None:
+            REROUTED.inc()
+        if made is None or (made["cause"] == event["event_id"] and made.get("rerouted")):
+            self._push(state, outcome, order, cause=event["event_id"], now=now)
+        state["pushes"][replacement]["rerouted"] = True
+        self._change(
+            entry,
+            PushState.REASSIGNED,
+            event["event_id"],
+            event["at"],
+            now,
+            PLATFORM,
+            outcome,
+            allowed,
+            reassigned_to_push_id=replacement,
+            reason_text=f"住所变更至{event['division']}（{event['entity']['address']}），"
+            f"由{target['name']}办理",
+        )
+        return True
+
+    def _notify(
+        self,
+        state: dict[str, Any],
+        entity: dict[str, Any],
+        needed: list[Match],
+        outcome: DualNoticeOutput,
+        now: int,
+        *,
+        resend: bool = True,
+    ) -> None:
+        """告知审批部门 for each item (or 分流失败), then 告知申请人 once.
+
+        A push made for this very event before is sent again if ``resend`` (the event
+        reprocessed); one made for another version of the registration takes this
+        version's snapshot; ``resend`` false (a 变更 corrected by a 设立 read after it)
+        makes only the pushes missing."""
+        uscc, event_id = entity["uscc"], entity["registration_event_id"]
+        key = registration_key(entity)
         notice_items = []
         for match in needed:
             department = match.item.routes.get(entity["division_code"])
             if department is None:
-                failure = self._routing_failure(state, entity, match, outcome, now)
+                failure = state["unrouted"].get(routing_id(key, match.item.code))
+                if failure is not None and failure["record"]["entity"] != entity:
+                    failure["record"]["entity"] = entity
+                identity = self._routing_failure(state, entity, match, outcome, now)
+                self._close_unrouted(state, state["unrouted"][identity], outcome)
                 notice_items.append(
                     {
                         "item": match.item.ref,
                         "department": None,
                         "push_id": None,
-                        "routing_id": failure,
+                        "routing_id": identity,
                     }
                 )
                 continue
             order = PushOrder.routed(entity, match, department)
-            push = self._push(state, outcome, order, cause=event_id, now=now)
+            entry = state["pushes"].get(order.push_id)
+            if entry is None:
+                self._push(state, outcome, order, cause=entity["registration_event_id"], now=now)
+            elif entry["record"]["entity"]["registration_event_id"] != event_id:
+                self._take_version(entry, order, outcome)
+            elif resend:
+                self._push(state, outcome, order, cause=entity["registration_event_id"], now=now)
             notice_items.append(
                 {
                     "item": match.item.ref,
                     "department": department,
-                    "push_id": push,
+                    "push_id": order.push_id,
                     "routing_id": None,
                 }
             )
@@ -748,12 +1088,39 @@ class DualNoticeRules:
             "dual_notice_applicant_notice",
             uscc,
             {
-                "notice_id": applicant_notice_id(event_id),
+                "notice_id": applicant_notice_id(key),
                 "entity": entity,
                 "items": notice_items,
                 "issued_at": entity["registered_at"],
             },
         )
+
+    def _take_version(
+        self, entry: dict[str, Any], order: PushOrder, outcome: DualNoticeOutput
+    ) -> None:
+        """Another version of the push's registration (a correction, re-published with a
+        new event id): the push shows it, one version more, on the platform topic only
+        (the department's push, its id and its deadlines, are the same)."""
+        record = entry["record"]
+        record.update(entity=order.entity, matched_by=order.matched_by)
+        record["version"] += 1
+        entry["cause"] = order.entity["registration_event_id"]
+        outcome.send("dual_notice_push", record["entity"]["uscc"], record)
+
+    def _close_unrouted(
+        self, state: dict[str, Any], entry: dict[str, Any], outcome: DualNoticeOutput
+    ) -> None:
+        """A 分流失败 record of a registration the entity's 注销/吊销 (or 迁出) follows,
+        read before it: CLOSED at once, nothing for the registration authority to route."""
+        record = entry["record"]
+        order = (record["entity"]["registered_at"], RANK.get(record["entity"]["event_kind"], 1))
+        closure = next((e for e in self._after(state, order) if e["closure"] is not None), None)
+        if closure is None or record["state"] != "OPEN":
+            return
+        record.update(state="CLOSED", state_changed_at=closure["at"])
+        entry["cause"] = closure["event_id"]
+        MANUAL_ROUTING_QUEUE.dec()
+        outcome.send("dual_notice_routing_failure", record["entity"]["uscc"], record)
 
     def _state(self, uscc: str) -> dict[str, Any]:
         known = self.pushes.get(uscc)
@@ -804,6 +1171,7 @@ class DualNoticeRules:
             "delivered": self.has_inbox(department["code"]) and not (history or held),
             "history": history,
             "held": held,
+            "order": [order.starts_at, RANK.get(entity["event_kind"], RANK["CHANGE"])],
         }
         state["pushes"][identity] = entry
         _count(record, +1)
@@ -812,7 +1180,8 @@ class DualNoticeRules:
             HISTORY.labels("push").inc()
         if held and cut_over is not None:
             outcome.deadlines.append((cut_over, entity["uscc"], identity, DELIVERY))
-        self._resend(entry, outcome)
+        if not self._catch_up(state, entry, outcome, now):
+            self._resend(entry, outcome)
         log_event(
             logger,
             "dual_notice_pushed",
@@ -826,6 +1195,21 @@ class DualNoticeRules:
             history=history,
         )
         return identity
+
+    def _catch_up(
+        self, state: dict[str, Any], entry: dict[str, Any], outcome: DualNoticeOutput, now: int
+    ) -> bool:
+        """A push just made, for a registration the entity's later events (read first)
+        follow: apply them, as if read after it (:meth:`_follow`). A push they change was
+        never seen by its department, so it reaches no inbox: for an entity closed since,
+        it is CLOSED at once; moved since, it is REASSIGNED to the new division's
+        department, which gets the push. True if they changed it."""
+        delivered, entry["delivered"] = entry["delivered"], False
+        for later in self._after(state, _entry_order(entry)):
+            if self._follow(state, entry, later, outcome, now):
+                return True
+        entry["delivered"] = delivered
+        return False
 
     def _resend(self, entry: dict[str, Any], outcome: DualNoticeOutput) -> None:
         """Send the push as it is now; to the department's inbox too while it was never
@@ -853,7 +1237,7 @@ class DualNoticeRules:
         (``dualnotice.manual-routing``) and is on the claimable list
         (``dualnotice.claimable``) for any department to claim, until one of them takes
         it or the entity closes."""
-        identity = routing_id(entity["registration_event_id"], match.item.code)
+        identity = routing_id(registration_key(entity), match.item.code)
         entry = state["unrouted"].get(identity)
         if entry is None:
             failed_at = entity["registered_at"]
@@ -888,29 +1272,39 @@ class DualNoticeRules:
         return identity
 
     def _close_entity(
-        self, registration: dict[str, Any], outcome: DualNoticeOutput, now: int
+        self,
+        registration: dict[str, Any],
+        event: dict[str, Any],
+        state: dict[str, Any],
+        outcome: DualNoticeOutput,
+        now: int,
     ) -> None:
-        """注销/吊销: close what is open, and tell every department whose licence is valid."""
+        """注销/吊销: close what the registrations before it opened, and tell every
+        department whose licence is valid; 迁出 (moved out of the province): close them,
+        saying so (its licences are not ended by the move: nobody is told of them)."""
         uscc, event_id = registration["uscc"], registration["envelope"]["event_id"]
-        closed_at = millis(registration["envelope"]["event_time"])
-        state = self.pushes.get(uscc)
-        if state is not None:
-            for entry in state["pushes"].values():
-                self._change(
-                    entry, PushState.CLOSED, event_id, closed_at, now, PLATFORM, outcome, OPEN
-                )
-            for entry in state["unrouted"].values():
-                record = entry["record"]
-                if record["state"] == "OPEN":
-                    changed_at = max(closed_at, record["failed_at"])
-                    record.update(state="CLOSED", state_changed_at=changed_at)
-                    record.update(state_recorded_at=_recorded(now, record))
-                    entry["cause"] = event_id
-                    MANUAL_ROUTING_QUEUE.dec()
-                if entry["cause"] == event_id:
-                    _publish_routing(record, outcome)
+        closed_at = event["at"]
+        for entry in list(state["pushes"].values()):
+            if _entry_order(entry) < _event_order(event)[:2]:
+                self._follow(state, entry, event, outcome, now)
+        for entry in state["unrouted"].values():
+            record = entry["record"]
+            made = (record["entity"]["registered_at"], RANK.get(record["entity"]["event_kind"], 1))
+            if record["state"] == "OPEN" and made < _event_order(event)[:2]:
+                changed_at = max(closed_at, record["failed_at"])
+                record.update(state="CLOSED", state_changed_at=changed_at)
+                record.update(state_recorded_at=_recorded(now, record))
+                entry["cause"] = event_id
+                MANUAL_ROUTING_QUEUE.dec()
+            if entry["cause"] == event_id:
+                _publish_routing(record, outcome)
+        if event["closure"] == "MOVED_OUT":
             self.pushes[uscc] = state
-        self._remember_closure(uscc, registration["event_date"])
+            return
+        closures = state.get("closures", [])
+        if registration["event_date"].toordinal() not in closures:
+            state["closures"] = sorted([*closures, registration["event_date"].toordinal()])
+        self.pushes[uscc] = state
 
         closed_on: date = registration["event_date"]
         holders: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -944,7 +1338,7 @@ class DualNoticeRules:
                 for licence in sorted(held, key=lambda licence: licence["licence_number"])
             ]
             notice = {
-                "notice_id": closure_notice_id(event_id, department["code"]),
+                "notice_id": closure_notice_id(event["key"], department["code"]),
                 "registration_event_id": event_id,
                 "uscc": uscc,
                 "entity_name": registration["name"],
@@ -1042,14 +1436,6 @@ class DualNoticeRules:
                 return dict(licence)
         return None
 
-    def _remember_closure(self, uscc: str, closed_on: date) -> None:
-        """Keep the day of the entity's 注销/吊销 (:func:`licence_fulfils` reads them)."""
-        state = self._state(uscc)
-        closures = state.get("closures", [])
-        if closed_on.toordinal() not in closures:
-            state["closures"] = sorted([*closures, closed_on.toordinal()])
-            self.pushes[uscc] = state
-
     # -- changing a push's state --------------------------------------------------------------
 
     def _change(
@@ -1144,7 +1530,22 @@ class DualNoticeRules:
                     " routing id on the claimable list dualnotice.claimable)"
                 )
                 state, entry = self._named(action, "pushes", missing)
-            if action["action_id"] in entry["actions"]:  # delivered again: applied already
+            first_read = state.get("read", {}).get(f"action|{action['action_id']}")
+            if action["action_id"] in entry["actions"] and first_read not in (
+                None,
+                received["received_id"],
+            ):  # the department sent it again (a new offset): what it made was sent
+                INPUTS_SENT_AGAIN.labels("action").inc()
+                log_event(
+                    logger,
+                    "dual_notice_input_sent_again",
+                    record_type="action",
+                    event_id=action["action_id"],
+                    uscc=uscc,
+                    first_read_at=first_read,
+                    read_at=received["received_id"],
+                )
+            elif action["action_id"] in entry["actions"]:  # reprocessed: applied already
                 self._resend_after(received, state, entry, outcome)
             elif ActionKind(kind) is ActionKind.ROUTE:
                 self._route_by_hand(received, entry["record"], outcome, now)
@@ -1224,8 +1625,8 @@ class DualNoticeRules:
             fields = {"reason_text": action["reason_text"]}
         elif kind is ActionKind.REASSIGN:
             target = self._target(action, exclude=record["department"]["code"])
-            event_id = record["entity"]["registration_event_id"]
-            replacement = push_id(event_id, record["item"]["code"], target["code"])
+            registration = registration_key(record["entity"])
+            replacement = push_id(registration, record["item"]["code"], target["code"])
             if replacement in state["pushes"]:
                 raise Rejected(
                     f"push {identity} was given to {target['code']} already (push {replacement})",
@@ -1235,6 +1636,7 @@ class DualNoticeRules:
             self._push(state, outcome, order, cause=received["received_id"], now=now)
             fields = {"reassigned_to_push_id": replacement, "reason_text": action["reason_text"]}
         entry["actions"].append(action["action_id"])
+        _read_action(state, received)
         self._change(
             entry,
             to,
@@ -1374,6 +1776,7 @@ class DualNoticeRules:
         record.update(state_recorded_at=_recorded(now, record))
         entry["cause"] = received["received_id"]
         entry["actions"].append(action["action_id"])
+        _read_action(state, received)
         MANUAL_ROUTING_QUEUE.dec()
         _publish_routing(record, outcome)
         self.pushes[uscc] = state
@@ -1622,6 +2025,14 @@ def _publish_routing(record: dict[str, Any], outcome: DualNoticeOutput) -> None:
         outcome.send("dual_notice_claimable_item", record["routing_id"], record)
     else:
         outcome.remove("dual_notice_claimable_item", record["routing_id"], record)
+
+
+def _read_action(state: dict[str, Any], received: dict[str, Any]) -> None:
+    """Keep where an applied action was first read (its ``received_id``: topic, partition,
+    offset): the same action id read elsewhere is one its department sent again."""
+    state.setdefault("read", {})[f"action|{received['action']['action_id']}"] = received[
+        "received_id"
+    ]
 
 
 def _count(record: dict[str, Any], step: int) -> None:

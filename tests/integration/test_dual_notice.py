@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -21,7 +22,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from registry.grants import inbound_topic, inbox_topic
 from schemas import REGISTRATION
 from streams.dual_notice.rules import APP_NAME, push_id, routing_id
-from tests.dual_notice_records import action, licence, registration
+from tests.dual_notice_records import action, key_of, licence, registration
 from tests.kafka_helpers import ReadMessage, TopicWindow, eventually
 from tests.stream_worker import (
     Onboarding,
@@ -53,6 +54,7 @@ DEPARTMENTS = (
     "hz-xh-em",  # 西湖区应急管理: not the department of any push here
     "hz-sc-amr",  # 上城区市场监管: registers 330102 entities
     "hz-agri",  # 杭州市农业农村局: where 上城区's 农药经营许可 is routed by hand
+    "hz-yh-transport",  # 余杭区交通运输: where a push moves with its entity's 住所
 )
 #: Onboarded during a test: what waited for it must reach its new inbox.
 LATE_DEPARTMENT = "hz-xh-culture"  # 西湖区文化和旅游: 娱乐场所经营许可
@@ -206,9 +208,7 @@ def test_a_330106_establishment_with_road_freight_pushes_once_to_its_transport_d
     [notice] = notices.until(lambda found: len(found) >= 1)
     after_registrations(platform, kafka, uscc)
     assert len(pushes.records()) == 1 and len(inbox.records()) == 1
-    assert delivered["push_id"] == push_id(
-        record["envelope"]["event_id"], "DLHWYSXK", "hz-xh-transport"
-    )
+    assert delivered["push_id"] == push_id(key_of(record), "DLHWYSXK", "hz-xh-transport")
     assert delivered["state"] == "PUSHED" and delivered["routing"] == "AUTO"
     assert delivered["department"]["name"] == "杭州市西湖区交通运输局"
     assert delivered["item"]["name"] == "道路货物运输经营许可"
@@ -290,7 +290,7 @@ def test_an_item_with_no_department_in_the_division_waits_for_the_registrar_to_r
     record = registration(
         "330102", ("农药零售",), ("肥料销售",), industry="F5167", uscc=new_uscc("330102")
     )
-    uscc, event_id = record["uscc"], record["envelope"]["event_id"]
+    uscc, event_id = record["uscc"], key_of(record)
     queue = watch(kafka, topics.DUAL_NOTICE_MANUAL_ROUTING.name, uscc)
     notices = watch(kafka, topics.DUAL_NOTICE_APPLICANT_NOTICES.name, uscc)
     pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
@@ -383,8 +383,8 @@ def test_an_item_with_no_department_is_on_the_claimable_list_and_the_first_claim
     routing id and gets it as its push, CLAIMED; a later claim by 西湖区应急管理 is rejected
     naming the winner; the item leaves the list (a tombstone)."""
     record = registration("330102", ("农药零售",), industry="F5167", uscc=new_uscc("330102"))
-    uscc, event_id = record["uscc"], record["envelope"]["event_id"]
-    identity = routing_id(event_id, "NYJYXK")
+    uscc, key = record["uscc"], key_of(record)
+    identity = routing_id(key, "NYJYXK")
     queue = watch(kafka, topics.DUAL_NOTICE_MANUAL_ROUTING.name, uscc)
     inbox = watch(kafka, inbox_topic("hz-agri"), uscc)
     rejected = watch(kafka, topics.DUAL_NOTICE_REJECTED_ACTIONS.name, "hz-xh-em")
@@ -405,7 +405,7 @@ def test_an_item_with_no_department_is_on_the_claimable_list_and_the_first_claim
     platform.act("hz-xh-em", action(uscc, identity, "CLAIM"))
     [refusal] = rejected.until(lambda found: len(found) >= 1)
 
-    assert claimed["push_id"] == push_id(event_id, "NYJYXK", "hz-agri")
+    assert claimed["push_id"] == push_id(key, "NYJYXK", "hz-agri")
     assert (claimed["routing"], claimed["state"]) == ("CLAIMABLE", "CLAIMED")
     assert claimed["claimed_at"] == claimed["pushed_at"] and claimed["licence_deadline"]
     assert f"{identity} was claimed by hz-agri first" in refusal["reason"]
@@ -738,6 +738,93 @@ def test_a_cancellation_notifies_each_department_whose_licence_is_still_valid(
     assert {p["item"]["code"]: p["state"] for p in road.values()}["DLHWYSXK"] == "CLOSED"
 
 
+# -- the entity's own event order (issue 13 §3) --------------------------------------------
+
+MINUTE_MS = 60_000
+
+
+def xihu_event(uscc: str, minutes_ago: int, **kwargs: Any) -> dict[str, Any]:
+    """A registration event of a 西湖区 road-freight entity, ``minutes_ago`` in the past."""
+    division = kwargs.pop("division", "330106")
+    permits = kwargs.pop("permits", (ROAD_FREIGHT,))
+    moment = business_clock().now_ms() - minutes_ago * MINUTE_MS
+    return registration(
+        division, permits, industry="G5431", uscc=uscc, event_time_ms=moment, **kwargs
+    )
+
+
+def test_a_cancellation_read_before_its_establishment_leaves_no_open_push(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    """Issue 13's repro: a 注销 read before its 设立 left an open PUSHED push for a cancelled
+    entity. The push is CLOSED at once, on dualnotice.pushes, and reaches no inbox."""
+    uscc = new_uscc()
+    establish = xihu_event(uscc, 10)
+    cancel = xihu_event(uscc, 5, kind="CANCEL", permits=())
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
+    inbox = watch(kafka, inbox_topic("hz-xh-transport"), uscc)
+
+    platform.register(cancel)
+    platform.register(establish)
+
+    [push] = latest(pushes.until(lambda found: len(found) >= 1)).values()
+    after_registrations(platform, kafka, uscc)
+    assert push["state"] == "CLOSED" and push["version"] == 2
+    assert push["push_id"] == push_id(key_of(establish), "DLHWYSXK", "hz-xh-transport")
+    assert inbox.records() == []
+
+
+def test_the_same_establishment_re_published_as_a_new_version_makes_no_second_push(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    """Issue 13's repro: the same 设立 re-published (a new event id, version 2) made a second
+    push. The push is the registration's (USCC, kind, day): one push, one copy in the inbox,
+    updated to the later version's snapshot."""
+    uscc = new_uscc()
+    first = xihu_event(uscc, 10)
+    second = {**first, "name": "杭州测试货运有限公司（更正）"}
+    second["envelope"] = {**first["envelope"], "event_id": str(uuid4()), "record_version": "2"}
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
+    inbox = watch(kafka, inbox_topic("hz-xh-transport"), uscc)
+
+    platform.register(first)
+    platform.register(second)
+
+    after_registrations(platform, kafka, uscc)
+    [push] = latest(pushes.records()).values()
+    assert push["entity"]["name"] == "杭州测试货运有限公司（更正）"
+    assert [p["push_id"] for p in inbox.records()] == [push["push_id"]]
+
+
+def test_a_move_to_another_division_re_routes_the_open_push_and_moving_out_closes_it(
+    platform: Platform, kafka: KafkaClients
+) -> None:
+    """Issue 13's repro: a 住所 change to another division did not re-route open pushes,
+    and 迁出 closed nothing. 西湖's transport department is told its push went to 余杭's,
+    which gets it; the 迁出 closes it there, saying so."""
+    uscc = new_uscc()
+    establish = xihu_event(uscc, 10)
+    pushes = watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
+    xihu = watch(kafka, inbox_topic("hz-xh-transport"), uscc)
+    yuhang = watch(kafka, inbox_topic("hz-yh-transport"), uscc)
+    platform.register(establish)
+    [first] = xihu.until(lambda found: len(found) >= 1)
+
+    platform.register(xihu_event(uscc, 5, kind="CHANGE", division="330110"))
+
+    moved = xihu.until(lambda found: len(found) >= 2)[-1]
+    [pushed] = yuhang.until(lambda found: len(found) >= 1)
+    assert moved["push_id"] == first["push_id"] and moved["state"] == "REASSIGNED"
+    assert moved["reassigned_to_push_id"] == pushed["push_id"]
+    assert pushed["state"] == "PUSHED" and pushed["entity"]["division_code"] == "330110"
+
+    platform.register(xihu_event(uscc, 1, status="MOVED_OUT", kind="CHANGE", permits=()))
+
+    closed = yuhang.until(lambda found: len(found) >= 2)[-1]
+    assert closed["state"] == "CLOSED" and "迁出" in closed["reason_text"]
+    assert latest(pushes.records())[first["push_id"]]["state"] == "REASSIGNED"
+
+
 def test_a_push_for_a_department_not_yet_onboarded_reaches_its_inbox_once_it_is(
     platform: Platform, kafka: KafkaClients, departments: Onboarding
 ) -> None:
@@ -783,10 +870,7 @@ def test_a_worker_killed_mid_stream_loses_no_push_and_makes_none_twice(
         registration("330106", (ROAD_FREIGHT,), industry="G5431", uscc=new_uscc())
         for _ in range(count)
     ]
-    expected = {
-        r["uscc"]: push_id(r["envelope"]["event_id"], "DLHWYSXK", "hz-xh-transport")
-        for r in records
-    }
+    expected = {r["uscc"]: push_id(key_of(r), "DLHWYSXK", "hz-xh-transport") for r in records}
     pushes = TopicWindow(kafka, topics.DUAL_NOTICE_PUSHES.name)
     inbox = TopicWindow(kafka, inbox_topic("hz-xh-transport"))
     topic = REGISTRATION.topic.name

@@ -29,7 +29,7 @@ from registry.db import session_factory
 from registry.publisher import OutboxRelay
 from schemas import register_all
 from streams.dual_notice.rules import push_id
-from tests.dual_notice_records import action, licence, registration
+from tests.dual_notice_records import action, key_of, licence, registration
 from tests.monitoring import (
     Command,
     dashboard_queries,
@@ -133,7 +133,7 @@ def demo(platform: Platform, kafka: KafkaClients, logs: Path) -> None:
     pushes = Watch(kafka, DUAL_NOTICE_PUSHES.name, claimed["uscc"])
     platform.register(claimed)
     pushes.until(lambda found: len(found) >= 1)
-    push = push_id(claimed["envelope"]["event_id"], "DLHWYSXK", "hz-xh-transport")
+    push = push_id(key_of(claimed), "DLHWYSXK", "hz-xh-transport")
     platform.act("hz-xh-em", action(claimed["uscc"], push, "CLAIM"))  # not its push: refused
     platform.act("hz-xh-transport", action(claimed["uscc"], push, "CLAIM"))
     pushes.until(lambda found: any(p["state"] == "CLAIMED" for p in found))

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from streams.dual_notice.rules import PushState, push_id, routing_id
-from tests.dual_notice_records import action, licence, received, registration
+from tests.dual_notice_records import action, key_of, licence, received, registration
 from tests.unit.test_dual_notice_rules import CHINA, DAY_MS, Harness
 from xietong.clock import millis
 from xietong.uscc import make_uscc
@@ -50,7 +50,7 @@ def claim(
 ) -> None:
     """``department`` claims the 农药经营 item by its routing id, acted ``at``, read a
     second later (or ``read_at``)."""
-    identity = routing_id(record["envelope"]["event_id"], "NYJYXK")
+    identity = routing_id(key_of(record), "NYJYXK")
     taken = action(record["uscc"], identity, "CLAIM", acted_at_ms=at, **kw)
     h.feed("action", received(department, taken, offset), read_at or at + 1000)
 
@@ -66,7 +66,7 @@ def test_a_routing_failure_is_published_on_the_claimable_list_keyed_by_its_routi
 
     record = failed(h)
 
-    identity = routing_id(record["envelope"]["event_id"], "NYJYXK")
+    identity = routing_id(key_of(record), "NYJYXK")
     [(key, tombstone, item)] = claimable(h)
     assert (key, tombstone) == (identity, False)
     assert item["state"] == "OPEN" and item["item"]["code"] == "NYJYXK"
@@ -86,7 +86,7 @@ def test_a_departments_claim_of_the_routing_id_makes_the_item_its_push_claimed()
     claim(h, record, "hz-agri", offset=1, at=at)
 
     [push] = h.of("dual_notice_push")
-    assert push["push_id"] == push_id(record["envelope"]["event_id"], "NYJYXK", "hz-agri")
+    assert push["push_id"] == push_id(key_of(record), "NYJYXK", "hz-agri")
     assert push["state"] == PushState.CLAIMED and push["routing"] == "CLAIMABLE"
     assert push["version"] == 1 and push["changed_by"] == "hz-agri"
     assert push["pushed_at"] == push["claimed_at"] == at
@@ -132,7 +132,7 @@ def test_which_claim_wins_follows_the_order_of_the_claims_not_their_dates() -> N
 def test_a_claim_after_manual_routing_or_after_the_entitys_cancellation_is_rejected() -> None:
     h = Harness()
     record = failed(h)
-    identity = routing_id(record["envelope"]["event_id"], "NYJYXK")
+    identity = routing_id(key_of(record), "NYJYXK")
     at = REGISTERED + DAY_MS
     route = action(record["uscc"], identity, "ROUTE", target="hz-agri", acted_at_ms=at)
     h.feed("action", received(REGISTRAR, route, 1), at)
@@ -215,7 +215,7 @@ def test_with_a_table_that_hands_out_copies_a_claimed_or_routed_item_stays_so() 
     routed = Harness()
     routed.rules.pushes = CopyingTable()
     record = failed(routed)
-    identity = routing_id(record["envelope"]["event_id"], "NYJYXK")
+    identity = routing_id(key_of(record), "NYJYXK")
     for offset, target in enumerate(("hz-agri", "hz-sc-eco"), start=1):
         route = action(record["uscc"], identity, "ROUTE", target=target, acted_at_ms=at)
         routed.feed("action", received(REGISTRAR, route, offset), at + 1000)

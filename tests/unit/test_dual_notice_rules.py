@@ -33,6 +33,7 @@ from streams.dual_notice.settings import DualNoticeSettings
 from streams.outputs import Outgoing
 from tests.dual_notice_records import (
     action,
+    key_of,
     licence,
     received,
     registration,
@@ -475,7 +476,7 @@ def histories(draw: st.DrawFn) -> tuple[list[tuple[str, dict[str, Any]]], list[l
     registered = millis(datetime(2026, 3, 2, 10, 0, tzinfo=CHINA))
     items = draw(st.lists(st.sampled_from(sorted(XIHU_ITEMS)), min_size=1, max_size=3, unique=True))
     record = xihu_registration(registered, *items)
-    uscc, event_id = record["uscc"], record["envelope"]["event_id"]
+    uscc, event_id = record["uscc"], key_of(record)
     events: list[tuple[str, dict[str, Any]]] = [("registration", record)]
     threads: list[list[int]] = []
     late = registered + 200 * DAY_MS  # after every deadline
