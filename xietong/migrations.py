@@ -26,3 +26,10 @@ def alembic_config(migrations: Path, url: str) -> Config:
 def migrate(migrations: Path, url: str, revision: str = "head") -> None:
     """Bring the database at ``url`` to ``revision`` of ``migrations`` (``alembic upgrade``)."""
     command.upgrade(alembic_config(migrations, url), revision)
+
+
+def head(migrations: Path) -> str | None:
+    """The newest revision of the migrations in ``migrations`` (what ``migrate`` reaches)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(migrations)).get_current_head()

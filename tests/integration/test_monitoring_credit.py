@@ -6,7 +6,9 @@ test_monitoring.py's).
 
 The demo, in 西湖区: an entity listed on 严重违法失信名单, a procurement matter it hits and
 西湖区财政's feedback, then its removal (lift notices); a hit left without feedback past
-its 15-day deadline; a licence-revoking penalty; one credit check.
+its 15-day deadline, and a 信用修复 of it before its year (refused); an entity on the
+经营异常名录 for more than three years (a serious-list proposal); a licence-revoking
+penalty; one credit check.
 """
 
 from __future__ import annotations
@@ -174,6 +176,20 @@ def demo(platform: Platform, kafka: KafkaClients) -> None:
             matter_date=days_ago(15),
             occurred_at_ms=business_clock().now_ms() - 16 * DAY_MS,
         ),
+    )
+    # Removed by 信用修复 twenty days after its 列入: before its year, refused (the listing
+    # stays in force).
+    platform.list(removal_of(list_entry(late, f"E-{late}", listed_on=days_ago(20))))
+    # On the 经营异常名录 for more than three years: proposed for the serious list at once.
+    abnormal = make_uscc("91", "330106")
+    platform.list(
+        list_entry(
+            abnormal,
+            f"YC-{abnormal}",
+            list_type="ABNORMAL_OPERATION",
+            listed_on=days_ago(1200),
+            authority="hz-xh-amr",
+        )
     )
     # A licence of 西湖区市场监管, then a penalty that revokes it: a licence review.
     revoked = make_uscc("91", "330106")
