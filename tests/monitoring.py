@@ -80,7 +80,9 @@ def until_caught_up(kafka: KafkaClients, group: str, timeout: float = 60.0) -> N
     while True:
         measured = measure(kafka.admin(), (group,))
         behind = measured.total_lag(group)
-        stable = any(g.group == group and g.state == "STABLE" and g.members for g in measured.groups)
+        stable = any(
+            g.group == group and g.state == "STABLE" and g.members for g in measured.groups
+        )
         if behind == 0 and (measured.partitions or stable):
             return
         assert time.monotonic() < deadline, f"{group} is {behind} records behind after {timeout}s"
