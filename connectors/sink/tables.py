@@ -658,6 +658,42 @@ LICENCE_REVIEWS_TABLE = TableMapping(
 )
 
 
+def proposal_state_id(record: Record) -> str:
+    """A proposal is republished WITHDRAWN when its listing turns out to have ended in time:
+    a state is the proposal with its status."""
+    return deterministic_id(f"serious_listing_proposal|{record['proposal_id']}|{record['status']}")
+
+
+SERIOUS_LISTING_PROPOSALS_TABLE = TableMapping(
+    "serious_listing_proposals",
+    JOINT_PUNISHMENT_RECORD_TYPES["serious_listing_proposal"],
+    event_id=proposal_state_id,
+    uscc=path("uscc"),
+    columns=(
+        text("proposal_id"),
+        text("status"),
+        text("uscc"),
+        text("entity_name"),
+        text("entry_id", "listing.entry_id"),
+        text("list_type", "listing.list_type"),
+        text("listing_authority_name", "listing.listing_authority_name"),
+        text("document_number", "listing.document_number"),
+        text("proposed_list_type"),
+        integer("years_listed"),
+        date("last_day"),
+        date("due_on"),
+        text("department_code", "department.code"),
+        text("department_name", "department.name"),
+        text("recipient_basis"),
+        text("legal_basis"),
+        timestamp("proposed_at"),
+        text("withdrawn_reason"),
+    ),
+    time=path("proposed_at"),
+    subject=path("proposal_id"),
+)
+
+
 def hit_state_id(record: Record) -> str:
     """A hit is republished at each change; a state is the hit with its status and feedback."""
     return deterministic_id(
@@ -832,6 +868,7 @@ TABLES_BY_TOPIC: dict[str, TableMapping] = {
         FEEDBACK_TABLE,
         PUNISHMENT_ALERTS_TABLE,
         LIFT_NOTICES_TABLE,
+        SERIOUS_LISTING_PROPOSALS_TABLE,
     )
 }
 

@@ -42,7 +42,13 @@ from connectors.sink.chain import (
     verify,
 )
 from connectors.sink.sink import CreditSink, SinkSettings
-from connectors.sink.tables import LICENCES_TABLE, TABLES_BY_TOPIC, all_tables, delivery_id
+from connectors.sink.tables import (
+    LICENCES_TABLE,
+    TABLES_BY_TOPIC,
+    Delivery,
+    all_tables,
+    delivery_id,
+)
 from connectors.sink.writer import Batch, BatchWriter
 from registry.acl import service_acls_on_department_topics
 from schemas import register_all
@@ -940,3 +946,46 @@ def test_a_licences_status_change_day_is_stored_and_on_the_entitys_profile(
             }
         ],
     )
+
+
+def test_a_serious_listing_proposal_and_its_delivery_are_stored_and_it_stands_as_withdrawn(
+    credit_databases: Callable[[], str], tmp_path: Path
+) -> None:
+    """A 经营异常 three-year proposal, delivered to the deciding department's inbox, then
+    republished WITHDRAWN: both states are rows, the delivery is a delivery (not a sink dead
+    letter), and the auditor's view shows the proposal as it stands."""
+    url = credit_databases()
+    mapping = TABLES_BY_TOPIC["punishment.serious-listing-proposals"]
+    (proposal,) = decoded_records(mapping.record.schema, 1)
+    proposal |= {"status": "PROPOSED", "withdrawn_reason": None}
+    withdrawn = proposal | {"status": "WITHDRAWN", "withdrawn_reason": "移出日期早于届满日"}
+    inbox = DepartmentTopic.inbox(proposal["department"]["code"])
+    delivered = business_clock().now()
+    batch = Batch()
+    batch.add(mapping.record.topic.name, 0, 0, mapping, proposal)
+    batch.add_delivery(
+        inbox, 0, 0, Delivery(proposal["department"]["code"], mapping, proposal, delivered)
+    )
+    batch.add(mapping.record.topic.name, 0, 1, mapping, withdrawn)
+    conn = db.connect(url)
+    try:
+        BatchWriter(conn, Appender(load_or_create_key(tmp_path / "key.pem"))).write(batch)
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT status FROM serious_listing_proposals ORDER BY source_offset")
+            states = [row[0] for row in cursor.fetchall()]
+            cursor.execute(
+                "SELECT record_type, department_code FROM deliveries WHERE source_topic = %s",
+                (inbox,),
+            )
+            deliveries = cursor.fetchall()
+            cursor.execute(
+                "SELECT status, withdrawn_reason FROM auditor.serious_listing_proposals"
+                " WHERE proposal_id = %s",
+                (proposal["proposal_id"],),
+            )
+            standing = cursor.fetchall()
+    finally:
+        conn.close()
+    assert states == ["PROPOSED", "WITHDRAWN"]
+    assert deliveries == [("serious_listing_proposal", proposal["department"]["code"])]
+    assert standing == [("WITHDRAWN", "移出日期早于届满日")]
