@@ -989,3 +989,46 @@ def test_a_serious_listing_proposal_and_its_delivery_are_stored_and_it_stands_as
     assert states == ["PROPOSED", "WITHDRAWN"]
     assert deliveries == [("serious_listing_proposal", proposal["department"]["code"])]
     assert standing == [("WITHDRAWN", "移出日期早于届满日")]
+
+
+def test_a_sanction_notices_division_basis_and_persons_and_a_penaltys_publicity_end_are_stored(
+    credit_databases: Callable[[], str], tmp_path: Path
+) -> None:
+    """What issue 13 added to the records reaches the auditor: the division that chose the
+    department and why, a person measure's target, roles and persons, and a penalty's
+    publicity ended early by 信用修复."""
+    url = credit_databases()
+    notices = TABLES_BY_TOPIC["punishment.sanction-notices"]
+    penalties = TABLES_BY_TOPIC["enforcement.penalties"]
+    (notice,) = decoded_records(notices.record.schema, 1)
+    notice["division_code"], notice["division_basis"] = "330110", "REGISTRATION"
+    notice["measure"] |= {"target": "PERSONS_IN_ROLE", "roles": ["LEGAL_REPRESENTATIVE"]}
+    notice["persons"] = [{"role": "LEGAL_REPRESENTATIVE", "name": "张三"}]
+    (penalty,) = decoded_records(penalties.record.schema, 1)
+    penalty |= {"publicity_ended_on": date(2026, 9, 1), "publicity_end_reason": "CREDIT_REPAIR"}
+    batch = Batch()
+    batch.add(notices.record.topic.name, 0, 0, notices, notice)
+    batch.add(penalties.record.topic.name, 0, 0, penalties, penalty)
+    conn = db.connect(url)
+    try:
+        BatchWriter(conn, Appender(load_or_create_key(tmp_path / "key.pem"))).write(batch)
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT division_code, division_basis, measure_target, measure_roles, persons"
+                " FROM auditor.sanction_notices"
+            )
+            stored_notice = cursor.fetchall()
+            cursor.execute("SELECT publicity_ended_on, publicity_end_reason FROM penalties")
+            stored_penalty = cursor.fetchall()
+    finally:
+        conn.close()
+    assert stored_notice == [
+        (
+            "330110",
+            "REGISTRATION",
+            "PERSONS_IN_ROLE",
+            ["LEGAL_REPRESENTATIVE"],
+            [{"role": "LEGAL_REPRESENTATIVE", "name": "张三"}],
+        )
+    ]
+    assert stored_penalty == [(date(2026, 9, 1), "CREDIT_REPAIR")]
