@@ -1,9 +1,10 @@
 """The read side of a department's inbox: what the credit database says it was delivered,
 the state each item is in now, its history, and what became of the department's actions.
 
-It reads the tables the sink writes (``connectors/sink/``) over a read-only connection
-(every transaction is ``READ ONLY``: PostgreSQL refuses any write), and knows nothing of
-HTTP, so the inbox API and a clerk's workbench use it alike::
+It reads the tables the sink writes (``connectors/sink/``) over a read-only connection:
+as the role ``xietong_inbox``, which may SELECT those tables and nothing else (the sink's
+migration ``0008``), with every transaction ``READ ONLY``. It knows nothing of HTTP, so
+the inbox API and a clerk's workbench use it alike::
 
     store = InboxStore(credit_database_url, business_clock())
     page = store.page("hz-xh-transport", InboxFilter.parse(kind="push"), limit=50)
@@ -124,15 +125,19 @@ _DELIVERED = f"""
 """
 
 
+#: The credit database's role the store reads as (connectors/sink/migrations, 0008).
+READER_ROLE = "xietong_inbox"
+
+
 class InboxStore:
     """The inbox's read side over the credit database at ``database_url`` (SQLAlchemy URL)."""
 
-    def __init__(self, database_url: str, clock: BusinessClock) -> None:
+    def __init__(self, database_url: str, clock: BusinessClock, role: str = READER_ROLE) -> None:
         self.engine = sa.create_engine(
             database_url,
             pool_pre_ping=True,
             connect_args={
-                "options": "-c default_transaction_read_only=on",
+                "options": f"-c role={role} -c default_transaction_read_only=on",
                 "application_name": "xietong-inbox",
             },
         )

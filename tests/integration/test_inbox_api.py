@@ -26,6 +26,7 @@ import pytest
 import sqlalchemy as sa
 from confluent_kafka import TopicPartition
 
+from connectors.inbox.store import InboxStore
 from connectors.sink import db as credit_db
 from connectors.sink.tables import TABLES_BY_TOPIC
 from registry import service
@@ -48,6 +49,7 @@ from tests.stream_worker import (
 )
 from xietong import topics
 from xietong.access import Grant
+from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 from xietong.topics import DepartmentTopic
@@ -514,6 +516,26 @@ def test_bad_input_is_422_naming_the_field(
         field(finance.post(f"/v1/hits/{uuid.uuid4()}/feedback", {"outcome": "NOT_APPLICABLE"}))
         == "reason"
     )
+
+
+def test_the_read_side_reads_the_inbox_tables_and_can_write_nothing(credit_url: str) -> None:
+    store = InboxStore(credit_url, business_clock())
+    try:
+        with store.engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT count(*) FROM deliveries").scalar() >= 0
+            connection.rollback()
+            with pytest.raises(sa.exc.DBAPIError, match="read-only transaction"):
+                connection.exec_driver_sql("DELETE FROM deliveries")
+            connection.rollback()
+            connection.exec_driver_sql("SET TRANSACTION READ WRITE")
+            with pytest.raises(sa.exc.DBAPIError, match="permission denied"):
+                connection.exec_driver_sql("DELETE FROM deliveries")
+            connection.rollback()
+            with pytest.raises(sa.exc.DBAPIError, match="permission denied"):
+                connection.exec_driver_sql("SELECT count(*) FROM audit_log")
+            connection.rollback()
+    finally:
+        store.close()
 
 
 # -- paging -----------------------------------------------------------------------------------
