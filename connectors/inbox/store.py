@@ -121,8 +121,10 @@ _ITEM_ID = (
 )
 _DELIVERED = f"""
     SELECT {_ITEM_ID} AS item_id, max(source_offset) AS last_offset
-      FROM deliveries WHERE department_code = %(department)s GROUP BY 1
+      FROM deliveries WHERE department_code = %(department)s {{only}} GROUP BY 1
 """
+#: The deliveries of one item only (its id is the subject or the record's).
+_OF_ONE_ITEM = "AND (subject_id = %(item)s OR record_event_id = %(item)s)"
 
 
 #: The credit database's role the store reads as (connectors/sink/migrations, 0008).
@@ -183,7 +185,7 @@ class InboxStore:
             where.append("i.at < %(until)s")
             params["until"] = self.clock.midnight(wanted.until + timedelta(days=1))
         sql = f"""
-            WITH delivered AS ({_DELIVERED}), items AS ({_ITEMS})
+            WITH delivered AS ({_DELIVERED.format(only="")}), items AS ({_ITEMS})
             SELECT i.*, d.last_offset FROM delivered d JOIN items i USING (item_id)
              WHERE {" AND ".join(where)}
              ORDER BY d.last_offset LIMIT %(limit)s
@@ -199,7 +201,7 @@ class InboxStore:
     def find(self, department: str, item_id: str) -> InboxItem | None:
         """The department's item ``item_id`` as it stands; None if it is not its own."""
         sql = f"""
-            WITH delivered AS ({_DELIVERED}), items AS ({_ITEMS})
+            WITH delivered AS ({_DELIVERED.format(only=_OF_ONE_ITEM)}), items AS ({_ITEMS})
             SELECT i.*, d.last_offset FROM delivered d JOIN items i USING (item_id)
              WHERE i.item_id = %(item)s
         """
