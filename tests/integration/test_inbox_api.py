@@ -23,8 +23,16 @@ from typing import Any
 
 import httpx
 import pytest
+import schemathesis
 import sqlalchemy as sa
 from confluent_kafka import TopicPartition
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from connectors.inbox.store import InboxStore
 from connectors.sink import db as credit_db
@@ -340,6 +348,7 @@ def test_a_push_published_through_a_connector_is_listed_claimed_over_http_and_be
 
     assert answer.status_code == 202, answer.text
     accepted = answer.json()
+    assert answer.headers["Location"] == f"/v1/actions/{accepted['action_id']}"
     assert (
         accepted["status"] == "PENDING" and accepted["inbound_topic"] == f"dept.{TRANSPORT}.inbound"
     )
@@ -642,3 +651,38 @@ def test_the_metrics_count_requests_by_route_and_actions(
     )
     assert re.search(r'xietong_inbox_actions_produced_total\{action="CLAIM"\} [1-9]', text)
     assert re.search(r'xietong_inbox_produce_failures_total\{reason="[A-Z_]+"\} [1-9]', text)
+
+
+# -- the contract, fuzzed -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def inbox_openapi(inbox_url: str) -> schemathesis.schemas.BaseSchema:
+    return schemathesis.openapi.from_url(f"{inbox_url}/v1/openapi.json")
+
+
+contract = schemathesis.pytest.from_fixture("inbox_openapi")
+
+
+@contract.parametrize()
+@settings(
+    max_examples=15,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_no_request_makes_the_inbox_api_answer_with_a_server_error_or_off_contract(
+    case: schemathesis.Case, transport: Department
+) -> None:
+    """Whatever a department sends, the API answers as its OpenAPI document says."""
+    token = transport.http.headers["Authorization"]
+    case.call_and_validate(
+        headers={"Authorization": token},
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
+    )
