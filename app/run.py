@@ -12,6 +12,7 @@ dual-notice               ``xietong streams dual-notice``           :9465
 joint-punishment          ``xietong streams joint-punishment``      :9467
 sink                      ``xietong sink run``                      :9466
 credit-check              ``xietong credit-check serve``            :8420/metrics
+inbox                     ``xietong inbox serve``                   :8430/metrics
 lag-exporter              ``xietong lag serve``                     :9460
 simulator                 ``xietong simulate`` (the connectors)     :9401
 ========================  ========================================  ==================
@@ -156,6 +157,7 @@ def services(settings: Settings, logs: Path) -> list[Service]:
         "joint-punishment": ["streams", "joint-punishment"],
         "sink": ["sink", "run"],
         "credit-check": ["credit-check", "serve"],
+        "inbox": ["inbox", "serve"],
         "lag-exporter": ["lag", "serve"],
         "simulator": ["simulate"],
     }
@@ -198,6 +200,9 @@ FIGURES = (
     Figure("lift notices", ("xietong_joint_punishment_lift_notices_total",)),
     Figure("serious-list proposals", ("xietong_joint_punishment_serious_listing_proposals_total",)),
     Figure("rows in the credit database", ("xietong_sink_rows_written_total",)),
+    Figure("inbox API requests", ("xietong_inbox_requests_total",)),
+    Figure("inbox API actions", ("xietong_inbox_actions_produced_total",)),
+    Figure("inbox API produce failures", ("xietong_inbox_produce_failures_total",)),
 )
 
 
@@ -250,6 +255,7 @@ def where_to_look(settings: Settings, running: list[Service]) -> str:
         f"Prometheus: http://{LOOPBACK}:{settings.prometheus_port} (alerts under /alerts)",
         f"registry API docs: http://{LOOPBACK}:{registry.port}/docs",
         f"credit-check API docs: {running[4].metrics_url.removesuffix('/metrics')}/docs",
+        f"inbox API docs: {running[5].metrics_url.removesuffix('/metrics')}/v1/docs",
         "metrics: " + "  ".join(s.metrics_url for s in running),
         f"auditors: psql '{settings.credit_database_url}', then SET ROLE xietong_auditor;"
         " the views are auditor.* (connectors/sink/COOKBOOK.md has the queries)",
