@@ -3,7 +3,7 @@ the state each item is in now, its history, and what became of the department's 
 
 It reads the tables the sink writes (``connectors/sink/``) over a read-only connection:
 as the role ``xietong_inbox``, which may SELECT those tables and nothing else (the sink's
-migration ``0008``), with every transaction ``READ ONLY``. It knows nothing of HTTP, so
+migration ``0010``), with every transaction ``READ ONLY``. It knows nothing of HTTP, so
 the inbox API and a clerk's workbench use it alike::
 
     store = InboxStore(credit_database_url, business_clock())
@@ -127,7 +127,7 @@ _DELIVERED = f"""
 _OF_ONE_ITEM = "AND (subject_id = %(item)s OR record_event_id = %(item)s)"
 
 
-#: The credit database's role the store reads as (connectors/sink/migrations, 0008).
+#: The credit database's role the store reads as (connectors/sink/migrations, 0010).
 READER_ROLE = "xietong_inbox"
 
 

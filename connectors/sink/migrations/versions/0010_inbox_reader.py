@@ -1,7 +1,7 @@
 """The read-only role ``xietong_inbox`` of the inbox API (``connectors/inbox/``).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-07
 
 The inbox API reads what departments were delivered and the state of each item; it
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
