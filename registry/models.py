@@ -385,9 +385,7 @@ class WebhookEndpoint(Base):
     cloudevents: Mapped[bool] = mapped_column(sa.Boolean)  # CloudEvents structured mode
     secret: Mapped[str] = mapped_column(sa.Text)
     previous_secret: Mapped[str | None] = mapped_column(sa.Text)
-    previous_secret_valid_until: Mapped[datetime | None] = mapped_column(
-        sa.DateTime(timezone=True)
-    )
+    previous_secret_valid_until: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     created_by: Mapped[str] = mapped_column(sa.Text)
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))

@@ -48,7 +48,7 @@ import httpx
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
 from prometheus_client import Counter, Gauge, Histogram
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.webhooks.delivery import (
@@ -69,7 +69,7 @@ from xietong.clock import business_clock
 from xietong.ids import deterministic_id
 from xietong.kafka import KafkaClients, produce
 from xietong.logs import log_event
-from xietong.settings import Settings
+from xietong.settings import Settings, seconds_or_text
 from xietong.topics import WEBHOOK_DEAD_LETTERS, DepartmentTopic
 
 logger = logging.getLogger("connectors.webhooks")
@@ -103,6 +103,11 @@ class WebhookSettings(BaseSettings):
     endpoint_refresh: float = Field(
         default=5.0, description="Seconds between two readings of the registry's endpoints."
     )
+
+    @field_validator("retry_window", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        return seconds_or_text(value)
 
 
 # -- metrics ----------------------------------------------------------------------------------
