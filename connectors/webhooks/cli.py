@@ -169,7 +169,8 @@ def webhooks_run() -> None:
     """
     from prometheus_client import start_http_server
 
-    from connectors.webhooks.worker import WebhookSettings, WebhookWorker
+    from connectors.webhooks.settings import WebhookSettings
+    from connectors.webhooks.worker import WebhookWorker
     from xietong.kafka import KafkaCredentialsError
     from xietong.logs import configure
     from xietong.processes import on_stop_signal
@@ -187,7 +188,7 @@ def webhooks_run() -> None:
 
 
 def _metrics_url(metrics_url: str | None) -> str:
-    from connectors.webhooks.worker import WebhookSettings
+    from connectors.webhooks.settings import WebhookSettings
 
     return metrics_url or f"http://127.0.0.1:{WebhookSettings().metrics_port}/metrics"
 
@@ -203,7 +204,8 @@ def webhooks_status(metrics_url: MetricsOption = None, as_json: JsonOption = Fal
     """Per endpoint: backlog (inbox records not yet delivered), last success, last failure
     and its reason, the oldest undelivered item's age (from the running worker), dead letters."""
     from connectors.webhooks.operations import endpoint_status
-    from connectors.webhooks.worker import SERVICE, Endpoints
+    from connectors.webhooks.settings import SERVICE
+    from connectors.webhooks.worker import Endpoints
     from xietong.kafka import clients
 
     rows = endpoint_status(
@@ -242,7 +244,7 @@ def webhooks_status(metrics_url: MetricsOption = None, as_json: JsonOption = Fal
 def webhooks_dead_letters(as_json: JsonOption = False) -> None:
     """Every dead-lettered delivery: its id (to replay), department, status and reason."""
     from connectors.webhooks.operations import dead_letters
-    from connectors.webhooks.worker import SERVICE
+    from connectors.webhooks.settings import SERVICE
     from xietong.kafka import clients
 
     rows = dead_letters(clients(SERVICE))
@@ -270,7 +272,8 @@ def webhooks_replay(
     a fresh signature, to the department's endpoint as registered now. Exits 1 unless
     the endpoint answers 2xx."""
     from connectors.webhooks.operations import ReplayError, replay
-    from connectors.webhooks.worker import SERVICE, Endpoints, WebhookSettings
+    from connectors.webhooks.settings import SERVICE, WebhookSettings
+    from connectors.webhooks.worker import Endpoints
     from xietong.kafka import clients
 
     try:

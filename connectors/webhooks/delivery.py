@@ -213,8 +213,9 @@ class Backoff:
 
     def ceiling(self, failures: int) -> timedelta:
         """The longest wait after the ``failures``-th failure (1, 2, 4 … × base, ≤ cap)."""
-        exponent = min(max(failures - 1, 0), 62)
-        return min(self.cap, self.base * (2**exponent))
+        exponent = min(max(failures - 1, 0), 60)  # beyond, any base is past any cap
+        seconds = self.base.total_seconds() * 2.0**exponent
+        return min(self.cap, timedelta(seconds=min(seconds, self.cap.total_seconds())))
 
     def delay(self, failures: int, answer: Answer, draw: random.Random | None = None) -> timedelta:
         """How long to wait before the next attempt: the endpoint's ``Retry-After`` when

@@ -25,7 +25,8 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.webhooks.delivery import Answer, Outcome, outcome_of, signed_headers
-from connectors.webhooks.worker import GROUP, Endpoints
+from connectors.webhooks.settings import GROUP
+from connectors.webhooks.worker import Endpoints
 from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
 from xietong.topics import WEBHOOK_DEAD_LETTERS, DepartmentTopic

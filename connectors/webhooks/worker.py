@@ -48,8 +48,6 @@ import httpx
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
 from prometheus_client import Counter, Gauge, Histogram
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.webhooks.delivery import (
     Answer,
@@ -62,6 +60,7 @@ from connectors.webhooks.delivery import (
     signed_headers,
 )
 from connectors.webhooks.lanes import Lane, Lanes, Pending
+from connectors.webhooks.settings import GROUP, SERVICE, WebhookSettings
 from registry import db
 from registry.webhooks import endpoints_by_department
 from schemas import WEBHOOK_DEAD_LETTER
@@ -69,45 +68,12 @@ from xietong.clock import business_clock
 from xietong.ids import deterministic_id
 from xietong.kafka import KafkaClients, produce
 from xietong.logs import log_event
-from xietong.settings import Settings, seconds_or_text
+from xietong.settings import Settings
 from xietong.topics import WEBHOOK_DEAD_LETTERS, DepartmentTopic
 
 logger = logging.getLogger("connectors.webhooks")
 
-SERVICE = "webhooks"
-GROUP = "delivery"
-
-
-class WebhookSettings(BaseSettings):
-    """The webhook worker's settings, ``XIETONG_WEBHOOKS_*``."""
-
-    model_config = SettingsConfigDict(env_prefix="XIETONG_WEBHOOKS_", extra="ignore")
-
-    metrics_port: int | None = Field(
-        default=9468, description="Port of the Prometheus /metrics endpoint; unset: none."
-    )
-    timeout: float = Field(default=10.0, description="Seconds one attempt may take.")
-    retry_window: timedelta = Field(
-        default=timedelta(hours=24),
-        description="How long an item is retried from its first attempt before it is"
-        " dead-lettered (seconds, or ISO 8601 such as PT24H).",
-    )
-    backoff_base: float = Field(default=1.0, description="Seconds: the first retry's ceiling.")
-    backoff_cap: float = Field(default=600.0, description="Seconds: the longest retry wait.")
-    concurrency: int = Field(
-        default=16, ge=1, description="Attempts at once (departments delivered in parallel)."
-    )
-    lane_capacity: int = Field(
-        default=100, ge=1, description="Items read ahead per department before its inbox pauses."
-    )
-    endpoint_refresh: float = Field(
-        default=5.0, description="Seconds between two readings of the registry's endpoints."
-    )
-
-    @field_validator("retry_window", mode="before")
-    @classmethod
-    def _seconds(cls, value: object) -> object:
-        return seconds_or_text(value)
+__all__ = ["GROUP", "SERVICE", "Endpoints", "WebhookSettings", "WebhookWorker"]
 
 
 # -- metrics ----------------------------------------------------------------------------------

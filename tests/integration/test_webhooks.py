@@ -29,7 +29,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from connectors.webhooks.operations import dead_letters, replay
-from connectors.webhooks.worker import GROUP, Endpoints
+from connectors.webhooks.settings import GROUP
+from connectors.webhooks.worker import Endpoints
 from registry.audit import Actor
 from registry.db import session_factory, transaction
 from registry.webhooks import register_webhook

@@ -31,6 +31,7 @@ def local_ports(settings: Settings | None = None) -> dict[str, int | None]:
     table of them: ``xietong run`` reads it too. (The Docker deployment uses the defaults.)
     """
     from connectors.sink.sink import SinkSettings
+    from connectors.webhooks.settings import WebhookSettings
     from registry.settings import RegistrySettings
     from streams.credit_check.settings import CreditCheckSettings
     from streams.dual_notice.settings import DualNoticeSettings
@@ -45,6 +46,7 @@ def local_ports(settings: Settings | None = None) -> dict[str, int | None]:
         "joint-punishment": JointPunishmentSettings().metrics_port,
         "sink": SinkSettings().metrics_port,
         "credit-check": CreditCheckSettings().port,
+        "webhooks": WebhookSettings().metrics_port,
     }
 
 
