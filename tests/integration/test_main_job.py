@@ -65,6 +65,7 @@ SERVICES = (
     "sink",
     "credit-check",
     "lag-exporter",
+    "webhooks",
     "simulator",
 )
 PORT_SETTINGS = (
@@ -74,6 +75,7 @@ PORT_SETTINGS = (
     "XIETONG_SINK_METRICS_PORT",
     "XIETONG_CREDIT_CHECK_PORT",
     "XIETONG_LAG_EXPORTER_PORT",
+    "XIETONG_WEBHOOKS_METRICS_PORT",
     "XIETONG_SIMULATOR_METRICS_PORT",
 )
 
