@@ -11,6 +11,7 @@ inbox directly, as the processor would.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -28,7 +29,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from connectors.webhooks.operations import dead_letters, replay
+from connectors.webhooks.operations import dead_letters, endpoint_status, replay
 from connectors.webhooks.settings import GROUP
 from connectors.webhooks.worker import Endpoints
 from registry.audit import Actor
@@ -265,6 +266,11 @@ def worker(
         process.stop()
 
 
+#: Push ids this run sent, by department: what its dead letters are picked by (the topic
+#: keeps earlier runs' too).
+SENT: dict[str, set[str]] = {}
+
+
 def push_to_inbox(kafka: KafkaClients, department: str, count: int) -> list[dict[str, Any]]:
     """``count`` new 双告知 pushes in the department's inbox, in this order."""
     records = [
@@ -272,6 +278,7 @@ def push_to_inbox(kafka: KafkaClients, department: str, count: int) -> list[dict
     ]
     inbox = DepartmentTopic.inbox(department)
     produce(kafka, [Outgoing(PUSH, record["entity"]["uscc"], record, inbox) for record in records])
+    SENT.setdefault(department, set()).update(record["push_id"] for record in records)
     return records
 
 
@@ -300,10 +307,13 @@ def received(receiver: Receiver, records: list[dict[str, Any]], timeout: float =
 
 
 def dead_letters_of(kafka: KafkaClients, department: str) -> list[dict[str, Any]]:
+    """The dead letters of what this run sent to ``department``."""
+    sent = SENT.get(department, set())
     return [
         row
         for row in dead_letters(KafkaClients(kafka.settings, "webhooks"))
         if row["department"] == department
+        and json.loads(row["body"] or "{}").get("data", {}).get("push_id") in sent
     ]
 
 
@@ -374,6 +384,46 @@ def test_a_dead_endpoint_does_not_delay_another_departments_deliveries(
     arrivals = received(gated_receiver, [held, *next_one])
     assert arrivals == [held["push_id"], next_one[0]["push_id"]]
     assert dead_letters_of(kafka, GATED) == []
+
+
+def test_status_shows_each_endpoint_s_backlog_last_success_last_failure_and_dead_letters(
+    worker: WebhookProcess, receivers: dict[str, Receiver], kafka: KafkaClients, registry_url: str
+) -> None:
+    eventually(lambda: dead_letters_of(kafka, DOWN), bool, 60, lambda found: "no dead letter yet")
+    rows = {
+        row.department: row
+        for row in endpoint_status(
+            KafkaClients(kafka.settings, "webhooks"),
+            Endpoints(registry_url, 0),
+            worker.metrics_url,
+        )
+    }
+    assert set(rows) == set(DEPARTMENTS)
+    assert rows[OK].last_success_at is not None and rows[OK].dead_letters == 0
+    assert rows[OK].backlog == 0
+    down = rows[DOWN]
+    assert down.dead_letters >= 1 and "retries exhausted" in down.last_dead_letter_reason
+    assert down.last_success_at is None and "connection" in down.last_failure_reason
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "webhooks",
+            "status",
+            "--json",
+            "--metrics-url",
+            worker.metrics_url,
+        ],
+        env={**os.environ, "DATABASE_URL": registry_url},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert {row["department"] for row in json.loads(shown.stdout)} == set(DEPARTMENTS)
 
 
 def test_a_dead_letter_is_replayed_to_the_endpoint_registered_now(
