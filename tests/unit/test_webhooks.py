@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -24,6 +26,8 @@ from connectors.webhooks.delivery import (
     signed_headers,
 )
 from connectors.webhooks.lanes import Lanes
+from registry.webhooks import new_secret
+from xietong.clock import business_clock
 
 T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
@@ -51,7 +55,7 @@ def test_a_delivery_is_signed_as_the_standard_webhooks_spec_test_vector_says() -
 
 def test_after_a_rotation_both_secrets_sign_and_a_receiver_with_either_verifies() -> None:
     new, old = "whsec_" + "A" * 43 + "=", SPEC_SECRET
-    now = datetime.now(UTC)  # the receiver checks the timestamp against its own clock
+    now = business_clock().now()  # the receiver checks the timestamp against its own clock
     headers = signed_headers(SPEC_ID, now, SPEC_BODY, [new, old], "application/json")
     assert len(headers["webhook-signature"].split(" ")) == 2
     for secret in (new, old):
@@ -202,3 +206,19 @@ def test_a_retry_keeps_the_first_attempt_and_counts_attempts() -> None:
     head = lane.started(seconds(5))
     assert head.attempts == 2 and head.first_attempt_at == seconds(0)
     assert head.last_reason == "timeout after 10 s"
+
+
+def test_the_guide_s_standard_library_verification_accepts_a_delivery_and_refuses_a_forgery() -> (
+    None
+):
+    guide = (Path(__file__).parents[2] / "connectors" / "webhooks" / "README.md").read_text()
+    snippet = guide.split("Or by hand, with nothing but the standard library:")[1]
+    code = snippet.split("```python")[1].split("```")[0]
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)
+    secret = new_secret()
+    body = b'{"type":"cn.gov.xietong.dualnotice.DualNoticePush"}'
+    headers = signed_headers("5e0f", business_clock().now(), body, [secret], "application/json")
+    assert namespace["verified"](secret, body, headers)
+    assert not namespace["verified"](secret, body + b" ", headers)
+    assert not namespace["verified"](new_secret(), body, headers)
