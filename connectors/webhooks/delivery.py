@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -40,6 +41,15 @@ CLOUDEVENTS_JSON = "application/cloudevents+json"
 
 #: HTTP statuses worth asking again: the request timed out, too many requests.
 RETRYABLE_STATUSES = frozenset({408, 429})
+
+
+def wire_now() -> datetime:
+    """Real time, for what crosses the wire: ``webhook-timestamp`` (receivers check it
+    against their own clocks, within minutes), ``Retry-After`` dates, the broker's record
+    timestamps and the retry window measured from them. Not the business clock: a
+    rehearsal's offset (``XIETONG_CLOCK_OFFSET``) moves deadlines, and must not make every
+    receiver refuse the signatures."""
+    return datetime.fromtimestamp(time.time(), UTC)
 
 
 # -- the item and its body ------------------------------------------------------------------

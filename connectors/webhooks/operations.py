@@ -24,7 +24,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.webhooks.delivery import Answer, Outcome, outcome_of, signed_headers
+from connectors.webhooks.delivery import Answer, Outcome, outcome_of, signed_headers, wire_now
 from connectors.webhooks.settings import GROUP
 from connectors.webhooks.worker import Endpoints
 from xietong.clock import business_clock
@@ -180,7 +180,7 @@ def replay(
             " (xietong webhooks register) and replay again"
         )
     body = letter["body"].encode()
-    now = business_clock().now()
+    now = wire_now()
     headers = signed_headers(
         letter["webhook_id"], now, body, endpoint.secrets, letter["content_type"]
     )

@@ -26,7 +26,7 @@ class WebhookSettings(BaseSettings):
     timeout: float = Field(default=10.0, description="Seconds one attempt may take.")
     retry_window: timedelta = Field(
         default=timedelta(hours=24),
-        description="How long an item is retried from its first attempt before it is"
+        description="How long after reaching the inbox an item is still retried; then it is"
         " dead-lettered (seconds, or ISO 8601 such as PT24H).",
     )
     backoff_base: float = Field(default=1.0, description="Seconds: the first retry's ceiling.")

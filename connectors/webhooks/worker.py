@@ -17,8 +17,10 @@ the answers, and
   resumes it when the head is done; polling goes on, so the other departments'
   deliveries never wait for a slow or dead endpoint — only a pool full of hanging
   attempts could, and each attempt ends at ``XIETONG_WEBHOOKS_TIMEOUT``;
-* gives an item up after the retry window (``XIETONG_WEBHOOKS_RETRY_WINDOW``, 24 h), or
-  at once on a refusal (4xx but 408/429): it goes to ``webhooks.dead-letters`` with the
+* gives an item up once it is older than the retry window
+  (``XIETONG_WEBHOOKS_RETRY_WINDOW``, 24 h, from when it reached the inbox: a backlog
+  behind an endpoint dead for longer drains, each item tried once), or at once on a
+  refusal (4xx but 408/429): it goes to ``webhooks.dead-letters`` with the
   body, the last status and the reason, acknowledged before the offset is committed.
 
 Why threads and not asyncio: the consumer, the producer and the registry database are
@@ -28,8 +30,9 @@ threads around one shared ``httpx.Client`` keeps the Kafka side on one thread (a
 librdkafka's pause/commit want) with no event loop to bridge.
 
 A department without an endpoint has its items skipped (committed, counted as
-``skipped``): the endpoints are re-read from the registry every few seconds, and
-before skipping an item written after the last reading.
+``skipped``) — but only once the registry was read after the item was written: the
+endpoints are read every few seconds, and an item newer than the last reading waits
+for the next one.
 """
 
 from __future__ import annotations
@@ -41,10 +44,11 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
 from prometheus_client import Counter, Gauge, Histogram
@@ -58,6 +62,7 @@ from connectors.webhooks.delivery import (
     outcome_of,
     retry_after,
     signed_headers,
+    wire_now,
 )
 from connectors.webhooks.lanes import Lane, Lanes, Pending
 from connectors.webhooks.settings import GROUP, SERVICE, WebhookSettings
@@ -135,17 +140,19 @@ class Endpoint:
 
 
 class Endpoints:
-    """The registry's endpoints, re-read every ``refresh`` seconds."""
+    """The registry's endpoints, read every ``refresh`` seconds (:meth:`refresh`)."""
 
     def __init__(self, database_url: str, refresh: float) -> None:
         self.sessions = db.session_factory(database_url)
-        self.refresh = refresh
+        self.refresh_seconds = refresh
         self._by_department: dict[str, Endpoint] = {}
-        self._read_at_ms = 0  # by the business clock
+        self._read_at_ms = 0  # real time, as the broker stamps records
         self._read_monotonic = float("-inf")
 
     def read(self) -> None:
-        now = business_clock().now()
+        """Read them now (the previous secret only while its grace lasts)."""
+        read_at_ms = int(wire_now().timestamp() * 1000)
+        now = business_clock().now()  # the registry sets the grace by the business clock
         with db.transaction(self.sessions) as session:
             rows = endpoints_by_department(session)
             self._by_department = {
@@ -154,31 +161,40 @@ class Endpoints:
                     code,
                     row.url,
                     row.cloudevents,
-                    tuple(
-                        secret
-                        for secret, valid in (
-                            (row.secret, True),
-                            (
-                                row.previous_secret,
-                                row.previous_secret_valid_until is not None
-                                and row.previous_secret_valid_until > now,
-                            ),
-                        )
-                        if secret and valid
+                    (row.secret,)
+                    + (
+                        (row.previous_secret,)
+                        if row.previous_secret
+                        and row.previous_secret_valid_until is not None
+                        and row.previous_secret_valid_until > now
+                        else ()
                     ),
                 )
                 for code, row in rows.items()
             }
-        self._read_at_ms = int(now.timestamp() * 1000)
+        self._read_at_ms = read_at_ms
         self._read_monotonic = time.monotonic()
 
-    def of(self, department: str, written_ms: int) -> Endpoint | None:
-        """The department's endpoint; read again first when the reading is stale, or older
-        than the item (an endpoint registered just before the item was written)."""
-        stale = time.monotonic() - self._read_monotonic > self.refresh
-        if stale or (department not in self._by_department and self._read_at_ms <= written_ms):
+    def refresh(self) -> None:
+        """Read them again when the last reading is ``refresh`` seconds old; a registry
+        that does not answer keeps the last reading (logged), to be asked next time."""
+        if time.monotonic() - self._read_monotonic < self.refresh_seconds:
+            return
+        try:
             self.read()
+        except sa.exc.SQLAlchemyError as error:
+            self._read_monotonic = time.monotonic()
+            reason = str(getattr(error, "orig", error)).splitlines()[0]
+            log_event(logger, "webhooks_registry_unreachable", reason=reason)
+
+    def of(self, department: str) -> Endpoint | None:
+        """The department's endpoint as last read."""
         return self._by_department.get(department)
+
+    def read_after(self, written_ms: int) -> bool:
+        """Whether the last reading is newer than a record written at ``written_ms``: only
+        then does a missing endpoint mean the department has none for it."""
+        return self._read_at_ms > written_ms
 
     def all(self) -> dict[str, Endpoint]:
         """Every endpoint as last read, by department."""
@@ -265,7 +281,8 @@ class WebhookWorker:
                 wait = 0.02 if self.attempts else 0.2
                 for message in consumer.consume(500, wait):
                     self._take(message)
-                now = business_clock().now()
+                self.endpoints.refresh()
+                now = wire_now()
                 self._collect(now)
                 self._dispatch(now)
                 self._pace(now)
@@ -335,8 +352,10 @@ class WebhookWorker:
             head = lane.head
             assert head is not None
             item = head.item
-            endpoint = self.endpoints.of(lane.key, item.written_ms)
+            endpoint = self.endpoints.of(lane.key)
             if endpoint is None:
+                if not self.endpoints.read_after(item.written_ms):
+                    continue  # registered since? the next reading says
                 lane.finish()
                 self._commit(item.topic, head.offset)
                 DELIVERIES.labels(lane.key, "skipped").inc()
@@ -366,9 +385,7 @@ class WebhookWorker:
             ATTEMPT_SECONDS.labels(endpoint.department).observe(time.monotonic() - started)
         status = response.status_code
         reason = f"HTTP {status} {response.reason_phrase}".strip()
-        return Answer(
-            status, reason, retry_after(response.headers.get("retry-after"), business_clock().now())
-        )
+        return Answer(status, reason, retry_after(response.headers.get("retry-after"), wire_now()))
 
     def _collect(self, now: datetime) -> None:
         finished = [attempt for attempt in self.attempts if attempt.future.done()]
@@ -408,11 +425,11 @@ class WebhookWorker:
             )
             return
         delay = self.backoff.delay(pending.attempts, answer)
-        started = pending.first_attempt_at or now
-        if now + delay > started + self.options.retry_window:
+        written = datetime.fromtimestamp(item.written_ms / 1000, UTC)
+        if now + delay > written + self.options.retry_window:
             reason = (
-                f"retries exhausted: {pending.attempts} attempts in"
-                f" {self.options.retry_window}; last: {answer.reason}"
+                f"retries exhausted: {pending.attempts} attempts, the item"
+                f" {self.options.retry_window} old; last: {answer.reason}"
             )
             self._dead_letter(
                 lane, attempt.endpoint, attempt.body, attempt.content_type, answer.status, reason
@@ -453,7 +470,7 @@ class WebhookWorker:
         pending = lane.head
         assert pending is not None
         item = pending.item
-        now = business_clock().now()
+        now = wire_now()
         webhook_id = item.webhook_id if isinstance(item, InboxItem) else ""
         record_name = item.record_name if isinstance(item, InboxItem) else ""
         value: dict[str, Any] = {
