@@ -1398,6 +1398,7 @@ def simulate(
     from prometheus_client import start_http_server
 
     from app.simulator import CreditChecks, DepartmentSimulator, SimulatorSettings
+    from app.webhook_receivers import WebhookReceivers
     from xietong.kafka import clients
     from xietong.logs import configure
     from xietong.processes import on_stop_signal
@@ -1414,6 +1415,7 @@ def simulate(
         clients("admin"),
         clients("connectors"),
         CreditChecks(rules, settings.database_url),
+        WebhookReceivers(rules.webhook_departments, settings.database_url),
     )
     stopped = threading.Event()
     on_stop_signal(stopped.set)

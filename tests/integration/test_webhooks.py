@@ -27,8 +27,10 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from standardwebhooks.webhooks import Webhook
 
+from app.webhook_receivers import WebhookReceivers
 from connectors.webhooks.operations import dead_letters, endpoint_status, replay
 from connectors.webhooks.settings import GROUP
 from connectors.webhooks.worker import Endpoints
@@ -62,6 +64,7 @@ GATED = "hz-xh-tobacco"  # 503 until the test opens the gate
 SLOW = "hz-xh-em"  # answers after the worker's timeout
 DOWN = "hz-sc-amr"  # nothing listens
 BULK = "hz-agri"  # the kill -9 test's
+SIMULATED = "hz-yh-transport"  # served by the simulator's receivers (app/webhook_receivers.py)
 DEPARTMENTS = (OK, FLAKY, GATED, SLOW, DOWN, BULK)
 
 WORKER_SETTINGS = {
@@ -203,7 +206,7 @@ def departments(kafka: KafkaClients, stack_settings: Settings) -> Iterator[Onboa
     """The departments' inboxes, with the services' grants on them (svc-webhooks reads)."""
     register_all(kafka.schema_registry())
     onboarding = Onboarding(kafka, stack_settings)
-    for code in DEPARTMENTS:
+    for code in (*DEPARTMENTS, SIMULATED):
         onboarding.onboard(code)
     yield onboarding
     onboarding.offboard_all()
@@ -456,6 +459,38 @@ def test_a_dead_letter_is_replayed_to_the_endpoint_registered_now(
         assert stand_in.bad_signatures == []
     finally:
         stand_in.stop()
+
+
+def test_the_simulators_webhook_departments_receive_and_verify_their_inbox(
+    worker: WebhookProcess, kafka: KafkaClients, registry_url: str
+) -> None:
+    simulated = WebhookReceivers([SIMULATED], registry_url)
+    simulated.open()
+    try:
+        accepted = {"department": SIMULATED, "outcome": "accepted"}
+        before = REGISTRY.get_sample_value("xietong_simulator_webhooks_received_total", accepted)
+        push_to_inbox(kafka, SIMULATED, 2)
+        eventually(
+            lambda: (
+                REGISTRY.get_sample_value("xietong_simulator_webhooks_received_total", accepted)
+                or 0
+            ),
+            lambda count: count >= (before or 0) + 2,
+            60,
+            lambda count: f"{count} accepted",
+        )
+        forged = REGISTRY.get_sample_value(
+            "xietong_simulator_webhooks_received_total",
+            {"department": SIMULATED, "outcome": "bad_signature"},
+        )
+        assert not forged
+    finally:
+        simulated.close()
+    with transaction(session_factory(registry_url)) as session:
+        from registry.webhooks import list_webhooks
+
+        codes = {row.department.code for row in list_webhooks(session, Actor.admin("test"))}
+    assert SIMULATED not in codes
 
 
 def test_a_worker_killed_mid_stream_loses_nothing_and_repeats_only_uncommitted_deliveries(
