@@ -309,7 +309,8 @@ class WebhookWorker:
     def _take(self, message: Message) -> None:
         error = message.error()
         if error is not None:
-            if error.code() != KafkaError._PARTITION_EOF:
+            # No inbox the worker may read yet (none onboarded) is not an error of its own.
+            if error.code() not in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
                 log_event(logger, "webhooks_consumer_error", reason=str(error))
             return
         topic = message.topic() or ""
