@@ -42,7 +42,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -278,9 +278,12 @@ class WebhookWorker:
         log_event(logger, "webhooks_ready", group=self.clients.group(GROUP))
         try:
             while not self._stopping.is_set():
-                wait = 0.02 if self.attempts else 0.2
-                for message in consumer.consume(500, wait):
+                messages = consumer.consume(500, 0 if self.attempts else 0.2)
+                for message in messages:
                     self._take(message)
+                if self.attempts and not messages:
+                    # Wake as soon as an answer comes, not at the next poll's timeout.
+                    wait([a.future for a in self.attempts], 0.05, FIRST_COMPLETED)
                 self.endpoints.refresh()
                 now = wire_now()
                 self._collect(now)
@@ -350,26 +353,29 @@ class WebhookWorker:
 
     def _dispatch(self, now: datetime) -> None:
         for lane in self.lanes.due(now):
-            head = lane.head
-            assert head is not None
-            item = head.item
             endpoint = self.endpoints.of(lane.key)
             if endpoint is None:
-                if not self.endpoints.read_after(item.written_ms):
-                    continue  # registered since? the next reading says
-                lane.finish()
-                self._commit(item.topic, head.offset)
-                DELIVERIES.labels(lane.key, "skipped").inc()
+                self._skip(lane)
                 continue
+            head = lane.started(now)
+            item = head.item
             if isinstance(item, Unreadable):
-                lane.started(now)
                 self._dead_letter(lane, endpoint, b"", "", None, item.reason)
                 continue
-            lane.started(now)
             body, content_type = body_of(item, now, cloudevents=endpoint.cloudevents)
             headers = signed_headers(item.webhook_id, now, body, endpoint.secrets, content_type)
             future = self.pool.submit(self._post, endpoint, body, headers)
             self.attempts.append(Attempt(lane, head, endpoint, body, content_type, future))
+
+    def _skip(self, lane: Lane[InboxItem | Unreadable]) -> None:
+        """Finish the items of a department without an endpoint, as far as the registry
+        was read after them (a newer one waits for the next reading); one commit."""
+        last: Pending[InboxItem | Unreadable] | None = None
+        while (head := lane.head) is not None and self.endpoints.read_after(head.item.written_ms):
+            last = lane.finish()
+            DELIVERIES.labels(lane.key, "skipped").inc()
+        if last is not None:
+            self._commit(last.item.topic, last.offset)
 
     def _post(self, endpoint: Endpoint, body: bytes, headers: dict[str, str]) -> Answer:
         """One POST (on a pool thread): what came back."""

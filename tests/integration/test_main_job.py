@@ -55,6 +55,12 @@ FLOWING = {
     ),
     "credit checks": ("credit-check", "xietong_credit_check_checks_total", {}),
     "rows in the credit database": ("sink", "xietong_sink_rows_written_total", {}),
+    # The simulator's webhook departments (app/webhook_receivers.py) get their inboxes pushed.
+    "webhooks delivered": (
+        "webhooks",
+        "xietong_webhooks_deliveries_total",
+        {"outcome": "delivered"},
+    ),
 }
 
 
@@ -180,6 +186,7 @@ def test_make_run_starts_every_service_and_records_flow_end_to_end_until_ctrl_c(
         "sink": prepared["XIETONG_SINK_METRICS_PORT"],
         "credit-check": prepared["XIETONG_CREDIT_CHECK_PORT"],
         "simulator": prepared["XIETONG_SIMULATOR_METRICS_PORT"],
+        "webhooks": prepared["XIETONG_WEBHOOKS_METRICS_PORT"],
     }
     deadline = time.monotonic() + 240
     missing = dict(FLOWING)
