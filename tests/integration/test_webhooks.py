@@ -59,7 +59,7 @@ REPO = Path(__file__).parents[2]
 PUSH = DUAL_NOTICE_RECORD_TYPES["dual_notice_push"]
 
 OK = "hz-xh-amr"  # answers 200
-FLAKY = "hz-xh-transport"  # 503 three times, then 200
+FLAKY = "hz-xh-transport"  # 503 three times, then 200; CloudEvents structured mode
 GATED = "hz-xh-tobacco"  # 503 until the test opens the gate
 SLOW = "hz-xh-em"  # answers after the worker's timeout
 DOWN = "hz-sc-amr"  # nothing listens
@@ -229,7 +229,12 @@ def receivers(registry_url: str) -> Iterator[dict[str, Receiver]]:
         with transaction(session_factory(registry_url)) as session:
             for code, url in urls.items():
                 secret = register_webhook(
-                    session, Actor.admin("test"), code, url, allow_http=True
+                    session,
+                    Actor.admin("test"),
+                    code,
+                    url,
+                    allow_http=True,
+                    cloudevents=code == FLAKY,
                 ).secret
                 if code in made:
                     made[code].secret = secret
@@ -345,6 +350,9 @@ def test_an_endpoint_failing_three_times_gets_the_item_once_accepted_and_the_nex
     assert arrivals == [record["push_id"] for record in records]
     assert receiver.attempts >= 3 + len(records)
     assert worker.metric("xietong_webhooks_retries_total", FLAKY) >= 3
+    event = receiver.bodies[receiver.ids()[-1]]
+    assert event["specversion"] == "1.0" and event["id"] == receiver.ids()[-1]
+    assert event["type"] == "cn.gov.xietong.dualnotice.DualNoticePush"
     assert dead_letters_of(kafka, FLAKY) == []
 
 
