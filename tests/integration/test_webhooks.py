@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka import KafkaError
 from prometheus_client import REGISTRY
 from standardwebhooks.webhooks import Webhook
 
@@ -38,7 +40,7 @@ from registry.audit import Actor
 from registry.db import session_factory, transaction
 from registry.webhooks import register_webhook
 from schemas import DUAL_NOTICE_RECORD_TYPES, register_all
-from tests.kafka_helpers import eventually
+from tests.kafka_helpers import eventually, first_message
 from tests.sink_records import Outgoing, produce, push_states
 from tests.stream_worker import (
     Onboarding,
@@ -499,6 +501,27 @@ def test_the_simulators_webhook_departments_receive_and_verify_their_inbox(
 
         codes = {row.department.code for row in list_webhooks(session, Actor.admin("test"))}
     assert SIMULATED not in codes
+
+
+def test_the_workers_principal_reads_the_inboxes_and_nothing_else_and_writes_no_inbox(
+    departments: Onboarding, kafka: KafkaClients
+) -> None:
+    webhooks = KafkaClients(kafka.settings, "webhooks")
+    probe = f"xietong.webhooks.probe-{uuid.uuid4().hex[:8]}"
+    push_to_inbox(kafka, OK, 1)
+    read = first_message(webhooks, DepartmentTopic.inbox(OK), probe, 30)
+    assert read is not None and read.error() is None
+    refused = first_message(webhooks, "market.registrations", probe + "-canonical", 30)
+    assert refused is not None and refused.error() is not None
+    assert refused.error().code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    outcome: list[KafkaError | None] = []
+    producer = webhooks.producer()
+    producer.produce(
+        DepartmentTopic.inbox(OK), key=b"x", value=b"x", on_delivery=lambda e, m: outcome.append(e)
+    )
+    producer.flush(30)
+    [error] = outcome
+    assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
 
 
 def test_a_worker_killed_mid_stream_loses_nothing_and_repeats_only_uncommitted_deliveries(
