@@ -167,6 +167,7 @@ def webhooks_run() -> None:
     dead letter), retried with backoff for XIETONG_WEBHOOKS_RETRY_WINDOW (24 h); metrics
     on XIETONG_WEBHOOKS_METRICS_PORT (9468). See connectors/webhooks/README.md.
     """
+    import sqlalchemy as sa
     from prometheus_client import start_http_server
 
     from connectors.webhooks.settings import WebhookSettings
@@ -184,7 +185,14 @@ def webhooks_run() -> None:
     if options.metrics_port:
         start_http_server(options.metrics_port)
     on_stop_signal(worker.stop)
-    worker.run()
+    try:
+        worker.run()
+    except sa.exc.SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", error)).splitlines()[0]
+        fail(
+            f"the registry database does not answer or is not migrated ({reason}):"
+            " xietong registry migrate, then start the worker again"
+        )
 
 
 def _metrics_url(metrics_url: str | None) -> str:
