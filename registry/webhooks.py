@@ -61,19 +61,23 @@ def new_secret() -> str:
 def endpoint_url(url: str, *, allow_http: bool) -> str:
     """``url`` if it may be an endpoint: https (http only when allowed), a host, no
     user name or password in it; else InvalidInputError naming ``url``."""
-    parts = urlsplit(url)
     schemes = ("https", "http") if allow_http else ("https",)
-    if len(url) > MAX_URL_LENGTH or parts.scheme not in schemes or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # an unclosed [IPv6 literal
+        host = None
+    if len(url) > MAX_URL_LENGTH or host is None or parts.scheme not in schemes:
         wanted = " or ".join(f"{scheme}://host/path" for scheme in schemes)
+        plain_http = (
+            ""
+            if allow_http
+            else "; plain http only on a test host (the setting"
+            " XIETONG_REGISTRY_WEBHOOK_ALLOW_HTTP)"
+        )
         raise InvalidInputError(
-            f"url {url[:100]!r}: expected an absolute {wanted} of at most {MAX_URL_LENGTH}"
-            " characters"
-            + (
-                ""
-                if allow_http
-                else " (plain http only on a test host, by the setting"
-                " XIETONG_REGISTRY_WEBHOOK_ALLOW_HTTP)"
-            ),
+            f"url {url[:100]!r}: expected an absolute {wanted} of at most"
+            f" {MAX_URL_LENGTH} characters{plain_http}",
             field="url",
         )
     if parts.username or parts.password:
