@@ -116,9 +116,6 @@ class Lane(Generic[Item]):
         self.in_flight = False
         return self.items.popleft()
 
-    def oldest(self) -> Pending[Item] | None:
-        return self.head
-
 
 class Lanes(Generic[Item]):
     """The lanes of the partitions assigned to the worker, by department."""
@@ -147,6 +144,3 @@ class Lanes(Generic[Item]):
     def due(self, now: datetime) -> list[Lane[Item]]:
         """Every lane whose head may be attempted now."""
         return [lane for lane in self._lanes.values() if lane.due(now) is not None]
-
-    def busy(self) -> bool:
-        return any(lane.in_flight for lane in self._lanes.values())
