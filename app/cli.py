@@ -1419,6 +1419,12 @@ from connectors.sink.cli import audit_app, sink_app  # noqa: E402 - sub-apps of 
 app.add_typer(sink_app, name="sink")
 app.add_typer(audit_app, name="audit")
 
+# -- webhooks (connectors/webhooks) ------------------------------------------------------------
+
+from connectors.webhooks.cli import webhooks_app  # noqa: E402 - a sub-app of its own module
+
+app.add_typer(webhooks_app, name="webhooks")
+
 
 # -- the whole platform: make run ---------------------------------------------------------------
 
@@ -1445,6 +1451,7 @@ def simulate(
         InboxClerks,
         SimulatorSettings,
     )
+    from app.webhook_receivers import WebhookReceivers
     from xietong.kafka import clients
     from xietong.logs import configure
     from xietong.processes import on_stop_signal
@@ -1464,6 +1471,7 @@ def simulate(
         CreditChecks(rules, tokens),
         InboxClerks(rules, tokens),
         tokens,
+        WebhookReceivers(rules.webhook_departments, settings.database_url),
     )
     stopped = threading.Event()
     on_stop_signal(stopped.set)

@@ -14,13 +14,15 @@ sink                      ``xietong sink run``                      :9466
 credit-check              ``xietong credit-check serve``            :8420/metrics
 inbox                     ``xietong inbox serve``                   :8430/metrics
 lag-exporter              ``xietong lag serve``                     :9460
+webhooks                  ``xietong webhooks run``                  :9468
 simulator                 ``xietong simulate`` (the connectors)     :9401
 ========================  ========================================  ==================
 
 Each writes its log to ``.local/logs/run/<service>.log``. A service that exits is
 started again (after 2, 4, 8 … s, at most 30). Every few seconds the supervisor reads
 every service's ``/metrics`` and prints one summary: records in, dead letters, pushes,
-claims, overdue, sanctions, hits, feedback, rows in the credit database, checks.
+claims, overdue, sanctions, hits, feedback, rows in the credit database, checks,
+webhooks delivered and dead-lettered.
 Ctrl-C (or SIGTERM, or SIGHUP when its terminal closes) stops the services (SIGTERM,
 then SIGKILL after 30 s) and returns — whatever became of its output: a terminal gone or
 a pipe whose reader quit (``make run | tee run.log``) only ends the printing. The
@@ -159,6 +161,7 @@ def services(settings: Settings, logs: Path) -> list[Service]:
         "credit-check": ["credit-check", "serve"],
         "inbox": ["inbox", "serve"],
         "lag-exporter": ["lag", "serve"],
+        "webhooks": ["webhooks", "run"],
         "simulator": ["simulate"],
     }
     return [
@@ -203,6 +206,12 @@ FIGURES = (
     Figure("inbox API requests", ("xietong_inbox_requests_total",)),
     Figure("inbox API actions", ("xietong_inbox_actions_produced_total",)),
     Figure("inbox API produce failures", ("xietong_inbox_produce_failures_total",)),
+    Figure(
+        "webhooks delivered",
+        ("xietong_webhooks_deliveries_total",),
+        {"outcome": "delivered"},
+    ),
+    Figure("webhook dead letters", ("xietong_webhooks_dead_letters_total",)),
 )
 
 

@@ -23,6 +23,10 @@ Two kinds of department behaviour, each in a thread of its own:
   department's own inbound topic directly. One process plays every department here, so
   it writes those as the platform's administrator; a real department connects as
   ``dept-<code>`` and may write only its own inbound topic.
+* **Webhooks** (:class:`~app.webhook_receivers.WebhookReceivers`). A few departments
+  (``webhook_departments``) take their inbox by webhook: the simulator registers their
+  endpoints on a loopback server of its own and verifies every delivery, as their
+  systems would.
 * **Matters** (also the desks). When an entity is listed, a department whose sector
   implements a measure against that list handles a matter for it (``check_share`` of
   listings: a procurement bid, a land sale …) and checks the entity's credit through
@@ -59,6 +63,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.samples import DEPARTMENTS_DIR, ExportFile, generate_exports
+from app.webhook_receivers import WebhookReceivers
 from connectors.config import ConnectorConfig, FileSourceConfig
 from connectors.runner import run_connector
 from schemas import DEPARTMENT_ACTION, RESTRICTION_FEEDBACK
@@ -116,6 +121,11 @@ class SimulatorSettings(BaseSettings):
     )
     exports_dir: Path | None = Field(
         default=None, description="Where the exports go (default <XIETONG_HOME>/run/exports)."
+    )
+    webhook_departments: list[str] = Field(
+        default=["hz-xh-amr", "hz-xh-transport", "hz-sc-amr"],
+        description="Departments whose system takes its inbox by webhook, served by the"
+        " simulator on loopback (app/webhook_receivers.py); a JSON list, [] for none.",
     )
 
 
@@ -579,11 +589,13 @@ class DepartmentSimulator:
         checks: CreditChecks | None = None,
         inbox: InboxClerks | None = None,
         tokens: DepartmentTokens | None = None,
+        webhooks: WebhookReceivers | None = None,
     ) -> None:
         self.counts = Counts()
         self.checks = checks
         self.inbox = inbox
         self.tokens = tokens  # revoked when it stops
+        self.webhooks = webhooks
         self.feeder = ExportFeeder(settings, connectors, out_dir, self.counts)
         self.desks = DepartmentDesks(settings, admin, self.counts, checks, inbox)
         self._threads = [
@@ -594,6 +606,8 @@ class DepartmentSimulator:
     def start(self) -> None:
         if self.checks is not None:
             self.checks.open()
+        if self.webhooks is not None:
+            self.webhooks.open()
         for thread in self._threads:
             thread.start()
 
@@ -611,3 +625,5 @@ class DepartmentSimulator:
             self.inbox.close()
         if self.tokens is not None:
             self.tokens.revoke_all()
+        if self.webhooks is not None:
+            self.webhooks.close()

@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from registry import db, service
+from registry import db, service, webhooks
 from registry.audit import Actor
 from registry.contract import (
     ApprovalIn,
@@ -61,6 +61,7 @@ from registry.contract import (
     MatterTypeOut,
     MeasureOut,
     RefusalIn,
+    RegisteredWebhookOut,
     ResourceCode,
     ResourceIn,
     ResourceOut,
@@ -68,9 +69,13 @@ from registry.contract import (
     SubscriptionEventOut,
     SubscriptionIn,
     SubscriptionOut,
+    WebhookChange,
+    WebhookIn,
+    WebhookOut,
 )
 from registry.errors import ForbiddenError, InvalidInputError
 from registry.models import SubscriptionStatus
+from registry.settings import get_registry_settings
 from xietong.http_errors import (
     error_response,
     error_responses,
@@ -100,6 +105,7 @@ BEARER = HTTPBearer(
 )
 
 SubscriptionId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
+WebhookId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 
 
 # -- dependencies ---------------------------------------------------------------------------
@@ -442,6 +448,79 @@ def audit_log(
     return [AuditEntryOut.of(row) for row in rows]
 
 
+# -- webhooks -------------------------------------------------------------------------------
+
+
+@router.get("/webhooks", tags=["webhooks"], summary="List webhook endpoints (yours; admin: all)")
+def list_webhooks(session: DatabaseSession, caller: Caller) -> list[WebhookOut]:
+    return [WebhookOut.of(row) for row in webhooks.list_webhooks(session, caller)]
+
+
+@router.post(
+    "/webhooks",
+    tags=["webhooks"],
+    status_code=201,
+    summary="Register the department's webhook endpoint; the secret is shown once",
+)
+def register_webhook(
+    body: WebhookIn, request: Request, session: DatabaseSession, caller: Caller
+) -> RegisteredWebhookOut:
+    department = body.department or caller.department_code
+    if department is None:
+        raise InvalidInputError("an administrator names the department", field="department")
+    made = webhooks.register_webhook(
+        session,
+        caller,
+        department,
+        body.url,
+        cloudevents=body.cloudevents,
+        allow_http=request.app.state.webhook_allow_http,
+    )
+    return RegisteredWebhookOut(**WebhookOut.of(made.endpoint).model_dump(), secret=made.secret)
+
+
+@router.get("/webhooks/{webhook_id}", tags=["webhooks"], summary="One webhook endpoint")
+def get_webhook(webhook_id: WebhookId, session: DatabaseSession, caller: Caller) -> WebhookOut:
+    return WebhookOut.of(webhooks.get_webhook(session, caller, webhook_id))
+
+
+@router.patch("/webhooks/{webhook_id}", tags=["webhooks"], summary="Change its address or format")
+def update_webhook(
+    webhook_id: WebhookId,
+    body: WebhookChange,
+    request: Request,
+    session: DatabaseSession,
+    caller: Caller,
+) -> WebhookOut:
+    row = webhooks.update_webhook(
+        session,
+        caller,
+        webhook_id,
+        url=body.url,
+        cloudevents=body.cloudevents,
+        allow_http=request.app.state.webhook_allow_http,
+    )
+    return WebhookOut.of(row)
+
+
+@router.post(
+    "/webhooks/{webhook_id}/rotate-secret",
+    tags=["webhooks"],
+    summary="A new secret, shown once; the previous one signs too for 24 h",
+)
+def rotate_webhook_secret(
+    webhook_id: WebhookId, session: DatabaseSession, caller: Caller
+) -> RegisteredWebhookOut:
+    made = webhooks.rotate_secret(session, caller, webhook_id)
+    return RegisteredWebhookOut(**WebhookOut.of(made.endpoint).model_dump(), secret=made.secret)
+
+
+@router.delete("/webhooks/{webhook_id}", tags=["webhooks"], status_code=204, summary="Stop pushing")
+def delete_webhook(webhook_id: WebhookId, session: DatabaseSession, caller: Caller) -> Response:
+    webhooks.delete_webhook(session, caller, webhook_id)
+    return Response(status_code=204)
+
+
 # -- the application ------------------------------------------------------------------------
 
 
@@ -449,13 +528,16 @@ def create_app(
     database_url: str,
     admin_token_sha256: str | None,
     on_change: Callable[[], None] | None = None,
+    webhook_allow_http: bool | None = None,
 ) -> FastAPI:
     """The registry API on the database at ``database_url`` (migrated already).
 
     ``on_change`` is called after every successful change (a POST answered below 400):
     the access enforcer uses it to reconcile the broker at once rather than on its
-    next tick.
+    next tick. ``webhook_allow_http`` (default: the setting
+    ``XIETONG_REGISTRY_WEBHOOK_ALLOW_HTTP``) accepts http:// webhook endpoints.
     """
+
     app = FastAPI(
         title="Xietong registry (协同 · 目录与订阅)",
         version="1",
@@ -463,6 +545,11 @@ def create_app(
     )
     app.state.sessions = db.session_factory(database_url)
     app.state.admin_token_sha256 = (admin_token_sha256 or "").lower() or None
+    app.state.webhook_allow_http = (
+        get_registry_settings().webhook_allow_http
+        if webhook_allow_http is None
+        else webhook_allow_http
+    )
     app.include_router(router)
     _install_error_handlers(app)
     _install_health_and_metrics(app, database_url)

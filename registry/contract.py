@@ -410,3 +410,63 @@ class AuditEntryOut(_FromRow):
     entity_id: str
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+
+
+# -- webhooks -------------------------------------------------------------------------------
+
+WebhookUrl = Annotated[
+    str,
+    Field(
+        min_length=8,
+        max_length=2000,
+        pattern=r"^https?://[^\x00-\x20]+$",
+        description="https:// (http:// only where XIETONG_REGISTRY_WEBHOOK_ALLOW_HTTP is set).",
+        examples=["https://oa.hz-health.gov.cn/xietong/webhook"],
+    ),
+]
+
+
+class WebhookIn(_Request):
+    """A department's endpoint to register: every item of its inbox is POSTed to it."""
+
+    url: WebhookUrl
+    department: DepartmentCode | None = Field(
+        default=None, description="default: the calling department (required for an admin)"
+    )
+    cloudevents: bool = Field(
+        default=False,
+        description="POST CloudEvents 1.0 in structured mode (application/cloudevents+json)"
+        " instead of the plain Standard Webhooks body; signed alike.",
+    )
+
+
+class WebhookChange(_Request):
+    """What to change of an endpoint; the secret stays (rotate it with …/rotate-secret)."""
+
+    url: WebhookUrl | None = None
+    cloudevents: bool | None = None
+
+
+class WebhookOut(BaseModel):
+    id: int
+    department: str
+    url: str
+    cloudevents: bool
+    created_at: datetime
+    created_by: str
+    updated_at: datetime
+    secret_rotated_at: datetime | None
+    previous_secret_valid_until: datetime | None = Field(
+        description="Until then the previous secret signs too (both signatures are sent)."
+    )
+
+    @classmethod
+    def of(cls, row: models.WebhookEndpoint) -> WebhookOut:
+        return cls(**_attributes(cls, row, department=row.department.code))
+
+
+class RegisteredWebhookOut(WebhookOut):
+    secret: str = Field(
+        description="The signing secret (whsec_<base64>), shown this once: verify every"
+        " delivery's webhook-signature with it (Standard Webhooks)."
+    )

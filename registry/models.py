@@ -14,6 +14,8 @@ Four groups of tables, created by ``registry/migrations/versions/0001_initial.py
   (事项类型) and joint-punishment measures (失信惩戒措施);
 * :class:`AuditEntry`: one row per changed row, written in the same transaction by
   :mod:`registry.audit` (who, when, what, before and after);
+* :class:`WebhookEndpoint` (``0005_webhooks.py``): a department's webhook endpoint and
+  its signing secret, for the webhook worker;
 * :class:`OutboxEntry` (``0002_outbox.py``): the transactional outbox, one snapshot per
   changed published entity, written in the same transaction by :mod:`registry.outbox`
   and relayed to the registry's compacted topics by :mod:`registry.publisher`.
@@ -366,6 +368,37 @@ class SubscriptionEvent(Base):
     actor: Mapped[str] = mapped_column(sa.Text)
     at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     reason: Mapped[str | None] = mapped_column(sa.Text)
+
+
+# -- webhooks (0005) ------------------------------------------------------------------------
+
+
+class WebhookEndpoint(Base):
+    """推送地址: where the webhook worker (``connectors/webhooks``) POSTs the department's
+    inbox items, one endpoint per department, signed with its secret (Standard Webhooks).
+
+    The secret (``whsec_<base64>``) is kept as is, because signing needs it; it is shown
+    once, when it is made, and left out of the audit log. After a rotation the previous
+    secret still signs until ``previous_secret_valid_until`` (both signatures are sent),
+    so a receiver can switch without losing a delivery.
+    """
+
+    __tablename__ = "webhook_endpoints"
+    __audit_exclude__ = frozenset({"secret", "previous_secret"})
+
+    id: Mapped[int] = mapped_column(sa.Identity(), primary_key=True)
+    department_id: Mapped[int] = mapped_column(sa.ForeignKey("departments.id"), unique=True)
+    url: Mapped[str] = mapped_column(sa.Text)
+    cloudevents: Mapped[bool] = mapped_column(sa.Boolean)  # CloudEvents structured mode
+    secret: Mapped[str] = mapped_column(sa.Text)
+    previous_secret: Mapped[str | None] = mapped_column(sa.Text)
+    previous_secret_valid_until: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(sa.Text)
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    secret_rotated_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+    department: Mapped[Department] = relationship()
 
 
 # -- the audit log --------------------------------------------------------------------------

@@ -30,6 +30,12 @@ class RegistrySettings(BaseSettings):
         ),
     )
 
+    webhook_allow_http: bool = Field(
+        default=False,
+        description="Accept plain http:// webhook endpoints (the local stack, tests); off,"
+        " only https:// is registered.",
+    )
+
     @field_validator("admin_token_sha256", mode="before")
     @classmethod
     def _lower_case(cls, value: object) -> object:

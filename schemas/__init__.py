@@ -170,6 +170,9 @@ JOINT_PUNISHMENT_RECORD_TYPES = _by_name(
     ),
 )
 
+#: What the webhook worker (connectors/webhooks/) could not push: one record per give-up.
+WEBHOOK_DEAD_LETTER = RecordType("webhook_dead_letter", "推送死信", topics.WEBHOOK_DEAD_LETTERS)
+
 ALL_RECORD_TYPES: tuple[RecordType, ...] = (
     *CANONICAL_RECORD_TYPES.values(),
     DEAD_LETTER_RECORD,
@@ -180,6 +183,7 @@ ALL_RECORD_TYPES: tuple[RecordType, ...] = (
     MATTER_EVENT,
     RESTRICTION_FEEDBACK,
     *JOINT_PUNISHMENT_RECORD_TYPES.values(),
+    WEBHOOK_DEAD_LETTER,
 )
 
 

@@ -25,6 +25,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 LOOPBACK = "127.0.0.1"
 
 
+def seconds_or_text(value: object) -> object:
+    """A duration setting as pydantic reads it: text of a number is seconds (pydantic
+    alone reads only ISO 8601 or [-]HH:MM:SS); anything else is left to pydantic."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _default_cache_dir() -> Path:
     import os
 
@@ -119,13 +130,7 @@ class Settings(BaseSettings):
     @field_validator("clock_offset", mode="before")
     @classmethod
     def _seconds(cls, value: object) -> object:
-        # pydantic reads a duration from text only as ISO 8601 or [-]HH:MM:SS; seconds too.
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                return value
-        return value
+        return seconds_or_text(value)
 
     # -- monitoring -------------------------------------------------------------------
     prometheus_port: int = Field(

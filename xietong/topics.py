@@ -307,6 +307,20 @@ PUNISHMENT_SERIOUS_LISTING_PROPOSALS = _processor_output(
     " listing authority, which decides (nothing is listed automatically)",
 )
 
+# Webhooks (connectors/webhooks): what could not be pushed to a department's endpoint.
+
+WEBHOOK_DEAD_LETTERS = TopicSpec(
+    "webhooks.dead-letters",
+    "Inbox items the webhook worker gave up pushing to a department's endpoint (a 4xx, or"
+    " retries exhausted): the body as it was sent, the last HTTP status and the reason;"
+    " keyed by department, read back by `xietong webhooks replay` and `status`",
+    TopicKey.SOURCE,
+    partitions=3,
+    retention_ms=90 * DAY_MS,
+    writers=("webhooks",),
+    readers=("webhooks",),
+)
+
 TOPICS: tuple[TopicSpec, ...] = (
     REGISTRATIONS,
     LICENCES,
@@ -338,6 +352,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     PUNISHMENT_ALERTS,
     PUNISHMENT_LIFT_NOTICES,
     PUNISHMENT_SERIOUS_LISTING_PROPOSALS,
+    WEBHOOK_DEAD_LETTERS,
 )
 
 
@@ -427,7 +442,8 @@ DEPARTMENT_INBOX = DepartmentTopic.INBOX = DepartmentTopic(
     TopicKey.USCC,
     retention_ms=365 * DAY_MS,
     writers=("streams",),
-    readers=("sink",),
+    # The webhook worker (connectors/webhooks) pushes every item to the department's endpoint.
+    readers=("sink", "webhooks"),
 )
 DEPARTMENT_INBOUND = DepartmentTopic.INBOUND = DepartmentTopic(
     "inbound",

@@ -56,6 +56,12 @@ FLOWING = {
     "credit checks": ("credit-check", "xietong_credit_check_checks_total", {}),
     "rows in the credit database": ("sink", "xietong_sink_rows_written_total", {}),
     "actions over the inbox API": ("inbox", "xietong_inbox_actions_produced_total", {}),
+    # The simulator's webhook departments (app/webhook_receivers.py) get their inboxes pushed.
+    "webhooks delivered": (
+        "webhooks",
+        "xietong_webhooks_deliveries_total",
+        {"outcome": "delivered"},
+    ),
 }
 
 
@@ -67,6 +73,7 @@ SERVICES = (
     "credit-check",
     "inbox",
     "lag-exporter",
+    "webhooks",
     "simulator",
 )
 PORT_SETTINGS = (
@@ -77,6 +84,7 @@ PORT_SETTINGS = (
     "XIETONG_CREDIT_CHECK_PORT",
     "XIETONG_INBOX_PORT",
     "XIETONG_LAG_EXPORTER_PORT",
+    "XIETONG_WEBHOOKS_METRICS_PORT",
     "XIETONG_SIMULATOR_METRICS_PORT",
 )
 
@@ -183,6 +191,7 @@ def test_make_run_starts_every_service_and_records_flow_end_to_end_until_ctrl_c(
         "credit-check": prepared["XIETONG_CREDIT_CHECK_PORT"],
         "inbox": prepared["XIETONG_INBOX_PORT"],
         "simulator": prepared["XIETONG_SIMULATOR_METRICS_PORT"],
+        "webhooks": prepared["XIETONG_WEBHOOKS_METRICS_PORT"],
     }
     deadline = time.monotonic() + 240
     missing = dict(FLOWING)

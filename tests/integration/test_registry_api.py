@@ -139,6 +139,12 @@ ENDPOINTS = {
     ("get", "/catalog/matter-types"),
     ("get", "/catalog/measures"),
     ("get", "/audit"),
+    ("get", "/webhooks"),
+    ("post", "/webhooks"),
+    ("get", "/webhooks/{webhook_id}"),
+    ("patch", "/webhooks/{webhook_id}"),
+    ("delete", "/webhooks/{webhook_id}"),
+    ("post", "/webhooks/{webhook_id}/rotate-secret"),
 }
 OPEN = {("get", "/health"), ("get", "/metrics")}
 
@@ -182,7 +188,7 @@ def test_metrics_count_requests_by_route_template_and_status(
 def test_every_endpoint_refuses_a_caller_without_a_token_with_401(
     client: TestClient, method: str, path: str
 ) -> None:
-    concrete = path.format(code="hz-amr", credential_id=1, subscription_id=1)
+    concrete = path.format(code="hz-amr", credential_id=1, subscription_id=1, webhook_id=1)
     answer = client.request(method, concrete, json={})
     refused(answer, 401, "not_authenticated")
     assert answer.headers["WWW-Authenticate"] == "Bearer"

@@ -32,6 +32,7 @@ def local_ports(settings: Settings | None = None) -> dict[str, int | None]:
     """
     from connectors.inbox.settings import InboxSettings
     from connectors.sink.sink import SinkSettings
+    from connectors.webhooks.settings import WebhookSettings
     from registry.settings import RegistrySettings
     from streams.credit_check.settings import CreditCheckSettings
     from streams.dual_notice.settings import DualNoticeSettings
@@ -47,6 +48,7 @@ def local_ports(settings: Settings | None = None) -> dict[str, int | None]:
         "sink": SinkSettings().metrics_port,
         "credit-check": CreditCheckSettings().port,
         "inbox": InboxSettings().port,
+        "webhooks": WebhookSettings().metrics_port,
     }
 
 
