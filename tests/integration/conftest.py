@@ -1,4 +1,5 @@
-"""Fixtures of the registry tests: throwaway registry databases on the stack's PostgreSQL.
+"""Fixtures of the integration tests: throwaway registry and credit databases on the
+stack's PostgreSQL.
 
 Each database is ``registry_test_<hex>``, created through the ``postgres`` database with
 the stack's credentials, migrated with the registry's own migrations, and dropped when
@@ -14,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from connectors.sink import db as credit_db
 from registry.audit import Actor, AuditedSession
 from registry.db import engine, migrate, session_factory, transaction
 from registry.service import load_catalog
@@ -70,3 +72,27 @@ def registry_session(registry_url: str) -> Iterator[Session]:
         finally:
             session.close()
             outer.rollback()
+
+
+@pytest.fixture(scope="module")
+def credit_databases(stack_settings: Settings) -> Iterator[Callable[[], str]]:
+    """Make a fresh, migrated credit database; its URL. All are dropped at the end."""
+    server = sa.make_url(stack_settings.credit_database_url)
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"credit_test_{uuid.uuid4().hex[:12]}"
+        url = server.set(database=name).render_as_string(hide_password=False)
+        credit_db.create_database(url)
+        made.append(name)
+        credit_db.migrate(url)
+        return url
+
+    yield make
+    maintenance = sa.create_engine(
+        server.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
+    )
+    with maintenance.connect() as connection:
+        for name in made:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    maintenance.dispose()

@@ -96,20 +96,9 @@ def departments(
 
 
 @pytest.fixture(scope="module")
-def credit_url(stack_settings: Settings) -> Iterator[str]:
-    """A fresh credit database of this module's own, dropped at the end."""
-    server = sa.make_url(stack_settings.credit_database_url)
-    name = f"credit_inbox_{uuid.uuid4().hex[:12]}"
-    url = server.set(database=name).render_as_string(hide_password=False)
-    credit_db.create_database(url)
-    credit_db.migrate(url)
-    yield url
-    maintenance = sa.create_engine(
-        server.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
-    )
-    with maintenance.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    maintenance.dispose()
+def credit_url(credit_databases: Callable[[], str]) -> str:
+    """A fresh, migrated credit database of this module's own; dropped at the end."""
+    return credit_databases()
 
 
 def start_at_the_end(kafka: KafkaClients, url: str) -> None:

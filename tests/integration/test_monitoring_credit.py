@@ -13,16 +13,13 @@ penalty; one credit check.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
-from connectors.sink import db as credit_db
 from registry import service
 from registry.audit import Actor
 from registry.db import session_factory, transaction
@@ -58,20 +55,9 @@ FINANCE = "hz-xh-finance"  # 西湖区财政局: implements CJ01 (政府采购),
 
 
 @pytest.fixture(scope="module")
-def credit_database(stack_settings: Settings) -> Iterator[str]:
+def credit_database(credit_databases: Callable[[], str]) -> str:
     """A fresh, migrated credit database of this module's own; dropped at the end."""
-    server = sa.make_url(stack_settings.credit_database_url)
-    name = f"credit_test_{uuid.uuid4().hex[:12]}"
-    url = server.set(database=name).render_as_string(hide_password=False)
-    credit_db.create_database(url)
-    credit_db.migrate(url)
-    yield url
-    maintenance = sa.create_engine(
-        server.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
-    )
-    with maintenance.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    maintenance.dispose()
+    return credit_databases()
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
@@ -28,7 +28,6 @@ from typing import Any
 
 import psycopg2
 import pytest
-import sqlalchemy as sa
 import yaml
 from confluent_kafka import TopicPartition
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
@@ -76,30 +75,6 @@ CLI = [sys.executable, "-m", "app.cli"]
 
 
 # -- databases, departments, offsets ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def credit_databases(stack_settings: Settings) -> Iterator[Callable[[], str]]:
-    """Make a fresh, migrated credit database; its URL. All are dropped at the end."""
-    server = sa.make_url(stack_settings.credit_database_url)
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"credit_test_{uuid.uuid4().hex[:12]}"
-        url = server.set(database=name).render_as_string(hide_password=False)
-        db.create_database(url)
-        made.append(name)
-        db.migrate(url)
-        return url
-
-    yield make
-    maintenance = sa.create_engine(
-        server.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
-    )
-    with maintenance.connect() as connection:
-        for name in made:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    maintenance.dispose()
 
 
 @pytest.fixture(scope="module")
