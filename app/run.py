@@ -10,6 +10,7 @@ service                   command                                   metrics
 registry                  ``xietong registry serve``                :8410/metrics
 dual-notice               ``xietong streams dual-notice``           :9465
 joint-punishment          ``xietong streams joint-punishment``      :9467
+sharing                   ``xietong streams sharing``               :9468
 sink                      ``xietong sink run``                      :9466
 credit-check              ``xietong credit-check serve``            :8420/metrics
 lag-exporter              ``xietong lag serve``                     :9460
@@ -19,7 +20,8 @@ simulator                 ``xietong simulate`` (the connectors)     :9401
 Each writes its log to ``.local/logs/run/<service>.log``. A service that exits is
 started again (after 2, 4, 8 … s, at most 30). Every few seconds the supervisor reads
 every service's ``/metrics`` and prints one summary: records in, dead letters, pushes,
-claims, overdue, sanctions, hits, feedback, rows in the credit database, checks.
+claims, overdue, sanctions, hits, feedback, rows in the credit database, checks,
+records shared on conditions (有条件共享).
 Ctrl-C (or SIGTERM, or SIGHUP when its terminal closes) stops the services (SIGTERM,
 then SIGKILL after 30 s) and returns — whatever became of its output: a terminal gone or
 a pipe whose reader quit (``make run | tee run.log``) only ends the printing. The
@@ -156,6 +158,7 @@ def services(settings: Settings, logs: Path) -> list[Service]:
         "joint-punishment": ["streams", "joint-punishment"],
         "sink": ["sink", "run"],
         "credit-check": ["credit-check", "serve"],
+        "sharing": ["streams", "sharing"],
         "lag-exporter": ["lag", "serve"],
         "simulator": ["simulate"],
     }
@@ -198,6 +201,7 @@ FIGURES = (
     Figure("lift notices", ("xietong_joint_punishment_lift_notices_total",)),
     Figure("serious-list proposals", ("xietong_joint_punishment_serious_listing_proposals_total",)),
     Figure("rows in the credit database", ("xietong_sink_rows_written_total",)),
+    Figure("records shared on conditions", ("xietong_sharing_records_shared_total",)),
 )
 
 

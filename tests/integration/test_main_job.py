@@ -64,6 +64,7 @@ SERVICES = (
     "joint-punishment",
     "sink",
     "credit-check",
+    "sharing",
     "lag-exporter",
     "simulator",
 )
@@ -73,6 +74,7 @@ PORT_SETTINGS = (
     "XIETONG_JOINT_PUNISHMENT_METRICS_PORT",
     "XIETONG_SINK_METRICS_PORT",
     "XIETONG_CREDIT_CHECK_PORT",
+    "XIETONG_SHARING_METRICS_PORT",
     "XIETONG_LAG_EXPORTER_PORT",
     "XIETONG_SIMULATOR_METRICS_PORT",
 )
