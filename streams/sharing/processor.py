@@ -11,7 +11,9 @@ reads the resource's canonical topic and writes the view of each record
 
 A plain confluent-kafka loop, not a Faust agent: it keeps no table, joins nothing and
 its set of inputs changes at run time, one consumer per view, each with its own group
-and so its own position (see streams/README.md, "有条件共享").
+and so its own position (see streams/README.md, "有条件共享"). Each view's consumer is
+assigned every partition of its canonical topic, so one processor writes every view:
+run one (a second would write the same records again, with the same ids).
 
 **One subscription, one consumer group**: ``xietong.streams.sharing.<code>.<resource>.
 <subscription id>.<decided at>``. A newly approved subscription has no committed offset,
@@ -45,6 +47,7 @@ from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    OFFSET_STORED,
     Consumer,
     KafkaError,
     KafkaException,
@@ -149,7 +152,11 @@ class View:
             schema, **{"subject.name.strategy": record_subject_name_strategy}
         )
         self.consumer = self.clients.consumer(self.group, **{"fetch.wait.max.ms": 100})
-        self.consumer.subscribe([self.grant.source_topic])
+        topic = self.grant.source_topic
+        partitions = self.consumer.list_topics(topic, timeout=15).topics[topic].partitions
+        # Assigned, not subscribed: no group to join or wait out after a crash, so a view
+        # resumes at once; OFFSET_STORED is the committed offset, else the beginning.
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_STORED) for p in partitions])
 
     def close(self) -> None:
         if self.consumer is not None:

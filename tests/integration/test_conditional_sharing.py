@@ -404,3 +404,43 @@ def test_the_sharing_processor_serves_metrics(sharing: Worker) -> None:
 
     text = httpx.get(f"http://127.0.0.1:{sharing.metrics_port}/metrics", timeout=5).text
     assert "xietong_sharing_views" in text
+
+
+def test_a_view_killed_and_restarted_loses_nothing_and_repeats_a_record_only_as_itself(
+    registry: Any,
+    subscriber: KafkaClients,
+    sharing: Worker,
+    platform: Platform,
+    kafka: KafkaClients,
+) -> None:
+    anchor = make_uscc(division="330106")
+    granted = subscribe(
+        registry,
+        "credit_list_entry",
+        LIST_OWNER,
+        fields=["uscc", "list_type", "listed_on"],
+        filters={"divisions": ["330106"]},
+    )
+    first = [
+        listed(platform, partition_mate(kafka, anchor))["envelope"]["event_id"] for _ in range(5)
+    ]
+    view_until(subscriber, lambda found: set(first) <= ids_of(found, granted), "the first five")
+
+    sharing.kill()
+    second = [
+        listed(platform, partition_mate(kafka, anchor))["envelope"]["event_id"] for _ in range(5)
+    ]
+    sharing.start()
+    records = view_until(
+        subscriber, lambda found: set(second) <= ids_of(found, granted), "the five sent meanwhile"
+    )
+
+    mine = [r for r in records if r["subscription_id"] == granted]
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for record in mine:
+        by_source.setdefault(record["source_event_id"], []).append(record)
+    assert set(first) | set(second) <= set(by_source), "nothing lost"
+    for copies in by_source.values():
+        assert all(copy == copies[0] for copy in copies), "a record written again is the same"
+    revoke(registry, granted, LIST_OWNER)
+    until(lambda: refusal(subscriber, VIEW), "the view refused after the revocation")
