@@ -438,6 +438,25 @@ def samples_generate(
     console.print(f"manifest: {out / 'manifest.json'}", highlight=False)
 
 
+@demo_app.command("share")
+def demo_share() -> None:
+    """有条件共享's example: hz-xh-health subscribes to the credit list entries with the
+    fields uscc, list_type and the division 330106, and zj-drc approves (nothing is done
+    when it has an open subscription to them already). The sharing processor
+    (xietong streams sharing) then writes its view, dept.hz-xh-health.shared.credit_list_entry."""
+    from app.demo import example_sharing
+
+    with _registry_transaction() as session:
+        subscription, made = example_sharing(session)
+        shown = (subscription.id, subscription.status.value, subscription.fields)
+    what = "approved" if made else "already there"
+    console.print(
+        f"subscription {shown[0]} of hz-xh-health to credit_list_entry {what} ({shown[1]},"
+        f" fields {', '.join(shown[2] or [])}, division 330106)",
+        highlight=False,
+    )
+
+
 @demo_app.command("feed")
 def demo_feed(
     out: Annotated[Path, typer.Option(help="Where the sample exports are (or go).")] = Path(

@@ -17,6 +17,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -45,6 +46,7 @@ from tests.stream_worker import (
     publish_catalog,
     running,
 )
+from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 from xietong.topics import REGISTRY_SUBSCRIPTIONS, DepartmentTopic
@@ -444,3 +446,38 @@ def test_a_view_killed_and_restarted_loses_nothing_and_repeats_a_record_only_as_
         assert all(copy == copies[0] for copy in copies), "a record written again is the same"
     revoke(registry, granted, LIST_OWNER)
     until(lambda: refusal(subscriber, VIEW), "the view refused after the revocation")
+
+
+def test_at_its_valid_until_a_view_is_closed_and_its_topic_refused(
+    registry: Any,
+    subscriber: KafkaClients,
+    sharing: Worker,
+    platform: Platform,
+    kafka: KafkaClients,
+) -> None:
+    client, tokens = registry
+    ends = business_clock().now() + timedelta(seconds=20)
+    requested = post(
+        client,
+        "/subscriptions",
+        tokens[SUBSCRIBER],
+        {
+            "resource": "credit_list_entry",
+            "purpose": "专项整治期间核查失信主体",
+            "legal_basis": "国发〔2016〕33号",
+            "fields": ["uscc", "list_type"],
+            "filters": {"divisions": ["330106"]},
+        },
+    )
+    post(
+        client,
+        f"/subscriptions/{requested['id']}/approve",
+        tokens[LIST_OWNER],
+        {"valid_until": ends.isoformat()},
+    )
+    sent = listed(platform, make_uscc(division="330106"))["envelope"]["event_id"]
+    view_until(subscriber, lambda found: sent in ids_of(found, requested["id"]), "shared")
+
+    until(lambda: refusal(subscriber, VIEW), "the view refused at its end", seconds=60)
+    closed = f'"event": "sharing_view_closed", "subscription": {requested["id"]}'
+    until(lambda: closed in sharing.log.read_text(errors="replace"), "the view closed")
