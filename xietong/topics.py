@@ -377,6 +377,8 @@ class DepartmentTopic:
     retention_ms: int
     writers: tuple[str, ...] = ()
     readers: tuple[str, ...] = ()
+    #: A family of topics, one per data resource (``dept.<code>.<suffix>.<resource>``).
+    per_resource: bool = False
 
     INBOX: ClassVar[DepartmentTopic]
     INBOUND: ClassVar[DepartmentTopic]
@@ -413,10 +415,14 @@ class DepartmentTopic:
 
     def pattern(self) -> str:
         """This topic of every department, as a regex librdkafka subscribes to (``^…``)."""
-        return rf"^{re.escape(DEPARTMENT_TOPIC_PREFIX)}[^.]+\.{re.escape(self.suffix)}$"
+        family = r"\..+" if self.per_resource else ""
+        return rf"^{re.escape(DEPARTMENT_TOPIC_PREFIX)}[^.]+\.{re.escape(self.suffix)}{family}$"
 
     def code_of(self, topic: str) -> str | None:
         """The department code of this topic's name; None for any other topic."""
+        if self.per_resource:
+            view = self.view_of(topic)
+            return view[0] if view else None
         match = _department_topic_name(self.suffix).match(topic)
         return match["code"] if match else None
 
@@ -476,6 +482,7 @@ DEPARTMENT_SHARED = DepartmentTopic.SHARED = DepartmentTopic(
     TopicKey.USCC,
     retention_ms=365 * DAY_MS,
     writers=("streams",),
+    per_resource=True,
 )
 #: The topics every onboarded department has.
 DEPARTMENT_TOPICS: tuple[DepartmentTopic, ...] = (DEPARTMENT_INBOX, DEPARTMENT_INBOUND)

@@ -96,6 +96,11 @@ class ViewWriteFailed(RuntimeError):
     """The broker refused or lost a record of a view: it is read again from its commit."""
 
 
+class ViewReadFailed(RuntimeError):
+    """The canonical topic could not be read (say, a partition not there): the view is
+    opened again from its commit after a pause."""
+
+
 class View:
     """One live conditional subscription: its consumer of the canonical topic, its
     serializer, and the records it shares."""
@@ -183,8 +188,11 @@ class View:
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     continue
-                raise KafkaException(error)
-            view = self._view_of(message)
+                raise ViewReadFailed(f"{self.grant.source_topic}: {error}")
+            record = self._decode(message)
+            if record is None:
+                continue
+            view = project(self.record_type, self.grant, record)
             if view is None:
                 filtered += 1
                 continue
@@ -208,7 +216,9 @@ class View:
         FILTERED.labels(*self.labels).inc(filtered)
         return len(messages)
 
-    def _view_of(self, message: Message) -> dict[str, Any] | None:
+    def _decode(self, message: Message) -> dict[str, Any] | None:
+        """The canonical record; None (counted, logged) for one that cannot be read, which
+        is never shared."""
         context = SerializationContext(message.topic() or "", MessageField.VALUE)
         try:
             record = self._deserialize(message.value(), context)
@@ -223,9 +233,7 @@ class View:
                 error=str(problem),
             )
             return None
-        if not isinstance(record, dict):
-            return None
-        return project(self.record_type, self.grant, record)
+        return record if isinstance(record, dict) else None
 
     def measure_lag(self) -> None:
         if self.consumer is None:
@@ -260,6 +268,7 @@ class SharingProcessor:
         self._subscriptions: Consumer | None = None
         self._subscription_partitions: set[int] = set()
         self._changed = False  # grants changed since the views were last reconciled
+        self._unreadable: set[int] = set()  # live grants of resources it cannot read, logged
         self._deserialize = self.clients.avro_deserializer()
 
     def stop(self) -> None:
@@ -372,7 +381,8 @@ class SharingProcessor:
 
     def _reconcile(self) -> None:
         """Open a view for every wanted grant, close those no longer wanted; a grant that
-        changed in place keeps its view and position, under the new conditions."""
+        changed in place (a republished record, a new ``valid_until``) is opened again at
+        its committed position, under the new conditions."""
         self._changed = False
         wanted = self._wanted()
         for subscription_id in list(self.views):
@@ -395,7 +405,27 @@ class SharingProcessor:
                     self.options.batch_size,
                 )
                 self._retry_at[subscription_id] = 0.0
+        self._report_unreadable(wanted)
         VIEWS.set(len(self.views))
+
+    def _report_unreadable(self, wanted: dict[int, tuple[ViewGrant, int]]) -> None:
+        """Log once each live conditional grant of a resource whose records the processor
+        does not know (a department's own topic): its view stays empty."""
+        now = business_clock().now()
+        for subscription_id, (grant, _) in self.grants.items():
+            if subscription_id in wanted or subscription_id in self._unreadable:
+                continue
+            if grant.conditional and grant.live(now) and shared_record_type(grant) is None:
+                self._unreadable.add(subscription_id)
+                ERRORS.labels("unknown_resource").inc()
+                log_event(
+                    logger,
+                    "sharing_unknown_resource",
+                    subscription=subscription_id,
+                    resource=grant.resource_code,
+                    topic=grant.source_topic,
+                    why="only the canonical record types are shared on conditions",
+                )
 
     def _expired(self) -> bool:
         """Whether a view's grant has passed its ``valid_until`` (by the business clock)."""
@@ -423,7 +453,15 @@ class SharingProcessor:
             self._retry_at[subscription_id] = now + self.options.retry_interval
             if not view.ready_to_write():
                 continue
-            view.open()
+            try:
+                view.open()
+            except Exception as problem:  # the schema registry or the broker: try again later
+                view.close()
+                ERRORS.labels("open_failed").inc()
+                log_event(
+                    logger, "sharing_open_failed", subscription=subscription_id, error=str(problem)
+                )
+                continue
             log_event(
                 logger,
                 "sharing_view_opened",
@@ -438,11 +476,10 @@ class SharingProcessor:
     def _step(self, subscription_id: int, view: View) -> int:
         try:
             return view.step(0.0)
-        except ViewWriteFailed as failure:
-            ERRORS.labels("write_failed").inc()
-            log_event(
-                logger, "sharing_write_failed", subscription=subscription_id, error=str(failure)
-            )
+        except (ViewWriteFailed, ViewReadFailed) as failure:
+            reason = "write_failed" if isinstance(failure, ViewWriteFailed) else "read_failed"
+            ERRORS.labels(reason).inc()
+            log_event(logger, f"sharing_{reason}", subscription=subscription_id, error=str(failure))
             view.close()  # read again from its last commit, after a pause
             self._retry_at[subscription_id] = time.monotonic() + self.options.retry_interval
             return 0

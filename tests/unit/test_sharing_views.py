@@ -5,6 +5,7 @@ own schema."""
 from __future__ import annotations
 
 import io
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -199,6 +200,9 @@ def test_a_conditional_subscription_is_granted_its_view_and_not_the_canonical_to
     assert grant.shared_topics == {view}
     assert DepartmentTopic.SHARED.view_of(view) == ("hz-xh-health", "credit_list_entry")
     assert DepartmentTopic.SHARED.view_of("dept.hz-xh-health.inbox") is None
+    assert DepartmentTopic.SHARED.code_of(view) == "hz-xh-health"
+    assert re.match(DepartmentTopic.SHARED.pattern(), view)
+    assert not re.match(DepartmentTopic.SHARED.pattern(), "dept.hz-xh-health.inbox")
 
 
 # -- the property -----------------------------------------------------------------------------
