@@ -130,6 +130,7 @@ def prepared(environment: dict[str, str], stack_settings: Settings) -> dict[str,
         ("registry", "migrate"),
         ("registry", "load-catalog"),
         ("registry", "onboard", "--credentials", str(credentials)),
+        ("demo", "share"),
         ("registry", "reconcile-acls"),
         ("registry", "publish"),
     ):
