@@ -298,8 +298,7 @@ class SharingProcessor:
                 if not read:
                     self._read_subscription_changes(self.options.poll_timeout)
                 if time.monotonic() >= next_lag:
-                    for view in self.views.values():
-                        view.measure_lag()
+                    self._measure_lag()
                     next_lag = time.monotonic() + self.options.lag_interval
         finally:
             for view in self.views.values():
@@ -307,6 +306,14 @@ class SharingProcessor:
             self._subscriptions.close()
             self.producer.flush(10)
         log_event(logger, "sharing_stopped", views=sorted(self.views))
+
+    def _measure_lag(self) -> None:
+        for view in self.views.values():
+            try:
+                view.measure_lag()
+            except KafkaException as error:  # measuring must never stop the views
+                ERRORS.labels("lag_unmeasured").inc()
+                log_event(logger, "sharing_lag_unmeasured", error=str(error))
 
     # -- the subscriptions ----------------------------------------------------------------
 
