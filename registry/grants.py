@@ -34,7 +34,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from xietong.topics import DEPARTMENT_INBOUND, DEPARTMENT_INBOX, DUAL_NOTICE_CLAIMABLE
+from xietong.topics import (
+    DEPARTMENT_INBOUND,
+    DEPARTMENT_INBOX,
+    DUAL_NOTICE_CLAIMABLE,
+    DepartmentTopic,
+)
 
 
 def department_principal(code: str) -> str:
@@ -66,6 +71,24 @@ def is_conditional(fields: Sequence[str] | None, filters: Mapping[str, Any] | No
     its filters limit its records (a filter that is absent or null limits nothing). Such a
     subscription reads its view, never the resource's topic."""
     return fields is not None or any(value is not None for value in (filters or {}).values())
+
+
+def read_topic(
+    department_code: str,
+    resource_code: str,
+    resource_topic: str,
+    fields: Sequence[str] | None,
+    filters: Mapping[str, Any] | None,
+) -> str:
+    """Where a subscriber reads a resource: its topic, or, for a conditional subscription,
+    the department's view of it ``dept.<code>.shared.<resource>``.
+
+    >>> read_topic("hz-xh-health", "credit_list_entry", "credit.list-entries", ["uscc"], None)
+    'dept.hz-xh-health.shared.credit_list_entry'
+    """
+    if is_conditional(fields, filters):
+        return DepartmentTopic.shared(department_code, resource_code)
+    return resource_topic
 
 
 @dataclass(frozen=True)

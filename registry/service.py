@@ -56,7 +56,7 @@ from registry.errors import (
     NotAuthenticatedError,
     NotFoundError,
 )
-from registry.grants import DepartmentGrant, department_principal, is_conditional
+from registry.grants import DepartmentGrant, department_principal, is_conditional, read_topic
 from registry.models import (
     OPEN_STATUSES,
     ApprovalItem,
@@ -698,7 +698,9 @@ def access_grants(session: Session, now: datetime) -> list[DepartmentGrant]:
     views: dict[str, set[str]] = {}
     for code, resource, topic, subscription in live:
         if is_conditional(subscription.fields, subscription.filters):
-            views.setdefault(code, set()).add(DepartmentTopic.shared(code, resource))
+            views.setdefault(code, set()).add(
+                read_topic(code, resource, topic, subscription.fields, subscription.filters)
+            )
         else:
             topics.setdefault(code, set()).add(topic)
     codes = session.scalars(sa.select(Department.code).order_by(Department.code)).all()

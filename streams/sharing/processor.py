@@ -88,7 +88,12 @@ FILTERED = Counter(
     VIEW_LABELS,
 )
 LAG = Gauge("xietong_sharing_lag", "Canonical records a view has not read yet", VIEW_LABELS)
-VIEWS = Gauge("xietong_sharing_views", "Conditional subscriptions whose view is written now")
+VIEWS = Gauge(
+    "xietong_sharing_views",
+    "Live conditional subscriptions, by state: writing their view, or waiting (for its topic"
+    " and ACL from the registry, or after a failed write)",
+    ("state",),
+)
 ERRORS = Counter("xietong_sharing_errors", "What went wrong, by reason", ("reason",))
 
 
@@ -307,7 +312,13 @@ class SharingProcessor:
             self.producer.flush(10)
         log_event(logger, "sharing_stopped", views=sorted(self.views))
 
+    def _count_views(self) -> None:
+        writing = sum(view.consumer is not None for view in self.views.values())
+        VIEWS.labels("writing").set(writing)
+        VIEWS.labels("waiting").set(len(self.views) - writing)
+
     def _measure_lag(self) -> None:
+        self._count_views()
         for view in self.views.values():
             try:
                 view.measure_lag()
@@ -413,7 +424,7 @@ class SharingProcessor:
                 )
                 self._retry_at[subscription_id] = 0.0
         self._report_unreadable(wanted)
-        VIEWS.set(len(self.views))
+        self._count_views()
 
     def _report_unreadable(self, wanted: dict[int, tuple[ViewGrant, int]]) -> None:
         """Log once each live conditional grant of a resource whose records the processor

@@ -185,7 +185,10 @@ def subscribe(registry: Any, resource: str, owner: str, **conditions: Any) -> in
             **conditions,
         },
     )
-    post(client, f"/subscriptions/{requested['id']}/approve", tokens[owner], {})
+    approved = post(client, f"/subscriptions/{requested['id']}/approve", tokens[owner], {})
+    # The registry tells the department where to read: its view, if on conditions.
+    view = DepartmentTopic.shared(SUBSCRIBER, resource)
+    assert approved["read_topic"] == (view if conditions else approved["topic"])
     return int(requested["id"])
 
 
