@@ -47,6 +47,7 @@ run: topics ## the main job: the stack, the registry, every service and the depa
 	$(XIETONG) registry migrate
 	$(XIETONG) registry load-catalog
 	$(XIETONG) registry onboard --credentials $${XIETONG_HOME:-.local}/run/department-credentials.json
+	$(XIETONG) demo share
 	$(XIETONG) registry reconcile-acls
 	$(XIETONG) registry publish
 	$(XIETONG) demo round-trip

@@ -438,6 +438,25 @@ def samples_generate(
     console.print(f"manifest: {out / 'manifest.json'}", highlight=False)
 
 
+@demo_app.command("share")
+def demo_share() -> None:
+    """有条件共享's example: hz-xh-health subscribes to the credit list entries with the
+    fields uscc, list_type and the division 330106, and zj-drc approves (nothing is done
+    when it has an open subscription to them already). The sharing processor
+    (xietong streams sharing) then writes its view, dept.hz-xh-health.shared.credit_list_entry."""
+    from app.demo import example_sharing
+
+    with _registry_transaction() as session:
+        subscription, made = example_sharing(session)
+        shown = (subscription.id, subscription.status.value, subscription.fields)
+    what = "approved" if made else "already there"
+    console.print(
+        f"subscription {shown[0]} of hz-xh-health to credit_list_entry {what} ({shown[1]},"
+        f" fields {', '.join(shown[2] or [])}, division 330106)",
+        highlight=False,
+    )
+
+
 @demo_app.command("feed")
 def demo_feed(
     out: Annotated[Path, typer.Option(help="Where the sample exports are (or go).")] = Path(
@@ -1170,7 +1189,9 @@ def registry_outbox(as_json: JsonOption = False) -> None:
 
 # -- stream processors -----------------------------------------------------------------------
 
-streams_app = typer.Typer(help="The stream processors (faust-streaming).", no_args_is_help=True)
+streams_app = typer.Typer(
+    help="The stream processors (faust-streaming, and the sharing processor).", no_args_is_help=True
+)
 app.add_typer(streams_app, name="streams")
 
 #: ``--history-until``: the cut-over of a province's first day, overriding the setting.
@@ -1228,6 +1249,40 @@ def streams_joint_punishment(
     if history_until is not None:
         rules = JointPunishmentSettings(history_until=history_until)
     run_worker(get_settings(), rules, loglevel=log_level)
+
+
+@streams_app.command("sharing")
+def streams_sharing(
+    log_level: Annotated[
+        str,
+        typer.Option(help="Level of the libraries' logs (the processor's events are JSON lines)"),
+    ] = "info",
+) -> None:
+    """Run the sharing processor (有条件共享): each conditional subscription's view.
+
+    Follows registry.subscriptions and, for every APPROVED, unexpired subscription with
+    chosen fields or division filters, writes only the granted fields of the records
+    about entities in the granted divisions to dept.<code>.shared.<resource>, under a
+    schema of the view's own. Runs until SIGTERM or Ctrl-C. Settings: XIETONG_SHARING_*
+    (batch size, retry interval, metrics port); see streams/sharing/processor.py.
+    """
+    import logging
+
+    from prometheus_client import start_http_server
+
+    from streams.sharing.processor import SharingProcessor
+    from streams.sharing.settings import SharingSettings
+    from xietong.logs import configure
+    from xietong.processes import on_stop_signal
+
+    logging.getLogger().setLevel(log_level.upper())
+    configure()
+    options = SharingSettings()
+    processor = SharingProcessor(get_settings(), options)
+    if options.metrics_port:
+        start_http_server(options.metrics_port)
+    on_stop_signal(processor.stop)
+    processor.run()
 
 
 # -- monitoring: consumer lag (app/lag.py) ------------------------------------------------

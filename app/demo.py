@@ -6,6 +6,9 @@
   consumer and the Avro deserializer, and records it in PostgreSQL.
 * :func:`feed_samples` — the sample province's department exports through their
   connectors: canonical events, dead letters, reconciled counts.
+* :func:`example_sharing` — one conditional subscription (有条件共享) for the sharing
+  processor to write: 西湖区卫生健康局 sees the credit list entries of 330106, only
+  ``uscc`` and ``list_type``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from confluent_kafka import Message, TopicPartition
@@ -31,6 +34,25 @@ from connectors.runner import run_connector
 from schemas import load_schema, register_schema, value_subject
 from xietong.kafka import KafkaClients
 from xietong.topics import HEARTBEATS
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from registry.models import Subscription
+
+
+@dataclass(frozen=True)
+class ExampleSharing:
+    """The example of 有条件共享 that ``make run`` sets up (the one of issue 14)."""
+
+    department: str = "hz-xh-health"  # 杭州市西湖区卫生健康局
+    resource: str = "credit_list_entry"
+    owner: str = "zj-drc"  # 浙江省发展和改革委员会, the credit authority
+    fields: tuple[str, ...] = ("uscc", "list_type")
+    divisions: tuple[str, ...] = ("330106",)
+
+
+EXAMPLE_SHARING = ExampleSharing()
 
 
 @dataclass(frozen=True)
@@ -180,3 +202,30 @@ def feed_samples(
         if on_result:
             on_result(result)
     return results
+
+
+def example_sharing(
+    session: Session, example: ExampleSharing = EXAMPLE_SHARING
+) -> tuple[Subscription, bool]:
+    """``example`` requested and approved by its owner, unless the department has an open
+    subscription to the resource already; (that subscription, whether it was made now)."""
+    from registry.audit import Actor
+    from registry.models import OPEN_STATUSES
+    from registry.service import approve_subscription, list_subscriptions, request_subscription
+
+    subscriber = Actor.department(example.department)
+    for held in list_subscriptions(session, subscriber, role="subscriber"):
+        if held.resource.code == example.resource and held.status in OPEN_STATUSES:
+            return held, False
+    requested = request_subscription(
+        session,
+        subscriber,
+        department=example.department,
+        resource=example.resource,
+        purpose="卫生健康行政许可前核查本区失信主体 (the example of 有条件共享)",
+        legal_basis="国发〔2016〕33号",
+        fields=list(example.fields),
+        filters={"divisions": list(example.divisions)},
+    )
+    owner = Actor.department(example.owner)
+    return approve_subscription(session, owner, requested.id, reason="依法有条件共享"), True

@@ -10,6 +10,7 @@ service                   command                                   metrics
 registry                  ``xietong registry serve``                :8410/metrics
 dual-notice               ``xietong streams dual-notice``           :9465
 joint-punishment          ``xietong streams joint-punishment``      :9467
+sharing                   ``xietong streams sharing``               :9469
 sink                      ``xietong sink run``                      :9466
 credit-check              ``xietong credit-check serve``            :8420/metrics
 inbox                     ``xietong inbox serve``                   :8430/metrics
@@ -22,7 +23,7 @@ Each writes its log to ``.local/logs/run/<service>.log``. A service that exits i
 started again (after 2, 4, 8 … s, at most 30). Every few seconds the supervisor reads
 every service's ``/metrics`` and prints one summary: records in, dead letters, pushes,
 claims, overdue, sanctions, hits, feedback, rows in the credit database, checks,
-webhooks delivered and dead-lettered.
+webhooks delivered and dead-lettered, records shared on conditions (有条件共享).
 Ctrl-C (or SIGTERM, or SIGHUP when its terminal closes) stops the services (SIGTERM,
 then SIGKILL after 30 s) and returns — whatever became of its output: a terminal gone or
 a pipe whose reader quit (``make run | tee run.log``) only ends the printing. The
@@ -160,6 +161,7 @@ def services(settings: Settings, logs: Path) -> list[Service]:
         "sink": ["sink", "run"],
         "credit-check": ["credit-check", "serve"],
         "inbox": ["inbox", "serve"],
+        "sharing": ["streams", "sharing"],
         "lag-exporter": ["lag", "serve"],
         "webhooks": ["webhooks", "run"],
         "simulator": ["simulate"],
@@ -212,6 +214,7 @@ FIGURES = (
         {"outcome": "delivered"},
     ),
     Figure("webhook dead letters", ("xietong_webhooks_dead_letters_total",)),
+    Figure("records shared on conditions", ("xietong_sharing_records_shared_total",)),
 )
 
 

@@ -8,7 +8,11 @@ broker hold exactly:
   ``<code>.*`` — and nothing else (anything more found is removed);
 * for every *onboarded* department (one that has a Kafka credential): its two topics
   ``dept.<code>.inbox`` and ``dept.<code>.inbound``, and the platform services' side of
-  them (the streams write its inbox, the connectors read its inbound topic).
+  them (the streams write its inbox, the connectors read its inbound topic);
+* for every live conditional subscription of an onboarded department: its view topic
+  ``dept.<code>.shared.<resource>`` and the sharing processor's WRITE on it. A view
+  whose subscription ends loses both ACLs at once, the department's READ and the
+  processor's WRITE; the topic itself stays, as the record of what was shared.
 
 It touches only the grants it owns (department principals, and services on
 ``dept.`` topics); the services' grants on the platform's topics belong to
@@ -41,7 +45,13 @@ from registry.grants import DepartmentGrant
 from xietong.access import Grant, Reconciled, group_grant, reconcile, topic_grants
 from xietong.kafka import principal_name
 from xietong.settings import Settings
-from xietong.topics import DEPARTMENT_TOPIC_PREFIX, DEPARTMENT_TOPICS, TopicChange, apply_topics
+from xietong.topics import (
+    DEPARTMENT_SHARED,
+    DEPARTMENT_TOPIC_PREFIX,
+    DEPARTMENT_TOPICS,
+    TopicChange,
+    apply_topics,
+)
 
 DEPARTMENT_USER_PREFIX = "dept-"
 SCRAM_ITERATIONS = 8192
@@ -66,9 +76,14 @@ def department_acls(grant: DepartmentGrant) -> set[Grant]:
     return acls
 
 
-def service_acls_on_department_topics(department_code: str) -> set[Grant]:
-    """The platform services' side of one department's own topics."""
+def service_acls_on_department_topics(
+    department_code: str, shared_topics: Iterable[str] = ()
+) -> set[Grant]:
+    """The platform services' side of one department's own topics, and of its views."""
     acls: set[Grant] = set()
+    for view in shared_topics:
+        for service in DEPARTMENT_SHARED.writers:
+            acls |= topic_grants(f"User:{principal_name(service)}", view, "WRITE")
     for topic in DEPARTMENT_TOPICS:
         for service in topic.writers:
             acls |= topic_grants(
@@ -135,15 +150,17 @@ def reconcile_departments(
     grants = list(grants)
     onboarded = onboarded_departments(admin)
     live = [g for g in grants if g.department_code in onboarded]
-    topics = apply_topics(
-        admin,
-        settings,
-        [topic.spec(g.department_code) for g in live for topic in DEPARTMENT_TOPICS],
-    )
+    specs = [topic.spec(g.department_code) for g in live for topic in DEPARTMENT_TOPICS]
+    specs += [
+        DEPARTMENT_SHARED.spec(g.department_code, view)
+        for g in live
+        for view in sorted(g.shared_topics)
+    ]
+    topics = apply_topics(admin, settings, specs)
     desired: set[Grant] = set()
     for grant in grants:
         desired |= department_acls(grant)
     for grant in live:
-        desired |= service_acls_on_department_topics(grant.department_code)
+        desired |= service_acls_on_department_topics(grant.department_code, grant.shared_topics)
     acls = reconcile(admin, desired, owned_by_registry)
     return DepartmentAccessReport(len(grants), len(live), tuple(topics), acls)

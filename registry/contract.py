@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from registry import models
-from registry.grants import DepartmentGrant
+from registry.grants import DepartmentGrant, read_topic
 from registry.models import MatchKind, SharingClass, SubscriptionStatus
 from registry.seed import DepartmentRole, Level
 
@@ -256,6 +256,11 @@ class SubscriptionOut(BaseModel):
     id: int
     resource: str
     topic: str
+    read_topic: str = Field(
+        description="Where the subscriber reads it while APPROVED: the resource's topic, or for a"
+        " conditional subscription (fields or filters, 有条件共享) its own view"
+        " dept.<code>.shared.<resource>, with only the granted fields and divisions"
+    )
     owner: str
     subscriber: str
     purpose: str
@@ -279,6 +284,9 @@ class SubscriptionOut(BaseModel):
                 row,
                 resource=resource.code,
                 topic=resource.topic,
+                read_topic=read_topic(
+                    row.subscriber.code, resource.code, resource.topic, row.fields, row.filters
+                ),
                 owner=resource.owner.code,
                 subscriber=row.subscriber.code,
             )

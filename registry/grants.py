@@ -16,14 +16,30 @@ that the registry, the ACL reconciler and the topic declarations agree on them::
     ['dept.hz-amr.inbox', 'dualnotice.claimable', 'market.registrations']
     >>> grant.group_prefix
     'hz-amr.'
+
+A conditional subscription (有条件共享: chosen fields, or division filters) is granted not
+the resource's topic but the department's view of it, which the sharing processor
+(``streams/sharing/``) writes::
+
+    >>> view = DepartmentGrant.for_department(
+    ...     "hz-xh-health", shared_topics={"dept.hz-xh-health.shared.credit_list_entry"}
+    ... )
+    >>> sorted(view.read_topics)[0], sorted(view.shared_topics)
+    ('dept.hz-xh-health.inbox', ['dept.hz-xh-health.shared.credit_list_entry'])
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from xietong.topics import DEPARTMENT_INBOUND, DEPARTMENT_INBOX, DUAL_NOTICE_CLAIMABLE
+from xietong.topics import (
+    DEPARTMENT_INBOUND,
+    DEPARTMENT_INBOX,
+    DUAL_NOTICE_CLAIMABLE,
+    DepartmentTopic,
+)
 
 
 def department_principal(code: str) -> str:
@@ -50,15 +66,44 @@ def group_prefix(code: str) -> str:
     return f"{code}."
 
 
+def is_conditional(fields: Sequence[str] | None, filters: Mapping[str, Any] | None) -> bool:
+    """Whether a subscription is shared on conditions (有条件共享): it names its fields, or
+    its filters limit its records (a filter that is absent or null limits nothing). Such a
+    subscription reads its view, never the resource's topic."""
+    return fields is not None or any(value is not None for value in (filters or {}).values())
+
+
+def read_topic(
+    department_code: str,
+    resource_code: str,
+    resource_topic: str,
+    fields: Sequence[str] | None,
+    filters: Mapping[str, Any] | None,
+) -> str:
+    """Where a subscriber reads a resource: its topic, or, for a conditional subscription,
+    the department's view of it ``dept.<code>.shared.<resource>``.
+
+    >>> read_topic("hz-xh-health", "credit_list_entry", "credit.list-entries", ["uscc"], None)
+    'dept.hz-xh-health.shared.credit_list_entry'
+    """
+    if is_conditional(fields, filters):
+        return DepartmentTopic.shared(department_code, resource_code)
+    return resource_topic
+
+
 @dataclass(frozen=True)
 class DepartmentGrant:
     """The broker access one department has now.
 
     * ``read_topics``: the topics of its APPROVED subscriptions whose ``valid_until`` has
-      not passed, plus its own inbox topic ``dept.<code>.inbox`` and the 双告知 claimable
-      list ``dualnotice.claimable`` (分流失败 items any department may find and claim);
+      not passed — the resource's own topic for an unconditional subscription, its view
+      ``dept.<code>.shared.<resource>`` for a conditional one — plus its own inbox topic
+      ``dept.<code>.inbox`` and the 双告知 claimable list ``dualnotice.claimable``
+      (分流失败 items any department may find and claim);
     * ``write_topics``: its own inbound topic ``dept.<code>.inbound``, nothing else;
-    * ``group_prefix``: the consumer groups it may use, ``<code>.`` (prefixed ACL).
+    * ``group_prefix``: the consumer groups it may use, ``<code>.`` (prefixed ACL);
+    * ``shared_topics``: the views among ``read_topics``, which the registry creates and
+      the sharing processor writes while the subscription is live.
     """
 
     department_code: str
@@ -66,14 +111,22 @@ class DepartmentGrant:
     read_topics: frozenset[str]
     write_topics: frozenset[str]
     group_prefix: str
+    shared_topics: frozenset[str] = frozenset()
 
     @classmethod
-    def for_department(cls, code: str, read_topics: Iterable[str] = ()) -> DepartmentGrant:
-        """The grant of department ``code`` given the topics of its live subscriptions."""
+    def for_department(
+        cls, code: str, read_topics: Iterable[str] = (), shared_topics: Iterable[str] = ()
+    ) -> DepartmentGrant:
+        """The grant of department ``code`` given the topics of its live unconditional
+        subscriptions (``read_topics``) and the views of its conditional ones."""
+        shared = frozenset(shared_topics)
         return cls(
             department_code=code,
             principal=department_principal(code),
-            read_topics=frozenset(read_topics) | {inbox_topic(code), DUAL_NOTICE_CLAIMABLE.name},
+            read_topics=frozenset(read_topics)
+            | shared
+            | {inbox_topic(code), DUAL_NOTICE_CLAIMABLE.name},
             write_topics=frozenset({inbound_topic(code)}),
             group_prefix=group_prefix(code),
+            shared_topics=shared,
         )

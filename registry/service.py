@@ -56,7 +56,7 @@ from registry.errors import (
     NotAuthenticatedError,
     NotFoundError,
 )
-from registry.grants import DepartmentGrant, department_principal
+from registry.grants import DepartmentGrant, department_principal, is_conditional, read_topic
 from registry.models import (
     OPEN_STATUSES,
     TOKEN_SCOPES,
@@ -703,13 +703,15 @@ def access_grants(session: Session, now: datetime) -> list[DepartmentGrant]:
     """THE HOOK for broker ACLs: what every department may read and write at ``now``.
 
     One :class:`~registry.grants.DepartmentGrant` per department, sorted by code. Its
-    ``read_topics`` are the topics of its APPROVED subscriptions whose ``valid_until`` is
-    unset or after ``now`` (so access ends at ``valid_until`` even before
-    :func:`expire_due` runs) plus ``dept.<code>.inbox``; ``write_topics`` is
-    ``dept.<code>.inbound``; ``group_prefix`` is ``<code>.``.
+    ``read_topics`` are, for its APPROVED subscriptions whose ``valid_until`` is unset or
+    after ``now`` (so access ends at ``valid_until`` even before :func:`expire_due`
+    runs), the resource's topic when the subscription is unconditional, and its view
+    ``dept.<code>.shared.<resource>`` (:func:`registry.grants.is_conditional`; written by
+    the sharing processor, ``streams/sharing/``) when it is not; plus ``dept.<code>.inbox``;
+    ``write_topics`` is ``dept.<code>.inbound``; ``group_prefix`` is ``<code>.``.
     """
     live = session.execute(
-        sa.select(Department.code, DataResource.topic)
+        sa.select(Department.code, DataResource.code, DataResource.topic, Subscription)
         .select_from(Subscription)
         .join(Subscription.subscriber)
         .join(Subscription.resource)
@@ -719,10 +721,19 @@ def access_grants(session: Session, now: datetime) -> list[DepartmentGrant]:
         )
     ).all()
     topics: dict[str, set[str]] = {}
-    for code, topic in live:
-        topics.setdefault(code, set()).add(topic)
+    views: dict[str, set[str]] = {}
+    for code, resource, topic, subscription in live:
+        if is_conditional(subscription.fields, subscription.filters):
+            views.setdefault(code, set()).add(
+                read_topic(code, resource, topic, subscription.fields, subscription.filters)
+            )
+        else:
+            topics.setdefault(code, set()).add(topic)
     codes = session.scalars(sa.select(Department.code).order_by(Department.code)).all()
-    return [DepartmentGrant.for_department(code, topics.get(code, ())) for code in codes]
+    return [
+        DepartmentGrant.for_department(code, topics.get(code, ()), views.get(code, ()))
+        for code in codes
+    ]
 
 
 # -- the sample province's catalog ----------------------------------------------------------

@@ -376,6 +376,14 @@ class DepartmentTopic:
         DepartmentTopic.INBOX.pattern()                    # every inbox, to subscribe to
         DepartmentTopic.INBOX.code_of("dept.hz-amr.inbox") # 'hz-amr' (None: not an inbox)
         DepartmentTopic.namespace("hz-amr")                # 'dept.hz-amr.', its own topics
+
+    One more family is per resource: a department's view of a data resource it has a
+    conditional subscription to (有条件共享, streams/sharing/), ``dept.<code>.shared.<resource>``::
+
+        DepartmentTopic.shared("hz-xh-health", "credit_list_entry")
+        # 'dept.hz-xh-health.shared.credit_list_entry'
+        DepartmentTopic.SHARED.view_of("dept.hz-xh-health.shared.credit_list_entry")
+        # ('hz-xh-health', 'credit_list_entry')
     """
 
     suffix: str
@@ -384,9 +392,12 @@ class DepartmentTopic:
     retention_ms: int
     writers: tuple[str, ...] = ()
     readers: tuple[str, ...] = ()
+    #: A family of topics, one per data resource (``dept.<code>.<suffix>.<resource>``).
+    per_resource: bool = False
 
     INBOX: ClassVar[DepartmentTopic]
     INBOUND: ClassVar[DepartmentTopic]
+    SHARED: ClassVar[DepartmentTopic]
 
     @staticmethod
     def namespace(department_code: str) -> str:
@@ -403,21 +414,38 @@ class DepartmentTopic:
         """The name of the department's inbound topic."""
         return cls.INBOUND.name(department_code)
 
+    @classmethod
+    def shared(cls, department_code: str, resource_code: str) -> str:
+        """The department's view of a data resource: ``dept.<code>.shared.<resource>``."""
+        return f"{cls.SHARED.name(department_code)}.{resource_code}"
+
     def name(self, department_code: str) -> str:
         return f"{self.namespace(department_code)}{self.suffix}"
 
+    def view_of(self, topic: str) -> tuple[str, str] | None:
+        """(department code, resource code) of a view topic of this family; None for any
+        other topic."""
+        match = _department_view_name(self.suffix).match(topic)
+        return (match["code"], match["resource"]) if match else None
+
     def pattern(self) -> str:
         """This topic of every department, as a regex librdkafka subscribes to (``^…``)."""
-        return rf"^{re.escape(DEPARTMENT_TOPIC_PREFIX)}[^.]+\.{re.escape(self.suffix)}$"
+        family = r"\..+" if self.per_resource else ""
+        return rf"^{re.escape(DEPARTMENT_TOPIC_PREFIX)}[^.]+\.{re.escape(self.suffix)}{family}$"
 
     def code_of(self, topic: str) -> str | None:
         """The department code of this topic's name; None for any other topic."""
+        if self.per_resource:
+            view = self.view_of(topic)
+            return view[0] if view else None
         match = _department_topic_name(self.suffix).match(topic)
         return match["code"] if match else None
 
-    def spec(self, department_code: str) -> TopicSpec:
+    def spec(self, department_code: str, topic: str | None = None) -> TopicSpec:
+        """The declaration of this topic of the department (``topic``: the name, for a
+        family of per-resource topics such as :meth:`shared`)."""
         return TopicSpec(
-            self.name(department_code),
+            topic or self.name(department_code),
             self.description,
             self.key,
             retention_ms=self.retention_ms,
@@ -432,6 +460,13 @@ def _department_topic_name(suffix: str) -> re.Pattern[str]:
     # Department codes are lower-case words joined by hyphens: never a dot.
     return re.compile(
         rf"^{re.escape(DEPARTMENT_TOPIC_PREFIX)}(?P<code>[^.]+)\.{re.escape(suffix)}$"
+    )
+
+
+@cache
+def _department_view_name(suffix: str) -> re.Pattern[str]:
+    return re.compile(
+        rf"^{re.escape(DEPARTMENT_TOPIC_PREFIX)}(?P<code>[^.]+)\.{re.escape(suffix)}\.(?P<resource>.+)$"
     )
 
 
@@ -455,6 +490,20 @@ DEPARTMENT_INBOUND = DepartmentTopic.INBOUND = DepartmentTopic(
     writers=("inbox",),
     readers=("connectors", "streams"),  # the streams read 双告知 actions and 反馈 from it
 )
+#: Not one topic per department but one per conditional subscription: the registry's
+#: reconciler creates it while the subscription is live and keeps it after (what was
+#: shared, for audit); the sharing processor (svc-streams) writes it.
+DEPARTMENT_SHARED = DepartmentTopic.SHARED = DepartmentTopic(
+    "shared",
+    "有条件共享: the department's view of a data resource it subscribed to on conditions —"
+    " only the granted fields of the records about entities in the granted divisions;"
+    " only that department may read it",
+    TopicKey.USCC,
+    retention_ms=365 * DAY_MS,
+    writers=("streams",),
+    per_resource=True,
+)
+#: The topics every onboarded department has.
 DEPARTMENT_TOPICS: tuple[DepartmentTopic, ...] = (DEPARTMENT_INBOX, DEPARTMENT_INBOUND)
 
 

@@ -58,7 +58,9 @@ def test_a_request_approved_by_its_owner_shows_up_approved_in_json(run: Any) -> 
         ("REQUESTED", "APPROVED"),
     ]
     grants = {g["department"]: g for g in json.loads(run("grants", "--json").stdout)}
-    assert "credit.list-entries" in grants["hz-health"]["read_topics"]
+    # 有条件共享: the department reads its view, which only the sharing processor writes.
+    assert "dept.hz-health.shared.credit_list_entry" in grants["hz-health"]["read_topics"]
+    assert "credit.list-entries" not in grants["hz-health"]["read_topics"]
 
 
 def test_a_refusal_is_one_line_naming_the_state(run: Any) -> None:

@@ -379,6 +379,29 @@ def test_a_conditional_resource_needs_the_fields_and_the_filters_the_department_
     assert subscription.filters == {"divisions": ["330106", "330102"]}
 
 
+def test_a_conditional_subscription_grants_its_view_and_never_the_canonical_topic(
+    registry_session: Session,
+) -> None:
+    listed = request(
+        registry_session,
+        resource="credit_list_entry",
+        fields=["uscc", "list_type"],
+        filters={"divisions": ["330106"]},
+    )
+    service.approve_subscription(registry_session, CREDIT_OWNER, listed.id, now=NOW)
+    narrowed = request(registry_session, resource="penalty", fields=["uscc"])  # fields alone
+    service.approve_subscription(registry_session, CREDIT_OWNER, narrowed.id, now=NOW)
+    whole = request(registry_session)
+    service.approve_subscription(registry_session, REGISTRATION_OWNER, whole.id, now=NOW)
+
+    grants = {g.department_code: g for g in service.access_grants(registry_session, NOW)}
+
+    views = {"dept.hz-health.shared.credit_list_entry", "dept.hz-health.shared.penalty"}
+    assert grants["hz-health"].shared_topics == views
+    assert views | {"market.registrations"} <= grants["hz-health"].read_topics
+    assert not {"credit.list-entries", "enforcement.penalties"} & grants["hz-health"].read_topics
+
+
 def test_requested_fields_and_divisions_must_exist(registry_session: Session) -> None:
     with pytest.raises(InvalidInputError, match="has no field salary") as unknown_field:
         request(registry_session, fields=["uscc", "salary"])

@@ -37,6 +37,7 @@ def local_ports(settings: Settings | None = None) -> dict[str, int | None]:
     from streams.credit_check.settings import CreditCheckSettings
     from streams.dual_notice.settings import DualNoticeSettings
     from streams.joint_punishment.settings import JointPunishmentSettings
+    from streams.sharing.settings import SharingSettings
 
     settings = settings or Settings()
     return {
@@ -45,6 +46,7 @@ def local_ports(settings: Settings | None = None) -> dict[str, int | None]:
         "lag-exporter": settings.lag_exporter_port,
         "dual-notice": DualNoticeSettings().metrics_port,
         "joint-punishment": JointPunishmentSettings().metrics_port,
+        "sharing": SharingSettings().metrics_port,
         "sink": SinkSettings().metrics_port,
         "credit-check": CreditCheckSettings().port,
         "inbox": InboxSettings().port,
