@@ -1372,6 +1372,12 @@ from connectors.sink.cli import audit_app, sink_app  # noqa: E402 - sub-apps of 
 app.add_typer(sink_app, name="sink")
 app.add_typer(audit_app, name="audit")
 
+# -- the clerk's workbench (app/workbench) ------------------------------------------------------
+
+from app.workbench.cli import workbench_app  # noqa: E402 - a sub-app of its own module
+
+app.add_typer(workbench_app, name="workbench")
+
 
 # -- the whole platform: make run ---------------------------------------------------------------
 

@@ -12,6 +12,7 @@ dual-notice               ``xietong streams dual-notice``           :9465
 joint-punishment          ``xietong streams joint-punishment``      :9467
 sink                      ``xietong sink run``                      :9466
 credit-check              ``xietong credit-check serve``            :8420/metrics
+workbench                 ``xietong workbench serve``               :8440/metrics
 lag-exporter              ``xietong lag serve``                     :9460
 simulator                 ``xietong simulate`` (the connectors)     :9401
 ========================  ========================================  ==================
@@ -156,6 +157,7 @@ def services(settings: Settings, logs: Path) -> list[Service]:
         "joint-punishment": ["streams", "joint-punishment"],
         "sink": ["sink", "run"],
         "credit-check": ["credit-check", "serve"],
+        "workbench": ["workbench", "serve"],
         "lag-exporter": ["lag", "serve"],
         "simulator": ["simulate"],
     }
@@ -198,6 +200,8 @@ FIGURES = (
     Figure("lift notices", ("xietong_joint_punishment_lift_notices_total",)),
     Figure("serious-list proposals", ("xietong_joint_punishment_serious_listing_proposals_total",)),
     Figure("rows in the credit database", ("xietong_sink_rows_written_total",)),
+    Figure("workbench sign-ins", ("xietong_workbench_sign_ins_total",), {"outcome": "ok"}),
+    Figure("workbench actions", ("xietong_workbench_actions_total",)),
 )
 
 
@@ -246,10 +250,13 @@ def where_to_look(settings: Settings, running: list[Service]) -> str:
     from registry.settings import get_registry_settings
 
     registry = get_registry_settings()
+    url = {service.name: service.metrics_url.removesuffix("/metrics") for service in running}
     lines = [
         f"Prometheus: http://{LOOPBACK}:{settings.prometheus_port} (alerts under /alerts)",
         f"registry API docs: http://{LOOPBACK}:{registry.port}/docs",
-        f"credit-check API docs: {running[4].metrics_url.removesuffix('/metrics')}/docs",
+        f"credit-check API docs: {url['credit-check']}/docs",
+        f"clerk's workbench: {url['workbench']}/ (sign in with"
+        " a department's registry token: xietong registry issue-token <department>)",
         "metrics: " + "  ".join(s.metrics_url for s in running),
         f"auditors: psql '{settings.credit_database_url}', then SET ROLE xietong_auditor;"
         " the views are auditor.* (connectors/sink/COOKBOOK.md has the queries)",

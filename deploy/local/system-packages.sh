@@ -5,6 +5,7 @@
 #   mvn (resolves the Kafka jars and the registry from Maven Central)
 #   PostgreSQL server binaries (initdb, postgres)
 #   prometheus and promtool (the local Prometheus; the alert rules' unit tests)
+#   chromium and chromedriver (the clerk's workbench tested in a real browser, headless)
 set -euo pipefail
 
 missing=()
@@ -16,6 +17,8 @@ fi
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
   missing+=(prometheus)
 fi
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi

@@ -64,6 +64,7 @@ SERVICES = (
     "joint-punishment",
     "sink",
     "credit-check",
+    "workbench",
     "lag-exporter",
     "simulator",
 )
@@ -73,6 +74,7 @@ PORT_SETTINGS = (
     "XIETONG_JOINT_PUNISHMENT_METRICS_PORT",
     "XIETONG_SINK_METRICS_PORT",
     "XIETONG_CREDIT_CHECK_PORT",
+    "XIETONG_WORKBENCH_PORT",
     "XIETONG_LAG_EXPORTER_PORT",
     "XIETONG_SIMULATOR_METRICS_PORT",
 )
@@ -177,6 +179,7 @@ def test_make_run_starts_every_service_and_records_flow_end_to_end_until_ctrl_c(
         "joint-punishment": prepared["XIETONG_JOINT_PUNISHMENT_METRICS_PORT"],
         "sink": prepared["XIETONG_SINK_METRICS_PORT"],
         "credit-check": prepared["XIETONG_CREDIT_CHECK_PORT"],
+        "workbench": prepared["XIETONG_WORKBENCH_PORT"],
         "simulator": prepared["XIETONG_SIMULATOR_METRICS_PORT"],
     }
     deadline = time.monotonic() + 240
@@ -189,7 +192,7 @@ def test_make_run_starts_every_service_and_records_flow_end_to_end_until_ctrl_c(
         time.sleep(2)
     log = platform.log.read_text()  # type: ignore[attr-defined]
     assert not missing, f"nothing yet for {sorted(missing)}; the run printed:\n{log[-4000:]}"
-    for url in ("registry API docs", "Prometheus", "psql"):
+    for url in ("registry API docs", "clerk's workbench", "Prometheus", "psql"):
         assert url in log
 
     platform.send_signal(signal.SIGINT)  # Ctrl-C

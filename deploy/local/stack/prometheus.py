@@ -30,6 +30,7 @@ def local_ports(settings: Settings | None = None) -> dict[str, int | None]:
     read afresh from the environment; None where a service serves no metrics. The one
     table of them: ``xietong run`` reads it too. (The Docker deployment uses the defaults.)
     """
+    from app.workbench.settings import WorkbenchSettings
     from connectors.sink.sink import SinkSettings
     from registry.settings import RegistrySettings
     from streams.credit_check.settings import CreditCheckSettings
@@ -45,6 +46,7 @@ def local_ports(settings: Settings | None = None) -> dict[str, int | None]:
         "joint-punishment": JointPunishmentSettings().metrics_port,
         "sink": SinkSettings().metrics_port,
         "credit-check": CreditCheckSettings().port,
+        "workbench": WorkbenchSettings().port,
     }
 
 
