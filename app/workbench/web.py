@@ -144,6 +144,7 @@ def _page(request: Request, template: str, status: int = 200, **context: Any) ->
             "return_reasons": RETURN_REASONS,
             "now": workbench.clock.now(),
             "clock": workbench.clock,
+            "status_code": status,
             **context,
         },
         status_code=status,
