@@ -847,6 +847,13 @@ def registry_issue_token(
     department: Annotated[
         str, typer.Argument(help="The department's code, or admin for an administrator token.")
     ],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="What the token may do on the inbox API: inbox:read, inbox:act (repeat the"
+            " option for both). Without it: both."
+        ),
+    ] = None,
 ) -> None:
     """Issue an API token; it is printed once and only its SHA-256 is stored."""
     from registry.audit import Actor
@@ -854,7 +861,10 @@ def registry_issue_token(
 
     with _registry_transaction() as session:
         issued = issue_token(
-            session, Actor.admin("cli"), None if department == "admin" else department
+            session,
+            Actor.admin("cli"),
+            None if department == "admin" else department,
+            scopes=scope or None,
         )
         credential_id = issued.credential.id
     errors.print(f"credential {credential_id} for {department}; the token (shown once):")
@@ -1361,6 +1371,43 @@ def credit_check_serve(
     overrides = {name: value for name, value in (("port", port), ("host", host)) if value}
     try:
         run_service(get_settings(), rules.model_copy(update=overrides))
+    except (KafkaCredentialsError, RuntimeError) as error:
+        fail(str(error))
+
+
+# -- the inbox API (connectors/inbox) --------------------------------------------------------
+
+inbox_app = typer.Typer(
+    help="The inbox API: department systems read their inbox and act on it over HTTP.",
+    no_args_is_help=True,
+)
+app.add_typer(inbox_app, name="inbox")
+
+
+@inbox_app.command("serve")
+def inbox_serve(
+    port: Annotated[
+        int | None, typer.Option(help="Port (default XIETONG_INBOX_PORT, 8430).")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address (default XIETONG_INBOX_HOST, 127.0.0.1).")
+    ] = None,
+) -> None:
+    """Serve /v1/inbox, /v1/pushes/…, /v1/hits/…, /v1/actions/… (OpenAPI at /v1/docs),
+    /health, /ready and /metrics.
+
+    Reads the credit database (CREDIT_DATABASE_URL) read-only, writes departments'
+    actions to their inbound topics as svc-inbox (acknowledged before answering 202),
+    verifies department tokens (scopes inbox:read, inbox:act) against the registry
+    database. Settings: XIETONG_INBOX_*; the guide is connectors/inbox/README.md.
+    """
+    from connectors.inbox.api import run_service
+    from connectors.inbox.settings import InboxSettings
+    from xietong.kafka import KafkaCredentialsError
+
+    overrides = {name: value for name, value in (("port", port), ("host", host)) if value}
+    try:
+        run_service(get_settings(), InboxSettings().model_copy(update=overrides))
     except (KafkaCredentialsError, RuntimeError) as error:
         fail(str(error))
 

@@ -12,6 +12,7 @@ dual-notice               ``xietong streams dual-notice``           :9465
 joint-punishment          ``xietong streams joint-punishment``      :9467
 sink                      ``xietong sink run``                      :9466
 credit-check              ``xietong credit-check serve``            :8420/metrics
+inbox                     ``xietong inbox serve``                   :8430/metrics
 workbench                 ``xietong workbench serve``               :8440/metrics
 lag-exporter              ``xietong lag serve``                     :9460
 simulator                 ``xietong simulate`` (the connectors)     :9401
@@ -157,6 +158,7 @@ def services(settings: Settings, logs: Path) -> list[Service]:
         "joint-punishment": ["streams", "joint-punishment"],
         "sink": ["sink", "run"],
         "credit-check": ["credit-check", "serve"],
+        "inbox": ["inbox", "serve"],
         "workbench": ["workbench", "serve"],
         "lag-exporter": ["lag", "serve"],
         "simulator": ["simulate"],
@@ -200,6 +202,9 @@ FIGURES = (
     Figure("lift notices", ("xietong_joint_punishment_lift_notices_total",)),
     Figure("serious-list proposals", ("xietong_joint_punishment_serious_listing_proposals_total",)),
     Figure("rows in the credit database", ("xietong_sink_rows_written_total",)),
+    Figure("inbox API requests", ("xietong_inbox_requests_total",)),
+    Figure("inbox API actions", ("xietong_inbox_actions_produced_total",)),
+    Figure("inbox API produce failures", ("xietong_inbox_produce_failures_total",)),
     Figure("workbench sign-ins", ("xietong_workbench_sign_ins_total",), {"outcome": "ok"}),
     Figure("workbench actions", ("xietong_workbench_actions_total",)),
 )
@@ -255,6 +260,7 @@ def where_to_look(settings: Settings, running: list[Service]) -> str:
         f"Prometheus: http://{LOOPBACK}:{settings.prometheus_port} (alerts under /alerts)",
         f"registry API docs: http://{LOOPBACK}:{registry.port}/docs",
         f"credit-check API docs: {url['credit-check']}/docs",
+        f"inbox API docs: {url['inbox']}/v1/docs",
         f"clerk's workbench: {url['workbench']}/ (sign in with"
         " a department's registry token: xietong registry issue-token <department>)",
         "metrics: " + "  ".join(s.metrics_url for s in running),

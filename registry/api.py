@@ -190,7 +190,7 @@ def list_credentials(session: DatabaseSession, admin: Admin) -> list[CredentialO
 def issue_credential(
     body: CredentialIn, session: DatabaseSession, admin: Admin
 ) -> IssuedCredential:
-    issued = service.issue_token(session, admin, body.department)
+    issued = service.issue_token(session, admin, body.department, scopes=body.scopes)
     return IssuedCredential(**CredentialOut.of(issued.credential).model_dump(), token=issued.token)
 
 

@@ -11,7 +11,7 @@ codes are short ASCII identifiers.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -132,9 +132,18 @@ class DepartmentOut(BaseModel):
         return cls(**_attributes(cls, row, sector=row.sector_code, division=row.division_code))
 
 
+TokenScope = Literal["inbox:read", "inbox:act"]  # registry.models.TOKEN_SCOPES
+
+
 class CredentialIn(_Request):
     department: DepartmentCode | None = Field(
         default=None, description="The department the token is for; null: an administrator."
+    )
+    scopes: list[TokenScope] | None = Field(
+        default=None,
+        description="What the token may be used for beyond the registry API: inbox:read"
+        " (read the department's inbox over the inbox API), inbox:act (claim, return, stop,"
+        " give feedback there). Null: both.",
     )
 
 
@@ -144,6 +153,7 @@ class CredentialOut(BaseModel):
     issued_at: datetime
     issued_by: str
     revoked_at: datetime | None
+    scopes: list[str] = Field(description="inbox:read, inbox:act")
 
     @classmethod
     def of(cls, row: models.Credential) -> CredentialOut:

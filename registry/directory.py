@@ -43,6 +43,8 @@ class TokenHolder:
     uscc: str
     name: str
     sector: str
+    #: What the token may be used for (``inbox:read``, ``inbox:act``: registry.models).
+    scopes: frozenset[str] = frozenset()
 
 
 class RegistryDirectory:
@@ -76,7 +78,8 @@ class RegistryDirectory:
                     " accepted here, and the department acts as itself"
                 )
             row = service.get_department(session, actor.department_code)
-            holder = TokenHolder(row.code, row.uscc, row.name, row.sector_code)
+            scopes = service.token_scopes(session, token) if token is not None else frozenset()
+            holder = TokenHolder(row.code, row.uscc, row.name, row.sector_code, scopes)
         if self.cache_seconds > 0 and token is not None:
             expires = time.monotonic() + self.cache_seconds
             self._tokens[service.token_digest(token)] = (expires, holder)

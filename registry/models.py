@@ -252,6 +252,11 @@ class Department(Base):
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
 
 
+#: The scopes a token may carry: reading a department's inbox, and acting on it (the inbox
+#: API, ``connectors/inbox/``). A token is issued with both unless it is given fewer.
+TOKEN_SCOPES = ("inbox:read", "inbox:act")
+
+
 class Credential(Base):
     """An API token of a department (or, with no department, of an administrator).
 
@@ -267,6 +272,8 @@ class Credential(Base):
     issued_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     issued_by: Mapped[str] = mapped_column(sa.Text)
     revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    #: What the token may be used for beyond the registry API (:data:`TOKEN_SCOPES`).
+    scopes: Mapped[list[str]] = mapped_column(JSONB, default=lambda: list(TOKEN_SCOPES))
 
     department: Mapped[Department | None] = relationship()
 

@@ -59,6 +59,7 @@ from registry.errors import (
 from registry.grants import DepartmentGrant, department_principal
 from registry.models import (
     OPEN_STATUSES,
+    TOKEN_SCOPES,
     ApprovalItem,
     ApprovalMatchRule,
     ApprovalRoute,
@@ -301,11 +302,25 @@ def token_digest(token: str) -> str:
 
 
 def issue_token(
-    session: Session, actor: Actor, department: str | None, now: datetime | None = None
+    session: Session,
+    actor: Actor,
+    department: str | None,
+    now: datetime | None = None,
+    scopes: Sequence[str] | None = None,
 ) -> IssuedToken:
-    """Issue an API token for ``department``, or an administrator token when it is None."""
+    """Issue an API token for ``department``, or an administrator token when it is None;
+    with ``scopes`` (of :data:`~registry.models.TOKEN_SCOPES`), it may be used for those
+    alone, without, for all of them."""
     _require_admin(actor, "issue a credential")
     owner = None if department is None else get_department(session, department)
+    granted = list(TOKEN_SCOPES) if scopes is None else sorted(set(scopes))
+    unknown = [scope for scope in granted if scope not in TOKEN_SCOPES]
+    if unknown:
+        raise InvalidInputError(
+            f"unknown token scope {', '.join(map(repr, unknown))}; the scopes are"
+            f" {', '.join(TOKEN_SCOPES)}",
+            field="scopes",
+        )
     token = "xtr_" + secrets.token_urlsafe(32)
     credential = Credential(
         department_id=None if owner is None else owner.id,
@@ -313,6 +328,7 @@ def issue_token(
         issued_at=now or utcnow(),
         issued_by=str(actor),
         revoked_at=None,
+        scopes=granted,
     )
     audit.created(session, actor, "credential.issue", credential)
     session.flush()
@@ -358,6 +374,16 @@ def authenticate(session: Session, token: str, admin_token_sha256: str | None) -
     if credential.department is None:
         return Actor.admin(f"credential-{credential.id}")
     return Actor.department(credential.department.code)
+
+
+def token_scopes(session: Session, token: str) -> frozenset[str]:
+    """The scopes of a department's unrevoked ``token`` (none for any other)."""
+    scopes = session.scalar(
+        sa.select(Credential.scopes).where(
+            Credential.token_sha256 == token_digest(token), Credential.revoked_at.is_(None)
+        )
+    )
+    return frozenset(scopes or ())
 
 
 def verify_token(session: Session, token: str | None, admin_token_sha256: str | None) -> Actor:

@@ -58,7 +58,7 @@ SERIALIZER_DEFAULTS: dict[str, Any] = {
 
 
 #: The platform's own services, each with its own Kafka principal.
-SERVICES = ("admin", "connectors", "registry", "streams", "sink")
+SERVICES = ("admin", "connectors", "registry", "streams", "sink", "inbox")
 ADMIN_PRINCIPAL = "xietong-admin"
 
 

@@ -434,6 +434,9 @@ DEPARTMENT_INBOUND = DepartmentTopic.INBOUND = DepartmentTopic(
     "What the department's own systems publish to the platform; only it may write it",
     TopicKey.SOURCE,
     retention_ms=30 * DAY_MS,
+    # The inbox API writes a department's actions on its behalf (the topic names the
+    # department, so the processors take the acting department from it as ever).
+    writers=("inbox",),
     readers=("connectors", "streams"),  # the streams read 双告知 actions and 反馈 from it
 )
 DEPARTMENT_TOPICS: tuple[DepartmentTopic, ...] = (DEPARTMENT_INBOX, DEPARTMENT_INBOUND)
@@ -453,6 +456,10 @@ def owned_by_declarations(grant: Grant) -> bool:
 #: changelogs, repartition and deadline topics) after the app id, and every app id starts
 #: with this prefix (``xietong.streams.dual-notice``).
 STREAMS_INTERNAL_TOPIC_PREFIX = "xietong.streams."
+
+#: The platform services that never consume, so have no consumer groups: the inbox API
+#: only writes the departments' inbound topics (it reads the credit database).
+PRODUCING_ONLY_SERVICES = ("inbox",)
 
 #: The platform services that write with Kafka transactions, each under the transactional
 #: ids ``xietong.<service>.…`` alone: the HTTP ingest writes a batch and its answer in one.
@@ -477,7 +484,7 @@ def service_grants(topics: Iterable[TopicSpec] = TOPICS) -> set[Grant]:
         for service in spec.readers:
             grants |= topic_grants(f"User:{principal_name(service)}", spec.name, "READ")
     for service in SERVICES:
-        if service != "admin":
+        if service not in ("admin", *PRODUCING_ONLY_SERVICES):
             principal = f"User:{principal_name(service)}"
             grants.add(group_grant(principal, f"xietong.{service}."))
     for service in TRANSACTIONAL_SERVICES:

@@ -2041,12 +2041,18 @@ def _count(record: dict[str, Any], step: int) -> None:
         OVERDUE_PUSHES.inc(step)
 
 
+def rejection_id(received_id: str) -> str:
+    """拒绝标识 of the refusal of the action read as ``received_id``: a reader that knows
+    where an action was read (the inbox API) finds its refusal by it."""
+    return deterministic_id(f"dual-notice-rejection|{received_id}")
+
+
 def rejection(
     received: dict[str, Any], reason: str, push_state: str | None, now: int
 ) -> dict[str, Any]:
     """The record of a department action not applied, with the reason."""
     return {
-        "rejection_id": deterministic_id(f"dual-notice-rejection|{received['received_id']}"),
+        "rejection_id": rejection_id(received["received_id"]),
         "department_code": received["department_code"],
         "inbound_topic": received["inbound_topic"],
         "inbound_partition": received["inbound_partition"],

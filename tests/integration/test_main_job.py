@@ -64,6 +64,7 @@ SERVICES = (
     "joint-punishment",
     "sink",
     "credit-check",
+    "inbox",
     "workbench",
     "lag-exporter",
     "simulator",
@@ -74,6 +75,7 @@ PORT_SETTINGS = (
     "XIETONG_JOINT_PUNISHMENT_METRICS_PORT",
     "XIETONG_SINK_METRICS_PORT",
     "XIETONG_CREDIT_CHECK_PORT",
+    "XIETONG_INBOX_PORT",
     "XIETONG_WORKBENCH_PORT",
     "XIETONG_LAG_EXPORTER_PORT",
     "XIETONG_SIMULATOR_METRICS_PORT",
@@ -179,6 +181,7 @@ def test_make_run_starts_every_service_and_records_flow_end_to_end_until_ctrl_c(
         "joint-punishment": prepared["XIETONG_JOINT_PUNISHMENT_METRICS_PORT"],
         "sink": prepared["XIETONG_SINK_METRICS_PORT"],
         "credit-check": prepared["XIETONG_CREDIT_CHECK_PORT"],
+        "inbox": prepared["XIETONG_INBOX_PORT"],
         "workbench": prepared["XIETONG_WORKBENCH_PORT"],
         "simulator": prepared["XIETONG_SIMULATOR_METRICS_PORT"],
     }

@@ -31,6 +31,7 @@ def local_ports(settings: Settings | None = None) -> dict[str, int | None]:
     table of them: ``xietong run`` reads it too. (The Docker deployment uses the defaults.)
     """
     from app.workbench.settings import WorkbenchSettings
+    from connectors.inbox.settings import InboxSettings
     from connectors.sink.sink import SinkSettings
     from registry.settings import RegistrySettings
     from streams.credit_check.settings import CreditCheckSettings
@@ -46,6 +47,7 @@ def local_ports(settings: Settings | None = None) -> dict[str, int | None]:
         "joint-punishment": JointPunishmentSettings().metrics_port,
         "sink": SinkSettings().metrics_port,
         "credit-check": CreditCheckSettings().port,
+        "inbox": InboxSettings().port,
         "workbench": WorkbenchSettings().port,
     }
 
