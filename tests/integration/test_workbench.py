@@ -330,3 +330,38 @@ def test_another_departments_push_is_not_found_for_the_clerk(
     assert browser.find_element(By.TAG_NAME, "h1").text == "未找到"
     assert browser.find_elements(By.ID, "claim") == []
     assert browser.find_element(By.ID, "error").get_attribute("data-field") == "item_id"
+
+
+def test_a_return_for_other_reasons_without_saying_which_is_refused_naming_the_field(
+    workbench: str,
+    browser: Any,
+    tokens: dict[str, str],
+    kafka: KafkaClients,
+    departments: Onboarding,
+) -> None:
+    """退回 with 其他 and no 说明 is answered on a page that names ``reason_text``; nothing is
+    sent, and the push still waits for its claim."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    record = registration(
+        "330106", (ROAD_FREIGHT,), industry="G5431", uscc=make_uscc("91", "330106")
+    )
+    push = pushed(kafka, record["uscc"], lambda: Platform(kafka, departments).register(record))
+    sign_in(browser, workbench, tokens[TRANSPORT], "王芳")
+    until(
+        browser,
+        lambda: browser.find_element(By.ID, f"item-{push['push_id']}"),
+        ARRIVAL_SECONDS,
+        f"push {push['push_id']} in the inbox",
+        reload=True,
+    ).find_element(By.TAG_NAME, "a").click()
+
+    Select(browser.find_element(By.ID, "return-reason")).select_by_value("OTHER")
+    browser.find_element(By.ID, "return").click()
+
+    error = until(browser, lambda: browser.find_element(By.ID, "error"), 15, "the refusal")
+    assert error.get_attribute("data-field") == "reason_text"
+    assert "reason_text" in error.text
+    browser.get(f"{workbench}/items/{push['push_id']}")
+    assert state_on_page(browser) == "PUSHED"
