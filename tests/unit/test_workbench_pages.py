@@ -223,3 +223,69 @@ def test_signing_out_ends_the_session(browser: TestClient) -> None:
     token = csrf(signed_in(browser).get("/").text)
     browser.post("/signout", data={"csrf_token": token})
     assert browser.get("/", follow_redirects=False).status_code == 303
+
+
+def hit(hit_id: str, department: str) -> Item:
+    record = {
+        "hit_id": hit_id,
+        "uscc": "91330106MA2CD7Q4XU",
+        "entity_name": "杭州失信测试有限公司",
+        "matter_type": "GOVERNMENT_PROCUREMENT",
+        "matter_reference": "ZJCG-2026-0117",
+        "matter_date": "2026-03-02",
+        "measure_code": "CJ01",
+        "measure_text": "限制参与政府采购活动",
+        "department_code": department,
+    }
+    measure = {
+        "code": "CJ01",
+        "text": "限制参与政府采购活动",
+        "legal_basis": "《中华人民共和国政府采购法》第二十二条",
+    }
+    return Item(
+        hit_id,
+        "hit",
+        "PENDING",
+        record["uscc"],
+        record["entity_name"],
+        record["measure_text"],
+        NOW + timedelta(days=3),
+        False,
+        record,
+        measure=measure,
+    )
+
+
+def test_a_restriction_hit_shows_its_measure_legal_basis_and_the_feedback_form(
+    desk: FakeDesk, browser: TestClient
+) -> None:
+    desk.items["h-1"] = ("hz-xh-transport", hit("h-1", "hz-xh-transport"))
+    page = signed_in(browser).get("/items/h-1").text
+    assert "限制参与政府采购活动" in page
+    assert "《中华人民共和国政府采购法》第二十二条" in page
+    assert 'action="/hits/h-1/feedback"' in page
+    assert "待反馈" in page
+
+
+@pytest.mark.parametrize(
+    ("act", "field"),
+    [
+        (lambda desk, clerk: desk.return_push(clerk, "p", "BORED", None, "k"), "reason"),
+        (lambda desk, clerk: desk.return_push(clerk, "p", "OTHER", None, "k"), "reason_text"),
+        (lambda desk, clerk: desk.feedback(clerk, "h", "MAYBE", None, "k"), "outcome"),
+        (lambda desk, clerk: desk.feedback(clerk, "h", "NOT_APPLICABLE", None, "k"), "reason"),
+    ],
+    ids=["unknown-return-reason", "other-without-text", "unknown-outcome", "not-applicable-why"],
+)
+def test_the_desk_refuses_a_form_as_the_inbox_api_refuses_its_body_naming_the_field(
+    act: object, field: str
+) -> None:
+    """The checks come before the department, the item or the broker is asked: a fault of
+    the form is the form's."""
+    from app.workbench.desk import InboxDesk
+
+    desk = InboxDesk(None, None, None, None, "")  # type: ignore[arg-type]
+    clerk = Clerk("token", "hz-xh-transport", "杭州市西湖区交通运输局", "李四")
+    with pytest.raises(InvalidInputError) as refused:
+        act(desk, clerk)  # type: ignore[operator]
+    assert refused.value.field == field
