@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psutil
 import pytest
@@ -45,7 +45,7 @@ def require_chromium() -> None:
 
 
 @contextmanager
-def chromium(profile: Path, width: int = 1280, height: int = 1400) -> Iterator[object]:
+def chromium(profile: Path, width: int = 1280, height: int = 1400) -> Iterator[Any]:
     """A headless chromium of its own profile, through chromedriver; everything it started
     is ended when the block ends."""
     from selenium import webdriver
@@ -88,7 +88,7 @@ def chromium(profile: Path, width: int = 1280, height: int = 1400) -> Iterator[o
 
 
 def until(
-    browser: object | None,
+    browser: Any,
     look: Callable[[], Found | None],
     timeout: float,
     what: str,
@@ -108,8 +108,8 @@ def until(
         except WebDriverException:
             pass
         if time.monotonic() > deadline:
-            page = "" if browser is None else browser.find_element("tag name", "body").text  # type: ignore[attr-defined]
+            page = "" if browser is None else browser.find_element("tag name", "body").text
             raise AssertionError(f"not within {timeout} s: {what}; the page reads:\n{page}")
         time.sleep(0.5)
-        if reload:
-            browser.refresh()  # type: ignore[attr-defined]
+        if reload and browser is not None:
+            browser.refresh()

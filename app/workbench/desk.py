@@ -195,11 +195,6 @@ class InboxDesk:
         self, clerk: Clerk, push_id: str, reason: str, text: str | None, key: str
     ) -> str:
         body = _form(ReturnIn, reason=reason, reason_text=text, operator=clerk.operator)
-        if body.reason == "OTHER" and not body.reason_text:
-            raise InvalidInputError(
-                "a return for OTHER (其他) needs the reason in reason_text (说明)",
-                field="reason_text",
-            )
         return self._on_push(
             clerk, push_id, "RETURN", key, return_reason=body.reason, reason_text=text
         )
@@ -212,11 +207,6 @@ class InboxDesk:
         self, clerk: Clerk, hit_id: str, outcome: str, reason: str | None, key: str
     ) -> str:
         body = _form(FeedbackIn, outcome=outcome, reason=reason, operator=clerk.operator)
-        if body.outcome == "NOT_APPLICABLE" and not body.reason:
-            raise InvalidInputError(
-                "NOT_APPLICABLE (不适用) needs the reason why the measure does not apply",
-                field="reason",
-            )
         holder = self._holder(clerk.token, ACT)
         hit = self._own(holder, hit_id, InboxKind.HIT)
         sent = _broker(
