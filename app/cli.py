@@ -1444,7 +1444,13 @@ def simulate(
     rates from XIETONG_SIMULATOR_*). Runs until stopped; a restart goes on where it was."""
     from prometheus_client import start_http_server
 
-    from app.simulator import CreditChecks, DepartmentSimulator, SimulatorSettings
+    from app.simulator import (
+        CreditChecks,
+        DepartmentSimulator,
+        DepartmentTokens,
+        InboxClerks,
+        SimulatorSettings,
+    )
     from xietong.kafka import clients
     from xietong.logs import configure
     from xietong.processes import on_stop_signal
@@ -1455,12 +1461,15 @@ def simulate(
     rules = SimulatorSettings()
     if rules.metrics_port:
         start_http_server(rules.metrics_port, addr="127.0.0.1")
+    tokens = DepartmentTokens(settings.database_url)  # each department's own, for the APIs
     simulator = DepartmentSimulator(
         rules,
         out or rules.exports_dir or settings.home / "run" / "exports",
         clients("admin"),
         clients("connectors"),
-        CreditChecks(rules, settings.database_url),
+        CreditChecks(rules, tokens),
+        InboxClerks(rules, tokens),
+        tokens,
     )
     stopped = threading.Event()
     on_stop_signal(stopped.set)

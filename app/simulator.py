@@ -16,10 +16,13 @@ Two kinds of department behaviour, each in a thread of its own:
 * **Desks** (:class:`DepartmentDesks`). The departments' clerks read their inboxes and
   act: a 双告知 push is claimed (``claim_share``), returned as not theirs
   (``return_share``), or left to go overdue; a restriction hit gets its feedback
-  (``feedback_share``), the rest goes overdue. Each writes to its department's own
-  inbound topic, after a few seconds' delay, as a clerk would. One process plays every
-  department here, so it connects as the platform's administrator; a real department
-  connects as ``dept-<code>`` and may write only its own inbound topic.
+  (``feedback_share``), the rest goes overdue. Each acts after a few seconds' delay, as
+  a clerk would. ``http_share`` of the actions go through the inbox API
+  (``connectors/inbox/``) with the department's own registry token, as a department
+  system without a Kafka client does (:class:`InboxClerks`); the rest are written to the
+  department's own inbound topic directly. One process plays every department here, so
+  it writes those as the platform's administrator; a real department connects as
+  ``dept-<code>`` and may write only its own inbound topic.
 * **Matters** (also the desks). When an entity is listed, a department whose sector
   implements a measure against that list handles a matter for it (``check_share`` of
   listings: a procurement bid, a land sale …) and checks the entity's credit through
@@ -30,8 +33,12 @@ Decisions are drawn from a hash of the record's id, so a replay decides the same
 
 Example::
 
-    simulator = DepartmentSimulator(SimulatorSettings(), Path(".local/run/exports"))
-    simulator.start()          # threads; simulator.stop() ends them
+    tokens = DepartmentTokens(database_url)
+    simulator = DepartmentSimulator(
+        settings, exports, clients("admin"), clients("connectors"),
+        CreditChecks(settings, tokens), InboxClerks(settings, tokens), tokens,
+    )
+    simulator.start()          # threads; simulator.stop() ends them and revokes the tokens
 """
 
 from __future__ import annotations
@@ -90,6 +97,16 @@ class SimulatorSettings(BaseSettings):
     )
     credit_check_url: str = Field(
         default="http://127.0.0.1:8420", description="The credit-check API the clerks call."
+    )
+    http_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Claims, returns and feedback sent through the inbox API with the"
+        " department's own token (the rest through its inbound topic).",
+    )
+    inbox_url: str = Field(
+        default="http://127.0.0.1:8430", description="The inbox API the clerks call."
     )
     max_delay_seconds: float = Field(
         default=20.0, ge=0, description="A clerk acts within this many seconds."
@@ -222,11 +239,13 @@ class DepartmentDesks:
         clients: KafkaClients,
         counts: Counts,
         checks: CreditChecks | None = None,
+        inbox: InboxClerks | None = None,
     ) -> None:
         self.settings = settings
         self.clients = clients
         self.counts = counts
         self.checks = checks
+        self.inbox = inbox
         self._stop = threading.Event()
         self._due: list[tuple[float, int, str, str, dict[str, Any]]] = []
         self._sequence = 0
@@ -311,6 +330,27 @@ class DepartmentDesks:
                 assert self.checks is not None
                 self.counts.acted(self.checks.check(department, value))
                 continue
+            identity = value.get("push_id") or value.get("hit_id") or ""
+            if self.inbox is not None and share(identity, "http") < self.settings.http_share:
+                sent = self.inbox.act(department, kind, value)
+                if sent == InboxClerks.SENT:
+                    self.counts.acted(f"HTTP_{value.get('action') or value.get('outcome')}")
+                    continue
+                tries = value.get("_tries", 0) + 1
+                if sent == InboxClerks.NOT_YET and tries < InboxClerks.TRIES:
+                    # the sink has not stored the delivery yet: the clerk looks again later
+                    self._sequence += 1
+                    again = (
+                        now + 3.0,
+                        self._sequence,
+                        department,
+                        kind,
+                        {**value, "_tries": tries},
+                    )
+                    heapq.heappush(self._due, again)
+                    continue
+                # the API is not there (starting, restarting): the system's Kafka path
+            value = {k: v for k, v in value.items() if k != "_tries"}
             stamp = "fed_back_at" if kind == "feedback" else "acted_at"
             value = dict(value, **{stamp: business_clock().now_ms()})
             topic = DepartmentTopic.inbound(department)
@@ -366,29 +406,117 @@ def feedback_record(hit: dict[str, Any], applied: bool) -> dict[str, Any]:
     }
 
 
+class DepartmentTokens:
+    """Registry tokens of the departments the simulator acts for, issued when first
+    needed and revoked when it stops."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self._tokens: dict[str, tuple[str, int]] = {}
+        self._lock = threading.Lock()
+
+    def token(self, department: str) -> str:
+        from registry import service
+        from registry.audit import Actor
+        from registry.db import session_factory, transaction
+
+        with self._lock:
+            if department not in self._tokens:
+                with transaction(session_factory(self.database_url)) as session:
+                    issued = service.issue_token(session, Actor.admin("simulator"), department)
+                    self._tokens[department] = (issued.token, issued.credential.id)
+            return self._tokens[department][0]
+
+    def revoke_all(self) -> None:
+        from registry import service
+        from registry.audit import Actor
+        from registry.db import session_factory, transaction
+
+        with self._lock, transaction(session_factory(self.database_url)) as session:
+            for _, credential in self._tokens.values():
+                service.revoke_credential(session, Actor.admin("simulator"), credential)
+            self._tokens.clear()
+
+
+class InboxClerks:
+    """Clerks whose department system acts through the inbox API, with the department's
+    own token: a claim, a return, a 反馈, each with an Idempotency-Key fixed by the
+    action, so a clerk trying again makes no second action."""
+
+    SENT, NOT_YET, FAILED = "sent", "not_yet", "failed"
+    #: How often a clerk looks again for an item the API does not list yet.
+    TRIES = 5
+
+    def __init__(self, settings: SimulatorSettings, tokens: DepartmentTokens) -> None:
+        import httpx
+
+        self.tokens = tokens
+        self._http = httpx.Client(base_url=settings.inbox_url, timeout=15.0)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def act(self, department: str, kind: str, value: dict[str, Any]) -> str:
+        """The action through the API: SENT (202), NOT_YET (the item is not listed yet),
+        FAILED (the API does not answer, or refused)."""
+        if kind == "feedback":
+            path = f"/v1/hits/{value['hit_id']}/feedback"
+            body = {"outcome": value["outcome"], "reason": value["reason"]}
+            key = value["feedback_id"]
+        elif value["action"] == "RETURN":
+            path = f"/v1/pushes/{value['push_id']}/return"
+            body = {"reason": value["return_reason"], "reason_text": value["reason_text"]}
+            key = value["action_id"]
+        else:
+            path = f"/v1/pushes/{value['push_id']}/{value['action'].lower()}"
+            body = {}
+            key = value["action_id"]
+        try:
+            headers = {
+                "Authorization": f"Bearer {self.tokens.token(department)}",
+                "Idempotency-Key": key,
+            }
+            response = self._http.post(
+                path, json={**body, "operator": "模拟经办人"}, headers=headers
+            )
+        except Exception as error:  # the API not up yet, or restarting; the registry away
+            log_event(logger, "simulator_inbox_failed", department=department, error=str(error))
+            return self.FAILED
+        if response.status_code == 202:
+            return self.SENT
+        if response.status_code == 404:
+            return self.NOT_YET
+        log_event(
+            logger,
+            "simulator_inbox_refused",
+            department=department,
+            status=response.status_code,
+            body=response.text[:300],
+        )
+        return self.FAILED
+
+
 class CreditChecks:
     """Departments that handle restricted matters, each with a registry token, checking
     entities' credit through the credit-check API."""
 
-    def __init__(self, settings: SimulatorSettings, database_url: str) -> None:
+    def __init__(self, settings: SimulatorSettings, tokens: DepartmentTokens) -> None:
         self.settings = settings
-        self.database_url = database_url
+        self.database_url = tokens.database_url
+        self.tokens = tokens
         # list type → [(department code, matter type)] of the measures against it
         self.matters: dict[str, list[tuple[str, str]]] = {}
-        self._tokens: dict[str, tuple[str, int]] = {}
         self._http: Any = None
 
     def open(self) -> None:
         """Find who handles which restricted matter, and issue their tokens."""
         import httpx
 
-        from registry import service
-        from registry.audit import Actor
         from registry.db import session_factory, transaction
         from registry.models import Department, Measure
         from registry.seed import Level
 
-        actor = Actor.admin("simulator")
+        departments: set[str] = set()
         with transaction(session_factory(self.database_url)) as session:
             provincial = {
                 d.sector_code: d.code
@@ -404,23 +532,14 @@ class CreditChecks:
                     for list_type in measure.list_types:
                         for matter_type in measure.matter_types:
                             self.matters.setdefault(list_type, []).append((department, matter_type))
-                    if department not in self._tokens:
-                        issued = service.issue_token(session, actor, department)
-                        self._tokens[department] = (issued.token, issued.credential.id)
+                    departments.add(department)
+        for department in sorted(departments):
+            self.tokens.token(department)
         self._http = httpx.Client(base_url=self.settings.credit_check_url, timeout=5.0)
 
     def close(self) -> None:
-        """Revoke the tokens issued for this run."""
-        from registry import service
-        from registry.audit import Actor
-        from registry.db import session_factory, transaction
-
         if self._http is not None:
             self._http.close()
-        with transaction(session_factory(self.database_url)) as session:
-            for _, credential in self._tokens.values():
-                service.revoke_credential(session, Actor.admin("simulator"), credential)
-        self._tokens.clear()
 
     def matter_for(self, list_type: str, drawn: float) -> tuple[str, str] | None:
         choices = self.matters.get(list_type)
@@ -428,7 +547,7 @@ class CreditChecks:
 
     def check(self, department: str, query: dict[str, Any]) -> str:
         """One check; its verdict (or why there is none) for the summary."""
-        token, _ = self._tokens[department]
+        token = self.tokens.token(department)
         try:
             response = self._http.get(
                 "/v1/checks", params=query, headers={"Authorization": f"Bearer {token}"}
@@ -458,11 +577,15 @@ class DepartmentSimulator:
         admin: KafkaClients,
         connectors: KafkaClients,
         checks: CreditChecks | None = None,
+        inbox: InboxClerks | None = None,
+        tokens: DepartmentTokens | None = None,
     ) -> None:
         self.counts = Counts()
         self.checks = checks
+        self.inbox = inbox
+        self.tokens = tokens  # revoked when it stops
         self.feeder = ExportFeeder(settings, connectors, out_dir, self.counts)
-        self.desks = DepartmentDesks(settings, admin, self.counts, checks)
+        self.desks = DepartmentDesks(settings, admin, self.counts, checks, inbox)
         self._threads = [
             threading.Thread(target=self.feeder.run, name="simulator exports", daemon=True),
             threading.Thread(target=self.desks.run, name="simulator desks", daemon=True),
@@ -484,3 +607,7 @@ class DepartmentSimulator:
             thread.join(timeout)
         if self.checks is not None:
             self.checks.close()
+        if self.inbox is not None:
+            self.inbox.close()
+        if self.tokens is not None:
+            self.tokens.revoke_all()

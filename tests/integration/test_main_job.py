@@ -55,6 +55,7 @@ FLOWING = {
     ),
     "credit checks": ("credit-check", "xietong_credit_check_checks_total", {}),
     "rows in the credit database": ("sink", "xietong_sink_rows_written_total", {}),
+    "actions over the inbox API": ("inbox", "xietong_inbox_actions_produced_total", {}),
 }
 
 
@@ -116,6 +117,7 @@ def environment(
         "XIETONG_HOME": str(stack_settings.home),
         "XIETONG_SIMULATOR_EXPORTS_DIR": str(tmp_path_factory.mktemp("exports")),
         "XIETONG_SIMULATOR_CREDIT_CHECK_URL": f"http://127.0.0.1:{ports['XIETONG_CREDIT_CHECK_PORT']}",
+        "XIETONG_SIMULATOR_INBOX_URL": f"http://127.0.0.1:{ports['XIETONG_INBOX_PORT']}",
         "XIETONG_SIMULATOR_TICK_SECONDS": "2",
         "XIETONG_SIMULATOR_MAX_DELAY_SECONDS": "3",
     }
@@ -195,7 +197,7 @@ def test_make_run_starts_every_service_and_records_flow_end_to_end_until_ctrl_c(
         time.sleep(2)
     log = platform.log.read_text()  # type: ignore[attr-defined]
     assert not missing, f"nothing yet for {sorted(missing)}; the run printed:\n{log[-4000:]}"
-    for url in ("registry API docs", "clerk's workbench", "Prometheus", "psql"):
+    for url in ("registry API docs", "inbox API docs", "clerk's workbench", "Prometheus", "psql"):
         assert url in log
 
     platform.send_signal(signal.SIGINT)  # Ctrl-C
