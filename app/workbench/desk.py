@@ -116,6 +116,9 @@ class InboxDesk:
 
     # -- reading -------------------------------------------------------------------------------
 
+    def ping(self) -> None:
+        _database(self.store.ping)
+
     def inbox(
         self, clerk: Clerk, kind: str | None, state: str | None, cursor: str | None, limit: int
     ) -> InboxPage:

@@ -35,7 +35,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import FastAPI, Form, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
@@ -102,6 +102,9 @@ class Desk(Protocol):
     def outcome(self, clerk: Clerk, action_id: str) -> Outcome: ...
 
     def figures(self, clerk: Clerk) -> Figures: ...
+
+    def ping(self) -> None:
+        """Raise ServiceUnavailableError (503) if the inbox cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -341,8 +344,13 @@ def _routes(app: FastAPI) -> None:
         return _acted(clerk, "FEEDBACK", hit_id, action_id)
 
     @app.get("/ready", include_in_schema=False)
-    async def ready() -> dict[str, str]:
-        return {"status": "ready"}
+    async def ready(request: Request) -> Response:
+        """200 once the inbox (the credit database) can be read; 503 with the reason."""
+        try:
+            await _desk(request, _workbench(request).desk.ping)
+        except ApiError as error:
+            return JSONResponse({"status": "unavailable", "reason": error.message}, 503)
+        return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -19,7 +19,12 @@ from app.workbench.settings import WorkbenchSettings
 from app.workbench.view import Figures, InboxPage, Item, Outcome
 from app.workbench.web import create_app
 from xietong.clock import business_clock
-from xietong.http_errors import InvalidInputError, NotAuthenticatedError, NotFoundError
+from xietong.http_errors import (
+    InvalidInputError,
+    NotAuthenticatedError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 
 TOKENS = {"good-token": ("hz-xh-transport", "西湖区交通运输局")}
 NOW = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)
@@ -51,6 +56,8 @@ def push(push_id: str, department: str, deadline: datetime, state: str = "PUSHED
 class FakeDesk:
     items: dict[str, tuple[str, Item]]
     sent: list[tuple[str, str, tuple[object, ...]]] = field(default_factory=list)
+    down: bool = False
+    revoked: set[str] = field(default_factory=set)
 
     def verify(self, token: str) -> tuple[str, str]:
         if token not in TOKENS:
@@ -60,6 +67,8 @@ class FakeDesk:
     def inbox(
         self, clerk: Clerk, kind: str | None, state: str | None, cursor: str | None, limit: int
     ) -> InboxPage:
+        if clerk.token in self.revoked:
+            raise NotAuthenticatedError("unknown or revoked token")
         mine = [item for owner, item in self.items.values() if owner == clerk.department_code]
         return InboxPage(mine, None)
 
@@ -96,6 +105,10 @@ class FakeDesk:
 
     def figures(self, clerk: Clerk) -> Figures:
         return Figures(4, 3, 0.75, 1, 2, 1, 0.5, 0)
+
+    def ping(self) -> None:
+        if self.down:
+            raise ServiceUnavailableError("the credit database does not answer")
 
 
 @pytest.fixture
@@ -289,3 +302,24 @@ def test_the_desk_refuses_a_form_as_the_inbox_api_refuses_its_body_naming_the_fi
     with pytest.raises(InvalidInputError) as refused:
         act(desk, clerk)  # type: ignore[operator]
     assert refused.value.field == field
+
+
+def test_ready_answers_503_with_the_reason_while_the_inbox_cannot_be_read(
+    desk: FakeDesk, browser: TestClient
+) -> None:
+    assert browser.get("/ready").status_code == 200
+    desk.down = True
+    answer = browser.get("/ready")
+    assert answer.status_code == 503
+    assert "credit database" in answer.json()["reason"]
+
+
+def test_a_token_revoked_since_sign_in_signs_its_clerk_out(
+    desk: FakeDesk, browser: TestClient
+) -> None:
+    signed_in(browser)
+    desk.revoked.add("good-token")
+    answer = browser.get("/", follow_redirects=False)
+    assert answer.status_code == 401
+    assert 'data-field="token"' in answer.text
+    assert browser.get("/", follow_redirects=False).headers["location"] == "/signin"
