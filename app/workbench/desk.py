@@ -62,6 +62,18 @@ class Catalog:
     def _refresh(self) -> None:
         if time.monotonic() - self._read_at < CATALOG_SECONDS:
             return
+        try:
+            self._read()
+        except sa.exc.SQLAlchemyError as error:
+            reason = str(getattr(error, "orig", error)).splitlines()[0]
+            raise ServiceUnavailableError(
+                f"the registry database cannot be reached to read the catalog ({reason}):"
+                " retry shortly",
+                code="registry_unavailable",
+            ) from None
+        self._read_at = time.monotonic()
+
+    def _read(self) -> None:
         with db.transaction(self.sessions) as session:
             self._items = {
                 row.code: {
@@ -76,7 +88,6 @@ class Catalog:
                 row.code: {"code": row.code, "text": row.text, "legal_basis": row.legal_basis}
                 for row in service.list_measures(session)
             }
-        self._read_at = time.monotonic()
 
 
 class InboxDesk:
@@ -144,6 +155,9 @@ class InboxDesk:
             extra["approval_item"] = self.catalog.approval_item(record.get("item_code"))
         elif found.item.kind is InboxKind.HIT:
             extra["measure"] = self.catalog.measure(record.get("measure_code"))
+            extra["matter_type_name"] = self.directory.matter_type_name(
+                record.get("matter_type") or ""
+            )
         return self._item(
             found.item, record, [_step(version) for version in found.versions], **extra
         )

@@ -61,6 +61,15 @@ CLAIMABLE_STATES = frozenset({"PUSHED", "OVERDUE"})
 STOPPABLE_STATES = frozenset({"PUSHED", "OVERDUE", "CLAIMED", "UNLICENSED"})
 
 
+def state_label(kind: str, state: str | None) -> str:
+    """A state as clerks name it (a hit's PENDING is 待反馈)."""
+    if state is None:
+        return ""
+    if kind == "hit" and state == "PENDING":
+        return HIT_PENDING
+    return LABELS.get(state, state)
+
+
 @dataclass(frozen=True)
 class Item:
     """One item of the department's inbox, as its latest version stands."""
@@ -80,8 +89,10 @@ class Item:
     #: approval item it needs from the catalog (code, name, legal basis, certificate).
     registration: dict[str, Any] | None = None
     approval_item: dict[str, Any] | None = None
-    #: For a hit: the measure from the catalog (code, text, legal basis).
+    #: For a hit: the measure from the catalog (code, text, legal basis), and the name of
+    #: the matter's type (政府采购 …).
     measure: dict[str, Any] | None = None
+    matter_type_name: str | None = None
 
     @property
     def kind_label(self) -> str:
@@ -89,9 +100,7 @@ class Item:
 
     @property
     def state_label(self) -> str:
-        if self.is_hit and self.state == "PENDING":
-            return HIT_PENDING
-        return LABELS.get(self.state, self.state)
+        return state_label(self.kind, self.state)
 
     @property
     def is_push(self) -> bool:

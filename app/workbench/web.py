@@ -44,7 +44,15 @@ from starlette.middleware.sessions import SessionMiddleware
 from app.workbench.sessions import CSRF_FIELD, Clerk, ClerkSessions, CsrfError, check_csrf
 from app.workbench.sessions import csrf_token as csrf_token_of
 from app.workbench.settings import WorkbenchSettings
-from app.workbench.view import LABELS, RETURN_REASONS, Figures, InboxPage, Item, Outcome
+from app.workbench.view import (
+    LABELS,
+    RETURN_REASONS,
+    Figures,
+    InboxPage,
+    Item,
+    Outcome,
+    state_label,
+)
 from xietong.clock import BusinessClock
 from xietong.http_errors import ApiError
 from xietong.logs import log_event
@@ -176,6 +184,7 @@ def create_app(
     )
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["when"] = lambda moment: _when(clock, moment)
+    templates.env.globals["state_label"] = state_label
     sessions = ClerkSessions(settings.session_idle_minutes * 60)
     app.state.workbench = Workbench(desk, sessions, settings, clock, templates)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

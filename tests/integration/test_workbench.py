@@ -1,12 +1,14 @@
 """The clerk's workbench in a real browser (Debian's chromium through chromedriver, headless),
-against the real stack: a 双告知 worker, the credit sink and ``xietong workbench serve``
-each run as a process of their own, and the registration reaches them through the
+against the real stack: a 双告知 and a 联合惩戒 worker, the credit sink and ``xietong
+workbench serve`` each run as a process of their own, and the registration reaches them through the
 registration department's file connector, as it would in the province.
 
 西湖区交通运输局's clerk signs in with the department's registry token, sees the push of a
 road-freight 设立 in the inbox, opens it (the registration, the permit it needs), claims
 it, and watches the page until the processor has made it CLAIMED; a push of another
-department (西湖区烟草专卖局) is not found for that clerk. Screenshots for a person to look
+department (西湖区烟草专卖局) is not found for that clerk. 西湖区财政局's clerk answers a
+restriction hit (a procurement matter of an entity on the serious list) with 反馈 and sees
+it applied. Screenshots for a person to look
 at are kept in ``.local/screenshots/`` (the paths are printed).
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,18 +32,12 @@ from connectors.sink import db as credit_db
 from registry import service
 from registry.audit import Actor
 from registry.db import session_factory, transaction
+from streams.joint_punishment.rules import restriction_hit_id
 from tests.browser import chromium, require_chromium, until
 from tests.dual_notice_records import registration
-from tests.monitoring import Command
-from tests.stream_worker import (
-    Onboarding,
-    Platform,
-    Watch,
-    Worker,
-    free_port,
-    publish_catalog,
-    running,
-)
+from tests.joint_punishment_records import list_entry, matter, today
+from tests.monitoring import Command, until_caught_up
+from tests.stream_worker import Onboarding, Platform, Watch, free_port, publish_catalog, running
 from xietong import topics
 from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
@@ -53,6 +50,7 @@ REPO = Path(__file__).parents[2]
 REGISTRATION_CONNECTOR = REPO / "connectors" / "departments" / "hz-amr-registration.connector.yaml"
 TRANSPORT = "hz-xh-transport"  # 西湖区交通运输局: approves 道路货物运输经营许可 in 330106
 TOBACCO = "hz-xh-tobacco"  # 西湖区烟草专卖局: approves 烟草专卖零售许可 in 330106
+FINANCE = "hz-xh-finance"  # 西湖区财政局: implements CJ01 (政府采购) and answers its hits
 ROAD_FREIGHT = "道路货物运输（不含危险货物）"
 #: How long the way from a connector to the page may take: worker, sink, a page load.
 ARRIVAL_SECONDS = 60.0
@@ -93,13 +91,15 @@ def tokens(registry_url: str) -> dict[str, str]:
     """The departments' registry tokens, as an administrator issues them."""
     with transaction(session_factory(registry_url)) as session:
         admin = Actor.admin("test-workbench")
-        return {code: service.issue_token(session, admin, code).token for code in (TRANSPORT,)}
+        return {
+            code: service.issue_token(session, admin, code).token for code in (TRANSPORT, FINANCE)
+        }
 
 
 @pytest.fixture(scope="module")
 def departments(kafka: KafkaClients, stack_settings: Settings) -> Iterator[Onboarding]:
     onboarding = Onboarding(kafka, stack_settings)
-    for code in (TRANSPORT, TOBACCO):
+    for code in (TRANSPORT, TOBACCO, FINANCE):
         onboarding.onboard(code)
     yield onboarding
     onboarding.offboard_all()
@@ -110,17 +110,20 @@ def workbench(
     registry_url: str,
     credit_database: str,
     departments: Onboarding,
+    kafka: KafkaClients,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
-    """A 双告知 worker, the sink into the module's credit database and the workbench, each
-    a process of its own; the workbench's address."""
+    """A 双告知 and a 联合惩戒 worker, the sink into the module's credit database and the
+    workbench, each a process of its own; the workbench's address."""
     require_chromium()  # before anything starts: without a browser there is no test
     logs = tmp_path_factory.mktemp("workbench")
     port, sink_port = free_port(), free_port()
-    started: list[Command | Worker] = []
-    try:
-        with running("dual-notice", logs / "dual-notice.log") as worker:
-            started.append(worker)
+    started: list[Command] = []
+    with ExitStack() as workers:
+        for processor in ("dual-notice", "joint-punishment"):
+            workers.enter_context(running(processor, logs / f"{processor}.log"))
+            until_caught_up(kafka, f"xietong.streams.{processor}", timeout=120)
+        try:
             sink = Command(
                 logs / "sink.log",
                 "sink",
@@ -144,9 +147,9 @@ def workbench(
             sink.wait_for(f"http://127.0.0.1:{sink_port}/metrics")
             served.wait_for(f"http://127.0.0.1:{port}/ready")
             yield f"http://127.0.0.1:{port}"
-    finally:
-        for command in reversed(started):
-            command.stop()
+        finally:
+            for command in reversed(started):
+                command.stop()
 
 
 @pytest.fixture
@@ -365,3 +368,66 @@ def test_a_return_for_other_reasons_without_saying_which_is_refused_naming_the_f
     assert "reason_text" in error.text
     browser.get(f"{workbench}/items/{push['push_id']}")
     assert state_on_page(browser) == "PUSHED"
+
+
+def test_a_clerk_answers_a_restriction_hit_seeing_its_measure_and_legal_basis(
+    workbench: str,
+    browser: Any,
+    tokens: dict[str, str],
+    kafka: KafkaClients,
+    departments: Onboarding,
+    screenshots: Path,
+) -> None:
+    """An entity on 严重违法失信名单 in a procurement of 西湖区财政局 is a hit in its inbox; its
+    page shows the measure CJ01 with its legal basis and the matter; 反馈 已实施限制 is
+    applied by the processor, and the hit reads 已实施限制."""
+    from selenium.webdriver.common.by import By
+
+    listed = make_uscc("91", "330106")
+    platform = Platform(kafka, departments)
+    platform.list(list_entry(listed, f"E-{listed}", listed_on=today() - timedelta(days=10)))
+    reference = f"ZJCG-{listed[-6:]}"
+    hits = Watch(kafka, topics.PUNISHMENT_RESTRICTION_HITS.name, listed)
+    platform.matter(
+        matter(
+            listed, FINANCE, "GOVERNMENT_PROCUREMENT", reference, matter_date=today() - timedelta(1)
+        )
+    )
+    hits.until(bool, timeout=ARRIVAL_SECONDS)
+    hit_id = restriction_hit_id(listed, FINANCE, "GOVERNMENT_PROCUREMENT", reference, "CJ01")
+
+    sign_in(browser, workbench, tokens[FINANCE], "赵敏")
+    row = until(
+        browser,
+        lambda: browser.find_element(By.ID, f"item-{hit_id}"),
+        ARRIVAL_SECONDS,
+        f"hit {hit_id} in the inbox",
+        reload=True,
+    )
+    assert "限制命中" in row.text and "待反馈" in row.text
+    row.find_element(By.TAG_NAME, "a").click()
+    measure = until(browser, lambda: browser.find_element(By.ID, "measure"), 15, "the hit's page")
+    assert "依法限制作为供应商参加政府采购活动" in measure.text
+    assert (
+        "《中华人民共和国政府采购法》第二十二条" in browser.find_element(By.ID, "legal-basis").text
+    )
+    assert reference in browser.find_element(By.ID, "matter").text
+    assert "政府采购" in browser.find_element(By.ID, "matter").text
+    browser.find_element(By.ID, "feedback").click()  # 已实施限制 is the form's choice
+
+    until(
+        browser,
+        lambda: state_on_page(browser) == "APPLIED",
+        ARRIVAL_SECONDS,
+        "the hit fed back APPLIED",
+        reload=True,
+    )
+    until(
+        browser,
+        lambda: browser.find_element(By.ID, "outcome").get_attribute("data-state") == "APPLIED",
+        ARRIVAL_SECONDS,
+        "the feedback APPLIED",
+        reload=True,
+    )
+    assert "已实施限制" in browser.find_element(By.ID, "state").text
+    browser.save_screenshot(str(screenshots / "workbench-hit.png"))
