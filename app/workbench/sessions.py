@@ -80,10 +80,6 @@ class ClerkSessions:
             self._clerks[session_id] = (now, held[1])
             return held[1]
 
-    def forget(self, request: Request) -> None:
-        """End this browser's session without a sign-out (its token was revoked)."""
-        self.sign_out(request)
-
     def signed_in(self) -> int:
         """How many clerks are signed in now (for the metrics)."""
         with self._lock:

@@ -162,7 +162,7 @@ def _page(request: Request, template: str, status: int = 200, **context: Any) ->
     )
 
 
-async def _desk(request: Request, call: Callable[..., Any], *args: Any) -> Any:
+async def _desk(call: Callable[..., Any], *args: Any) -> Any:
     """A desk call off the event loop (it reads the database, or waits for the broker)."""
     return await run_in_threadpool(call, *args)
 
@@ -239,7 +239,7 @@ def _routes(app: FastAPI) -> None:
         workbench = _workbench(request)
         check_csrf(request, csrf_token)
         try:
-            code, name = await _desk(request, workbench.desk.verify, token.strip())
+            code, name = await _desk(workbench.desk.verify, token.strip())
         except ApiError as error:
             SIGN_INS.labels("", "refused").inc()
             log_event(logger, "workbench.sign_in_refused", reason=error.message)
@@ -273,8 +273,8 @@ def _routes(app: FastAPI) -> None:
         clerk = _clerk(request)
         desk = _workbench(request).desk
         limit = _workbench(request).settings.page_size
-        page = await _desk(request, desk.inbox, clerk, kind or None, state or None, cursor, limit)
-        figures = await _desk(request, desk.figures, clerk)
+        page = await _desk(desk.inbox, clerk, kind or None, state or None, cursor, limit)
+        figures = await _desk(desk.figures, clerk)
         return _page(
             request, "inbox.html", page=page, figures=figures, kind=kind or "", state=state or ""
         )
@@ -283,8 +283,8 @@ def _routes(app: FastAPI) -> None:
     async def item(request: Request, item_id: str, action: str | None = None) -> HTMLResponse:
         clerk = _clerk(request)
         desk = _workbench(request).desk
-        found = await _desk(request, desk.item, clerk, item_id)
-        outcome = None if action is None else await _desk(request, desk.outcome, clerk, action)
+        found = await _desk(desk.item, clerk, item_id)
+        outcome = None if action is None else await _desk(desk.outcome, clerk, action)
         return _page(request, "item.html", item=found, outcome=outcome)
 
     @app.post("/pushes/{push_id}/claim", include_in_schema=False)
@@ -293,7 +293,7 @@ def _routes(app: FastAPI) -> None:
     ) -> RedirectResponse:
         clerk = _acting(request, csrf_token)
         desk = _workbench(request).desk
-        action_id = await _desk(request, desk.claim, clerk, push_id, csrf_token + push_id)
+        action_id = await _desk(desk.claim, clerk, push_id, csrf_token + push_id)
         return _acted(clerk, "CLAIM", push_id, action_id)
 
     @app.post("/pushes/{push_id}/return", include_in_schema=False)
@@ -307,7 +307,6 @@ def _routes(app: FastAPI) -> None:
         clerk = _acting(request, csrf_token)
         desk = _workbench(request).desk
         action_id = await _desk(
-            request,
             desk.return_push,
             clerk,
             push_id,
@@ -327,7 +326,7 @@ def _routes(app: FastAPI) -> None:
         clerk = _acting(request, csrf_token)
         desk = _workbench(request).desk
         action_id = await _desk(
-            request, desk.stop, clerk, push_id, reason_text.strip() or None, csrf_token + push_id
+            desk.stop, clerk, push_id, reason_text.strip() or None, csrf_token + push_id
         )
         return _acted(clerk, "STOP", push_id, action_id)
 
@@ -342,7 +341,6 @@ def _routes(app: FastAPI) -> None:
         clerk = _acting(request, csrf_token)
         desk = _workbench(request).desk
         action_id = await _desk(
-            request,
             desk.feedback,
             clerk,
             hit_id,
@@ -356,7 +354,7 @@ def _routes(app: FastAPI) -> None:
     async def ready(request: Request) -> Response:
         """200 once the inbox (the credit database) can be read; 503 with the reason."""
         try:
-            await _desk(request, _workbench(request).desk.ping)
+            await _desk(_workbench(request).desk.ping)
         except ApiError as error:
             return JSONResponse({"status": "unavailable", "reason": error.message}, 503)
         return JSONResponse({"status": "ready"})
@@ -399,7 +397,7 @@ def _errors(app: FastAPI) -> None:
     async def refused(request: Request, error: ApiError) -> Response:
         if error.status == 401:
             # The token was revoked since sign-in: the clerk signs in again.
-            _workbench(request).sessions.forget(request)
+            _workbench(request).sessions.sign_out(request)
             return _page(request, "signin.html", status=401, error=error.message, field="token")
         return _page(
             request, "error.html", status=error.status, message=error.message, field=error.field
