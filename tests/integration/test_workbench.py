@@ -36,8 +36,17 @@ from streams.joint_punishment.rules import restriction_hit_id
 from tests.browser import chromium, require_chromium, until
 from tests.dual_notice_records import registration
 from tests.joint_punishment_records import list_entry, matter, today
-from tests.monitoring import Command, until_caught_up
-from tests.stream_worker import Onboarding, Platform, Watch, free_port, publish_catalog, running
+from tests.monitoring import Command
+from tests.stream_worker import (
+    Onboarding,
+    Platform,
+    Watch,
+    free_port,
+    publish_catalog,
+    running,
+    sink_starts_at_the_end,
+    start_where_the_tests_start,
+)
 from xietong import topics
 from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
@@ -119,10 +128,12 @@ def workbench(
     logs = tmp_path_factory.mktemp("workbench")
     port, sink_port = free_port(), free_port()
     started: list[Command] = []
+    processors = ("dual-notice", "joint-punishment")
+    start_where_the_tests_start(kafka, *processors)
+    sink_starts_at_the_end(kafka, credit_database)
     with ExitStack() as workers:
-        for processor in ("dual-notice", "joint-punishment"):
+        for processor in processors:
             workers.enter_context(running(processor, logs / f"{processor}.log"))
-            until_caught_up(kafka, f"xietong.streams.{processor}", timeout=120)
         try:
             sink = Command(
                 logs / "sink.log",
