@@ -8,7 +8,7 @@ reads and produces is the browser test's (tests/integration/test_workbench.py).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -323,3 +323,14 @@ def test_a_token_revoked_since_sign_in_signs_its_clerk_out(
     assert answer.status_code == 401
     assert 'data-field="token"' in answer.text
     assert browser.get("/", follow_redirects=False).headers["location"] == "/signin"
+
+
+def test_every_answer_forbids_scripts_and_other_origins_and_text_is_escaped(
+    desk: FakeDesk, browser: TestClient
+) -> None:
+    evil = push("p-evil", "hz-xh-transport", NOW + timedelta(days=9))
+    desk.items["p-evil"] = ("hz-xh-transport", replace(evil, title="<script>alert(1)</script>"))
+    answer = signed_in(browser).get("/")
+    policy = answer.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "script-src 'none'" in policy
+    assert "<script>" not in answer.text and "&lt;script&gt;" in answer.text
