@@ -66,6 +66,7 @@ READ, ACT = "inbox:read", "inbox:act"
 
 ERROR_RESPONSES = error_responses(
     {
+        400: "The body cannot be read as UTF-8 JSON (malformed_body).",
         401: "No bearer token, or an unknown or revoked one.",
         403: "The token lacks the scope (inbox:read to read, inbox:act to act), or is an"
         " administrator's.",
@@ -390,6 +391,7 @@ async def action_outcome(
 
 async def _push_action(
     request: Request,
+    response: Response,
     department: TokenHolder,
     push_id: str,
     action: str,
@@ -402,12 +404,13 @@ async def _push_action(
     sent = await run_in_threadpool(
         _broker, service.actions.act_on_push, department.code, push, action, action_id, **fields
     )
-    return ActionAccepted.of(sent)
+    return _accepted(response, sent)
 
 
 @router.post("/pushes/{push_id}/claim", tags=["actions"], status_code=202, summary="认领 a push")
 async def claim(
     request: Request,
+    response: Response,
     department: Acting,
     push_id: ItemId,
     idempotency_key: IdempotencyKey = None,
@@ -417,13 +420,14 @@ async def claim(
     deadline."""
     operator = body.operator if body else None
     return await _push_action(
-        request, department, push_id, "CLAIM", idempotency_key, operator=operator
+        request, response, department, push_id, "CLAIM", idempotency_key, operator=operator
     )
 
 
 @router.post("/pushes/{push_id}/return", tags=["actions"], status_code=202, summary="退回 a push")
 async def return_push(
     request: Request,
+    response: Response,
     department: Acting,
     push_id: ItemId,
     body: ReturnIn,
@@ -432,6 +436,7 @@ async def return_push(
     """The push is not the department's: the registration authority routes it again."""
     return await _push_action(
         request,
+        response,
         department,
         push_id,
         "RETURN",
@@ -445,6 +450,7 @@ async def return_push(
 @router.post("/pushes/{push_id}/stop", tags=["actions"], status_code=202, summary="终止 a push")
 async def stop_push(
     request: Request,
+    response: Response,
     department: Acting,
     push_id: ItemId,
     idempotency_key: IdempotencyKey = None,
@@ -453,6 +459,7 @@ async def stop_push(
     """The item is not involved: the push ends without a licence."""
     return await _push_action(
         request,
+        response,
         department,
         push_id,
         "STOP",
@@ -465,6 +472,7 @@ async def stop_push(
 @router.post("/hits/{hit_id}/feedback", tags=["actions"], status_code=202, summary="反馈 on a hit")
 async def feedback(
     request: Request,
+    response: Response,
     department: Acting,
     hit_id: ItemId,
     body: FeedbackIn,
@@ -484,7 +492,7 @@ async def feedback(
         reason=body.reason,
         operator=body.operator,
     )
-    return ActionAccepted.of(sent)
+    return _accepted(response, sent)
 
 
 async def _own(
@@ -494,6 +502,12 @@ async def _own(
     if found is None or found.kind is not kind:
         raise _not_found(kind.value, item_id, department)
     return found
+
+
+def _accepted(response: Response, sent: SentAction) -> ActionAccepted:
+    """202, with where its outcome will be (``Location``)."""
+    response.headers["Location"] = f"/v1/actions/{sent.action_id}"
+    return ActionAccepted.of(sent)
 
 
 def _action_id(department: TokenHolder, key: str | None) -> str:

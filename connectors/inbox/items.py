@@ -16,7 +16,7 @@ is placed by its latest delivery, so an item delivered again (a push escalated, 
 withdrawn) comes again after the cursor, and a client that keeps its cursor sees every
 change delivered since, in inbox order::
 
-    cursor = encode_cursor(41)          # 'eyJhZnRlciI6IDQxfQ'
+    cursor = encode_cursor(41)          # 'eyJhZnRlciI6NDF9'
     decode_cursor(cursor)               # 41
     inbox_action_id("hz-xh-transport", "claim-7f3a")   # the same key, the same action
 """

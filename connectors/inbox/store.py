@@ -1,9 +1,10 @@
 """The read side of a department's inbox: what the credit database says it was delivered,
 the state each item is in now, its history, and what became of the department's actions.
 
-It reads the tables the sink writes (``connectors/sink/``) over a read-only connection
-(every transaction is ``READ ONLY``: PostgreSQL refuses any write), and knows nothing of
-HTTP, so the inbox API and a clerk's workbench use it alike::
+It reads the tables the sink writes (``connectors/sink/``) over a read-only connection:
+as the role ``xietong_inbox``, which may SELECT those tables and nothing else (the sink's
+migration ``0008``), with every transaction ``READ ONLY``. It knows nothing of HTTP, so
+the inbox API and a clerk's workbench use it alike::
 
     store = InboxStore(credit_database_url, business_clock())
     page = store.page("hz-xh-transport", InboxFilter.parse(kind="push"), limit=50)
@@ -120,19 +121,25 @@ _ITEM_ID = (
 )
 _DELIVERED = f"""
     SELECT {_ITEM_ID} AS item_id, max(source_offset) AS last_offset
-      FROM deliveries WHERE department_code = %(department)s GROUP BY 1
+      FROM deliveries WHERE department_code = %(department)s {{only}} GROUP BY 1
 """
+#: The deliveries of one item only (its id is the subject or the record's).
+_OF_ONE_ITEM = "AND (subject_id = %(item)s OR record_event_id = %(item)s)"
+
+
+#: The credit database's role the store reads as (connectors/sink/migrations, 0008).
+READER_ROLE = "xietong_inbox"
 
 
 class InboxStore:
     """The inbox's read side over the credit database at ``database_url`` (SQLAlchemy URL)."""
 
-    def __init__(self, database_url: str, clock: BusinessClock) -> None:
+    def __init__(self, database_url: str, clock: BusinessClock, role: str = READER_ROLE) -> None:
         self.engine = sa.create_engine(
             database_url,
             pool_pre_ping=True,
             connect_args={
-                "options": "-c default_transaction_read_only=on",
+                "options": f"-c role={role} -c default_transaction_read_only=on",
                 "application_name": "xietong-inbox",
             },
         )
@@ -178,7 +185,7 @@ class InboxStore:
             where.append("i.at < %(until)s")
             params["until"] = self.clock.midnight(wanted.until + timedelta(days=1))
         sql = f"""
-            WITH delivered AS ({_DELIVERED}), items AS ({_ITEMS})
+            WITH delivered AS ({_DELIVERED.format(only="")}), items AS ({_ITEMS})
             SELECT i.*, d.last_offset FROM delivered d JOIN items i USING (item_id)
              WHERE {" AND ".join(where)}
              ORDER BY d.last_offset LIMIT %(limit)s
@@ -194,7 +201,7 @@ class InboxStore:
     def find(self, department: str, item_id: str) -> InboxItem | None:
         """The department's item ``item_id`` as it stands; None if it is not its own."""
         sql = f"""
-            WITH delivered AS ({_DELIVERED}), items AS ({_ITEMS})
+            WITH delivered AS ({_DELIVERED.format(only=_OF_ONE_ITEM)}), items AS ({_ITEMS})
             SELECT i.*, d.last_offset FROM delivered d JOIN items i USING (item_id)
              WHERE i.item_id = %(item)s
         """

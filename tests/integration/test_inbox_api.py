@@ -23,8 +23,17 @@ from typing import Any
 
 import httpx
 import pytest
+import schemathesis
 import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
+from connectors.inbox.store import InboxStore
 from connectors.sink import db as credit_db
 from registry import service
 from registry.audit import Actor
@@ -44,6 +53,7 @@ from tests.stream_worker import (
     until_ready,
 )
 from xietong.access import Grant
+from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
 from xietong.topics import DepartmentTopic
@@ -298,6 +308,7 @@ def test_a_push_published_through_a_connector_is_listed_claimed_over_http_and_be
 
     assert answer.status_code == 202, answer.text
     accepted = answer.json()
+    assert answer.headers["Location"] == f"/v1/actions/{accepted['action_id']}"
     assert (
         accepted["status"] == "PENDING" and accepted["inbound_topic"] == f"dept.{TRANSPORT}.inbound"
     )
@@ -476,6 +487,26 @@ def test_bad_input_is_422_naming_the_field(
     )
 
 
+def test_the_read_side_reads_the_inbox_tables_and_can_write_nothing(credit_url: str) -> None:
+    store = InboxStore(credit_url, business_clock())
+    try:
+        with store.engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT count(*) FROM deliveries").scalar() >= 0
+            connection.rollback()
+            with pytest.raises(sa.exc.DBAPIError, match="read-only transaction"):
+                connection.exec_driver_sql("DELETE FROM deliveries")
+            connection.rollback()
+            connection.exec_driver_sql("SET TRANSACTION READ WRITE")
+            with pytest.raises(sa.exc.DBAPIError, match="permission denied"):
+                connection.exec_driver_sql("DELETE FROM deliveries")
+            connection.rollback()
+            with pytest.raises(sa.exc.DBAPIError, match="permission denied"):
+                connection.exec_driver_sql("SELECT count(*) FROM audit_log")
+            connection.rollback()
+    finally:
+        store.close()
+
+
 # -- paging -----------------------------------------------------------------------------------
 
 
@@ -580,3 +611,38 @@ def test_the_metrics_count_requests_by_route_and_actions(
     )
     assert re.search(r'xietong_inbox_actions_produced_total\{action="CLAIM"\} [1-9]', text)
     assert re.search(r'xietong_inbox_produce_failures_total\{reason="[A-Z_]+"\} [1-9]', text)
+
+
+# -- the contract, fuzzed -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def inbox_openapi(inbox_url: str) -> schemathesis.schemas.BaseSchema:
+    return schemathesis.openapi.from_url(f"{inbox_url}/v1/openapi.json")
+
+
+contract = schemathesis.pytest.from_fixture("inbox_openapi")
+
+
+@contract.parametrize()
+@settings(
+    max_examples=15,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_no_request_makes_the_inbox_api_answer_with_a_server_error_or_off_contract(
+    case: schemathesis.Case, transport: Department
+) -> None:
+    """Whatever a department sends, the API answers as its OpenAPI document says."""
+    token = transport.http.headers["Authorization"]
+    case.call_and_validate(
+        headers={"Authorization": token},
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
+    )
