@@ -3,7 +3,8 @@ printed as rich tables, JSON or CSV.
 
 A :class:`Report` is a title and named sections, each a list of rows; every query here
 reads the ``auditor`` views, the same ones the ``xietong_auditor`` role may read, so a
-report shows nothing an auditor could not query (``COOKBOOK.md``).
+report shows nothing an auditor could not query (``COOKBOOK.md``), over a read-only
+connection.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _query(cursor: Any, sql: str, params: dict[str, Any]) -> list[Row]:
 
 def entity_report(url: str, uscc: str) -> Report | None:
     """Everything the credit database holds about one entity; None if it holds nothing."""
-    conn = db.connect(url)
+    conn = db.connect(url, read_only=True)
     try:
         with conn.cursor(cursor_factory=RealDictCursor) as cursor:
             p = {"uscc": uscc}
@@ -159,7 +160,7 @@ def department_figures(url: str, code: str) -> tuple[Row, Row]:
     expecting feedback, fed back, feedback rate, overdue feedback (the clerk's workbench
     shows them)."""
     p = {"code": code, "from": None, "to": None}
-    conn = db.connect(url)
+    conn = db.connect(url, read_only=True)
     try:
         with conn.cursor(cursor_factory=RealDictCursor) as cursor:
             [claims], [feedback] = _department_summary(cursor, p)
@@ -175,7 +176,7 @@ def department_report(
     feedback, deliveries."""
     # Months are the province's, whatever the database server's time zone.
     p = {"code": code, "from": date_from, "to": date_to, "zone": business_clock().zone.key}
-    conn = db.connect(url)
+    conn = db.connect(url, read_only=True)
     try:
         with conn.cursor(cursor_factory=RealDictCursor) as cursor:
             summary, feedback = _department_summary(cursor, p)

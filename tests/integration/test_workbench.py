@@ -198,11 +198,12 @@ def through_the_connector(record: dict[str, Any], kafka: KafkaClients, folder: P
 
 
 def pushed(kafka: KafkaClients, uscc: str, send: Callable[[], None]) -> dict[str, Any]:
-    """The push ``send`` makes for the entity ``uscc``, as the worker published it."""
+    """The push ``send`` makes for the entity ``uscc``, as the worker first published it (an
+    overdue one may have its OVERDUE version beside it already)."""
     pushes = Watch(kafka, topics.DUAL_NOTICE_PUSHES.name, uscc)
     send()
-    [push] = pushes.until(lambda found: len(found) >= 1, timeout=ARRIVAL_SECONDS)
-    return push
+    first, *_ = pushes.until(lambda found: len(found) >= 1, timeout=ARRIVAL_SECONDS)
+    return first
 
 
 def sign_in(browser: Any, workbench: str, token: str, operator: str) -> None:

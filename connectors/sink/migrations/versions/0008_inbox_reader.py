@@ -22,10 +22,12 @@ depends_on = None
 
 ROLE = "xietong_inbox"
 
-#: What the inbox reads: the deliveries, the current and past states of its items, and
-#: the departments' actions as received and refused.
+#: What the inbox reads: the deliveries, the current and past states of its items, the
+#: departments' actions as received and refused, and the registration a push was made for
+#: (the workbench's 登记信息: InboxStore.registration_of).
 TABLES = (
     "deliveries",
+    "registrations",
     "dual_notice_pushes",
     "dual_notice_push_states",
     "dual_notice_alerts",
