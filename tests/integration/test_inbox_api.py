@@ -491,7 +491,7 @@ def test_the_read_side_reads_the_inbox_tables_and_can_write_nothing(credit_url: 
     store = InboxStore(credit_url, business_clock())
     try:
         with store.engine.connect() as connection:
-            assert connection.exec_driver_sql("SELECT count(*) FROM deliveries").scalar() >= 0
+            assert connection.exec_driver_sql("SELECT count(*) FROM deliveries").scalar_one() >= 0
             connection.rollback()
             with pytest.raises(sa.exc.DBAPIError, match="read-only transaction"):
                 connection.exec_driver_sql("DELETE FROM deliveries")
