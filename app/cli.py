@@ -1480,6 +1480,12 @@ from connectors.webhooks.cli import webhooks_app  # noqa: E402 - a sub-app of it
 
 app.add_typer(webhooks_app, name="webhooks")
 
+# -- the clerk's workbench (app/workbench) ------------------------------------------------------
+
+from app.workbench.cli import workbench_app  # noqa: E402 - a sub-app of its own module
+
+app.add_typer(workbench_app, name="workbench")
+
 
 # -- the whole platform: make run ---------------------------------------------------------------
 

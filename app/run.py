@@ -14,6 +14,7 @@ sharing                   ``xietong streams sharing``               :9469
 sink                      ``xietong sink run``                      :9466
 credit-check              ``xietong credit-check serve``            :8420/metrics
 inbox                     ``xietong inbox serve``                   :8430/metrics
+workbench                 ``xietong workbench serve``               :8440/metrics
 lag-exporter              ``xietong lag serve``                     :9460
 webhooks                  ``xietong webhooks run``                  :9468
 simulator                 ``xietong simulate`` (the connectors)     :9401
@@ -162,6 +163,7 @@ def services(settings: Settings, logs: Path) -> list[Service]:
         "credit-check": ["credit-check", "serve"],
         "inbox": ["inbox", "serve"],
         "sharing": ["streams", "sharing"],
+        "workbench": ["workbench", "serve"],
         "lag-exporter": ["lag", "serve"],
         "webhooks": ["webhooks", "run"],
         "simulator": ["simulate"],
@@ -215,6 +217,8 @@ FIGURES = (
     ),
     Figure("webhook dead letters", ("xietong_webhooks_dead_letters_total",)),
     Figure("records shared on conditions", ("xietong_sharing_records_shared_total",)),
+    Figure("workbench sign-ins", ("xietong_workbench_sign_ins_total",), {"outcome": "ok"}),
+    Figure("workbench actions", ("xietong_workbench_actions_total",)),
 )
 
 
@@ -263,11 +267,14 @@ def where_to_look(settings: Settings, running: list[Service]) -> str:
     from registry.settings import get_registry_settings
 
     registry = get_registry_settings()
+    url = {service.name: service.metrics_url.removesuffix("/metrics") for service in running}
     lines = [
         f"Prometheus: http://{LOOPBACK}:{settings.prometheus_port} (alerts under /alerts)",
         f"registry API docs: http://{LOOPBACK}:{registry.port}/docs",
-        f"credit-check API docs: {running[4].metrics_url.removesuffix('/metrics')}/docs",
-        f"inbox API docs: {running[5].metrics_url.removesuffix('/metrics')}/v1/docs",
+        f"credit-check API docs: {url['credit-check']}/docs",
+        f"inbox API docs: {url['inbox']}/v1/docs",
+        f"clerk's workbench: {url['workbench']}/ (sign in with"
+        " a department's registry token: xietong registry issue-token <department>)",
         "metrics: " + "  ".join(s.metrics_url for s in running),
         f"auditors: psql '{settings.credit_database_url}', then SET ROLE xietong_auditor;"
         " the views are auditor.* (connectors/sink/COOKBOOK.md has the queries)",

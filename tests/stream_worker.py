@@ -31,7 +31,7 @@ from functools import partialmethod
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (
     ScramMechanism,
     UserScramCredentialAlteration,
@@ -60,6 +60,7 @@ from schemas import (
 )
 from streams.runtime import uscc_partition
 from tests.kafka_helpers import ReadMessage, TopicWindow, eventually
+from xietong import topics
 from xietong.access import Grant, reconcile
 from xietong.kafka import KafkaClients
 from xietong.settings import Settings
@@ -509,3 +510,53 @@ def skip_backlog(kafka: KafkaClients, group: str, topics: list[str]) -> None:
         consumer.commit(offsets=ends, asynchronous=False)
     finally:
         consumer.close()
+
+
+#: What each processor reads that the tests publish to: the backlog a test module skips
+#: (:func:`start_where_the_tests_start`).
+PROCESSOR_INPUTS: dict[str, tuple[topics.TopicSpec, ...]] = {
+    "dual-notice": (topics.REGISTRATIONS, topics.LICENCES),
+    "joint-punishment": (
+        topics.CREDIT_LIST_ENTRIES,
+        topics.LICENCES,
+        topics.PENALTIES,
+        topics.MATTER_EVENTS,
+        topics.REGISTRATIONS,
+    ),
+}
+
+
+def start_where_the_tests_start(kafka: KafkaClients, *processors: str) -> None:
+    """The workers of ``processors`` (none running) start at the end of their inputs: they
+    read what this module sends, not what earlier modules left (:func:`skip_backlog`)."""
+    for processor in processors:
+        group = streams_group(processor)
+        until_group_empty(kafka, group)
+        skip_backlog(kafka, group, [topic.name for topic in PROCESSOR_INPUTS[processor]])
+
+
+def sink_starts_at_the_end(kafka: KafkaClients, credit_database_url: str) -> None:
+    """A sink into the (fresh) credit database at ``credit_database_url`` starts at the end
+    of every topic it reads: this module's records only, however many earlier modules
+    published."""
+    from connectors.sink import db as credit_db
+    from connectors.sink.tables import TABLES_BY_TOPIC
+    from xietong.topics import DepartmentTopic
+
+    consumer = kafka.consumer(f"test-sink-start-{uuid.uuid4()}")
+    try:
+        listed = consumer.list_topics(timeout=10).topics
+        ends = [
+            (name, p, consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1])
+            for name, metadata in listed.items()
+            if name in TABLES_BY_TOPIC or DepartmentTopic.INBOX.code_of(name)
+            for p in metadata.partitions
+        ]
+    finally:
+        consumer.close()
+    conn = credit_db.connect(credit_database_url)
+    with conn, conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO sink_offsets (topic, partition, next_offset) VALUES (%s, %s, %s)", ends
+        )
+    conn.close()

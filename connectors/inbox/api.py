@@ -36,7 +36,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from connectors.inbox.actions import RETURN_REASONS, InboxActions, NotDelivered, SentAction
 from connectors.inbox.items import ALL_STATES, FilterError, InboxFilter, InboxKind, inbox_action_id
@@ -271,8 +271,15 @@ class ReturnIn(_Body):
         " ADDRESS_NOT_IN_JURISDICTION 住所不属本辖区, OTHER 其他 (say why in reason_text)"
     )
     reason_text: str | None = Field(
-        default=None, max_length=2000, description="说明; required for OTHER"
+        default=None, max_length=2000, validate_default=True, description="说明; required for OTHER"
     )
+
+    @field_validator("reason_text")
+    @classmethod
+    def _said_for_other(cls, text: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("reason") == "OTHER" and not (text or "").strip():
+            raise ValueError("a return for OTHER needs the reason in reason_text")
+        return text
 
 
 class StopIn(_Body):
@@ -288,8 +295,18 @@ class FeedbackIn(_Body):
         description="APPLIED 已实施限制, NOT_APPLICABLE 不适用 (with the reason)"
     )
     reason: str | None = Field(
-        default=None, max_length=2000, description="说明; required for NOT_APPLICABLE"
+        default=None,
+        max_length=2000,
+        validate_default=True,
+        description="说明; required for NOT_APPLICABLE",
     )
+
+    @field_validator("reason")
+    @classmethod
+    def _said_when_not_applicable(cls, reason: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("outcome") == "NOT_APPLICABLE" and not (reason or "").strip():
+            raise ValueError("NOT_APPLICABLE needs the reason why the measure does not apply")
+        return reason
 
 
 IdempotencyKey = Annotated[
@@ -417,10 +434,6 @@ async def return_push(
     idempotency_key: IdempotencyKey = None,
 ) -> ActionAccepted:
     """The push is not the department's: the registration authority routes it again."""
-    if body.reason == "OTHER" and not (body.reason_text or "").strip():
-        raise InvalidInputError(
-            "a return for OTHER needs the reason in reason_text", field="reason_text"
-        )
     return await _push_action(
         request,
         response,
@@ -466,10 +479,6 @@ async def feedback(
     idempotency_key: IdempotencyKey = None,
 ) -> ActionAccepted:
     """What the department did about the restriction: the latest feedback of a hit counts."""
-    if body.outcome == "NOT_APPLICABLE" and not (body.reason or "").strip():
-        raise InvalidInputError(
-            "NOT_APPLICABLE needs the reason why the measure does not apply", field="reason"
-        )
     service = _service(request)
     hit = await _own(service, department, hit_id, InboxKind.HIT)
     feedback_id = _action_id(department, idempotency_key)

@@ -229,6 +229,25 @@ class InboxStore:
         actions = self._actions_on(department, found.kind, item_id)
         return InboxItemDetail(found, record, versions, actions)
 
+    def registration_of(self, department: str, push_id: str) -> dict[str, Any] | None:
+        """The registration a push of the department was made for (登记信息: name, kind,
+        address, legal representative, business scope, its 许可项目 …), as the credit
+        database holds it; None if the push is not the department's, or the registration
+        is not stored (yet)."""
+        found = self.find(department, push_id)
+        if found is None or found.kind is not InboxKind.PUSH:
+            return None
+        with self._read() as connection:
+            row = connection.exec_driver_sql(
+                """SELECT to_jsonb(r) - 'source_topic' - 'source_partition' - 'source_offset'
+                          - 'ingested_at'
+                     FROM registrations r JOIN dual_notice_pushes p
+                          ON r.event_id = p.registration_event_id
+                    WHERE p.push_id = %(push)s""",
+                {"push": push_id},
+            ).scalar()
+        return None if row is None else dict(row)
+
     def _versions(
         self, connection: Connection, department: str, kind: InboxKind, item_id: str
     ) -> list[dict[str, Any]]:

@@ -26,8 +26,9 @@ def migrate(url: str, revision: str = "head") -> None:
     migrations.migrate(MIGRATIONS_DIR, url, revision)
 
 
-def connect(url: str) -> Connection:
-    """A psycopg2 connection (autocommit off) to the database of a SQLAlchemy URL."""
+def connect(url: str, read_only: bool = False) -> Connection:
+    """A psycopg2 connection (autocommit off) to the database of a SQLAlchemy URL; with
+    ``read_only``, every transaction on it is READ ONLY (PostgreSQL refuses any write)."""
     parsed = sa.make_url(url)
     return psycopg2.connect(
         host=parsed.host,
@@ -36,6 +37,7 @@ def connect(url: str) -> Connection:
         password=parsed.password,
         dbname=parsed.database,
         application_name="xietong-sink",
+        options="-c default_transaction_read_only=on" if read_only else None,
     )
 
 

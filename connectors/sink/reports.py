@@ -3,7 +3,8 @@ printed as rich tables, JSON or CSV.
 
 A :class:`Report` is a title and named sections, each a list of rows; every query here
 reads the ``auditor`` views, the same ones the ``xietong_auditor`` role may read, so a
-report shows nothing an auditor could not query (``COOKBOOK.md``).
+report shows nothing an auditor could not query (``COOKBOOK.md``), over a read-only
+connection.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _query(cursor: Any, sql: str, params: dict[str, Any]) -> list[Row]:
 
 def entity_report(url: str, uscc: str) -> Report | None:
     """Everything the credit database holds about one entity; None if it holds nothing."""
-    conn = db.connect(url)
+    conn = db.connect(url, read_only=True)
     try:
         with conn.cursor(cursor_factory=RealDictCursor) as cursor:
             p = {"uscc": uscc}
@@ -116,6 +117,58 @@ def entity_report(url: str, uscc: str) -> Report | None:
 # -- a department ---------------------------------------------------------------------------
 
 
+_PUSHED_IN = (
+    "department_code = %(code)s"
+    " AND (%(from)s::timestamptz IS NULL OR pushed_at >= %(from)s)"
+    " AND (%(to)s::timestamptz IS NULL OR pushed_at < %(to)s)"
+)
+
+
+_RAISED_IN = (
+    "department_code = %(code)s AND feedback_expected"
+    " AND (%(from)s::timestamptz IS NULL OR raised_at >= %(from)s)"
+    " AND (%(to)s::timestamptz IS NULL OR raised_at < %(to)s)"
+)
+
+
+def _department_summary(cursor: Any, p: dict[str, Any]) -> tuple[list[Row], list[Row]]:
+    claims = _query(
+        cursor,
+        "SELECT count(*) AS pushes, count(claimed_at) AS claimed,"
+        " round(count(claimed_at)::numeric / nullif(count(*), 0), 4) AS claim_rate,"
+        " percentile_cont(0.5) WITHIN GROUP (ORDER BY time_to_claim)"
+        " AS median_time_to_claim,"
+        " count(*) FILTER (WHERE overdue) AS overdue,"
+        " count(*) FILTER (WHERE state = 'RETURNED') AS returned"
+        f" FROM auditor.dual_notice_pushes WHERE {_PUSHED_IN}",
+        p,
+    )
+    feedback = _query(
+        cursor,
+        "SELECT count(*) AS hits_expecting_feedback, count(fed_back_at) AS fed_back,"
+        " round(count(fed_back_at)::numeric / nullif(count(*), 0), 4) AS feedback_rate,"
+        " count(*) FILTER (WHERE feedback_overdue) AS overdue_feedback"
+        f" FROM auditor.restriction_hits WHERE {_RAISED_IN}",
+        p,
+    )
+    return claims, feedback
+
+
+def department_figures(url: str, code: str) -> tuple[Row, Row]:
+    """A department's figures over all time, as its report's first sections count them:
+    pushes, claimed, claim rate, median time to claim, overdue, returned; and hits
+    expecting feedback, fed back, feedback rate, overdue feedback (the clerk's workbench
+    shows them)."""
+    p = {"code": code, "from": None, "to": None}
+    conn = db.connect(url, read_only=True)
+    try:
+        with conn.cursor(cursor_factory=RealDictCursor) as cursor:
+            [claims], [feedback] = _department_summary(cursor, p)
+    finally:
+        conn.close()
+    return claims, feedback
+
+
 def department_report(
     url: str, code: str, date_from: dt.datetime | None, date_to: dt.datetime | None
 ) -> Report:
@@ -123,25 +176,10 @@ def department_report(
     feedback, deliveries."""
     # Months are the province's, whatever the database server's time zone.
     p = {"code": code, "from": date_from, "to": date_to, "zone": business_clock().zone.key}
-    pushed_in = (
-        "department_code = %(code)s"
-        " AND (%(from)s::timestamptz IS NULL OR pushed_at >= %(from)s)"
-        " AND (%(to)s::timestamptz IS NULL OR pushed_at < %(to)s)"
-    )
-    conn = db.connect(url)
+    conn = db.connect(url, read_only=True)
     try:
         with conn.cursor(cursor_factory=RealDictCursor) as cursor:
-            summary = _query(
-                cursor,
-                "SELECT count(*) AS pushes, count(claimed_at) AS claimed,"
-                " round(count(claimed_at)::numeric / nullif(count(*), 0), 4) AS claim_rate,"
-                " percentile_cont(0.5) WITHIN GROUP (ORDER BY time_to_claim)"
-                " AS median_time_to_claim,"
-                " count(*) FILTER (WHERE overdue) AS overdue,"
-                " count(*) FILTER (WHERE state = 'RETURNED') AS returned"
-                f" FROM auditor.dual_notice_pushes WHERE {pushed_in}",
-                p,
-            )
+            summary, feedback = _department_summary(cursor, p)
             monthly = _query(
                 cursor,
                 "SELECT date_trunc('month', pushed_at AT TIME ZONE %(zone)s)::date AS month,"
@@ -150,7 +188,7 @@ def department_report(
                 " round(count(claimed_at)::numeric / count(*), 4) AS claim_rate,"
                 " percentile_cont(0.5) WITHIN GROUP (ORDER BY time_to_claim)"
                 " AS median_time_to_claim, count(*) FILTER (WHERE overdue) AS overdue"
-                f" FROM auditor.dual_notice_pushes WHERE {pushed_in}"
+                f" FROM auditor.dual_notice_pushes WHERE {_PUSHED_IN}"
                 " GROUP BY 1 ORDER BY 1",
                 p,
             )
@@ -158,28 +196,15 @@ def department_report(
                 cursor,
                 "SELECT push_id, uscc, entity_name, item_name, state, pushed_at,"
                 " claim_deadline, claimed_at, escalated_at"
-                f" FROM auditor.dual_notice_pushes WHERE {pushed_in} AND overdue"
+                f" FROM auditor.dual_notice_pushes WHERE {_PUSHED_IN} AND overdue"
                 " ORDER BY claim_deadline, push_id",
-                p,
-            )
-            raised_in = (
-                "department_code = %(code)s AND feedback_expected"
-                " AND (%(from)s::timestamptz IS NULL OR raised_at >= %(from)s)"
-                " AND (%(to)s::timestamptz IS NULL OR raised_at < %(to)s)"
-            )
-            feedback = _query(
-                cursor,
-                "SELECT count(*) AS hits_expecting_feedback, count(fed_back_at) AS fed_back,"
-                " round(count(fed_back_at)::numeric / nullif(count(*), 0), 4) AS feedback_rate,"
-                " count(*) FILTER (WHERE feedback_overdue) AS overdue_feedback"
-                f" FROM auditor.restriction_hits WHERE {raised_in}",
                 p,
             )
             overdue_feedback = _query(
                 cursor,
                 "SELECT hit_id, uscc, entity_name, matter_type, matter_reference, measure_code,"
                 " raised_at, feedback_due_at, fed_back_at"
-                f" FROM auditor.restriction_hits WHERE {raised_in} AND feedback_overdue"
+                f" FROM auditor.restriction_hits WHERE {_RAISED_IN} AND feedback_overdue"
                 " ORDER BY feedback_due_at, hit_id",
                 p,
             )

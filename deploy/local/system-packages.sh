@@ -5,6 +5,8 @@
 #   mvn (resolves the Kafka jars and the registry from Maven Central)
 #   PostgreSQL server binaries (initdb, postgres)
 #   prometheus and promtool (the local Prometheus; the alert rules' unit tests)
+#   chromium and chromedriver (the clerk's workbench tested in a real browser, headless),
+#   and a Chinese font for its pages' screenshots (fonts-wqy-microhei)
 set -euo pipefail
 
 missing=()
@@ -15,6 +17,11 @@ if ! command -v pg_config >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/init
 fi
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
   missing+=(prometheus)
+fi
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+if ! fc-list :lang=zh 2>/dev/null | grep -q .; then
+  missing+=(fonts-wqy-microhei)
 fi
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0

@@ -25,7 +25,6 @@ import httpx
 import pytest
 import schemathesis
 import sqlalchemy as sa
-from confluent_kafka import TopicPartition
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -35,8 +34,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from connectors.inbox.store import InboxStore
-from connectors.sink import db as credit_db
-from connectors.sink.tables import TABLES_BY_TOPIC
 from registry import service
 from registry.audit import Actor
 from registry.db import session_factory, transaction
@@ -49,13 +46,11 @@ from tests.stream_worker import (
     free_port,
     publish_catalog,
     running,
-    skip_backlog,
+    sink_starts_at_the_end,
+    start_where_the_tests_start,
     stop_process,
-    streams_group,
-    until_group_empty,
     until_ready,
 )
-from xietong import topics
 from xietong.access import Grant
 from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
@@ -101,27 +96,6 @@ def credit_url(credit_databases: Callable[[], str]) -> str:
     return credit_databases()
 
 
-def start_at_the_end(kafka: KafkaClients, url: str) -> None:
-    """The sink of ``url`` starts at the end of what it reads: this module's records only."""
-    consumer = kafka.consumer(f"test-inbox-{uuid.uuid4()}")
-    try:
-        listed = consumer.list_topics(timeout=10).topics
-        ends = [
-            (name, p, consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1])
-            for name, metadata in listed.items()
-            if name in TABLES_BY_TOPIC or DepartmentTopic.INBOX.code_of(name)
-            for p in metadata.partitions
-        ]
-    finally:
-        consumer.close()
-    conn = credit_db.connect(url)
-    with conn, conn.cursor() as cursor:
-        cursor.executemany(
-            "INSERT INTO sink_offsets (topic, partition, next_offset) VALUES (%s, %s, %s)", ends
-        )
-    conn.close()
-
-
 @dataclass
 class Service:
     """A platform command as a process of its own, stopped at the end."""
@@ -153,22 +127,7 @@ def workers(
 ) -> Iterator[None]:
     """The 双告知 and joint-punishment workers, started where these tests start."""
     logs = tmp_path_factory.mktemp("inbox-workers")
-    for app_name, sources in (
-        ("dual-notice", [topics.REGISTRATIONS, topics.LICENCES]),
-        (
-            "joint-punishment",
-            [
-                topics.CREDIT_LIST_ENTRIES,
-                topics.LICENCES,
-                topics.PENALTIES,
-                topics.MATTER_EVENTS,
-                topics.REGISTRATIONS,
-            ],
-        ),
-    ):
-        group = streams_group(app_name)
-        until_group_empty(kafka, group)
-        skip_backlog(kafka, group, [topic.name for topic in sources])
+    start_where_the_tests_start(kafka, "dual-notice", "joint-punishment")
     with (
         running("dual-notice", logs / "dual-notice.log"),
         running("joint-punishment", logs / "joint-punishment.log"),
@@ -186,7 +145,7 @@ def inbox_url(
 ) -> Iterator[str]:
     """The sink into this module's credit database, and the inbox API over it."""
     logs = tmp_path_factory.mktemp("inbox-services")
-    start_at_the_end(kafka, credit_url)
+    sink_starts_at_the_end(kafka, credit_url)
     sink_metrics = free_port()
     sink = Service(
         ["sink", "run", "--database", credit_url],

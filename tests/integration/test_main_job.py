@@ -73,6 +73,7 @@ SERVICES = (
     "credit-check",
     "inbox",
     "sharing",
+    "workbench",
     "lag-exporter",
     "webhooks",
     "simulator",
@@ -85,6 +86,7 @@ PORT_SETTINGS = (
     "XIETONG_CREDIT_CHECK_PORT",
     "XIETONG_INBOX_PORT",
     "XIETONG_SHARING_METRICS_PORT",
+    "XIETONG_WORKBENCH_PORT",
     "XIETONG_LAG_EXPORTER_PORT",
     "XIETONG_WEBHOOKS_METRICS_PORT",
     "XIETONG_SIMULATOR_METRICS_PORT",
@@ -193,6 +195,7 @@ def test_make_run_starts_every_service_and_records_flow_end_to_end_until_ctrl_c(
         "sink": prepared["XIETONG_SINK_METRICS_PORT"],
         "credit-check": prepared["XIETONG_CREDIT_CHECK_PORT"],
         "inbox": prepared["XIETONG_INBOX_PORT"],
+        "workbench": prepared["XIETONG_WORKBENCH_PORT"],
         "simulator": prepared["XIETONG_SIMULATOR_METRICS_PORT"],
         "webhooks": prepared["XIETONG_WEBHOOKS_METRICS_PORT"],
     }
@@ -206,7 +209,7 @@ def test_make_run_starts_every_service_and_records_flow_end_to_end_until_ctrl_c(
         time.sleep(2)
     log = platform.log.read_text()  # type: ignore[attr-defined]
     assert not missing, f"nothing yet for {sorted(missing)}; the run printed:\n{log[-4000:]}"
-    for url in ("registry API docs", "inbox API docs", "Prometheus", "psql"):
+    for url in ("registry API docs", "inbox API docs", "clerk's workbench", "Prometheus", "psql"):
         assert url in log
 
     platform.send_signal(signal.SIGINT)  # Ctrl-C

@@ -30,6 +30,7 @@ def local_ports(settings: Settings | None = None) -> dict[str, int | None]:
     read afresh from the environment; None where a service serves no metrics. The one
     table of them: ``xietong run`` reads it too. (The Docker deployment uses the defaults.)
     """
+    from app.workbench.settings import WorkbenchSettings
     from connectors.inbox.settings import InboxSettings
     from connectors.sink.sink import SinkSettings
     from connectors.webhooks.settings import WebhookSettings
@@ -51,6 +52,7 @@ def local_ports(settings: Settings | None = None) -> dict[str, int | None]:
         "credit-check": CreditCheckSettings().port,
         "inbox": InboxSettings().port,
         "webhooks": WebhookSettings().metrics_port,
+        "workbench": WorkbenchSettings().port,
     }
 
 
