@@ -220,7 +220,7 @@ class DepartmentExport:
                     f"{connector_file}: {name} splits column {rule.column!r}, which no text"
                     " field writes; map business_scope to it first"
                 )
-            renderer = _renderer(schema_types[name], rule, spec.date_format, file_format)
+            renderer = _renderer(schema_types[name], rule, spec.date_formats_of(rule), file_format)
             if renderer is not None:
                 conversions.append((len(columns), renderer))
             names.append(name)
@@ -261,8 +261,8 @@ class DepartmentExport:
 
     def impossible_date(self, field_name: str, month_13: bool) -> str:
         """A date that does not exist, written in the field's date format."""
-        rule = self.rule(field_name)
-        fmt = (rule.date_format if rule else None) or self.mapping.spec.date_format or "%Y-%m-%d"
+        formats = self.mapping.spec.date_formats_of(self.rule(field_name))
+        fmt = formats[0] if formats else "%Y-%m-%d"
         month, day = ("13", "01") if month_13 else ("02", "30")
         return fmt.replace("%Y", "2025").replace("%m", month).replace("%d", day)
 
@@ -273,7 +273,7 @@ class DepartmentExport:
 
 
 def _renderer(
-    avro_type: Any, rule: FieldRule, default_date_format: str | None, file_format: FileFormat
+    avro_type: Any, rule: FieldRule, date_formats: tuple[str, ...], file_format: FileFormat
 ) -> Render | None:
     """How one canonical value is written in the format; None: as it is."""
     nullable = isinstance(avro_type, list)
@@ -281,7 +281,8 @@ def _renderer(
     render: Render | None = None
     if isinstance(kind, dict) and kind.get("logicalType") == "date":
         if file_format is not FileFormat.XLSX:  # Excel keeps dates as date cells
-            render = _date_writer(rule.date_format or default_date_format)
+            # The first of the field's formats: the one its department writes most.
+            render = _date_writer(date_formats[0] if date_formats else None)
     elif isinstance(kind, dict) and kind.get("logicalType") == "decimal":
         render = _decimal_text if file_format is FileFormat.CSV else float
     elif isinstance(kind, dict) and kind["type"] == "enum":

@@ -15,12 +15,14 @@ department's own record::
     fields:
       uscc: 统一社会信用代码              # shorthand: the column name
       holder_name: 行政相对人名称
+      valid_from: {column: 有效期自, date_format: ["%Y年%m月%d日", "%Y/%m/%d"]}  # either
       valid_to: {column: 有效期至, date_format: "%Y/%m/%d", empty: [长期, 永久]}
       category: {column: 许可类别, codes: {普通: ORDINARY, 特许: FRANCHISE}}
       authority_uscc: {value: 12330100MB1234567X}   # a constant
 
 The target type of each field comes from the record type's Avro schema, so a date
-column is parsed as a date, a 万元 amount as a ``Decimal``, a code through ``codes``
+column is parsed as a date (in the first of its formats that reads it: a list of
+formats is tried in order), a 万元 amount as a ``Decimal``, a code through ``codes``
 to the enum's symbol, and an array field by splitting on ``split``. A value that cannot
 be converted becomes a :class:`~connectors.validation.Problem` naming the field; the
 record is then dead-lettered with every problem found, never half-published.
@@ -63,6 +65,31 @@ from xietong.clock import business_clock
 
 MISSING: Any = None
 
+#: A date field's format: one ``strptime`` format, or a list of them tried in order.
+DateFormats = str | list[str] | None
+
+
+def _checked_date_formats(formats: DateFormats) -> DateFormats:
+    """Refuse, when the file is loaded, a format list that is empty or a format that
+    cannot read back a date it writes (a typo such as ``%Y/%m/%q``)."""
+    if formats is None:
+        return None
+    listed = [formats] if isinstance(formats, str) else formats
+    if not listed:
+        raise ValueError("a list of date formats needs at least one format")
+    sample = date(2024, 3, 5)
+    for one in listed:
+        try:
+            readable = datetime.strptime(sample.strftime(one), one).date() == sample
+        except ValueError:
+            readable = False
+        if not readable:
+            raise ValueError(
+                f"{one!r} cannot read the dates it writes ({sample} would be"
+                f" {sample.strftime(one)!r}); a date format needs %Y (or %y), %m and %d"
+            )
+    return formats
+
 
 class FieldRule(BaseModel):
     """How one canonical field is read from a department record."""
@@ -71,7 +98,10 @@ class FieldRule(BaseModel):
 
     column: str | None = None
     value: Any = None
-    date_format: str | None = None
+    date_format: DateFormats = Field(
+        default=None,
+        description="A date's strptime format, or a list of them tried in order.",
+    )
     codes: dict[str, str] = Field(default_factory=dict)
     split: str | None = None
     scope: bool = False
@@ -93,6 +123,11 @@ class FieldRule(BaseModel):
         default="strict",
         description="normalise: a CRLF or lone CR in the text becomes a newline (LF).",
     )
+
+    @field_validator("date_format")
+    @classmethod
+    def _readable_formats(cls, value: DateFormats) -> DateFormats:
+        return _checked_date_formats(value)
 
     @field_validator("thousands_separator")
     @classmethod
@@ -119,8 +154,21 @@ class MappingFile(BaseModel):
     record_type: str
     source_record_id: str
     record_version: str | None = None
-    date_format: str | None = None
+    date_format: DateFormats = None
     fields: dict[str, FieldRule]
+
+    @field_validator("date_format")
+    @classmethod
+    def _readable_formats(cls, value: DateFormats) -> DateFormats:
+        return _checked_date_formats(value)
+
+    def date_formats_of(self, rule: FieldRule | None) -> tuple[str, ...]:
+        """The formats a date field is read in, in the order they are tried: the field's,
+        else the file's; empty for ISO 8601 (YYYY-MM-DD)."""
+        formats = (rule.date_format if rule is not None else None) or self.date_format
+        if formats is None:
+            return ()
+        return (formats,) if isinstance(formats, str) else tuple(formats)
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -154,6 +202,7 @@ Converter = Callable[[Any], Any]  # raises ConversionError with a message for pe
 
 #: The kind of field each rule option applies to.
 _OPTION_APPLIES_TO = {
+    "date_format": "date",
     "thousands_separator": "amount",
     "fullwidth_digits": "amount",
     "strip_control": "text",
@@ -268,7 +317,7 @@ class DepartmentMapping:
         text = _text_converter(rule)
         if isinstance(avro_type, dict):
             if logical == "date":
-                return _date_converter(rule.date_format or self.spec.date_format)
+                return _date_converter(self.spec.date_formats_of(rule))
             if logical == "decimal":
                 return _decimal_converter(avro_type["precision"], avro_type.get("scale", 0), rule)
             if avro_type["type"] == "enum":
@@ -285,6 +334,7 @@ class DepartmentMapping:
     def _check_options(self, name: str, rule: FieldRule, kind: str) -> None:
         """Refuse a rule option the field's type never uses: it would be ignored silently."""
         given = {
+            "date_format": rule.date_format is not None,
             "thousands_separator": rule.thousands_separator is not None,
             "fullwidth_digits": rule.fullwidth_digits,
             "strip_control": rule.strip_control,
@@ -563,22 +613,35 @@ def _is_whole(raw: Any) -> bool:
 _LONGEST_DATE_TEXT = 64
 
 
-def _date_converter(date_format: str | None) -> Converter:
-    expected = date_format or "YYYY-MM-DD"
+def _date_converter(formats: tuple[str, ...]) -> Converter:
+    """A date in the first of ``formats`` that reads it (ISO 8601 when there are none).
+
+    A text that fits no format is "not a date in any of the formats …"; one that fits a
+    format's shape but names no day of the calendar (2024/2/30) says so, since the
+    department's system wrote an impossible date, not another format."""
+    expected = _formats_expected(formats)
 
     # An export holds few distinct days and strptime is slow: parse each text once.
     @lru_cache(maxsize=8192)
     def parse(text: str) -> date:
-        try:
-            if len(text) > _LONGEST_DATE_TEXT:
-                raise ValueError(text)
-            if date_format is None:
-                return date.fromisoformat(text)
-            return datetime.strptime(text, date_format).date()
-        except ValueError:
+        calendar_error = None
+        if len(text) <= _LONGEST_DATE_TEXT:
+            for one in formats or (None,):
+                try:
+                    if one is None:
+                        return date.fromisoformat(text)
+                    return datetime.strptime(text, one).date()
+                except ValueError as error:
+                    if calendar_error is None and not _NOT_THE_FORMAT.match(str(error)):
+                        calendar_error = (one or "YYYY-MM-DD", str(error))
+        if calendar_error is not None:
+            one, why = calendar_error
             raise ConversionError(
-                "date.invalid", f"{_shown(text)} is not a real date in the format {expected}"
-            ) from None
+                "date.invalid",
+                f"{_shown(text)} is written in the format {one} but is no day of the"
+                f" calendar ({why})",
+            )
+        raise ConversionError("date.invalid", f"{_shown(text)} is not a date in {expected}")
 
     def convert(raw: Any) -> date:
         if isinstance(raw, datetime):
@@ -595,9 +658,23 @@ def _date_converter(date_format: str | None) -> Converter:
             found = f"{_shown(raw)} is a number"
         else:
             found = f"{_shown(raw)} is not a date"
-        raise ConversionError("date.invalid", f"{found}; a date is text in the format {expected}")
+        raise ConversionError("date.invalid", f"{found}; a date is text in {expected}")
 
     return convert
+
+
+#: What strptime and date.fromisoformat say of a text that does not have a format's shape
+#: (as against one that has it but names no day: "day is out of range for month").
+_NOT_THE_FORMAT = re.compile(r"time data |unconverted data remains|Invalid isoformat string")
+
+
+def _formats_expected(formats: tuple[str, ...]) -> str:
+    """The formats as a message names them, with the day 2024-03-05 written in each."""
+    if not formats:
+        return "the format YYYY-MM-DD (e.g. 2024-03-05)"
+    sample = date(2024, 3, 5)
+    written = ", ".join(f"{one} (e.g. {sample.strftime(one)})" for one in formats)
+    return f"the format {written}" if len(formats) == 1 else f"any of the formats {written}"
 
 
 # -- amounts -------------------------------------------------------------------------------------

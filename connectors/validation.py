@@ -4,7 +4,7 @@ A :class:`Problem` names the canonical field at fault, a machine-readable code a
 sentence for people. :func:`validate` applies the domain rules to a mapped record —
 USCC check characters (GB 32100, with the GB 11714 organization-code check inside),
 date order, non-negative amounts, division codes — and returns every problem, not just
-the first. Conversion problems (not a real date, unknown code, missing field) are
+the first. Conversion problems (not a date in its formats, unknown code, missing field) are
 found earlier, while mapping; a record is published only when both lists are empty.
 """
 

@@ -180,7 +180,8 @@ def test_a_date_from_a_spreadsheet_or_a_database_is_taken_as_it_is() -> None:
 def test_an_impossible_date_is_still_refused() -> None:
     problem = refused(PENALTIES, "decided_on", "2026/02/30")
     assert problem.code == "date.invalid"
-    assert "'2026/02/30' is not a real date in the format %Y/%m/%d" in problem.message
+    wanted = "'2026/02/30' is written in the format %Y/%m/%d but is no day of the calendar"
+    assert wanted in problem.message
 
 
 # -- ids ---------------------------------------------------------------------------------------
@@ -506,3 +507,34 @@ def test_a_list_valued_scope_is_split_item_by_item_keeping_an_item_s_own_heading
         ("烟草制品零售", "UNKNOWN"),
         ("日用百货销售", "GENERAL"),
     ]
+
+
+def date_mapping(formats: object) -> DepartmentMapping:
+    raw = yaml.safe_load((DEPARTMENTS / "zj-drc-penalty.yaml").read_text(encoding="utf-8"))
+    raw["fields"]["decided_on"] = {"column": raw["fields"]["decided_on"], "date_format": formats}
+    return DepartmentMapping(MappingFile.model_validate(raw), origin="formats")
+
+
+def test_a_list_of_date_formats_is_tried_in_order_and_the_first_that_reads_wins() -> None:
+    mapping = date_mapping(["%Y年%m月%d日", "%Y/%m/%d"])
+    assert taken(mapping, "decided_on", "2024年3月5日") == date(2024, 3, 5)
+    assert taken(mapping, "decided_on", "2024/3/5") == date(2024, 3, 5)
+
+
+def test_a_date_in_none_of_the_formats_names_them_all() -> None:
+    problem = refused(date_mapping(["%Y年%m月%d日", "%Y/%m/%d"]), "decided_on", "2024.3.5")
+    assert problem.code == "date.invalid"
+    assert "is not a date in any of the formats %Y年%m月%d日" in problem.message
+    assert "%Y/%m/%d (e.g. 2024/03/05)" in problem.message
+    assert "real date" not in problem.message
+
+
+def test_an_impossible_day_in_a_matching_format_says_it_is_no_day_of_the_calendar() -> None:
+    problem = refused(date_mapping(["%Y年%m月%d日", "%Y/%m/%d"]), "decided_on", "2024/2/30")
+    assert "written in the format %Y/%m/%d but is no day of the calendar" in problem.message
+
+
+def test_an_empty_list_or_an_unreadable_format_is_refused_when_the_file_is_loaded() -> None:
+    for formats in ([], ["%Y/%m/%q"]):
+        with pytest.raises(ValueError):
+            date_mapping(formats)
