@@ -2,7 +2,7 @@
 
     xietong stack up|down|status     the local stack (also make up / make down / make status)
     xietong topics apply|list        the platform's declared topics
-    xietong schemas register|list    the Avro schemas, registered with BACKWARD compatibility
+    xietong schemas register|list    the Avro schemas (BACKWARD_TRANSITIVE compatibility)
     xietong connect run|validate     department connectors and their mapping files
     xietong demo round-trip          an Avro record through the real registry and broker
 
@@ -200,7 +200,7 @@ def demo_round_trip() -> None:
 
 @schemas_app.command("register")
 def schemas_register() -> None:
-    """Register every schema under <topic>-value with BACKWARD compatibility.
+    """Register every schema under <topic>-value with BACKWARD_TRANSITIVE compatibility.
 
     Safe to repeat; an incompatible change is refused by the registry and reported.
     """

@@ -59,7 +59,7 @@ from rich.table import Table
 
 from deploy.local.stack.platform import SUPERVISOR, PlatformServices
 from xietong.processes import die_with_parent, stop_processes
-from xietong.settings import LOOPBACK, Settings
+from xietong.settings import LOOPBACK, Settings, libpq_url
 
 BACKOFF_LIMIT = 30.0
 #: A service still running this long after its SIGTERM is killed (each stops in 8 s).
@@ -269,19 +269,32 @@ def where_to_look(settings: Settings, running: list[Service]) -> str:
     registry = get_registry_settings()
     url = {service.name: service.metrics_url.removesuffix("/metrics") for service in running}
     lines = [
-        f"Prometheus: http://{LOOPBACK}:{settings.prometheus_port} (alerts under /alerts)",
+        f"Prometheus alerts: http://{LOOPBACK}:{settings.prometheus_port}/classic/alerts",
         f"registry API docs: http://{LOOPBACK}:{registry.port}/docs",
         f"credit-check API docs: {url['credit-check']}/docs",
         f"inbox API docs: {url['inbox']}/v1/docs",
         f"clerk's workbench: {url['workbench']}/ (sign in with"
         " a department's registry token: xietong registry issue-token <department>)",
         "metrics: " + "  ".join(s.metrics_url for s in running),
-        f"auditors: psql '{settings.credit_database_url}', then SET ROLE xietong_auditor;"
+        f"auditors: {_psql(settings)}, then SET ROLE xietong_auditor;"
         " the views are auditor.* (connectors/sink/COOKBOOK.md has the queries)",
         f"logs: {running[0].log.parent}/<service>.log",
         "Ctrl-C stops everything; `make run` again continues where it stopped.",
     ]
     return "\n".join(lines)
+
+
+def _psql(settings: Settings) -> str:
+    """The auditor's psql command, as it can be copied: libpq's URL, never the password
+    (the local stack's is in its password file, which the line names)."""
+    line = f"psql '{libpq_url(settings.credit_database_url)}'"
+    from xietong.settings import CREDIT_DATABASE
+
+    if settings.credit_database_url == settings.local_database_url(CREDIT_DATABASE):
+        from deploy.local.stack.postgres import pgpass_file
+
+        line = f"PGPASSFILE={pgpass_file(settings)} {line}"
+    return line
 
 
 class _Console(Console):
@@ -321,7 +334,7 @@ class Output:
             os.close(devnull)
 
     def say(self, line: str) -> None:
-        self._attempt(lambda: self.console.print(line, highlight=False))
+        self._attempt(lambda: self.console.print(line, highlight=False, soft_wrap=True))
 
     def start(self) -> None:
         if self.live:

@@ -5,8 +5,9 @@ in ``cn.gov.xietong.Envelope.avsc`` (the registry's ``Level`` enum in
 ``cn.gov.xietong.registry.Level.avsc``) and is referenced by name; :func:`load_schema`
 inlines it, so the registry holds self-contained schemas that any Confluent client can
 read. A schema is registered under ``<topic>-value`` (Confluent's TopicNameStrategy)
-with the subject's compatibility set to BACKWARD first, so the registry refuses a
-change that would break readers of older records.
+with the subject's compatibility set to BACKWARD_TRANSITIVE first, so the registry refuses
+a change that would break readers of older records — of every version still retained, not
+only the last one, since topics are replayed from their start.
 
 Serialisation always goes through :meth:`xietong.kafka.KafkaClients.avro_serializer`
 (confluent-kafka's serializer over fastavro): one serde path everywhere.
@@ -40,11 +41,16 @@ def value_subject(topic: str) -> str:
     return f"{topic}-value"
 
 
+#: Every subject's compatibility: a reader of the newest schema reads records written under
+#: any earlier one (a replay from the start meets them all).
+COMPATIBILITY = "BACKWARD_TRANSITIVE"
+
+
 def register_schema(
     client: SchemaRegistryClient,
     subject: str,
     schema_str: str,
-    compatibility: str = "BACKWARD",
+    compatibility: str = COMPATIBILITY,
 ) -> int:
     """Set the subject's compatibility, register the schema; the schema id.
 

@@ -36,6 +36,24 @@ def seconds_or_text(value: object) -> object:
     return value
 
 
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy database URL (``postgresql+psycopg2://…``) as ``psql`` and every libpq
+    client take it (``postgresql://…``), without its password: a line to copy, which asks
+    for the password (or reads ``PGPASSWORD`` / ``~/.pgpass``) instead of showing it."""
+    from sqlalchemy.engine import URL, make_url
+
+    given = make_url(url)
+    plain = URL.create(
+        "postgresql",
+        username=given.username,
+        host=given.host,
+        port=given.port,
+        database=given.database,
+        query=given.query,
+    )
+    return plain.render_as_string(hide_password=False)
+
+
 def _default_cache_dir() -> Path:
     import os
 

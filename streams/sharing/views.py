@@ -26,7 +26,7 @@ prefecture (``3301 00``) or a province (``33 0000``), every division under it.
 **Why every view field is optional.** One subject per department and resource holds
 the view's schemas as its approvals change: a narrowed grant drops fields, a widened one
 adds them, and with every field ``["null", …]`` defaulting to null each such change is
-compatible (BACKWARD) for the department's readers.
+compatible (BACKWARD_TRANSITIVE) for the department's readers.
 """
 
 from __future__ import annotations

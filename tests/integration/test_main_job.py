@@ -18,6 +18,7 @@ are theirs, and ``stack down`` finds no stack there to stop.)
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -211,6 +212,19 @@ def test_make_run_starts_every_service_and_records_flow_end_to_end_until_ctrl_c(
     assert not missing, f"nothing yet for {sorted(missing)}; the run printed:\n{log[-4000:]}"
     for url in ("registry API docs", "inbox API docs", "clerk's workbench", "Prometheus", "psql"):
         assert url in log
+    # The auditor's line works as printed: psql takes it, and the role and views are there.
+    printed = re.search(r"auditors: ((?:PGPASSFILE=\S+ )?psql '[^']+')", log)
+    assert printed is not None and "+psycopg2" not in printed.group(1), log[-4000:]
+    assert ":xietong@" not in printed.group(1)  # the local cluster's password is not shown
+    answer = subprocess.run(
+        f"{printed.group(1)} -XAtc 'SET ROLE xietong_auditor; SELECT 1'",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+    )
+    assert answer.returncode == 0 and answer.stdout.strip().endswith("1"), answer.stderr
 
     platform.send_signal(signal.SIGINT)  # Ctrl-C
     assert platform.wait(60) == 0

@@ -13,7 +13,7 @@ from schemas import ALL_RECORD_TYPES, LICENCE, register_all, register_schema
 from xietong.kafka import KafkaClients
 
 
-def test_every_record_type_is_registered_under_its_topic_with_backward_compatibility(
+def test_every_record_type_is_registered_under_its_topic_with_transitive_compatibility(
     kafka: KafkaClients,
 ) -> None:
     registry = kafka.schema_registry()
@@ -21,7 +21,7 @@ def test_every_record_type_is_registered_under_its_topic_with_backward_compatibi
 
     for record in ALL_RECORD_TYPES:
         assert ids[record.subject] == registry.get_latest_version(record.subject).schema_id
-        assert registry.get_compatibility(record.subject) == "BACKWARD"
+        assert registry.get_compatibility(record.subject) == "BACKWARD_TRANSITIVE"
 
 
 def test_registering_the_same_schemas_again_keeps_their_ids(kafka: KafkaClients) -> None:
@@ -78,3 +78,26 @@ def test_the_registry_refuses_a_new_required_field(
 
     assert refused.value.http_status_code == 409
     assert len(kafka.schema_registry().get_versions(scratch_subject)) == 1
+
+
+def test_a_change_that_only_the_last_version_could_read_past_is_refused(
+    kafka: KafkaClients,
+) -> None:
+    """Compatibility is transitive: a field dropped and then brought back with another
+    type passes a check against the last version alone, but a replay from the start
+    would meet the first version's records, which the new schema cannot read."""
+    registry = kafka.schema_registry()
+    subject = f"test-transitive-{uuid.uuid4().hex[:8]}-value"
+
+    def version(*fields: dict) -> str:
+        return json.dumps({"type": "record", "name": "Probe", "fields": list(fields)})
+
+    try:
+        register_schema(registry, subject, version({"name": "a", "type": "string"}))
+        register_schema(registry, subject, version())
+        with pytest.raises(SchemaRegistryError) as refused:
+            register_schema(registry, subject, version({"name": "a", "type": "int", "default": 0}))
+        assert refused.value.http_status_code == 409
+    finally:
+        registry.delete_subject(subject)
+        registry.delete_subject(subject, permanent=True)

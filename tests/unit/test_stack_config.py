@@ -160,3 +160,15 @@ def test_a_java_too_old_for_a_service_says_which_version_it_needs(
         java.find_java(21, "the schema registry (Apicurio 3.3.3)")
 
     assert "needs Java 21+, found: 17 (/usr/bin/java)" in str(error.value)
+
+
+def test_the_database_url_printed_for_psql_is_libpq_s_and_shows_no_password() -> None:
+    from xietong.settings import libpq_url
+
+    assert (
+        libpq_url("postgresql+psycopg2://auditor:s3cret@db.prod:5433/credit")
+        == "postgresql://auditor@db.prod:5433/credit"
+    )
+    assert libpq_url("postgresql+psycopg2://xietong@127.0.0.1:5433/credit") == (
+        "postgresql://xietong@127.0.0.1:5433/credit"
+    )

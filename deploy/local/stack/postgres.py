@@ -28,6 +28,7 @@ from xietong.settings import (
     LOOPBACK,
     REGISTRY_DATABASE,
     SCHEMA_REGISTRY_DATABASE,
+    Settings,
 )
 
 POSTGRES_HINT = "install the PostgreSQL server (Debian: apt-get install postgresql)"
@@ -79,6 +80,21 @@ def _reachable_by(path: Path, user: str) -> bool:
         if not allowed:
             return False
     return True
+
+
+def pgpass_file(settings: Settings) -> Path:
+    """``.local/pgpass``: the local cluster's password in libpq's password file (mode
+    0600), so a printed ``PGPASSFILE=… psql 'postgresql://user@host:port/db'`` line works
+    as copied without the password ever being shown. Written again on each call."""
+    path = settings.home / "pgpass"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(
+        f"{LOOPBACK}:{settings.postgres_port}:*:{settings.postgres_user}:"
+        f"{settings.postgres_password}\n"
+    )
+    return path
 
 
 class PostgresServer(LocalService):
