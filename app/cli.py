@@ -1049,19 +1049,15 @@ def registry_serve() -> None:
 
     from registry.api import create_app
     from registry.settings import get_registry_settings
+    from xietong.logs import configure
 
+    configure(service="registry")
     registry_settings = get_registry_settings()
     if registry_settings.admin_token_sha256 is None:
-        errors.print(
+        logging.getLogger("registry").warning(
             "no XIETONG_REGISTRY_ADMIN_TOKEN_SHA256: only administrator credentials issued"
-            " with `xietong registry issue-token admin` can administer",
-            highlight=False,
+            " with `xietong registry issue-token admin` can administer"
         )
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    registry_logger = logging.getLogger("registry")
-    registry_logger.addHandler(handler)
-    registry_logger.setLevel(logging.INFO)
     from registry.db import session_factory
     from registry.enforcer import AccessEnforcer
     from registry.publisher import OutboxRelay
@@ -1081,7 +1077,7 @@ def registry_serve() -> None:
 
     app_ = create_app(settings.database_url, registry_settings.admin_token_sha256, after_change)
     try:
-        uvicorn.run(app_, host=registry_settings.host, port=registry_settings.port)
+        uvicorn.run(app_, host=registry_settings.host, port=registry_settings.port, log_config=None)
     finally:
         stop_enforcer.set()
         stop_relay.set()

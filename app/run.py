@@ -56,8 +56,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from sqlalchemy import create_engine
+from sqlalchemy import text as sql_text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from deploy.local.stack.platform import SUPERVISOR, PlatformServices
+from xietong.logs import SERVICE_VARIABLE, json_line
 from xietong.processes import die_with_parent, stop_processes
 from xietong.settings import LOOPBACK, Settings, libpq_url
 
@@ -94,13 +99,13 @@ class Service:
         """Start the process (from the supervisor's main thread: see die_with_parent)."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
-            log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting\n".encode())
+            log.write(json_line(self.name, "service_starting", args=self.args).encode())
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "app.cli", *self.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=environment,
+                env={**environment, SERVICE_VARIABLE: self.name},
                 start_new_session=True,  # Ctrl-C reaches the supervisor, which stops them
                 preexec_fn=partial(die_with_parent, os.getpid()),
             )
@@ -179,11 +184,14 @@ def services(settings: Settings, logs: Path) -> list[Service]:
 
 @dataclass(frozen=True)
 class Figure:
-    """One line of the summary: a sum over samples of metrics, optionally filtered."""
+    """One line of the summary: a sum over samples of metrics, optionally filtered, for
+    this run; and, where the credit database holds it, the total of all runs so far
+    (``data``: a SQL expression of that count)."""
 
     label: str
     metrics: tuple[str, ...]
     where: dict[str, str] = field(default_factory=dict)
+    data: str | None = None
 
     def value(self, samples: Iterable[tuple[str, dict[str, str], float]]) -> float:
         return sum(
@@ -193,20 +201,80 @@ class Figure:
         )
 
 
+def _rows(*tables: str) -> str:
+    return " + ".join(f"(SELECT count(*) FROM {table})" for table in tables)
+
+
+SOURCE_TABLES = ("registrations", "licences", "penalties", "list_entries")
+RESULT_TABLES = (
+    "dual_notice_pushes",
+    "dual_notice_push_states",
+    "dual_notice_actions",
+    "dual_notice_rejected_actions",
+    "dual_notice_alerts",
+    "dual_notice_applicant_notices",
+    "dual_notice_closure_notices",
+    "dual_notice_routing_failures",
+    "sanction_notices",
+    "licence_review_notices",
+    "restriction_hits",
+    "restriction_hit_states",
+    "restriction_feedback",
+    "lift_notices",
+    "punishment_alerts",
+    "serious_listing_proposals",
+    "matter_events",
+    "deliveries",
+)
 FIGURES = (
-    Figure("records in (published)", ("xietong_connector_records_published_total",)),
+    Figure(
+        "records in (published)",
+        ("xietong_connector_records_published_total",),
+        data=_rows(*SOURCE_TABLES),
+    ),
     Figure("dead letters", ("xietong_connector_records_dead_lettered_total",)),
-    Figure("双告知 pushes", ("xietong_dual_notice_pushes_created_total",)),
-    Figure("claims", ("xietong_dual_notice_actions_applied_total",), {"action": "CLAIM"}),
+    Figure(
+        "双告知 pushes",
+        ("xietong_dual_notice_pushes_created_total",),
+        data=_rows("dual_notice_pushes"),
+    ),
+    Figure(
+        "claims",
+        ("xietong_dual_notice_actions_applied_total",),
+        {"action": "CLAIM"},
+        data="SELECT count(*) FROM dual_notice_actions WHERE action = 'CLAIM'",
+    ),
     Figure("overdue now", ("xietong_dual_notice_overdue_pushes",)),
     Figure("manual routing queue", ("xietong_dual_notice_manual_routing_queue",)),
-    Figure("sanction notices", ("xietong_joint_punishment_sanction_notices_total",)),
-    Figure("credit checks", ("xietong_credit_check_checks_total",)),
-    Figure("restriction hits", ("xietong_joint_punishment_restriction_hits_total",)),
-    Figure("feedback given", ("xietong_joint_punishment_feedback_given_total",)),
-    Figure("lift notices", ("xietong_joint_punishment_lift_notices_total",)),
-    Figure("serious-list proposals", ("xietong_joint_punishment_serious_listing_proposals_total",)),
-    Figure("rows in the credit database", ("xietong_sink_rows_written_total",)),
+    Figure(
+        "sanction notices",
+        ("xietong_joint_punishment_sanction_notices_total",),
+        data=_rows("sanction_notices"),
+    ),
+    Figure("credit checks", ("xietong_credit_check_checks_total",), data=_rows("matter_events")),
+    Figure(
+        "restriction hits",
+        ("xietong_joint_punishment_restriction_hits_total",),
+        data=_rows("restriction_hits"),
+    ),
+    Figure(
+        "feedback given",
+        ("xietong_joint_punishment_feedback_given_total",),
+        data=_rows("restriction_feedback"),
+    ),
+    Figure(
+        "lift notices", ("xietong_joint_punishment_lift_notices_total",), data=_rows("lift_notices")
+    ),
+    Figure(
+        "serious-list proposals",
+        ("xietong_joint_punishment_serious_listing_proposals_total",),
+        data=_rows("serious_listing_proposals"),
+    ),
+    Figure(
+        "rows in the credit database",
+        ("xietong_sink_rows_written_total",),
+        data=_rows(*SOURCE_TABLES, *RESULT_TABLES),
+    ),
     Figure("inbox API requests", ("xietong_inbox_requests_total",)),
     Figure("inbox API actions", ("xietong_inbox_actions_produced_total",)),
     Figure("inbox API produce failures", ("xietong_inbox_produce_failures_total",)),
@@ -222,6 +290,36 @@ FIGURES = (
 )
 
 
+class DataTotals:
+    """The totals the credit database holds, for the figures that have one: what the
+    platform has done over every run so far, where the counters start again at each."""
+
+    def __init__(self, url: str, figures: Iterable[Figure] = FIGURES) -> None:
+        self.figures = [figure for figure in figures if figure.data]
+        self.query = sql_text(
+            "SELECT "
+            + ", ".join(f"({figure.data}) AS t{i}" for i, figure in enumerate(self.figures))
+        )
+        self.engine = create_engine(
+            url,
+            poolclass=NullPool,
+            connect_args={"connect_timeout": 3, "options": "-c statement_timeout=3000"},
+        )
+
+    def read(self) -> dict[str, int]:
+        """Each figure's total by label; none while the database does not answer (or the
+        sink has not yet made its tables)."""
+        try:
+            with self.engine.connect() as connection:
+                row = connection.execute(self.query).one()
+        except SQLAlchemyError:
+            return {}
+        return {figure.label: int(total) for figure, total in zip(self.figures, row, strict=True)}
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
 def scrape(client: httpx.Client, url: str) -> list[tuple[str, dict[str, str], float]]:
     """Every sample of one /metrics endpoint; none while it does not answer."""
     try:
@@ -235,13 +333,16 @@ def scrape(client: httpx.Client, url: str) -> list[tuple[str, dict[str, str], fl
     ]
 
 
-def summary(running: list[Service], client: httpx.Client) -> Table:
+def summary(
+    running: list[Service], client: httpx.Client, totals: dict[str, int] | None = None
+) -> Table:
     samples: list[tuple[str, dict[str, str], float]] = []
     table = Table(title="Xietong — the platform running on the local stack", expand=False)
     table.add_column("service")
     table.add_column("state")
     table.add_column("figure")
-    table.add_column("value", justify="right")
+    table.add_column("this run", justify="right")
+    table.add_column("in all (credit database)", justify="right")
     states = []
     for service in running:
         scraped = scrape(client, service.metrics_url) if service.running else []
@@ -255,11 +356,15 @@ def summary(running: list[Service], client: httpx.Client) -> Table:
         if service.restarts:
             state += f" ({service.restarts} restarts)"
         states.append((service.name, state))
-    figures = [(f.label, f"{f.value(samples):,.0f}") for f in FIGURES]
+    totals = totals or {}
+    figures = [
+        (f.label, f"{f.value(samples):,.0f}", f"{totals[f.label]:,}" if f.label in totals else "")
+        for f in FIGURES
+    ]
     for index in range(max(len(states), len(figures))):
         name, state = states[index] if index < len(states) else ("", "")
-        label, value = figures[index] if index < len(figures) else ("", "")
-        table.add_row(name, state, label, value)
+        label, value, total = figures[index] if index < len(figures) else ("", "", "")
+        table.add_row(name, state, label, value, total)
     return table
 
 
@@ -414,6 +519,7 @@ def run(settings: Settings, duration: float | None = None, interval: float = 5.0
     clear_leftovers(platform, running, output.say)
     previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
     client = httpx.Client(timeout=2.0)
+    totals = DataTotals(settings.credit_database_url)
     final = None
     try:
         platform.record(SUPERVISOR, os.getpid())
@@ -430,7 +536,7 @@ def run(settings: Settings, duration: float | None = None, interval: float = 5.0
             for service in running:
                 service.watch(environment, platform, output.say)
             if time.monotonic() - last_print >= interval:
-                final = summary(running, client)
+                final = summary(running, client, totals.read())
                 output.show(final)
                 last_print = time.monotonic()
             time.sleep(0.5)
@@ -444,6 +550,7 @@ def run(settings: Settings, duration: float | None = None, interval: float = 5.0
             platform.forget(service.name)
         platform.forget(SUPERVISOR)
         client.close()
+        totals.close()
         output.end(final)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -106,7 +106,7 @@ from xietong.http_errors import (
     install_error_handlers,
 )
 from xietong.kafka import KafkaClients, produce
-from xietong.logs import log_event
+from xietong.logs import configure, log_event
 from xietong.topics import HTTP_INGEST_ANSWERS, transactional_id
 
 logger = logging.getLogger(__name__)
@@ -1101,15 +1101,12 @@ def serve(config: ConnectorConfig, clients: KafkaClients) -> None:
         TOKEN_CACHE_SECONDS,
     )
     app = create_app(config, clients, directory)
-    # Our structured lines only; uvicorn configures its own loggers.
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    configure()
     log(
         "serving",
         connector=config.name,
         address=f"http://{source.host}:{source.port}",
         intakes=[f"{uscc}/{record_type}" for uscc, record_type in app.state.ingest.intakes],
     )
-    uvicorn.run(app, host=source.host, port=source.port)
+    # log_config=None: uvicorn's loggers write through the JSON lines of configure()
+    uvicorn.run(app, host=source.host, port=source.port, log_config=None)

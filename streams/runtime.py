@@ -70,7 +70,7 @@ from streams.outputs import RuleOutput
 from xietong.clock import DAY_MS, business_clock
 from xietong.dead_letters import unreadable_message
 from xietong.kafka import KafkaClients, produce, sasl_config
-from xietong.logs import log_event
+from xietong.logs import dict_config, log_event
 from xietong.processes import STOP_GRACE_SECONDS, exit_after
 from xietong.settings import Settings
 from xietong.topics import STREAMS_INTERNAL_TOPIC_PREFIX, TopicSpec
@@ -288,7 +288,9 @@ class BoundedStopWorker(faust.Worker):
 def run_faust_worker(app: faust.App, loglevel: str) -> None:
     """Run a processor's Faust app as a worker until SIGTERM or SIGINT, and no longer
     than :data:`~xietong.processes.STOP_GRACE_SECONDS` after it."""
-    worker = BoundedStopWorker(app, loglevel=loglevel, quiet=True)
+    worker = BoundedStopWorker(
+        app, loglevel=loglevel, quiet=True, logging_config=dict_config(loglevel.upper())
+    )
     # Faust's terminal spinner puts the root logger at DEBUG, so that every debug line of
     # Faust and aiokafka (several per record) is formatted, then thrown away.
     worker.spinner = None

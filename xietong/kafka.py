@@ -23,6 +23,7 @@ effectively-once results downstream.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient, topic_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 
+from xietong.logs import LIBRDKAFKA_LOGGER
 from xietong.settings import Settings, get_settings
 
 # The registry subject of a topic's values is "<topic>-value" (TopicNameStrategy), the
@@ -122,6 +124,9 @@ class KafkaClients:
         return {
             "bootstrap.servers": self.settings.kafka_bootstrap_servers,
             **sasl_config(self.settings, self.service),
+            # librdkafka's own lines through Python's logging, so they are JSON lines too
+            # (forwarded when the client is polled or flushed)
+            "logger": logging.getLogger(LIBRDKAFKA_LOGGER),
         }
 
     def producer(self, **overrides: Any) -> Producer:

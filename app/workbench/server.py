@@ -68,4 +68,11 @@ def run_service(settings: Settings, rules: WorkbenchSettings | None = None) -> N
     rules = rules or WorkbenchSettings()
     app = build_app(settings, rules)
     log_event(logger, "workbench.listening", host=rules.host, port=rules.port)
-    uvicorn.run(app, host=rules.host, port=rules.port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host=rules.host,
+        port=rules.port,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+    )

@@ -668,4 +668,11 @@ def run_service(settings: Settings, inbox: InboxSettings | None = None) -> None:
     inbox = inbox or InboxSettings()
     app = build_app(settings, inbox)
     log_event(logger, "inbox.listening", host=inbox.host, port=inbox.port)
-    uvicorn.run(app, host=inbox.host, port=inbox.port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host=inbox.host,
+        port=inbox.port,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+    )

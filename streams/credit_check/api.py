@@ -315,7 +315,14 @@ def run_service(
     app = build_app(settings, rules, topics)
     log_event(logger, "credit_check.listening", host=rules.host, port=rules.port)
     # No access log: one line per check would cost more than the check; /metrics counts them.
-    uvicorn.run(app, host=rules.host, port=rules.port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host=rules.host,
+        port=rules.port,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+    )
 
 
 def _count_refusal(request: Request, status: int, body: ErrorBody) -> None:

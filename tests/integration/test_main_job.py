@@ -17,6 +17,7 @@ are theirs, and ``stack down`` finds no stack there to stop.)
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -38,6 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.stack import LocalStack
 from deploy.local.stack.platform import PlatformServices
+from xietong.logs import CORE_FIELDS
 from xietong.processes import stop_processes, wait_ended
 from xietong.settings import Settings
 
@@ -159,6 +161,9 @@ def platform(
     prepared: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[subprocess.Popen[str]]:
     log = tmp_path_factory.mktemp("run") / "run.log"
+    service_logs = Path(prepared["XIETONG_HOME"]) / "logs" / "run"
+    # where each service's log (appended to, run after run) stood before this run
+    written_before = {path.name: path.stat().st_size for path in service_logs.glob("*.log")}
     with log.open("w") as output:
         running = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "run", "--interval", "5"],
@@ -168,6 +173,7 @@ def platform(
             text=True,
         )
     running.log = log  # type: ignore[attr-defined]
+    running.service_logs = service_logs, written_before  # type: ignore[attr-defined]
     yield running
     if running.poll() is None:
         running.kill()
@@ -230,10 +236,35 @@ def test_make_run_starts_every_service_and_records_flow_end_to_end_until_ctrl_c(
     assert platform.wait(60) == 0
     log = platform.log.read_text()  # type: ignore[attr-defined]
     assert "stopped; `make run` continues from here." in log
+    # the totals come from the data, beside this run's counters
+    assert "in all (credit database)" in log
+    assert re.search(r"双告知 pushes\s*│\s*[\d,]+\s*│\s*[1-9][\d,]*\s*│", log), log[-4000:]
     assert "exited with" not in log, log[-4000:]  # no service died on the way
+    assert_only_json_lines(*platform.service_logs)  # type: ignore[attr-defined]
     for service, port in ports.items():
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", int(port))) != 0, f"{service} still listens"
+
+
+def assert_only_json_lines(service_logs: Path, written_before: dict[str, int]) -> None:
+    """Every line each service wrote in this run is one JSON object with the core fields
+    (a log shipper's view: no plain tracebacks, no library's own format)."""
+    lines = []
+    for path in sorted(service_logs.glob("*.log")):
+        with path.open("rb") as log:
+            log.seek(written_before.get(path.name, 0))
+            lines += [(path.name, line) for line in log.read().decode().splitlines() if line]
+    not_json = []
+    for name, line in lines:
+        try:
+            fields = json.loads(line)
+        except json.JSONDecodeError:
+            not_json.append(f"{name}: {line[:300]}")
+            continue
+        if not set(CORE_FIELDS) <= set(fields):
+            not_json.append(f"{name} (without {set(CORE_FIELDS) - set(fields)}): {line[:300]}")
+    assert {name for name, _ in lines} >= {f"{service}.log" for service in SERVICES}
+    assert not not_json, f"{len(not_json)} of {len(lines)} lines:\n" + "\n".join(not_json[:30])
 
 
 # -- no service outlives the supervisor ------------------------------------------------------

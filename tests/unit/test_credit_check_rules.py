@@ -46,6 +46,7 @@ from xietong.clock import BusinessClock
 from xietong.http_errors import ServiceUnavailableError
 from xietong.ids import matter_event_id
 from xietong.kafka import KafkaClients
+from xietong.logs import LineFormatter
 from xietong.settings import Settings
 
 USCC = "91330106MA2CD7Q4XU"
@@ -494,7 +495,7 @@ def logged() -> Iterator[list[str]]:
     configuration, which stops propagation, is in place)."""
     lines: list[str] = []
     handler = logging.Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    handler.emit = lambda record: lines.append(LineFormatter().format(record))  # type: ignore[method-assign]
     service_logger = logging.getLogger("streams.credit_check.recorder")
     level = service_logger.level
     service_logger.addHandler(handler)
