@@ -43,7 +43,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import ssl
 import threading
 import time
 import uuid
@@ -69,7 +68,7 @@ from schemas import DEAD_LETTER_RECORD, RecordType
 from streams.outputs import RuleOutput
 from xietong.clock import DAY_MS, business_clock
 from xietong.dead_letters import unreadable_message
-from xietong.kafka import KafkaClients, produce, sasl_config
+from xietong.kafka import TLS_PROTOCOLS, KafkaClients, produce, security_config, ssl_context
 from xietong.logs import dict_config, log_event
 from xietong.processes import STOP_GRACE_SECONDS, exit_after
 from xietong.settings import Settings
@@ -96,16 +95,20 @@ def _librdkafka_partitioner(
     return all_partitions[uscc_partition(key, len(all_partitions))]
 
 
-def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
-    config = sasl_config(settings, STREAMS_SERVICE)
+def broker_credentials(
+    settings: Settings, service: str = STREAMS_SERVICE
+) -> faust.types.auth.CredentialsT | None:
+    """Faust's (aiokafka's) credentials from the same settings as every other client."""
+    config = security_config(settings, service)
     protocol = config["security.protocol"]
+    context = ssl_context(settings) if protocol in TLS_PROTOCOLS else None
     if not protocol.startswith("SASL"):
-        return None
+        return faust.SSLCredentials(context) if context else None
     return faust.SASLCredentials(
         username=config["sasl.username"],
         password=config["sasl.password"],
         mechanism=SASLMechanism(config["sasl.mechanism"]),
-        ssl_context=ssl.create_default_context() if protocol == "SASL_SSL" else None,
+        ssl_context=context,
     )
 
 
@@ -237,7 +240,7 @@ def make_app(settings: Settings, name: str, **overrides: Any) -> faust.App:
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     config: dict[str, Any] = {
         "broker": brokers,
-        "broker_credentials": _credentials(settings),
+        "broker_credentials": broker_credentials(settings),
         "store": "rocksdb://",
         "processing_guarantee": "at_least_once",
         "topic_partitions": settings.uscc_partitions,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import Iterator
@@ -80,10 +81,58 @@ class KafkaCredentialsError(RuntimeError):
     """No credentials for a service: says which variables to set."""
 
 
-def sasl_config(settings: Settings, service: str) -> dict[str, str]:
-    """The client properties that authenticate ``service`` to the brokers."""
-    if not settings.kafka_security_protocol.startswith("SASL"):
-        return {"security.protocol": settings.kafka_security_protocol}
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+
+
+def local_ca_file(settings: Settings) -> Path:
+    """The CA of the local stack's TLS listener (``xietong stack up`` writes it)."""
+    return settings.home / "kafka" / "tls" / "ca.pem"
+
+
+def tls_config(settings: Settings) -> dict[str, str]:
+    """librdkafka's TLS properties from the settings (for SSL and SASL_SSL)."""
+    config = {
+        "ssl.endpoint.identification.algorithm": (
+            "https" if settings.kafka_ssl_endpoint_identification else "none"
+        )
+    }
+    if settings.kafka_ssl_ca_location:
+        config["ssl.ca.location"] = str(settings.kafka_ssl_ca_location)
+    if settings.kafka_ssl_certificate_location:
+        config["ssl.certificate.location"] = str(settings.kafka_ssl_certificate_location)
+    if settings.kafka_ssl_key_location:
+        config["ssl.key.location"] = str(settings.kafka_ssl_key_location)
+    if settings.kafka_ssl_key_password:
+        config["ssl.key.password"] = settings.kafka_ssl_key_password.get_secret_value()
+    return config
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The same TLS settings for Python's clients (aiokafka, under Faust)."""
+    context = ssl.create_default_context(
+        cafile=str(settings.kafka_ssl_ca_location) if settings.kafka_ssl_ca_location else None
+    )
+    if not settings.kafka_ssl_endpoint_identification:
+        context.check_hostname = False
+    if settings.kafka_ssl_certificate_location:
+        password = settings.kafka_ssl_key_password
+        context.load_cert_chain(
+            settings.kafka_ssl_certificate_location,
+            settings.kafka_ssl_key_location,
+            password.get_secret_value() if password else None,
+        )
+    return context
+
+
+def security_config(settings: Settings, service: str) -> dict[str, str]:
+    """The client properties that connect ``service`` to the brokers: the security
+    protocol, TLS where it says so, and the service's SASL credentials."""
+    protocol = settings.kafka_security_protocol
+    config = {"security.protocol": protocol}
+    if protocol in TLS_PROTOCOLS:
+        config |= tls_config(settings)
+    if not protocol.startswith("SASL"):
+        return config
     if settings.kafka_username and settings.kafka_password:
         username = settings.kafka_username
         password = settings.kafka_password.get_secret_value()
@@ -97,8 +146,7 @@ def sasl_config(settings: Settings, service: str) -> dict[str, str]:
                 f"no Kafka password for {username}: set XIETONG_KAFKA_USERNAME and"
                 f" XIETONG_KAFKA_PASSWORD, or start the local stack (make up) to create {path}"
             ) from None
-    return {
-        "security.protocol": settings.kafka_security_protocol,
+    return config | {
         "sasl.mechanism": settings.kafka_sasl_mechanism,
         "sasl.username": username,
         "sasl.password": password,
@@ -123,7 +171,7 @@ class KafkaClients:
     def _common(self) -> dict[str, Any]:
         return {
             "bootstrap.servers": self.settings.kafka_bootstrap_servers,
-            **sasl_config(self.settings, self.service),
+            **security_config(self.settings, self.service),
             # librdkafka's own lines through Python's logging, so they are JSON lines too
             # (forwarded when the client is polled or flushed)
             "logger": logging.getLogger(LIBRDKAFKA_LOGGER),

@@ -115,6 +115,31 @@ class Settings(BaseSettings):
         default=None,
         description="Its password; default: from the local stack's credentials file.",
     )
+    # -- Kafka over TLS (security protocol SSL or SASL_SSL) -----------------------------
+    kafka_ssl_ca_location: Path | None = Field(
+        default=None,
+        description="The CA file (PEM) that signed the brokers' certificates; default: the"
+        " system's trust store. The local stack's: <XIETONG_HOME>/kafka/tls/ca.pem.",
+    )
+    kafka_ssl_certificate_location: Path | None = Field(
+        default=None,
+        description="This client's certificate (PEM), where the brokers ask for one (mutual TLS).",
+    )
+    kafka_ssl_key_location: Path | None = Field(
+        default=None, description="The private key (PEM) of that certificate."
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="The key's password, when it is encrypted."
+    )
+    kafka_ssl_endpoint_identification: bool = Field(
+        default=True,
+        description="Check that a broker's certificate names the host connected to (keep on).",
+    )
+    kafka_tls_port: int = Field(
+        default=9094,
+        description="The local broker's SASL_SSL listener, with a certificate from a CA the"
+        " stack generates (<XIETONG_HOME>/kafka/tls/); 0: no TLS listener.",
+    )
 
     # -- topic layout -----------------------------------------------------------------
     replication_factor: int = Field(

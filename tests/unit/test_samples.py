@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from collections import Counter
 from datetime import date
 from decimal import Decimal
@@ -334,10 +333,7 @@ def test_a_bad_registration_leaves_no_trace_of_its_entity(sample: SampleSet) -> 
     assert not {r.canonical["uscc"] for r in others} & unregistered
 
 
-def test_generating_100_000_records_takes_well_under_10_seconds() -> None:
-    generator = SampleGenerator(seed=1, bad_share=0.05, today=TODAY)
-    started = time.perf_counter()
-    generated = generator.generate(100_000)
-    seconds = time.perf_counter() - started
+def test_generating_100_000_records_gives_as_many() -> None:
+    # how fast is a benchmark's question (make bench), never a test's
+    generated = SampleGenerator(seed=1, bad_share=0.05, today=TODAY).generate(100_000)
     assert len(generated.records) == 100_000
-    assert seconds < 10, f"{seconds:.1f} s"

@@ -111,6 +111,11 @@ class LocalService(ABC):
     def endpoint(self) -> str:
         """What clients are given (bootstrap servers, URL)."""
 
+    @property
+    def endpoints(self) -> str:
+        """The endpoint, and any other the service offers, for people to read."""
+        return self.endpoint
+
     @abstractmethod
     def prepare(self) -> None:
         """Resolve artifacts and initialise data; idempotent, may take long the first time."""
@@ -176,7 +181,7 @@ class LocalService(ABC):
         if self.pid() is not None:
             if wait_until(self.is_ready, self.start_timeout):
                 self.after_start()
-                return f"{self.name}: already running at {self.endpoint}"
+                return f"{self.name}: already running at {self.endpoints}"
             raise StackError(
                 f"{self.name} runs (pid {self.pid()}) but does not answer on {self.endpoint};"
                 f" see {self.log_file} or run 'make down' and 'make up'"
@@ -202,7 +207,7 @@ class LocalService(ABC):
             )
         self.after_start()
         return (
-            f"{self.name}: started at {self.endpoint} in {time.monotonic() - started:.1f}s,"
+            f"{self.name}: started at {self.endpoints} in {time.monotonic() - started:.1f}s,"
             f" log {self.log_file}"
         )
 
@@ -254,7 +259,7 @@ class LocalService(ABC):
         return ServiceStatus(
             self.name,
             "running" if self.is_ready() else "unhealthy",
-            self.endpoint,
+            self.endpoints,
             pid=pid,
             rss_mib=resident_mib(pid),
             log=self.log_file,

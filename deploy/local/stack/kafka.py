@@ -14,6 +14,12 @@ administrator's SCRAM credential is written into the storage when it is formatte
 services' are created over the admin API after every start. The controller listener is
 plaintext on loopback and its anonymous principal is a super user: KRaft cannot
 authenticate controller connections with SCRAM, and it serves no client requests.
+
+Beside the SASL_PLAINTEXT listener, a SASL_SSL one (``XIETONG_KAFKA_TLS_PORT``, 0 for
+none) serves the same principals over TLS, with a certificate from a CA the stack
+generates (:mod:`deploy.local.stack.tls`): a client that sets
+``XIETONG_KAFKA_SECURITY_PROTOCOL=SASL_SSL`` and ``XIETONG_KAFKA_SSL_CA_LOCATION`` to
+``.local/kafka/tls/ca.pem`` connects as it would to a province's cluster.
 """
 
 from __future__ import annotations
@@ -36,12 +42,14 @@ from confluent_kafka.admin import (
 from deploy.local.stack.base import LocalService, StackError, port_is_open
 from deploy.local.stack.java import find_java
 from deploy.local.stack.maven import resolve_classpath
+from deploy.local.stack.tls import broker_keystore
 from xietong.kafka import (
     ADMIN_PRINCIPAL,
     SERVICES,
+    local_ca_file,
     local_credentials_file,
     principal_name,
-    sasl_config,
+    security_config,
 )
 from xietong.settings import LOOPBACK
 
@@ -61,6 +69,15 @@ class KafkaBroker(LocalService):
     @property
     def endpoint(self) -> str:
         return self.settings.local_bootstrap_servers
+
+    @property
+    def endpoints(self) -> str:
+        if not self.settings.kafka_tls_port:
+            return self.endpoint
+        return (
+            f"{self.endpoint} (SASL_PLAINTEXT) and {LOOPBACK}:{self.settings.kafka_tls_port}"
+            f" (SASL_SSL, CA {local_ca_file(self.settings)})"
+        )
 
     @property
     def is_external(self) -> bool:
@@ -109,11 +126,20 @@ class KafkaBroker(LocalService):
         self.credentials_file.write_text(json.dumps(stored, indent=2), encoding="utf-8")
         return stored
 
+    @property
+    def tls_dir(self) -> Path:
+        return local_ca_file(self.settings).parent
+
     def prepare(self) -> None:
         if port_is_open(self.settings.kafka_controller_port):
             raise StackError(
                 f"port {self.settings.kafka_controller_port} for the Kafka controller is taken:"
                 " stop that process, or set XIETONG_KAFKA_CONTROLLER_PORT to a free port"
+            )
+        if self.settings.kafka_tls_port and port_is_open(self.settings.kafka_tls_port):
+            raise StackError(
+                f"port {self.settings.kafka_tls_port} for the Kafka TLS listener is taken:"
+                " stop that process, or set XIETONG_KAFKA_TLS_PORT to a free port (0: none)"
             )
         java = self.java()
         classpath = self.classpath()
@@ -146,7 +172,7 @@ class KafkaBroker(LocalService):
                 "bootstrap.servers": self.endpoint,
                 "log_level": 0,
                 "socket.timeout.ms": 2000,
-                **sasl_config(self.settings, "admin"),
+                **security_config(self.settings, "admin"),
             }
         )
 
@@ -156,21 +182,36 @@ class KafkaBroker(LocalService):
             "org.apache.kafka.common.security.scram.ScramLoginModule required"
             f' username="{ADMIN_PRINCIPAL}" password="{admin_password}";'
         )
+        listeners = [f"SASL_PLAINTEXT://{LOOPBACK}:{self.port}"]
+        tls = []
+        if self.settings.kafka_tls_port:
+            # the same SCRAM principals and ACLs over TLS, from the stack's own CA
+            store = broker_keystore(self.tls_dir)
+            listeners.append(f"SASL_SSL://{LOOPBACK}:{self.settings.kafka_tls_port}")
+            tls = [
+                "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                "ssl.keystore.type=PKCS12",
+                f"ssl.keystore.location={store.keystore}",
+                f"ssl.keystore.password={store.password}",
+                f"ssl.key.password={store.password}",
+            ]
         return "\n".join(
             [
                 "# Written by `xietong stack up` on every start; edit the settings, not this file.",
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.voters=1@{LOOPBACK}:{controller}",
-                f"listeners=SASL_PLAINTEXT://{LOOPBACK}:{self.port},"
-                f"CONTROLLER://{LOOPBACK}:{controller}",
-                f"advertised.listeners=SASL_PLAINTEXT://{LOOPBACK}:{self.port}",
+                f"listeners={','.join(listeners)},CONTROLLER://{LOOPBACK}:{controller}",
+                f"advertised.listeners={','.join(listeners)}",
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=SASL_PLAINTEXT",
-                "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "listener.security.protocol.map="
+                "SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
                 "sasl.enabled.mechanisms=SCRAM-SHA-512",
                 "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
                 f"listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={login}",
+                *tls,
                 # Every request is authorised; what no ACL allows is denied.
                 "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
                 "allow.everyone.if.no.acl.found=false",
