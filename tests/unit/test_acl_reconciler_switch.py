@@ -69,3 +69,21 @@ def test_a_switched_off_reconciler_makes_department_topics_and_touches_no_acl(
     )
     assert sorted(applied) == ["dept.hz-amr.inbound", "dept.hz-amr.inbox"]
     assert (report.onboarded, report.acls.created, report.acls.deleted) == (1, (), ())
+
+
+def test_the_access_enforcer_follows_the_switch_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from registry.enforcer import AccessEnforcer
+    from registry.settings import get_registry_settings
+
+    settings = Settings(kafka_security_protocol="SASL_PLAINTEXT")
+    unreachable = "postgresql+psycopg2://nobody@127.0.0.1:1/none"  # never connected to here
+    monkeypatch.setenv("XIETONG_REGISTRY_ACL_RECONCILER", "false")
+    get_registry_settings.cache_clear()
+    try:
+        assert AccessEnforcer(unreachable, settings, AdminWithoutAcls()).acls is False  # type: ignore[arg-type]
+    finally:
+        get_registry_settings.cache_clear()
+    on = RegistrySettings(acl_reconciler=True)
+    assert AccessEnforcer(unreachable, settings, AdminWithoutAcls(), registry=on).acls is True  # type: ignore[arg-type]
