@@ -1518,7 +1518,7 @@ def simulate(
     settings = get_settings()
     rules = SimulatorSettings()
     if rules.metrics_port:
-        start_http_server(rules.metrics_port, addr="127.0.0.1")
+        start_http_server(rules.metrics_port, addr=rules.metrics_host)
     tokens = DepartmentTokens(settings.database_url)  # each department's own, for the APIs
     simulator = DepartmentSimulator(
         rules,

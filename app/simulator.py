@@ -119,6 +119,10 @@ class SimulatorSettings(BaseSettings):
     metrics_port: int | None = Field(
         default=9401, description="/metrics of the connectors run by the simulator."
     )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address of that /metrics (0.0.0.0 in a container, for Prometheus).",
+    )
     exports_dir: Path | None = Field(
         default=None, description="Where the exports go (default <XIETONG_HOME>/run/exports)."
     )

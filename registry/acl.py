@@ -144,9 +144,16 @@ class DepartmentAccessReport:
 
 
 def reconcile_departments(
-    admin: AdminClient, settings: Settings, grants: Iterable[DepartmentGrant]
+    admin: AdminClient,
+    settings: Settings,
+    grants: Iterable[DepartmentGrant],
+    acls: bool = True,
 ) -> DepartmentAccessReport:
-    """Make the broker's department topics and ACLs exactly what the grants say."""
+    """Make the broker's department topics and ACLs exactly what the grants say.
+
+    With ``acls`` false only the topics are made: the ACLs belong to someone else (an
+    open broker has none; under Strimzi the User Operator owns them) and are not read.
+    """
     grants = list(grants)
     onboarded = onboarded_departments(admin)
     live = [g for g in grants if g.department_code in onboarded]
@@ -157,10 +164,12 @@ def reconcile_departments(
         for view in sorted(g.shared_topics)
     ]
     topics = apply_topics(admin, settings, specs)
+    if not acls:
+        return DepartmentAccessReport(len(grants), len(live), tuple(topics), Reconciled((), ()))
     desired: set[Grant] = set()
     for grant in grants:
         desired |= department_acls(grant)
     for grant in live:
         desired |= service_acls_on_department_topics(grant.department_code, grant.shared_topics)
-    acls = reconcile(admin, desired, owned_by_registry)
-    return DepartmentAccessReport(len(grants), len(live), tuple(topics), acls)
+    reconciled = reconcile(admin, desired, owned_by_registry)
+    return DepartmentAccessReport(len(grants), len(live), tuple(topics), reconciled)

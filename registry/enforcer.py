@@ -6,9 +6,11 @@ once when nudged after a change through the API, it
 
 1. expires the subscriptions whose ``valid_until`` has passed (audited, as the system),
 2. reads every department's grant (:func:`registry.service.access_grants`),
-3. reconciles the department topics and ACLs on the broker (:mod:`registry.acl`) —
-   unless the broker is open (no SASL, as in the compose cluster), where there is
-   nothing to enforce.
+3. reconciles the department topics and ACLs on the broker (:mod:`registry.acl`) — the
+   topics only where the ACLs are not the registry's (:func:`manages_acls`): an open
+   broker (no SASL, as in the compose cluster) has none, and where Strimzi's User
+   Operator owns users and ACLs, ``XIETONG_REGISTRY_ACL_RECONCILER=false`` keeps the two
+   from undoing each other's work.
 
 So an approval opens access, and a revocation or expiry closes it, within seconds.
 A failed round (broker or database unreachable) is logged and counted, and retried on
@@ -27,7 +29,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from registry import db
 from registry.acl import DepartmentAccessReport, reconcile_departments
 from registry.service import access_grants, expire_due, log_event, utcnow
-from xietong.access import Reconciled
+from registry.settings import RegistrySettings, get_registry_settings
 from xietong.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -47,16 +49,28 @@ LAST_SUCCESS = Gauge(
 )
 
 
+def manages_acls(settings: Settings, registry: RegistrySettings) -> bool:
+    """Whether the registry creates and removes department ACLs: only on a broker that
+    authenticates (SASL), and only while its ACL reconciler is on."""
+    return registry.acl_reconciler and settings.kafka_security_protocol.startswith("SASL")
+
+
 class AccessEnforcer:
     """Expires due subscriptions and reconciles the broker, on a timer and on demand."""
 
     def __init__(
-        self, database_url: str, settings: Settings, admin: AdminClient, interval: float = 5.0
+        self,
+        database_url: str,
+        settings: Settings,
+        admin: AdminClient,
+        interval: float = 5.0,
+        registry: RegistrySettings | None = None,
     ) -> None:
         self.sessions = db.session_factory(database_url)
         self.settings = settings
         self.admin = admin
         self.interval = interval
+        self.acls = manages_acls(settings, registry or get_registry_settings())
         self._nudged = threading.Event()
 
     def enforce_once(self) -> DepartmentAccessReport:
@@ -66,10 +80,7 @@ class AccessEnforcer:
             with db.transaction(self.sessions) as session:
                 expired = expire_due(session, now)
                 grants = access_grants(session, now)
-            if not self.settings.kafka_security_protocol.startswith("SASL"):
-                # An open broker (the compose cluster) has no principals to grant to.
-                return DepartmentAccessReport(len(grants), 0, (), Reconciled((), ()))
-            report = reconcile_departments(self.admin, self.settings, grants)
+            report = reconcile_departments(self.admin, self.settings, grants, acls=self.acls)
         ACL_CHANGES.labels("created").inc(len(report.acls.created))
         ACL_CHANGES.labels("removed").inc(len(report.acls.deleted))
         LAST_SUCCESS.set(time.time())
@@ -88,6 +99,11 @@ class AccessEnforcer:
 
     def run(self, stop: threading.Event) -> None:
         """Reconcile every ``interval`` seconds, or sooner when nudged, until ``stop``."""
+        if not self.acls:
+            logger.info(
+                "department ACLs are not the registry's here (open broker, or"
+                " XIETONG_REGISTRY_ACL_RECONCILER=false): only department topics are made"
+            )
         while not stop.is_set():
             try:
                 self.enforce_once()

@@ -36,6 +36,13 @@ class RegistrySettings(BaseSettings):
         " only https:// is registered.",
     )
 
+    acl_reconciler: bool = Field(
+        default=True,
+        description="Reconcile department ACLs on the broker (registry/acl.py). Switch it off"
+        " (false) where another owner manages users and ACLs, such as Strimzi's User"
+        " Operator: the department topics are still created, no ACL is created or removed.",
+    )
+
     @field_validator("admin_token_sha256", mode="before")
     @classmethod
     def _lower_case(cls, value: object) -> object:
