@@ -9,6 +9,11 @@ PYTEST_ARGS ?=
 FUZZ_RECORDS ?= 100000
 FUZZ_SEED ?= 12
 
+# `make up BROKERS=3` (and the same BROKERS for run, topics, …): a local Kafka of 3 nodes
+ifdef BROKERS
+export XIETONG_KAFKA_BROKERS := $(BROKERS)
+endif
+
 .DEFAULT_GOAL := help
 .PHONY: help install system up down status topics run test unit integration lint format bench fuzz clean
 

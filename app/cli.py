@@ -73,6 +73,16 @@ def stack_up(
             " platform's services and evaluating deploy/prometheus/rules."
         ),
     ] = False,
+    brokers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=5,
+            help="Kafka nodes (KRaft broker and controller each; default XIETONG_KAFKA_BROKERS"
+            " or 1). With 3, topics get 3 replicas and min.insync.replicas 2: give the same"
+            " XIETONG_KAFKA_BROKERS to every command that uses this stack (make … BROKERS=3).",
+        ),
+    ] = None,
 ) -> None:
     """Start PostgreSQL, Kafka (KRaft) and the schema registry on loopback.
 
@@ -80,6 +90,11 @@ def stack_up(
     formats storage once, waits until each service answers and writes the endpoints
     to .local/stack.env. Running it again is harmless.
     """
+    if brokers is not None:
+        import os
+
+        os.environ["XIETONG_KAFKA_BROKERS"] = str(brokers)
+        get_settings.cache_clear()
     try:
         LocalStack(get_settings()).up(
             report=lambda line: console.print(line, highlight=False),

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK = "127.0.0.1"
@@ -135,6 +135,13 @@ class Settings(BaseSettings):
         default=True,
         description="Check that a broker's certificate names the host connected to (keep on).",
     )
+    kafka_brokers: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="Nodes of the local Kafka cluster, each a KRaft broker and controller: 1 on"
+        " a laptop, 3 for the fault tests. Node n listens on the first node's ports + 10(n-1).",
+    )
     kafka_tls_port: int = Field(
         default=9094,
         description="The local broker's SASL_SSL listener, with a certificate from a CA the"
@@ -143,10 +150,14 @@ class Settings(BaseSettings):
 
     # -- topic layout -----------------------------------------------------------------
     replication_factor: int = Field(
-        default=1, description="1 on a laptop, 3 on a production cluster."
+        default=1,
+        description="1 on a laptop, 3 on a production cluster; default: 3 on a local stack"
+        " of 3 or more brokers (XIETONG_KAFKA_BROKERS), else 1.",
     )
     min_insync_replicas: int = Field(
-        default=1, description="1 on a laptop, 2 on a production cluster."
+        default=1,
+        description="1 on a laptop, 2 on a production cluster; default: 2 on a local stack"
+        " of 3 or more brokers, else 1.",
     )
     uscc_partitions: int = Field(
         default=6,
@@ -187,9 +198,25 @@ class Settings(BaseSettings):
     )
 
     # -- derived endpoints ------------------------------------------------------------
+    @model_validator(mode="after")
+    def _replicated_as_the_local_cluster_allows(self) -> Settings:
+        if "replication_factor" not in self.model_fields_set:
+            self.replication_factor = min(3, self.kafka_brokers)
+        if "min_insync_replicas" not in self.model_fields_set:
+            self.min_insync_replicas = 2 if self.kafka_brokers >= 3 else 1
+        return self
+
+    @staticmethod
+    def kafka_node_port(first: int, node: int) -> int:
+        """Node ``node``'s port (1-based) given the first node's."""
+        return first + 10 * (node - 1) if first else 0
+
     @property
     def local_bootstrap_servers(self) -> str:
-        return f"{LOOPBACK}:{self.kafka_port}"
+        return ",".join(
+            f"{LOOPBACK}:{self.kafka_node_port(self.kafka_port, node)}"
+            for node in range(1, self.kafka_brokers + 1)
+        )
 
     @property
     def local_schema_registry_url(self) -> str:

@@ -172,3 +172,37 @@ def test_the_database_url_printed_for_psql_is_libpq_s_and_shows_no_password() ->
     assert libpq_url("postgresql+psycopg2://xietong@127.0.0.1:5433/credit") == (
         "postgresql://xietong@127.0.0.1:5433/credit"
     )
+
+
+def test_three_local_brokers_are_one_quorum_with_replicated_topics(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, kafka_brokers=3, kafka_port=19092)
+    assert settings.kafka_bootstrap_servers == "127.0.0.1:19092,127.0.0.1:19102,127.0.0.1:19112"
+    assert (settings.replication_factor, settings.min_insync_replicas) == (3, 2)
+    nodes = [s for s in LocalStack(settings).services if isinstance(s, KafkaBroker)]
+    assert [node.name for node in nodes] == ["kafka-1", "kafka-2", "kafka-3"]
+    assert all(node.starts_together for node in nodes)
+    second = dict(
+        line.split("=", 1)
+        for line in nodes[1].server_properties("pw").splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert second["node.id"] == "2"
+    assert second["controller.quorum.voters"] == (
+        "1@127.0.0.1:9093,2@127.0.0.1:9103,3@127.0.0.1:9113"
+    )
+    assert second["listeners"].startswith("SASL_PLAINTEXT://127.0.0.1:19102,")
+    assert second["advertised.listeners"] == (
+        "SASL_PLAINTEXT://127.0.0.1:19102,SASL_SSL://127.0.0.1:9104"
+    )
+    for name in ("default.replication.factor", "offsets.topic.replication.factor"):
+        assert second[name] == "3"
+    assert second["min.insync.replicas"] == second["transaction.state.log.min.isr"] == "2"
+    assert nodes[1].log_dirs.parent == tmp_path / "kafka-2"
+
+
+def test_one_local_broker_keeps_its_name_storage_and_single_replicas(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    [broker] = [s for s in LocalStack(settings).services if isinstance(s, KafkaBroker)]
+    assert broker.name == "kafka" and broker.data_dir == tmp_path / "kafka"
+    assert (settings.replication_factor, settings.min_insync_replicas) == (1, 1)
+    assert "controller.quorum.voters=1@127.0.0.1:9093" in broker.server_properties("pw")

@@ -12,7 +12,7 @@ import shlex
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from deploy.local.stack.base import LocalService, ServiceStatus, StackError
+from deploy.local.stack.base import Launch, LocalService, ServiceStatus, StackError
 from deploy.local.stack.kafka import KafkaBroker
 from deploy.local.stack.platform import PlatformServices
 from deploy.local.stack.postgres import PostgresServer
@@ -31,7 +31,7 @@ class LocalStack:
         # The schema registry stores its schemas in PostgreSQL, so it starts after it.
         self.services: list[LocalService] = [
             PostgresServer(settings),
-            KafkaBroker(settings),
+            *(KafkaBroker(settings, node) for node in range(1, settings.kafka_brokers + 1)),
             SchemaRegistry(settings),
             PrometheusServer(settings),  # optional: xietong stack up --with-prometheus
         ]
@@ -47,11 +47,23 @@ class LocalStack:
         """Start every local service that is not running, and the optional ones named in
         ``optional``; the names of those started."""
         started = []
-        for service in self.services:
-            if service.optional and service.name not in optional:
-                continue
+        launched: list[tuple[LocalService, Launch]] = []
+        wanted = [s for s in self.services if not s.optional or s.name in optional]
+        for index, service in enumerate(wanted):
             was_running = service.is_external or service.pid() is not None
-            report(service.start())
+            if not service.starts_together:
+                report(service.start())
+            else:
+                what = service.launch()
+                if isinstance(what, str):
+                    report(what)
+                else:
+                    launched.append((service, what))
+                following = wanted[index + 1] if index + 1 < len(wanted) else None
+                if following is None or not following.starts_together:
+                    for together, launch in launched:  # all launched: now they can answer
+                        report(together.finish_start(launch))
+                    launched = []
             if not was_running:
                 started.append(service.name)
         self.write_env_file()
@@ -63,11 +75,27 @@ class LocalStack:
         all of them, the platform's services that run on them."""
         if only is None:
             self.platform.stop(report=report)
-        for service in reversed(self.services):
+        for service in reversed(self.services + self._other_kafka_nodes()):
             if service.optional and service.pid() is None:
                 continue
             if only is None or service.name in only:
                 report(service.stop())
+
+    def _other_kafka_nodes(self) -> list[LocalService]:
+        """Kafka nodes that run although the settings do not name them (the stack was
+        started with another XIETONG_KAFKA_BROKERS), so that ``down`` stops them too."""
+        named = {service.name for service in self.services}
+        found = []
+        for pid_file in sorted((self.settings.home / "run").glob("kafka*.pid")):
+            name = pid_file.stem
+            if name in named or not (name == "kafka" or name.removeprefix("kafka-").isdigit()):
+                continue
+            node = 1 if name == "kafka" else int(name.removeprefix("kafka-"))
+            brokers = 1 if name == "kafka" else max(node, 2)
+            found.append(
+                KafkaBroker(self.settings.model_copy(update={"kafka_brokers": brokers}), node)
+            )
+        return found
 
     def status(self) -> list[ServiceStatus]:
         """Every service's status; an optional one only when it was started."""

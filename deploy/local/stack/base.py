@@ -39,6 +39,15 @@ class ServiceStatus:
     log: Path | None = None
 
 
+@dataclass(frozen=True)
+class Launch:
+    """A process just started: where its log stood, and when."""
+
+    log_start: int
+    started: float
+    already_running: bool = False
+
+
 def port_is_open(port: int, host: str = LOOPBACK) -> bool:
     """True when something accepts TCP connections on ``host:port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -93,6 +102,9 @@ class LocalService(ABC):
     port_setting: str  # the XIETONG_* variable that moves this service's port
     start_timeout: float = 120.0
     stop_signal: signal.Signals = signal.SIGTERM
+    #: Launched with the services next to it that say the same, before any is waited
+    #: for (the nodes of a cluster that answer only together).
+    starts_together: bool = False
     #: Started only when asked for (``xietong stack up --with-<name>``); the stack is up
     #: without it.
     optional: bool = False
@@ -176,16 +188,19 @@ class LocalService(ABC):
 
     def start(self) -> str:
         """Start the service unless it runs already; return what was done, in words."""
+        launched = self.launch()
+        return launched if isinstance(launched, str) else self.finish_start(launched)
+
+    def launch(self) -> str | Launch:
+        """Start the process without waiting for it to answer (nodes of a cluster that
+        answer only once a quorum of them runs start this way, then wait together):
+        what was done in words when nothing was started, else what to wait on."""
         if self.is_external:
             return f"{self.name}: external at {self.endpoint}, not started"
         if self.pid() is not None:
-            if wait_until(self.is_ready, self.start_timeout):
-                self.after_start()
-                return f"{self.name}: already running at {self.endpoints}"
-            raise StackError(
-                f"{self.name} runs (pid {self.pid()}) but does not answer on {self.endpoint};"
-                f" see {self.log_file} or run 'make down' and 'make up'"
-            )
+            if self.starts_together:  # it may wait for the others to answer
+                return Launch(0, time.monotonic(), already_running=True)
+            return self._already_running()
         if port_is_open(self.port):
             raise StackError(
                 f"port {self.port} for {self.name} is taken by another process: stop it, or "
@@ -194,7 +209,22 @@ class LocalService(ABC):
         self.prepare()
         log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
         self._spawn()
-        started = time.monotonic()
+        return Launch(log_start, time.monotonic())
+
+    def _already_running(self) -> str:
+        if wait_until(self.is_ready, self.start_timeout):
+            self.after_start()
+            return f"{self.name}: already running at {self.endpoints}"
+        raise StackError(
+            f"{self.name} runs (pid {self.pid()}) but does not answer on {self.endpoint};"
+            f" see {self.log_file} or run 'make down' and 'make up'"
+        )
+
+    def finish_start(self, launch: Launch) -> str:
+        """Wait for a launched process to answer; what was done, in words."""
+        if launch.already_running:
+            return self._already_running()
+        log_start, started = launch.log_start, launch.started
         if not wait_until(lambda: self.pid() is None or self.is_ready(), self.start_timeout):
             raise StackError(
                 f"{self.name} did not answer within {self.start_timeout:.0f}s: "

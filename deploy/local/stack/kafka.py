@@ -51,31 +51,56 @@ from xietong.kafka import (
     principal_name,
     security_config,
 )
-from xietong.settings import LOOPBACK
+from xietong.settings import LOOPBACK, Settings
 
 DEPLOY_DIR = Path(__file__).resolve().parents[1] / "kafka"
 SCRAM_ITERATIONS = 8192
 
 
 class KafkaBroker(LocalService):
-    name = "kafka"
+    """One node of the local cluster: node 1 alone (``kafka``) on a laptop, or nodes
+    ``kafka-1`` … ``kafka-n`` of ``XIETONG_KAFKA_BROKERS`` (each with storage of its own),
+    which answer only once a majority of them runs, so the stack launches them all
+    before it waits (:meth:`LocalService.launch`)."""
+
     port_setting = "XIETONG_KAFKA_PORT"
     start_timeout = 90.0
+    starts_together = True
+
+    def __init__(self, settings: Settings, node: int = 1) -> None:
+        super().__init__(settings)
+        self.node = node
+        self.name = "kafka" if settings.kafka_brokers == 1 else f"kafka-{node}"
+
+    @property
+    def nodes(self) -> range:
+        return range(1, self.settings.kafka_brokers + 1)
+
+    def _port(self, first: int, node: int | None = None) -> int:
+        return self.settings.kafka_node_port(first, node or self.node)
 
     @property
     def port(self) -> int:
-        return self.settings.kafka_port
+        return self._port(self.settings.kafka_port)
+
+    @property
+    def controller_port(self) -> int:
+        return self._port(self.settings.kafka_controller_port)
+
+    @property
+    def tls_port(self) -> int:
+        return self._port(self.settings.kafka_tls_port)
 
     @property
     def endpoint(self) -> str:
-        return self.settings.local_bootstrap_servers
+        return f"{LOOPBACK}:{self.port}"
 
     @property
     def endpoints(self) -> str:
-        if not self.settings.kafka_tls_port:
+        if not self.tls_port:
             return self.endpoint
         return (
-            f"{self.endpoint} (SASL_PLAINTEXT) and {LOOPBACK}:{self.settings.kafka_tls_port}"
+            f"{self.endpoint} (SASL_PLAINTEXT) and {LOOPBACK}:{self.tls_port}"
             f" (SASL_SSL, CA {local_ca_file(self.settings)})"
         )
 
@@ -130,15 +155,29 @@ class KafkaBroker(LocalService):
     def tls_dir(self) -> Path:
         return local_ca_file(self.settings).parent
 
+    @property
+    def cluster_id_file(self) -> Path:
+        return local_credentials_file(self.settings).parent / f"cluster-{len(self.nodes)}.id"
+
+    def cluster_id(self) -> str:
+        """One id for every node of the cluster (a single node's is its own)."""
+        if len(self.nodes) == 1:
+            return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not self.cluster_id_file.exists():
+            self.cluster_id_file.parent.mkdir(parents=True, exist_ok=True)
+            generated = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            self.cluster_id_file.write_text(generated)
+        return self.cluster_id_file.read_text().strip()
+
     def prepare(self) -> None:
-        if port_is_open(self.settings.kafka_controller_port):
+        if port_is_open(self.controller_port):
             raise StackError(
-                f"port {self.settings.kafka_controller_port} for the Kafka controller is taken:"
+                f"port {self.controller_port} for the controller of {self.name} is taken:"
                 " stop that process, or set XIETONG_KAFKA_CONTROLLER_PORT to a free port"
             )
-        if self.settings.kafka_tls_port and port_is_open(self.settings.kafka_tls_port):
+        if self.tls_port and port_is_open(self.tls_port):
             raise StackError(
-                f"port {self.settings.kafka_tls_port} for the Kafka TLS listener is taken:"
+                f"port {self.tls_port} for the TLS listener of {self.name} is taken:"
                 " stop that process, or set XIETONG_KAFKA_TLS_PORT to a free port (0: none)"
             )
         java = self.java()
@@ -169,6 +208,7 @@ class KafkaBroker(LocalService):
     def _admin(self) -> AdminClient:
         return AdminClient(
             {
+                # this node only: it is ready when it answers for itself
                 "bootstrap.servers": self.endpoint,
                 "log_level": 0,
                 "socket.timeout.ms": 2000,
@@ -177,17 +217,22 @@ class KafkaBroker(LocalService):
         )
 
     def server_properties(self, admin_password: str) -> str:
-        controller = self.settings.kafka_controller_port
+        controller = self.controller_port
+        voters = ",".join(
+            f"{node}@{LOOPBACK}:{self._port(self.settings.kafka_controller_port, node)}"
+            for node in self.nodes
+        )
+        replicas, in_sync = self.settings.replication_factor, self.settings.min_insync_replicas
         login = (
             "org.apache.kafka.common.security.scram.ScramLoginModule required"
             f' username="{ADMIN_PRINCIPAL}" password="{admin_password}";'
         )
         listeners = [f"SASL_PLAINTEXT://{LOOPBACK}:{self.port}"]
         tls = []
-        if self.settings.kafka_tls_port:
+        if self.tls_port:
             # the same SCRAM principals and ACLs over TLS, from the stack's own CA
             store = broker_keystore(self.tls_dir)
-            listeners.append(f"SASL_SSL://{LOOPBACK}:{self.settings.kafka_tls_port}")
+            listeners.append(f"SASL_SSL://{LOOPBACK}:{self.tls_port}")
             tls = [
                 "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;",
@@ -200,8 +245,8 @@ class KafkaBroker(LocalService):
             [
                 "# Written by `xietong stack up` on every start; edit the settings, not this file.",
                 "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@{LOOPBACK}:{controller}",
+                f"node.id={self.node}",
+                f"controller.quorum.voters={voters}",
                 f"listeners={','.join(listeners)},CONTROLLER://{LOOPBACK}:{controller}",
                 f"advertised.listeners={','.join(listeners)}",
                 "controller.listener.names=CONTROLLER",
@@ -220,12 +265,15 @@ class KafkaBroker(LocalService):
                 # The platform declares every topic it uses (xietong topics apply).
                 "auto.create.topics.enable=false",
                 "num.partitions=1",
-                "offsets.topic.replication.factor=1",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
-                # A single local broker: start consumer groups without the 3 s delay.
+                # as the platform's topics are replicated (XIETONG_REPLICATION_FACTOR …)
+                f"default.replication.factor={replicas}",
+                f"min.insync.replicas={in_sync}",
+                f"offsets.topic.replication.factor={replicas}",
+                f"transaction.state.log.replication.factor={replicas}",
+                f"transaction.state.log.min.isr={in_sync}",
+                f"share.coordinator.state.topic.replication.factor={replicas}",
+                f"share.coordinator.state.topic.min.isr={in_sync}",
+                # A local cluster: start consumer groups without the 3 s delay.
                 "group.initial.rebalance.delay.ms=0",
                 "log.retention.hours=168",
                 "",
@@ -233,7 +281,7 @@ class KafkaBroker(LocalService):
         )
 
     def _format_storage(self, java: str, classpath: str, admin_password: str) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = self.cluster_id()
         result = subprocess.run(
             [
                 java,
@@ -290,4 +338,4 @@ class KafkaBroker(LocalService):
             metadata = self._admin().list_topics(timeout=3)
         except Exception:
             return False
-        return bool(metadata.brokers)
+        return self.node in metadata.brokers
