@@ -54,6 +54,11 @@ def log_event(logger: logging.Logger, event: str, /, **fields: Any) -> None:
         logger.info(event, extra={"event": event, "event_fields": fields})
 
 
+def log_warning(logger: logging.Logger, event: str, /, **fields: Any) -> None:
+    """Log one event that needs an operator's eye, at WARNING (like :func:`log_event`)."""
+    logger.warning(event, extra={"event": event, "event_fields": fields})
+
+
 def event_fields(record: logging.LogRecord) -> dict[str, Any]:
     """The fields :func:`log_event` gave a record (empty for any other record)."""
     fields: dict[str, Any] = getattr(record, "event_fields", None) or {}

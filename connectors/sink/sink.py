@@ -27,9 +27,11 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import queue
+import random
 import re
 import threading
 import time
@@ -39,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import Field
@@ -57,7 +60,7 @@ from connectors.sink.writer import Batch, BatchWriter, Written, stored_offsets
 from schemas import DEAD_LETTER_RECORD
 from xietong.dead_letters import unreadable_message
 from xietong.kafka import KafkaClients
-from xietong.logs import log_event
+from xietong.logs import log_event, log_warning
 from xietong.settings import Settings
 from xietong.topics import DEAD_LETTER, DepartmentTopic
 
@@ -104,6 +107,17 @@ BATCH_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 MESSAGES = Counter("xietong_sink_messages", "Messages read by the sink", ["topic"])
+DATABASE_UP = Gauge(
+    "xietong_sink_database_up", "1 while the credit database takes the sink's writes, else 0"
+)
+DATABASE_RECONNECTS = Counter(
+    "xietong_sink_database_reconnects",
+    "Times the sink lost the credit database and connected again (with back-off)",
+)
+#: Back-off between two attempts to reach the credit database again: doubles, with jitter,
+#: up to this many seconds.
+RECONNECT_BACKOFF_MAX = 30.0
+LOST_CONNECTION = (psycopg2.OperationalError, psycopg2.InterfaceError)
 ERRORS = Counter("xietong_sink_errors", "Messages the sink could not store, by reason", ["reason"])
 # Every reason is exported from the start (at 0), so that a dashboard and an alert see the
 # series before the first error rather than "no data".
@@ -212,10 +226,11 @@ class CreditSink:
     def start(self) -> None:
         """Migrate the database and open the connection; call before run or backfill."""
         db.migrate(self.database_url)
-        key = load_or_create_key(self.options.audit_key_path(self.settings))
+        self._appender = Appender(load_or_create_key(self.options.audit_key_path(self.settings)))
         self._conn = db.connect(self.database_url)
         self._lookups = db.connect(self.database_url)
-        self._writer = BatchWriter(self._conn, Appender(key))
+        self._writer = BatchWriter(self._conn, self._appender)
+        DATABASE_UP.set(1)
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the batch in hand (safe from a signal handler)."""
@@ -268,7 +283,17 @@ class CreditSink:
         new = [key for key in self._partitions(consumer) if key not in assigned]
         if not new:
             return
-        stored = stored_offsets(self._lookups, new)
+        if self._lookups is None:  # lost, and not yet connected again
+            self._lookups = self._connect_quietly(None)
+            if self._lookups is None:
+                return
+        try:
+            stored = stored_offsets(self._lookups, new)
+        except LOST_CONNECTION as error:
+            # assigned at the next refresh, once the database answers again
+            log_warning(logger, "sink_database_unavailable", error=str(error).strip(), step="assign")
+            self._lookups = self._connect_quietly(self._lookups)
+            return
         consumer.incremental_assign(
             [TopicPartition(t, p, stored.get((t, p), OFFSET_BEGINNING)) for t, p in new]
         )
@@ -315,7 +340,7 @@ class CreditSink:
         """Write one batch (one transaction), count it and log it."""
         assert self._writer is not None
         started = time.perf_counter()
-        written = self._writer.write(batch)
+        written = self._write_until_written(batch)
         BATCH_SECONDS.observe(time.perf_counter() - started)
         BATCHES.inc()
         progress.count(batch, written)
@@ -342,6 +367,51 @@ class CreditSink:
             rows=written.rows,
             seconds=round(time.perf_counter() - started, 3),
         )
+
+    def _write_until_written(self, batch: Batch) -> Written:
+        """Write the batch, reconnecting with back-off while the database is unreachable
+        (a PostgreSQL restart, a fail-over): the write is idempotent, so a batch whose
+        commit was cut off is written again unchanged. Gives up only when stopped (what
+        it held is read again from the stored offsets after the restart)."""
+        assert self._writer is not None
+        attempt, delay = 0, 0.5
+        while True:
+            try:
+                written = self._writer.write(batch)
+            except LOST_CONNECTION as error:
+                attempt += 1
+                DATABASE_UP.set(0)
+                log_warning(
+                    logger,
+                    "sink_database_unavailable",
+                    error=str(error).strip(),
+                    step="write",
+                    attempt=attempt,
+                    retry_in_seconds=round(delay, 2),
+                )
+                if self._stop.wait(delay):
+                    raise
+                delay = min(delay * 2, RECONNECT_BACKOFF_MAX) * random.uniform(0.8, 1.2)
+                connection = self._connect_quietly(self._conn)
+                if connection is not None:
+                    self._conn = connection
+                    # a new session has none of the old one's staging tables
+                    self._writer = BatchWriter(connection, self._appender)
+                continue
+            if attempt:
+                DATABASE_UP.set(1)
+                DATABASE_RECONNECTS.inc()
+                log_event(logger, "sink_database_reconnected", attempts=attempt)
+            return written
+
+    def _connect_quietly(self, old: Any) -> Any:
+        """A new connection in place of ``old`` (closed), or None while none can be made."""
+        with contextlib.suppress(Exception):  # it is gone either way
+            old.close()
+        try:
+            return db.connect(self.database_url)
+        except LOST_CONNECTION:
+            return None
 
     def assemble(self, messages: Iterable[Message], progress: Progress) -> Batch:
         """Decode messages into a batch; unreadable ones are dead-lettered."""

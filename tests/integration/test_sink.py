@@ -285,6 +285,64 @@ def test_killed_with_sigkill_mid_batch_again_and_again_the_database_holds_each_r
     )
 
 
+def test_the_sink_reconnects_by_itself_when_the_database_drops_its_connections(
+    kafka: KafkaClients, credit_databases: Callable[[], str], tmp_path: Path
+) -> None:
+    """PostgreSQL ends the sink's sessions (as a restart or a fail-over does) twice while
+    records flow: the sink says so, backs off, connects again and stores every record
+    once, without exiting."""
+    url = credit_databases()
+    starts = sink_partitions(kafka)
+    start_at(url, starts)
+    window = TopicWindow(kafka, "market.registrations")
+    records = [r for r in canonical(3000, seed=17) if r.record.topic.name == "market.registrations"]
+    sink = SinkProcess(url, tmp_path / "key.pem", tmp_path / "sink.log", batch_size=100)
+    sink.start()
+    database = psycopg2.connect(url.replace("+psycopg2", ""))
+    database.autocommit = True
+    try:
+        stored_offsets = "SELECT coalesce(sum(next_offset), 0) FROM sink_offsets"
+        for half in (records[: len(records) // 2], records[len(records) // 2 :]):
+            before = count(url, stored_offsets)
+            produce(kafka, half)
+            deadline = time.monotonic() + 60
+            while count(url, stored_offsets) == before:  # the sink is writing this half
+                assert time.monotonic() < deadline, sink.log.read_text()[-3000:]
+                time.sleep(0.1)
+            with database.cursor() as cursor:  # every session of the sink, mid-stream
+                cursor.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+        ends = sink_partitions(kafka)
+        wait_caught_up(url, {k: v for k, v in ends.items() if k[0] == "market.registrations"}, 90)
+        assert sink.process is not None and sink.process.poll() is None, "the sink exited"
+    finally:
+        database.close()
+        sink.stop()
+    produced = set(expected_event_ids(kafka, window))
+    stored_ids = [
+        row[0]
+        for row in count_rows(
+            url, "SELECT event_id FROM registrations WHERE source_topic = 'market.registrations'"
+        )
+    ]
+    assert len(stored_ids) == len(set(stored_ids)) and set(stored_ids) == produced
+    log = sink.log.read_text()
+    assert '"event": "sink_database_unavailable"' in log
+    assert '"event": "sink_database_reconnected"' in log
+
+
+def count_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    conn = db.connect(url)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(sql)
+            return list(cursor.fetchall())
+    finally:
+        conn.close()
+
+
 # -- the tamper-evident log ---------------------------------------------------------------------
 
 
