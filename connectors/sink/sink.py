@@ -291,7 +291,8 @@ class CreditSink:
             stored = stored_offsets(self._lookups, new)
         except LOST_CONNECTION as error:
             # assigned at the next refresh, once the database answers again
-            log_warning(logger, "sink_database_unavailable", error=str(error).strip(), step="assign")
+            error_text = str(error).strip()
+            log_warning(logger, "sink_database_unavailable", error=error_text, step="assign")
             self._lookups = self._connect_quietly(self._lookups)
             return
         consumer.incremental_assign(
