@@ -15,7 +15,7 @@ export XIETONG_KAFKA_BROKERS := $(BROKERS)
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install system up down status topics run test unit integration lint format bench fuzz clean
+.PHONY: help install system up down status topics run test unit integration lint format bench chaos fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ bench: up ## connectors, the 双告知 and 联合惩戒 processors, the credit c
 	$(BIN)/python -m tests.bench.joint_punishment
 	$(BIN)/python -m tests.bench.credit_check
 	$(BIN)/python -m tests.bench.sink
+
+chaos: install ## three brokers under fault: kill, rolling restart, killed workers, a PostgreSQL restart (figures in .local/chaos/)
+	$(BIN)/pytest tests/integration/test_faults.py --chaos -s $(PYTEST_ARGS)
 
 fuzz: up ## seeded mutations of every export format through the real connectors, counted (JSON in .local/fuzz/)
 	$(BIN)/python -m tests.fuzz --records $(FUZZ_RECORDS) --seed $(FUZZ_SEED) --out .local/fuzz

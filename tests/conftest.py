@@ -35,10 +35,19 @@ SESSION_MARK = "XIETONG_TEST_SESSION"
 LEFTOVER_GRACE_SECONDS = 12.0
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--chaos", action="store_true", help="run the fault tests (make chaos): three brokers"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    chaos = config.getoption("--chaos")
     for item in items:
         if INTEGRATION_DIR in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("chaos") is not None and not chaos:
+            item.add_marker(pytest.mark.skip(reason="a fault test: make chaos runs it"))
     # The main job onboards every department of the sample province: tests that count on
     # a department not onboarded yet run before it.
     items.sort(key=lambda item: item.get_closest_marker("main_job") is not None)

@@ -74,6 +74,7 @@ class ReadMessage:
     key: bytes | None
     headers: dict[str, bytes]
     value: dict[str, Any]
+    timestamp: int = 0  # milliseconds, as the producer set it
 
 
 class TopicWindow:
@@ -129,7 +130,10 @@ class TopicWindow:
                     str(name): v if isinstance(v, bytes) else str(v or "").encode()
                     for name, v in pairs
                 }
-                messages.append(ReadMessage(partition, offset, message.key(), headers, value))
+                timestamp = message.timestamp()[1]
+                messages.append(
+                    ReadMessage(partition, offset, message.key(), headers, value, timestamp)
+                )
                 if offset + 1 >= wanted.get(partition, 0):
                     wanted.pop(partition, None)
         finally:
