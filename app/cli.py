@@ -890,6 +890,75 @@ def registry_issue_token(
     typer.echo(issued.token)
 
 
+CredentialIdArgument = Annotated[
+    int, typer.Argument(help="The credential's id (printed at issue; see registry tokens).")
+]
+
+
+@registry_app.command("tokens")
+def registry_tokens(
+    department: Annotated[
+        str | None, typer.Option(help="Only this department's credentials.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The API credentials: id, department, scopes, when issued and revoked (never a token:
+    only its SHA-256 is stored)."""
+    from registry.contract import CredentialOut
+    from registry.service import list_credentials
+
+    with _registry_transaction() as session:
+        rows = [
+            row
+            for row in (CredentialOut.of(c) for c in list_credentials(session))
+            if department is None or row.department == department
+        ]
+    _print_rows(
+        rows,
+        as_json,
+        ("id", "department", "scopes", "issued", "revoked"),
+        lambda row: (
+            str(row.id),
+            row.department or "(admin)",
+            ", ".join(row.scopes),
+            row.issued_at.isoformat(timespec="seconds"),
+            row.revoked_at.isoformat(timespec="seconds") if row.revoked_at else "",
+        ),
+    )
+
+
+@registry_app.command("revoke-token")
+def registry_revoke_token(credential_id: CredentialIdArgument) -> None:
+    """Revoke an API credential: its token is refused from now on (the inbox API and the
+    workbench ask again within their token cache, 5 s)."""
+    from registry.audit import Actor
+    from registry.service import revoke_credential
+
+    with _registry_transaction() as session:
+        credential = revoke_credential(session, Actor.admin("cli"), credential_id)
+        owner = credential.department.code if credential.department else "admin"
+    console.print(f"credential {credential_id} of {owner} revoked", highlight=False)
+
+
+@registry_app.command("rotate-token")
+def registry_rotate_token(credential_id: CredentialIdArgument) -> None:
+    """Replace a credential by a new token with the same department and scopes, and revoke
+    the old one, in one transaction. The new token is printed once, on stdout."""
+    from registry.audit import Actor
+    from registry.service import rotate_credential
+
+    with _registry_transaction() as session:
+        issued = rotate_credential(session, Actor.admin("cli"), credential_id)
+        new_id = issued.credential.id
+        owner = issued.credential.department.code if issued.credential.department else "admin"
+    errors.print(
+        f"credential {credential_id} of {owner} revoked; its replacement {new_id},"
+        " the token (shown once):",
+        highlight=False,
+    )
+    typer.echo(issued.token)
+
+
 @registry_app.command("audit")
 def registry_audit(
     limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 50,

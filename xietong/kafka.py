@@ -78,10 +78,21 @@ class KafkaCredentialsError(RuntimeError):
     """No credentials for a service: says which variables to set."""
 
 
+def tls_config(settings: Settings) -> dict[str, str]:
+    """``ssl.ca.location`` when a CA file is set (``XIETONG_KAFKA_SSL_CA_LOCATION``): the
+    same property for librdkafka and the schema registry client."""
+    if settings.kafka_ssl_ca_location is None:
+        return {}
+    return {"ssl.ca.location": str(settings.kafka_ssl_ca_location)}
+
+
 def sasl_config(settings: Settings, service: str) -> dict[str, str]:
-    """The client properties that authenticate ``service`` to the brokers."""
-    if not settings.kafka_security_protocol.startswith("SASL"):
-        return {"security.protocol": settings.kafka_security_protocol}
+    """The client properties that authenticate ``service`` to the brokers (and, over TLS,
+    the CA that signed them)."""
+    protocol = settings.kafka_security_protocol
+    tls = tls_config(settings) if protocol.endswith("SSL") else {}
+    if not protocol.startswith("SASL"):
+        return {"security.protocol": protocol, **tls}
     if settings.kafka_username and settings.kafka_password:
         username = settings.kafka_username
         password = settings.kafka_password.get_secret_value()
@@ -100,6 +111,7 @@ def sasl_config(settings: Settings, service: str) -> dict[str, str]:
         "sasl.mechanism": settings.kafka_sasl_mechanism,
         "sasl.username": username,
         "sasl.password": password,
+        **tls,
     }
 
 
@@ -194,7 +206,9 @@ class KafkaClients:
 
     @cache  # noqa: B019 - one registry client (and its schema cache) per factory
     def schema_registry(self) -> SchemaRegistryClient:
-        return SchemaRegistryClient({"url": self.settings.schema_registry_url})
+        url = self.settings.schema_registry_url
+        tls = tls_config(self.settings) if url.startswith("https:") else {}
+        return SchemaRegistryClient({"url": url, **tls})
 
     def avro_serializer(self, schema_str: str | None = None, **config: Any) -> AvroSerializer:
         """An Avro serializer writing the Confluent wire format (magic byte, schema id).

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
         description="SASL_PLAINTEXT (the local stack), SASL_SSL, or PLAINTEXT for an open cluster.",
     )
     kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_ssl_ca_location: Path | None = Field(
+        default=None,
+        description="The CA certificate file (PEM) that signed the brokers' and the schema"
+        " registry's TLS certificates, with SASL_SSL or an https registry; default: the"
+        " system's CA store.",
+    )
     kafka_username: str | None = Field(
         default=None,
         description="This process's principal; default: the service's own (svc-<service>).",
