@@ -331,21 +331,40 @@ def connect_validate(
     ],
     sample: Annotated[Path, typer.Argument(help="A sample export (CSV, JSON Lines, xlsx).")],
     limit: Annotated[int, typer.Option(help="Records shown field by field.")] = 3,
+    failures: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="The first N problems listed one a line: where (line N), the field, its"
+            " column, the reason code and what was expected. 0: counts only.",
+        ),
+    ] = 20,
     encoding: Annotated[
         str | None,
         typer.Option(help="The sample's encoding (default: the connector's, else UTF-8)."),
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="One JSON document on stdout: the counts, the problems by code and the"
+            " first --failures problems (no tables).",
+        ),
+    ] = False,
 ) -> None:
     """Show how a department's sample maps onto canonical fields, field by field.
 
-    Every record of the sample is checked; the first LIMIT are shown in full, and a
-    summary counts accepted records and problems by code. Nothing is published.
+    Every record of the sample is checked; the first LIMIT are shown in full, then the
+    first FAILURES problems one a line (``line 17  field decided_on (column 处罚决定日期)
+    date.invalid: '2024-13-01' is not a date in any of the formats …``), and a summary
+    counts accepted records and problems by code. Nothing is published.
     """
+    import itertools
     from collections import Counter
 
     from connectors.config import ConnectorConfig, FileSourceConfig
     from connectors.mapping import DepartmentMapping, MappingError
-    from connectors.runner import preview_mapping
+    from connectors.runner import PreviewProblem, preview_mapping, preview_problems
 
     delimiter = ","
     try:
@@ -366,14 +385,20 @@ def connect_validate(
     accepted = 0
     total = 0
     codes: Counter[str] = Counter()
-    for preview in preview_mapping(
-        mapping, sample, encoding=encoding or "utf-8", delimiter=delimiter
-    ):
+    listed: list[PreviewProblem] = []
+    previews = preview_mapping(mapping, sample, encoding=encoding or "utf-8", delimiter=delimiter)
+    try:
+        first = next(previews, None)
+    except (OSError, ValueError) as error:  # no such export, a header it cannot decode
+        fail(str(error))
+    for preview in itertools.chain([first] if first else [], previews):
         total += 1
         accepted += preview.accepted
-        for problem in preview.record_problems + [p for f in preview.fields for p in f.problems]:
-            codes[problem.code] += 1
-        if total <= limit:
+        for failure in preview_problems(preview):
+            codes[failure.code] += 1
+            if len(listed) < failures:
+                listed.append(failure)
+        if total <= limit and not as_json:
             verdict = "[green]accepted[/]" if preview.accepted else "[red]rejected[/]"
             table = Table(
                 "field",
@@ -394,6 +419,33 @@ def connect_validate(
             for problem in preview.record_problems:
                 table.add_row(problem.field or "(record)", "", "", "", problem.message)
             console.print(table)
+    problems = sum(codes.values())
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "sample": str(sample),
+                    "records": total,
+                    "accepted": accepted,
+                    "dead_lettered": total - accepted,
+                    "problems": problems,
+                    "by_code": dict(codes.most_common()),
+                    "failures": [failure.as_dict() for failure in listed],
+                    "failures_not_listed": problems - len(listed),
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+        return
+    if listed:
+        console.print(
+            f"{problems} problems"
+            + (f", the first {len(listed)}:" if problems > len(listed) else ":"),
+            highlight=False,
+        )
+        for failure in listed:
+            console.print(f"  {failure.line()}", highlight=False, markup=False, soft_wrap=True)
     console.print(
         f"{total} records: {accepted} accepted, {total - accepted} would be dead-lettered",
         highlight=False,
