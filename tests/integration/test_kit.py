@@ -3,6 +3,8 @@ as a department's integrator runs them: ``example_client.py`` and ``curl_session
 processes of their own, with nothing but the inbox API's address and a registry token.
 The stack is the inbox API's (``tests/inbox_stack.py``): the workers, the sink and
 ``xietong inbox serve``, with pushes and hits published as the connectors publish them.
+``kafka_client.py`` reads and writes as the department's own Kafka principal, with the
+settings of the guide's "Raw Kafka" table.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import pytest
 
 from tests import inbox_stack
 from tests.inbox_stack import FINANCE, ROOT, TRANSPORT, Department, new_hit, new_push
-from tests.stream_worker import Platform
+from tests.stream_worker import Onboarding, Platform
+from xietong.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("secured")
 
@@ -53,6 +56,30 @@ def curl_session(inbox_url: str, token: str, **variables: str) -> subprocess.Com
     env = {**os.environ, "INBOX": inbox_url, "TOKEN": token, **variables}
     return subprocess.run(
         ["bash", str(KIT / "curl_session.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def kafka_client(
+    departments: Onboarding, settings: Settings, code: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``python connectors/kit/kafka_client.py ARGS`` as department ``code``, with its
+    Kafka password and the stack's endpoints."""
+    password = departments.clients[code].settings.kafka_password
+    assert password is not None
+    env = {
+        **os.environ,
+        "DEPT_CODE": code,
+        "DEPT_KAFKA_PASSWORD": password.get_secret_value(),
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "SCHEMA_REGISTRY_URL": settings.schema_registry_url,
+        "KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
+    }
+    return subprocess.run(
+        [sys.executable, str(KIT / "kafka_client.py"), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -197,3 +224,54 @@ def test_the_curl_session_resumes_at_its_cursor_and_exits_3_on_a_rejection(
     assert later["id"] in listed_ids and first["id"] not in listed_ids
     assert resumed.returncode == 3, resumed.stdout + resumed.stderr  # claimed already
     assert "REJECTED" in resumed.stdout.rstrip().splitlines()[-1]
+
+
+# -- the raw Kafka example --------------------------------------------------------------------
+
+
+def test_the_kafka_example_reads_the_inbox_in_its_own_group_and_claims_a_push(
+    platform: Platform,
+    transport: Department,
+    departments: Onboarding,
+    stack_settings: Settings,
+) -> None:
+    push = new_push(platform, transport)
+
+    read = kafka_client(departments, stack_settings, TRANSPORT, "read", "--idle", "5")
+
+    assert read.returncode == 0, read.stderr
+    items = [json.loads(line) for line in read.stdout.splitlines()]
+    [mine] = [i for i in items if i["value"].get("push_id") == push["id"]]
+    assert mine["record"] == "cn.gov.xietong.dualnotice.DualNoticePush"
+    assert mine["key"] == push["uscc"] and mine["value"]["state"] == "PUSHED"
+
+    claimed = kafka_client(
+        departments, stack_settings, TRANSPORT, "claim", push["id"], push["uscc"]
+    )
+
+    assert claimed.returncode == 0, claimed.stderr
+    action_id = claimed.stdout.strip()
+    outcome = transport.outcome(action_id)
+    assert outcome["status"] == "APPLIED" and outcome["action"] == "CLAIM", outcome
+    assert transport.get(f"/v1/inbox/{push['id']}").json()["item"]["state"] == "CLAIMED"
+    # the group committed what it read: the next read starts after it
+    again = kafka_client(departments, stack_settings, TRANSPORT, "read", "--idle", "3")
+    assert again.returncode == 0, again.stderr
+    assert push["id"] not in again.stdout
+
+
+def test_the_kafka_example_answers_a_hit(
+    platform: Platform,
+    finance: Department,
+    departments: Onboarding,
+    stack_settings: Settings,
+) -> None:
+    hit = new_hit(platform, finance)
+
+    answered = kafka_client(
+        departments, stack_settings, FINANCE, "feedback", hit["id"], hit["uscc"], "APPLIED"
+    )
+
+    assert answered.returncode == 0, answered.stderr
+    assert finance.outcome(answered.stdout.strip())["status"] == "APPLIED"
+    assert finance.until_item(hit["uscc"], "hit", lambda i: i["state"] == "APPLIED")
