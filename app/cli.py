@@ -1116,6 +1116,26 @@ def registry_issue_kafka_password(
     errors.print("store it now: it is not shown again", highlight=False)
 
 
+@registry_app.command("revoke-kafka-password")
+def registry_revoke_kafka_password(
+    department: Annotated[str, typer.Argument(help="The department's code.")],
+) -> None:
+    """Delete the department's Kafka credential (principal dept-<code>): every new login
+    is refused; a connection already open stays until it reconnects. Its grants stay in
+    the registry; issue-kafka-password gives it a credential again."""
+    from registry.acl import revoke_kafka_password
+    from registry.service import get_department
+    from xietong.kafka import clients
+
+    with _registry_transaction() as session:
+        get_department(session, department)
+    try:
+        revoke_kafka_password(clients("admin").admin(), department)
+    except ValueError as error:
+        fail(str(error))
+    console.print(f"principal dept-{department}: its Kafka credential is deleted", highlight=False)
+
+
 @registry_app.command("onboard")
 def registry_onboard(
     credentials: Annotated[

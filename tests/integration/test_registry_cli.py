@@ -137,3 +137,38 @@ def test_a_department_s_token_is_rotated_and_revoked_from_the_command_line(
     again = run("revoke-token", str(replacement["id"]))
     assert again.exit_code == 1 and "already revoked" in again.output
     assert run("rotate-token", str(replacement["id"])).exit_code == 1
+
+
+def test_a_department_s_kafka_password_is_revoked_from_the_command_line(
+    run: Any, stack_settings: Settings
+) -> None:
+    from confluent_kafka import KafkaException
+    from pydantic import SecretStr
+
+    from tests.kafka_helpers import eventually
+    from xietong.kafka import KafkaClients
+
+    def logs_in(password: str) -> bool:
+        department = KafkaClients(
+            stack_settings.model_copy(
+                update={"kafka_username": "dept-hz-em", "kafka_password": SecretStr(password)}
+            )
+        )
+        try:
+            department.admin().list_topics(timeout=5)
+        except KafkaException:
+            return False
+        return True
+
+    issued = run("issue-kafka-password", "hz-em")
+    assert issued.exit_code == 0, issued.output
+    password = issued.stdout.split("password:")[1].split()[0]
+    assert eventually(lambda: logs_in(password), bool, 30, lambda _: "dept-hz-em cannot log in")
+
+    revoked = run("revoke-kafka-password", "hz-em")
+
+    assert revoked.exit_code == 0, revoked.output
+    assert "dept-hz-em: its Kafka credential is deleted" in revoked.stdout
+    assert eventually(lambda: not logs_in(password), bool, 30, lambda _: "still logs in")
+    again = run("revoke-kafka-password", "hz-em")
+    assert again.exit_code == 1 and "has no Kafka credential" in again.output
