@@ -4,6 +4,7 @@ takes from the settings: SASL/SCRAM, and the CA file over TLS."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -11,7 +12,7 @@ from xietong.kafka import sasl_config
 from xietong.settings import Settings
 
 
-def settings(**values: object) -> Settings:
+def settings(**values: Any) -> Settings:
     return Settings(kafka_username="dept-hz-health", kafka_password=SecretStr("pw"), **values)
 
 
