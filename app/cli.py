@@ -346,21 +346,40 @@ def connect_validate(
     ],
     sample: Annotated[Path, typer.Argument(help="A sample export (CSV, JSON Lines, xlsx).")],
     limit: Annotated[int, typer.Option(help="Records shown field by field.")] = 3,
+    failures: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="The first N problems listed one a line: where (line N), the field, its"
+            " column, the reason code and what was expected. 0: counts only.",
+        ),
+    ] = 20,
     encoding: Annotated[
         str | None,
         typer.Option(help="The sample's encoding (default: the connector's, else UTF-8)."),
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="One JSON document on stdout: the counts, the problems by code and the"
+            " first --failures problems (no tables).",
+        ),
+    ] = False,
 ) -> None:
     """Show how a department's sample maps onto canonical fields, field by field.
 
-    Every record of the sample is checked; the first LIMIT are shown in full, and a
-    summary counts accepted records and problems by code. Nothing is published.
+    Every record of the sample is checked; the first LIMIT are shown in full, then the
+    first FAILURES problems one a line (``line 17  field decided_on (column 处罚决定日期)
+    date.invalid: '2024-13-01' is not a date in any of the formats …``), and a summary
+    counts accepted records and problems by code. Nothing is published.
     """
+    import itertools
     from collections import Counter
 
     from connectors.config import ConnectorConfig, FileSourceConfig
     from connectors.mapping import DepartmentMapping, MappingError
-    from connectors.runner import preview_mapping
+    from connectors.runner import PreviewProblem, preview_mapping, preview_problems
 
     delimiter = ","
     try:
@@ -381,14 +400,20 @@ def connect_validate(
     accepted = 0
     total = 0
     codes: Counter[str] = Counter()
-    for preview in preview_mapping(
-        mapping, sample, encoding=encoding or "utf-8", delimiter=delimiter
-    ):
+    listed: list[PreviewProblem] = []
+    previews = preview_mapping(mapping, sample, encoding=encoding or "utf-8", delimiter=delimiter)
+    try:
+        first = next(previews, None)
+    except (OSError, ValueError) as error:  # no such export, a header it cannot decode
+        fail(str(error))
+    for preview in itertools.chain([first] if first else [], previews):
         total += 1
         accepted += preview.accepted
-        for problem in preview.record_problems + [p for f in preview.fields for p in f.problems]:
-            codes[problem.code] += 1
-        if total <= limit:
+        for failure in preview_problems(preview):
+            codes[failure.code] += 1
+            if len(listed) < failures:
+                listed.append(failure)
+        if total <= limit and not as_json:
             verdict = "[green]accepted[/]" if preview.accepted else "[red]rejected[/]"
             table = Table(
                 "field",
@@ -409,6 +434,33 @@ def connect_validate(
             for problem in preview.record_problems:
                 table.add_row(problem.field or "(record)", "", "", "", problem.message)
             console.print(table)
+    problems = sum(codes.values())
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "sample": str(sample),
+                    "records": total,
+                    "accepted": accepted,
+                    "dead_lettered": total - accepted,
+                    "problems": problems,
+                    "by_code": dict(codes.most_common()),
+                    "failures": [failure.as_dict() for failure in listed],
+                    "failures_not_listed": problems - len(listed),
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+        return
+    if listed:
+        console.print(
+            f"{problems} problems"
+            + (f", the first {len(listed)}:" if problems > len(listed) else ":"),
+            highlight=False,
+        )
+        for failure in listed:
+            console.print(f"  {failure.line()}", highlight=False, markup=False, soft_wrap=True)
     console.print(
         f"{total} records: {accepted} accepted, {total - accepted} would be dead-lettered",
         highlight=False,
@@ -905,6 +957,75 @@ def registry_issue_token(
     typer.echo(issued.token)
 
 
+CredentialIdArgument = Annotated[
+    int, typer.Argument(help="The credential's id (printed at issue; see registry tokens).")
+]
+
+
+@registry_app.command("tokens")
+def registry_tokens(
+    department: Annotated[
+        str | None, typer.Option(help="Only this department's credentials.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The API credentials: id, department, scopes, when issued and revoked (never a token:
+    only its SHA-256 is stored)."""
+    from registry.contract import CredentialOut
+    from registry.service import list_credentials
+
+    with _registry_transaction() as session:
+        rows = [
+            row
+            for row in (CredentialOut.of(c) for c in list_credentials(session))
+            if department is None or row.department == department
+        ]
+    _print_rows(
+        rows,
+        as_json,
+        ("id", "department", "scopes", "issued", "revoked"),
+        lambda row: (
+            str(row.id),
+            row.department or "(admin)",
+            ", ".join(row.scopes),
+            row.issued_at.isoformat(timespec="seconds"),
+            row.revoked_at.isoformat(timespec="seconds") if row.revoked_at else "",
+        ),
+    )
+
+
+@registry_app.command("revoke-token")
+def registry_revoke_token(credential_id: CredentialIdArgument) -> None:
+    """Revoke an API credential: its token is refused from now on (the inbox API and the
+    workbench ask again within their token cache, 5 s)."""
+    from registry.audit import Actor
+    from registry.service import revoke_credential
+
+    with _registry_transaction() as session:
+        credential = revoke_credential(session, Actor.admin("cli"), credential_id)
+        owner = credential.department.code if credential.department else "admin"
+    console.print(f"credential {credential_id} of {owner} revoked", highlight=False)
+
+
+@registry_app.command("rotate-token")
+def registry_rotate_token(credential_id: CredentialIdArgument) -> None:
+    """Replace a credential by a new token with the same department and scopes, and revoke
+    the old one, in one transaction. The new token is printed once, on stdout."""
+    from registry.audit import Actor
+    from registry.service import rotate_credential
+
+    with _registry_transaction() as session:
+        issued = rotate_credential(session, Actor.admin("cli"), credential_id)
+        new_id = issued.credential.id
+        owner = issued.credential.department.code if issued.credential.department else "admin"
+    errors.print(
+        f"credential {credential_id} of {owner} revoked; its replacement {new_id},"
+        " the token (shown once):",
+        highlight=False,
+    )
+    typer.echo(issued.token)
+
+
 @registry_app.command("audit")
 def registry_audit(
     limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 50,
@@ -1008,6 +1129,26 @@ def registry_issue_kafka_password(
     password = issue_kafka_password(clients("admin").admin(), department)
     console.print(f"principal: dept-{department}\npassword:  {password}", highlight=False)
     errors.print("store it now: it is not shown again", highlight=False)
+
+
+@registry_app.command("revoke-kafka-password")
+def registry_revoke_kafka_password(
+    department: Annotated[str, typer.Argument(help="The department's code.")],
+) -> None:
+    """Delete the department's Kafka credential (principal dept-<code>): every new login
+    is refused; a connection already open stays until it reconnects. Its grants stay in
+    the registry; issue-kafka-password gives it a credential again."""
+    from registry.acl import revoke_kafka_password
+    from registry.service import get_department
+    from xietong.kafka import clients
+
+    with _registry_transaction() as session:
+        get_department(session, department)
+    try:
+        revoke_kafka_password(clients("admin").admin(), department)
+    except ValueError as error:
+        fail(str(error))
+    console.print(f"principal dept-{department}: its Kafka credential is deleted", highlight=False)
 
 
 @registry_app.command("onboard")

@@ -1,44 +1,24 @@
 """Department mapping files: a department's columns, date formats and codes → canonical fields.
 
-Onboarding a department is configuration, not code. A mapping file (YAML) says which
-department sends which record type, and how each canonical field is read from the
-department's own record::
+Onboarding a department is configuration, not code. A mapping file (YAML) names the
+department and its record type and gives each canonical field a rule: a column, or a
+constant, with options by the field's kind (date formats, code tables, a list's separator,
+an amount's digit-group separator, how to treat control characters)::
 
-    department:
-      uscc: 12330100MB1234567X        # 来源部门统一社会信用代码
-      name: 杭州市卫生健康委员会
-      system: 卫生许可审批系统
-    record_type: licence               # registration | licence | penalty | credit_list_entry
-    source_record_id: 许可记录编号       # column holding the record's id in the source
-    record_version: 更新时间             # optional: column holding the record's version
-    date_format: "%Y年%m月%d日"          # default for every date field (ISO if absent)
+    record_type: licence
+    source_record_id: 许可记录编号
+    date_format: ["%Y年%m月%d日", "%Y/%m/%d"]
     fields:
-      uscc: 统一社会信用代码              # shorthand: the column name
-      holder_name: 行政相对人名称
-      valid_from: {column: 有效期自, date_format: ["%Y年%m月%d日", "%Y/%m/%d"]}  # either
-      valid_to: {column: 有效期至, date_format: "%Y/%m/%d", empty: [长期, 永久]}
-      category: {column: 许可类别, codes: {普通: ORDINARY, 特许: FRANCHISE}}
-      authority_uscc: {value: 12330100MB1234567X}   # a constant
+      uscc: 统一社会信用代码
+      valid_to: {column: 有效期至, empty: [长期]}
 
-The target type of each field comes from the record type's Avro schema, so a date
-column is parsed as a date (in the first of its formats that reads it: a list of
-formats is tried in order), a 万元 amount as a ``Decimal``, a code through ``codes``
-to the enum's symbol, and an array field by splitting on ``split``. A value that cannot
-be converted becomes a :class:`~connectors.validation.Problem` naming the field; the
-record is then dead-lettered with every problem found, never half-published.
+The reference — every key and option, what each kind of field takes, the reason codes —
+is ``connectors/kit/MAPPING.md``, with worked examples in ``connectors/kit/examples/``.
 
-``business_scope_items`` may use ``{column: 经营范围, scope: true}`` to split the
-standard wording "许可项目：…；一般项目：…" into catalog entries tagged permit/general
-(entries end at ，；;, or 。; text under no heading is of an UNKNOWN kind).
-
-Values are taken as they are, never repaired silently: an amount with more decimals
-than the schema's scale is refused, not rounded; ``1,000`` and full-width ``１００`` are
-amounts only where the field's rule allows them (``thousands_separator: ","``,
-``fullwidth_digits: true``); a number is not a date; an id is text or a whole number;
-text holds no control character but tab and newline, unless the rule says
-``strip_control: true`` (``newlines: normalise`` turns a CRLF or a lone CR into a
-newline). Every converter raises only :class:`ConversionError`, whose ``code`` becomes
-the problem's code (the codes are listed in ``connectors/README.md``).
+The target type of each field comes from the record type's Avro schema; a value is
+converted or refused, never repaired. Every converter raises only
+:class:`ConversionError`, whose ``code`` becomes the :class:`~connectors.validation.Problem`'s
+code; a record with a problem is dead-lettered with all of them, never half-published.
 """
 
 from __future__ import annotations

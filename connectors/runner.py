@@ -85,6 +85,72 @@ class RecordPreview:
         return not self.record_problems and not any(f.problems for f in self.fields)
 
 
+@dataclass(frozen=True)
+class PreviewProblem:
+    """One problem of a sample record, as ``xietong connect validate`` lists it: where it
+    is, the field and its column, the value read, the reason code and what was expected
+    (``reason``: the problem's message without the field's name in front)."""
+
+    position: str
+    field: str
+    column: str
+    value: Any
+    code: str
+    reason: str
+
+    def line(self) -> str:
+        """``line 17  field reg_date (column 成立日期)  value '2024-13-01'  date.invalid: …``;
+        the value only where the reason does not show it already."""
+        where = f"field {self.field}" if self.field else "(record)"
+        if self.column:
+            where += f" (column {self.column})"
+        shown = "" if self.value is None else repr(str(self.value))
+        if len(shown) > 42:
+            shown = shown[:40] + "…'"
+        value = f"  value {shown}" if shown and shown not in self.reason else ""
+        return f"{self.position}  {where}{value}  {self.code}: {self.reason}"
+
+    def as_dict(self) -> dict[str, Any]:
+        value = self.value if self.value is None or isinstance(self.value, str) else str(self.value)
+        return {
+            "position": self.position,
+            "field": self.field,
+            "column": self.column,
+            "value": value,
+            "code": self.code,
+            "reason": self.reason,
+        }
+
+
+def preview_problems(preview: RecordPreview) -> Iterator[PreviewProblem]:
+    """Every problem of one previewed record, its fields' first (in the mapping's order),
+    then those of the record as a whole (an unreadable line, a rule across fields)."""
+    for field in preview.fields:
+        column = "" if field.column == "(constant)" else field.column
+        for problem in field.problems:
+            yield PreviewProblem(
+                preview.position,
+                field.field,
+                column,
+                field.raw,
+                problem.code,
+                _reason(problem, column),
+            )
+    for problem in preview.record_problems:
+        yield PreviewProblem(
+            preview.position, problem.field, "", None, problem.code, _reason(problem, "")
+        )
+
+
+def _reason(problem: Problem, column: str) -> str:
+    """The message without the ``<field> (column '<column>'): `` or ``<field>: `` that
+    the listing shows in columns of its own."""
+    for prefix in (f"{problem.field} (column {column!r}): ", f"{problem.field}: "):
+        if problem.field and problem.message.startswith(prefix):
+            return problem.message.removeprefix(prefix)
+    return problem.message
+
+
 def preview_mapping(
     mapping: DepartmentMapping,
     sample: Path,

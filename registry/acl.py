@@ -38,6 +38,7 @@ from confluent_kafka.admin import (
     ScramCredentialInfo,
     ScramMechanism,
     UserScramCredentialAlteration,
+    UserScramCredentialDeletion,
     UserScramCredentialUpsertion,
 )
 
@@ -131,6 +132,23 @@ def issue_kafka_passwords(admin: AdminClient, department_codes: Iterable[str]) -
         for future in admin.alter_user_scram_credentials(upsert).values():
             future.result()
     return passwords
+
+
+def revoke_kafka_password(admin: AdminClient, department_code: str) -> None:
+    """Delete the department's Kafka credential: the broker refuses every new login of
+    ``dept-<code>`` (a connection already open stays until it reconnects). Its grants are
+    the registry's and stay; ``issue_kafka_password`` gives it a credential again."""
+    if department_code not in onboarded_departments(admin):
+        raise ValueError(
+            f"{DEPARTMENT_USER_PREFIX}{department_code} has no Kafka credential to revoke"
+        )
+    deletion: list[UserScramCredentialAlteration] = [
+        UserScramCredentialDeletion(
+            f"{DEPARTMENT_USER_PREFIX}{department_code}", ScramMechanism.SCRAM_SHA_512
+        )
+    ]
+    for future in admin.alter_user_scram_credentials(deletion).values():
+        future.result()
 
 
 @dataclass(frozen=True)

@@ -359,6 +359,34 @@ def revoke_credential(
     return credential
 
 
+def rotate_credential(
+    session: Session, actor: Actor, credential_id: int, now: datetime | None = None
+) -> IssuedToken:
+    """Replace a credential by a new token of the same department and scopes, in one
+    transaction: the old token stops working and the new one works from the commit on,
+    so there is no moment with neither (or, once committed, both)."""
+    _require_admin(actor, "rotate a credential")
+    old = session.get(Credential, credential_id)
+    if old is None:
+        raise NotFoundError(f"no credential {credential_id}", field="credential_id")
+    if old.revoked_at is not None:
+        raise ConflictError(
+            f"credential {credential_id} was revoked at {old.revoked_at.isoformat()}:"
+            " issue a new token instead (xietong registry issue-token)"
+        )
+    department = None if old.department is None else old.department.code
+    moment = now or utcnow()
+    issued = issue_token(session, actor, department, now=moment, scopes=list(old.scopes))
+    revoke_credential(session, actor, credential_id, now=moment)
+    log_event(
+        "credential.rotated",
+        credential=credential_id,
+        replaced_by=issued.credential.id,
+        department=department,
+    )
+    return issued
+
+
 def authenticate(session: Session, token: str, admin_token_sha256: str | None) -> Actor | None:
     """Who presents ``token``: an administrator, a department, or None when unknown/revoked."""
     digest = token_digest(token)

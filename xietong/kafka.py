@@ -247,7 +247,10 @@ class KafkaClients:
 
     @cache  # noqa: B019 - one registry client (and its schema cache) per factory
     def schema_registry(self) -> SchemaRegistryClient:
-        return SchemaRegistryClient({"url": self.settings.schema_registry_url})
+        url = self.settings.schema_registry_url
+        ca = self.settings.kafka_ssl_ca_location
+        tls = {"ssl.ca.location": str(ca)} if ca and url.startswith("https:") else {}
+        return SchemaRegistryClient({"url": url, **tls})
 
     def avro_serializer(self, schema_str: str | None = None, **config: Any) -> AvroSerializer:
         """An Avro serializer writing the Confluent wire format (magic byte, schema id).

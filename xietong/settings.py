@@ -118,8 +118,9 @@ class Settings(BaseSettings):
     # -- Kafka over TLS (security protocol SSL or SASL_SSL) -----------------------------
     kafka_ssl_ca_location: Path | None = Field(
         default=None,
-        description="The CA file (PEM) that signed the brokers' certificates; default: the"
-        " system's trust store. The local stack's: <XIETONG_HOME>/kafka/tls/ca.pem.",
+        description="The CA file (PEM) that signed the brokers' certificates (and an https"
+        " schema registry's); default: the system's trust store. The local stack's:"
+        " <XIETONG_HOME>/kafka/tls/ca.pem.",
     )
     kafka_ssl_certificate_location: Path | None = Field(
         default=None,

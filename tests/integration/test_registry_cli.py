@@ -100,3 +100,75 @@ def test_an_issued_token_is_printed_once_and_the_audit_log_shows_who_issued_it(r
     credential = next(e for e in entries if e["entity"] == "credentials")
     assert credential["actor"] == "admin:cli"
     assert token not in json.dumps(entries)
+
+
+def test_a_department_s_token_is_rotated_and_revoked_from_the_command_line(
+    run: Any, registry_url: str
+) -> None:
+    from registry import service
+    from registry.db import session_factory, transaction
+
+    def works(token: str) -> bool:
+        with transaction(session_factory(registry_url)) as session:
+            return service.authenticate(session, token, None) is not None
+
+    issued = run("issue-token", "hz-em", "--scope", "inbox:read")
+    old_token = issued.stdout.strip().splitlines()[-1]
+    [listed] = json.loads(run("tokens", "--department", "hz-em", "--json").stdout)
+    assert listed["scopes"] == ["inbox:read"] and listed["revoked_at"] is None
+
+    rotated = run("rotate-token", str(listed["id"]))
+
+    assert rotated.exit_code == 0, rotated.output
+    new_token = rotated.stdout.strip()  # the token alone on stdout, the rest on stderr
+    assert new_token.startswith("xtr_") and new_token != old_token
+    assert f"credential {listed['id']} of hz-em revoked" in rotated.stderr
+    assert not works(old_token) and works(new_token)
+    after = {row["id"]: row for row in json.loads(run("tokens", "--json").stdout)}
+    assert after[listed["id"]]["revoked_at"] is not None
+    [replacement] = [
+        row for row in after.values() if row["department"] == "hz-em" and not row["revoked_at"]
+    ]
+    assert replacement["scopes"] == ["inbox:read"]
+
+    revoked = run("revoke-token", str(replacement["id"]))
+    assert revoked.exit_code == 0, revoked.output
+    assert not works(new_token)
+    again = run("revoke-token", str(replacement["id"]))
+    assert again.exit_code == 1 and "already revoked" in again.output
+    assert run("rotate-token", str(replacement["id"])).exit_code == 1
+
+
+def test_a_department_s_kafka_password_is_revoked_from_the_command_line(
+    run: Any, stack_settings: Settings
+) -> None:
+    from confluent_kafka import KafkaException
+    from pydantic import SecretStr
+
+    from tests.kafka_helpers import eventually
+    from xietong.kafka import KafkaClients
+
+    def logs_in(password: str) -> bool:
+        department = KafkaClients(
+            stack_settings.model_copy(
+                update={"kafka_username": "dept-hz-em", "kafka_password": SecretStr(password)}
+            )
+        )
+        try:
+            department.admin().list_topics(timeout=5)
+        except KafkaException:
+            return False
+        return True
+
+    issued = run("issue-kafka-password", "hz-em")
+    assert issued.exit_code == 0, issued.output
+    password = issued.stdout.split("password:")[1].split()[0]
+    assert eventually(lambda: logs_in(password), bool, 30, lambda _: "dept-hz-em cannot log in")
+
+    revoked = run("revoke-kafka-password", "hz-em")
+
+    assert revoked.exit_code == 0, revoked.output
+    assert "dept-hz-em: its Kafka credential is deleted" in revoked.stdout
+    assert eventually(lambda: not logs_in(password), bool, 30, lambda _: "still logs in")
+    again = run("revoke-kafka-password", "hz-em")
+    assert again.exit_code == 1 and "has no Kafka credential" in again.output

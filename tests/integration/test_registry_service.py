@@ -562,6 +562,29 @@ def test_a_token_is_shown_once_only_its_sha256_is_stored_and_revoking_it_locks_i
     assert service.authenticate(registry_session, issued.token, None) is None
 
 
+def test_rotating_a_token_revokes_it_and_issues_one_with_the_same_department_and_scopes(
+    registry_session: Session,
+) -> None:
+    old = service.issue_token(registry_session, ADMIN, "hz-health", now=NOW, scopes=["inbox:read"])
+
+    new = service.rotate_credential(registry_session, ADMIN, old.credential.id, now=NOW)
+
+    assert service.authenticate(registry_session, old.token, None) is None
+    assert service.authenticate(registry_session, new.token, None) == HEALTH
+    assert service.token_scopes(registry_session, new.token) == {"inbox:read"}
+    assert new.credential.id != old.credential.id and old.credential.revoked_at == NOW
+    assert [e.action for e in audit_rows(registry_session, "credentials", old.credential.id)] == [
+        "credential.issue",
+        "credential.revoke",
+    ]
+    with pytest.raises(ConflictError, match="issue a new token instead"):
+        service.rotate_credential(registry_session, ADMIN, old.credential.id)
+    with pytest.raises(NotFoundError):
+        service.rotate_credential(registry_session, ADMIN, 10**9)
+    with pytest.raises(ForbiddenError):
+        service.rotate_credential(registry_session, HEALTH, new.credential.id)
+
+
 def test_an_administrator_token_is_recognised_by_its_configured_digest_or_its_credential(
     registry_session: Session,
 ) -> None:

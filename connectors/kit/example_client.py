@@ -1,19 +1,26 @@
 """An example client of the inbox API, as a department system would write one (httpx only,
-nothing of the platform's code): page through the inbox, claim a push, give 反馈 on a
-hit, and wait for the processor's outcome. Copy it, and keep its two habits:
+nothing of the platform's code): page through the inbox with the cursor, claim or return
+a push, give 反馈 on a hit, and poll ``GET /v1/actions/{id}`` until the processor applied
+or rejected the action. Copy it, and keep its two habits:
 
 * **resume with the cursor**: keep ``next_cursor`` of the last page and start there next
   time; new items, and items delivered again (escalated, withdrawn), come after it;
 * **send again with the same Idempotency-Key**: an action answered 503 (or not answered
   at all) may still have arrived; the same key makes the same action id, applied once.
 
-Run it (``XIETONG_INBOX_URL`` default ``http://127.0.0.1:8430``)::
+Run it (``XIETONG_INBOX_URL`` default ``http://127.0.0.1:8430``; the guide is
+``connectors/kit/README.md``)::
 
     export XIETONG_INBOX_TOKEN=xtr_…      # xietong registry issue-token <department>
-    python connectors/inbox/example_client.py list                 # open items
-    python connectors/inbox/example_client.py list --kind push --state any
-    python connectors/inbox/example_client.py claim <push id>      # and wait: APPLIED?
-    python connectors/inbox/example_client.py feedback <hit id> APPLIED
+    python connectors/kit/example_client.py list                    # open items, and the cursor
+    python connectors/kit/example_client.py list --kind push --state any --cursor <cursor>
+    python connectors/kit/example_client.py claim <push id>         # and wait: APPLIED?
+    python connectors/kit/example_client.py return <push id> SCOPE_NOT_IN_JURISDICTION
+    python connectors/kit/example_client.py feedback <hit id> APPLIED
+
+An action's command exits 0 when it was APPLIED, 3 when the processor REJECTED it (its
+reason is printed), 4 when it is still PENDING after ``--wait`` seconds; any HTTP error
+(401, 403, 404, 422 naming the field) exits 1.
 """
 
 from __future__ import annotations
@@ -99,18 +106,38 @@ class InboxClient:
         return response.json()
 
 
+#: Exit codes of an action's command, by its outcome.
+EXIT_CODES = {"APPLIED": 0, "REJECTED": 3, "PENDING": 4}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A department's inbox over HTTP.")
+    parser.add_argument(
+        "--wait", type=float, default=30.0, help="Seconds to wait for an action's outcome."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="The inbox's items (open ones by default).")
-    listing.add_argument("--kind")
-    listing.add_argument("--state")
-    claiming = commands.add_parser("claim", help="Claim a push and wait for the outcome.")
+    listing.add_argument("--kind", help="push, hit, sanction_notice … (comma-separated)")
+    listing.add_argument("--state", help="open (default), any, or states: PUSHED,OVERDUE")
+    listing.add_argument("--cursor", help="next_cursor of the last run: what came since")
+    claiming = commands.add_parser("claim", help="Claim a push (认领) and wait for the outcome.")
     claiming.add_argument("push_id")
+    returning = commands.add_parser("return", help="Return a push (退回) with a reason.")
+    returning.add_argument("push_id")
+    returning.add_argument(
+        "reason",
+        choices=(
+            "NO_SUCH_ITEM",
+            "SCOPE_NOT_IN_JURISDICTION",
+            "ADDRESS_NOT_IN_JURISDICTION",
+            "OTHER",
+        ),
+    )
+    returning.add_argument("--text", help="说明 (required with OTHER)")
     answering = commands.add_parser("feedback", help="反馈 on a hit, and wait for the outcome.")
     answering.add_argument("hit_id")
     answering.add_argument("outcome", choices=("APPLIED", "NOT_APPLICABLE"))
-    answering.add_argument("--reason")
+    answering.add_argument("--reason", help="说明 (required with NOT_APPLICABLE)")
     options = parser.parse_args(argv)
 
     client = InboxClient(
@@ -120,22 +147,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if options.command == "list":
             filters = {k: v for k, v in (("kind", options.kind), ("state", options.state)) if v}
-            for item in client.items(**filters):
+            for item in client.items(options.cursor, **filters):
                 print(
                     f"{item['kind']:<15} {item['state']:<10} {item['id']}  {item['uscc']}"
                     f"  {item['title'] or ''}  due {item['deadline'] or '-'}"
                 )
             print(f"resume with cursor {client.cursor}")
+            return 0
+        if options.command == "claim":
+            accepted = client.claim(options.push_id, operator="example client")
+        elif options.command == "return":
+            accepted = client.give_back(options.push_id, options.reason, options.text)
         else:
-            if options.command == "claim":
-                accepted = client.claim(options.push_id, operator="example client")
-            else:
-                accepted = client.feedback(options.hit_id, options.outcome, options.reason)
-            print(f"accepted: action {accepted['action_id']}")
-            print(json.dumps(client.outcome(accepted["action_id"]), ensure_ascii=False))
+            accepted = client.feedback(options.hit_id, options.outcome, options.reason)
+        print(f"accepted: action {accepted['action_id']}")
+        outcome = client.outcome(accepted["action_id"], wait_seconds=options.wait)
+        print(json.dumps(outcome, ensure_ascii=False))
+        return EXIT_CODES.get(outcome["status"], 1)
+    except RuntimeError as error:
+        print(error, file=sys.stderr)
+        return 1
     finally:
         client.close()
-    return 0
 
 
 if __name__ == "__main__":
