@@ -23,6 +23,7 @@ import platform
 import random
 import resource
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -241,13 +242,21 @@ def registry_token(uscc: str) -> str:
         return service.issue_token(session, Actor.admin("bench-connectors"), code).token
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def http_run(
     rows: list[dict[str, Any]], name: str, workdir: Path, batch: int = 500
 ) -> Callable[[], tuple[int, int, int]]:
     """Serve HTTP ingest in its own process; POST the rows in batches as the department."""
     mapping = DepartmentMapping.load(DEPARTMENTS_DIR / f"{name}.yaml")
     token = registry_token(mapping.department.uscc)
-    port = 18401
+    # a port of its own: on a fixed one, a server left by an earlier run (or make run's)
+    # answered /health, then refused this token issued in another registry (401)
+    port = free_port()
     config_file = workdir / "http.connector.yaml"
     config_file.write_text(
         yaml.safe_dump(
