@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -58,11 +59,12 @@ def free_port() -> int:
 
 
 def free_base() -> int:
-    """A first port whose node ports (+0, +1 … +21) are all free."""
-    for _ in range(50):
-        base = free_port()
-        if base > 60000:
-            continue
+    """A first port whose node ports (+0, +1 … +21) are all free, below the range the
+    kernel picks outgoing connections' ports from (which could take one meanwhile)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    chooser = random.Random()
+    for _ in range(200):
+        base = chooser.randrange(low // 2, low - 30)
         ports = [base + 10 * n + d for n in range(3) for d in (0, 1)]
         if all(_free(port) for port in ports):
             return base
