@@ -57,8 +57,9 @@ REPLAY_PARTITION = DEAD_LETTER_RECORD.topic.name
 
 @dataclass
 class ReplayReport:
-    """What one replay did. ``replayed`` records are now canonical events; the
-    ``dead_lettered`` failed again (the mapping still refuses them)."""
+    """What one replay did: ``replayed`` records are now canonical events; the mapping
+    still refuses the ``still_refused`` for the same reasons (nothing is written for them)
+    and the ``dead_lettered`` for others (a new dead letter says which)."""
 
     connector: str
     dead_letters: int = 0  # the connector's dead letters read (latest per record)
