@@ -408,12 +408,14 @@ def connect_replay(
 ) -> None:
     """Send the connector's dead letters through its mapping again, once it is fixed.
 
-    Reads the connector's dead letters from platform.dead-letter after where its last
-    replay stopped, publishes each record that now passes its mapping (the same event id
-    however often it is replayed) and dead-letters again, with today's reasons, those
-    that still fail. Commits where it stopped, so a second replay changes nothing.
-    Prints a JSON report: dead_letters read, replayed, dead_lettered, not_replayable
-    (no fields kept: the source must send it again), reasons.
+    Reads the connector's dead letters from platform.dead-letter (after where its last
+    replay stopped, and those it left refused) and publishes each record its mapping now
+    accepts, under the event id a first-time success would have had; the credit
+    database then shows it REPLAYED. A record refused for the same reasons as before
+    writes nothing; one refused for other reasons gets a new dead letter. Commits where
+    it stopped, so a second replay changes nothing. Prints a JSON report: dead_letters,
+    replayed, still_refused, dead_lettered (with their reasons) and not_replayable (no
+    fields kept: the source must send it again).
     """
     from confluent_kafka import KafkaException
 
