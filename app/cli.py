@@ -469,6 +469,43 @@ def connect_validate(
         console.print(f"  {code}: {count}", highlight=False)
 
 
+@connect_app.command("replay")
+def connect_replay(
+    config_file: Annotated[Path, typer.Argument(help="The connector's configuration file.")],
+) -> None:
+    """Send the connector's dead letters through its mapping again, once it is fixed.
+
+    Reads the connector's dead letters from platform.dead-letter (after where its last
+    replay stopped, and those it left refused) and publishes each record its mapping now
+    accepts, under the event id a first-time success would have had; the credit
+    database then shows it REPLAYED. A record refused for the same reasons as before
+    writes nothing; one refused for other reasons gets a new dead letter. Commits where
+    it stopped, so a second replay changes nothing. Prints a JSON report: dead_letters,
+    replayed, still_refused, dead_lettered (with their reasons) and not_replayable (no
+    fields kept: the source must send it again).
+    """
+    from confluent_kafka import KafkaException
+
+    from connectors.base import DeliveryFailed
+    from connectors.config import ConnectorConfig
+    from connectors.mapping import MappingError
+    from connectors.replay import DeadLetterReplay
+    from xietong.kafka import clients
+    from xietong.logs import configure
+
+    try:
+        config = ConnectorConfig.load(config_file)
+        replay = DeadLetterReplay(config, clients("connectors"))
+    except (ValueError, MappingError, OSError) as error:
+        fail(str(error))
+    configure()
+    try:
+        report = replay.run()
+    except (KafkaException, DeliveryFailed, TimeoutError) as error:
+        fail(f"connector {config.name}: the replay did not complete ({error}); run it again")
+    print(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+
+
 samples_app = typer.Typer(help="Sample data of the sample province.", no_args_is_help=True)
 app.add_typer(samples_app, name="samples")
 

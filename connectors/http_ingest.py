@@ -108,6 +108,7 @@ from xietong.http_errors import (
 from xietong.kafka import KafkaClients, produce
 from xietong.logs import configure, log_event
 from xietong.topics import HTTP_INGEST_ANSWERS, transactional_id
+from xietong.web import api_app
 
 logger = logging.getLogger(__name__)
 
@@ -1063,7 +1064,7 @@ def create_app(
         yield
         ingest.close()
 
-    app = FastAPI(
+    app = api_app(
         title=f"Xietong HTTP ingest ({config.name})",
         summary="Department systems publish their records to the platform.",
         description=__doc__ or "",

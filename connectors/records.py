@@ -148,7 +148,12 @@ class RecordEncoder:
             problems = mapped.problems + validate(self.record_type.name, mapped.fields)
             if problems:
                 uscc = mapped.fields.get("uscc")
-                return self._dead_letter(record, problems, uscc if isinstance(uscc, str) else None)
+                return self._dead_letter(
+                    record,
+                    problems,
+                    uscc if isinstance(uscc, str) else None,
+                    source_record_id=mapped.source_record_id,
+                )
             stage = "encoding"
             encoded = self._canonical_event(record, mapped)
         except Exception as error:  # one record's failure must not stop the feed
@@ -161,7 +166,9 @@ class RecordEncoder:
                 f" than a Kafka message may be ({MESSAGE_LIMIT - MESSAGE_OVERHEAD} bytes for"
                 " the value); shorten its longest fields",
             )
-            return self._dead_letter(record, [problem], encoded.key.decode())
+            return self._dead_letter(
+                record, [problem], encoded.key.decode(), source_record_id=mapped.source_record_id
+            )
         return encoded
 
     def _canonical_event(self, record: SourceRecord, mapped: MappedRecord) -> Encoded:
@@ -232,6 +239,7 @@ class RecordEncoder:
         problems: list[Problem],
         uscc: str | None = None,
         payload_limit: int | None = None,
+        source_record_id: str | None = None,
     ) -> Encoded:
         dead_letter_id = deterministic_id(
             f"{self.connector}|{record.source_partition}|{record.source_offset}"
@@ -245,6 +253,7 @@ class RecordEncoder:
             source_partition=record.source_partition,
             source_offset=record.source_offset,
             position=record.position,
+            source_record_id=source_record_id,
             payload=record.raw,
             payload_json=_as_json(record.fields),
             reasons=problems,

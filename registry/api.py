@@ -82,6 +82,7 @@ from xietong.http_errors import (
     install_error_handlers,
     refuse_undeclared_query,
 )
+from xietong.web import api_app
 
 logger = logging.getLogger(__name__)
 
@@ -538,7 +539,7 @@ def create_app(
     ``XIETONG_REGISTRY_WEBHOOK_ALLOW_HTTP``) accepts http:// webhook endpoints.
     """
 
-    app = FastAPI(
+    app = api_app(
         title="Xietong registry (协同 · 目录与订阅)",
         version="1",
         description=__doc__,

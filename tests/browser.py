@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,9 +46,13 @@ def require_chromium() -> None:
 
 
 @contextmanager
-def chromium(profile: Path, width: int = 1280, height: int = 1400) -> Iterator[Any]:
+def chromium(
+    profile: Path, width: int = 1280, height: int = 1400, offline: bool = False
+) -> Iterator[Any]:
     """A headless chromium of its own profile, through chromedriver; everything it started
-    is ended when the block ends."""
+    is ended when the block ends. ``offline``: the browser reaches loopback only, as on an
+    isolated government network (every other host goes through a proxy that is not there,
+    and no name resolves)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -69,10 +74,20 @@ def chromium(profile: Path, width: int = 1280, height: int = 1400) -> Iterator[A
         "--lang=zh-CN",
     ):
         options.add_argument(argument)
+    closed = socket.socket()  # bound, never listening: a connection to it is refused at once
+    if offline:
+        closed.bind(("127.0.0.1", 0))
+        # Chromium never sends loopback through a proxy (its implicit bypass rules).
+        options.add_argument(f"--proxy-server=http://127.0.0.1:{closed.getsockname()[1]}")
+        options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
     if os.geteuid() == 0:
         options.add_argument("--no-sandbox")  # chromium refuses to run as root with it
     service = Service(executable_path=str(CHROMEDRIVER), log_output=str(profile) + ".log")
-    browser = webdriver.Chrome(service=service, options=options)
+    try:
+        browser = webdriver.Chrome(service=service, options=options)
+    except BaseException:
+        closed.close()
+        raise
     driver = psutil.Process(service.process.pid)
     try:
         yield browser
@@ -85,6 +100,7 @@ def chromium(profile: Path, width: int = 1280, height: int = 1400) -> Iterator[A
         finally:
             stop_processes(wait_ended(tree, timeout=10), grace=5)
             shutil.rmtree(profile, ignore_errors=True)
+            closed.close()
 
 
 def until(

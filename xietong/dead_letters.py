@@ -11,7 +11,8 @@ processors and the sink all build that value here, so every dead letter reads al
         dead_letter_id=deterministic_id("hz-amr|registrations.csv|1042"),
         connector="hz-amr", record_type="registration", source_system="登记系统",
         source_partition="registrations.csv", source_offset="1042", position="line 17",
-        payload=raw, reasons=[Reason("uscc", "uscc.check_character", "…")],
+        source_record_id="DJ-2024-000517", payload=raw,
+        reasons=[Reason("uscc", "uscc.check_character", "…")],
     )
     unreadable_message(
         connector="sink.credit", source_system="xietong.sink", record_type="unknown",
@@ -81,6 +82,7 @@ def dead_letter(
     payload: bytes,
     reasons: Iterable[Rejection],
     source_department_uscc: str = "",
+    source_record_id: str | None = None,
     payload_json: str | None = None,
     payload_limit: int = PAYLOAD_LIMIT,
     whole_payload: tuple[int, str] | None = None,
@@ -132,6 +134,23 @@ def dead_letter(
         "failed_at": business_clock().now_ms(),
         "payload_length": payload_length,
         "payload_sha256": payload_sha256,
+        "source_record_id": _utf8(source_record_id) if source_record_id else None,
+        "replayed_event_id": None,
+    }
+
+
+def settled(letter: dict[str, Any], event_id: str) -> dict[str, Any]:
+    """The record saying that ``letter``'s department record was accepted on a replay as
+    the canonical event ``event_id``: the same dead letter id and source, no reasons, the
+    payload left out (``payload_length`` and ``payload_sha256`` still name it), at the
+    business clock's now."""
+    return {
+        **letter,
+        "payload": b"",
+        "payload_json": None,
+        "reasons": [],
+        "failed_at": business_clock().now_ms(),
+        "replayed_event_id": event_id,
     }
 
 

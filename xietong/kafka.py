@@ -27,7 +27,7 @@ import logging
 import ssl
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -201,8 +201,15 @@ class KafkaClients:
         }
         return Consumer(config)
 
-    def read_to_end(self, topic: str, purpose: str, timeout: float = 60.0) -> Iterator[Message]:
-        """Every committed message of ``topic``, from its first offset to its end now.
+    def read_to_end(
+        self,
+        topic: str,
+        purpose: str,
+        timeout: float = 60.0,
+        start: Mapping[int, int] | None = None,
+    ) -> Iterator[Message]:
+        """Every committed message of ``topic``, from its first offset (or the offset of
+        ``start``, by partition) to its end now.
 
         For the platform's compacted bookkeeping topics (connector offsets, the HTTP
         ingest's answers), read whole at startup. Each partition ends at the end its
@@ -224,7 +231,10 @@ class KafkaClients:
             if metadata.error is not None:
                 raise KafkaException(metadata.error)
             pending = set(metadata.partitions)
-            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
+            begin = start or {}
+            consumer.assign(
+                [TopicPartition(topic, p, begin.get(p, OFFSET_BEGINNING)) for p in pending]
+            )
             deadline = time.monotonic() + timeout
             while pending:
                 if time.monotonic() > deadline:

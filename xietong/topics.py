@@ -138,7 +138,8 @@ DEAD_LETTER = TopicSpec(
     partitions=3,
     retention_ms=90 * DAY_MS,
     writers=("connectors", "streams", "sink"),  # the sink: records it cannot store
-    readers=("sink",),
+    # The sink keeps them for auditors; a connector reads its own to replay them.
+    readers=("sink", "connectors"),
 )
 CONNECTOR_OFFSETS = TopicSpec(
     "platform.connector-offsets",

@@ -57,6 +57,7 @@ from xietong.http_errors import (
 )
 from xietong.logs import log_event
 from xietong.settings import Settings
+from xietong.web import api_app
 
 logger = logging.getLogger(__name__)
 
@@ -571,13 +572,14 @@ def create_app(
             await run_in_threadpool(actions.stop)
             store.close()
 
-    app = FastAPI(
+    app = api_app(
         title="Xietong inbox API (协同 · 部门收件箱)",
         version="1",
         description=__doc__,
         lifespan=lifespan,
         openapi_url="/v1/openapi.json",
         docs_url="/v1/docs",
+        redoc_url="/v1/redoc",
     )
     app.state.service = InboxService(store, actions, departments, settings, clock)
     app.include_router(router)

@@ -29,6 +29,7 @@ from typing import Any
 
 from schemas import (
     CANONICAL_RECORD_TYPES,
+    DEAD_LETTER_RECORD,
     DUAL_NOTICE_RECORD_TYPES,
     JOINT_PUNISHMENT_RECORD_TYPES,
     MATTER_EVENT,
@@ -852,6 +853,59 @@ LIFT_NOTICES_TABLE = TableMapping(
     audit=_lift_audit,
 )
 
+# -- dead letters (死信): what the platform refused, for auditors ---------------------------
+
+
+def _storable(text: Any) -> Any:
+    """Text PostgreSQL can hold: a dead letter may quote a NUL character a department
+    sent, which no text or jsonb value may contain (it is written as ``\\x00``)."""
+    return text.replace("\x00", "\\x00") if isinstance(text, str) else text
+
+
+def _stored(name: str) -> Getter:
+    get = path(name)
+    return lambda record: _storable(get(record))
+
+
+def dead_letter_event_id(record: Record) -> str:
+    """One row per dead letter written: a record refused again (after a replay, with
+    today's reasons) keeps its dead letter's id and is a row of its own."""
+    failed_at = _millis(record["failed_at"])
+    return deterministic_id(f"dead_letter|{record['dead_letter_id']}|{failed_at}")
+
+
+def _reasons(record: Record) -> list[dict[str, str]]:
+    return [{key: _storable(value) for key, value in r.items()} for r in record["reasons"]]
+
+
+DEAD_LETTERS_TABLE = TableMapping(
+    "dead_letters",
+    DEAD_LETTER_RECORD,
+    event_id=dead_letter_event_id,
+    uscc=lambda record: None,  # the entity's USCC is whatever the record said, or nothing
+    columns=(
+        text("dead_letter_id", _stored("dead_letter_id")),
+        text("connector", _stored("connector")),
+        text("record_type", _stored("record_type")),
+        text("department_uscc", _stored("source_department_uscc")),
+        text("source_system", _stored("source_system")),
+        text("source_record_id", lambda r: _storable(r.get("source_record_id"))),
+        # Where the department's record was (its file, table or endpoint, and the offset
+        # in it); the lineage columns say where the dead letter is on platform.dead-letter.
+        text("record_partition", _stored("source_partition")),
+        text("record_offset", _stored("source_offset")),
+        text("position", _stored("position")),
+        jsonb("reasons", _reasons),
+        timestamp("failed_at"),
+        text("payload_json", _stored("payload_json")),
+        bigint("payload_length", added_later("payload_length")),
+        text("payload_sha256", added_later("payload_sha256")),
+        # Set in the record a replay writes once the record was accepted (no reasons).
+        text("replayed_event_id", added_later("replayed_event_id")),
+    ),
+    time=path("failed_at"),
+)
+
 #: Every mapping, by the topic its record type is on (a department's inbox is read by
 #: :data:`DELIVERIES`).
 TABLES_BY_TOPIC: dict[str, TableMapping] = {
@@ -876,6 +930,7 @@ TABLES_BY_TOPIC: dict[str, TableMapping] = {
         PUNISHMENT_ALERTS_TABLE,
         LIFT_NOTICES_TABLE,
         SERIOUS_LISTING_PROPOSALS_TABLE,
+        DEAD_LETTERS_TABLE,
     )
 }
 

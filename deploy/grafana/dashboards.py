@@ -3,7 +3,10 @@
     .venv/bin/python deploy/grafana/dashboards.py     # after changing a panel here
 
 Grafana (deploy/docker-compose.yml) provisions every JSON file of ``dashboards/`` into
-its "Xietong" folder, on the Prometheus datasource ``prometheus``. Each panel is one or
+its "Xietong" folder. Every panel reads the datasource of the dashboard's ``datasource``
+variable (any Prometheus datasource of the Grafana; the default one to start with), so the
+files import as they are into a province's existing Grafana, whatever its datasource
+is called. Each panel is one or
 more PromQL queries of the platform's metrics; ``tests/integration/test_monitoring.py``
 runs the services and checks that every query returns data, so no panel shows a metric
 that does not exist. ``tests/unit/test_grafana_dashboards.py`` checks that the JSON files
@@ -18,7 +21,19 @@ from pathlib import Path
 from typing import Any
 
 DASHBOARDS_DIR = Path(__file__).parent / "dashboards"
-DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+DATASOURCE_VARIABLE: dict[str, Any] = {
+    "name": "datasource",
+    "label": "Prometheus",
+    "type": "datasource",
+    "query": "prometheus",
+    "regex": "",
+    "current": {},  # Grafana's default Prometheus datasource until the viewer picks one
+    "hide": 0,
+    "includeAll": False,
+    "multi": False,
+    "refresh": 1,
+}
 RATE = "$__rate_interval"
 
 
@@ -80,7 +95,7 @@ class Dashboard:
             "version": 1,
             "refresh": "30s",
             "time": {"from": "now-6h", "to": "now"},
-            "templating": {"list": list(self.variables)},
+            "templating": {"list": [DATASOURCE_VARIABLE, *self.variables]},
             "annotations": {"list": []},
             "links": [
                 {"type": "dashboards", "tags": ["xietong"], "asDropdown": True, "title": "Xietong"}

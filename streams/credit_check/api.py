@@ -51,6 +51,7 @@ from xietong.kafka import KafkaClients
 from xietong.logs import log_event
 from xietong.settings import Settings
 from xietong.uscc import uscc_problems
+from xietong.web import api_app
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ def create_app(
             await run_in_threadpool(recorder.stop)
             state.stop()
 
-    app = FastAPI(
+    app = api_app(
         title="Xietong credit check (协同 · 嵌入式联合奖惩)",
         version="1",
         description=streams.credit_check.__doc__,

@@ -10,6 +10,7 @@ without it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,6 +21,7 @@ import yaml
 from deploy.local.stack.prometheus import PROMETHEUS_DIR, prometheus_config
 
 RULES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
+README = PROMETHEUS_DIR.parent / "README.md"
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
 
 
@@ -65,6 +67,40 @@ def test_every_alert_has_a_unit_test_that_sees_it_fire() -> None:
         if case.get("exp_alerts")
     }
     assert alerts_in(RULES) - fired == set()
+
+
+def anchors(markdown: str) -> set[str]:
+    """The anchors of a Markdown file's headings, as GitHub and GitLab make them."""
+    found = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *$", markdown, flags=re.MULTILINE):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        found.add(slug)
+    return found
+
+
+def test_every_alert_links_its_runbook_section_in_the_deploy_readme() -> None:
+    sections = anchors(README.read_text(encoding="utf-8"))
+    for file in RULES:
+        for group in yaml.safe_load(file.read_text(encoding="utf-8"))["groups"]:
+            for rule in group["rules"]:
+                if "alert" not in rule:
+                    continue
+                url = rule.get("annotations", {}).get("runbook_url")
+                assert url, f"{file.name}: {rule['alert']} has no runbook_url"
+                document, _, anchor = url.partition("#")
+                assert document == "deploy/README.md", f"{rule['alert']}: {url}"
+                assert anchor == rule["alert"].lower(), f"{rule['alert']}: {url}"
+                assert anchor in sections, f"{rule['alert']}: no section #{anchor} in {README}"
+
+
+def test_each_runbook_says_what_the_alert_means_what_to_check_and_what_to_do() -> None:
+    runbooks = README.read_text(encoding="utf-8").partition("\n## Runbooks\n")[2]
+    assert runbooks, "deploy/README.md has no Runbooks section"
+    sections = re.split(r"^### ", runbooks, flags=re.MULTILINE)[1:]
+    assert {section.split("\n", 1)[0].strip() for section in sections} == alerts_in(RULES)
+    for section in sections:
+        for part in ("**Means.**", "**Check.**", "**Do.**"):
+            assert part in section, f"{section.split(chr(10), 1)[0]}: no {part}"
 
 
 def test_the_rule_files_are_valid(promtool: str) -> None:
