@@ -28,9 +28,11 @@ import base64
 import json
 import secrets
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
     AdminClient,
     ScramCredentialInfo,
@@ -202,8 +204,21 @@ class KafkaBroker(LocalService):
             for name, password in passwords.items()
             if name != ADMIN_PRINCIPAL
         ]
-        for future in admin.alter_user_scram_credentials(upserts).values():
-            future.result()
+        # A node just back in a cluster answers before the controllers take its requests
+        # at once (seen on a rolling restart): try again for a while.
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            try:
+                for future in admin.alter_user_scram_credentials(upserts).values():
+                    future.result()
+                return
+            except KafkaException as error:
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"{self.name}: the services' SCRAM credentials could not be written:"
+                        f" {error}"
+                    ) from error
+                time.sleep(1)
 
     def _admin(self) -> AdminClient:
         return AdminClient(
