@@ -73,6 +73,9 @@ class KafkaBroker(LocalService):
         super().__init__(settings)
         self.node = node
         self.name = "kafka" if settings.kafka_brokers == 1 else f"kafka-{node}"
+        if settings.kafka_brokers > 1:
+            # a node killed outright recovers every partition's log before it answers
+            self.start_timeout = 300.0
 
     @property
     def nodes(self) -> range:
