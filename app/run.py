@@ -337,12 +337,17 @@ def summary(
     running: list[Service], client: httpx.Client, totals: dict[str, int] | None = None
 ) -> Table:
     samples: list[tuple[str, dict[str, str], float]] = []
-    table = Table(title="Xietong — the platform running on the local stack", expand=False)
+    table = Table(
+        title="Xietong — the platform running on the local stack",
+        caption="this run: the services' counters since they started; in all: the credit"
+        " database's totals over every run",
+        expand=False,
+    )
     table.add_column("service")
     table.add_column("state")
     table.add_column("figure")
     table.add_column("this run", justify="right")
-    table.add_column("in all (credit database)", justify="right")
+    table.add_column("in all", justify="right")  # the credit database's totals
     states = []
     for service in running:
         scraped = scrape(client, service.metrics_url) if service.running else []
