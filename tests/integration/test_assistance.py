@@ -1,0 +1,332 @@
+"""行政协助 as the Xiamen report has it (seed 000), against the real broker: a worker of
+``xietong streams assistance`` runs as its own process, the sample province's assistance
+list is on ``registry.assistance-items``, and the departments act as themselves, each
+writing to its own inbound topic (the acting department is the topic's).
+
+杭州市西湖区综合行政执法局 (hz-xh-cg) investigates a 违法建设 and asks 杭州市规划和自然资源局
+(hz-nr) by item HZXZ-003 of the list (违法建设规划许可情况核查, seven working days); the
+杭州市委编办 (hz-bb) supervises. An overdue request is one made long enough ago: the time
+limit runs on event time, from the request's acted_at.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from registry.grants import inbox_topic
+from schemas import ASSISTANCE_ACTION
+from streams.assistance.rules import APP_NAME, escalation_id, rating_id, request_id
+from streams.assistance.settings import AssistanceSettings
+from tests.assistance_records import assistance_action
+from tests.kafka_helpers import ReadMessage, TopicWindow, eventually
+from tests.stream_worker import (
+    Onboarding,
+    Platform,
+    Worker,
+    publish_catalog,
+    running,
+    streams_group,
+    until_group_empty,
+    until_ids,
+)
+from xietong import topics
+from xietong.clock import business_clock
+from xietong.kafka import KafkaClients
+from xietong.settings import Settings
+
+pytestmark = pytest.mark.usefixtures("secured")
+
+DAY_MS = 24 * 3600 * 1000
+REQUESTER = "hz-xh-cg"  # 杭州市西湖区综合行政执法局
+ASSISTING = "hz-nr"  # 杭州市规划和自然资源局: HZXZ-003
+BIANBAN = "hz-bb"  # 中共杭州市委机构编制委员会办公室
+REGISTRAR = "hz-amr"  # 杭州市市场监督管理局: HZXZ-005, the kill test's requests
+DEPARTMENTS = (REQUESTER, ASSISTING, BIANBAN, REGISTRAR)
+
+
+@pytest.fixture(scope="module")
+def list_on_the_topic(
+    registry_databases: Callable[[], str], stack_settings: Settings, kafka: KafkaClients
+) -> None:
+    """The sample list and departments published by the registry's own relay."""
+    publish_catalog(registry_databases(), stack_settings, kafka)
+
+
+@pytest.fixture(scope="module")
+def departments(kafka: KafkaClients, stack_settings: Settings) -> Iterator[Onboarding]:
+    onboarding = Onboarding(kafka, stack_settings)
+    for code in DEPARTMENTS:
+        onboarding.onboard(code)
+    yield onboarding
+    onboarding.offboard_all()
+
+
+@pytest.fixture(scope="module")
+def worker(
+    list_on_the_topic: None, departments: Onboarding, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
+    log = tmp_path_factory.mktemp("assistance") / "worker.log"
+    with running("assistance", log) as worker:
+        yield worker
+
+
+@pytest.fixture(scope="module")
+def platform(worker: Worker, kafka: KafkaClients, departments: Onboarding) -> Platform:
+    return Platform(kafka, departments)
+
+
+class Desk:
+    """A department's desk: what it writes to its inbound topic, what its inbox got."""
+
+    def __init__(self, platform: Platform, kafka: KafkaClients, code: str) -> None:
+        self.platform, self.code = platform, code
+        self.inbox = TopicWindow(kafka, inbox_topic(code))
+
+    def act(self, kind: str, *, at: int | None = None, **fields: Any) -> dict[str, Any]:
+        action = assistance_action(kind, business_clock().now_ms() if at is None else at, **fields)
+        self.platform.write_inbound(ASSISTANCE_ACTION, self.code, action, key=action["action_id"])
+        return action
+
+    def until(
+        self, holds: Callable[[dict[str, Any]], bool], timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """The first record in the inbox for which ``holds``."""
+        found = eventually(
+            self.inbox.read,
+            lambda messages: any(holds(m.value) for m in messages),
+            timeout,
+            lambda messages: f"{self.inbox.topic}: not within {timeout}s: {len(messages)} read",
+        )
+        return next(m.value for m in found if holds(m.value))
+
+
+@pytest.fixture
+def desks(platform: Platform, kafka: KafkaClients) -> dict[str, Desk]:
+    return {code: Desk(platform, kafka, code) for code in DEPARTMENTS}
+
+
+def rejections(kafka: KafkaClients) -> TopicWindow:
+    return TopicWindow(kafka, topics.ASSISTANCE_REJECTED_ACTIONS.name)
+
+
+def rejected(window: TopicWindow, action: dict[str, Any], timeout: float = 30) -> str:
+    """The reason the action was rejected with."""
+    found = eventually(
+        window.read,
+        lambda messages: any(_names(m, action) for m in messages),
+        timeout,
+        lambda _: f"{action['action']} {action['action_id']} was not rejected in {timeout}s",
+    )
+    reason: str = next(m.value["reason"] for m in found if _names(m, action))
+    return reason
+
+
+def _names(message: ReadMessage, action: dict[str, Any]) -> bool:
+    written = message.value.get("action")
+    return written is not None and written["action_id"] == action["action_id"]
+
+
+def request(desks: dict[str, Desk], *, at: int | None = None, item: str = "HZXZ-003") -> str:
+    """hz-xh-cg asks by the list; the request id."""
+    reference = f"西湖执法联系单〔2026〕{uuid.uuid4().hex[:8]}号"
+    desks[REQUESTER].act(
+        "REQUEST",
+        at=at,
+        item_code=item,
+        request_reference=reference,
+        subject="文三路违法建设规划许可核查",
+    )
+    return request_id(REQUESTER, reference)
+
+
+def of(identity: str, state: str | None = None) -> Callable[[dict[str, Any]], bool]:
+    return lambda record: (
+        record.get("request_id") == identity and (state is None or record.get("state") == state)
+    )
+
+
+# -- the report's rules -----------------------------------------------------------------------
+
+
+def test_a_request_by_the_list_reaches_the_assisting_departments_inbox_with_its_deadline(
+    desks: dict[str, Desk],
+) -> None:
+    at = business_clock().now_ms()
+    identity = request(desks, at=at)
+    record = desks[ASSISTING].until(of(identity, "REQUESTED"))
+    assert record["item"]["code"] == "HZXZ-003" and record["listed"]
+    assert record["requesting_department"]["code"] == REQUESTER
+    assert record["supervising_department"]["code"] == BIANBAN
+    deadline = AssistanceSettings().deadline(at, 7, working_days=True)
+    assert int(record["deadline"].timestamp() * 1000) == deadline
+
+
+def test_accepted_then_completed_the_requester_is_answered_and_rates_it_once(
+    desks: dict[str, Desk], kafka: KafkaClients
+) -> None:
+    identity = request(desks)
+    desks[ASSISTING].until(of(identity, "REQUESTED"))
+    desks[ASSISTING].act("ACCEPT", request_id=identity)
+    assert desks[REQUESTER].until(of(identity, "ACCEPTED"))["version"] == 2
+    attachment = {
+        "name": "规划许可核查意见.pdf",
+        "uri": "https://nr.hz.example/a/1",
+        "sha256": None,
+    }
+    desks[ASSISTING].act(
+        "COMPLETE",
+        request_id=identity,
+        result_text="该建筑未取得建设工程规划许可证",
+        attachments=[attachment],
+    )
+    completed = desks[REQUESTER].until(of(identity, "COMPLETED"))
+    assert completed["result_text"] == "该建筑未取得建设工程规划许可证"
+    assert completed["attachments"] == [attachment] and completed["in_time"] is True
+    desks[REQUESTER].act("RATE", request_id=identity, cooperation=5, effect=4, comment="配合积极")
+    rating = desks[ASSISTING].until(lambda r: r.get("rating_id") == rating_id(identity))
+    assert (rating["cooperation"], rating["effect"]) == (5, 4)
+    window = rejections(kafka)
+    again = desks[REQUESTER].act("RATE", request_id=identity, cooperation=1, effect=1)
+    assert "one rating per request" in rejected(window, again)
+
+
+def test_a_refusal_without_a_leaders_approval_is_rejected_and_refuses_once_a_leader_approves(
+    desks: dict[str, Desk], kafka: KafkaClients
+) -> None:
+    identity = request(desks)
+    desks[ASSISTING].until(of(identity, "REQUESTED"))
+    window = rejections(kafka)
+    no_basis = desks[ASSISTING].act(
+        "FILE_REFUSAL",
+        request_id=identity,
+        refusal_reason="OVERRULED_BY_HIGHER_RULE",
+        reason_text="地块档案涉密",
+        operator="张三",
+    )
+    assert "legal_basis missing" in rejected(window, no_basis)
+    not_our_duty = desks[ASSISTING].act(
+        "FILE_REFUSAL",
+        request_id=identity,
+        refusal_reason="NOT_OUR_DUTY",
+        reason_text="不属于本局职责",
+        legal_basis="三定方案",
+        operator="张三",
+    )
+    assert "never refused as not its duty" in rejected(window, not_our_duty)
+    desks[ASSISTING].act(
+        "FILE_REFUSAL",
+        request_id=identity,
+        refusal_reason="OVERRULED_BY_HIGHER_RULE",
+        reason_text="地块档案涉密，按上级规定不对外提供",
+        legal_basis="《中华人民共和国保守国家秘密法》",
+        operator="张三",
+    )
+    desks[ASSISTING].until(of(identity, "REFUSAL_FILED"))
+    by_clerk = desks[ASSISTING].act("APPROVE_REFUSAL", request_id=identity, operator="李四")
+    assert "not LEADER" in rejected(window, by_clerk)
+    desks[ASSISTING].act(
+        "APPROVE_REFUSAL", request_id=identity, operator="陈局长", operator_role="LEADER"
+    )
+    refused = desks[REQUESTER].until(of(identity, "REFUSED"))  # answered
+    assert refused["refusal"]["approved_by"] == "陈局长"
+    assert refused["refusal"]["legal_basis"] == "《中华人民共和国保守国家秘密法》"
+    assert desks[BIANBAN].until(of(identity, "REFUSED"))["version"] == refused["version"]
+    late = desks[ASSISTING].act("COMPLETE", request_id=identity, result_text="补充提供")
+    assert f"request {identity} is closed: REFUSED" in rejected(window, late)
+
+
+def test_an_overdue_request_is_escalated_to_the_assisting_department_and_the_bianban(
+    desks: dict[str, Desk],
+) -> None:
+    identity = request(desks, at=business_clock().now_ms() - 30 * DAY_MS)
+    to_department = desks[ASSISTING].until(
+        lambda r: r.get("escalation_id") == escalation_id(identity)
+    )
+    to_bianban = desks[BIANBAN].until(lambda r: r.get("escalation_id") == escalation_id(identity))
+    assert to_department == to_bianban
+    assert to_department["recipients"] == [ASSISTING, BIANBAN]
+    assert to_department["state"] == "REQUESTED"
+
+
+def test_the_worker_serves_its_figures(worker: Worker) -> None:
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=10).text
+    assert 'xietong_assistance_requests_made_total{listed="true"}' in text
+    assert "xietong_assistance_escalations_total" in text
+    assert 'xietong_assistance_actions_rejected_total{action="FILE_REFUSAL"}' in text
+
+
+# -- kill -9 ----------------------------------------------------------------------------------
+
+
+def test_a_worker_killed_mid_stream_loses_no_request_and_makes_none_twice(
+    worker: Worker, platform: Platform, kafka: KafkaClients
+) -> None:
+    """After kill -9 and a restart every request is on assistance.requests and in the
+    assisting department's inbox (none lost); no request is made twice (each id is in
+    version 1 only, every copy of it the same record: one sent again after the crash)."""
+    count = 300
+    references = [f"西湖执法〔2026〕kill-{uuid.uuid4().hex[:10]}" for _ in range(count)]
+    expected = {request_id(REQUESTER, reference) for reference in references}
+    requests = TopicWindow(kafka, topics.ASSISTANCE_REQUESTS.name)
+    inbox = TopicWindow(kafka, inbox_topic(REGISTRAR))
+
+    def feed() -> None:  # about 100 a second, as the department's system would send them
+        clients = platform.departments.clients[REQUESTER]
+        serialize = platform._serializer(clients, ASSISTANCE_ACTION)
+        producer = clients.producer(**{"linger.ms": 0})
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        topic = f"dept.{REQUESTER}.inbound"
+        context = SerializationContext(topic, MessageField.VALUE)
+        for index, reference in enumerate(references):
+            action = assistance_action(
+                "REQUEST",
+                business_clock().now_ms(),
+                item_code="HZXZ-005",
+                request_reference=reference,
+                subject="违法建设内经营主体登记信息",
+            )
+            producer.produce(
+                topic, key=action["action_id"].encode(), value=serialize(action, context)
+            )
+            if index % 10 == 9:
+                producer.flush(10)
+                time.sleep(0.1)
+        producer.flush(10)
+
+    sending = threading.Thread(target=feed)
+    sending.start()
+    until_ids(requests, "request_id", expected, count // 3, timeout=60)
+    worker.kill()
+    sending.join()
+    until_group_empty(kafka, streams_group(APP_NAME))
+    before_kill = {m.value["request_id"] for m in requests.read()} & expected
+    worker.start()
+
+    found = until_ids(requests, "request_id", expected, count, timeout=90)
+    delivered = until_ids(inbox, "request_id", expected, count, timeout=30)
+    assert 0 < len(before_kill) < count, "the worker was not killed mid-stream"
+    mine = [m.value for m in found if m.value["request_id"] in expected]
+    assert {record["request_id"] for record in mine} == expected
+    assert all(record["version"] == 1 for record in mine)
+    copies: dict[str, list[dict[str, Any]]] = {}
+    for record in mine:
+        copies.setdefault(record["request_id"], []).append(record)
+    assert all(all(c == same[0] for c in same) for same in copies.values())
+    in_inbox = Counter(
+        m.value["request_id"] for m in delivered if m.value["request_id"] in expected
+    )
+    assert set(in_inbox) == expected
+    print(
+        f"killed after {len(before_kill)} of {count} requests;"
+        f" {len(mine) - count} sent again after the restart"
+    )
