@@ -48,7 +48,8 @@ REQUESTER = "hz-xh-cg"  # 杭州市西湖区综合行政执法局
 ASSISTING = "hz-nr"  # 杭州市规划和自然资源局: HZXZ-003
 BIANBAN = "hz-bb"  # 中共杭州市委机构编制委员会办公室
 REGISTRAR = "hz-amr"  # 杭州市市场监督管理局: HZXZ-005, the kill test's requests
-DEPARTMENTS = (REQUESTER, ASSISTING, BIANBAN, REGISTRAR)
+HEALTH = "hz-xh-health"  # 杭州市西湖区卫生健康局: asked outside the list, the 编办's figures
+DEPARTMENTS = (REQUESTER, ASSISTING, BIANBAN, REGISTRAR, HEALTH)
 
 
 @pytest.fixture(scope="module")
@@ -262,6 +263,134 @@ def test_the_worker_serves_its_figures(worker: Worker) -> None:
     assert 'xietong_assistance_requests_made_total{listed="true"}' in text
     assert "xietong_assistance_escalations_total" in text
     assert 'xietong_assistance_actions_rejected_total{action="FILE_REFUSAL"}' in text
+
+
+# -- the 编办's figures in the credit database --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def credit_database(
+    worker: Worker,
+    credit_databases: Callable[[], str],
+    kafka: KafkaClients,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """The sink into a fresh credit database of this module's own, from this module on."""
+    from tests.monitoring import Command
+    from tests.stream_worker import free_port, sink_starts_at_the_end
+
+    url = credit_databases()
+    sink_starts_at_the_end(kafka, url)
+    logs = tmp_path_factory.mktemp("assistance-sink")
+    port = free_port()
+    sink = Command(
+        logs / "sink.log",
+        "sink",
+        "run",
+        "--database",
+        url,
+        XIETONG_SINK_METRICS_PORT=str(port),
+        XIETONG_SINK_TOPIC_REFRESH_INTERVAL="1",
+        XIETONG_SINK_BATCH_WAIT="0.1",
+        XIETONG_SINK_AUDIT_KEY=str(logs / "audit-key.pem"),
+    )
+    try:
+        sink.wait_for(f"http://127.0.0.1:{port}/metrics")
+        yield url
+    finally:
+        sink.stop()
+
+
+def _rows(url: str, sql: str) -> list[dict[str, Any]]:
+    from connectors.sink import db as credit_db
+
+    conn = credit_db.connect(url)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(sql)
+            names = [column.name for column in cursor.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        conn.close()
+
+
+def test_the_bianban_reads_per_department_received_in_time_late_refused_and_ratings(
+    desks: dict[str, Desk], credit_database: str
+) -> None:
+    """Four requests outside the list to 西湖区卫健局: one completed in time and rated, one
+    refused through an approved 否定报备, one completed after its deadline, one left open
+    past it (escalated)."""
+    now = business_clock().now_ms()
+
+    def ask(at: int) -> str:
+        reference = f"西湖执法〔2026〕cdb-{uuid.uuid4().hex[:8]}"
+        desks[REQUESTER].act(
+            "REQUEST",
+            at=at,
+            request_reference=reference,
+            assisting_department_code=HEALTH,
+            subject="违法建设内诊所的执业登记情况",
+        )
+        identity = request_id(REQUESTER, reference)
+        desks[HEALTH].until(of(identity))
+        return identity
+
+    in_time, refused, late, overdue = (
+        ask(now),
+        ask(now),
+        ask(now - 30 * DAY_MS),
+        ask(now - 30 * DAY_MS),
+    )
+    desks[HEALTH].act("COMPLETE", request_id=in_time, result_text="该诊所未办理执业登记")
+    desks[REQUESTER].until(of(in_time, "COMPLETED"))
+    desks[REQUESTER].act("RATE", request_id=in_time, cooperation=4, effect=5, comment="及时")
+    desks[HEALTH].act(
+        "FILE_REFUSAL",
+        request_id=refused,
+        refusal_reason="NOT_OUR_DUTY",
+        reason_text="诊所执业登记由杭州市卫健委负责",
+        legal_basis="《医疗机构管理条例》",
+        operator="赵六",
+    )
+    desks[HEALTH].until(of(refused, "REFUSAL_FILED"))
+    desks[HEALTH].act(
+        "APPROVE_REFUSAL", request_id=refused, operator="孙局长", operator_role="LEADER"
+    )
+    desks[HEALTH].act("COMPLETE", request_id=late, result_text="已核查")
+    desks[HEALTH].until(lambda r: r.get("escalation_id") == escalation_id(overdue))
+
+    figures = eventually(
+        lambda: _rows(
+            credit_database,
+            f"SELECT * FROM auditor.assistance_by_department WHERE department_code = '{HEALTH}'",
+        ),
+        lambda rows: (
+            bool(rows)
+            and rows[0]["received"] == 4
+            and rows[0]["ratings"] == 1
+            and rows[0]["open_overdue"] == 1
+            and rows[0]["refused"] == 1
+            and rows[0]["completed"] == 2
+        ),
+        60,
+        lambda rows: f"auditor.assistance_by_department: {rows}",
+    )
+    [row] = figures
+    assert (row["completed_in_time"], row["completed_late"], row["open"]) == (1, 1, 1)
+    assert (float(row["mean_cooperation"]), float(row["mean_effect"])) == (4.0, 5.0)
+    [refusal] = _rows(
+        credit_database,
+        f"SELECT * FROM auditor.assistance_refusals WHERE request_id = '{refused}'",
+    )
+    assert refusal["refusal_reason"] == "NOT_OUR_DUTY"
+    assert refusal["refusal_legal_basis"] == "《医疗机构管理条例》"
+    assert refusal["refusal_approved_by"] == "孙局长"
+    scores = _rows(
+        credit_database,
+        f"SELECT * FROM auditor.assistance_scores WHERE department_code = '{HEALTH}'",
+    )
+    assert {score["period_kind"] for score in scores} == {"half-year", "year"}
+    assert all(float(score["score"]) == 4.5 for score in scores)
 
 
 # -- kill -9 ----------------------------------------------------------------------------------
