@@ -1345,6 +1345,15 @@ HistoryUntilOption = Annotated[
 ]
 
 
+def _run_processor(processor: Any, history_until: datetime | None, log_level: str) -> None:
+    """One worker of a stream processor (a ``ProcessorApp``) until SIGTERM or Ctrl-C, its
+    rules from its settings, with the history cut-over given on the command line."""
+    rules = None
+    if history_until is not None:
+        rules = processor.settings_type(history_until=history_until)
+    processor.run_worker(get_settings(), rules, loglevel=log_level)
+
+
 @streams_app.command("dual-notice")
 def streams_dual_notice(
     log_level: Annotated[
@@ -1358,11 +1367,9 @@ def streams_dual_notice(
     come from XIETONG_DUAL_NOTICE_* (claim period, licence period, working days,
     history cut-over, metrics port); see streams/dual_notice/app.py.
     """
-    from streams.dual_notice.app import run_worker
-    from streams.dual_notice.settings import DualNoticeSettings
+    from streams.dual_notice.app import DualNoticeProcessor
 
-    rules = None if history_until is None else DualNoticeSettings(history_until=history_until)
-    run_worker(get_settings(), rules, loglevel=log_level)
+    _run_processor(DualNoticeProcessor, history_until, log_level)
 
 
 @streams_app.command("joint-punishment")
@@ -1379,13 +1386,9 @@ def streams_joint_punishment(
     come from XIETONG_JOINT_PUNISHMENT_* (matter window, licence-review lists, history
     cut-over, metrics port); see streams/joint_punishment/app.py.
     """
-    from streams.joint_punishment.app import run_worker
-    from streams.joint_punishment.settings import JointPunishmentSettings
+    from streams.joint_punishment.app import JointPunishmentProcessor
 
-    rules = None
-    if history_until is not None:
-        rules = JointPunishmentSettings(history_until=history_until)
-    run_worker(get_settings(), rules, loglevel=log_level)
+    _run_processor(JointPunishmentProcessor, history_until, log_level)
 
 
 @streams_app.command("assistance")
@@ -1401,11 +1404,9 @@ def streams_assistance(
     come from XIETONG_ASSISTANCE_* (the time limit outside the list, working days, clock
     skew, metrics port); see streams/assistance/app.py.
     """
-    from streams.assistance.app import run_worker
-    from streams.assistance.settings import AssistanceSettings
+    from streams.assistance.app import AssistanceProcessor
 
-    rules = None if history_until is None else AssistanceSettings(history_until=history_until)
-    run_worker(get_settings(), rules, loglevel=log_level)
+    _run_processor(AssistanceProcessor, history_until, log_level)
 
 
 @streams_app.command("sharing")

@@ -570,6 +570,16 @@ ACTIONS_TABLE = TableMapping(
     subject=path("action.push_id"),
 )
 
+#: What every rejected department action says after its own fields: why, where it was
+#: read, when it was refused.
+_REJECTION_COLUMNS = (
+    text("reason"),
+    text("inbound_topic"),
+    integer("inbound_partition"),
+    bigint("inbound_offset"),
+    timestamp("rejected_at"),
+)
+
 REJECTED_ACTIONS_TABLE = TableMapping(
     "dual_notice_rejected_actions",
     DUAL_NOTICE_RECORD_TYPES["rejected_department_action"],
@@ -581,11 +591,7 @@ REJECTED_ACTIONS_TABLE = TableMapping(
         text("push_id", "action.push_id"),
         text("uscc", "action.uscc"),
         text("push_state"),
-        text("reason"),
-        text("inbound_topic"),
-        integer("inbound_partition"),
-        bigint("inbound_offset"),
-        timestamp("rejected_at"),
+        *_REJECTION_COLUMNS,
     ),
     time=path("rejected_at"),
 )
@@ -954,11 +960,7 @@ ASSISTANCE_REJECTED_ACTIONS_TABLE = TableMapping(
         text("request_id"),
         text("action", "action.action"),
         text("request_state"),
-        text("reason"),
-        text("inbound_topic"),
-        integer("inbound_partition"),
-        bigint("inbound_offset"),
-        timestamp("rejected_at"),
+        *_REJECTION_COLUMNS,
     ),
     time=path("rejected_at"),
 )
