@@ -36,6 +36,7 @@ from streams.assistance.rules import (
     AssistanceOutput,
     AssistanceRules,
     forwarded,
+    periods_due,
     rejection,
 )
 from streams.assistance.settings import AssistanceSettings
@@ -87,6 +88,8 @@ class AssistanceProcessor(ProcessorApp[AssistanceSettings, AssistanceTopics]):
 
     def declare(self) -> None:
         self._deadlines: list[tuple[int, str]] = []
+        #: The periods of standing duties this worker has sent to their partitions.
+        self._periods_sent: set[str] = set()
         app, settings = self.app, self.settings
         self.assistance_items = ReferenceData(self.clients, REGISTRY_ASSISTANCE_ITEMS)
         self.departments = ReferenceData(self.clients, REGISTRY_DEPARTMENTS)
@@ -116,6 +119,7 @@ class AssistanceProcessor(ProcessorApp[AssistanceSettings, AssistanceTopics]):
         )
         app.agent(self.due_topic, name="due")(self._due_agent)
         app.timer(self.rules_settings.tick_interval, name="deadline-check")(self._check_deadlines)
+        app.timer(self.rules_settings.tick_interval, name="period-check")(self._check_periods)
         app.timer(self.rules_settings.inbox_refresh_interval, name="inbox-refresh")(
             self._refresh_inboxes
         )
@@ -191,6 +195,14 @@ class AssistanceProcessor(ProcessorApp[AssistanceSettings, AssistanceTopics]):
             _, identity = heapq.heappop(self._deadlines)
             if self.rules.is_waiting(identity):
                 await self._due(identity, DEADLINE, now)
+
+    async def _check_periods(self) -> None:
+        """Every tick: each standing duty's last ended period goes to its partition once,
+        where its request is made unless it was (定期协助)."""
+        for due in periods_due(self.assistance_list(), business_clock().now_ms()):
+            if due["request_id"] not in self._periods_sent:
+                await self.due_topic.send(key=due["request_id"].encode(), value=due)
+                self._periods_sent.add(due["request_id"])
 
     async def _due(self, identity: str, what: str, now: int) -> None:
         value = {"request_id": identity, "due": what, "checked_at": now}

@@ -51,6 +51,13 @@ item is never refused as ``NOT_OUR_DUTY``: the list says it is the department's.
 **互评.** Once a request is COMPLETED its requester rates it once (配合程度, 协助成效, 1–5,
 a comment), on ``assistance.ratings``, delivered to the rated department.
 
+**定期协助.** An item with a cadence (MONTHLY, QUARTERLY, HALF_YEARLY, YEARLY) and one
+requesting department is a standing duty to send data (the report's 监测数据
+"定期向请求机关发送"): when a period ends, the list makes its request on the requester's
+behalf (:func:`periods_due`: reference ``<item>/<period>``, e.g. ``HZXZ-105/2026-11``,
+made at the period's end, due within the item's limit); the assisting department delivers
+by completing it, and a missed delivery is escalated like any overdue request.
+
 Time is event time: the time limit runs from the REQUEST's ``acted_at``; whether a closed
 request was in time (``in_time``) compares the completion's (or the approval's)
 ``acted_at`` with the deadline, so a completion done before the deadline but read after the
@@ -73,6 +80,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
+from datetime import date
 from enum import StrEnum
 from typing import Any
 
@@ -91,8 +99,9 @@ logger = logging.getLogger(__name__)
 APP_NAME = "assistance"
 #: Who made a change that no department made (the deadline's 督查).
 PLATFORM = "platform"
-#: What the due topic says: a deadline passed, or an inbox now exists for what waited.
-DEADLINE, DELIVERY = "deadline", "delivery"
+#: What the due topic says: a deadline passed, an inbox now exists for what waited, or a
+#: period of a standing duty (定期协助) ended and its delivery is due.
+DEADLINE, DELIVERY, PERIOD = "deadline", "delivery", "period"
 
 REQUESTS_MADE = Counter(
     "xietong_assistance_requests_made",
@@ -216,6 +225,60 @@ def forwarded(stamp: dict[str, Any], action: dict[str, Any]) -> tuple[str, dict[
             f"a {action['action']} names the request_id it acts on, as the inbox has it"
         )
     return identity, {**stamp, "request_id": identity, "action": action}
+
+
+# -- 定期协助: a standing duty's periods ------------------------------------------------------
+
+#: How many months each cadence's period lasts.
+CADENCE_MONTHS = {"MONTHLY": 1, "QUARTERLY": 3, "HALF_YEARLY": 6, "YEARLY": 12}
+
+
+def ended_period(cadence: str, now: int) -> tuple[str, int]:
+    """The label of the last period of ``cadence`` that has ended by ``now`` in the
+    province (``2026-11``, ``2026-Q3``, ``2026-H1``, ``2026``) and when it ended (00:00 of
+    the next period's first day, epoch ms)."""
+    clock, months = business_clock(), CADENCE_MONTHS[cadence]
+    today = clock.day_of(now)
+    index = (today.year * 12 + today.month - 1) // months * months  # this period's start
+    end = date(index // 12, index % 12 + 1, 1)
+    start_index = index - months
+    year, month = start_index // 12, start_index % 12 + 1
+    label = {
+        1: f"{year}-{month:02d}",
+        3: f"{year}-Q{(month - 1) // 3 + 1}",
+        6: f"{year}-H{(month - 1) // 6 + 1}",
+        12: f"{year}",
+    }[months]
+    return label, clock.midnight_ms(end)
+
+
+def period_reference(item_code: str, period: str) -> str:
+    """The reference of a standing duty's request for one period: ``HZXZ-105/2026-11``."""
+    return f"{item_code}/{period}"
+
+
+def periods_due(items: AssistanceList, now: int) -> list[dict[str, Any]]:
+    """What the due topic carries for each standing duty (an item with a cadence and one
+    requesting department, not retired): its last ended period, keyed by that period's
+    request id."""
+    due = []
+    for item in items.by_code.values():
+        requester = item["requesting_department"]
+        if not item["cadence"] or requester is None or item["retired_at"] is not None:
+            continue
+        period, ended_at = ended_period(item["cadence"], now)
+        reference = period_reference(item["code"], period)
+        due.append(
+            {
+                "request_id": request_id(requester["code"], reference),
+                "due": PERIOD,
+                "item_code": item["code"],
+                "period": period,
+                "ended_at": ended_at,
+                "checked_at": now,
+            }
+        )
+    return due
 
 
 # -- the list ----------------------------------------------------------------------------------
@@ -742,6 +805,12 @@ class AssistanceRules:
         outcome = AssistanceOutput()
         identity, checked_at = due["request_id"], int(due["checked_at"])
         entry = self.requests.get(identity)
+        if due["due"] == PERIOD:
+            if entry is None:
+                self._period_request(due, outcome, checked_at)
+            else:  # made already (perhaps before a crash): the same records again
+                self._resend(entry, deterministic_id(f"assistance-period|{identity}"), outcome)
+            return outcome
         if entry is None:
             return outcome
         record = entry["record"]
@@ -796,6 +865,45 @@ class AssistanceRules:
             recipients=list(told),
         )
         return outcome
+
+    def _period_request(self, due: dict[str, Any], outcome: AssistanceOutput, now: int) -> None:
+        """A standing duty's request for a period that ended: made by the list on behalf
+        of its requesting department, at the period's end, due within the item's limit."""
+        item = self.items().item(due["item_code"])
+        if item is None or item["requesting_department"] is None or item["retired_at"]:
+            return
+        requester = item["requesting_department"]["code"]
+        identity = due["request_id"]
+        cause = deterministic_id(f"assistance-period|{identity}")
+        action = {
+            "action_id": f"period|{identity}",
+            "action": ActionKind.REQUEST.value,
+            "request_reference": period_reference(item["code"], due["period"]),
+            "request_id": None,
+            "item_code": item["code"],
+            "assisting_department_code": None,
+            "subject": f"{item['content']}（{due['period']}）",
+            "party_uscc": None,
+            "time_limit_days": None,
+            "acted_at": int(due["ended_at"]),
+        }
+        received = {
+            "received_id": cause,
+            "department_code": requester,
+            "request_id": identity,
+            "action": action,
+        }
+        try:
+            self._request(received, None, outcome, now)
+        except Rejected as rejected:
+            log_event(
+                logger,
+                "assistance_period_not_requested",
+                request_id=identity,
+                item_code=item["code"],
+                period=due["period"],
+                reason=rejected.reason,
+            )
 
     def is_waiting(self, identity: str) -> bool:
         """Whether the request is still open and not yet escalated (a timer sends it)."""

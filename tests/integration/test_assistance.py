@@ -49,7 +49,9 @@ ASSISTING = "hz-nr"  # 杭州市规划和自然资源局: HZXZ-003
 BIANBAN = "hz-bb"  # 中共杭州市委机构编制委员会办公室
 REGISTRAR = "hz-amr"  # 杭州市市场监督管理局: HZXZ-005, the kill test's requests
 HEALTH = "hz-xh-health"  # 杭州市西湖区卫生健康局: asked outside the list, the 编办's figures
-DEPARTMENTS = (REQUESTER, ASSISTING, BIANBAN, REGISTRAR, HEALTH)
+#: HZXZ-105: 杭州市生态环境局 sends 杭州市农业农村局 the rural sewage water-quality data monthly.
+MONITORING, MONITORED_FOR = "hz-eco", "hz-agri"
+DEPARTMENTS = (REQUESTER, ASSISTING, BIANBAN, REGISTRAR, HEALTH, MONITORING, MONITORED_FOR)
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +72,18 @@ def departments(kafka: KafkaClients, stack_settings: Settings) -> Iterator[Onboa
 
 
 @pytest.fixture(scope="module")
+def monitoring_inbox(departments: Onboarding, kafka: KafkaClients) -> TopicWindow:
+    """hz-eco's inbox from before the worker starts: a standing duty's period request is
+    made (or, made before, sent again) at the worker's first tick."""
+    return TopicWindow(kafka, inbox_topic(MONITORING))
+
+
+@pytest.fixture(scope="module")
 def worker(
-    list_on_the_topic: None, departments: Onboarding, tmp_path_factory: pytest.TempPathFactory
+    list_on_the_topic: None,
+    departments: Onboarding,
+    monitoring_inbox: TopicWindow,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Worker]:
     log = tmp_path_factory.mktemp("assistance") / "worker.log"
     with running("assistance", log) as worker:
@@ -254,6 +266,45 @@ def test_an_overdue_request_is_escalated_to_the_assisting_department_and_the_bia
     assert to_department == to_bianban
     assert to_department["recipients"] == [ASSISTING, BIANBAN]
     assert to_department["state"] == "REQUESTED"
+
+
+def test_a_monthly_monitoring_duty_is_a_request_of_its_own_each_month(
+    monitoring_inbox: TopicWindow, desks: dict[str, Desk], kafka: KafkaClients
+) -> None:
+    from streams.assistance.rules import ended_period
+
+    month, ended_at = ended_period("MONTHLY", business_clock().now_ms())
+    reference = f"HZXZ-105/{month}"
+    found = eventually(
+        monitoring_inbox.read,
+        lambda messages: any(m.value.get("request_reference") == reference for m in messages),
+        30,
+        lambda messages: f"{monitoring_inbox.topic}: no {reference} in {len(messages)} records",
+    )
+    record = next(m.value for m in found if m.value.get("request_reference") == reference)
+    assert record["request_id"] == request_id(MONITORED_FOR, reference)
+    assert record["requesting_department"]["code"] == MONITORED_FOR
+    assert int(record["requested_at"].timestamp() * 1000) == ended_at
+    # Delivered by completing it. On a stack that ran this test before it was already:
+    # its request is sent again as it was made, and the completion is refused as closed.
+    window = rejections(kafka)
+    delivery = desks[MONITORING].act(
+        "COMPLETE",
+        request_id=record["request_id"],
+        attachments=[
+            {"name": f"{month}水质监测.xlsx", "uri": "https://eco.example/m", "sha256": None}
+        ],
+    )
+    completed = of(record["request_id"], "COMPLETED")
+
+    def answers() -> list[dict[str, Any]]:
+        refused = [m.value for m in window.read() if _names(m, delivery)]
+        return refused + [m.value for m in desks[MONITORED_FOR].inbox.read() if completed(m.value)]
+
+    [answer, *_] = eventually(
+        answers, bool, 30, lambda _: f"{reference}: neither completed nor refused as closed"
+    )
+    assert completed(answer) or "is closed: COMPLETED" in answer["reason"]
 
 
 def test_the_worker_serves_its_figures(worker: Worker) -> None:

@@ -555,3 +555,79 @@ def test_states_are_the_schemas() -> None:
     fields = {f["name"]: f for f in ASSISTANCE_RECORD_TYPES["assistance_request"].schema["fields"]}
     symbols = set(fields["state"]["type"]["symbols"]) - {"UNKNOWN"}
     assert symbols == {state.value for state in AssistanceState}
+
+
+# -- 定期协助: each period of a standing duty is a request of its own -------------------------
+
+#: Monday 7 December 2026, 10:00 in the province.
+DECEMBER = millis(datetime(2026, 12, 7, 10, 0, tzinfo=CHINA))
+
+
+def test_each_cadence_names_the_last_period_that_ended() -> None:
+    from streams.assistance.rules import ended_period
+
+    first_of = {
+        "MONTHLY": ("2026-11", datetime(2026, 12, 1, tzinfo=CHINA)),
+        "QUARTERLY": ("2026-Q3", datetime(2026, 10, 1, tzinfo=CHINA)),
+        "HALF_YEARLY": ("2026-H1", datetime(2026, 7, 1, tzinfo=CHINA)),
+        "YEARLY": ("2025", datetime(2026, 1, 1, tzinfo=CHINA)),
+    }
+    for cadence, (label, ended) in first_of.items():
+        assert ended_period(cadence, DECEMBER) == (label, millis(ended))
+    # At 00:30 on 1 January in China (16:30 UTC the day before) December has ended.
+    assert (
+        ended_period("MONTHLY", millis(datetime(2027, 1, 1, 0, 30, tzinfo=CHINA)))[0] == "2026-12"
+    )
+
+
+def _period_due(item_code: str) -> dict[str, Any]:
+    from streams.assistance.rules import periods_due
+
+    [due] = [due for due in periods_due(_list(), DECEMBER) if due["item_code"] == item_code]
+    return due
+
+
+def test_a_monthly_water_quality_duty_makes_its_request_when_the_month_ends() -> None:
+    harness = Harness()
+    due = _period_due("HZXZ-105")  # 农村生活污水处理设施进出水水质监测数据, monthly, 10 days
+    out = harness.rules.on_due(due)
+    [(request, told)] = sent(out, "assistance_request")
+    assert told == ("hz-eco",)
+    assert request["requesting_department"]["code"] == "hz-agri"
+    assert request["request_reference"] == "HZXZ-105/2026-11"
+    assert request["requested_at"] == millis(datetime(2026, 12, 1, tzinfo=CHINA))
+    assert request["deadline"] == millis(datetime(2026, 12, 12, tzinfo=CHINA))  # 24:00 on 11th
+    assert harness.rules.on_due(due).outgoing == out.outgoing  # the same request, not a second
+    delivered = harness.act(
+        "hz-eco",
+        "COMPLETE",
+        at=DECEMBER,
+        now=DECEMBER,
+        request_id=due["request_id"],
+        attachments=[
+            {"name": "2026-11水质监测.xlsx", "uri": "https://eco.example/m/11", "sha256": None}
+        ],
+    )
+    assert sent(delivered, "assistance_request")[0][0]["in_time"] is True
+
+
+def test_a_missed_quarterly_delivery_is_escalated() -> None:
+    harness = Harness()
+    due = _period_due("HZXZ-104")  # 地下管线安全隐患排查结果通报, quarterly, 15 days
+    harness.rules.on_due(due)
+    out = harness.due(due["request_id"], DECEMBER)  # Q3's was due at 24:00 on 16 October
+    [(escalation, told)] = sent(out, "assistance_escalation")
+    assert told == ("hz-housing", HZ_BB)
+    assert escalation["deadline"] == millis(datetime(2026, 10, 17, tzinfo=CHINA))
+
+
+def test_a_duty_to_a_sector_or_a_retired_item_makes_no_period_request() -> None:
+    from streams.assistance.rules import periods_due
+
+    codes = {due["item_code"] for due in periods_due(_list(), DECEMBER)}
+    assert codes == {
+        item["code"]
+        for item in _list().by_code.values()
+        if item["cadence"] and item["requesting_department"]
+    }
+    assert "HZXZ-001" not in codes  # on request only
