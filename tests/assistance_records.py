@@ -3,11 +3,10 @@ the registry publishes them, and the departments' actions as their systems write
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from registry.seed import load_sample_province
-from streams.assistance.rules import AssistanceList, forwarded
+from streams.assistance.rules import AssistanceList, assistance_action, forwarded
 from streams.dual_notice.rules import DepartmentDirectory
 from xietong.ids import deterministic_id
 
@@ -60,32 +59,7 @@ def sample_directory() -> DepartmentDirectory:
     )
 
 
-def assistance_action(kind: str, acted_at: int, **fields: Any) -> dict[str, Any]:
-    """An assistance action as a department's system writes it (fields not given: null)."""
-    action: dict[str, Any] = {
-        "action_id": str(uuid.uuid4()),
-        "action": kind,
-        "request_reference": None,
-        "request_id": None,
-        "item_code": None,
-        "assisting_department_code": None,
-        "subject": None,
-        "party_uscc": None,
-        "time_limit_days": None,
-        "result_text": None,
-        "attachments": [],
-        "refusal_reason": None,
-        "reason_text": None,
-        "legal_basis": None,
-        "cooperation": None,
-        "effect": None,
-        "comment": None,
-        "acted_at": acted_at,
-        "operator": "王五",
-        "operator_role": "CLERK",
-    }
-    action.update(fields)
-    return action
+__all__ = ["assistance_action", "received", "sample_directory", "sample_list"]
 
 
 def received(department: str, action: dict[str, Any], offset: int) -> dict[str, Any]:

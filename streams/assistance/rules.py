@@ -78,6 +78,7 @@ Faust app around them.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -204,6 +205,35 @@ def rating_id(identity: str) -> str:
 
 def rejection_id(received_id: str) -> str:
     return deterministic_id(f"assistance-rejection|{received_id}")
+
+
+def assistance_action(kind: str, acted_at: int, **fields: Any) -> dict[str, Any]:
+    """An AssistanceAction as a department's system writes it: ``fields`` given, every
+    other optional field empty, a fresh action id unless one is given."""
+    action: dict[str, Any] = {
+        "action_id": str(uuid.uuid4()),
+        "action": kind,
+        "request_reference": None,
+        "request_id": None,
+        "item_code": None,
+        "assisting_department_code": None,
+        "subject": None,
+        "party_uscc": None,
+        "time_limit_days": None,
+        "result_text": None,
+        "attachments": [],
+        "refusal_reason": None,
+        "reason_text": None,
+        "legal_basis": None,
+        "cooperation": None,
+        "effect": None,
+        "comment": None,
+        "acted_at": acted_at,
+        "operator": None,
+        "operator_role": "CLERK",
+    }
+    action.update(fields)
+    return action
 
 
 def forwarded(stamp: dict[str, Any], action: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -875,18 +905,14 @@ class AssistanceRules:
         requester = item["requesting_department"]["code"]
         identity = due["request_id"]
         cause = deterministic_id(f"assistance-period|{identity}")
-        action = {
-            "action_id": f"period|{identity}",
-            "action": ActionKind.REQUEST.value,
-            "request_reference": period_reference(item["code"], due["period"]),
-            "request_id": None,
-            "item_code": item["code"],
-            "assisting_department_code": None,
-            "subject": f"{item['content']}（{due['period']}）",
-            "party_uscc": None,
-            "time_limit_days": None,
-            "acted_at": int(due["ended_at"]),
-        }
+        action = assistance_action(
+            ActionKind.REQUEST,
+            int(due["ended_at"]),
+            action_id=f"period|{identity}",
+            request_reference=period_reference(item["code"], due["period"]),
+            item_code=item["code"],
+            subject=f"{item['content']}（{due['period']}）",
+        )
         received = {
             "received_id": cause,
             "department_code": requester,
