@@ -57,9 +57,12 @@ DEPARTMENTS = (REQUESTER, ASSISTING, BIANBAN, REGISTRAR, HEALTH, MONITORING, MON
 @pytest.fixture(scope="module")
 def list_on_the_topic(
     registry_databases: Callable[[], str], stack_settings: Settings, kafka: KafkaClients
-) -> None:
-    """The sample list and departments published by the registry's own relay."""
-    publish_catalog(registry_databases(), stack_settings, kafka)
+) -> str:
+    """The sample list and departments published by the registry's own relay; the
+    registry database's URL."""
+    url = registry_databases()
+    publish_catalog(url, stack_settings, kafka)
+    return url
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +83,7 @@ def monitoring_inbox(departments: Onboarding, kafka: KafkaClients) -> TopicWindo
 
 @pytest.fixture(scope="module")
 def worker(
-    list_on_the_topic: None,
+    list_on_the_topic: str,
     departments: Onboarding,
     monitoring_inbox: TopicWindow,
     tmp_path_factory: pytest.TempPathFactory,
@@ -314,6 +317,79 @@ def test_the_worker_serves_its_figures(worker: Worker) -> None:
     assert 'xietong_assistance_requests_made_total{listed="true"}' in text
     assert "xietong_assistance_escalations_total" in text
     assert 'xietong_assistance_actions_rejected_total{action="FILE_REFUSAL"}' in text
+
+
+# -- the list is the 编办's: changed, retired, with its history -----------------------------
+
+
+def test_the_bianban_changes_and_retires_an_item_and_a_request_on_a_retired_item_is_refused(
+    list_on_the_topic: str, stack_settings: Settings, desks: dict[str, Desk], kafka: KafkaClients
+) -> None:
+    from registry.assistance import (
+        assistance_item_history,
+        change_assistance_item,
+        retire_assistance_item,
+    )
+    from registry.audit import Actor
+    from registry.db import session_factory, transaction
+    from registry.errors import ForbiddenError
+    from registry.publisher import OutboxRelay
+    from tests.assistance_records import PROVINCE
+
+    sessions = session_factory(list_on_the_topic)
+    [item] = [item for item in PROVINCE.assistance_items if item.code == "HZXZ-010"]
+    with pytest.raises(ForbiddenError), transaction(sessions) as session:
+        retire_assistance_item(session, Actor.department("nb-bb"), item.code, "不是本编办的")
+    with transaction(sessions) as session:
+        changed, _ = change_assistance_item(
+            session, Actor.department(BIANBAN), item.model_copy(update={"time_limit_days": 7})
+        )
+        assert changed.version == 2
+        retire_assistance_item(
+            session, Actor.department(BIANBAN), item.code, "宅基地审批职责调整，并入 HZXZ-002"
+        )
+    with transaction(sessions) as session:
+        history = assistance_item_history(session, item.code)
+        assert [entry.action for entry in history] == [
+            "assistance_item.add",
+            "assistance_item.change",
+            "assistance_item.retire",
+        ]
+        assert [entry.after["version"] for entry in history] == [1, 2, 3]
+        assert history[-1].after["retired_reason"] == "宅基地审批职责调整，并入 HZXZ-002"
+    items = TopicWindow(kafka, topics.REGISTRY_ASSISTANCE_ITEMS.name)
+    relay = OutboxRelay(sessions, KafkaClients(stack_settings, "registry"))
+    while relay.publish_pending(limit=500):
+        pass
+    [published] = [m.value for m in items.read() if m.key == item.code.encode()][-1:]
+    assert published["version"] == 3 and published["retired_at"] is not None
+    # The worker follows the list within a second: a request made from then on is refused
+    # (one made before it read the retirement is taken, as the list stood).
+    window = rejections(kafka)
+    requests = TopicWindow(kafka, topics.ASSISTANCE_REQUESTS.name)
+
+    def ask() -> list[str]:
+        """A request on the item: the reason it was refused, or '' if it was taken."""
+        reference = f"西湖执法〔2026〕retired-{uuid.uuid4().hex[:8]}"
+        asked = desks[REQUESTER].act(
+            "REQUEST", item_code=item.code, request_reference=reference, subject="宅基地审批核查"
+        )
+        identity = request_id(REQUESTER, reference)
+        [answer, *_] = eventually(
+            lambda: (
+                [m.value for m in window.read() if _names(m, asked)]
+                + [m.value for m in requests.read() if m.value["request_id"] == identity]
+            ),
+            bool,
+            30,
+            lambda _: f"{reference}: neither refused nor taken",
+        )
+        return [str(answer.get("reason", ""))]
+
+    [reason] = eventually(
+        ask, lambda found: "left the list" in found[0], 30, lambda found: f"{item.code}: {found}"
+    )
+    assert "ask outside the list" in reason
 
 
 # -- the 编办's figures in the credit database --------------------------------------------
