@@ -466,7 +466,7 @@ def test_a_backfill_rebuilds_the_database_live_processing_made(
     records = canonical(1500, seed=23) + dual_notice_traffic(departments, 60, random.Random(23))
     # The other processors' records (no canonical ones: random decimals would not fit).
     for topic in TABLES_BY_TOPIC:
-        if topic.startswith(("dualnotice.", "punishment.", "credit.matter")) and (
+        if topic.startswith(("dualnotice.", "punishment.", "credit.matter", "assistance.")) and (
             topic != "dualnotice.pushes"
         ):
             records += generated(topic, 15)
