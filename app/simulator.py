@@ -336,8 +336,8 @@ class DepartmentDesks:
             else:
                 return  # nobody looks at it: it goes overdue
             self._schedule(department, "dual_notice_action", identity, action)
-        elif "request_id" in record and "assisting_department" in record:
-            self._assist(department, record)
+        elif "request_reference" in record and "assisting_department" in record:
+            self._assist(department, record)  # a request (not its 督查 or its rating)
         elif "hit_id" in record and record.get("status") == "ACTIVE":
             identity = record["hit_id"]
             if record.get("feedback_due_at") is None or record.get("fed_back_at") is not None:

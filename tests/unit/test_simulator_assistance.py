@@ -40,6 +40,7 @@ def test_requests_are_made_by_departments_the_list_lets_ask() -> None:
 def _request(state: str, version: int = 1, listed: bool = True) -> dict[str, Any]:
     return {
         "request_id": "r-1",
+        "request_reference": "西湖执法〔2026〕1号",
         "state": state,
         "version": version,
         "listed": listed,
@@ -74,3 +75,19 @@ def test_the_requester_rates_what_was_completed() -> None:
     [(department, rating)] = scheduled(desk)
     assert department == "hz-xh-cg" and rating["action"] == "RATE"
     assert 3 <= rating["cooperation"] <= 5 and 3 <= rating["effect"] <= 5
+
+
+def test_an_escalation_or_a_rating_in_the_inbox_is_read_and_left() -> None:
+    desk = desks(assist_share=1.0, rate_share=1.0)
+    escalation = {
+        "escalation_id": "e-1",
+        "request_id": "r-1",
+        "state": "REQUESTED",
+        "assisting_department": {"code": "hz-nr"},
+        "requesting_department": {"code": "hz-xh-cg"},
+        "supervising_department": {"code": "hz-bb"},
+    }
+    rating = {"rating_id": "g-1", "request_id": "r-1", "rated_department": {"code": "hz-nr"}}
+    for department, record in (("hz-nr", escalation), ("hz-bb", escalation), ("hz-nr", rating)):
+        desk._consider(department, record)
+    assert not scheduled(desk)
