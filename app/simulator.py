@@ -75,7 +75,7 @@ from connectors.config import ConnectorConfig, FileSourceConfig
 from connectors.runner import run_connector
 from registry.seed import load_sample_province
 from schemas import ASSISTANCE_ACTION, DEPARTMENT_ACTION, RESTRICTION_FEEDBACK
-from streams.assistance.rules import assistance_action
+from streams.assistance.records import assistance_action
 from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
 from xietong.logs import log_event

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from registry.seed import load_sample_province
-from streams.assistance.rules import AssistanceList, assistance_action, forwarded
-from streams.dual_notice.rules import DepartmentDirectory
+from streams.assistance.records import assistance_action, forwarded
+from streams.assistance.rules import AssistanceList
+from streams.directory import DepartmentDirectory
 from xietong.ids import deterministic_id
 
 PROVINCE = load_sample_province()

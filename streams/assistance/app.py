@@ -28,6 +28,7 @@ import faust
 from prometheus_client import Counter, Histogram
 
 from schemas import ASSISTANCE_ACTION, ASSISTANCE_RECORD_TYPES
+from streams.assistance.records import forwarded
 from streams.assistance.rules import (
     APP_NAME,
     DEADLINE,
@@ -35,13 +36,12 @@ from streams.assistance.rules import (
     AssistanceList,
     AssistanceOutput,
     AssistanceRules,
-    forwarded,
     periods_due,
     rejection,
 )
 from streams.assistance.settings import AssistanceSettings
 from streams.departments import InboundRelay, ProcessorApp, ProcessorTopics, Produced
-from streams.dual_notice.rules import DepartmentDirectory
+from streams.directory import DepartmentDirectory
 from streams.outputs import RuleOutput
 from streams.runtime import ReferenceData, changelog_config
 from xietong.clock import business_clock

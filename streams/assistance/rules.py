@@ -78,7 +78,6 @@ Faust app around them.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -88,8 +87,9 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from registry.seed import ESTABLISHMENT_SECTOR
+from streams.assistance.records import assistance_action, request_id
 from streams.assistance.settings import AssistanceSettings
-from streams.dual_notice.rules import DepartmentDirectory
+from streams.directory import DepartmentDirectory
 from streams.outputs import RuleOutput
 from xietong.clock import business_clock, millis
 from xietong.ids import deterministic_id
@@ -185,11 +185,6 @@ REFUSAL_REASONS = {
 # -- ids -------------------------------------------------------------------------------------
 
 
-def request_id(requesting_department: str, reference: str) -> str:
-    """协助请求标识: the requester and its own reference (联系单号) make the request."""
-    return deterministic_id(f"assistance-request|{requesting_department}|{reference}")
-
-
 def request_state_id(record: dict[str, Any]) -> str:
     """A request's state is identified by the request and its version."""
     return deterministic_id(f"assistance-request|{record['request_id']}|{record['version']}")
@@ -205,56 +200,6 @@ def rating_id(identity: str) -> str:
 
 def rejection_id(received_id: str) -> str:
     return deterministic_id(f"assistance-rejection|{received_id}")
-
-
-def assistance_action(kind: str, acted_at: int, **fields: Any) -> dict[str, Any]:
-    """An AssistanceAction as a department's system writes it: ``fields`` given, every
-    other optional field empty, a fresh action id unless one is given."""
-    action: dict[str, Any] = {
-        "action_id": str(uuid.uuid4()),
-        "action": kind,
-        "request_reference": None,
-        "request_id": None,
-        "item_code": None,
-        "assisting_department_code": None,
-        "subject": None,
-        "party_uscc": None,
-        "time_limit_days": None,
-        "result_text": None,
-        "attachments": [],
-        "refusal_reason": None,
-        "reason_text": None,
-        "legal_basis": None,
-        "cooperation": None,
-        "effect": None,
-        "comment": None,
-        "acted_at": acted_at,
-        "operator": None,
-        "operator_role": "CLERK",
-    }
-    action.update(fields)
-    return action
-
-
-def forwarded(stamp: dict[str, Any], action: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The request id an inbound action is about (a REQUEST's from its department and
-    reference) and the action as received; ValueError when it names none."""
-    if action["action"] == ActionKind.REQUEST:
-        reference = (action["request_reference"] or "").strip()
-        if not reference:
-            raise ValueError(
-                "a REQUEST names its request_reference (the requesting department's own"
-                " reference of the request, 联系单号): the request id is made from it"
-            )
-        identity = request_id(stamp["department_code"], reference)
-        action = {**action, "request_reference": reference}
-    elif action["request_id"]:
-        identity = action["request_id"]
-    else:
-        raise ValueError(
-            f"a {action['action']} names the request_id it acts on, as the inbox has it"
-        )
-    return identity, {**stamp, "request_id": identity, "action": action}
 
 
 # -- 定期协助: a standing duty's periods ------------------------------------------------------

@@ -34,11 +34,11 @@ from prometheus_client import Counter, Histogram
 
 from schemas import DEPARTMENT_ACTION, DUAL_NOTICE_RECORD_TYPES, LICENCE, REGISTRATION
 from streams.departments import InboundRelay, ProcessorApp, ProcessorTopics, Produced
+from streams.directory import DepartmentDirectory
 from streams.dual_notice.rules import (
     APP_NAME,
     DELIVERY,
     ApprovalCatalog,
-    DepartmentDirectory,
     DualNoticeOutput,
     DualNoticeRules,
     rejection,

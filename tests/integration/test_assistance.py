@@ -22,7 +22,8 @@ import pytest
 
 from registry.grants import inbox_topic
 from schemas import ASSISTANCE_ACTION
-from streams.assistance.rules import APP_NAME, escalation_id, rating_id, request_id
+from streams.assistance.records import request_id
+from streams.assistance.rules import APP_NAME, escalation_id, rating_id
 from streams.assistance.settings import AssistanceSettings
 from tests.assistance_records import assistance_action
 from tests.kafka_helpers import ReadMessage, TopicWindow, eventually

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
 
+from streams.assistance.records import request_id
 from streams.assistance.rules import (
     DEADLINE,
     AssistanceOutput,
@@ -23,7 +24,6 @@ from streams.assistance.rules import (
     AssistanceState,
     escalation_id,
     rating_id,
-    request_id,
 )
 from streams.assistance.settings import AssistanceSettings
 from tests.assistance_records import assistance_action, received, sample_directory, sample_list
