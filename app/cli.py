@@ -1233,6 +1233,143 @@ def registry_onboard(
 # -- end of the ACL hook ---------------------------------------------------------------------
 
 
+# -- 行政协助事项清单 (registry/assistance.py) -------------------------------------------------
+
+assistance_items_app = typer.Typer(
+    help="The assistance list (行政协助事项清单): list, add, change, retire, history.",
+    no_args_is_help=True,
+)
+registry_app.add_typer(assistance_items_app, name="assistance-items")
+ItemFileArgument = Annotated[
+    Path,
+    typer.Argument(
+        help="A YAML (or JSON) file of one item, as in the sample province's assistance_items.",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+ItemByOption = Annotated[
+    str, typer.Option("--by", help="Who changes the list: the item's 编办 (its code), or admin.")
+]
+
+
+def _listed_item(path: Path) -> Any:
+    import yaml
+    from pydantic import ValidationError
+
+    from registry.assistance import ListedItem
+
+    try:
+        return ListedItem.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (yaml.YAMLError, ValidationError) as error:
+        fail(f"{path}: not an assistance item: {error}")
+
+
+def _item_row(row: Any) -> tuple[str, ...]:
+    requester = row.requesting_sector_code or (
+        row.requesting_department.code if row.requesting_department else "(any)"
+    )
+    limit = f"{row.time_limit_days} {'working days' if row.working_days else 'days'}"
+    retired = row.retired_at.date().isoformat() if row.retired_at else ""
+    return (
+        row.code,
+        row.name,
+        requester,
+        row.assisting_department.code,
+        limit,
+        row.cadence or "",
+        str(row.version),
+        retired,
+    )
+
+
+ITEM_COLUMNS = ("code", "name", "requester", "assisting", "limit", "cadence", "v", "retired")
+
+
+@assistance_items_app.command("list")
+def assistance_items_list(
+    active: Annotated[bool, typer.Option(help="Only the items still listed.")] = False,
+) -> None:
+    """The assistance list: each item, who may ask, who assists, its time limit."""
+    from registry.assistance import list_assistance_items
+
+    with _registry_transaction() as session:
+        rows = [
+            _item_row(row) for row in list_assistance_items(session, include_retired=not active)
+        ]
+    _print_rows(rows, False, ITEM_COLUMNS, lambda row: row)
+
+
+@assistance_items_app.command("add")
+def assistance_items_add(item_file: ItemFileArgument, by: ItemByOption) -> None:
+    """List a new item (version 1)."""
+    from registry.assistance import add_assistance_item
+
+    item = _listed_item(item_file)
+    with _registry_transaction() as session:
+        row = add_assistance_item(session, _actor(by), item)
+        _print_rows([_item_row(row)], False, ITEM_COLUMNS, lambda row: row)
+
+
+@assistance_items_app.command("change")
+def assistance_items_change(item_file: ItemFileArgument, by: ItemByOption) -> None:
+    """Change what a listed item says (its next version); unchanged, nothing is written."""
+    from registry.assistance import change_assistance_item
+
+    item = _listed_item(item_file)
+    with _registry_transaction() as session:
+        row, changed = change_assistance_item(session, _actor(by), item)
+        _print_rows([_item_row(row)], False, ITEM_COLUMNS, lambda row: row)
+    if not changed:
+        console.print(f"{item.code}: unchanged")
+
+
+@assistance_items_app.command("retire")
+def assistance_items_retire(
+    code: Annotated[str, typer.Argument(help="The item's code.")],
+    by: ItemByOption,
+    reason: Annotated[str, typer.Option(help="Why it leaves the list (退出理由).")],
+) -> None:
+    """Take an item off the list: no new request is taken on it."""
+    from registry.assistance import retire_assistance_item
+
+    with _registry_transaction() as session:
+        row = retire_assistance_item(session, _actor(by), code, reason)
+        _print_rows([_item_row(row)], False, ITEM_COLUMNS, lambda row: row)
+
+
+@assistance_items_app.command("history")
+def assistance_items_history(
+    code: Annotated[str, typer.Argument(help="The item's code.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Every version of one item, oldest first: when, who, which operation, the version."""
+    from registry.assistance import assistance_item_history
+
+    with _registry_transaction() as session:
+        entries = [
+            {
+                "at": entry.at.isoformat(),
+                "actor": entry.actor,
+                "action": entry.action,
+                "before": entry.before,
+                "after": entry.after,
+            }
+            for entry in assistance_item_history(session, code)
+        ]
+    _print_rows(
+        entries,
+        as_json,
+        ("at", "actor", "action", "version"),
+        lambda row: (
+            row["at"],
+            row["actor"],
+            row["action"],
+            str((row["after"] or {}).get("version")),
+        ),
+    )
+
+
 @registry_app.command("serve")
 def registry_serve() -> None:
     """Run the registry API (OpenAPI at /docs) on XIETONG_REGISTRY_HOST:XIETONG_REGISTRY_PORT."""
@@ -1397,6 +1534,15 @@ HistoryUntilOption = Annotated[
 ]
 
 
+def _run_processor(processor: Any, history_until: datetime | None, log_level: str) -> None:
+    """One worker of a stream processor (a ``ProcessorApp``) until SIGTERM or Ctrl-C, its
+    rules from its settings, with the history cut-over given on the command line."""
+    rules = None
+    if history_until is not None:
+        rules = processor.settings_type(history_until=history_until)
+    processor.run_worker(get_settings(), rules, loglevel=log_level)
+
+
 @streams_app.command("dual-notice")
 def streams_dual_notice(
     log_level: Annotated[
@@ -1410,11 +1556,9 @@ def streams_dual_notice(
     come from XIETONG_DUAL_NOTICE_* (claim period, licence period, working days,
     history cut-over, metrics port); see streams/dual_notice/app.py.
     """
-    from streams.dual_notice.app import run_worker
-    from streams.dual_notice.settings import DualNoticeSettings
+    from streams.dual_notice.app import DualNoticeProcessor
 
-    rules = None if history_until is None else DualNoticeSettings(history_until=history_until)
-    run_worker(get_settings(), rules, loglevel=log_level)
+    _run_processor(DualNoticeProcessor, history_until, log_level)
 
 
 @streams_app.command("joint-punishment")
@@ -1431,13 +1575,27 @@ def streams_joint_punishment(
     come from XIETONG_JOINT_PUNISHMENT_* (matter window, licence-review lists, history
     cut-over, metrics port); see streams/joint_punishment/app.py.
     """
-    from streams.joint_punishment.app import run_worker
-    from streams.joint_punishment.settings import JointPunishmentSettings
+    from streams.joint_punishment.app import JointPunishmentProcessor
 
-    rules = None
-    if history_until is not None:
-        rules = JointPunishmentSettings(history_until=history_until)
-    run_worker(get_settings(), rules, loglevel=log_level)
+    _run_processor(JointPunishmentProcessor, history_until, log_level)
+
+
+@streams_app.command("assistance")
+def streams_assistance(
+    log_level: Annotated[
+        str, typer.Option(help="Faust's own log level (the processor's events are JSON lines)")
+    ] = "info",
+    history_until: HistoryUntilOption = None,
+) -> None:
+    """Run a 行政协助 worker: requests by the assistance list, answers, 否定报备, 督查, 互评.
+
+    Runs until SIGTERM or Ctrl-C; start more workers to share the partitions. The rules
+    come from XIETONG_ASSISTANCE_* (the time limit outside the list, working days, clock
+    skew, metrics port); see streams/assistance/app.py.
+    """
+    from streams.assistance.app import AssistanceProcessor
+
+    _run_processor(AssistanceProcessor, history_until, log_level)
 
 
 @streams_app.command("sharing")

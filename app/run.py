@@ -10,6 +10,7 @@ service                   command                                   metrics
 registry                  ``xietong registry serve``                :8410/metrics
 dual-notice               ``xietong streams dual-notice``           :9465
 joint-punishment          ``xietong streams joint-punishment``      :9467
+assistance                ``xietong streams assistance``            :9470
 sharing                   ``xietong streams sharing``               :9469
 sink                      ``xietong sink run``                      :9466
 credit-check              ``xietong credit-check serve``            :8420/metrics
@@ -164,6 +165,7 @@ def services(settings: Settings, logs: Path) -> list[Service]:
         "registry": ["registry", "serve"],
         "dual-notice": ["streams", "dual-notice"],
         "joint-punishment": ["streams", "joint-punishment"],
+        "assistance": ["streams", "assistance"],
         "sink": ["sink", "run"],
         "credit-check": ["credit-check", "serve"],
         "inbox": ["inbox", "serve"],
@@ -225,6 +227,12 @@ RESULT_TABLES = (
     "serious_listing_proposals",
     "matter_events",
     "deliveries",
+    "dead_letters",
+    "assistance_request_states",
+    "assistance_actions",
+    "assistance_rejected_actions",
+    "assistance_escalations",
+    "assistance_ratings",
 )
 FIGURES = (
     Figure(
@@ -270,6 +278,13 @@ FIGURES = (
         ("xietong_joint_punishment_serious_listing_proposals_total",),
         data=_rows("serious_listing_proposals"),
     ),
+    Figure("assistance requests", ("xietong_assistance_requests_made_total",)),
+    Figure(
+        "assistance completed",
+        ("xietong_assistance_actions_applied_total",),
+        {"action": "COMPLETE"},
+    ),
+    Figure("assistance escalated (督查)", ("xietong_assistance_escalations_total",)),
     Figure(
         "rows in the credit database",
         ("xietong_sink_rows_written_total",),

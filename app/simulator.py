@@ -23,6 +23,13 @@ Two kinds of department behaviour, each in a thread of its own:
   department's own inbound topic directly. One process plays every department here, so
   it writes those as the platform's administrator; a real department connects as
   ``dept-<code>`` and may write only its own inbound topic.
+* **行政协助** (also the desks). Every tick ``assistance_per_tick`` departments ask for
+  assistance by an item of the list they may use (now and then the same need outside
+  the list); the assisting department completes it (``assist_share``), refuses it
+  through a 否定报备 that its leader then approves (``refuse_share``), or lets it go
+  overdue (escalated to it and the 编办); the requester rates ``rate_share`` of the
+  completed ones. These go through the inbound topics (the inbox API takes 双告知 and
+  反馈 only).
 * **Webhooks** (:class:`~app.webhook_receivers.WebhookReceivers`). A few departments
   (``webhook_departments``) take their inbox by webhook: the simulator registers their
   endpoints on a loopback server of its own and verifies every delivery, as their
@@ -66,7 +73,9 @@ from app.samples import DEPARTMENTS_DIR, ExportFile, generate_exports
 from app.webhook_receivers import WebhookReceivers
 from connectors.config import ConnectorConfig, FileSourceConfig
 from connectors.runner import run_connector
-from schemas import DEPARTMENT_ACTION, RESTRICTION_FEEDBACK
+from registry.seed import load_sample_province
+from schemas import ASSISTANCE_ACTION, DEPARTMENT_ACTION, RESTRICTION_FEEDBACK
+from streams.assistance.records import assistance_action
 from xietong.clock import business_clock
 from xietong.kafka import KafkaClients
 from xietong.logs import log_event
@@ -113,6 +122,21 @@ class SimulatorSettings(BaseSettings):
     inbox_url: str = Field(
         default="http://127.0.0.1:8430", description="The inbox API the clerks call."
     )
+    assistance_per_tick: int = Field(
+        default=1,
+        ge=0,
+        description="行政协助 requests made every tick (by the list, or outside it).",
+    )
+    assist_share: float = Field(
+        default=0.75, ge=0, le=1, description="Assistance requests completed in time."
+    )
+    refuse_share: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Assistance requests refused through a 否定报备 (the rest go overdue).",
+    )
+    rate_share: float = Field(default=0.8, ge=0, le=1, description="Completed requests rated.")
     max_delay_seconds: float = Field(
         default=20.0, ge=0, description="A clerk acts within this many seconds."
     )
@@ -263,6 +287,9 @@ class DepartmentDesks:
         self._stop = threading.Event()
         self._due: list[tuple[float, int, str, str, dict[str, Any]]] = []
         self._sequence = 0
+        self._province = load_sample_province()
+        #: This run's assistance requests: their references are the run's and a count.
+        self._run, self._asked = f"{int(time.time())}", 0
         self._serializers: dict[str, Any] = {}
 
     def stop(self) -> None:
@@ -276,8 +303,13 @@ class DepartmentDesks:
         consumer.subscribe([DepartmentTopic.INBOX.pattern(), CREDIT_LIST_ENTRIES.name])
         deserialize = self.clients.avro_deserializer()
         producer = self.clients.producer()
+        next_ask = time.monotonic()
         try:
             while not self._stop.is_set():
+                if time.monotonic() >= next_ask:
+                    next_ask += self.settings.tick_seconds
+                    for _ in range(self.settings.assistance_per_tick):
+                        self._ask_for_assistance()
                 for message in consumer.consume(200, timeout=0.5):
                     if message.error() is not None or message.value() is None:
                         continue
@@ -308,12 +340,103 @@ class DepartmentDesks:
             else:
                 return  # nobody looks at it: it goes overdue
             self._schedule(department, "dual_notice_action", identity, action)
+        elif "request_reference" in record and "assisting_department" in record:
+            self._assist(department, record)  # a request (not its 督查 or its rating)
         elif "hit_id" in record and record.get("status") == "ACTIVE":
             identity = record["hit_id"]
             if record.get("feedback_due_at") is None or record.get("fed_back_at") is not None:
                 return  # no feedback asked for, or given already
             if share(identity, "hit") < settings.feedback_share:
                 self._schedule(department, "feedback", identity, self._feedback(record))
+
+    def _ask_for_assistance(self) -> None:
+        """A department asks another for 行政协助: mostly by an item of the list it may use,
+        now and then outside the list (清单外)."""
+        province = self._province
+        self._asked += 1
+        identity = f"{self._run}-{self._asked}"
+        item = province.assistance_items[
+            int(share(identity, "item") * len(province.assistance_items))
+        ]
+        if item.requesting_department:
+            requester = item.requesting_department
+        else:
+            candidates = [
+                d.code
+                for d in province.departments
+                if d.code != item.assisting
+                and (item.requesting_sector is None or d.sector == item.requesting_sector)
+            ]
+            requester = candidates[int(share(identity, "who") * len(candidates))]
+        fields: dict[str, Any] = {"item_code": item.code}
+        if share(identity, "unlisted") < 0.15:  # the same need, asked outside the list
+            fields = {"assisting_department_code": item.assisting, "subject": item.content}
+        value = assistance_action(
+            "REQUEST",
+            0,
+            action_id=f"sim-request-{identity}",
+            request_reference=f"模拟联系单-{identity}",
+            operator="模拟经办人",
+            **fields,
+        )
+        self._schedule(requester, "assistance_action", identity, value)
+
+    def _assist(self, department: str, request: dict[str, Any]) -> None:
+        """The assisting department answers (or lets it go overdue); its leader approves a
+        否定报备; the requester rates a completed request."""
+        identity, state = request["request_id"], request["state"]
+        settings = self.settings
+        value: dict[str, Any] | None = None
+        if department == request["assisting_department"]["code"]:
+            drawn = share(identity, "assist")
+            if state == "REQUESTED" and request["version"] == 1:
+                if drawn < settings.assist_share:
+                    value = assistance_action(
+                        "COMPLETE",
+                        0,
+                        result_text=f"已按请求提供：{request['subject']}",
+                        attachments=[
+                            {
+                                "name": "协助结果.pdf",
+                                "uri": f"https://sim.example/{identity}",
+                                "sha256": None,
+                            }
+                        ],
+                    )
+                elif drawn < settings.assist_share + settings.refuse_share:
+                    reason = "CANNOT_PROVIDE" if request["listed"] else "NOT_OUR_DUTY"
+                    value = assistance_action(
+                        "FILE_REFUSAL",
+                        0,
+                        refusal_reason=reason,
+                        reason_text="所请求的资料不在本机关保存范围内",
+                        legal_basis="《中华人民共和国档案法》",
+                    )
+            elif state == "REFUSAL_FILED":
+                value = assistance_action(
+                    "APPROVE_REFUSAL", 0, operator="模拟分管领导", operator_role="LEADER"
+                )
+        elif (
+            department == request["requesting_department"]["code"]
+            and state == "COMPLETED"
+            and share(identity, "rate") < settings.rate_share
+        ):
+            value = assistance_action(
+                "RATE",
+                0,
+                cooperation=3 + int(share(identity, "cooperation") * 3),
+                effect=3 + int(share(identity, "effect") * 3),
+                comment="配合及时",
+            )
+        if value is None:
+            return
+        value = {
+            **value,
+            "action_id": f"sim-{value['action'].lower()}-{identity}",
+            "request_id": identity,
+            "operator": value["operator"] or "模拟经办人",
+        }
+        self._schedule(department, "assistance_action", f"{identity}|{value['action']}", value)
 
     def _listed(self, entry: dict[str, Any]) -> None:
         """A listing: some department soon handles a matter for the entity, and checks."""
@@ -345,7 +468,12 @@ class DepartmentDesks:
                 self.counts.acted(self.checks.check(department, value))
                 continue
             identity = value.get("push_id") or value.get("hit_id") or ""
-            if self.inbox is not None and share(identity, "http") < self.settings.http_share:
+            by_http = kind != "assistance_action"  # the inbox API takes 双告知 and 反馈 only
+            if (
+                by_http
+                and self.inbox is not None
+                and share(identity, "http") < self.settings.http_share
+            ):
                 sent = self.inbox.act(department, kind, value)
                 if sent == InboxClerks.SENT:
                     self.counts.acted(f"HTTP_{value.get('action') or value.get('outcome')}")
@@ -375,14 +503,16 @@ class DepartmentDesks:
             except Exception as error:  # a schema not registered yet: say so, go on
                 log_event(logger, "simulator_action_unsent", kind=kind, error=str(error))
                 continue
-            producer.produce(topic, key=value["uscc"].encode(), value=encoded)
+            key = value.get("uscc") or value["action_id"]
+            producer.produce(topic, key=key.encode(), value=encoded)
             self.counts.acted(value.get("action") or value.get("outcome") or kind)
 
     def _serializer(self, kind: str) -> Any:
         if kind not in self._serializers:
-            record_type = (
-                DEPARTMENT_ACTION if kind == "dual_notice_action" else RESTRICTION_FEEDBACK
-            )
+            record_type = {
+                "dual_notice_action": DEPARTMENT_ACTION,
+                "assistance_action": ASSISTANCE_ACTION,
+            }.get(kind, RESTRICTION_FEEDBACK)
             self._serializers[kind] = self.clients.avro_serializer(
                 record_type.schema_str,
                 **{"subject.name.strategy": record_subject_name_strategy},

@@ -14,6 +14,8 @@ Four groups of tables, created by ``registry/migrations/versions/0001_initial.py
   (事项类型) and joint-punishment measures (失信惩戒措施);
 * :class:`AuditEntry`: one row per changed row, written in the same transaction by
   :mod:`registry.audit` (who, when, what, before and after);
+* :class:`AssistanceItem` (``0006_assistance_items.py``): 行政协助事项清单, the items one
+  department must assist another with, as the 编办 lists them (retired ones kept);
 * :class:`WebhookEndpoint` (``0005_webhooks.py``): a department's webhook endpoint and
   its signing secret, for the webhook worker;
 * :class:`OutboxEntry` (``0002_outbox.py``): the transactional outbox, one snapshot per
@@ -226,6 +228,62 @@ class Measure(Base):
     #: 措施对象: ENTITY, or PERSONS_IN_ROLE with the roles whose holders it restricts
     target: Mapped[str] = mapped_column(sa.String(20), server_default="ENTITY")
     roles: Mapped[list[str]] = mapped_column(JSONB, server_default=sa.text("'[]'::jsonb"))
+
+
+#: 定期协助的周期 an assistance item may have (``AssistanceCadence`` of assistance_item.avsc).
+ASSISTANCE_CADENCES = ("MONTHLY", "QUARTERLY", "HALF_YEARLY", "YEARLY")
+
+
+class AssistanceItem(Base):
+    """行政协助事项: one item of an assistance list (行政协助事项清单, domain brief §7).
+
+    The 编办 that supervises it (``supervising_department``) compiles the list; who may ask
+    is a department, a sector, or (neither) any department. The list is adjusted
+    dynamically (动态调整): an item is added, changed (``version`` counts its versions,
+    the audit log keeps each one before and after) and retired (``retired_at``: no new
+    request on it; the row stays, as do the requests made while it was listed).
+    """
+
+    __tablename__ = "assistance_items"
+    __table_args__ = (
+        sa.CheckConstraint("time_limit_days > 0", name="time_limit_positive"),
+        sa.CheckConstraint(
+            "requesting_sector_code IS NULL OR requesting_department_id IS NULL",
+            name="one_kind_of_requester",
+        ),
+        sa.CheckConstraint(
+            "cadence IS NULL OR cadence IN ('MONTHLY', 'QUARTERLY', 'HALF_YEARLY', 'YEARLY')",
+            name="cadence_known",
+        ),
+    )
+
+    code: Mapped[str] = mapped_column(sa.String(40), primary_key=True)  # 协助事项编码
+    batch: Mapped[int]  # 批次
+    name: Mapped[str] = mapped_column(sa.Text)  # 事项名称
+    requesting_sector_code: Mapped[str | None] = mapped_column(sa.ForeignKey("sectors.code"))
+    requesting_department_id: Mapped[int | None] = mapped_column(sa.ForeignKey("departments.id"))
+    assisting_department_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("departments.id"), index=True
+    )
+    content: Mapped[str] = mapped_column(sa.Text)  # 协助内容
+    time_limit_days: Mapped[int]  # 协助时限
+    working_days: Mapped[bool]  # 时限按工作日计
+    cadence: Mapped[str | None] = mapped_column(sa.String(20))  # 定期协助的周期
+    legal_basis: Mapped[str] = mapped_column(sa.Text)  # 协助依据
+    supervising_department_id: Mapped[int] = mapped_column(sa.ForeignKey("departments.id"))
+    version: Mapped[int] = mapped_column(server_default="1")
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    retired_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    retired_reason: Mapped[str | None] = mapped_column(sa.Text)
+
+    requesting_department: Mapped[Department | None] = relationship(
+        foreign_keys=[requesting_department_id]
+    )
+    assisting_department: Mapped[Department] = relationship(foreign_keys=[assisting_department_id])
+    supervising_department: Mapped[Department] = relationship(
+        foreign_keys=[supervising_department_id]
+    )
 
 
 # -- departments and their credentials ------------------------------------------------------

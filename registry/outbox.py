@@ -46,6 +46,7 @@ from registry.models import (
     ApprovalItem,
     ApprovalMatchRule,
     ApprovalRoute,
+    AssistanceItem,
     Base,
     CreditListType,
     DataResource,
@@ -210,6 +211,47 @@ def _list_types(connection: sa.Connection, codes: Sequence[str] | None) -> Snaps
     }
 
 
+def _assistance_items(connection: sa.Connection, codes: Sequence[str] | None) -> Snapshots:
+    query = sa.select(AssistanceItem.__table__)
+    if codes is not None:
+        query = query.where(AssistanceItem.code.in_(codes))
+    items = connection.execute(query).all()
+    named = (
+        {row.requesting_department_id for row in items if row.requesting_department_id}
+        | {row.assisting_department_id for row in items}
+        | {row.supervising_department_id for row in items}
+    )
+    departments = {
+        row.id: {"code": row.code, "uscc": row.uscc, "name": row.name}
+        for row in connection.execute(
+            sa.select(Department.id, Department.code, Department.uscc, Department.name).where(
+                Department.id.in_(sorted(named))
+            )
+        )
+    }
+    return {
+        row.code: {
+            "code": row.code,
+            "batch": row.batch,
+            "name": row.name,
+            "requesting_sector": row.requesting_sector_code,
+            "requesting_department": departments.get(row.requesting_department_id),
+            "assisting_department": departments[row.assisting_department_id],
+            "supervising_department": departments[row.supervising_department_id],
+            "content": row.content,
+            "time_limit_days": row.time_limit_days,
+            "working_days": row.working_days,
+            "cadence": row.cadence,
+            "legal_basis": row.legal_basis,
+            "version": row.version,
+            "retired_at": _millis(row.retired_at),
+            "retired_reason": row.retired_reason,
+            "updated_at": _millis(row.updated_at),
+        }
+        for row in items
+    }
+
+
 def _subscriptions(connection: sa.Connection, ids: Sequence[str] | None) -> Snapshots:
     query = (
         sa.select(
@@ -249,6 +291,7 @@ APPROVAL_ITEMS = PublishedEntity(REGISTRY_RECORD_TYPES["approval_item"], _approv
 MEASURES = PublishedEntity(REGISTRY_RECORD_TYPES["measure"], _measures)
 LIST_TYPES = PublishedEntity(REGISTRY_RECORD_TYPES["credit_list_type"], _list_types)
 SUBSCRIPTIONS = PublishedEntity(REGISTRY_RECORD_TYPES["subscription"], _subscriptions)
+ASSISTANCE_ITEMS = PublishedEntity(REGISTRY_RECORD_TYPES["assistance_item"], _assistance_items)
 
 #: Everything the registry publishes, in the order snapshots are written (and locked).
 PUBLISHED: tuple[PublishedEntity, ...] = (
@@ -257,6 +300,7 @@ PUBLISHED: tuple[PublishedEntity, ...] = (
     MEASURES,
     LIST_TYPES,
     SUBSCRIPTIONS,
+    ASSISTANCE_ITEMS,
 )
 
 
@@ -274,6 +318,7 @@ _NOTED_BY: dict[type[Base], str] = {
     CreditListType: "code",
     DataResource: "code",
     Subscription: "id",
+    AssistanceItem: "code",
 }
 
 
@@ -337,6 +382,18 @@ def _affected(
                 sa.select(Measure.code).where(Measure.matter_types.has_any(array(matter_types)))
             )
         )
+    assistance_items = set(noted_of(AssistanceItem))
+    if departments:  # an assistance item names its departments' codes, USCCs and names
+        ids = sa.select(Department.id).where(Department.code.in_(departments))
+        assistance_items.update(
+            connection.scalars(
+                sa.select(AssistanceItem.code).where(
+                    AssistanceItem.requesting_department_id.in_(ids)
+                    | AssistanceItem.assisting_department_id.in_(ids)
+                    | AssistanceItem.supervising_department_id.in_(ids)
+                )
+            )
+        )
     subscriptions = {str(subscription_id) for subscription_id in noted_of(Subscription)}
     resources = noted_of(DataResource)
     if resources:  # a subscription names its resource's code and topic
@@ -354,6 +411,7 @@ def _affected(
         MEASURES: measures,
         LIST_TYPES: set(noted_of(CreditListType)),
         SUBSCRIPTIONS: subscriptions,
+        ASSISTANCE_ITEMS: assistance_items,
     }
 
 

@@ -47,6 +47,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from registry import audit
+from registry.assistance import sync_listed_item
 from registry.audit import Actor
 from registry.errors import (
     ConflictError,
@@ -794,7 +795,9 @@ def load_catalog(
     """Load (or bring up to date) the sample province's catalog; safe to repeat.
 
     Upserts sectors, divisions, departments, approval items with their routes and
-    matching rules, credit list types, matter types, measures and one data resource per
+    matching rules, credit list types, matter types, measures, the assistance list
+    (:mod:`registry.assistance`: a changed item is a new version, a retired one stays
+    retired) and one data resource per
     canonical record topic (:data:`CANONICAL_RESOURCES`). Rows are matched by code and
     changed only where the seed differs, so a second load changes nothing and writes no
     audit entry. An item's routes and rules follow the seed exactly (stale ones are
@@ -913,6 +916,10 @@ def load_catalog(
                 "roles": list(measure.roles),
             },
         )
+
+    session.flush()
+    for assistance in province.assistance_items:
+        report.count("assistance_items", sync_listed_item(session, actor, assistance, now))
 
     for canonical in CANONICAL_RESOURCES:
         record = CANONICAL_RECORD_TYPES[canonical.record_type]

@@ -119,6 +119,7 @@ REGISTRY_RECORD_TYPES = _by_name(
     RecordType("approval_item", "后置审批事项", topics.REGISTRY_APPROVAL_ITEMS),
     RecordType("measure", "失信惩戒措施", topics.REGISTRY_MEASURES),
     RecordType("credit_list_type", "名单类型", topics.REGISTRY_LIST_TYPES),
+    RecordType("assistance_item", "行政协助事项", topics.REGISTRY_ASSISTANCE_ITEMS),
     RecordType("subscription", "订阅", topics.REGISTRY_SUBSCRIPTIONS),
 )
 
@@ -176,6 +177,25 @@ JOINT_PUNISHMENT_RECORD_TYPES = _by_name(
     ),
 )
 
+#: What departments write to their inbound topics about an assistance request (请求、受理 …).
+ASSISTANCE_ACTION = _named_by_record(
+    "assistance_action",
+    "行政协助操作",
+    topics.ASSISTANCE_ACTIONS,
+    "cn.gov.xietong.assistance.AssistanceAction",
+)
+
+#: What the 行政协助 processor (streams/assistance/) publishes, by name.
+ASSISTANCE_RECORD_TYPES = _by_name(
+    RecordType("assistance_request", "行政协助请求", topics.ASSISTANCE_REQUESTS),
+    RecordType("received_assistance_action", "行政协助操作（已接收）", topics.ASSISTANCE_ACTIONS),
+    RecordType(
+        "rejected_assistance_action", "未执行的行政协助操作", topics.ASSISTANCE_REJECTED_ACTIONS
+    ),
+    RecordType("assistance_escalation", "行政协助督查", topics.ASSISTANCE_ESCALATIONS),
+    RecordType("assistance_rating", "互评", topics.ASSISTANCE_RATINGS),
+)
+
 #: What the webhook worker (connectors/webhooks/) could not push: one record per give-up.
 WEBHOOK_DEAD_LETTER = RecordType("webhook_dead_letter", "推送死信", topics.WEBHOOK_DEAD_LETTERS)
 
@@ -189,6 +209,8 @@ ALL_RECORD_TYPES: tuple[RecordType, ...] = (
     MATTER_EVENT,
     RESTRICTION_FEEDBACK,
     *JOINT_PUNISHMENT_RECORD_TYPES.values(),
+    ASSISTANCE_ACTION,
+    *ASSISTANCE_RECORD_TYPES.values(),
     WEBHOOK_DEAD_LETTER,
 )
 

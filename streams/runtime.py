@@ -49,7 +49,7 @@ import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
@@ -319,6 +319,10 @@ def declared_topic(app: faust.App, spec: TopicSpec | str) -> DeclaredTopic:
     return DeclaredTopic(app, topics=[name], key_serializer="raw", value_serializer="raw")
 
 
+#: What a processor builds from a compacted topic's records (an index by code).
+IndexT = TypeVar("IndexT")
+
+
 class ReferenceData:
     """One of the registry's compacted topics, held whole by every worker: key → record.
 
@@ -347,6 +351,23 @@ class ReferenceData:
     def values(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._records.values())
+
+    def indexed(self, build: Callable[[list[dict[str, Any]]], IndexT]) -> Callable[[], IndexT]:
+        """A function returning ``build(values())`` as the topic holds it now, built again
+        only when the topic changed since (a catalog by code, the departments …)::
+
+            catalog = approval_items.indexed(ApprovalCatalog)
+            catalog().items_for(...)
+        """
+        built: list[tuple[int, IndexT]] = []
+
+        def current() -> IndexT:
+            version = self.version
+            if not built or built[0][0] != version:
+                built[:] = [(version, build(self.values()))]
+            return built[0][1]
+
+        return current
 
     def load(self, timeout: float = 60.0) -> None:
         """Read the topic to its current end, then follow it in the background."""

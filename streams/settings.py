@@ -5,12 +5,12 @@ Each processor's settings extend :class:`ProcessorSettings` under their own pref
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
 
-from xietong.clock import business_clock, millis
+from xietong.clock import WorkingCalendar, business_clock, millis
 
 
 class ProcessorSettings(BaseSettings):
@@ -55,3 +55,25 @@ class ProcessorSettings(BaseSettings):
         cut-over (at it or earlier), so what it would send is recorded, not sent."""
         until = self.history_until_ms
         return until is not None and deadline_ms is not None and deadline_ms <= until
+
+
+class WorkingCalendarSettings(BaseSettings):
+    """The province's working days, for a processor that counts periods in them: the
+    national calendar (holidays and 调休) with the province's overrides on top."""
+
+    extra_holidays: list[date] = Field(
+        default_factory=list,
+        description="Days that are not working days whatever the national calendar says:"
+        " the province's own, or a year's holidays the chinese-calendar package does not"
+        " know yet (published each November).",
+    )
+    extra_working_days: list[date] = Field(
+        default_factory=list,
+        description="Days that are working days whatever the national calendar says: a"
+        " year's 调休上班日 the package does not know yet.",
+    )
+
+    @property
+    def working_calendar(self) -> WorkingCalendar:
+        """The province's working days: the national calendar with its overrides."""
+        return WorkingCalendar(frozenset(self.extra_holidays), frozenset(self.extra_working_days))

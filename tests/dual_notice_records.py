@@ -10,9 +10,9 @@ from decimal import Decimal
 from typing import Any
 
 from registry.seed import load_sample_province
+from streams.directory import DepartmentDirectory
 from streams.dual_notice.rules import (
     ApprovalCatalog,
-    DepartmentDirectory,
     registered_entity,
     registration_key,
 )

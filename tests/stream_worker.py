@@ -298,9 +298,14 @@ class Platform:
         return record
 
     def write_inbound(
-        self, record_type: RecordType, department: str, record: dict[str, Any]
+        self,
+        record_type: RecordType,
+        department: str,
+        record: dict[str, Any],
+        key: str | None = None,
     ) -> dict[str, Any]:
-        """The department writes ``record`` to its own inbound topic, as itself."""
+        """The department writes ``record`` to its own inbound topic, as itself, keyed by
+        ``key`` (by default the record's USCC)."""
         clients = self.departments.clients[department]
         topic = inbound_topic(department)
         serialize = self._serializer(clients, record_type)
@@ -308,7 +313,7 @@ class Platform:
         errors: list[Any] = []
         producer.produce(
             topic,
-            key=record["uscc"].encode(),
+            key=(key or record["uscc"]).encode(),
             value=serialize(record, SerializationContext(topic, MessageField.VALUE)),
             on_delivery=lambda error, _: errors.append(error),
         )

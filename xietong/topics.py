@@ -44,6 +44,7 @@ class TopicKey(StrEnum):
     SOURCE = "source"  # the department or connector that produced the record
     CATALOG = "catalog"  # the id of a reference-catalog entry (compacted topics)
     ROUTING = "routing"  # the routing id of a 分流失败 item (the claimable list, compacted)
+    REQUEST = "request"  # the id of an assistance request (行政协助: one request, one partition)
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,9 @@ class TopicSpec:
 
     def partition_count(self, settings: Settings) -> int:
         # USCC-keyed topics share one count so they can be joined, unless a topic says
-        # otherwise because it is never joined (a department's inbox).
-        if self.key is TopicKey.USCC and self.partitions is None:
+        # otherwise because it is never joined (a department's inbox); so do the topics
+        # keyed by request id, which a processor's due topic (of that count) joins.
+        if self.key in (TopicKey.USCC, TopicKey.REQUEST) and self.partitions is None:
             return settings.uscc_partitions
         return self.partitions or 1
 
@@ -204,6 +206,10 @@ REGISTRY_LIST_TYPES = _catalog(
     "registry.list-types",
     "名单类型: every credit list and its term, keyed by its code",
 )
+REGISTRY_ASSISTANCE_ITEMS = _catalog(
+    "registry.assistance-items",
+    "行政协助事项清单: every assistance item (retired ones too, with retired_at), keyed by code",
+)
 REGISTRY_SUBSCRIPTIONS = _catalog(
     "registry.subscriptions",
     "订阅: every subscription in its current state (REVOKED and EXPIRED included), keyed by its id",
@@ -308,6 +314,39 @@ PUNISHMENT_SERIOUS_LISTING_PROPOSALS = _processor_output(
     " listing authority, which decides (nothing is listed automatically)",
 )
 
+# 行政协助 (streams/assistance/): requests for assistance between departments, keyed by the
+# request id, so that one request and everything done about it are on one partition.
+
+ASSISTANCE_ACTIONS = _processor_output(
+    "assistance.actions",
+    "行政协助操作 (请求、受理、完成、否定报备、审核、互评) as received from the departments'"
+    " inbound topics, with the acting department the topic names; keyed by request id",
+    key=TopicKey.REQUEST,
+    readers=("streams", "sink"),
+)
+ASSISTANCE_REQUESTS = _processor_output(
+    "assistance.requests",
+    "行政协助请求: every request, republished at each change of state; keyed by request id",
+    key=TopicKey.REQUEST,
+)
+ASSISTANCE_ESCALATIONS = _processor_output(
+    "assistance.escalations",
+    "行政协助督查: requests still open at their deadline, as sent to the assisting department and"
+    " the 编办",
+    key=TopicKey.REQUEST,
+)
+ASSISTANCE_RATINGS = _processor_output(
+    "assistance.ratings",
+    "互评: the requesting department's rating of each completed request (配合程度, 协助成效)",
+    key=TopicKey.REQUEST,
+)
+ASSISTANCE_REJECTED_ACTIONS = _processor_output(
+    "assistance.rejected-actions",
+    "行政协助 actions that were not applied, each with the reason; keyed by department",
+    key=TopicKey.SOURCE,
+    partitions=3,
+)
+
 # Webhooks (connectors/webhooks): what could not be pushed to a department's endpoint.
 
 WEBHOOK_DEAD_LETTERS = TopicSpec(
@@ -336,6 +375,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     REGISTRY_APPROVAL_ITEMS,
     REGISTRY_MEASURES,
     REGISTRY_LIST_TYPES,
+    REGISTRY_ASSISTANCE_ITEMS,
     REGISTRY_SUBSCRIPTIONS,
     DUAL_NOTICE_PUSHES,
     DUAL_NOTICE_APPLICANT_NOTICES,
@@ -353,6 +393,11 @@ TOPICS: tuple[TopicSpec, ...] = (
     PUNISHMENT_ALERTS,
     PUNISHMENT_LIFT_NOTICES,
     PUNISHMENT_SERIOUS_LISTING_PROPOSALS,
+    ASSISTANCE_ACTIONS,
+    ASSISTANCE_REQUESTS,
+    ASSISTANCE_ESCALATIONS,
+    ASSISTANCE_RATINGS,
+    ASSISTANCE_REJECTED_ACTIONS,
     WEBHOOK_DEAD_LETTERS,
 )
 

@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from schemas import (
+    ASSISTANCE_RECORD_TYPES,
     CANONICAL_RECORD_TYPES,
     DEAD_LETTER_RECORD,
     DUAL_NOTICE_RECORD_TYPES,
@@ -89,6 +90,7 @@ timestamp = _column("timestamptz")
 numeric = _column("numeric")
 text_array = _column("text[]")
 jsonb = _column("jsonb")
+boolean = _column("boolean")
 
 
 RowBuilder = Callable[[Record, str, int, int], tuple[Any, ...]]
@@ -569,6 +571,16 @@ ACTIONS_TABLE = TableMapping(
     subject=path("action.push_id"),
 )
 
+#: What every rejected department action says after its own fields: why, where it was
+#: read, when it was refused.
+_REJECTION_COLUMNS = (
+    text("reason"),
+    text("inbound_topic"),
+    integer("inbound_partition"),
+    bigint("inbound_offset"),
+    timestamp("rejected_at"),
+)
+
 REJECTED_ACTIONS_TABLE = TableMapping(
     "dual_notice_rejected_actions",
     DUAL_NOTICE_RECORD_TYPES["rejected_department_action"],
@@ -580,11 +592,7 @@ REJECTED_ACTIONS_TABLE = TableMapping(
         text("push_id", "action.push_id"),
         text("uscc", "action.uscc"),
         text("push_state"),
-        text("reason"),
-        text("inbound_topic"),
-        integer("inbound_partition"),
-        bigint("inbound_offset"),
-        timestamp("rejected_at"),
+        *_REJECTION_COLUMNS,
     ),
     time=path("rejected_at"),
 )
@@ -906,6 +914,155 @@ DEAD_LETTERS_TABLE = TableMapping(
     time=path("failed_at"),
 )
 
+
+# -- 行政协助 (streams/assistance/) ---------------------------------------------------------
+
+
+def assistance_state_id(record: Record) -> str:
+    """A request's state is identified by the request and its version."""
+    return deterministic_id(f"assistance-request|{record['request_id']}|{record['version']}")
+
+
+def assistance_uscc(request: Record) -> str:
+    """The entity a request concerns, where it names one; else the requesting department's
+    own USCC (a request about no market entity is the requester's matter)."""
+    return str(request["party_uscc"] or request["requesting_department"]["uscc"])
+
+
+_ASSISTANCE_COLUMNS = (
+    text("request_id"),
+    integer("version"),
+    text("state"),
+    text("request_reference"),
+    boolean("listed"),
+    text("item_code", "item.code"),
+    text("item_name", "item.name"),
+    integer("item_version", "item.version"),
+    text("subject"),
+    text("party_uscc"),
+    text("requesting_department_code", "requesting_department.code"),
+    text("requesting_department_name", "requesting_department.name"),
+    text("assisting_department_code", "assisting_department.code"),
+    text("assisting_department_name", "assisting_department.name"),
+    text("supervising_department_code", "supervising_department.code"),
+    integer("time_limit_days"),
+    boolean("working_days"),
+    timestamp("requested_at"),
+    timestamp("deadline"),
+    timestamp("accepted_at"),
+    timestamp("completed_at"),
+    text("result_text"),
+    jsonb("attachments"),
+    text("refusal_reason", "refusal.reason"),
+    text("refusal_reason_text", "refusal.reason_text"),
+    text("refusal_legal_basis", "refusal.legal_basis"),
+    text("refusal_filed_by", "refusal.filed_by"),
+    text("refusal_approved_by", "refusal.approved_by"),
+    timestamp("refusal_approved_at", "refusal.approved_at"),
+    integer("refusals_overruled"),
+    boolean("in_time"),
+    timestamp("escalated_at"),
+    timestamp("state_changed_at"),  # business time
+    timestamp("state_recorded_at"),  # the platform's
+    text("changed_by"),
+)
+
+ASSISTANCE_REQUEST_STATES_TABLE = TableMapping(
+    "assistance_request_states",
+    ASSISTANCE_RECORD_TYPES["assistance_request"],
+    event_id=assistance_state_id,
+    uscc=assistance_uscc,
+    columns=_ASSISTANCE_COLUMNS,
+    time=path("state_changed_at"),
+    subject=path("request_id"),
+    current=Current(
+        "assistance_requests",
+        key="request_id",
+        columns=(Column("event_id", "text", assistance_state_id), *_ASSISTANCE_COLUMNS),
+        newer="t.version < EXCLUDED.version",
+        rank=lambda row: row[2],  # version, after event_id and request_id
+    ),
+)
+
+ASSISTANCE_ACTIONS_TABLE = TableMapping(
+    "assistance_actions",
+    ASSISTANCE_RECORD_TYPES["received_assistance_action"],
+    event_id=path("received_id"),
+    uscc=lambda record: str(record["action"]["party_uscc"] or record["department_code"]),
+    columns=(
+        text("action_id", "action.action_id"),
+        text("request_id"),
+        text("department_code"),
+        text("action", "action.action"),
+        text("item_code", "action.item_code"),
+        text("refusal_reason", "action.refusal_reason"),
+        text("operator", "action.operator"),
+        text("operator_role", "action.operator_role"),
+        timestamp("acted_at", "action.acted_at"),
+        timestamp("received_at"),
+    ),
+    time=path("received_at"),
+    subject=path("request_id"),
+)
+
+ASSISTANCE_REJECTED_ACTIONS_TABLE = TableMapping(
+    "assistance_rejected_actions",
+    ASSISTANCE_RECORD_TYPES["rejected_assistance_action"],
+    event_id=path("rejection_id"),
+    uscc=path("department_code"),
+    columns=(
+        text("department_code"),
+        text("request_id"),
+        text("action", "action.action"),
+        text("request_state"),
+        *_REJECTION_COLUMNS,
+    ),
+    time=path("rejected_at"),
+)
+
+ASSISTANCE_ESCALATIONS_TABLE = TableMapping(
+    "assistance_escalations",
+    ASSISTANCE_RECORD_TYPES["assistance_escalation"],
+    event_id=path("escalation_id"),
+    uscc=path("requesting_department.uscc"),
+    columns=(
+        text("request_id"),
+        text("item_code"),
+        text("subject"),
+        text("requesting_department_code", "requesting_department.code"),
+        text("assisting_department_code", "assisting_department.code"),
+        text("supervising_department_code", "supervising_department.code"),
+        text("state"),
+        timestamp("deadline"),
+        text_array("recipients"),
+        timestamp("raised_at"),
+        text("message"),
+    ),
+    time=path("raised_at"),
+    subject=path("request_id"),
+)
+
+ASSISTANCE_RATINGS_TABLE = TableMapping(
+    "assistance_ratings",
+    ASSISTANCE_RECORD_TYPES["assistance_rating"],
+    event_id=path("rating_id"),
+    uscc=path("rating_department.uscc"),
+    columns=(
+        text("request_id"),
+        text("item_code"),
+        text("rating_department_code", "rating_department.code"),
+        text("rated_department_code", "rated_department.code"),
+        text("rated_department_name", "rated_department.name"),
+        integer("cooperation"),
+        integer("effect"),
+        text("comment"),
+        boolean("completed_in_time"),
+        timestamp("rated_at"),
+    ),
+    time=path("rated_at"),
+    subject=path("request_id"),
+)
+
 #: Every mapping, by the topic its record type is on (a department's inbox is read by
 #: :data:`DELIVERIES`).
 TABLES_BY_TOPIC: dict[str, TableMapping] = {
@@ -931,6 +1088,11 @@ TABLES_BY_TOPIC: dict[str, TableMapping] = {
         LIFT_NOTICES_TABLE,
         SERIOUS_LISTING_PROPOSALS_TABLE,
         DEAD_LETTERS_TABLE,
+        ASSISTANCE_REQUEST_STATES_TABLE,
+        ASSISTANCE_ACTIONS_TABLE,
+        ASSISTANCE_REJECTED_ACTIONS_TABLE,
+        ASSISTANCE_ESCALATIONS_TABLE,
+        ASSISTANCE_RATINGS_TABLE,
     )
 }
 

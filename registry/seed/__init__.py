@@ -13,7 +13,10 @@ Zhejiang (浙江省, 330000) with two cities and three districts under each:
   the department a 双告知 push goes to — with one deliberate gap (农药经营许可 in 上城区)
   so that 分流失败 (routing failed) can be exercised;
 * the **credit lists** (名单) with their terms and the **joint-punishment measures**
-  (失信惩戒措施) with the matters they restrict and their feedback deadlines.
+  (失信惩戒措施) with the matters they restrict and their feedback deadlines;
+* the **assistance lists** (行政协助事项清单, domain brief §7) of the two cities and the
+  province: who may ask, who must assist, what, within how many days, on which basis, and
+  which 编办 supervises the item; some are standing data duties at a cadence (定期协助).
 
 Example::
 
@@ -208,6 +211,43 @@ class Measure(_Strict):
         return self
 
 
+#: 机构编制: the sector of the 编办, which compile and supervise the assistance lists.
+ESTABLISHMENT_SECTOR = "organization_establishment"
+
+#: 定期协助的周期: how often a standing assistance item's data is due (``AssistanceCadence``
+#: of schemas/avro/assistance_item.avsc).
+AssistanceCadence = Literal["MONTHLY", "QUARTERLY", "HALF_YEARLY", "YEARLY"]
+
+
+class AssistanceItem(_Strict):
+    """行政协助事项: one item of an assistance list (行政协助事项清单) that a 编办 publishes.
+
+    Who may ask is a department (``requesting_department``), a sector
+    (``requesting_sector``: any of its departments), or neither (any department)."""
+
+    code: str = Field(pattern=r"^[A-Z0-9]+(-[A-Z0-9]+)*$", description="协助事项编码")
+    batch: int = Field(gt=0, description="批次: the batch of the list that published it")
+    name: str = Field(description="事项名称")
+    requesting_sector: str | None = Field(default=None, description="请求机关类别")
+    requesting_department: str | None = Field(default=None, description="请求机关")
+    assisting: str = Field(description="协助机关: the department code that must assist")
+    content: str = Field(description="协助内容")
+    time_limit_days: int = Field(gt=0, description="协助时限 (days)")
+    working_days: bool = Field(default=False, description="whether the limit counts 工作日")
+    cadence: AssistanceCadence | None = Field(default=None, description="定期协助的周期")
+    legal_basis: str = Field(description="协助依据")
+    supervisor: str = Field(description="the 编办 that compiles and supervises the item")
+
+    @model_validator(mode="after")
+    def _one_kind_of_requester(self) -> AssistanceItem:
+        if self.requesting_sector and self.requesting_department:
+            raise ValueError(
+                f"assistance item {self.code}: name a requesting department or a requesting"
+                " sector, not both"
+            )
+        return self
+
+
 class SampleProvince(_Strict):
     """The parsed ``sample_province.yaml``; every cross-reference is checked on load."""
 
@@ -223,6 +263,7 @@ class SampleProvince(_Strict):
     list_types: tuple[CreditListTypeInfo, ...]
     matter_types: dict[str, str]
     measures: tuple[Measure, ...]
+    assistance_items: tuple[AssistanceItem, ...] = ()
 
     @model_validator(mode="after")
     def _references(self) -> SampleProvince:
@@ -279,6 +320,21 @@ class SampleProvince(_Strict):
                 unknown = sorted(set(values) - known)
                 if unknown:
                     errors.append(f"measure {measure.code}: unknown {kind} {', '.join(unknown)}")
+        unique("assistance item codes", [i.code for i in self.assistance_items])
+        by_code = {d.code: d for d in self.departments}
+        for assistance in self.assistance_items:
+            where = f"assistance item {assistance.code}"
+            named = [assistance.assisting, assistance.supervisor]
+            if assistance.requesting_department:
+                named.append(assistance.requesting_department)
+            for code in named:
+                if code not in departments:
+                    errors.append(f"{where}: unknown department {code}")
+            if assistance.requesting_sector and assistance.requesting_sector not in self.sectors:
+                errors.append(f"{where}: unknown sector {assistance.requesting_sector}")
+            supervisor = by_code.get(assistance.supervisor)
+            if supervisor is not None and supervisor.sector != ESTABLISHMENT_SECTOR:
+                errors.append(f"{where}: supervisor {supervisor.code} is not a 编办")
         if errors:
             raise ValueError("; ".join(errors))
         return self

@@ -34,11 +34,11 @@ from prometheus_client import Counter, Histogram
 
 from schemas import DEPARTMENT_ACTION, DUAL_NOTICE_RECORD_TYPES, LICENCE, REGISTRATION
 from streams.departments import InboundRelay, ProcessorApp, ProcessorTopics, Produced
+from streams.directory import DepartmentDirectory
 from streams.dual_notice.rules import (
     APP_NAME,
     DELIVERY,
     ApprovalCatalog,
-    DepartmentDirectory,
     DualNoticeOutput,
     DualNoticeRules,
     rejection,
@@ -119,11 +119,12 @@ class DualNoticeProcessor(ProcessorApp[DualNoticeSettings, DualNoticeTopics]):
 
     def declare(self) -> None:
         self._deadlines: list[tuple[int, str, str, str]] = []
-        self._catalog: tuple[int, ApprovalCatalog] | None = None
-        self._directory: tuple[int, DepartmentDirectory] | None = None
         app, settings = self.app, self.settings
         self.approval_items = ReferenceData(self.clients, REGISTRY_APPROVAL_ITEMS)
         self.departments = ReferenceData(self.clients, REGISTRY_DEPARTMENTS)
+        #: The approval catalog and the departments as their topics hold them now.
+        self.catalog = self.approval_items.indexed(ApprovalCatalog)
+        self.directory = self.departments.indexed(DepartmentDirectory)
         partitions, configs = settings.uscc_partitions, changelog_config(settings)
         self.registered_scopes = app.Table(
             "registered-scopes", partitions=partitions, extra_topic_configs=configs
@@ -217,20 +218,6 @@ class DualNoticeProcessor(ProcessorApp[DualNoticeSettings, DualNoticeTopics]):
             pattern=self.topics.inbound_pattern,
             id_prefix="dual-notice-action",
         )
-
-    def catalog(self) -> ApprovalCatalog:
-        """The approval catalog as registry.approval-items holds it now."""
-        version = self.approval_items.version
-        if self._catalog is None or self._catalog[0] != version:
-            self._catalog = (version, ApprovalCatalog(self.approval_items.values()))
-        return self._catalog[1]
-
-    def directory(self) -> DepartmentDirectory:
-        """The departments as registry.departments holds them now."""
-        version = self.departments.version
-        if self._directory is None or self._directory[0] != version:
-            self._directory = (version, DepartmentDirectory(self.departments.values()))
-        return self._directory[1]
 
     def load(self) -> dict[str, int]:
         """The whole catalog and the departments: nothing is matched or routed before."""

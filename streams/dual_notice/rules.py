@@ -141,6 +141,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from streams.directory import DepartmentDirectory
 from streams.dual_notice.settings import DualNoticeSettings
 from streams.outputs import RuleOutput
 from xietong.clock import business_clock, millis
@@ -302,18 +303,6 @@ def entries_to_match(scope_items: Iterable[dict[str, Any]]) -> list[str]:
     department. Only an entry the registration itself lists under 一般项目 is left out.
     """
     return sorted({item["text"] for item in scope_items if item["kind"] != "GENERAL"})
-
-
-class DepartmentDirectory:
-    """The registry's departments, by code and by USCC."""
-
-    def __init__(self, records: Iterable[dict[str, Any]]) -> None:
-        self.by_code: dict[str, dict[str, str]] = {}
-        self.by_uscc: dict[str, dict[str, str]] = {}
-        for record in records:
-            ref = {"code": record["code"], "uscc": record["uscc"], "name": record["name"]}
-            self.by_code[ref["code"]] = ref
-            self.by_uscc[ref["uscc"]] = ref
 
 
 # -- the push, its states and what may move it ----------------------------------------------

@@ -14,18 +14,18 @@ counts periods of hours.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from streams.settings import ProcessorSettings
-from xietong.clock import WorkingCalendar, business_clock
+from streams.settings import ProcessorSettings, WorkingCalendarSettings
+from xietong.clock import business_clock
 
 DAY = timedelta(days=1)
 
 
-class DualNoticeSettings(ProcessorSettings):
+class DualNoticeSettings(ProcessorSettings, WorkingCalendarSettings):
     """The province's 双告知 rules, from ``XIETONG_DUAL_NOTICE_*`` variables.
 
     Periods are ISO 8601 durations or seconds: ``XIETONG_DUAL_NOTICE_CLAIM_PERIOD=P15D``,
@@ -44,17 +44,6 @@ class DualNoticeSettings(ProcessorSettings):
         description="Count the claim period in working days: from the day after the"
         " registration, ending at 24:00 of the last working day in the province"
         " (the national calendar of holidays and 调休, with the overrides below).",
-    )
-    extra_holidays: list[date] = Field(
-        default_factory=list,
-        description="Days that are not working days whatever the national calendar says:"
-        " the province's own, or a year's holidays the chinese-calendar package does not"
-        " know yet (published each November).",
-    )
-    extra_working_days: list[date] = Field(
-        default_factory=list,
-        description="Days that are working days whatever the national calendar says: a"
-        " year's 调休上班日 the package does not know yet.",
     )
     licence_period: timedelta = Field(
         default=timedelta(days=60),
@@ -77,11 +66,6 @@ class DualNoticeSettings(ProcessorSettings):
         return business_clock().working_period_end(
             start_ms, self.claim_period.days, self.working_calendar
         )
-
-    @property
-    def working_calendar(self) -> WorkingCalendar:
-        """The province's working days: the national calendar with its overrides."""
-        return WorkingCalendar(frozenset(self.extra_holidays), frozenset(self.extra_working_days))
 
     def licence_deadline(self, claimed_ms: int) -> int:
         """The end (epoch ms) of the licence period of a claim made at ``claimed_ms``."""

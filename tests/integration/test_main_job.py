@@ -57,6 +57,12 @@ FLOWING = {
         {},
     ),
     "credit checks": ("credit-check", "xietong_credit_check_checks_total", {}),
+    "assistance requests": ("assistance", "xietong_assistance_requests_made_total", {}),
+    "assistance completed": (
+        "assistance",
+        "xietong_assistance_actions_applied_total",
+        {"action": "COMPLETE"},
+    ),
     "rows in the credit database": ("sink", "xietong_sink_rows_written_total", {}),
     "actions over the inbox API": ("inbox", "xietong_inbox_actions_produced_total", {}),
     # The simulator's webhook departments (app/webhook_receivers.py) get their inboxes pushed.
@@ -72,6 +78,7 @@ SERVICES = (
     "registry",
     "dual-notice",
     "joint-punishment",
+    "assistance",
     "sink",
     "credit-check",
     "inbox",
@@ -85,6 +92,7 @@ PORT_SETTINGS = (
     "XIETONG_REGISTRY_PORT",
     "XIETONG_DUAL_NOTICE_METRICS_PORT",
     "XIETONG_JOINT_PUNISHMENT_METRICS_PORT",
+    "XIETONG_ASSISTANCE_METRICS_PORT",
     "XIETONG_SINK_METRICS_PORT",
     "XIETONG_CREDIT_CHECK_PORT",
     "XIETONG_INBOX_PORT",
@@ -200,6 +208,7 @@ def test_make_run_starts_every_service_and_records_flow_end_to_end_until_ctrl_c(
     ports = {
         "dual-notice": prepared["XIETONG_DUAL_NOTICE_METRICS_PORT"],
         "joint-punishment": prepared["XIETONG_JOINT_PUNISHMENT_METRICS_PORT"],
+        "assistance": prepared["XIETONG_ASSISTANCE_METRICS_PORT"],
         "sink": prepared["XIETONG_SINK_METRICS_PORT"],
         "credit-check": prepared["XIETONG_CREDIT_CHECK_PORT"],
         "inbox": prepared["XIETONG_INBOX_PORT"],

@@ -525,9 +525,9 @@ def test_a_backfill_rebuilds_the_database_live_processing_made(
     # The other processors' records and dead letters (no canonical ones: random decimals
     # would not fit).
     for topic in TABLES_BY_TOPIC:
-        if topic.startswith(("dualnotice.", "punishment.", "credit.matter", DEAD_LETTER.name)) and (
-            topic != "dualnotice.pushes"
-        ):
+        if topic.startswith(
+            ("dualnotice.", "punishment.", "credit.matter", "assistance.", DEAD_LETTER.name)
+        ) and (topic != "dualnotice.pushes"):
             records += generated(topic, 15)
     random.Random(23).shuffle(records)
     # Live: the records arrive in three waves while the sink runs.

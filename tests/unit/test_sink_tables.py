@@ -19,7 +19,11 @@ from connectors.sink.tables import (
     AuditFact,
 )
 from connectors.sink.writer import Batch, line_formatter, row_kinds
-from schemas import DUAL_NOTICE_RECORD_TYPES, JOINT_PUNISHMENT_RECORD_TYPES
+from schemas import (
+    ASSISTANCE_RECORD_TYPES,
+    DUAL_NOTICE_RECORD_TYPES,
+    JOINT_PUNISHMENT_RECORD_TYPES,
+)
 from tests.sink_records import decoded_records
 from xietong.clock import business_clock
 from xietong.topics import DepartmentTopic
@@ -104,6 +108,9 @@ def test_inboxes_carry_the_processors_records_by_their_schema_names() -> None:
         "cn.gov.xietong.punishment.RestrictionHit",
         "cn.gov.xietong.punishment.LiftNotice",
         "cn.gov.xietong.punishment.SeriousListingProposal",
+        "cn.gov.xietong.assistance.AssistanceRequest",
+        "cn.gov.xietong.assistance.AssistanceEscalation",
+        "cn.gov.xietong.assistance.AssistanceRating",
     ):
         assert name in TABLES_BY_RECORD
 
@@ -112,7 +119,11 @@ def test_every_record_a_processor_publishes_has_a_table_so_none_is_a_sink_dead_l
     """Whatever a processor sends to an inbox is one of its outputs: without a table the sink
     would dead-letter its delivery. The 待认领清单 is the one exception: a compacted view of
     the 分流失败 records (stored as dual_notice_routing_failures), never in an inbox."""
-    published = {*JOINT_PUNISHMENT_RECORD_TYPES, *DUAL_NOTICE_RECORD_TYPES}
+    published = {
+        *JOINT_PUNISHMENT_RECORD_TYPES,
+        *DUAL_NOTICE_RECORD_TYPES,
+        *ASSISTANCE_RECORD_TYPES,
+    }
     stored = {mapping.record.name for mapping in TABLES_BY_RECORD.values()}
     missing = published - stored - {"dual_notice_claimable_item"}
     assert missing == set()

@@ -35,6 +35,7 @@ def local_ports(settings: Settings | None = None) -> dict[str, int | None]:
     from connectors.sink.sink import SinkSettings
     from connectors.webhooks.settings import WebhookSettings
     from registry.settings import RegistrySettings
+    from streams.assistance.settings import AssistanceSettings
     from streams.credit_check.settings import CreditCheckSettings
     from streams.dual_notice.settings import DualNoticeSettings
     from streams.joint_punishment.settings import JointPunishmentSettings
@@ -47,6 +48,7 @@ def local_ports(settings: Settings | None = None) -> dict[str, int | None]:
         "lag-exporter": settings.lag_exporter_port,
         "dual-notice": DualNoticeSettings().metrics_port,
         "joint-punishment": JointPunishmentSettings().metrics_port,
+        "assistance": AssistanceSettings().metrics_port,
         "sharing": SharingSettings().metrics_port,
         "sink": SinkSettings().metrics_port,
         "credit-check": CreditCheckSettings().port,
