@@ -178,7 +178,18 @@ class SchemaRegistry(LocalService):
             "QUARKUS_LOG_LEVEL": "INFO",
         }
 
-    def is_ready(self) -> bool:
+    def start(self) -> str:
+        if self.pid() is not None and not self.is_external and self.answer() == 401:
+            raise StackError(
+                "the schema registry runs with authentication (it was started with"
+                " XIETONG_SCHEMA_REGISTRY_AUTH=true) and this client sends no credentials:"
+                " set XIETONG_SCHEMA_REGISTRY_AUTH=true (source .local/stack.env), or run"
+                " 'make down' and 'make up' to restart it without"
+            )
+        return super().start()
+
+    def answer(self) -> int | None:
+        """The status of a request for the subjects, with this client's credentials."""
         try:
             response = httpx.get(
                 f"{self.endpoint}/subjects",
@@ -186,8 +197,11 @@ class SchemaRegistry(LocalService):
                 timeout=2,
             )
         except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+            return None
+        return response.status_code
+
+    def is_ready(self) -> bool:
+        return self.answer() == 200
 
 
 def write_private(path: Path, text: str) -> None:
