@@ -227,6 +227,13 @@ def schemas_register() -> None:
     try:
         ids = register_all(clients("admin").schema_registry())
     except SchemaRegistryError as error:
+        if error.http_status_code in (401, 403):
+            fail(
+                f"the schema registry refused this client ({error.http_status_code}"
+                f" {error.error_message}): set XIETONG_SCHEMA_REGISTRY_USERNAME and"
+                " XIETONG_SCHEMA_REGISTRY_PASSWORD (or …_PASSWORD_FILE) to a user with the"
+                " sr-developer role, or XIETONG_SCHEMA_REGISTRY_AUTH=true for the local stack's"
+            )
         fail(f"the schema registry refused a schema: {error.error_message}")
     table = Table("subject", "schema id")
     for subject, schema_id in ids.items():

@@ -82,11 +82,12 @@ def start_containers() -> tuple[dict[str, str], Callable[[], None]]:
     The stop function removes the containers and their network.
     """
     settings = get_settings()
+    password = settings.postgres_password.get_secret_value()
     with ExitStack() as cleanup:
         network = Network().create()
         cleanup.callback(network.remove)
 
-        postgres = _postgres(network, settings.postgres_user, settings.postgres_password)
+        postgres = _postgres(network, settings.postgres_user, password)
         cleanup.callback(postgres.stop)
         postgres.start()
 
@@ -95,14 +96,14 @@ def start_containers() -> tuple[dict[str, str], Callable[[], None]]:
         bootstrap_servers = _start_kafka(kafka)
 
         registry = _schema_registry(
-            network, settings.apicurio_version, settings.postgres_user, settings.postgres_password
+            network, settings.apicurio_version, settings.postgres_user, password
         )
         cleanup.callback(registry.stop)
         registry.start()
 
         database_host = postgres.get_container_host_ip()
         database_port = postgres.get_exposed_port(5432)
-        credentials = f"{settings.postgres_user}:{settings.postgres_password}"
+        credentials = f"{settings.postgres_user}:{password}"
 
         def database_url(database: str) -> str:
             return f"postgresql+psycopg2://{credentials}@{database_host}:{database_port}/{database}"

@@ -62,7 +62,7 @@ from streams.runtime import uscc_partition
 from tests.kafka_helpers import ReadMessage, TopicWindow, eventually
 from xietong import topics
 from xietong.access import Grant, reconcile
-from xietong.kafka import KafkaClients
+from xietong.kafka import KafkaClients, schema_registry_credentials
 from xietong.settings import Settings
 from xietong.topics import DEPARTMENT_TOPICS, STREAMS_INTERNAL_TOPIC_PREFIX, apply_topics
 from xietong.uscc import make_uscc
@@ -161,6 +161,19 @@ def stop_process(
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(10)
+
+
+def schema_registry_environment(settings: Settings) -> dict[str, str]:
+    """The variables that give a process with a home of its own the schema registry
+    credentials the stack's clients send (none when the registry asks for none)."""
+    credentials = schema_registry_credentials(settings)
+    if credentials is None:
+        return {}
+    username, password = credentials
+    return {
+        "XIETONG_SCHEMA_REGISTRY_USERNAME": username,
+        "XIETONG_SCHEMA_REGISTRY_PASSWORD": password,
+    }
 
 
 def free_port() -> int:

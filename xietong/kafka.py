@@ -15,6 +15,13 @@ each may do. The credentials come from ``XIETONG_KAFKA_USERNAME`` and
 ``XIETONG_KAFKA_PASSWORD`` when set (a deployment gives each service its own), else
 from the local stack's credentials file, written by ``xietong stack up``.
 
+The schema registry client sends credentials when the settings give some: HTTP basic
+authentication (``XIETONG_SCHEMA_REGISTRY_USERNAME`` and ``…_PASSWORD`` or
+``…_PASSWORD_FILE``; on the local stack started with ``XIETONG_SCHEMA_REGISTRY_AUTH=true``,
+the ``xietong-platform`` principal's from its credentials file), or an OIDC token got
+with client credentials (``XIETONG_SCHEMA_REGISTRY_OAUTH_*``), see
+:func:`schema_registry_config`.
+
 Producers are idempotent with ``acks=all``: a retried send never duplicates a record
 in the log, which at-least-once delivery with deterministic event ids turns into
 effectively-once results downstream.
@@ -153,6 +160,84 @@ def security_config(settings: Settings, service: str) -> dict[str, str]:
     }
 
 
+#: The local schema registry's users (``XIETONG_SCHEMA_REGISTRY_AUTH=true``) and their
+#: Apicurio roles: the platform registers schemas and sets subjects' compatibility
+#: (sr-developer); an operator changes the registry's global settings (sr-admin); a
+#: reader only reads schemas (sr-readonly).
+SCHEMA_REGISTRY_USERS = {
+    "xietong-platform": "sr-developer",
+    "xietong-admin": "sr-admin",
+    "xietong-reader": "sr-readonly",
+}
+SCHEMA_REGISTRY_PLATFORM_USER = "xietong-platform"
+
+
+def local_schema_registry_credentials_file(settings: Settings) -> Path:
+    """Where the local stack keeps its schema registry users' passwords (mode 0600)."""
+    return settings.home / "schema-registry" / "credentials.json"
+
+
+def schema_registry_credentials(settings: Settings) -> tuple[str, str] | None:
+    """The user name and password for HTTP basic authentication to the schema registry,
+    or None when the registry is not to be sent any."""
+    if settings.schema_registry_username:
+        password = settings.schema_registry_password
+        if password is None:
+            raise KafkaCredentialsError(
+                f"XIETONG_SCHEMA_REGISTRY_USERNAME is {settings.schema_registry_username} but no"
+                " password is set: set XIETONG_SCHEMA_REGISTRY_PASSWORD or"
+                " XIETONG_SCHEMA_REGISTRY_PASSWORD_FILE"
+            )
+        return settings.schema_registry_username, password.get_secret_value()
+    if not settings.schema_registry_auth or settings.schema_registry_is_external:
+        return None
+    path = local_schema_registry_credentials_file(settings)
+    username = SCHEMA_REGISTRY_PLATFORM_USER
+    try:
+        password = json.loads(path.read_text(encoding="utf-8"))[username]
+    except (OSError, KeyError, ValueError):
+        raise KafkaCredentialsError(
+            f"no schema registry password for {username}: start the local stack with"
+            f" XIETONG_SCHEMA_REGISTRY_AUTH=true (make up) to create {path}, or set"
+            " XIETONG_SCHEMA_REGISTRY_USERNAME and XIETONG_SCHEMA_REGISTRY_PASSWORD"
+        ) from None
+    return username, password
+
+
+def schema_registry_config(settings: Settings) -> dict[str, Any]:
+    """The configuration of confluent-kafka's :class:`SchemaRegistryClient`: the URL, the
+    registry's CA, and its credentials (OIDC client credentials when a token URL is set,
+    else basic authentication when there are credentials, else none)."""
+    url = settings.schema_registry_url
+    config: dict[str, Any] = {"url": url}
+    # its own CA, else (over https) the one that signed the brokers'
+    ca = settings.schema_registry_ssl_ca_location or (
+        settings.kafka_ssl_ca_location if url.startswith("https:") else None
+    )
+    if ca:
+        config["ssl.ca.location"] = str(ca)
+    if settings.schema_registry_oauth_token_url:
+        secret = settings.schema_registry_oauth_client_secret
+        if not settings.schema_registry_oauth_client_id or secret is None:
+            raise KafkaCredentialsError(
+                "XIETONG_SCHEMA_REGISTRY_OAUTH_TOKEN_URL is set: set"
+                " XIETONG_SCHEMA_REGISTRY_OAUTH_CLIENT_ID and"
+                " XIETONG_SCHEMA_REGISTRY_OAUTH_CLIENT_SECRET (or …_CLIENT_SECRET_FILE) too"
+            )
+        return config | {
+            "bearer.auth.credentials.source": "OAUTHBEARER",
+            "bearer.auth.issuer.endpoint.url": settings.schema_registry_oauth_token_url,
+            "bearer.auth.client.id": settings.schema_registry_oauth_client_id,
+            "bearer.auth.client.secret": secret.get_secret_value(),
+            "bearer.auth.scope": settings.schema_registry_oauth_scope,
+            "bearer.auth.logical.cluster": settings.schema_registry_oauth_logical_cluster,
+        }
+    credentials = schema_registry_credentials(settings)
+    if credentials is not None:
+        config["basic.auth.user.info"] = ":".join(credentials)
+    return config
+
+
 class KafkaClients:
     """Builds Kafka and schema registry clients for one service and one set of settings."""
 
@@ -257,10 +342,7 @@ class KafkaClients:
 
     @cache  # noqa: B019 - one registry client (and its schema cache) per factory
     def schema_registry(self) -> SchemaRegistryClient:
-        url = self.settings.schema_registry_url
-        ca = self.settings.kafka_ssl_ca_location
-        tls = {"ssl.ca.location": str(ca)} if ca and url.startswith("https:") else {}
-        return SchemaRegistryClient({"url": url, **tls})
+        return SchemaRegistryClient(schema_registry_config(self.settings))
 
     def avro_serializer(self, schema_str: str | None = None, **config: Any) -> AvroSerializer:
         """An Avro serializer writing the Confluent wire format (magic byte, schema id).

@@ -11,16 +11,27 @@ The four endpoint variables are the contract with the outside world::
 When one of them is set to something other than the local stack's address, the
 platform uses that service and ``xietong stack up`` does not start a local one.
 Everything else is prefixed ``XIETONG_`` (for example ``XIETONG_KAFKA_PORT=19092``).
+
+Every secret (a ``SecretStr`` setting such as ``XIETONG_KAFKA_PASSWORD``) may instead be
+read from a file, as Kubernetes and Compose mount secrets: ``XIETONG_<NAME>_FILE`` names
+it (``XIETONG_SCHEMA_REGISTRY_PASSWORD_FILE=/run/secrets/registry-password``). Secrets
+are ``SecretStr``: their ``repr`` and ``str`` are ``**********``, so a settings object
+printed or logged by mistake shows none.
 """
 
 from __future__ import annotations
 
+import os
+import typing
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_serializer, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 LOOPBACK = "127.0.0.1"
 
@@ -54,17 +65,89 @@ def libpq_url(url: str) -> str:
     return plain.render_as_string(hide_password=False)
 
 
-def _default_cache_dir() -> Path:
-    import os
+def without_password(url: str) -> str:
+    """``url`` with the password of its user info, if any, shown as ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
+
+def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "xietong"
+
+
+ENV_PREFIX = "XIETONG_"
+
+
+def is_secret(field: FieldInfo) -> bool:
+    """True for a setting that holds a secret (``SecretStr``, optional or not)."""
+    return field.annotation is SecretStr or SecretStr in typing.get_args(field.annotation)
+
+
+def secret_file_variable(name: str) -> str:
+    """The variable naming the file a secret setting is read from."""
+    return f"{ENV_PREFIX}{name.upper()}_FILE"
+
+
+class SecretFiles(PydanticBaseSettingsSource):
+    """Secret settings read from the files ``XIETONG_<NAME>_FILE`` names (its content, the
+    trailing newline dropped); the variable ``XIETONG_<NAME>`` itself wins when set too."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        variable = secret_file_variable(field_name)
+        path = os.environ.get(variable)
+        if not path or not is_secret(field):
+            return None, field_name, False
+        try:
+            return Path(path).read_text(encoding="utf-8").rstrip("\r\n"), field_name, False
+        except OSError as error:
+            raise ValueError(f"{variable}: cannot read {path}: {error.strerror}") from None
+
+    def __call__(self) -> dict[str, Any]:
+        values = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[key] = value
+        return values
 
 
 class Settings(BaseSettings):
     """Platform configuration, from the environment with local-stack defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="XIETONG_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
+
+    def __repr_args__(self) -> Any:
+        # SecretStr fields show as '**********' already; an endpoint URL may hold a password.
+        for name, value in super().__repr_args__():
+            if isinstance(value, str) and name is not None and name.endswith("_env"):
+                value = without_password(value)
+            yield name, value
+
+    @field_serializer("database_url_env", "credit_database_url_env", when_used="json")
+    def _shown_without_password(self, url: str | None) -> str | None:
+        # as a SecretStr shows in JSON: the settings' JSON is for people, never a secret store
+        return None if url is None else without_password(url)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            SecretFiles(settings_cls),
+            file_secret_settings,
+        )
 
     # -- where the local stack lives -------------------------------------------------
     home: Path = Field(
@@ -87,7 +170,10 @@ class Settings(BaseSettings):
     kafka_heap: str = "512m"
     schema_registry_heap: str = "384m"
     postgres_user: str = "xietong"
-    postgres_password: str = "xietong"
+    postgres_password: SecretStr = Field(
+        default=SecretStr("xietong"),
+        description="The local PostgreSQL's password (in the local database URLs).",
+    )
 
     # -- endpoints: external when set to something else than the local stack ---------
     kafka_bootstrap_servers_env: str | None = Field(
@@ -147,6 +233,53 @@ class Settings(BaseSettings):
         default=9094,
         description="The local broker's SASL_SSL listener, with a certificate from a CA the"
         " stack generates (<XIETONG_HOME>/kafka/tls/); 0: no TLS listener.",
+    )
+
+    # -- schema registry authentication ----------------------------------------------
+    schema_registry_auth: bool = Field(
+        default=False,
+        description="Local stack: start Apicurio with HTTP basic authentication and"
+        " role-based authorization (its users' passwords in"
+        " <XIETONG_HOME>/schema-registry/credentials.json, mode 0600); the platform's clients"
+        " then send the xietong-platform principal's credentials from that file.",
+    )
+    schema_registry_username: str | None = Field(
+        default=None,
+        description="HTTP basic authentication to the schema registry: the user name (an"
+        " Apicurio user with the sr-developer role, to register schemas).",
+    )
+    schema_registry_password: SecretStr | None = Field(
+        default=None,
+        description="Its password (or XIETONG_SCHEMA_REGISTRY_PASSWORD_FILE: a file holding it).",
+    )
+    schema_registry_oauth_token_url: str | None = Field(
+        default=None,
+        description="OIDC client credentials instead of basic authentication: the identity"
+        " provider's token endpoint (…/protocol/openid-connect/token for Keycloak); the"
+        " registry must validate its tokens (Apicurio: QUARKUS_OIDC_TENANT_ENABLED=true).",
+    )
+    schema_registry_oauth_client_id: str | None = Field(
+        default=None, description="The OIDC client id of this platform."
+    )
+    schema_registry_oauth_client_secret: SecretStr | None = Field(
+        default=None,
+        description="Its client secret (or XIETONG_SCHEMA_REGISTRY_OAUTH_CLIENT_SECRET_FILE).",
+    )
+    schema_registry_oauth_scope: str = Field(
+        default="", description="The scope asked for with the token (space separated)."
+    )
+    schema_registry_oauth_logical_cluster: str = Field(
+        default="apicurio",
+        description="Sent as the target-sr-cluster header, which confluent-kafka requires:"
+        " Confluent Cloud's schema registry id (lsrc-…); Apicurio ignores it.",
+    )
+    schema_registry_ssl_ca_location: Path | None = Field(
+        default=None,
+        description="The CA file (PEM) of an https schema registry; default: the system's.",
+    )
+    schema_registry_database: str = Field(
+        default="xietong_schemas",
+        description="The local PostgreSQL database the local schema registry stores schemas in.",
     )
 
     # -- topic layout -----------------------------------------------------------------
@@ -225,7 +358,7 @@ class Settings(BaseSettings):
 
     def local_database_url(self, database: str) -> str:
         return (
-            f"postgresql+psycopg2://{self.postgres_user}:{self.postgres_password}"
+            f"postgresql+psycopg2://{self.postgres_user}:{self.postgres_password.get_secret_value()}"
             f"@{LOOPBACK}:{self.postgres_port}/{database}"
         )
 
@@ -274,7 +407,7 @@ class Settings(BaseSettings):
 
 REGISTRY_DATABASE = "xietong_registry"
 CREDIT_DATABASE = "xietong_credit"
-SCHEMA_REGISTRY_DATABASE = "xietong_schemas"
+SCHEMA_REGISTRY_DATABASE = Settings.model_fields["schema_registry_database"].default
 
 
 @lru_cache(maxsize=1)

@@ -54,6 +54,7 @@ from tests.stream_worker import (
     partition_mate,
     publish_catalog,
     running,
+    schema_registry_environment,
     skip_backlog,
     streams_group,
     until_group_empty,
@@ -476,6 +477,7 @@ def test_listings_restrict_across_rebalances_when_a_second_worker_joins_and_the_
             "XIETONG_KAFKA_USERNAME": "svc-streams",
             "XIETONG_KAFKA_PASSWORD": credentials["svc-streams"],
             "XIETONG_JOINT_PUNISHMENT_METRICS_PORT": str(free_port()),
+            **schema_registry_environment(stack_settings),
         },
     )
     group = streams_group(APP_NAME)

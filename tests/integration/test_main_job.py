@@ -283,11 +283,13 @@ def assert_only_json_lines(service_logs: Path, written_before: dict[str, int]) -
 @pytest.fixture
 def own_home(prepared: dict[str, str], tmp_path: Path, stack_settings: Settings) -> dict[str, str]:
     """The prepared platform's settings with a home and ports of this test's own; the
-    services' Kafka passwords are the stack's."""
-    credentials = stack_settings.home / "kafka" / "credentials.json"
-    if credentials.exists():
-        (tmp_path / "home" / "kafka").mkdir(parents=True)
-        shutil.copy2(credentials, tmp_path / "home" / "kafka" / "credentials.json")
+    services' Kafka passwords (and the schema registry's, when it asks for them) are the
+    stack's."""
+    for service in ("kafka", "schema-registry"):
+        credentials = stack_settings.home / service / "credentials.json"
+        if credentials.exists():
+            (tmp_path / "home" / service).mkdir(parents=True)
+            shutil.copy2(credentials, tmp_path / "home" / service / "credentials.json")
     return {
         **prepared,
         **{name: str(free_port()) for name in PORT_SETTINGS},

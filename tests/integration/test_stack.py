@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.demo import round_trip
 from deploy.local.stack import LocalStack
 from schemas import load_schema, register_schema, value_subject
-from xietong.kafka import KafkaClients
+from xietong.kafka import KafkaClients, schema_registry_credentials
 from xietong.settings import Settings
 from xietong.topics import TOPICS, Change, TopicKey, apply_topics
 
@@ -49,7 +49,10 @@ def test_records_use_the_confluent_wire_format_with_the_registered_schema_id(
     magic, written_id = struct.unpack(">bI", payload[:5])
     assert (magic, written_id) == (0, schema_id)
     # The id resolves through the Confluent API of the registry.
-    response = httpx.get(f"{kafka.settings.schema_registry_url}/schemas/ids/{schema_id}")
+    response = httpx.get(
+        f"{kafka.settings.schema_registry_url}/schemas/ids/{schema_id}",
+        auth=schema_registry_credentials(kafka.settings),
+    )
     assert response.status_code == 200
     assert "Heartbeat" in response.json()["schema"]
 

@@ -199,10 +199,14 @@ def test_processors_with_tables_on_disk_are_stateful_sets() -> None:
         assert workload["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "home"
 
 
+REGISTRY_USER = "xietong-schema-registry"
+
+
 def test_credentials_come_from_secrets_that_strimzi_makes() -> None:
     """No manifest applied holds a password; every Kafka password is the Secret the User
     Operator writes for a KafkaUser of users.yaml, and nothing else reads settings but the
-    ConfigMap and the database Secret."""
+    ConfigMap, the database Secret and the schema registry's user's (optional: made only
+    where the registry asks for authentication)."""
     users = {u["metadata"]["name"] for u in documents("KafkaUser")}
     for path, doc in manifests():
         if doc["kind"] not in ("Deployment", "StatefulSet", "Job"):
@@ -210,7 +214,10 @@ def test_credentials_come_from_secrets_that_strimzi_makes() -> None:
         pod = doc["spec"]["template"]["spec"]
         for container in pod.get("initContainers", []) + pod["containers"]:
             sources = {next(iter(source.values()))["name"] for source in container["envFrom"]}
-            assert sources <= {"xietong-settings", "xietong-databases"}, path
+            assert sources <= {"xietong-settings", "xietong-databases", REGISTRY_USER}, path
+            for source in container["envFrom"]:
+                if source.get("secretRef", {}).get("name") == REGISTRY_USER:
+                    assert source["secretRef"]["optional"] is True, path
             for variable in container.get("env", []):
                 if "PASSWORD" in variable["name"]:
                     secret = variable["valueFrom"]["secretKeyRef"]

@@ -111,4 +111,7 @@ class LocalStack:
             f"export {name}={shlex.quote(value)}"
             for name, value in self.settings.endpoints().items()
         ]
+        if self.settings.schema_registry_auth and not self.settings.schema_registry_is_external:
+            # The clients then send the platform user's credentials, from its 0600 file.
+            lines.append("export XIETONG_SCHEMA_REGISTRY_AUTH=true")
         self.env_file.write_text("\n".join(lines) + "\n")

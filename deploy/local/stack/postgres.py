@@ -27,13 +27,11 @@ from xietong.settings import (
     CREDIT_DATABASE,
     LOOPBACK,
     REGISTRY_DATABASE,
-    SCHEMA_REGISTRY_DATABASE,
     Settings,
 )
 
 POSTGRES_HINT = "install the PostgreSQL server (Debian: apt-get install postgresql)"
 SYSTEM_USER = "postgres"
-DATABASES = (REGISTRY_DATABASE, CREDIT_DATABASE, SCHEMA_REGISTRY_DATABASE)
 
 
 def postgres_bindir() -> Path:
@@ -92,7 +90,7 @@ def pgpass_file(settings: Settings) -> Path:
     path.chmod(0o600)
     path.write_text(
         f"{LOOPBACK}:{settings.postgres_port}:*:{settings.postgres_user}:"
-        f"{settings.postgres_password}\n"
+        f"{settings.postgres_password.get_secret_value()}\n"
     )
     return path
 
@@ -170,7 +168,7 @@ class PostgresServer(LocalService):
 
     def _initdb(self, bindir: Path) -> None:
         password_file = self.data_dir / "initdb.pw"
-        password_file.write_text(self.settings.postgres_password + "\n")
+        password_file.write_text(self.settings.postgres_password.get_secret_value() + "\n")
         self._owned_by_runner(password_file)
         user = self.run_as_user() if os.geteuid() == 0 else None
         try:
@@ -229,7 +227,7 @@ class PostgresServer(LocalService):
             host=LOOPBACK,
             port=self.port,
             user=self.settings.postgres_user,
-            password=self.settings.postgres_password,
+            password=self.settings.postgres_password.get_secret_value(),
             dbname=database,
             connect_timeout=2,
         )
@@ -241,6 +239,11 @@ class PostgresServer(LocalService):
             return False
         return True
 
+    @property
+    def databases(self) -> tuple[str, ...]:
+        """The platform's databases, created when missing."""
+        return (REGISTRY_DATABASE, CREDIT_DATABASE, self.settings.schema_registry_database)
+
     def after_start(self) -> None:
         connection = self._connect()
         connection.autocommit = True
@@ -248,7 +251,7 @@ class PostgresServer(LocalService):
             with connection.cursor() as cursor:
                 cursor.execute("SELECT datname FROM pg_database")
                 existing = {row[0] for row in cursor.fetchall()}
-                for database in DATABASES:
+                for database in self.databases:
                     if database not in existing:
                         cursor.execute(
                             sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database))
