@@ -36,7 +36,7 @@ from connectors.sink.tables import TABLES_BY_TOPIC
 from deploy.local.stack.kafka import KafkaBroker
 from deploy.local.stack.postgres import PostgresServer
 from tests.kafka_helpers import ReadMessage, TopicWindow
-from xietong.kafka import KafkaClients
+from xietong.kafka import KafkaClients, local_credentials_file
 from xietong.settings import Settings
 from xietong.topics import STREAMS_INTERNAL_TOPIC_PREFIX
 
@@ -312,13 +312,19 @@ def read_all(kafka: KafkaClients, topic: str) -> list[ReadMessage]:
 def test_three_brokers_a_rolling_restart_killed_workers_and_a_database_restart_lose_nothing(
     platform: Platform, stack_settings: Settings
 ) -> None:
+    passwords = json.loads(local_credentials_file(platform.settings).read_text())
     for worker in (1, 2):
         for processor in ("dual-notice", "joint-punishment"):
             prefix = "DUAL_NOTICE" if processor == "dual-notice" else "JOINT_PUNISHMENT"
+            name = f"{processor}-{worker}"
             start(
                 platform,
-                f"{processor}-{worker}",
+                name,
                 ["streams", processor],
+                # each worker its own RocksDB, as on hosts (or pods) of their own
+                XIETONG_HOME=str(platform.home / "workers" / name),
+                XIETONG_KAFKA_USERNAME="svc-streams",
+                XIETONG_KAFKA_PASSWORD=passwords["svc-streams"],
                 **{f"XIETONG_{prefix}_METRICS_PORT": str(free_port())},
             )
     start(platform, "sink", ["sink", "run"], XIETONG_SINK_METRICS_PORT=str(free_port()))
