@@ -35,6 +35,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from connectors.sink.tables import TABLES_BY_TOPIC
 from deploy.local.stack.kafka import KafkaBroker
 from deploy.local.stack.postgres import PostgresServer
+from tests.conftest import SESSION_MARK
 from tests.kafka_helpers import ReadMessage, TopicWindow
 from xietong.kafka import KafkaClients, local_credentials_file
 from xietong.settings import Settings
@@ -367,7 +368,13 @@ def test_three_brokers_a_rolling_restart_killed_workers_and_a_database_restart_l
     postgres = PostgresServer(stack_settings)
     postgres.stop()
     platform.say("PostgreSQL stopped")
-    postgres.start()
+    # the stack's server, not this session's: it outlives the session as it did before
+    mark = os.environ.pop(SESSION_MARK, None)
+    try:
+        postgres.start()
+    finally:
+        if mark is not None:
+            os.environ[SESSION_MARK] = mark
     platform.say("PostgreSQL started")
     platform.flowing()
     assert platform.alive() == {name: True for name in platform.processes}, platform.alive()
@@ -442,11 +449,13 @@ def measure(platform: Platform, kafka: KafkaClients) -> dict[str, Any]:
             events_in += len(set(produced))
             duplicates_in += len(produced) - len(set(produced))
             losses += len(set(produced) - stored)
+        # every state of every push (dual_notice_pushes holds each push's latest only)
         pushes = read_all(kafka, PUSHES)
         push_ids = [TABLES_BY_TOPIC[PUSHES].event_id(m.value) for m in pushes]
-        cursor.execute("SELECT event_id FROM dual_notice_pushes")
+        cursor.execute("SELECT event_id FROM dual_notice_push_states")
         stored_pushes = {row[0] for row in cursor.fetchall()}
-        cursor.execute("SELECT DISTINCT record_event_id FROM deliveries")
+        # a push reached its department when its inbox holds it (in any of its states)
+        cursor.execute("SELECT DISTINCT subject_id FROM deliveries")
         delivered = {row[0] for row in cursor.fetchall()}
     conn.close()
     times = sorted(m.timestamp for m in pushes if m.timestamp > 0)
@@ -455,9 +464,10 @@ def measure(platform: Platform, kafka: KafkaClients) -> dict[str, Any]:
         events_in=events_in,
         duplicate_inputs_in_topics=duplicates_in,
         losses=losses + len(set(push_ids) - stored_pushes),
-        pushes_out=len(set(push_ids)),
-        duplicate_pushes_in_topic=len(push_ids) - len(set(push_ids)),
-        pushes_not_delivered=len(set(push_ids) - delivered),
+        pushes_out=len({m.value["push_id"] for m in pushes}),
+        push_states_out=len(set(push_ids)),
+        duplicate_push_states_in_topic=len(push_ids) - len(set(push_ids)),
+        pushes_not_delivered=len({m.value["push_id"] for m in pushes} - delivered),
         longest_pause_in_pushes_seconds=round(max(pauses, default=0) / 1000, 1),
     )
     return figures
