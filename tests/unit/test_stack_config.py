@@ -206,3 +206,11 @@ def test_one_local_broker_keeps_its_name_storage_and_single_replicas(tmp_path: P
     assert broker.name == "kafka" and broker.data_dir == tmp_path / "kafka"
     assert (settings.replication_factor, settings.min_insync_replicas) == (1, 1)
     assert "controller.quorum.voters=1@127.0.0.1:9093" in broker.server_properties("pw")
+
+
+def test_a_new_cluster_id_never_starts_like_an_option() -> None:
+    from deploy.local.stack.kafka import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(2000)]  # a '-' first would come 1 time in 64
+    assert not any(cluster_id.startswith("-") for cluster_id in ids)
+    assert all(len(cluster_id) == 22 for cluster_id in ids)

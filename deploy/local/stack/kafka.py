@@ -59,6 +59,15 @@ DEPLOY_DIR = Path(__file__).resolve().parents[1] / "kafka"
 SCRAM_ITERATIONS = 8192
 
 
+def new_cluster_id() -> str:
+    """A random cluster id as Kafka writes one (URL-safe base64 of a UUID), never starting
+    with '-': the storage tool would take it for an option (1 start in 64 failed so)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
+
+
 class KafkaBroker(LocalService):
     """One node of the local cluster: node 1 alone (``kafka``) on a laptop, or nodes
     ``kafka-1`` … ``kafka-n`` of ``XIETONG_KAFKA_BROKERS`` (each with storage of its own),
@@ -167,10 +176,10 @@ class KafkaBroker(LocalService):
     def cluster_id(self) -> str:
         """One id for every node of the cluster (a single node's is its own)."""
         if len(self.nodes) == 1:
-            return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            return new_cluster_id()
         if not self.cluster_id_file.exists():
             self.cluster_id_file.parent.mkdir(parents=True, exist_ok=True)
-            generated = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            generated = new_cluster_id()
             self.cluster_id_file.write_text(generated)
         return self.cluster_id_file.read_text().strip()
 
