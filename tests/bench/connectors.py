@@ -23,7 +23,6 @@ import platform
 import random
 import resource
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -51,6 +50,7 @@ from registry import service
 from registry.audit import Actor
 from registry.db import migrate, session_factory, transaction
 from schemas import register_all
+from tests.stream_worker import free_port
 from xietong.kafka import KafkaClients, clients
 from xietong.settings import get_settings
 from xietong.topics import BENCH, apply_topics
@@ -240,12 +240,6 @@ def registry_token(uscc: str) -> str:
         service.load_catalog(session, Actor.system("bench-connectors"))
         [code] = [row.code for row in service.list_departments(session) if row.uscc == uscc]
         return service.issue_token(session, Actor.admin("bench-connectors"), code).token
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def http_run(

@@ -37,6 +37,7 @@ from deploy.local.stack.kafka import KafkaBroker
 from deploy.local.stack.postgres import PostgresServer
 from tests.conftest import SESSION_MARK
 from tests.kafka_helpers import ReadMessage, TopicWindow
+from tests.stream_worker import free_port
 from xietong.kafka import KafkaClients, local_credentials_file
 from xietong.settings import Settings
 from xietong.topics import STREAMS_INTERNAL_TOPIC_PREFIX
@@ -51,12 +52,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("market.registrations", "permits.licences", "enforcement.penalties")
 SOURCES += ("credit.list-entries",)
 PUSHES = "dualnotice.pushes"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def free_base() -> int:
